@@ -1,0 +1,496 @@
+//! Raw TOML → [`Config`]: every check that needs more than serde, each
+//! error located at file:line:col with the key named and the valid forms said.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use globset::GlobBuilder;
+use http::Method;
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawHostRule, RawRuleFile};
+use super::{
+    AuditOutput, Config, ConfigError, ConfigErrors, DnsSettings, ProxySettings, ScanAction,
+    ScanSettings, TlsSettings, UpstreamRoots, parse_duration,
+};
+use crate::policy::{Host, HostPattern, Methods, Policy, Rule, RuleRef};
+
+/// One file's text and name, so errors can point into it.
+struct Src<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Src<'_> {
+    fn err<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.name, self.text, spanned.span(), message)
+    }
+}
+
+/// Compiles config text; `base` resolves relative paths.
+pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(name, text, &e))?;
+    let src = Src { name, text };
+    let mut errors = Vec::new();
+
+    let proxy = compile_proxy(&src, &raw, &mut errors);
+    let tls = compile_tls(&src, &raw, base, &mut errors);
+    let dns = compile_dns(&src, &raw, &mut errors);
+    let scan = compile_scan(&src, &raw, base, &mut errors);
+    let audit = match raw.audit.output.as_deref() {
+        None | Some("stdout") => AuditOutput::Stdout,
+        Some("stderr") => AuditOutput::Stderr,
+        Some("off") => AuditOutput::Off,
+        Some(path) => AuditOutput::File(base.join(path)),
+    };
+    let secrets_backend = compile_secrets(&src, &raw, &mut errors);
+
+    let mut rules = Vec::new();
+    let file_name: Arc<str> = Arc::from(name);
+    for r in &raw.host {
+        if let Some(rule) = compile_rule(&src, &file_name, r, &mut errors) {
+            rules.push(rule);
+        }
+    }
+    let mut rule_files = Vec::new();
+    let mut hint_files = Vec::new();
+    for pattern in &raw.include {
+        let files = expand_include(&src, pattern, base, &mut errors);
+        if files.is_empty() {
+            hint_files.push(pattern.get_ref().clone());
+        }
+        for file in files {
+            let shown = display_path(&file, base, pattern.get_ref());
+            hint_files.push(shown.clone());
+            compile_rule_file(&file, &shown, &mut rules, &mut errors);
+            rule_files.push(file);
+        }
+    }
+    if !raw.host.is_empty() {
+        hint_files.push(name.to_owned());
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        proxy,
+        tls,
+        dns,
+        scan,
+        audit,
+        secrets_backend,
+        policy: Arc::new(Policy::new(rules, hint_files)),
+        source: name.to_owned(),
+        rule_files,
+    })
+}
+
+fn compile_rule_file(
+    path: &Path,
+    shown: &str,
+    rules: &mut Vec<Rule>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError::file(shown, format!("cannot read rule file: {e}")));
+            return;
+        }
+    };
+    let raw: RawRuleFile = match toml::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(ConfigError::from_toml(shown, &text, &e));
+            return;
+        }
+    };
+    let src = Src { name: shown, text: &text };
+    let file_name: Arc<str> = Arc::from(shown);
+    for r in &raw.host {
+        if let Some(rule) = compile_rule(&src, &file_name, r, errors) {
+            rules.push(rule);
+        }
+    }
+}
+
+/// Shows an included file as the user would name it: relative to the config.
+fn display_path(file: &Path, base: &Path, _pattern: &str) -> String {
+    file.strip_prefix(base).unwrap_or(file).display().to_string()
+}
+
+fn expand_include(
+    src: &Src<'_>,
+    pattern: &Spanned<String>,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PathBuf> {
+    let joined = base.join(pattern.get_ref());
+    let Some(joined_str) = joined.to_str() else {
+        errors.push(src.err(pattern, "include: path is not valid UTF-8"));
+        return Vec::new();
+    };
+    let is_glob = pattern.get_ref().contains(['*', '?', '[']);
+    if !is_glob {
+        if !joined.is_file() {
+            errors.push(src.err(
+                pattern,
+                format!("include: rule file `{}` does not exist", pattern.get_ref()),
+            ));
+            return Vec::new();
+        }
+        return vec![joined];
+    }
+    match glob::glob(joined_str) {
+        Ok(paths) => {
+            let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            files.sort();
+            if files.is_empty() {
+                tracing::warn!(pattern = %pattern.get_ref(), file = src.name, "include matches no rule file");
+            }
+            files
+        }
+        Err(e) => {
+            errors.push(src.err(pattern, format!("include: bad glob: {e}")));
+            Vec::new()
+        }
+    }
+}
+
+fn duration_field(
+    src: &Src<'_>,
+    key: &str,
+    value: Option<&Spanned<String>>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    let Some(v) = value else { return default };
+    match parse_duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            errors.push(src.err(v, format!("{key}: must be greater than zero")));
+            default
+        }
+        Err(msg) => {
+            errors.push(src.err(v, format!("{key}: {msg}")));
+            default
+        }
+    }
+}
+
+fn count_field(
+    src: &Src<'_>,
+    key: &str,
+    value: Option<&Spanned<i64>>,
+    default: usize,
+    errors: &mut Vec<ConfigError>,
+) -> usize {
+    let Some(v) = value else { return default };
+    match usize::try_from(*v.get_ref()) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            errors.push(src.err(v, format!("{key}: must be a positive whole number")));
+            default
+        }
+    }
+}
+
+fn addr_field(
+    src: &Src<'_>,
+    key: &str,
+    value: &Spanned<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    match value.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(src.err(
+                value,
+                format!(
+                    "{key}: `{}` is not an address: write IP:PORT, e.g. \"127.0.0.1:3128\"",
+                    value.get_ref()
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn compile_proxy(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProxySettings {
+    let p = &raw.proxy;
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 3128));
+    let listen = p
+        .listen
+        .as_ref()
+        .and_then(|v| addr_field(src, "proxy.listen", v, errors))
+        .unwrap_or(default_listen);
+    let admin = p.admin.as_ref().and_then(|v| addr_field(src, "proxy.admin", v, errors));
+    let secs = Duration::from_secs;
+    ProxySettings {
+        listen,
+        admin,
+        header_read_timeout: duration_field(src, "proxy.header_read_timeout", p.header_read_timeout.as_ref(), secs(10), errors),
+        idle_timeout: duration_field(src, "proxy.idle_timeout", p.idle_timeout.as_ref(), secs(120), errors),
+        connect_timeout: duration_field(src, "proxy.connect_timeout", p.connect_timeout.as_ref(), secs(10), errors),
+        handshake_timeout: duration_field(src, "proxy.handshake_timeout", p.handshake_timeout.as_ref(), secs(10), errors),
+        max_header_bytes: count_field(src, "proxy.max_header_bytes", p.max_header_bytes.as_ref(), 64 * 1024, errors),
+        max_connections: count_field(src, "proxy.max_connections", p.max_connections.as_ref(), 4096, errors),
+        drain_timeout: duration_field(src, "proxy.drain_timeout", p.drain_timeout.as_ref(), secs(30), errors),
+    }
+}
+
+fn compile_tls(src: &Src<'_>, raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> TlsSettings {
+    let t = &raw.tls;
+    let upstream_roots = match t.upstream_roots.as_ref() {
+        None => UpstreamRoots::System,
+        Some(v) => match v.get_ref().as_str() {
+            "system" => UpstreamRoots::System,
+            "webpki" => UpstreamRoots::Webpki,
+            other => {
+                errors.push(src.err(
+                    v,
+                    format!("tls.upstream_roots: `{other}` is not valid: use \"system\" or \"webpki\""),
+                ));
+                UpstreamRoots::System
+            }
+        },
+    };
+    let mut extra = Vec::new();
+    for r in &t.extra_upstream_roots {
+        let p = base.join(r.get_ref());
+        if p.is_file() {
+            extra.push(p);
+        } else {
+            errors.push(src.err(
+                r,
+                format!("tls.extra_upstream_roots: PEM file `{}` does not exist", r.get_ref()),
+            ));
+        }
+    }
+    let leaf_validity = duration_field(
+        src,
+        "tls.leaf_validity",
+        t.leaf_validity.as_ref(),
+        Duration::from_secs(24 * 3600),
+        errors,
+    );
+    TlsSettings {
+        ca_cert: base.join(t.ca_cert.as_deref().unwrap_or("certs/ca.pem")),
+        ca_key: base.join(t.ca_key.as_deref().unwrap_or("certs/ca-key.pem")),
+        upstream_roots,
+        extra_upstream_roots: extra,
+        leaf_validity,
+    }
+}
+
+fn compile_dns(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) -> DnsSettings {
+    let d = &raw.dns;
+    let mut resolve = HashMap::new();
+    for (name, addr) in &d.resolve {
+        let host = match Host::parse(name) {
+            Ok(Host::Name(n)) => n,
+            Ok(Host::Ip(_)) | Err(_) => {
+                errors.push(src.err(addr, format!("dns.resolve: `{name}` is not a host name")));
+                continue;
+            }
+        };
+        match addr.get_ref().parse::<IpAddr>() {
+            Ok(ip) => {
+                resolve.insert(host, crate::policy::host::canonical_ip(ip));
+            }
+            Err(_) => errors.push(src.err(
+                addr,
+                format!("dns.resolve: `{}` is not an IP address (e.g. \"127.0.0.2\")", addr.get_ref()),
+            )),
+        }
+    }
+    let mut allow_cidrs = Vec::new();
+    for c in &d.allow_cidrs {
+        match c.get_ref().parse::<IpNet>() {
+            Ok(net) => allow_cidrs.push(net.trunc()),
+            Err(_) => errors.push(src.err(
+                c,
+                format!("dns.allow_cidrs: `{}` is not a CIDR (e.g. \"127.0.0.0/8\")", c.get_ref()),
+            )),
+        }
+    }
+    DnsSettings {
+        resolve,
+        block_private: d.block_private.unwrap_or(true),
+        allow_cidrs,
+    }
+}
+
+fn scan_action(src: &Src<'_>, key: &str, v: Option<&Spanned<String>>, default: ScanAction, errors: &mut Vec<ConfigError>) -> ScanAction {
+    let Some(v) = v else { return default };
+    match v.get_ref().as_str() {
+        "block" => ScanAction::Block,
+        "redact" => ScanAction::Redact,
+        "log" => ScanAction::Log,
+        other => {
+            errors.push(src.err(v, format!("{key}: `{other}` is not valid: use \"block\", \"redact\" or \"log\"")));
+            default
+        }
+    }
+}
+
+fn compile_scan(src: &Src<'_>, raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> ScanSettings {
+    let s = &raw.scan;
+    let patterns = match &s.patterns {
+        Some(p) => Some(base.join(p)),
+        None => {
+            let default = base.join("rules/secrets.toml");
+            default.is_file().then_some(default)
+        }
+    };
+    ScanSettings {
+        patterns,
+        outgoing: scan_action(src, "scan.outgoing", s.outgoing.as_ref(), ScanAction::Block, errors),
+        incoming: scan_action(src, "scan.incoming", s.incoming.as_ref(), ScanAction::Redact, errors),
+    }
+}
+
+fn compile_secrets(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) -> String {
+    let Some(table) = raw.secrets.as_ref() else {
+        return "file".to_owned();
+    };
+    match table.get_ref().get("backend").map(|v| v.as_str()) {
+        None => "file".to_owned(),
+        Some(Some(b @ ("file" | "vault"))) => b.to_owned(),
+        Some(_) => {
+            errors.push(src.err(table, "secrets.backend: use \"file\" or \"vault\""));
+            "file".to_owned()
+        }
+    }
+}
+
+/// Parses a rule's `match`: exact name, `*.suffix`, or an IP literal.
+pub fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
+    if let Some(suffix) = s.strip_prefix("*.") {
+        if suffix.contains('*') {
+            return Err(format!("`{s}`: `*` may appear only once, as the whole first label (\"*.example.com\")"));
+        }
+        return match Host::parse(suffix) {
+            Ok(Host::Name(n)) => Ok(HostPattern::Subdomains(n)),
+            Ok(Host::Ip(_)) => Err(format!("`{s}`: a wildcard needs a domain name after `*.`")),
+            Err(e) => Err(format!("`{s}`: {e}")),
+        };
+    }
+    if s.contains('*') {
+        return Err(format!(
+            "`{s}`: `*` is allowed only as the whole first label, e.g. \"*.example.com\" (subdomains, not the apex)"
+        ));
+    }
+    Host::parse(s).map(HostPattern::Exact).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Vec<ConfigError>) -> Option<Rule> {
+    let before = errors.len();
+    let pattern = match parse_host_pattern(r.pattern.get_ref()) {
+        Ok(p) => Some(p),
+        Err(msg) => {
+            errors.push(src.err(&r.pattern, format!("host.match: {msg}")));
+            None
+        }
+    };
+    let ports = r.ports.as_ref().map(|ports| {
+        let mut out = Vec::new();
+        for p in ports.get_ref() {
+            match u16::try_from(*p) {
+                Ok(port) if port > 0 => out.push(port),
+                _ => errors.push(src.err(ports, format!("host.ports: {p} is not a port (1-65535)"))),
+            }
+        }
+        if ports.get_ref().is_empty() {
+            errors.push(src.err(ports, "host.ports: an empty list allows nothing; remove the key for the default port"));
+        }
+        out
+    });
+    let methods = match (&r.methods, &r.access) {
+        (Some(_), Some(a)) => {
+            errors.push(src.err(a, "host.access: give either `access` or `methods`, not both"));
+            Methods::Any
+        }
+        (None, Some(a)) => match a.get_ref().as_str() {
+            "read" => Methods::Only(vec![Method::GET, Method::HEAD, Method::OPTIONS]),
+            "any" => Methods::Any,
+            other => {
+                errors.push(src.err(a, format!("host.access: `{other}` is not valid: use \"read\" (GET, HEAD, OPTIONS) or \"any\", or list `methods`")));
+                Methods::Any
+            }
+        },
+        (Some(list), None) => {
+            let mut out = Vec::new();
+            for m in list.get_ref() {
+                let upper = m.to_ascii_uppercase();
+                if upper == "TRACE" || upper == "TRACK" {
+                    errors.push(src.err(list, format!("host.methods: {upper} is always refused (it echoes credentials back)")));
+                    continue;
+                }
+                match Method::from_bytes(upper.as_bytes()) {
+                    Ok(method) => out.push(method),
+                    Err(_) => errors.push(src.err(list, format!("host.methods: `{m}` is not an HTTP method"))),
+                }
+            }
+            if list.get_ref().is_empty() {
+                errors.push(src.err(list, "host.methods: an empty list allows nothing; remove the key to allow all"));
+            }
+            Methods::Only(out)
+        }
+        (None, None) => Methods::Any,
+    };
+    let paths = r.paths.as_ref().and_then(|paths| {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in paths.get_ref() {
+            if !p.starts_with('/') {
+                errors.push(src.err(paths, format!("host.paths: `{p}` must start with `/` (e.g. \"/repos/**\")")));
+                continue;
+            }
+            match GlobBuilder::new(p).literal_separator(true).backslash_escape(true).build() {
+                Ok(g) => {
+                    set.add(g);
+                }
+                Err(e) => errors.push(src.err(paths, format!("host.paths: `{p}`: {e}"))),
+            }
+        }
+        if paths.get_ref().is_empty() {
+            errors.push(src.err(paths, "host.paths: an empty list allows nothing; remove the key to allow all paths"));
+        }
+        match set.build() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(src.err(paths, format!("host.paths: {e}")));
+                None
+            }
+        }
+    });
+    if let Some(inject) = &r.inject {
+        errors.push(src.err(inject, "host.inject: credential injection is not built in this version; remove the key"));
+    }
+    if let Some(a) = &r.approval {
+        if a.get_ref() != "none" {
+            errors.push(src.err(a, format!("host.approval: `{}` is not supported in this version; only \"none\"", a.get_ref())));
+        }
+    }
+    if let Some(rate) = &r.rate {
+        errors.push(src.err(rate, "host.rate: rate limits are not built in this version; remove the key"));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let (line, _) = super::error::line_col(src.text, r.pattern.span().start);
+    Some(Rule {
+        source: RuleRef { file: Arc::clone(file), line },
+        pattern: pattern?,
+        ports,
+        methods,
+        paths,
+        websocket: r.websocket.unwrap_or(false),
+    })
+}

@@ -1,0 +1,194 @@
+//! Config: parse the TOML (`raw`), compile it into runtime types
+//! (`compile`), and the errors that name file, line and key (`error`).
+//!
+//! Parse, then compile, then serve: nothing on the request path sees TOML.
+
+pub mod compile;
+pub mod error;
+pub mod raw;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use error::{ConfigError, ConfigErrors};
+
+use crate::policy::Policy;
+
+/// The embedded default, used by `airlock serve` without `--config`: paths
+/// are relative to the working directory (a checkout of this repository).
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// The name errors and logs use for the embedded default.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// A compiled config generation.
+#[derive(Debug)]
+pub struct Config {
+    /// `[proxy]`.
+    pub proxy: ProxySettings,
+    /// `[tls]`.
+    pub tls: TlsSettings,
+    /// `[dns]`.
+    pub dns: DnsSettings,
+    /// `[scan]`.
+    pub scan: ScanSettings,
+    /// `[audit]`.
+    pub audit: AuditOutput,
+    /// `[secrets]` backend name, as configured.
+    pub secrets_backend: String,
+    /// The allowlist.
+    pub policy: Arc<Policy>,
+    /// Where the config itself came from (a path or the embedded default).
+    pub source: String,
+    /// The rule files that were read, in order.
+    pub rule_files: Vec<PathBuf>,
+}
+
+/// `[proxy]`, compiled.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Where sandboxes connect.
+    pub listen: SocketAddr,
+    /// The admin listener, if any.
+    pub admin: Option<SocketAddr>,
+    /// Time for a request head to arrive (slowloris bound).
+    pub header_read_timeout: Duration,
+    /// A connection idle this long in both directions is closed.
+    pub idle_timeout: Duration,
+    /// Upstream TCP + TLS connect bound.
+    pub connect_timeout: Duration,
+    /// Client's first TLS bytes + handshake bound inside a tunnel.
+    pub handshake_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight work.
+    pub drain_timeout: Duration,
+}
+
+/// Which roots verify upstream servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamRoots {
+    /// The operating system's trust store (corporate CAs live there).
+    System,
+    /// Mozilla's roots compiled into airlock (webpki-roots).
+    Webpki,
+}
+
+/// `[tls]`, compiled.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// CA certificate PEM.
+    pub ca_cert: PathBuf,
+    /// CA private key PEM.
+    pub ca_key: PathBuf,
+    /// Base roots for upstream verification.
+    pub upstream_roots: UpstreamRoots,
+    /// Extra PEM bundles trusted upstream.
+    pub extra_upstream_roots: Vec<PathBuf>,
+    /// Lifetime of minted leaf certificates.
+    pub leaf_validity: Duration,
+}
+
+/// `[dns]`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSettings {
+    /// Normalised name → address.
+    pub resolve: HashMap<String, IpAddr>,
+    /// Refuse non-global addresses.
+    pub block_private: bool,
+    /// Exceptions to `block_private`.
+    pub allow_cidrs: Vec<IpNet>,
+}
+
+/// What to do with a secret found in a body, header or URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanAction {
+    /// Stop the request or response.
+    Block,
+    /// Replace the secret with a marker.
+    Redact,
+    /// Only record it.
+    Log,
+}
+
+/// `[scan]`, compiled.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    /// Pattern file, if any.
+    pub patterns: Option<PathBuf>,
+    /// Action for the sandbox's requests.
+    pub outgoing: ScanAction,
+    /// Action for responses to the sandbox.
+    pub incoming: ScanAction,
+}
+
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// One JSON line per event on stdout.
+    Stdout,
+    /// On stderr.
+    Stderr,
+    /// Appended to this file.
+    File(PathBuf),
+    /// Nowhere (benchmarks).
+    Off,
+}
+
+impl Config {
+    /// Reads and compiles `path` and the rule files it includes.
+    ///
+    /// # Errors
+    /// Every problem found, each with file and line.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(&name, format!("cannot read config: {e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        compile::compile(&text, &name, &base)
+    }
+
+    /// The embedded default, with paths relative to `base`.
+    ///
+    /// # Errors
+    /// Problems in the rule files it includes (the default itself is tested).
+    pub fn embedded(base: &Path) -> Result<Self, ConfigErrors> {
+        compile::compile(EMBEDDED_DEFAULT, EMBEDDED_NAME, base)
+    }
+
+    /// Compiles config text as if read from `name`, resolving paths from `base`.
+    ///
+    /// # Errors
+    /// Every problem found, each with file and line.
+    pub fn from_text(text: &str, name: &str, base: &Path) -> Result<Self, ConfigErrors> {
+        compile::compile(text, name, base)
+    }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d (e.g. \"10s\")"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like \"10s\" or \"5m\""))?;
+    let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(secs(1)),
+        "m" => Ok(secs(60)),
+        "h" => Ok(secs(3600)),
+        "d" => Ok(secs(86_400)),
+        _ => Err(format!("`{s}` has unknown unit `{unit}`: use ms, s, m, h or d")),
+    }
+}

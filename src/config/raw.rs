@@ -1,0 +1,149 @@
+//! The config and rule files exactly as written: serde structs with
+//! `deny_unknown_fields`, spans kept where a later check needs a line.
+//!
+//! Nothing outside `config` sees these types; [`super::compile`] turns them
+//! into the runtime [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `airlock.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[proxy]`: listen addresses, timeouts and limits.
+    #[serde(default)]
+    pub proxy: RawProxy,
+    /// `[tls]`: the CA and upstream trust.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// `[dns]`: name overrides and the address guard.
+    #[serde(default)]
+    pub dns: RawDns,
+    /// `[secrets]`: where credentials come from.
+    #[serde(default)]
+    pub secrets: Option<Spanned<toml::Table>>,
+    /// `[scan]`: secret scanning.
+    #[serde(default)]
+    pub scan: RawScan,
+    /// `[audit]`: where decisions are written.
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// Rule files (globs, relative to this file).
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    /// Rules written inline.
+    #[serde(default)]
+    pub host: Vec<RawHostRule>,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Address sandboxes connect to. Default `127.0.0.1:3128`.
+    pub listen: Option<Spanned<String>>,
+    /// Admin address (`/healthz`). Default: none.
+    pub admin: Option<Spanned<String>>,
+    /// Time allowed for a request head to arrive. Default `10s`.
+    pub header_read_timeout: Option<Spanned<String>>,
+    /// A connection or tunnel with no bytes either way for this long is closed. Default `120s`.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Time allowed to connect upstream (TCP + TLS). Default `10s`.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Time allowed for the client's first TLS bytes and handshake inside a tunnel. Default `10s`.
+    pub handshake_timeout: Option<Spanned<String>>,
+    /// Largest request head accepted, in bytes. Default 65536.
+    pub max_header_bytes: Option<Spanned<i64>>,
+    /// Most client connections served at once. Default 4096.
+    pub max_connections: Option<Spanned<i64>>,
+    /// How long SIGTERM waits for in-flight requests. Default `30s`.
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// CA certificate PEM. Default `certs/ca.pem`.
+    pub ca_cert: Option<String>,
+    /// CA key PEM (mode 0600). Default `certs/ca-key.pem`.
+    pub ca_key: Option<String>,
+    /// `"system"` (default) or `"webpki"`.
+    pub upstream_roots: Option<Spanned<String>>,
+    /// Extra PEM files trusted upstream.
+    #[serde(default)]
+    pub extra_upstream_roots: Vec<Spanned<String>>,
+    /// Leaf certificate lifetime. Default `24h`.
+    pub leaf_validity: Option<Spanned<String>>,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Name → address overrides, like `curl --resolve`.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Spanned<String>>,
+    /// Refuse non-global addresses. Default true.
+    pub block_private: Option<bool>,
+    /// Exceptions to `block_private`, as CIDRs.
+    #[serde(default)]
+    pub allow_cidrs: Vec<Spanned<String>>,
+}
+
+/// `[scan]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScan {
+    /// Pattern file. Default `rules/secrets.toml` when it exists.
+    pub patterns: Option<String>,
+    /// `block` (default) | `redact` | `log`.
+    pub outgoing: Option<Spanned<String>>,
+    /// `redact` (default) | `block` | `log`.
+    pub incoming: Option<Spanned<String>>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `"stdout"` (default), `"stderr"`, `"off"`, or a file path (appended).
+    pub output: Option<String>,
+}
+
+/// A rule file under `rules/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleFile {
+    /// The rules.
+    #[serde(default)]
+    pub host: Vec<RawHostRule>,
+}
+
+/// One `[[host]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostRule {
+    /// `api.github.com`, `*.github.com`, or an IP literal.
+    #[serde(rename = "match")]
+    pub pattern: Spanned<String>,
+    /// Allowed ports. Default: 443 for CONNECT, 80 for plain HTTP.
+    pub ports: Option<Spanned<Vec<i64>>>,
+    /// Allowed methods. Default: all but TRACE/TRACK.
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// `"read"` = GET, HEAD, OPTIONS only.
+    pub access: Option<Spanned<String>>,
+    /// Path globs (`*` = one segment, `**` = any depth). Default: all.
+    pub paths: Option<Spanned<Vec<String>>>,
+    /// Allow WebSocket upgrades. Default false.
+    pub websocket: Option<bool>,
+    /// Credential injection (see the README).
+    pub inject: Option<Spanned<toml::Value>>,
+    /// `"none"` (default); `"required"` is not built yet and is refused.
+    pub approval: Option<Spanned<String>>,
+    /// Rate limit; not built yet and refused.
+    pub rate: Option<Spanned<String>>,
+}

@@ -1,0 +1,234 @@
+//! Host names and IP literals, normalised once so that every comparison
+//! (rule match, SNI, `Host`, `:authority`, the address guard) sees one form.
+//!
+//! # Security
+//! A host is compared only after: lowercasing, removing one trailing dot,
+//! IDNA → punycode, and parsing any IP literal in any encoding a resolver
+//! would accept (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`,
+//! `[::ffff:127.0.0.1]`) to its canonical address. A name whose last label is
+//! numeric but which does not parse as an address is refused, never guessed.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A normalised host: a DNS name in ASCII lowercase, or an address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// `api.example.test` (punycode, lowercase, no trailing dot).
+    Name(String),
+    /// An address; IPv4-mapped IPv6 is stored as IPv4.
+    Ip(IpAddr),
+}
+
+/// Why a host string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// Nothing there.
+    #[error("empty host")]
+    Empty,
+    /// Looks like an IP address but is not a valid one.
+    #[error("`{0}` looks like an IP address but is not a valid one")]
+    BadIpLiteral(String),
+    /// Characters no DNS name has.
+    #[error("`{0}` is not a valid host name")]
+    BadName(String),
+}
+
+impl Host {
+    /// Parses and normalises a host as it appears in a CONNECT target, a
+    /// `Host` header, SNI, or a rule (brackets around IPv6 allowed).
+    pub fn parse(input: &str) -> Result<Self, HostError> {
+        if input.is_empty() {
+            return Err(HostError::Empty);
+        }
+        if let Some(inner) = input.strip_prefix('[') {
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or_else(|| HostError::BadIpLiteral(input.to_owned()))?;
+            let v6: Ipv6Addr = inner
+                .parse()
+                .map_err(|_| HostError::BadIpLiteral(input.to_owned()))?;
+            return Ok(Host::Ip(canonical_ip(IpAddr::V6(v6))));
+        }
+        if input.contains(':') {
+            // Bare IPv6 (SNI never carries one, but rules and `Host` may).
+            return input
+                .parse::<Ipv6Addr>()
+                .map(|v6| Host::Ip(canonical_ip(IpAddr::V6(v6))))
+                .map_err(|_| HostError::BadIpLiteral(input.to_owned()));
+        }
+        let lower = input.to_ascii_lowercase();
+        let trimmed = lower.strip_suffix('.').unwrap_or(&lower);
+        if trimmed.is_empty() {
+            return Err(HostError::Empty);
+        }
+        if looks_numeric(trimmed) {
+            return parse_ipv4_loose(trimmed)
+                .map(|v4| Host::Ip(IpAddr::V4(v4)))
+                .ok_or_else(|| HostError::BadIpLiteral(input.to_owned()));
+        }
+        let ascii = if trimmed.is_ascii() {
+            trimmed.to_owned()
+        } else {
+            idna::domain_to_ascii(trimmed).map_err(|_| HostError::BadName(input.to_owned()))?
+        };
+        if !valid_dns_name(&ascii) {
+            return Err(HostError::BadName(input.to_owned()));
+        }
+        // Punycode output can itself end in a numeric label only if the
+        // input did, which `looks_numeric` already caught.
+        Ok(Host::Name(ascii))
+    }
+
+    /// The name, if this is one.
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            Host::Name(n) => Some(n),
+            Host::Ip(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(IpAddr::V4(v4)) => write!(f, "{v4}"),
+            Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is the IPv4 address it carries.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// WHATWG URL rule: a host whose last label is a number is an IPv4 address.
+fn looks_numeric(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or(host);
+    !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// `inet_aton` semantics: 1 to 4 parts, each decimal, `0x` hex or `0` octal;
+/// the last part fills the remaining bytes.
+fn parse_ipv4_loose(s: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        nums.push(parse_ipv4_part(p)?);
+    }
+    let (last, init) = nums.split_last()?;
+    let mut value: u64 = 0;
+    for (i, n) in init.iter().enumerate() {
+        if *n > 255 {
+            return None;
+        }
+        value |= n << (8 * (3 - i));
+    }
+    let remaining_bits = 8 * (4 - init.len());
+    if remaining_bits < 64 && *last >= (1u64 << remaining_bits) {
+        return None;
+    }
+    value |= last;
+    u32::try_from(value).ok().map(Ipv4Addr::from)
+}
+
+fn parse_ipv4_part(p: &str) -> Option<u64> {
+    if p.is_empty() || p.len() > 12 {
+        return None;
+    }
+    if let Some(hex) = p.strip_prefix("0x") {
+        if hex.is_empty() {
+            return None;
+        }
+        return u64::from_str_radix(hex, 16).ok();
+    }
+    if p.len() > 1 && p.starts_with('0') {
+        return u64::from_str_radix(&p[1..], 8).ok();
+    }
+    p.parse().ok()
+}
+
+fn valid_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! ip {
+        ($name:ident, $input:expr, $want:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(Host::parse($input), Ok(Host::Ip($want.parse().unwrap())));
+            }
+        };
+    }
+
+    ip!(dotted, "127.0.0.1", "127.0.0.1");
+    ip!(decimal, "2130706433", "127.0.0.1");
+    ip!(hex_whole, "0x7f000001", "127.0.0.1");
+    ip!(hex_parts, "0x7f.0x0.0x0.0x1", "127.0.0.1");
+    ip!(octal, "0177.0.0.01", "127.0.0.1");
+    ip!(short_two, "127.1", "127.0.0.1");
+    ip!(short_three, "10.0.258", "10.0.1.2");
+    ip!(metadata, "169.254.169.254", "169.254.169.254");
+    ip!(trailing_dot, "127.0.0.1.", "127.0.0.1");
+    ip!(mapped_v6, "[::ffff:127.0.0.1]", "127.0.0.1");
+    ip!(mapped_v6_hex, "[::ffff:7f00:1]", "127.0.0.1");
+    ip!(bracketed_v6, "[::1]", "::1");
+    ip!(bare_v6, "fd00::1", "fd00::1");
+
+    #[test]
+    fn names_are_lowercased_and_trailing_dot_removed() {
+        assert_eq!(
+            Host::parse("API.Example.TEST."),
+            Ok(Host::Name("api.example.test".into()))
+        );
+    }
+
+    #[test]
+    fn idn_becomes_punycode() {
+        assert_eq!(
+            Host::parse("bücher.example"),
+            Ok(Host::Name("xn--bcher-kva.example".into()))
+        );
+    }
+
+    #[test]
+    fn bad_numeric_hosts_are_refused() {
+        for bad in ["256.0.0.1", "1.2.3.4.5", "0x", "09.1.1.1", "example.123", "1.2.3.999"] {
+            assert!(
+                matches!(Host::parse(bad), Err(HostError::BadIpLiteral(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn junk_names_are_refused() {
+        for bad in ["", ".", "a b.test", "a..b", "evil.test/x", "a%2e.test", "[::1"] {
+            assert!(Host::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Request paths, decoded and normalised once, so that the path a rule
+//! judges is the path that is forwarded.
+//!
+//! # Security
+//! An encoded path must not slip past a path rule (`/public/%2e%2e/admin`,
+//! `/public;x/../admin`, `//admin`). [`NormalPath::parse`] percent-decodes
+//! each segment, drops `;` parameters, collapses empty segments and resolves
+//! dot segments, then re-encodes: airlock forwards exactly the string it
+//! judged. Encoded `/` or `\`, NUL and control bytes are refused rather than
+//! guessed at, since origins disagree on what they mean.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// Bytes re-encoded in a forwarded segment: everything but RFC 3986 `pchar`
+/// minus `;` (a decoded `;` must not become a parameter again) and `%`.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b';')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A normalised path: `decoded` is what rules see, `encoded` what is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath {
+    decoded: String,
+    encoded: String,
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Not origin-form.
+    #[error("the request path must start with `/`")]
+    NotAbsolute,
+    /// `%2F`, `%5C`: origins disagree on these.
+    #[error("the path contains an encoded `/` or `\\`, which airlock refuses because origins disagree on what it means")]
+    EncodedSeparator,
+    /// NUL or another control byte.
+    #[error("the path contains a control character")]
+    Control,
+    /// Decodes to bytes that are not UTF-8.
+    #[error("the path does not decode to UTF-8")]
+    NotUtf8,
+    /// `..` above the root.
+    #[error("the path climbs above `/` with `..`")]
+    AboveRoot,
+}
+
+impl NormalPath {
+    /// Normalises the path part of a request target (no query).
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        let mut segments: Vec<String> = Vec::new();
+        let mut trailing_slash = false;
+        for raw_segment in rest.split('/') {
+            trailing_slash = false;
+            let without_params = raw_segment.split(';').next().unwrap_or("");
+            let bytes: Vec<u8> = percent_decode_str(without_params).collect();
+            if bytes.iter().any(|&b| b == b'/' || b == b'\\') {
+                return Err(PathError::EncodedSeparator);
+            }
+            if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+                return Err(PathError::Control);
+            }
+            let segment = String::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
+            match segment.as_str() {
+                "" | "." => trailing_slash = true,
+                ".." => {
+                    segments.pop().ok_or(PathError::AboveRoot)?;
+                    trailing_slash = true;
+                }
+                _ => segments.push(segment),
+            }
+        }
+        let mut decoded = String::with_capacity(raw.len());
+        let mut encoded = String::with_capacity(raw.len());
+        for s in &segments {
+            decoded.push('/');
+            decoded.push_str(s);
+            encoded.push('/');
+            encoded.extend(utf8_percent_encode(s, SEGMENT));
+        }
+        if trailing_slash || segments.is_empty() {
+            decoded.push('/');
+            encoded.push('/');
+        }
+        Ok(Self { decoded, encoded })
+    }
+
+    /// What rules match against: decoded, no parameters, no dot segments.
+    pub fn decoded(&self) -> &str {
+        &self.decoded
+    }
+
+    /// What is forwarded upstream: `decoded`, re-encoded.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judged(raw: &str) -> Result<(String, String), PathError> {
+        NormalPath::parse(raw).map(|p| (p.decoded, p.encoded))
+    }
+
+    macro_rules! norm {
+        ($name:ident, $raw:expr, $decoded:expr, $encoded:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(judged($raw), Ok(($decoded.into(), $encoded.into())));
+            }
+        };
+    }
+
+    norm!(root, "/", "/", "/");
+    norm!(plain, "/repos/a/b", "/repos/a/b", "/repos/a/b");
+    norm!(trailing, "/repos/", "/repos/", "/repos/");
+    norm!(duplicate_slashes, "//admin//x", "/admin/x", "/admin/x");
+    norm!(dot_segments, "/public/./../admin", "/admin", "/admin");
+    norm!(encoded_dots, "/public/%2e%2E/admin", "/admin", "/admin");
+    norm!(params_dropped, "/public;x=1/../admin;y", "/admin", "/admin");
+    norm!(unreserved_decoded, "/%61dmin", "/admin", "/admin");
+    norm!(space_reencoded, "/a%20b", "/a b", "/a%20b");
+    norm!(encoded_semicolon_stays_data, "/a%3Bb", "/a;b", "/a%3Bb");
+    norm!(utf8, "/caf%C3%A9", "/café", "/caf%C3%A9");
+    norm!(trailing_dotdot, "/a/b/..", "/a/", "/a/");
+
+    #[test]
+    fn refusals() {
+        assert_eq!(judged("/a%2Fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(judged("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(judged("/a%00b"), Err(PathError::Control));
+        assert_eq!(judged("/%ff"), Err(PathError::NotUtf8));
+        assert_eq!(judged("/../etc"), Err(PathError::AboveRoot));
+        assert_eq!(judged("relative"), Err(PathError::NotAbsolute));
+    }
+}
