@@ -1,1 +1,139 @@
-//! (in progress)
+//! The one place a failure becomes a response to the sandbox.
+//!
+//! Every refusal is a short plain-text body written for the agent reading
+//! it, plus an `airlock-error` header with a stable code. No variant holds
+//! a header value, a body or a secret, so no response can echo one.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::guard::GuardError;
+use crate::policy::{Denied, PathError, Reason};
+use crate::upstream::ProxyBody;
+
+/// The response header carrying the stable error code.
+pub const ERROR_HEADER: &str = "airlock-error";
+
+/// Why a request did not go through. The variant decides the status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No rule allows it (403; 405 for TRACE/TRACK).
+    #[error("denied: {0}")]
+    Denied(Box<Denied>),
+    /// The guard refused the address (403) or could not reach it (502).
+    #[error("{0}")]
+    Guard(#[from] GuardError),
+    /// Host / :authority / SNI disagree with the CONNECT host (421).
+    #[error("misdirected: {0}")]
+    Misdirected(String),
+    /// A request airlock will not interpret (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The path could not be normalised safely (400).
+    #[error("bad path: {0}")]
+    Path(#[from] PathError),
+    /// An origin-form request sent to the proxy port (400).
+    #[error("not a proxy request")]
+    NotProxyRequest,
+    /// A method a forward proxy does not serve (405).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Upstream TLS or connection failure (502).
+    #[error("upstream: {0}")]
+    Upstream(String),
+    /// Upstream took too long (504).
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+}
+
+impl From<Denied> for ProxyError {
+    fn from(d: Denied) -> Self {
+        ProxyError::Denied(Box::new(d))
+    }
+}
+
+impl ProxyError {
+    /// Stable code for the audit log and the `airlock-error` header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::Denied(d) => d.reason.as_str(),
+            ProxyError::Guard(g) => g.code(),
+            ProxyError::Misdirected(_) => "misdirected",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Path(_) => "bad_path",
+            ProxyError::NotProxyRequest => "not_proxy_request",
+            ProxyError::Unsupported(_) => "unsupported",
+            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// The status the sandbox sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Denied(d) if d.reason == Reason::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::Guard(g) if g.is_refusal() => StatusCode::FORBIDDEN,
+            ProxyError::Guard(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::Path(_) | ProxyError::NotProxyRequest => StatusCode::BAD_REQUEST,
+            ProxyError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// True when this is a refusal by policy (deny) rather than a failure.
+    pub fn is_denial(&self) -> bool {
+        self.status() != StatusCode::BAD_GATEWAY && self.status() != StatusCode::GATEWAY_TIMEOUT
+    }
+
+    /// The text the agent reads.
+    pub fn agent_message(&self) -> String {
+        match self {
+            ProxyError::Denied(d) => d.agent_message(),
+            ProxyError::Guard(g) if g.is_refusal() => format!(
+                "airlock denied this request: {g}.\n\
+                 Nothing was sent. Private, loopback, link-local and metadata addresses are never \
+                 reachable through airlock; retrying with another name or encoding will be denied too.\n"
+            ),
+            ProxyError::Misdirected(m) => format!(
+                "airlock refused this request: {m}.\n\
+                 Inside a tunnel, the Host header, :authority, the URL and TLS SNI must all name the \
+                 host given to CONNECT. Open a new connection to the host you mean.\n"
+            ),
+            ProxyError::NotProxyRequest => "airlock is a forward proxy: send requests to it as a proxy \
+                 (HTTPS_PROXY=http://this-address), with CONNECT or an absolute http:// URL.\n"
+                .to_owned(),
+            other => format!("airlock: {other}\n"),
+        }
+    }
+
+    /// Builds the response.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let code = self.code();
+        text_response(status, code, self.agent_message())
+    }
+}
+
+/// A plain-text response with the `airlock-error` code.
+pub fn text_response(status: StatusCode, code: &'static str, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(ERROR_HEADER, HeaderValue::from_static(code));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A complete body from bytes.
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    full(Bytes::new())
+}

@@ -1,2 +1,254 @@
-//! (in progress)
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command line: `serve`, `ca init`, `check`, `explain`, `scan`.
+//! `main` stays thin; each command returns an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, EMBEDDED_NAME};
+use crate::listener::Server;
+use crate::policy::{Host, NormalPath, Scheme};
+use crate::tls::ca::{CaFiles, CertificateAuthority, trust_instructions};
+
+/// airlock: the one door between an agent sandbox and the network.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (without --config: the embedded default, paths relative to the working directory).
+    Serve {
+        /// Config file (airlock.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage airlock's CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Validate config and rules without starting; non-zero exit on any problem.
+    Check {
+        /// Config file (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Say which rule decides a URL, and why.
+    Explain {
+        /// Config file (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The URL, e.g. https://api.github.com/repos/x/y.
+        url: String,
+        /// The method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create an ECDSA P-256 CA (ca.pem, ca-key.pem with mode 0600).
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace an existing CA.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Ca { command: CaCommand::Init { dir, force } } => ca_init(&dir, force),
+        Command::Check { config } => check(config.as_deref()),
+        Command::Explain { config, url, method } => explain(config.as_deref(), &url, &method),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("airlock: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info"));
+    let _ignored = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loads `--config`, or the embedded default relative to the working directory.
+fn load(config: Option<&Path>) -> anyhow::Result<Config> {
+    let loaded = match config {
+        Some(path) => Config::load(path),
+        None => Config::embedded(Path::new("")),
+    };
+    loaded.map_err(|errs| anyhow::anyhow!("{errs}"))
+}
+
+fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load(config_path)?;
+    tracing::info!(config = %config.source, "config loaded");
+    let files = CaFiles { cert: config.tls.ca_cert.clone(), key: config.tls.ca_key.clone() };
+    if !files.cert.exists() && !files.key.exists() {
+        if config.source == EMBEDDED_NAME {
+            CertificateAuthority::init(&files, false)?;
+            tracing::info!(cert = %files.cert.display(), "created a new CA (embedded default); sandboxes must trust it");
+        } else {
+            anyhow::bail!(
+                "CA {} not found: run `airlock ca init --dir {}`",
+                files.cert.display(),
+                files.cert.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            );
+        }
+    } else {
+        tracing::info!(cert = %files.cert.display(), "CA loaded from file");
+    }
+    tracing::info!(
+        rules = config.policy.len(),
+        files = ?config.rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "allowlist loaded"
+    );
+    tracing::info!(backend = %config.secrets_backend, "secret backend");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        tracing::info!(addr = %server.local_addr(), "proxy ready: HTTPS_PROXY=http://{}", server.local_addr());
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining connections");
+        server.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ignored = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ignored = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn ca_init(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    crate::install_crypto_provider();
+    let files = CaFiles::in_dir(dir);
+    CertificateAuthority::init(&files, force)?;
+    let mut out = format!(
+        "Created airlock CA:\n  certificate: {}\n  private key: {} (mode 0600; keep it secret)\n\n",
+        files.cert.display(),
+        files.key.display()
+    );
+    out.push_str(&trust_instructions(&files.cert));
+    print_out(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = match load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("airlock check: config refused");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut problems = Vec::new();
+    let files = CaFiles { cert: config.tls.ca_cert.clone(), key: config.tls.ca_key.clone() };
+    if files.cert.exists() || files.key.exists() || config.source != EMBEDDED_NAME {
+        crate::install_crypto_provider();
+        if let Err(e) = CertificateAuthority::load(&files) {
+            problems.push(format!("CA: {e}"));
+        }
+    }
+    if let Err(e) = crate::tls::upstream::root_store(&config.tls) {
+        problems.push(format!("upstream roots: {e}"));
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!("airlock check: config refused");
+        return Ok(ExitCode::FAILURE);
+    }
+    print_out(&format!(
+        "ok: {} ({} rules from {} rule files; listen {})\n",
+        config.source,
+        config.policy.len(),
+        config.rule_files.len(),
+        config.proxy.listen
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Result<ExitCode> {
+    let config = load(config_path)?;
+    let uri: http::Uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("https") => Scheme::Https,
+        Some("http") => Scheme::Http,
+        _ => anyhow::bail!("`{url}`: give an http:// or https:// URL"),
+    };
+    let authority = uri.authority().context("the URL has no host")?;
+    let host = Host::parse(authority.host())?;
+    let port = authority.port_u16().unwrap_or(scheme.default_port());
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("not an HTTP method")?;
+    let path = NormalPath::parse(uri.path())?;
+    let policy = &config.policy;
+    let decision = policy
+        .decide_host(&host, port, scheme)
+        .and_then(|m| policy.decide_request(&m, &format!("{host}:{port}"), &method, &path, false));
+    match decision {
+        Ok(rule) => {
+            print_out(&format!(
+                "ALLOW {method} {scheme}://{host}:{port}{path}\n  rule: {} (match \"{}\")\n  judged path: {}\n  forwarded path: {}\n",
+                rule.source,
+                rule.pattern,
+                path.decoded(),
+                path.encoded(),
+                scheme = scheme.as_str(),
+                path = path.decoded(),
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(denied) => {
+            print_out(&format!("DENY ({})\n{}", denied.reason.as_str(), denied.agent_message()));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the CLI's one writer to stdout")]
+fn print_out(s: &str) {
+    print!("{s}");
+}

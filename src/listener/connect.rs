@@ -1,0 +1,199 @@
+//! CONNECT: decide on host and port, refuse or answer `200`, then
+//! intercept: peek the first byte (with a timeout), accept TLS with a leaf
+//! minted for the CONNECT host, and serve h2 or http/1.1 inside the tunnel,
+//! judging every request again in [`super::forward`].
+//!
+//! # Security
+//! The tunnel is never a blind pipe: a client that does not speak HTTP (or
+//! TLS then HTTP) inside it gets nothing through. A TLS SNI that names
+//! another host than CONNECT does marks the tunnel, and every request in it
+//! is refused with `421` (no domain fronting).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::forward::{self, Target};
+use super::io::{IdleTimeout, Prefixed};
+use super::{ConnGuard, State};
+use crate::audit::AuditEvent;
+use crate::error::{self, ProxyError};
+use crate::policy::{Host, Scheme};
+use crate::upstream::ProxyBody;
+
+/// Handles one CONNECT request on the outer connection.
+pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, conn: ConnGuard, req: Request<Incoming>) -> Response<ProxyBody> {
+    let (host, port) = match connect_target(&req) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let audit = |decision, reason: &'static str, status: StatusCode, rule: Option<String>| {
+        let mut ev = AuditEvent::new("connect", peer.to_string(), host.to_string(), port, decision, reason);
+        ev.method = Some("CONNECT".into());
+        ev.status = Some(status.as_u16());
+        ev.rule = rule;
+        state.audit.emit(ev);
+    };
+    let matched = match state.config.policy.decide_host(&host, port, Scheme::Https) {
+        Ok(m) => m,
+        Err(denied) => {
+            let err = ProxyError::from(denied);
+            audit("deny", err.code(), err.status(), None);
+            return err.into_response();
+        }
+    };
+    let rule = matched.first().map(|r| r.source.to_string());
+    // Refuse private and loopback destinations before opening the tunnel, so
+    // the client gets a clear 403 instead of a TLS session that fails later.
+    // The connector checks again when it dials (and dials only what it checked).
+    if let Err(g) = state.guard.resolve(&host, port).await {
+        let err = ProxyError::from(g);
+        audit(if err.is_denial() { "deny" } else { "error" }, err.code(), err.status(), rule);
+        return err.into_response();
+    }
+    audit("allow", "tunnel_intercepted", StatusCode::OK, rule);
+
+    let target = Target { host, port, scheme: Scheme::Https, matched, client: peer, sni_mismatch: None };
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => intercept(state, target, upgraded, conn).await,
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(error::empty())
+}
+
+fn connect_target(req: &Request<Incoming>) -> Result<(Host, u16), ProxyError> {
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
+    let host = Host::parse(authority.host())
+        .map_err(|e| ProxyError::BadRequest(format!("CONNECT target: {e}")))?;
+    let port = authority
+        .port_u16()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ProxyError::BadRequest("CONNECT target needs a port (host:443)".into()))?;
+    Ok((host, port))
+}
+
+type ClientIo = IdleTimeout<TcpStream>;
+
+async fn intercept(state: Arc<State>, target: Target, upgraded: hyper::upgrade::Upgraded, conn: ConnGuard) {
+    // Recover the raw client socket and any bytes the client sent before our
+    // 200 (a pipelined ClientHello), so nothing is lost and no extra layer
+    // sits on the hot path.
+    match upgraded.downcast::<TokioIo<ClientIo>>() {
+        Ok(parts) => {
+            let io = Prefixed::new(parts.read_buf, parts.io.into_inner());
+            tunnel(state, target, io, conn).await;
+        }
+        Err(upgraded) => {
+            let io = Prefixed::new(Bytes::new(), TokioIo::new(upgraded));
+            tunnel(state, target, io, conn).await;
+        }
+    }
+}
+
+async fn tunnel<S>(state: Arc<State>, mut target: Target, mut io: Prefixed<S>, conn: ConnGuard)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = state.config.proxy.handshake_timeout;
+    let first = match tokio::time::timeout(timeout, io.first_byte()).await {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "tunnel read failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(host = %target.host, "client sent nothing inside the tunnel in time");
+            return;
+        }
+    };
+    if first != 0x16 {
+        // Not a TLS handshake: plain HTTP inside the tunnel, judged the same way.
+        target.scheme = Scheme::Http;
+        serve_inner(state, Arc::new(target), TokioIo::new(io), conn).await;
+        return;
+    }
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(timeout, acceptor).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, host = %target.host, "bad ClientHello");
+            return;
+        }
+        Err(_) => return,
+    };
+    if let Some(sni) = start.client_hello().server_name() {
+        if Host::parse(sni).ok().as_ref() != Some(&target.host) {
+            target.sni_mismatch = Some(sni.to_owned());
+        }
+    }
+    let config = match state.issuer.server_config(&target.host).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, host = %target.host, "cannot mint a leaf certificate");
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout(timeout, start.into_stream(config)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, host = %target.host, "TLS handshake with the client failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    serve_inner(state, Arc::new(target), TokioIo::new(tls), conn).await;
+}
+
+async fn serve_inner<I>(state: Arc<State>, target: Arc<Target>, io: TokioIo<I>, conn: ConnGuard)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = &state.config.proxy;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.header_read_timeout)
+        .max_buf_size(proxy.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX))
+        .adaptive_window(true);
+    let svc_state = Arc::clone(&state);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let state = Arc::clone(&svc_state);
+        let target = Arc::clone(&target);
+        async move { Ok::<_, Infallible>(forward::forward(state, target, req).await) }
+    });
+    let served = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(served);
+    let mut shutdown = conn.shutdown.clone();
+    let result = tokio::select! {
+        r = served.as_mut() => r,
+        _ = shutdown.changed() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "tunnel connection ended with an error");
+    }
+    drop(conn);
+}

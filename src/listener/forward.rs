@@ -1,0 +1,292 @@
+//! One request, judged and forwarded: the same path for requests inside an
+//! intercepted tunnel and for absolute-form `http://` requests.
+//!
+//! Order: authority agreement → framing → path normalisation → policy
+//! (method, path, upgrade) → hop-by-hop strip → upstream → response.
+//! Every outcome emits one audit event.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::State;
+use super::body::{AuditOnce, Audited, Counted};
+use crate::audit::AuditEvent;
+use crate::error::ProxyError;
+use crate::guard::GuardError;
+use crate::policy::{Host, HostMatch, NormalPath, Rule, Scheme};
+use crate::upstream::connector::ConnectError;
+use crate::upstream::headers::{is_websocket_upgrade, strip_hop_by_hop};
+use crate::upstream::{ProxyBody, find_source};
+
+/// The destination a connection (tunnel) or request is bound to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The host given to CONNECT (or in the absolute URI).
+    pub host: Host,
+    /// Its port.
+    pub port: u16,
+    /// TLS inside the tunnel (https upstream) or plain HTTP.
+    pub scheme: Scheme,
+    /// The rules that admitted host and port.
+    pub matched: HostMatch,
+    /// The sandbox's address.
+    pub client: SocketAddr,
+    /// Set when TLS SNI named another host: every request gets 421.
+    pub sni_mismatch: Option<String>,
+}
+
+impl Target {
+    fn target_str(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// An absolute-form request on the proxy port (`GET http://host/path`).
+pub(crate) async fn absolute_form(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    let scheme = match req.uri().scheme_str() {
+        Some("http") => Scheme::Http,
+        Some("https") => Scheme::Https,
+        _ => return ProxyError::BadRequest("only http:// and https:// URLs can be proxied".into()).into_response(),
+    };
+    let Some(authority) = req.uri().authority().cloned() else {
+        return ProxyError::NotProxyRequest.into_response();
+    };
+    let host = match Host::parse(authority.host()) {
+        Ok(h) => h,
+        Err(e) => return ProxyError::BadRequest(format!("URL host: {e}")).into_response(),
+    };
+    let port = authority.port_u16().unwrap_or(scheme.default_port());
+    let matched = match state.config.policy.decide_host(&host, port, scheme) {
+        Ok(m) => m,
+        Err(denied) => {
+            let err = ProxyError::from(denied);
+            let mut ev = AuditEvent::new("request", peer.to_string(), host.to_string(), port, "deny", err.code());
+            ev.method = Some(req.method().to_string());
+            ev.status = Some(err.status().as_u16());
+            state.audit.emit(ev);
+            return err.into_response();
+        }
+    };
+    let target = Arc::new(Target { host, port, scheme, matched, client: peer, sni_mismatch: None });
+    forward(state, target, req).await
+}
+
+/// What the checks produced for an allowed request.
+struct Judged {
+    rule: Arc<Rule>,
+    path: NormalPath,
+    websocket: bool,
+}
+
+/// Judges and forwards one request.
+pub(crate) async fn forward(state: Arc<State>, target: Arc<Target>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let mut event = AuditEvent::new("request", target.client.to_string(), target.host.to_string(), target.port, "allow", "rule_matched");
+    event.method = Some(req.method().to_string());
+
+    let judged = match judge(&state, &target, &req) {
+        Ok(j) => j,
+        Err(err) => {
+            event.decision = "deny";
+            event.reason = err.code();
+            event.status = Some(err.status().as_u16());
+            event.path = NormalPath::parse(req.uri().path()).ok().map(|p| p.decoded().to_owned());
+            event.duration_ms = elapsed_ms(start);
+            state.audit.emit(event);
+            return err.into_response();
+        }
+    };
+    event.path = Some(judged.path.decoded().to_owned());
+    event.rule = Some(judged.rule.source.to_string());
+
+    let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, judged.websocket);
+    parts.headers.remove(HOST);
+    parts.uri = match upstream_uri(&target, &judged.path, parts.uri.query()) {
+        Ok(u) => u,
+        Err(err) => return fail(&state, event, start, err),
+    };
+    // The pooled client picks h2 or http/1.1 by ALPN; it wants 1.1 here.
+    parts.version = Version::HTTP_11;
+    let bytes_up = Arc::new(AtomicU64::new(0));
+    let body = Counted::new(body, Arc::clone(&bytes_up)).boxed_unsync();
+    let outgoing = Request::from_parts(parts, body);
+
+    let client = if judged.websocket { &state.upstream.h1 } else { &state.upstream.any };
+    let mut response = match client.request(outgoing).await {
+        Ok(r) => r,
+        Err(e) => {
+            let err = upstream_error(&e);
+            tracing::debug!(host = %target.host, error = %err, "upstream request failed");
+            return fail(&state, event, start, err);
+        }
+    };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match client_upgrade {
+        Some(client_upgrade) if switching => {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(splice_upgrade(client_upgrade, upstream_upgrade));
+        }
+        _ => {}
+    }
+    let (mut parts, body) = response.into_parts();
+    event.status = Some(parts.status.as_u16());
+    strip_hop_by_hop(&mut parts.headers, judged.websocket && switching);
+    let audit = AuditOnce::new(event, state.audit.clone(), bytes_up, start);
+    Response::from_parts(parts, Audited::new(body, audit).boxed_unsync())
+}
+
+fn judge(state: &State, target: &Target, req: &Request<Incoming>) -> Result<Judged, ProxyError> {
+    if let Some(sni) = &target.sni_mismatch {
+        return Err(ProxyError::Misdirected(format!(
+            "TLS SNI `{sni}` does not match the CONNECT host `{}`",
+            target.host
+        )));
+    }
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::Unsupported("CONNECT inside a tunnel or proxied request is not supported".into()));
+    }
+    check_authority(target, req)?;
+    check_framing(req)?;
+    let path = NormalPath::parse(req.uri().path())?;
+    let websocket = is_websocket_upgrade(req.headers());
+    if req.headers().contains_key(http::header::UPGRADE) && !websocket {
+        return Err(ProxyError::BadRequest("only WebSocket upgrades are supported".into()));
+    }
+    if websocket && req.version() != Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("WebSocket upgrades need HTTP/1.1".into()));
+    }
+    let rule = state
+        .config
+        .policy
+        .decide_request(&target.matched, &target.target_str(), req.method(), &path, websocket)?;
+    Ok(Judged { rule, path, websocket })
+}
+
+/// `Host`, `:authority` and an absolute-form URI must all name the target.
+fn check_authority(target: &Target, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let default_port = target.scheme.default_port();
+    let same = |s: &str| -> bool {
+        let Ok(a) = Authority::from_str(s) else { return false };
+        let Ok(h) = Host::parse(a.host()) else { return false };
+        h == target.host && a.port_u16().unwrap_or(default_port) == target.port
+    };
+    if let Some(a) = req.uri().authority() {
+        if !same(a.as_str()) {
+            return Err(ProxyError::Misdirected(format!(
+                "the request names `{a}` but this connection is for `{}:{}`",
+                target.host, target.port
+            )));
+        }
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    if let Some(h) = hosts.next() {
+        if hosts.next().is_some() {
+            return Err(ProxyError::BadRequest("more than one Host header".into()));
+        }
+        let s = h.to_str().map_err(|_| ProxyError::BadRequest("Host header is not ASCII".into()))?;
+        if !same(s) {
+            return Err(ProxyError::Misdirected(format!(
+                "the Host header names `{s}` but this connection is for `{}:{}`",
+                target.host, target.port
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Ambiguous framing is refused, never guessed at (request smuggling).
+fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let h = req.headers();
+    let lengths = h.get_all(CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Err(ProxyError::BadRequest("more than one Content-Length header".into()));
+    }
+    if lengths == 1 && h.contains_key(TRANSFER_ENCODING) {
+        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding".into()));
+    }
+    for (name, value) in h {
+        if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(ProxyError::BadRequest(format!("header `{name}` contains CR, LF or NUL")));
+        }
+    }
+    Ok(())
+}
+
+fn upstream_uri(target: &Target, path: &NormalPath, query: Option<&str>) -> Result<Uri, ProxyError> {
+    let scheme = target.scheme.as_str();
+    let mut s = String::with_capacity(64);
+    s.push_str(scheme);
+    s.push_str("://");
+    s.push_str(&target.host.to_string());
+    if target.port != target.scheme.default_port() {
+        s.push(':');
+        s.push_str(&target.port.to_string());
+    }
+    s.push_str(path.encoded());
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    Uri::try_from(s).map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))
+}
+
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if let Some(g) = find_source::<GuardError>(e) {
+        return ProxyError::Guard(g.clone());
+    }
+    if let Some(c) = find_source::<ConnectError>(e) {
+        return match c {
+            ConnectError::TlsTimeout { .. } => ProxyError::UpstreamTimeout(c.to_string()),
+            other => ProxyError::Upstream(other.to_string()),
+        };
+    }
+    let mut msg = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        cur = s.source();
+    }
+    ProxyError::Upstream(msg)
+}
+
+fn fail(state: &State, mut event: AuditEvent, start: Instant, err: ProxyError) -> Response<ProxyBody> {
+    event.decision = if err.is_denial() { "deny" } else { "error" };
+    event.reason = err.code();
+    event.status = Some(err.status().as_u16());
+    event.duration_ms = elapsed_ms(start);
+    state.audit.emit(event);
+    err.into_response()
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "WebSocket tunnel ended");
+    }
+}

@@ -1,0 +1,112 @@
+//! Leaf certificates for the sandbox side of an intercepted tunnel.
+//!
+//! One ECDSA P-256 leaf key pair, made at start and shared by every leaf:
+//! a new name costs one signature, not a key generation. Each leaf names
+//! exactly one host (DNS or IP SAN), carries the Authority Key Identifier
+//! (Python 3.13's strict verification requires it), is valid for
+//! `[tls] leaf_validity`, and is cached for half of that. Concurrent first
+//! requests for one name mint it once (moka's `try_get_with` coalesces them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType};
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::TlsError;
+use super::ca::CertificateAuthority;
+use crate::policy::Host;
+
+/// Mints and caches per-host server configs.
+pub struct LeafIssuer {
+    ca: Arc<CertificateAuthority>,
+    leaf_key: KeyPair,
+    signing_key: Arc<dyn rustls::sign::SigningKey>,
+    validity: Duration,
+    cache: Cache<Host, Arc<ServerConfig>>,
+    minted: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for LeafIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafIssuer").field("validity", &self.validity).finish_non_exhaustive()
+    }
+}
+
+impl LeafIssuer {
+    /// A new issuer with a fresh leaf key.
+    ///
+    /// # Errors
+    /// Key generation failed.
+    pub fn new(ca: Arc<CertificateAuthority>, validity: Duration) -> Result<Self, TlsError> {
+        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let signing_key = rustls::crypto::ring::sign::any_supported_type(&der)?;
+        Ok(Self {
+            ca,
+            leaf_key,
+            signing_key,
+            validity,
+            cache: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(validity / 2)
+                .build(),
+            minted: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The server config presenting a leaf for `host` (cached).
+    ///
+    /// # Errors
+    /// Minting failed.
+    pub async fn server_config(&self, host: &Host) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
+        self.cache
+            .try_get_with(host.clone(), async { self.mint(host).map(Arc::new) })
+            .await
+    }
+
+    /// How many leaves were minted (cache misses), for tests and metrics.
+    pub fn minted(&self) -> u64 {
+        self.minted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mint(&self, host: &Host) -> Result<ServerConfig, TlsError> {
+        self.minted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![match host {
+            Host::Name(n) => SanType::DnsName(n.clone().try_into()?),
+            Host::Ip(ip) => SanType::IpAddress(*ip),
+        }];
+        params.distinguished_name.push(DnType::CommonName, host.to_string());
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::try_from(self.validity).unwrap_or(time::Duration::days(1));
+        let cert = params.signed_by(&self.leaf_key, self.ca.issuer())?;
+        let chain = vec![cert.der().clone(), self.ca.cert_der().clone()];
+        let certified = Arc::new(CertifiedKey::new(chain, Arc::clone(&self.signing_key)));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(OneCert(certified)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// Presents one certificate whatever the client hello says: the name is
+/// the CONNECT host, checked against SNI before this is used.
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
