@@ -1,0 +1,128 @@
+//! An in-process airlock, configured through the same TOML users write.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use airlock::config::Config;
+use airlock::listener::Server;
+use airlock::tls::ca::{CaFiles, CertificateAuthority};
+use tempfile::TempDir;
+
+use super::ca::TestCa;
+
+pub struct TestProxy {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    /// airlock's CA certificate (what the sandbox trusts).
+    pub ca_pem_path: PathBuf,
+    pub ca_pem: String,
+    pub audit_path: PathBuf,
+}
+
+#[derive(Default)]
+pub struct ProxyBuilder {
+    proxy_lines: Vec<String>,
+    dns_lines: Vec<String>,
+    resolve: Vec<(String, String)>,
+    rules: Vec<String>,
+    trust: Vec<String>,
+}
+
+impl ProxyBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a `[[host]]` rule (the body, without the header line).
+    pub fn rule(mut self, body: &str) -> Self {
+        self.rules.push(body.to_owned());
+        self
+    }
+
+    pub fn resolve(mut self, name: &str, ip: &str) -> Self {
+        self.resolve.push((name.to_owned(), ip.to_owned()));
+        self
+    }
+
+    /// Origins live on loopback: open 127.0.0.0/8 (tests of the default don't call this).
+    pub fn allow_loopback(mut self) -> Self {
+        self.dns_lines.push("allow_cidrs = [\"127.0.0.0/8\"]".into());
+        self
+    }
+
+    /// A raw line in `[proxy]`, e.g. `header_read_timeout = "1s"`.
+    pub fn proxy_line(mut self, line: &str) -> Self {
+        self.proxy_lines.push(line.to_owned());
+        self
+    }
+
+    /// Trusts `ca` for upstream TLS.
+    pub fn trust(mut self, ca: &TestCa) -> Self {
+        self.trust.push(ca.pem.clone());
+        self
+    }
+
+    pub fn config_text(&self) -> String {
+        let mut t = String::from("[proxy]\nlisten = \"127.0.0.1:0\"\n");
+        for l in &self.proxy_lines {
+            t.push_str(l);
+            t.push('\n');
+        }
+        t.push_str("\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\nupstream_roots = \"webpki\"\n");
+        let roots: Vec<String> = (0..self.trust.len()).map(|i| format!("\"upstream-ca-{i}.pem\"")).collect();
+        t.push_str(&format!("extra_upstream_roots = [{}]\n", roots.join(", ")));
+        t.push_str("\n[dns]\n");
+        let resolve: Vec<String> = self.resolve.iter().map(|(n, ip)| format!("\"{n}\" = \"{ip}\"")).collect();
+        t.push_str(&format!("resolve = {{ {} }}\n", resolve.join(", ")));
+        for l in &self.dns_lines {
+            t.push_str(l);
+            t.push('\n');
+        }
+        t.push_str("\n[audit]\noutput = \"audit.log\"\n");
+        for r in &self.rules {
+            t.push_str("\n[[host]]\n");
+            t.push_str(r);
+            t.push('\n');
+        }
+        t
+    }
+
+    pub async fn start(self) -> TestProxy {
+        super::init();
+        let dir = tempfile::tempdir().unwrap();
+        let files = CaFiles::in_dir(dir.path());
+        CertificateAuthority::init(&files, false).unwrap();
+        for (i, pem) in self.trust.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("upstream-ca-{i}.pem")), pem).unwrap();
+        }
+        let text = self.config_text();
+        let path = dir.path().join("airlock.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("test config refused: {e}\n{text}"));
+        let server = Server::start(config).await.unwrap();
+        let addr = server.local_addr();
+        let ca_pem = std::fs::read_to_string(&files.cert).unwrap();
+        TestProxy { server, addr, audit_path: dir.path().join("audit.log"), ca_pem_path: files.cert, ca_pem, dir }
+    }
+}
+
+impl TestProxy {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every audit event written so far.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits for an audit event matching `pred`.
+    pub async fn audit_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        super::eventually(what, || self.audit().into_iter().find(|e| pred(e))).await
+    }
+}
