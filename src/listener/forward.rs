@@ -208,6 +208,13 @@ fn check_authority(target: &Target, req: &Request<Incoming>) -> Result<(), Proxy
 }
 
 /// Ambiguous framing is refused, never guessed at (request smuggling).
+///
+/// For HTTP/1.1, hyper already refuses differing Content-Length values and
+/// resolves Content-Length + Transfer-Encoding the RFC 9112 way (chunked
+/// wins, the connection closes after the request); airlock re-frames every
+/// body toward the origin, so the origin never sees the ambiguity. This
+/// check refuses what reaches here by other routes (h2 carries headers as
+/// data, and a CR, LF or NUL there must not be forwarded).
 fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
     let h = req.headers();
     let lengths = h.get_all(CONTENT_LENGTH).iter().count();
