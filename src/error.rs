@@ -72,12 +72,16 @@ impl ProxyError {
     /// The status the sandbox sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Denied(d) if d.reason == Reason::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Denied(d) if d.reason == Reason::MethodRefused => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Guard(g) if g.is_refusal() => StatusCode::FORBIDDEN,
             ProxyError::Guard(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::BadRequest(_) | ProxyError::Path(_) | ProxyError::NotProxyRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::Path(_) | ProxyError::NotProxyRequest => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -102,9 +106,11 @@ impl ProxyError {
                  Inside a tunnel, the Host header, :authority, the URL and TLS SNI must all name the \
                  host given to CONNECT. Open a new connection to the host you mean.\n"
             ),
-            ProxyError::NotProxyRequest => "airlock is a forward proxy: send requests to it as a proxy \
+            ProxyError::NotProxyRequest => {
+                "airlock is a forward proxy: send requests to it as a proxy \
                  (HTTPS_PROXY=http://this-address), with CONNECT or an absolute http:// URL.\n"
-                .to_owned(),
+                    .to_owned()
+            }
             other => format!("airlock: {other}\n"),
         }
     }
@@ -122,15 +128,23 @@ pub fn text_response(status: StatusCode, code: &'static str, body: String) -> Re
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(ERROR_HEADER, HeaderValue::from_static(code));
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
 /// A complete body from bytes.
 pub fn full(b: impl Into<Bytes>) -> ProxyBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An empty body.

@@ -62,7 +62,14 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// A new event stamped now, with zero counters.
-    pub fn new(kind: &'static str, client: String, host: String, port: u16, decision: &'static str, reason: &'static str) -> Self {
+    pub fn new(
+        kind: &'static str,
+        client: String,
+        host: String,
+        port: u16,
+        decision: &'static str,
+        reason: &'static str,
+    ) -> Self {
         let ts = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -108,12 +115,18 @@ impl AuditSink {
         std::thread::Builder::new()
             .name("airlock-audit".into())
             .spawn(move || write_loop(rx, writer))?;
-        Ok(Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// A sink that discards everything.
     pub fn off() -> Self {
-        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)) }
+        Self {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Queues an event; never blocks.
@@ -137,7 +150,10 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 fn write_loop(mut rx: mpsc::Receiver<AuditEvent>, writer: Box<dyn Write + Send>) {

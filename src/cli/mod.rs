@@ -71,9 +71,15 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
-        Command::Ca { command: CaCommand::Init { dir, force } } => ca_init(&dir, force),
+        Command::Ca {
+            command: CaCommand::Init { dir, force },
+        } => ca_init(&dir, force),
         Command::Check { config } => check(config.as_deref()),
-        Command::Explain { config, url, method } => explain(config.as_deref(), &url, &method),
+        Command::Explain {
+            config,
+            url,
+            method,
+        } => explain(config.as_deref(), &url, &method),
     };
     match result {
         Ok(code) => code,
@@ -106,7 +112,10 @@ fn load(config: Option<&Path>) -> anyhow::Result<Config> {
 fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load(config_path)?;
     tracing::info!(config = %config.source, "config loaded");
-    let files = CaFiles { cert: config.tls.ca_cert.clone(), key: config.tls.ca_key.clone() };
+    let files = CaFiles {
+        cert: config.tls.ca_cert.clone(),
+        key: config.tls.ca_key.clone(),
+    };
     if !files.cert.exists() && !files.key.exists() {
         if config.source == EMBEDDED_NAME {
             CertificateAuthority::init(&files, false)?;
@@ -115,7 +124,11 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
             anyhow::bail!(
                 "CA {} not found: run `airlock ca init --dir {}`",
                 files.cert.display(),
-                files.cert.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                files
+                    .cert
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             );
         }
     } else {
@@ -127,7 +140,9 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         "allowlist loaded"
     );
     tracing::info!(backend = %config.secrets_backend, "secret backend");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         tracing::info!(addr = %server.local_addr(), "proxy ready: HTTPS_PROXY=http://{}", server.local_addr());
@@ -185,7 +200,10 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     };
     let mut problems = Vec::new();
-    let files = CaFiles { cert: config.tls.ca_cert.clone(), key: config.tls.ca_key.clone() };
+    let files = CaFiles {
+        cert: config.tls.ca_cert.clone(),
+        key: config.tls.ca_key.clone(),
+    };
     if files.cert.exists() || files.key.exists() || config.source != EMBEDDED_NAME {
         crate::install_crypto_provider();
         if let Err(e) = CertificateAuthority::load(&files) {
@@ -214,7 +232,9 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
 
 fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Result<ExitCode> {
     let config = load(config_path)?;
-    let uri: http::Uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("`{url}` is not a URL"))?;
     let scheme = match uri.scheme_str() {
         Some("https") => Scheme::Https,
         Some("http") => Scheme::Http,
@@ -223,7 +243,8 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
     let authority = uri.authority().context("the URL has no host")?;
     let host = Host::parse(authority.host())?;
     let port = authority.port_u16().unwrap_or(scheme.default_port());
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("not an HTTP method")?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .context("not an HTTP method")?;
     let path = NormalPath::parse(uri.path())?;
     let policy = &config.policy;
     let decision = policy
@@ -243,7 +264,11 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
             Ok(ExitCode::SUCCESS)
         }
         Err(denied) => {
-            print_out(&format!("DENY ({})\n{}", denied.reason.as_str(), denied.agent_message()));
+            print_out(&format!(
+                "DENY ({})\n{}",
+                denied.reason.as_str(),
+                denied.agent_message()
+            ));
             Ok(ExitCode::from(1))
         }
     }

@@ -100,7 +100,10 @@ fn compile_rule_file(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            errors.push(ConfigError::file(shown, format!("cannot read rule file: {e}")));
+            errors.push(ConfigError::file(
+                shown,
+                format!("cannot read rule file: {e}"),
+            ));
             return;
         }
     };
@@ -111,7 +114,10 @@ fn compile_rule_file(
             return;
         }
     };
-    let src = Src { name: shown, text: &text };
+    let src = Src {
+        name: shown,
+        text: &text,
+    };
     let file_name: Arc<str> = Arc::from(shown);
     for r in &raw.host {
         if let Some(rule) = compile_rule(&src, &file_name, r, errors) {
@@ -122,7 +128,10 @@ fn compile_rule_file(
 
 /// Shows an included file as the user would name it: relative to the config.
 fn display_path(file: &Path, base: &Path, _pattern: &str) -> String {
-    file.strip_prefix(base).unwrap_or(file).display().to_string()
+    file.strip_prefix(base)
+        .unwrap_or(file)
+        .display()
+        .to_string()
 }
 
 fn expand_include(
@@ -149,7 +158,10 @@ fn expand_include(
     }
     match glob::glob(joined_str) {
         Ok(paths) => {
-            let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            let mut files: Vec<PathBuf> = paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
             files.sort();
             if files.is_empty() {
                 tracing::warn!(pattern = %pattern.get_ref(), file = src.name, "include matches no rule file");
@@ -230,36 +242,88 @@ fn compile_proxy(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) 
         .as_ref()
         .and_then(|v| addr_field(src, "proxy.listen", v, errors))
         .unwrap_or(default_listen);
-    let admin = p.admin.as_ref().and_then(|v| addr_field(src, "proxy.admin", v, errors));
+    let admin = p
+        .admin
+        .as_ref()
+        .and_then(|v| addr_field(src, "proxy.admin", v, errors));
     let secs = Duration::from_secs;
     ProxySettings {
         listen,
         admin,
-        header_read_timeout: duration_field(src, "proxy.header_read_timeout", p.header_read_timeout.as_ref(), secs(10), errors),
-        idle_timeout: duration_field(src, "proxy.idle_timeout", p.idle_timeout.as_ref(), secs(120), errors),
-        connect_timeout: duration_field(src, "proxy.connect_timeout", p.connect_timeout.as_ref(), secs(10), errors),
-        handshake_timeout: duration_field(src, "proxy.handshake_timeout", p.handshake_timeout.as_ref(), secs(10), errors),
-        max_header_bytes: count_field(src, "proxy.max_header_bytes", p.max_header_bytes.as_ref(), 64 * 1024, errors),
-        max_connections: count_field(src, "proxy.max_connections", p.max_connections.as_ref(), 4096, errors),
-        drain_timeout: duration_field(src, "proxy.drain_timeout", p.drain_timeout.as_ref(), secs(30), errors),
+        header_read_timeout: duration_field(
+            src,
+            "proxy.header_read_timeout",
+            p.header_read_timeout.as_ref(),
+            secs(10),
+            errors,
+        ),
+        idle_timeout: duration_field(
+            src,
+            "proxy.idle_timeout",
+            p.idle_timeout.as_ref(),
+            secs(120),
+            errors,
+        ),
+        connect_timeout: duration_field(
+            src,
+            "proxy.connect_timeout",
+            p.connect_timeout.as_ref(),
+            secs(10),
+            errors,
+        ),
+        handshake_timeout: duration_field(
+            src,
+            "proxy.handshake_timeout",
+            p.handshake_timeout.as_ref(),
+            secs(10),
+            errors,
+        ),
+        max_header_bytes: count_field(
+            src,
+            "proxy.max_header_bytes",
+            p.max_header_bytes.as_ref(),
+            64 * 1024,
+            errors,
+        ),
+        max_connections: count_field(
+            src,
+            "proxy.max_connections",
+            p.max_connections.as_ref(),
+            4096,
+            errors,
+        ),
+        drain_timeout: duration_field(
+            src,
+            "proxy.drain_timeout",
+            p.drain_timeout.as_ref(),
+            secs(30),
+            errors,
+        ),
     }
 }
 
-fn compile_tls(src: &Src<'_>, raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> TlsSettings {
+fn compile_tls(
+    src: &Src<'_>,
+    raw: &RawConfig,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> TlsSettings {
     let t = &raw.tls;
     let upstream_roots = match t.upstream_roots.as_ref() {
         None => UpstreamRoots::System,
-        Some(v) => match v.get_ref().as_str() {
-            "system" => UpstreamRoots::System,
-            "webpki" => UpstreamRoots::Webpki,
-            other => {
-                errors.push(src.err(
+        Some(v) => {
+            match v.get_ref().as_str() {
+                "system" => UpstreamRoots::System,
+                "webpki" => UpstreamRoots::Webpki,
+                other => {
+                    errors.push(src.err(
                     v,
                     format!("tls.upstream_roots: `{other}` is not valid: use \"system\" or \"webpki\""),
                 ));
-                UpstreamRoots::System
+                    UpstreamRoots::System
+                }
             }
-        },
+        }
     };
     let mut extra = Vec::new();
     for r in &t.extra_upstream_roots {
@@ -269,7 +333,10 @@ fn compile_tls(src: &Src<'_>, raw: &RawConfig, base: &Path, errors: &mut Vec<Con
         } else {
             errors.push(src.err(
                 r,
-                format!("tls.extra_upstream_roots: PEM file `{}` does not exist", r.get_ref()),
+                format!(
+                    "tls.extra_upstream_roots: PEM file `{}` does not exist",
+                    r.get_ref()
+                ),
             ));
         }
     }
@@ -306,7 +373,10 @@ fn compile_dns(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) ->
             }
             Err(_) => errors.push(src.err(
                 addr,
-                format!("dns.resolve: `{}` is not an IP address (e.g. \"127.0.0.2\")", addr.get_ref()),
+                format!(
+                    "dns.resolve: `{}` is not an IP address (e.g. \"127.0.0.2\")",
+                    addr.get_ref()
+                ),
             )),
         }
     }
@@ -316,7 +386,10 @@ fn compile_dns(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) ->
             Ok(net) => allow_cidrs.push(net.trunc()),
             Err(_) => errors.push(src.err(
                 c,
-                format!("dns.allow_cidrs: `{}` is not a CIDR (e.g. \"127.0.0.0/8\")", c.get_ref()),
+                format!(
+                    "dns.allow_cidrs: `{}` is not a CIDR (e.g. \"127.0.0.0/8\")",
+                    c.get_ref()
+                ),
             )),
         }
     }
@@ -327,20 +400,34 @@ fn compile_dns(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) ->
     }
 }
 
-fn scan_action(src: &Src<'_>, key: &str, v: Option<&Spanned<String>>, default: ScanAction, errors: &mut Vec<ConfigError>) -> ScanAction {
+fn scan_action(
+    src: &Src<'_>,
+    key: &str,
+    v: Option<&Spanned<String>>,
+    default: ScanAction,
+    errors: &mut Vec<ConfigError>,
+) -> ScanAction {
     let Some(v) = v else { return default };
     match v.get_ref().as_str() {
         "block" => ScanAction::Block,
         "redact" => ScanAction::Redact,
         "log" => ScanAction::Log,
         other => {
-            errors.push(src.err(v, format!("{key}: `{other}` is not valid: use \"block\", \"redact\" or \"log\"")));
+            errors.push(src.err(
+                v,
+                format!("{key}: `{other}` is not valid: use \"block\", \"redact\" or \"log\""),
+            ));
             default
         }
     }
 }
 
-fn compile_scan(src: &Src<'_>, raw: &RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> ScanSettings {
+fn compile_scan(
+    src: &Src<'_>,
+    raw: &RawConfig,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> ScanSettings {
     let s = &raw.scan;
     let patterns = match &s.patterns {
         Some(p) => Some(base.join(p)),
@@ -351,8 +438,20 @@ fn compile_scan(src: &Src<'_>, raw: &RawConfig, base: &Path, errors: &mut Vec<Co
     };
     ScanSettings {
         patterns,
-        outgoing: scan_action(src, "scan.outgoing", s.outgoing.as_ref(), ScanAction::Block, errors),
-        incoming: scan_action(src, "scan.incoming", s.incoming.as_ref(), ScanAction::Redact, errors),
+        outgoing: scan_action(
+            src,
+            "scan.outgoing",
+            s.outgoing.as_ref(),
+            ScanAction::Block,
+            errors,
+        ),
+        incoming: scan_action(
+            src,
+            "scan.incoming",
+            s.incoming.as_ref(),
+            ScanAction::Redact,
+            errors,
+        ),
     }
 }
 
@@ -374,7 +473,9 @@ fn compile_secrets(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>
 pub fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
     if let Some(suffix) = s.strip_prefix("*.") {
         if suffix.contains('*') {
-            return Err(format!("`{s}`: `*` may appear only once, as the whole first label (\"*.example.com\")"));
+            return Err(format!(
+                "`{s}`: `*` may appear only once, as the whole first label (\"*.example.com\")"
+            ));
         }
         return match Host::parse(suffix) {
             Ok(Host::Name(n)) => Ok(HostPattern::Subdomains(n)),
@@ -387,10 +488,17 @@ pub fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
             "`{s}`: `*` is allowed only as the whole first label, e.g. \"*.example.com\" (subdomains, not the apex)"
         ));
     }
-    Host::parse(s).map(HostPattern::Exact).map_err(|e| format!("`{s}`: {e}"))
+    Host::parse(s)
+        .map(HostPattern::Exact)
+        .map_err(|e| format!("`{s}`: {e}"))
 }
 
-fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Vec<ConfigError>) -> Option<Rule> {
+fn compile_rule(
+    src: &Src<'_>,
+    file: &Arc<str>,
+    r: &RawHostRule,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Rule> {
     let before = errors.len();
     let pattern = match parse_host_pattern(r.pattern.get_ref()) {
         Ok(p) => Some(p),
@@ -404,17 +512,25 @@ fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Ve
         for p in ports.get_ref() {
             match u16::try_from(*p) {
                 Ok(port) if port > 0 => out.push(port),
-                _ => errors.push(src.err(ports, format!("host.ports: {p} is not a port (1-65535)"))),
+                _ => {
+                    errors.push(src.err(ports, format!("host.ports: {p} is not a port (1-65535)")))
+                }
             }
         }
         if ports.get_ref().is_empty() {
-            errors.push(src.err(ports, "host.ports: an empty list allows nothing; remove the key for the default port"));
+            errors.push(src.err(
+                ports,
+                "host.ports: an empty list allows nothing; remove the key for the default port",
+            ));
         }
         out
     });
     let methods = match (&r.methods, &r.access) {
         (Some(_), Some(a)) => {
-            errors.push(src.err(a, "host.access: give either `access` or `methods`, not both"));
+            errors.push(src.err(
+                a,
+                "host.access: give either `access` or `methods`, not both",
+            ));
             Methods::Any
         }
         (None, Some(a)) => match a.get_ref().as_str() {
@@ -430,16 +546,25 @@ fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Ve
             for m in list.get_ref() {
                 let upper = m.to_ascii_uppercase();
                 if upper == "TRACE" || upper == "TRACK" {
-                    errors.push(src.err(list, format!("host.methods: {upper} is always refused (it echoes credentials back)")));
+                    errors.push(src.err(
+                        list,
+                        format!(
+                            "host.methods: {upper} is always refused (it echoes credentials back)"
+                        ),
+                    ));
                     continue;
                 }
                 match Method::from_bytes(upper.as_bytes()) {
                     Ok(method) => out.push(method),
-                    Err(_) => errors.push(src.err(list, format!("host.methods: `{m}` is not an HTTP method"))),
+                    Err(_) => errors
+                        .push(src.err(list, format!("host.methods: `{m}` is not an HTTP method"))),
                 }
             }
             if list.get_ref().is_empty() {
-                errors.push(src.err(list, "host.methods: an empty list allows nothing; remove the key to allow all"));
+                errors.push(src.err(
+                    list,
+                    "host.methods: an empty list allows nothing; remove the key to allow all",
+                ));
             }
             Methods::Only(out)
         }
@@ -449,10 +574,17 @@ fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Ve
         let mut set = globset::GlobSetBuilder::new();
         for p in paths.get_ref() {
             if !p.starts_with('/') {
-                errors.push(src.err(paths, format!("host.paths: `{p}` must start with `/` (e.g. \"/repos/**\")")));
+                errors.push(src.err(
+                    paths,
+                    format!("host.paths: `{p}` must start with `/` (e.g. \"/repos/**\")"),
+                ));
                 continue;
             }
-            match GlobBuilder::new(p).literal_separator(true).backslash_escape(true).build() {
+            match GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+            {
                 Ok(g) => {
                     set.add(g);
                 }
@@ -460,7 +592,10 @@ fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Ve
             }
         }
         if paths.get_ref().is_empty() {
-            errors.push(src.err(paths, "host.paths: an empty list allows nothing; remove the key to allow all paths"));
+            errors.push(src.err(
+                paths,
+                "host.paths: an empty list allows nothing; remove the key to allow all paths",
+            ));
         }
         match set.build() {
             Ok(s) => Some(s),
@@ -471,22 +606,35 @@ fn compile_rule(src: &Src<'_>, file: &Arc<str>, r: &RawHostRule, errors: &mut Ve
         }
     });
     if let Some(inject) = &r.inject {
-        errors.push(src.err(inject, "host.inject: credential injection is not built in this version; remove the key"));
+        errors.push(src.err(
+            inject,
+            "host.inject: credential injection is not built in this version; remove the key",
+        ));
     }
-    if let Some(a) = &r.approval {
-        if a.get_ref() != "none" {
-            errors.push(src.err(a, format!("host.approval: `{}` is not supported in this version; only \"none\"", a.get_ref())));
-        }
+    if let Some(a) = r.approval.as_ref().filter(|a| a.get_ref() != "none") {
+        errors.push(src.err(
+            a,
+            format!(
+                "host.approval: `{}` is not supported in this version; only \"none\"",
+                a.get_ref()
+            ),
+        ));
     }
     if let Some(rate) = &r.rate {
-        errors.push(src.err(rate, "host.rate: rate limits are not built in this version; remove the key"));
+        errors.push(src.err(
+            rate,
+            "host.rate: rate limits are not built in this version; remove the key",
+        ));
     }
     if errors.len() > before {
         return None;
     }
     let (line, _) = super::error::line_col(src.text, r.pattern.span().start);
     Some(Rule {
-        source: RuleRef { file: Arc::clone(file), line },
+        source: RuleRef {
+            file: Arc::clone(file),
+            line,
+        },
         pattern: pattern?,
         ports,
         methods,

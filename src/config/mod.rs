@@ -189,6 +189,107 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(secs(60)),
         "h" => Ok(secs(3600)),
         "d" => Ok(secs(86_400)),
-        _ => Err(format!("`{s}` has unknown unit `{unit}`: use ms, s, m, h or d")),
+        _ => Err(format!(
+            "`{s}` has unknown unit `{unit}`: use ms, s, m, h or d"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One file per kind of bad config, each with the line:col and the words
+    /// the operator needs.
+    macro_rules! bad {
+        ($name:ident, $file:expr, $where:expr, $says:expr) => {
+            #[test]
+            fn $name() {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("src/config/testdata")
+                    .join($file);
+                let err = Config::load(&path).unwrap_err().to_string();
+                let want = format!("{}:{}", path.display(), $where);
+                assert!(err.contains(&want), "want {want} in: {err}");
+                assert!(err.contains($says), "want {:?} in: {err}", $says);
+            }
+        };
+    }
+
+    bad!(
+        listen,
+        "bad_listen.toml",
+        "2:10",
+        "proxy.listen: `localhost` is not an address"
+    );
+    bad!(
+        bare_wildcard,
+        "bad_bare_wildcard.toml",
+        "2:9",
+        "`*` is allowed only as the whole first label"
+    );
+    bad!(
+        middle_glob,
+        "bad_middle_glob.toml",
+        "2:9",
+        "`*` is allowed only as the whole first label"
+    );
+    bad!(
+        access_and_methods,
+        "bad_access_and_methods.toml",
+        "4:10",
+        "either `access` or `methods`"
+    );
+    bad!(
+        path_glob,
+        "bad_path_glob.toml",
+        "3:9",
+        "host.paths: `/a/[b`"
+    );
+    bad!(cidr, "bad_cidr.toml", "2:16", "is not a CIDR");
+    bad!(duration, "bad_duration.toml", "2:16", "unknown unit");
+    bad!(trace, "bad_trace.toml", "3:11", "TRACE is always refused");
+    bad!(
+        inject_unsupported,
+        "bad_inject_unsupported.toml",
+        "3:10",
+        "host.inject"
+    );
+    bad!(
+        unknown_key,
+        "bad_unknown_key.toml",
+        "3:1",
+        "unknown field `portz`, expected one of"
+    );
+    bad!(
+        scan_action,
+        "bad_scan_action.toml",
+        "2:12",
+        "use \"block\", \"redact\" or \"log\""
+    );
+    bad!(
+        missing_include,
+        "bad_missing_include.toml",
+        "1:12",
+        "does not exist"
+    );
+    bad!(resolve, "bad_resolve.toml", "2:24", "is not an IP address");
+
+    #[test]
+    fn embedded_default_compiles() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::embedded(base).unwrap();
+        assert_eq!(c.proxy.listen, "127.0.0.1:3128".parse().unwrap());
+        assert!(c.policy.len() > 3, "ships an example allowlist");
+        assert!(c.dns.block_private);
+        assert_eq!(c.secrets_backend, "file");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

@@ -78,7 +78,9 @@ fn classify_v4(ip: Ipv4Addr) -> IpClass {
         (224..=239, _, _) => IpClass::Multicast,
         (255, 255, 255) if ip == Ipv4Addr::BROADCAST => IpClass::Broadcast,
         (240..=255, _, _) => IpClass::Reserved,
-        (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) | (192, 88, 99) => IpClass::Reserved,
+        (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) | (192, 88, 99) => {
+            IpClass::Reserved
+        }
         (198, 18..=19, _) => IpClass::Reserved,
         _ => IpClass::Public,
     }
@@ -125,7 +127,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
     // 6to4 2002:AABB:CCDD::/48
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
     }
     None
 }

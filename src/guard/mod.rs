@@ -78,7 +78,10 @@ pub enum GuardError {
 impl GuardError {
     /// True for refusals (403), false for failures to reach (502).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, GuardError::Blocked { .. } | GuardError::SelfLoop { .. })
+        matches!(
+            self,
+            GuardError::Blocked { .. } | GuardError::SelfLoop { .. }
+        )
     }
 
     /// Stable code for the audit log.
@@ -122,11 +125,21 @@ impl Guard {
         let ip = crate::policy::host::canonical_ip(addr.ip());
         let addr = SocketAddr::new(ip, addr.port());
         if self.is_own(addr) {
-            return Err(GuardError::SelfLoop { host: host.to_string(), addr });
+            return Err(GuardError::SelfLoop {
+                host: host.to_string(),
+                addr,
+            });
         }
         let class = classify(ip);
-        if self.block_private && class != IpClass::Public && !self.allow.iter().any(|n| n.contains(&ip)) {
-            return Err(GuardError::Blocked { host: host.to_string(), addr: ip, class });
+        if self.block_private
+            && class != IpClass::Public
+            && !self.allow.iter().any(|n| n.contains(&ip))
+        {
+            return Err(GuardError::Blocked {
+                host: host.to_string(),
+                addr: ip,
+                class,
+            });
         }
         Ok(CheckedAddr(addr))
     }
@@ -135,7 +148,8 @@ impl Guard {
         self.own.iter().any(|own| {
             own.port() == addr.port()
                 && (own.ip() == addr.ip()
-                    || (own.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+                    || (own.ip().is_unspecified()
+                        && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
         })
     }
 
@@ -153,17 +167,26 @@ impl Guard {
                     match tokio::time::timeout(self.timeout, lookup).await {
                         Ok(Ok(it)) => it.collect(),
                         Ok(Err(e)) => {
-                            return Err(GuardError::Resolve { host: name.clone(), reason: e.to_string() });
+                            return Err(GuardError::Resolve {
+                                host: name.clone(),
+                                reason: e.to_string(),
+                            });
                         }
                         Err(_) => {
-                            return Err(GuardError::Resolve { host: name.clone(), reason: "timed out".into() });
+                            return Err(GuardError::Resolve {
+                                host: name.clone(),
+                                reason: "timed out".into(),
+                            });
                         }
                     }
                 }
             },
         };
         if addrs.is_empty() {
-            return Err(GuardError::Resolve { host: host.to_string(), reason: "no addresses".into() });
+            return Err(GuardError::Resolve {
+                host: host.to_string(),
+                reason: "no addresses".into(),
+            });
         }
         addrs.into_iter().map(|a| self.check(host, a)).collect()
     }
@@ -172,7 +195,11 @@ impl Guard {
     ///
     /// # Errors
     /// Any [`GuardError`].
-    pub async fn connect(&self, host: &Host, port: u16) -> Result<(TcpStream, CheckedAddr), GuardError> {
+    pub async fn connect(
+        &self,
+        host: &Host,
+        port: u16,
+    ) -> Result<(TcpStream, CheckedAddr), GuardError> {
         let addrs = self.resolve(host, port).await?;
         let mut last = None;
         for checked in addrs {
@@ -186,13 +213,96 @@ impl Guard {
                 Err(_) => last = Some((checked.0, "timed out".to_owned())),
             }
         }
-        let (addr, reason) = last.unwrap_or_else(|| (SocketAddr::from(([0, 0, 0, 0], port)), "no address".into()));
-        Err(GuardError::Connect { host: host.to_string(), addr, reason })
+        let (addr, reason) =
+            last.unwrap_or_else(|| (SocketAddr::from(([0, 0, 0, 0], port)), "no address".into()));
+        Err(GuardError::Connect {
+            host: host.to_string(),
+            addr,
+            reason,
+        })
     }
 }
 
 impl fmt::Display for CheckedAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(allow: &[&str], own: &[&str]) -> Guard {
+        let dns = DnsSettings {
+            resolve: HashMap::new(),
+            block_private: true,
+            allow_cidrs: allow.iter().map(|c| c.parse().unwrap()).collect(),
+        };
+        Guard::new(
+            &dns,
+            own.iter().map(|a| a.parse().unwrap()).collect(),
+            Duration::from_secs(1),
+        )
+    }
+
+    fn check(g: &Guard, addr: &str) -> Result<CheckedAddr, GuardError> {
+        g.check(&Host::Name("x.test".into()), addr.parse().unwrap())
+    }
+
+    #[test]
+    fn self_loop_refused_even_when_loopback_is_allowed() {
+        let g = guard(&["127.0.0.0/8"], &["127.0.0.1:3128", "0.0.0.0:9090"]);
+        assert!(matches!(
+            check(&g, "127.0.0.1:3128"),
+            Err(GuardError::SelfLoop { .. })
+        ));
+        assert!(matches!(
+            check(&g, "127.0.0.1:9090"),
+            Err(GuardError::SelfLoop { .. })
+        ));
+        assert!(check(&g, "127.0.0.1:8080").is_ok());
+    }
+
+    #[test]
+    fn allow_cidrs_open_only_what_they_name() {
+        let g = guard(&["127.0.0.0/8"], &[]);
+        assert!(check(&g, "127.0.0.9:443").is_ok());
+        assert!(
+            check(&g, "[::ffff:127.0.0.9]:443").is_ok(),
+            "mapped form is the same address"
+        );
+        assert!(matches!(
+            check(&g, "169.254.169.254:80"),
+            Err(GuardError::Blocked {
+                class: IpClass::LinkLocal,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(&g, "[::1]:443"),
+            Err(GuardError::Blocked { .. })
+        ));
+        assert!(check(&g, "93.184.216.34:443").is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_refused_address_refuses_the_name() {
+        let mut dns = DnsSettings {
+            block_private: true,
+            ..Default::default()
+        };
+        dns.resolve
+            .insert("mixed.test".into(), "10.0.0.1".parse().unwrap());
+        let g = Guard::new(&dns, vec![], Duration::from_secs(1));
+        let err = g
+            .resolve(&Host::Name("mixed.test".into()), 443)
+            .await
+            .unwrap_err();
+        assert!(err.is_refusal());
+        assert!(
+            err.to_string().contains("10.0.0.1") && err.to_string().contains("private"),
+            "{err}"
+        );
     }
 }

@@ -39,13 +39,18 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(f)) = &frame {
-            if let Some(d) = f.data_ref() {
-                this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+        if let Some(d) = frame
+            .as_ref()
+            .and_then(|f| f.as_ref().ok())
+            .and_then(Frame::data_ref)
+        {
+            this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
         Poll::Ready(frame.map(|r| r.map_err(Into::into)))
     }
@@ -70,8 +75,19 @@ pub struct AuditOnce {
 
 impl AuditOnce {
     /// Arms an event; `bytes_up` is read at emit time.
-    pub fn new(event: AuditEvent, sink: AuditSink, bytes_up: Arc<AtomicU64>, start: Instant) -> Self {
-        Self { event: Some(event), sink, bytes_up, bytes_down: 0, start }
+    pub fn new(
+        event: AuditEvent,
+        sink: AuditSink,
+        bytes_up: Arc<AtomicU64>,
+        start: Instant,
+    ) -> Self {
+        Self {
+            event: Some(event),
+            sink,
+            bytes_up,
+            bytes_down: 0,
+            start,
+        }
     }
 
     fn emit(&mut self, failed: bool) {
@@ -127,7 +143,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {

@@ -32,13 +32,25 @@ use crate::policy::{Host, Scheme};
 use crate::upstream::ProxyBody;
 
 /// Handles one CONNECT request on the outer connection.
-pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, conn: ConnGuard, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(
+    state: Arc<State>,
+    peer: SocketAddr,
+    conn: ConnGuard,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let (host, port) = match connect_target(&req) {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
     let audit = |decision, reason: &'static str, status: StatusCode, rule: Option<String>| {
-        let mut ev = AuditEvent::new("connect", peer.to_string(), host.to_string(), port, decision, reason);
+        let mut ev = AuditEvent::new(
+            "connect",
+            peer.to_string(),
+            host.to_string(),
+            port,
+            decision,
+            reason,
+        );
         ev.method = Some("CONNECT".into());
         ev.status = Some(status.as_u16());
         ev.rule = rule;
@@ -58,12 +70,24 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, conn: ConnGuard,
     // The connector checks again when it dials (and dials only what it checked).
     if let Err(g) = state.guard.resolve(&host, port).await {
         let err = ProxyError::from(g);
-        audit(if err.is_denial() { "deny" } else { "error" }, err.code(), err.status(), rule);
+        audit(
+            if err.is_denial() { "deny" } else { "error" },
+            err.code(),
+            err.status(),
+            rule,
+        );
         return err.into_response();
     }
     audit("allow", "tunnel_intercepted", StatusCode::OK, rule);
 
-    let target = Target { host, port, scheme: Scheme::Https, matched, client: peer, sni_mismatch: None };
+    let target = Target {
+        host,
+        port,
+        scheme: Scheme::Https,
+        matched,
+        client: peer,
+        sni_mismatch: None,
+    };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => intercept(state, target, upgraded, conn).await,
@@ -89,7 +113,12 @@ fn connect_target(req: &Request<Incoming>) -> Result<(Host, u16), ProxyError> {
 
 type ClientIo = IdleTimeout<TcpStream>;
 
-async fn intercept(state: Arc<State>, target: Target, upgraded: hyper::upgrade::Upgraded, conn: ConnGuard) {
+async fn intercept(
+    state: Arc<State>,
+    target: Target,
+    upgraded: hyper::upgrade::Upgraded,
+    conn: ConnGuard,
+) {
     // Recover the raw client socket and any bytes the client sent before our
     // 200 (a pipelined ClientHello), so nothing is lost and no extra layer
     // sits on the hot path.
@@ -137,10 +166,10 @@ where
         }
         Err(_) => return,
     };
-    if let Some(sni) = start.client_hello().server_name() {
-        if Host::parse(sni).ok().as_ref() != Some(&target.host) {
-            target.sni_mismatch = Some(sni.to_owned());
-        }
+    if let Some(sni) = start.client_hello().server_name()
+        && Host::parse(sni).ok().as_ref() != Some(&target.host)
+    {
+        target.sni_mismatch = Some(sni.to_owned());
     }
     let config = match state.issuer.server_config(&target.host).await {
         Ok(c) => c,

@@ -52,11 +52,18 @@ impl Target {
 }
 
 /// An absolute-form request on the proxy port (`GET http://host/path`).
-pub(crate) async fn absolute_form(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn absolute_form(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let scheme = match req.uri().scheme_str() {
         Some("http") => Scheme::Http,
         Some("https") => Scheme::Https,
-        _ => return ProxyError::BadRequest("only http:// and https:// URLs can be proxied".into()).into_response(),
+        _ => {
+            return ProxyError::BadRequest("only http:// and https:// URLs can be proxied".into())
+                .into_response();
+        }
     };
     let Some(authority) = req.uri().authority().cloned() else {
         return ProxyError::NotProxyRequest.into_response();
@@ -70,14 +77,28 @@ pub(crate) async fn absolute_form(state: Arc<State>, peer: SocketAddr, req: Requ
         Ok(m) => m,
         Err(denied) => {
             let err = ProxyError::from(denied);
-            let mut ev = AuditEvent::new("request", peer.to_string(), host.to_string(), port, "deny", err.code());
+            let mut ev = AuditEvent::new(
+                "request",
+                peer.to_string(),
+                host.to_string(),
+                port,
+                "deny",
+                err.code(),
+            );
             ev.method = Some(req.method().to_string());
             ev.status = Some(err.status().as_u16());
             state.audit.emit(ev);
             return err.into_response();
         }
     };
-    let target = Arc::new(Target { host, port, scheme, matched, client: peer, sni_mismatch: None });
+    let target = Arc::new(Target {
+        host,
+        port,
+        scheme,
+        matched,
+        client: peer,
+        sni_mismatch: None,
+    });
     forward(state, target, req).await
 }
 
@@ -89,9 +110,20 @@ struct Judged {
 }
 
 /// Judges and forwards one request.
-pub(crate) async fn forward(state: Arc<State>, target: Arc<Target>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn forward(
+    state: Arc<State>,
+    target: Arc<Target>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
-    let mut event = AuditEvent::new("request", target.client.to_string(), target.host.to_string(), target.port, "allow", "rule_matched");
+    let mut event = AuditEvent::new(
+        "request",
+        target.client.to_string(),
+        target.host.to_string(),
+        target.port,
+        "allow",
+        "rule_matched",
+    );
     event.method = Some(req.method().to_string());
 
     let judged = match judge(&state, &target, &req) {
@@ -100,7 +132,9 @@ pub(crate) async fn forward(state: Arc<State>, target: Arc<Target>, mut req: Req
             event.decision = "deny";
             event.reason = err.code();
             event.status = Some(err.status().as_u16());
-            event.path = NormalPath::parse(req.uri().path()).ok().map(|p| p.decoded().to_owned());
+            event.path = NormalPath::parse(req.uri().path())
+                .ok()
+                .map(|p| p.decoded().to_owned());
             event.duration_ms = elapsed_ms(start);
             state.audit.emit(event);
             return err.into_response();
@@ -123,7 +157,11 @@ pub(crate) async fn forward(state: Arc<State>, target: Arc<Target>, mut req: Req
     let body = Counted::new(body, Arc::clone(&bytes_up)).boxed_unsync();
     let outgoing = Request::from_parts(parts, body);
 
-    let client = if judged.websocket { &state.upstream.h1 } else { &state.upstream.any };
+    let client = if judged.websocket {
+        &state.upstream.h1
+    } else {
+        &state.upstream.any
+    };
     let mut response = match client.request(outgoing).await {
         Ok(r) => r,
         Err(e) => {
@@ -156,47 +194,66 @@ fn judge(state: &State, target: &Target, req: &Request<Incoming>) -> Result<Judg
         )));
     }
     if req.method() == Method::CONNECT {
-        return Err(ProxyError::Unsupported("CONNECT inside a tunnel or proxied request is not supported".into()));
+        return Err(ProxyError::Unsupported(
+            "CONNECT inside a tunnel or proxied request is not supported".into(),
+        ));
     }
     check_authority(target, req)?;
     check_framing(req)?;
     let path = NormalPath::parse(req.uri().path())?;
     let websocket = is_websocket_upgrade(req.headers());
     if req.headers().contains_key(http::header::UPGRADE) && !websocket {
-        return Err(ProxyError::BadRequest("only WebSocket upgrades are supported".into()));
+        return Err(ProxyError::BadRequest(
+            "only WebSocket upgrades are supported".into(),
+        ));
     }
     if websocket && req.version() != Version::HTTP_11 {
-        return Err(ProxyError::BadRequest("WebSocket upgrades need HTTP/1.1".into()));
+        return Err(ProxyError::BadRequest(
+            "WebSocket upgrades need HTTP/1.1".into(),
+        ));
     }
-    let rule = state
-        .config
-        .policy
-        .decide_request(&target.matched, &target.target_str(), req.method(), &path, websocket)?;
-    Ok(Judged { rule, path, websocket })
+    let rule = state.config.policy.decide_request(
+        &target.matched,
+        &target.target_str(),
+        req.method(),
+        &path,
+        websocket,
+    )?;
+    Ok(Judged {
+        rule,
+        path,
+        websocket,
+    })
 }
 
 /// `Host`, `:authority` and an absolute-form URI must all name the target.
 fn check_authority(target: &Target, req: &Request<Incoming>) -> Result<(), ProxyError> {
     let default_port = target.scheme.default_port();
     let same = |s: &str| -> bool {
-        let Ok(a) = Authority::from_str(s) else { return false };
-        let Ok(h) = Host::parse(a.host()) else { return false };
+        let Ok(a) = Authority::from_str(s) else {
+            return false;
+        };
+        let Ok(h) = Host::parse(a.host()) else {
+            return false;
+        };
         h == target.host && a.port_u16().unwrap_or(default_port) == target.port
     };
-    if let Some(a) = req.uri().authority() {
-        if !same(a.as_str()) {
-            return Err(ProxyError::Misdirected(format!(
-                "the request names `{a}` but this connection is for `{}:{}`",
-                target.host, target.port
-            )));
-        }
+    if let Some(a) = req.uri().authority()
+        && !same(a.as_str())
+    {
+        return Err(ProxyError::Misdirected(format!(
+            "the request names `{a}` but this connection is for `{}:{}`",
+            target.host, target.port
+        )));
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     if let Some(h) = hosts.next() {
         if hosts.next().is_some() {
             return Err(ProxyError::BadRequest("more than one Host header".into()));
         }
-        let s = h.to_str().map_err(|_| ProxyError::BadRequest("Host header is not ASCII".into()))?;
+        let s = h
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("Host header is not ASCII".into()))?;
         if !same(s) {
             return Err(ProxyError::Misdirected(format!(
                 "the Host header names `{s}` but this connection is for `{}:{}`",
@@ -219,20 +276,34 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
     let h = req.headers();
     let lengths = h.get_all(CONTENT_LENGTH).iter().count();
     if lengths > 1 {
-        return Err(ProxyError::BadRequest("more than one Content-Length header".into()));
+        return Err(ProxyError::BadRequest(
+            "more than one Content-Length header".into(),
+        ));
     }
     if lengths == 1 && h.contains_key(TRANSFER_ENCODING) {
-        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding".into()));
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding".into(),
+        ));
     }
     for (name, value) in h {
-        if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(ProxyError::BadRequest(format!("header `{name}` contains CR, LF or NUL")));
+        if value
+            .as_bytes()
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            return Err(ProxyError::BadRequest(format!(
+                "header `{name}` contains CR, LF or NUL"
+            )));
         }
     }
     Ok(())
 }
 
-fn upstream_uri(target: &Target, path: &NormalPath, query: Option<&str>) -> Result<Uri, ProxyError> {
+fn upstream_uri(
+    target: &Target,
+    path: &NormalPath,
+    query: Option<&str>,
+) -> Result<Uri, ProxyError> {
     let scheme = target.scheme.as_str();
     let mut s = String::with_capacity(64);
     s.push_str(scheme);
@@ -247,7 +318,8 @@ fn upstream_uri(target: &Target, path: &NormalPath, query: Option<&str>) -> Resu
         s.push('?');
         s.push_str(q);
     }
-    Uri::try_from(s).map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))
+    Uri::try_from(s)
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))
 }
 
 fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
@@ -270,7 +342,12 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
     ProxyError::Upstream(msg)
 }
 
-fn fail(state: &State, mut event: AuditEvent, start: Instant, err: ProxyError) -> Response<ProxyBody> {
+fn fail(
+    state: &State,
+    mut event: AuditEvent,
+    start: Instant,
+    err: ProxyError,
+) -> Response<ProxyBody> {
     event.decision = if err.is_denial() { "deny" } else { "error" };
     event.reason = err.code();
     event.status = Some(err.status().as_u16());

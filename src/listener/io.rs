@@ -29,14 +29,22 @@ pin_project! {
 impl<S> IdleTimeout<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, idle: Duration) -> Self {
-        Self { inner, sleep: Box::pin(tokio::time::sleep(idle)), idle, active: false }
+        Self {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            idle,
+            active: false,
+        }
     }
 
     fn poll_idle(self: Pin<&mut Self>, cx: &mut Context<'_>) -> io::Result<()> {
         let this = self.project();
         while this.sleep.as_mut().poll(cx).is_ready() {
             if !*this.active {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle timeout"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle timeout",
+                ));
             }
             *this.active = false;
             let deadline = Instant::now() + *this.idle;
@@ -47,7 +55,11 @@ impl<S> IdleTimeout<S> {
 }
 
 impl<S: AsyncRead> AsyncRead for IdleTimeout<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = self.as_mut().project();
         match this.inner.poll_read(cx, buf) {
@@ -66,7 +78,11 @@ impl<S: AsyncRead> AsyncRead for IdleTimeout<S> {
 }
 
 impl<S: AsyncWrite> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.as_mut().project();
         match this.inner.poll_write(cx, buf) {
             Poll::Ready(r) => {
@@ -80,7 +96,11 @@ impl<S: AsyncWrite> AsyncWrite for IdleTimeout<S> {
         }
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.as_mut().project();
         match this.inner.poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
@@ -138,7 +158,11 @@ impl<S: AsyncRead + Unpin> Prefixed<S> {
 }
 
 impl<S: AsyncRead> AsyncRead for Prefixed<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
@@ -152,11 +176,19 @@ impl<S: AsyncRead> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite> AsyncWrite for Prefixed<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write_vectored(cx, bufs)
     }
 

@@ -68,7 +68,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +88,12 @@ impl Server {
         let state = Arc::new(build_state(config, audit, addr)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let done = tokio::spawn(accept_loop(listener, Arc::clone(&state), shutdown_rx));
-        Ok(Self { addr, state, shutdown, done: Some(done) })
+        Ok(Self {
+            addr,
+            state,
+            shutdown,
+            done: Some(done),
+        })
     }
 
     /// The bound proxy address.
@@ -120,8 +127,13 @@ impl Drop for Server {
 /// CA or trust-store problems.
 pub fn build_state(config: Config, audit: AuditSink, listen: SocketAddr) -> anyhow::Result<State> {
     crate::install_crypto_provider();
-    let files = CaFiles { cert: config.tls.ca_cert.clone(), key: config.tls.ca_key.clone() };
-    let ca = Arc::new(CertificateAuthority::load(&files).context("cannot load the CA (run `airlock ca init`)")?);
+    let files = CaFiles {
+        cert: config.tls.ca_cert.clone(),
+        key: config.tls.ca_key.clone(),
+    };
+    let ca = Arc::new(
+        CertificateAuthority::load(&files).context("cannot load the CA (run `airlock ca init`)")?,
+    );
     let issuer = LeafIssuer::new(ca, config.tls.leaf_validity)?;
     let mut own = vec![listen];
     own.extend(config.proxy.admin);
@@ -135,10 +147,20 @@ pub fn build_state(config: Config, audit: AuditSink, listen: SocketAddr) -> anyh
         Connector::new(Arc::clone(&guard), h1, timeout),
         config.proxy.idle_timeout,
     );
-    Ok(State { config: Arc::new(config), issuer, upstream, guard, audit })
+    Ok(State {
+        config: Arc::new(config),
+        issuer,
+        upstream,
+        guard,
+        audit,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let proxy = &state.config.proxy;
     let limit = Arc::new(Semaphore::new(proxy.max_connections));
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
@@ -161,7 +183,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: wat
                 continue;
             }
         };
-        let conn = ConnGuard { _permit: Arc::new(permit), _drain: drain_tx.clone(), shutdown: shutdown.clone() };
+        let conn = ConnGuard {
+            _permit: Arc::new(permit),
+            _drain: drain_tx.clone(),
+            shutdown: shutdown.clone(),
+        };
         tokio::spawn(serve_client(Arc::clone(&state), stream, peer, conn));
     }
     drop(listener);
@@ -205,7 +231,12 @@ async fn serve_client(state: Arc<State>, stream: TcpStream, peer: SocketAddr, co
     }
 }
 
-async fn dispatch(state: Arc<State>, peer: SocketAddr, conn: ConnGuard, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn dispatch(
+    state: Arc<State>,
+    peer: SocketAddr,
+    conn: ConnGuard,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
         return connect::handle(state, peer, conn, req).await;
     }

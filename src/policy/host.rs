@@ -217,7 +217,14 @@ mod tests {
 
     #[test]
     fn bad_numeric_hosts_are_refused() {
-        for bad in ["256.0.0.1", "1.2.3.4.5", "0x", "09.1.1.1", "example.123", "1.2.3.999"] {
+        for bad in [
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "0x",
+            "09.1.1.1",
+            "example.123",
+            "1.2.3.999",
+        ] {
             assert!(
                 matches!(Host::parse(bad), Err(HostError::BadIpLiteral(_))),
                 "{bad}"
@@ -227,7 +234,15 @@ mod tests {
 
     #[test]
     fn junk_names_are_refused() {
-        for bad in ["", ".", "a b.test", "a..b", "evil.test/x", "a%2e.test", "[::1"] {
+        for bad in [
+            "",
+            ".",
+            "a b.test",
+            "a..b",
+            "evil.test/x",
+            "a%2e.test",
+            "[::1",
+        ] {
             assert!(Host::parse(bad).is_err(), "{bad}");
         }
     }

@@ -187,10 +187,14 @@ impl Denied {
         let why = match self.reason {
             Reason::HostNotAllowed => "this host is not on the allowlist".to_owned(),
             Reason::PortNotAllowed => "the host is allowed, but not on this port".to_owned(),
-            Reason::MethodNotAllowed => "the rules for this host do not allow this method".to_owned(),
+            Reason::MethodNotAllowed => {
+                "the rules for this host do not allow this method".to_owned()
+            }
             Reason::PathNotAllowed => "the rules for this host do not allow this path".to_owned(),
             Reason::MethodRefused => "TRACE and TRACK are always refused".to_owned(),
-            Reason::WebsocketNotAllowed => "the rule for this host does not allow WebSocket upgrades".to_owned(),
+            Reason::WebsocketNotAllowed => {
+                "the rule for this host does not allow WebSocket upgrades".to_owned()
+            }
         };
         let edit = if self.rules.is_empty() {
             format!(
@@ -333,7 +337,9 @@ impl Policy {
     ) -> Result<Arc<Rule>, Denied> {
         let request = Some((method.clone(), path.decoded().to_owned()));
         let refs = || matched.rules.iter().map(|r| r.source.clone()).collect();
-        if method.as_str().eq_ignore_ascii_case("TRACE") || method.as_str().eq_ignore_ascii_case("TRACK") {
+        if method.as_str().eq_ignore_ascii_case("TRACE")
+            || method.as_str().eq_ignore_ascii_case("TRACK")
+        {
             return Err(self.denied(Reason::MethodRefused, target.to_owned(), request, refs()));
         }
         let mut method_ok = false;

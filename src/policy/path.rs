@@ -46,7 +46,9 @@ pub enum PathError {
     #[error("the request path must start with `/`")]
     NotAbsolute,
     /// `%2F`, `%5C`: origins disagree on these.
-    #[error("the path contains an encoded `/` or `\\`, which airlock refuses because origins disagree on what it means")]
+    #[error(
+        "the path contains an encoded `/` or `\\`, which airlock refuses because origins disagree on what it means"
+    )]
     EncodedSeparator,
     /// NUL or another control byte.
     #[error("the path contains a control character")]

@@ -5,7 +5,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
+};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -35,7 +38,10 @@ pub struct CaFiles {
 impl CaFiles {
     /// `dir/ca.pem` and `dir/ca-key.pem`.
     pub fn in_dir(dir: &Path) -> Self {
-        Self { cert: dir.join("ca.pem"), key: dir.join("ca-key.pem") }
+        Self {
+            cert: dir.join("ca.pem"),
+            key: dir.join("ca-key.pem"),
+        }
     }
 }
 
@@ -57,19 +63,33 @@ impl CertificateAuthority {
         }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "airlock egress CA");
-        params.distinguished_name.push(DnType::OrganizationName, "airlock");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "airlock egress CA");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "airlock");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(3650);
         let cert = params.self_signed(&key)?;
         if let Some(dir) = files.cert.parent() {
-            fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.display().to_string(), source })?;
+            fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         write_private(&files.key, key.serialize_pem().as_bytes())?;
-        fs::write(&files.cert, cert.pem()).map_err(|source| TlsError::Io { path: files.cert.display().to_string(), source })?;
+        fs::write(&files.cert, cert.pem()).map_err(|source| TlsError::Io {
+            path: files.cert.display().to_string(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -84,10 +104,11 @@ impl CertificateAuthority {
             path: files.key.display().to_string(),
             message: format!("not a PEM private key: {e}"),
         })?;
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| TlsError::Invalid {
-            path: files.cert.display().to_string(),
-            message: format!("not a PEM certificate: {e}"),
-        })?;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| TlsError::Invalid {
+                path: files.cert.display().to_string(),
+                message: format!("not a PEM certificate: {e}"),
+            })?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| TlsError::Invalid {
             path: files.cert.display().to_string(),
             message: format!("not a usable CA certificate: {e}"),
@@ -106,11 +127,17 @@ impl CertificateAuthority {
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
-    fs::read_to_string(path).map_err(|source| TlsError::Io { path: path.display().to_string(), source })
+    fs::read_to_string(path).map_err(|source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    let io = |source| TlsError::Io { path: path.display().to_string(), source };
+    let io = |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -123,7 +150,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
     }
     f.write_all(bytes).map_err(io)
 }

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType};
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType,
+};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -33,7 +36,9 @@ pub struct LeafIssuer {
 
 impl std::fmt::Debug for LeafIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeafIssuer").field("validity", &self.validity).finish_non_exhaustive()
+        f.debug_struct("LeafIssuer")
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,28 +80,38 @@ impl LeafIssuer {
     }
 
     fn mint(&self, host: &Host) -> Result<ServerConfig, TlsError> {
-        self.minted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let certified = Arc::new(self.mint_leaf(host)?);
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(OneCert(certified)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// Signs a leaf for `host` with the shared leaf key: chain = [leaf, CA].
+    fn mint_leaf(&self, host: &Host) -> Result<CertifiedKey, TlsError> {
+        self.minted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![match host {
             Host::Name(n) => SanType::DnsName(n.clone().try_into()?),
             Host::Ip(ip) => SanType::IpAddress(*ip),
         }];
-        params.distinguished_name.push(DnType::CommonName, host.to_string());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, host.to_string());
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::try_from(self.validity).unwrap_or(time::Duration::days(1));
+        params.not_after =
+            now + time::Duration::try_from(self.validity).unwrap_or(time::Duration::days(1));
         let cert = params.signed_by(&self.leaf_key, self.ca.issuer())?;
         let chain = vec![cert.der().clone(), self.ca.cert_der().clone()];
-        let certified = Arc::new(CertifiedKey::new(chain, Arc::clone(&self.signing_key)));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(OneCert(certified)));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+        Ok(CertifiedKey::new(chain, Arc::clone(&self.signing_key)))
     }
 }
 
@@ -108,5 +123,97 @@ struct OneCert(Arc<CertifiedKey>);
 impl ResolvesServerCert for OneCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::tls::ca::CaFiles;
+
+    fn issuer() -> (LeafIssuer, tempfile::TempDir) {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let files = CaFiles::in_dir(dir.path());
+        CertificateAuthority::init(&files, false).unwrap();
+        let ca = Arc::new(CertificateAuthority::load(&files).unwrap());
+        (LeafIssuer::new(ca, Duration::from_secs(3600)).unwrap(), dir)
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn leaves_share_one_key_that_is_not_the_ca_key_and_carry_aki() {
+        let (issuer, _dir) = issuer();
+        let a = issuer
+            .mint_leaf(&Host::parse("a.example.test").unwrap())
+            .unwrap();
+        let b = issuer.mint_leaf(&Host::parse("10.1.2.3").unwrap()).unwrap();
+        let leaf_pub = issuer.leaf_key.public_key_raw();
+        assert!(contains(a.cert[0].as_ref(), leaf_pub));
+        assert!(contains(b.cert[0].as_ref(), leaf_pub));
+        assert!(
+            !contains(issuer.ca.cert_der().as_ref(), leaf_pub),
+            "leaf key must differ from the CA key"
+        );
+        // Authority Key Identifier: OID 2.5.29.35.
+        assert!(contains(
+            a.cert[0].as_ref(),
+            &[0x06, 0x03, 0x55, 0x1d, 0x23]
+        ));
+        assert!(contains(a.cert[0].as_ref(), b"a.example.test"));
+        // An IP SAN is the 4 address bytes under tag [7].
+        assert!(contains(b.cert[0].as_ref(), &[0x87, 0x04, 10, 1, 2, 3]));
+        assert_eq!(a.cert[1], *issuer.ca.cert_der());
+    }
+
+    /// A client that trusts only airlock's CA completes a handshake with a
+    /// minted leaf, in memory, for a name and for an IP.
+    #[tokio::test]
+    async fn minted_leaf_verifies_against_the_ca() {
+        let (issuer, _dir) = issuer();
+        for host in ["api.example.test", "10.1.2.3"] {
+            let server_config = issuer
+                .server_config(&Host::parse(host).unwrap())
+                .await
+                .unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(issuer.ca.cert_der().clone()).unwrap();
+            let client = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let (c, s) = tokio::io::duplex(64 * 1024);
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+            let server = tokio::spawn(async move {
+                let mut tls = acceptor.accept(s).await.unwrap();
+                let mut buf = [0u8; 4];
+                tls.read_exact(&mut buf).await.unwrap();
+                tls.write_all(&buf).await.unwrap();
+                tls.flush().await.unwrap();
+            });
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+            let mut tls = connector
+                .connect(ServerName::try_from(host.to_owned()).unwrap(), c)
+                .await
+                .unwrap();
+            tls.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            server.await.unwrap();
+        }
+        assert_eq!(issuer.minted(), 2);
+        let _again = issuer
+            .server_config(&Host::parse("api.example.test").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(issuer.minted(), 2, "cached");
     }
 }

@@ -28,18 +28,29 @@ pub fn root_store(settings: &TlsSettings) -> Result<RootCertStore, TlsError> {
             }
             let (added, _ignored) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                tracing::warn!("the system trust store has no certificates; only extra_upstream_roots are trusted");
+                tracing::warn!(
+                    "the system trust store has no certificates; only extra_upstream_roots are trusted"
+                );
             }
         }
     }
     for path in &settings.extra_upstream_roots {
         let shown = path.display().to_string();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| TlsError::Invalid { path: shown.clone(), message: e.to_string() })?
+            .map_err(|e| TlsError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?
             .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::Invalid { path: shown.clone(), message: e.to_string() })?;
+            .map_err(|e| TlsError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(TlsError::Invalid { path: shown, message: "no certificate in file".into() });
+            return Err(TlsError::Invalid {
+                path: shown,
+                message: "no certificate in file".into(),
+            });
         }
         for c in certs {
             roots.add(c)?;
@@ -53,11 +64,15 @@ pub fn root_store(settings: &TlsSettings) -> Result<RootCertStore, TlsError> {
 ///
 /// # Errors
 /// rustls refused the protocol versions.
-pub fn client_config(roots: Arc<RootCertStore>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

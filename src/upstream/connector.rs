@@ -55,34 +55,50 @@ pub struct Connector {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Connector")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
 impl Connector {
     /// A connector using `tls` for https upstreams.
     pub fn new(guard: Arc<Guard>, tls: Arc<ClientConfig>, timeout: Duration) -> Self {
-        Self { guard, tls: TlsConnector::from(tls), timeout }
+        Self {
+            guard,
+            tls: TlsConnector::from(tls),
+            timeout,
+        }
     }
 
     async fn connect(self, uri: Uri) -> Result<TokioIo<UpstreamStream>, ConnectError> {
         let https = uri.scheme_str() == Some("https");
-        let authority = uri.authority().ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
-        let host = Host::parse(authority.host()).map_err(|e| ConnectError::BadUri(e.to_string()))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
+        let host =
+            Host::parse(authority.host()).map_err(|e| ConnectError::BadUri(e.to_string()))?;
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let (tcp, _checked) = self.guard.connect(&host, port).await?;
         if !https {
             return Ok(TokioIo::new(UpstreamStream::Plain(tcp)));
         }
         let server_name = match &host {
-            Host::Name(n) => ServerName::try_from(n.clone()).map_err(|e| ConnectError::BadUri(e.to_string()))?,
+            Host::Name(n) => {
+                ServerName::try_from(n.clone()).map_err(|e| ConnectError::BadUri(e.to_string()))?
+            }
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
         };
         let handshake = self.tls.connect(server_name, tcp);
         match tokio::time::timeout(self.timeout, handshake).await {
             Ok(Ok(tls)) => Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls)))),
-            Ok(Err(source)) => Err(ConnectError::Tls { host: host.to_string(), source }),
-            Err(_) => Err(ConnectError::TlsTimeout { host: host.to_string() }),
+            Ok(Err(source)) => Err(ConnectError::Tls {
+                host: host.to_string(),
+                source,
+            }),
+            Err(_) => Err(ConnectError::TlsTimeout {
+                host: host.to_string(),
+            }),
         }
     }
 }
@@ -125,7 +141,11 @@ impl Connection for UpstreamStream {
 }
 
 impl AsyncRead for UpstreamStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -134,14 +154,22 @@ impl AsyncRead for UpstreamStream {
 }
 
 impl AsyncWrite for UpstreamStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),

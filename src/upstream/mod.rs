@@ -46,7 +46,10 @@ impl Upstream {
                 .http2_keep_alive_while_idle(false)
                 .build(c)
         };
-        Self { any: build(connector_any), h1: build(connector_h1) }
+        Self {
+            any: build(connector_any),
+            h1: build(connector_h1),
+        }
     }
 }
 

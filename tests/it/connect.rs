@@ -11,26 +11,39 @@ async fn allowed_host_reaches_origin_and_is_audited() {
         .resolve("api.example.test", "127.0.0.2")
         .allow_loopback()
         .trust(&ca)
-        .rule(&format!("match = \"api.example.test\"\nports = [{}]", origin.port()))
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ))
         .start()
         .await;
     let url = format!("https://api.example.test:{}/v1/things?q=1", origin.port());
     let resp = client::reqwest(&proxy).get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-origin"], "api");
-    assert_eq!(resp.text().await.unwrap(), "hello from api: GET /v1/things?q=1");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "hello from api: GET /v1/things?q=1"
+    );
     let got = origin.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].target, "/v1/things?q=1");
     let ev = proxy
-        .audit_event("request allow", |e| e["kind"] == "request" && e["decision"] == "allow")
+        .audit_event("request allow", |e| {
+            e["kind"] == "request" && e["decision"] == "allow"
+        })
         .await;
     assert_eq!(ev["host"], "api.example.test");
     assert_eq!(ev["path"], "/v1/things");
     assert_eq!(ev["status"], 200);
-    assert!(ev["rule"].as_str().unwrap().contains("airlock.toml:"), "{ev}");
+    assert!(
+        ev["rule"].as_str().unwrap().contains("airlock.toml:"),
+        "{ev}"
+    );
     assert!(ev["bytes_down"].as_u64().unwrap() > 0);
-    let conn = proxy.audit_event("connect allow", |e| e["kind"] == "connect").await;
+    let conn = proxy
+        .audit_event("connect allow", |e| e["kind"] == "connect")
+        .await;
     assert_eq!(conn["decision"], "allow");
 }
 
@@ -52,14 +65,27 @@ async fn denied_host_gets_403_text_and_origin_sees_nothing() {
     assert!(text.contains(&target), "{text}");
     assert!(text.contains("not on the allowlist"), "{text}");
     assert!(text.contains("Retrying another way"), "{text}");
-    assert!(text.contains("airlock.toml"), "names the file to edit: {text}");
-    assert!(r.head.to_ascii_lowercase().contains("airlock-error: host_not_allowed"), "{}", r.head);
+    assert!(
+        text.contains("airlock.toml"),
+        "names the file to edit: {text}"
+    );
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("airlock-error: host_not_allowed"),
+        "{}",
+        r.head
+    );
 
     // reqwest surfaces the refused tunnel as an error, and nothing arrives.
     let url = format!("https://{target}/");
     assert!(client::reqwest(&proxy).get(&url).send().await.is_err());
     assert!(origin.received().is_empty());
-    let ev = proxy.audit_event("connect deny", |e| e["kind"] == "connect" && e["decision"] == "deny").await;
+    let ev = proxy
+        .audit_event("connect deny", |e| {
+            e["kind"] == "connect" && e["decision"] == "deny"
+        })
+        .await;
     assert_eq!(ev["reason"], "host_not_allowed");
     assert_eq!(ev["status"], 403);
 }
@@ -80,7 +106,11 @@ async fn wildcard_admits_subdomains_only() {
         .rule(&format!("match = \"*.example.test\"\nports = [{port}]"))
         .start()
         .await;
-    let resp = client::reqwest(&proxy).get(format!("https://a.example.test:{port}/x")).send().await.unwrap();
+    let resp = client::reqwest(&proxy)
+        .get(format!("https://a.example.test:{port}/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     for host in ["deep.a.example.test", "A.Example.Test."] {
         let (_s, r) = connect(proxy.addr, &format!("{host}:{port}")).await;
@@ -117,11 +147,21 @@ async fn ports_are_scoped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_connect_targets_are_refused() {
-    let proxy = ProxyBuilder::new().rule("match = \"api.example.test\"").start().await;
-    for target in ["api.example.test", "api.example.test:0", "bad host:443", "[::1:443"] {
+    let proxy = ProxyBuilder::new()
+        .rule("match = \"api.example.test\"")
+        .start()
+        .await;
+    for target in [
+        "api.example.test",
+        "api.example.test:0",
+        "bad host:443",
+        "[::1:443",
+    ] {
         let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         use tokio::io::AsyncWriteExt;
-        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let r = client::read_response(&mut s).await;
         assert_eq!(r.status, 400, "{target}");
     }

@@ -6,7 +6,11 @@ use crate::support::proxy::ProxyBuilder;
 /// Every encoding of a loopback or metadata address is refused when no rule names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_literals_in_every_encoding_are_denied() {
-    let proxy = ProxyBuilder::new().allow_loopback().rule("match = \"api.example.test\"").start().await;
+    let proxy = ProxyBuilder::new()
+        .allow_loopback()
+        .rule("match = \"api.example.test\"")
+        .start()
+        .await;
     for target in [
         "127.0.0.1:443",
         "2130706433:443",
@@ -43,12 +47,28 @@ async fn ip_rule_matches_every_spelling_but_guard_still_applies() {
     assert!(r.head.contains("blocked_address"), "{}", r.head);
     assert!(r.text().contains("loopback"), "{}", r.text());
 
-    let open = ProxyBuilder::new().allow_loopback().trust(&ca).rule(&rule).start().await;
-    for spelling in ["127.0.0.6", "2130706438", "0x7f000006", "0177.0.0.06", "127.6", "[::ffff:127.0.0.6]"] {
+    let open = ProxyBuilder::new()
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&rule)
+        .start()
+        .await;
+    for spelling in [
+        "127.0.0.6",
+        "2130706438",
+        "0x7f000006",
+        "0177.0.0.06",
+        "127.6",
+        "[::ffff:127.0.0.6]",
+    ] {
         let (_s, r) = connect(open.addr, &format!("{spelling}:{port}")).await;
         assert_eq!(r.status, 200, "{spelling}");
     }
-    let resp = client::reqwest(&open).get(format!("https://127.0.0.6:{port}/ip")).send().await.unwrap();
+    let resp = client::reqwest(&open)
+        .get(format!("https://127.0.0.6:{port}/ip"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(origin.received().len(), 1);
 }
@@ -62,16 +82,24 @@ async fn loopback_blocked_by_default() {
     let proxy = ProxyBuilder::new()
         .resolve("api.example.test", "127.0.0.2")
         .trust(&ca)
-        .rule(&format!("match = \"api.example.test\"\nports = [{}]", origin.port()))
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ))
         .start()
         .await;
     let (_s, r) = connect(proxy.addr, &format!("api.example.test:{}", origin.port())).await;
     assert_eq!(r.status, 403);
     assert!(r.text().contains("127.0.0.2"), "{}", r.text());
-    let err = client::reqwest(&proxy).get(format!("https://api.example.test:{}/", origin.port())).send().await;
+    let err = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{}/", origin.port()))
+        .send()
+        .await;
     assert!(err.is_err());
     assert!(origin.received().is_empty());
-    let ev = proxy.audit_event("guard deny", |e| e["reason"] == "blocked_address").await;
+    let ev = proxy
+        .audit_event("guard deny", |e| e["reason"] == "blocked_address")
+        .await;
     assert_eq!(ev["decision"], "deny");
 }
 
@@ -86,7 +114,11 @@ async fn metadata_address_refused_even_with_loopback_open() {
         .rule("match = \"*.example.test\"")
         .start()
         .await;
-    for host in ["metadata.example.test", "private.example.test", "mapped.example.test"] {
+    for host in [
+        "metadata.example.test",
+        "private.example.test",
+        "mapped.example.test",
+    ] {
         let (_s, r) = connect(proxy.addr, &format!("{host}:443")).await;
         assert_eq!(r.status, 403, "{host}");
         assert!(r.head.contains("blocked_address"), "{host}: {}", r.head);

@@ -24,7 +24,10 @@ async fn api_setup_with(rule_extra: &str, handler: origin::Handler) -> (TestCa, 
         .resolve("other.example.test", "127.0.0.3")
         .allow_loopback()
         .trust(&ca)
-        .rule(&format!("match = \"api.example.test\"\nports = [{}]\n{rule_extra}", origin.port()))
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]\n{rule_extra}",
+            origin.port()
+        ))
         .rule("match = \"other.example.test\"")
         .start()
         .await;
@@ -41,19 +44,47 @@ async fn raw_h1(proxy: &TestProxy, port: u16, request: &str) -> client::RawRespo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_and_path_rules_are_enforced_on_normalised_paths() {
-    let (_ca, origin, proxy) = api_setup("methods = [\"GET\"]\npaths = [\"/allowed/**\", \"/one/*/x\"]").await;
+    let (_ca, origin, proxy) =
+        api_setup("methods = [\"GET\"]\npaths = [\"/allowed/**\", \"/one/*/x\"]").await;
     let port = origin.port();
     let c = client::reqwest(&proxy);
     let base = format!("https://api.example.test:{port}");
-    assert_eq!(c.get(format!("{base}/allowed/a/b")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{base}/one/seg/x")).send().await.unwrap().status(), 200);
-    let r = c.post(format!("{base}/allowed/a")).body("x").send().await.unwrap();
+    assert_eq!(
+        c.get(format!("{base}/allowed/a/b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/one/seg/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = c
+        .post(format!("{base}/allowed/a"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["airlock-error"], "method_not_allowed");
     let r = c.get(format!("{base}/secret")).send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["airlock-error"], "path_not_allowed");
-    assert_eq!(c.get(format!("{base}/one/a/b/x")).send().await.unwrap().status(), 403, "`*` is one segment");
+    assert_eq!(
+        c.get(format!("{base}/one/a/b/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "`*` is one segment"
+    );
 
     // Encodings that a naive prefix check would let through.
     for path in [
@@ -64,18 +95,38 @@ async fn method_and_path_rules_are_enforced_on_normalised_paths() {
         "//secret",
         "/ALLOWED/x",
     ] {
-        let r = raw_h1(&proxy, port, &format!("GET {path} HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n")).await;
+        let r = raw_h1(
+            &proxy,
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"),
+        )
+        .await;
         assert_eq!(r.status, 403, "{path}: {}", r.text());
     }
     for path in ["/allowed/%2Fsecret", "/allowed/a%00b", "/../allowed/x"] {
-        let r = raw_h1(&proxy, port, &format!("GET {path} HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n")).await;
+        let r = raw_h1(
+            &proxy,
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"),
+        )
+        .await;
         assert_eq!(r.status, 400, "{path}: {}", r.text());
     }
     // What is forwarded is what was judged.
-    let r = raw_h1(&proxy, port, &format!("GET /allowed//a/./b/../%63?q=%2e HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n")).await;
+    let r = raw_h1(
+        &proxy,
+        port,
+        &format!(
+            "GET /allowed//a/./b/../%63?q=%2e HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"
+        ),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let got: Vec<String> = origin.received().into_iter().map(|r| r.target).collect();
-    assert_eq!(got, vec!["/allowed/a/b", "/one/seg/x", "/allowed/a/c?q=%2e"]);
+    assert_eq!(
+        got,
+        vec!["/allowed/a/b", "/one/seg/x", "/allowed/a/c?q=%2e"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +134,9 @@ async fn sni_that_differs_from_connect_host_gets_421() {
     let (_ca, origin, proxy) = api_setup("").await;
     let target = format!("api.example.test:{}", origin.port());
     let mut tls = tls_tunnel(&proxy, &target, "other.example.test", &[b"http/1.1"], false).await;
-    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let r = read_response(&mut tls).await;
     assert_eq!(r.status, 421, "{}", r.text());
     assert!(r.text().contains("SNI"), "{}", r.text());
@@ -96,16 +149,29 @@ async fn host_or_authority_that_differs_from_connect_host_gets_421() {
     let port = origin.port();
     for request in [
         "GET / HTTP/1.1\r\nHost: other.example.test\r\n\r\n".to_owned(),
-        format!("GET / HTTP/1.1\r\nHost: api.example.test:{}\r\n\r\n", port + 1),
-        format!("GET https://other.example.test/ HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"),
+        format!(
+            "GET / HTTP/1.1\r\nHost: api.example.test:{}\r\n\r\n",
+            port + 1
+        ),
+        format!(
+            "GET https://other.example.test/ HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"
+        ),
     ] {
         let r = raw_h1(&proxy, port, &request).await;
         assert_eq!(r.status, 421, "{request}: {}", r.text());
     }
     // Through curl too: a Host header naming another (allowed) host.
     let (code, out, _err) = client::curl(&[
-        "--proxy", &proxy.url(), "--cacert", proxy.ca_pem_path.to_str().unwrap(),
-        "-H", "Host: other.example.test", "-o", "/dev/null", "-w", "%{http_code}",
+        "--proxy",
+        &proxy.url(),
+        "--cacert",
+        proxy.ca_pem_path.to_str().unwrap(),
+        "-H",
+        "Host: other.example.test",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
         &format!("https://api.example.test:{port}/"),
     ])
     .await;
@@ -118,12 +184,24 @@ async fn trace_and_ambiguous_framing_are_refused() {
     let (_ca, origin, proxy) = api_setup("").await;
     let port = origin.port();
     let host = format!("api.example.test:{port}");
-    let r = raw_h1(&proxy, port, &format!("TRACE / HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    let r = raw_h1(
+        &proxy,
+        port,
+        &format!("TRACE / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    )
+    .await;
     assert_eq!(r.status, 405);
-    let r = raw_h1(&proxy, port, &format!("TRACK / HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    let r = raw_h1(
+        &proxy,
+        port,
+        &format!("TRACK / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    )
+    .await;
     assert_eq!(r.status, 405);
     // Differing lengths: refused.
-    let twice = format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy");
+    let twice = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy"
+    );
     let r = raw_h1(&proxy, port, &twice).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(origin.received().is_empty(), "{:?}", origin.received());
@@ -140,20 +218,31 @@ async fn trace_and_ambiguous_framing_are_refused() {
     tls.write_all(smuggle.as_bytes()).await.unwrap();
     let r = read_response(&mut tls).await;
     assert_eq!(r.status, 200);
-    assert!(r.head.to_ascii_lowercase().contains("connection: close"), "{}", r.head);
+    assert!(
+        r.head.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        r.head
+    );
     let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await.expect("connection closed");
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest))
+        .await
+        .expect("connection closed");
     let got = origin.received();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].target, "/first");
     assert_eq!(got[0].body.as_deref(), Some(&b""[..]));
-    assert!(!got[0].headers.contains_key("content-length") || got[0].headers["content-length"] == "0");
+    assert!(
+        !got[0].headers.contains_key("content-length") || got[0].headers["content-length"] == "0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_and_proxy_headers_never_reach_the_origin() {
     let (_ca, origin, proxy) = api_setup("").await;
-    let c = client::reqwest_builder(&proxy).http1_only().build().unwrap();
+    let c = client::reqwest_builder(&proxy)
+        .http1_only()
+        .build()
+        .unwrap();
     let resp = c
         .get(format!("https://api.example.test:{}/h", origin.port()))
         .header("proxy-authorization", "Basic c2FuZGJveDpzM2NyZXQ=")
@@ -175,21 +264,48 @@ async fn hop_by_hop_and_proxy_headers_never_reach_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_on_both_sides_and_h1_origin_downgrade() {
     let (ca, origin, proxy) = api_setup("").await;
-    let resp = client::reqwest(&proxy).get(format!("https://api.example.test:{}/two", origin.port())).send().await.unwrap();
-    assert_eq!(resp.version(), Version::HTTP_2, "client↔airlock negotiated h2");
+    let resp = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{}/two", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.version(),
+        Version::HTTP_2,
+        "client↔airlock negotiated h2"
+    );
     assert_eq!(resp.status(), 200);
-    assert_eq!(origin.received()[0].version, Version::HTTP_2, "airlock↔origin negotiated h2");
+    assert_eq!(
+        origin.received()[0].version,
+        Version::HTTP_2,
+        "airlock↔origin negotiated h2"
+    );
 
     // An http/1.1-only origin behind an h2 client.
-    let h1 = Origin::https_alpn(&ca, "other.example.test", "127.0.0.3", echo("h1"), &[b"http/1.1"]).await;
+    let h1 = Origin::https_alpn(
+        &ca,
+        "other.example.test",
+        "127.0.0.3",
+        echo("h1"),
+        &[b"http/1.1"],
+    )
+    .await;
     let proxy2 = ProxyBuilder::new()
         .resolve("other.example.test", "127.0.0.3")
         .allow_loopback()
         .trust(&ca)
-        .rule(&format!("match = \"other.example.test\"\nports = [{}]", h1.port()))
+        .rule(&format!(
+            "match = \"other.example.test\"\nports = [{}]",
+            h1.port()
+        ))
         .start()
         .await;
-    let resp = client::reqwest(&proxy2).post(format!("https://other.example.test:{}/up", h1.port())).body("payload").send().await.unwrap();
+    let resp = client::reqwest(&proxy2)
+        .post(format!("https://other.example.test:{}/up", h1.port()))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), Version::HTTP_2);
     assert_eq!(resp.status(), 200);
     let got = h1.received();
@@ -203,7 +319,9 @@ async fn grpc_style_trailers_cross_h2() {
         Box::pin(async move {
             record(req, &rec).await;
             let frames = vec![
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(
+                    b"\0\0\0\0\x02hi",
+                ))),
                 Ok(Frame::trailers({
                     let mut t = http::HeaderMap::new();
                     t.insert("grpc-status", "0".parse().unwrap());
@@ -212,14 +330,20 @@ async fn grpc_style_trailers_cross_h2() {
             ];
             let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
             let mut resp = Response::new(body);
-            resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
             resp
         })
     });
     let (_ca, origin, proxy) = api_setup_with("", handler).await;
     let target = format!("api.example.test:{}", origin.port());
     let tls = tls_tunnel(&proxy, &target, "api.example.test", &[b"h2"], true).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(format!("https://{target}/pkg.Svc/Method"))
         .header("content-type", "application/grpc")
@@ -229,7 +353,10 @@ async fn grpc_style_trailers_cross_h2() {
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers reached the client");
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reached the client");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
     let got = origin.received();
@@ -245,21 +372,32 @@ async fn server_sent_events_stream_before_the_origin_finishes() {
         let gate = Arc::clone(&gate);
         Box::pin(async move {
             record(req, &rec).await;
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(4);
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(4);
             tokio::spawn(async move {
-                tx.send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n")))).await.unwrap();
+                tx.send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n"))))
+                    .await
+                    .unwrap();
                 // The second event waits until the client proves it got the first.
                 gate.notified().await;
-                tx.send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n")))).await.unwrap();
+                tx.send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n"))))
+                    .await
+                    .unwrap();
             });
             let body = StreamBody::new(tokio_stream_from(rx)).boxed();
             let mut resp = Response::new(body);
-            resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             resp
         })
     });
     let (_ca, origin, proxy) = api_setup_with("", handler).await;
-    let mut resp = client::reqwest(&proxy).get(format!("https://api.example.test:{}/events", origin.port())).send().await.unwrap();
+    let mut resp = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{}/events", origin.port()))
+        .send()
+        .await
+        .unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
         .await
         .expect("first event must arrive while the origin is still open")
@@ -271,7 +409,9 @@ async fn server_sent_events_stream_before_the_origin_finishes() {
     assert_eq!(&second[..], b"data: second\n\n");
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -323,12 +463,17 @@ async fn websocket_only_where_the_rule_allows_it() {
     let port = origin.port();
     let host = format!("api.example.test:{port}");
     let mut tls = tls_tunnel(&proxy, &host, "api.example.test", &[b"http/1.1"], true).await;
-    tls.write_all(WS_REQUEST.replace("HOST", &host).as_bytes()).await.unwrap();
+    tls.write_all(WS_REQUEST.replace("HOST", &host).as_bytes())
+        .await
+        .unwrap();
     let r = read_response(&mut tls).await;
     assert_eq!(r.status, 101, "{}", r.head);
     tls.write_all(b"ping-frame").await.unwrap();
     let mut buf = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"ping-frame");
     let got = origin.received();
     assert_eq!(got[0].headers["upgrade"], "websocket");
@@ -342,7 +487,9 @@ async fn one_leaf_is_minted_per_host_under_concurrency() {
     for _ in 0..20 {
         let c = client::reqwest(&proxy);
         let url = url.clone();
-        tasks.push(tokio::spawn(async move { c.get(url).send().await.unwrap().status() }));
+        tasks.push(tokio::spawn(async move {
+            c.get(url).send().await.unwrap().status()
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);

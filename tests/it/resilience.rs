@@ -16,19 +16,31 @@ async fn slow_client_is_timed_out_while_others_are_served() {
         .resolve("api.example.test", "127.0.0.2")
         .allow_loopback()
         .trust(&ca)
-        .rule(&format!("match = \"api.example.test\"\nports = [{}]", origin.port()))
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ))
         .start()
         .await;
     // A slowloris: half a request head, then silence.
     let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    slow.write_all(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api").await.unwrap();
+    slow.write_all(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api")
+        .await
+        .unwrap();
     // Meanwhile, another client is served normally.
-    let resp = client::reqwest(&proxy).get(format!("https://api.example.test:{}/", origin.port())).send().await.unwrap();
+    let resp = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{}/", origin.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // The slow one is cut off (408 or a close), not held forever.
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "slow client still connected after the header timeout");
+    assert!(
+        read.is_ok(),
+        "slow client still connected after the header timeout"
+    );
     let text = String::from_utf8_lossy(&buf);
     assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
 }
@@ -46,7 +58,10 @@ async fn silent_tunnel_is_closed_after_the_handshake_timeout() {
     assert_eq!(r.status, 200);
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "a client that never sends a ClientHello must be dropped");
+    assert!(
+        read.is_ok(),
+        "a client that never sends a ClientHello must be dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,14 +79,23 @@ async fn client_that_aborts_mid_body_does_not_deliver_a_whole_body() {
     let target = format!("api.example.test:{port}");
     {
         let mut tls = tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
-        tls.write_all(format!("POST /upload HTTP/1.1\r\nHost: {target}\r\nContent-Length: 1000000\r\n\r\n").as_bytes()).await.unwrap();
+        tls.write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: {target}\r\nContent-Length: 1000000\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         tls.write_all(&[b'a'; 10_000]).await.unwrap();
         tls.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Dropped here: the client is gone mid-body.
     }
     // The proxy keeps serving.
-    let resp = client::reqwest(&proxy).get(format!("https://{target}/after")).send().await.unwrap();
+    let resp = client::reqwest(&proxy)
+        .get(format!("https://{target}/after"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     crate::support::eventually("aborted request to settle", || {
         let got = origin.received();
@@ -80,7 +104,10 @@ async fn client_that_aborts_mid_body_does_not_deliver_a_whole_body() {
     .await;
     for r in origin.received() {
         if r.target == "/upload" {
-            assert!(r.body.as_ref().is_none_or(|b| b.len() < 1_000_000), "a truncated upload arrived whole");
+            assert!(
+                r.body.as_ref().is_none_or(|b| b.len() < 1_000_000),
+                "a truncated upload arrived whole"
+            );
         }
     }
 }
@@ -94,30 +121,56 @@ async fn untrusted_upstream_certificate_gets_502() {
         .resolve("api.example.test", "127.0.0.2")
         .allow_loopback()
         .trust(&trusted)
-        .rule(&format!("match = \"api.example.test\"\nports = [{}]", origin.port()))
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ))
         .start()
         .await;
-    let resp = client::reqwest(&proxy).get(format!("https://api.example.test:{}/", origin.port())).send().await.unwrap();
+    let resp = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{}/", origin.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["airlock-error"], "upstream_error");
     let text = resp.text().await.unwrap();
-    assert!(text.contains("TLS to api.example.test failed") && text.to_lowercase().contains("certificate"), "{text}");
+    assert!(
+        text.contains("TLS to api.example.test failed")
+            && text.to_lowercase().contains("certificate"),
+        "{text}"
+    );
     assert!(origin.received().is_empty());
-    let ev = proxy.audit_event("upstream error", |e| e["decision"] == "error").await;
+    let ev = proxy
+        .audit_event("upstream error", |e| e["decision"] == "error")
+        .await;
     assert_eq!(ev["status"], 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_gets_502_with_reason() {
     // Bind then drop, so nothing listens on that port.
-    let port = std::net::TcpListener::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let proxy = ProxyBuilder::new()
         .resolve("api.example.test", "127.0.0.2")
         .allow_loopback()
         .rule(&format!("match = \"api.example.test\"\nports = [{port}]"))
         .start()
         .await;
-    let resp = client::reqwest(&proxy).get(format!("https://api.example.test:{port}/")).send().await.unwrap();
+    let resp = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
-    assert!(resp.text().await.unwrap().contains("cannot connect to api.example.test"));
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("cannot connect to api.example.test")
+    );
 }

@@ -47,14 +47,20 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> RawRes
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         let n = s.read(&mut byte).await.unwrap();
-        assert!(n > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.push(byte[0]);
     }
     let head = String::from_utf8(buf).unwrap();
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let len = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
+    let len = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap())
+    });
     let mut body = vec![0u8; len.unwrap_or(0)];
     if len.is_some() {
         s.read_exact(&mut body).await.unwrap();
@@ -65,7 +71,9 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> RawRes
 /// Sends `CONNECT target` and returns the stream and the response head.
 pub async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, RawResponse) {
     let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let r = read_response(&mut s).await;
     (s, r)
 }
@@ -73,20 +81,33 @@ pub async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, RawResponse
 /// CONNECT, then TLS inside with `sni`, trusting airlock's CA. With
 /// `verify_name = false` the certificate's name is not checked (to send an
 /// SNI that differs from the CONNECT host).
-pub async fn tls_tunnel(proxy: &TestProxy, target: &str, sni: &str, alpn: &[&[u8]], verify_name: bool) -> TlsStream<TcpStream> {
+pub async fn tls_tunnel(
+    proxy: &TestProxy,
+    target: &str,
+    sni: &str,
+    alpn: &[&[u8]],
+    verify_name: bool,
+) -> TlsStream<TcpStream> {
     let (s, r) = connect(proxy.addr, target).await;
     assert_eq!(r.status, 200, "CONNECT {target}: {}", r.text());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(proxy.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     if !verify_name {
-        config.dangerous().set_certificate_verifier(Arc::new(AcceptAny));
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(AcceptAny));
     }
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = TlsConnector::from(Arc::new(config));
-    connector.connect(ServerName::try_from(sni.to_owned()).unwrap(), s).await.unwrap()
+    connector
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), s)
+        .await
+        .unwrap()
 }
 
 use rustls::pki_types::pem::PemObject;
@@ -95,17 +116,36 @@ use rustls::pki_types::pem::PemObject;
 struct AcceptAny;
 
 impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
-    fn verify_tls13_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -38,7 +38,9 @@ pub struct Recorder {
     pub received: Mutex<Vec<Received>>,
 }
 
-pub type Handler = Arc<dyn Fn(Request<Incoming>, Arc<Recorder>) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>, Arc<Recorder>) -> BoxFuture<'static, Response<Body>> + Send + Sync,
+>;
 
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
@@ -49,7 +51,10 @@ pub fn echo(name: &'static str) -> Handler {
     Arc::new(move |req, rec| {
         Box::pin(async move {
             let r = record(req, &rec).await;
-            let mut resp = Response::new(full(format!("hello from {name}: {} {}", r.method, r.target)));
+            let mut resp = Response::new(full(format!(
+                "hello from {name}: {} {}",
+                r.method, r.target
+            )));
             resp.headers_mut().insert("x-origin", name.parse().unwrap());
             resp
         })
@@ -62,7 +67,11 @@ pub async fn record(req: Request<Incoming>, rec: &Recorder) -> Received {
     let body = body.collect().await.ok().map(|c| c.to_bytes());
     let r = Received {
         method: parts.method,
-        target: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         version: parts.version,
         headers: parts.headers,
         body,
@@ -97,9 +106,18 @@ impl Origin {
         Self::https_alpn(ca, name, ip, handler, &[b"h2", b"http/1.1"]).await
     }
 
-    pub async fn https_alpn(ca: &TestCa, name: &str, ip: &str, handler: Handler, alpn: &[&[u8]]) -> Self {
+    pub async fn https_alpn(
+        ca: &TestCa,
+        name: &str,
+        ip: &str,
+        handler: Handler,
+        alpn: &[&[u8]],
+    ) -> Self {
         let (chain, key) = ca.leaf(&[name]);
-        let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
@@ -108,17 +126,25 @@ impl Origin {
         let rec = Arc::clone(&recorder);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 let handler = Arc::clone(&handler);
                 let rec = Arc::clone(&rec);
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     serve(TokioIo::new(tls), handler, rec).await;
                 });
             }
         });
-        Self { addr, recorder, task }
+        Self {
+            addr,
+            recorder,
+            task,
+        }
     }
 
     /// A plain-HTTP origin on `ip:0`.
@@ -129,13 +155,19 @@ impl Origin {
         let rec = Arc::clone(&recorder);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let handler = Arc::clone(&handler);
                 let rec = Arc::clone(&rec);
                 tokio::spawn(serve(TokioIo::new(tcp), handler, rec));
             }
         });
-        Self { addr, recorder, task }
+        Self {
+            addr,
+            recorder,
+            task,
+        }
     }
 }
 
@@ -148,5 +180,7 @@ where
         let rec = Arc::clone(&rec);
         async move { Ok::<_, Infallible>(handler(req, rec).await) }
     });
-    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(io, svc).await;
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(io, svc)
+        .await;
 }

@@ -47,7 +47,8 @@ impl ProxyBuilder {
 
     /// Origins live on loopback: open 127.0.0.0/8 (tests of the default don't call this).
     pub fn allow_loopback(mut self) -> Self {
-        self.dns_lines.push("allow_cidrs = [\"127.0.0.0/8\"]".into());
+        self.dns_lines
+            .push("allow_cidrs = [\"127.0.0.0/8\"]".into());
         self
     }
 
@@ -69,11 +70,19 @@ impl ProxyBuilder {
             t.push_str(l);
             t.push('\n');
         }
-        t.push_str("\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\nupstream_roots = \"webpki\"\n");
-        let roots: Vec<String> = (0..self.trust.len()).map(|i| format!("\"upstream-ca-{i}.pem\"")).collect();
+        t.push_str(
+            "\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\nupstream_roots = \"webpki\"\n",
+        );
+        let roots: Vec<String> = (0..self.trust.len())
+            .map(|i| format!("\"upstream-ca-{i}.pem\""))
+            .collect();
         t.push_str(&format!("extra_upstream_roots = [{}]\n", roots.join(", ")));
         t.push_str("\n[dns]\n");
-        let resolve: Vec<String> = self.resolve.iter().map(|(n, ip)| format!("\"{n}\" = \"{ip}\"")).collect();
+        let resolve: Vec<String> = self
+            .resolve
+            .iter()
+            .map(|(n, ip)| format!("\"{n}\" = \"{ip}\""))
+            .collect();
         t.push_str(&format!("resolve = {{ {} }}\n", resolve.join(", ")));
         for l in &self.dns_lines {
             t.push_str(l);
@@ -99,11 +108,19 @@ impl ProxyBuilder {
         let text = self.config_text();
         let path = dir.path().join("airlock.toml");
         std::fs::write(&path, &text).unwrap();
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("test config refused: {e}\n{text}"));
+        let config =
+            Config::load(&path).unwrap_or_else(|e| panic!("test config refused: {e}\n{text}"));
         let server = Server::start(config).await.unwrap();
         let addr = server.local_addr();
         let ca_pem = std::fs::read_to_string(&files.cert).unwrap();
-        TestProxy { server, addr, audit_path: dir.path().join("audit.log"), ca_pem_path: files.cert, ca_pem, dir }
+        TestProxy {
+            server,
+            addr,
+            audit_path: dir.path().join("audit.log"),
+            ca_pem_path: files.cert,
+            ca_pem,
+            dir,
+        }
     }
 }
 
@@ -122,7 +139,11 @@ impl TestProxy {
     }
 
     /// Waits for an audit event matching `pred`.
-    pub async fn audit_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn audit_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         super::eventually(what, || self.audit().into_iter().find(|e| pred(e))).await
     }
 }
