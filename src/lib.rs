@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod guard;
 pub mod listener;
