@@ -1,0 +1,556 @@
+//! [`ScanBody`]: an `http_body::Body` wrapper that scans each data frame as it
+//! passes, through a [`ScanState`]. Trailers pass through; the body is never
+//! buffered whole.
+//!
+//! - [`ScanMode::Block`]: the first finding makes the body yield
+//!   [`ScanError::Blocked`] ([`LeakBlocked`]) before any byte of the secret is
+//!   sent, so hyper aborts the upstream request.
+//! - [`ScanMode::Redact`]: findings are replaced by `[REDACTED:<id>]`; the
+//!   length changes, so [`size_hint`](http_body::Body::size_hint) becomes
+//!   unknown and the caller must drop `Content-Length`.
+//! - [`ScanMode::Log`]: frames pass through unchanged.
+//!
+//! Every finding is handed to the optional [`FindingSink`] (for the audit
+//! log) as soon as it is final.
+//!
+//! # Content-Encoding
+//! [`ScanBody::decoding`] scans the *decoded* stream of a gzip, deflate
+//! (zlib, or raw deflate as some servers send) or br body:
+//! - [`EncodedForward::Original`] forwards the original encoded frames
+//!   unchanged (for block/log on outgoing bodies). An encoded frame is held
+//!   until the decoded bytes it produced have been cleared by the scanner;
+//!   only the bits the decoder has not turned into output yet (a partial
+//!   symbol) can run ahead. Encoded bytes cannot be rewritten, so in this
+//!   form [`ScanMode::Redact`] acts as [`ScanMode::Block`].
+//! - [`EncodedForward::Decoded`] forwards the decoded (and, in redact mode,
+//!   redacted) bytes. The caller must then drop `Content-Encoding` and
+//!   `Content-Length`. Use it to redact an encoded response.
+//!
+//! Fail closed: a body that does not decode, or whose decoded size passes
+//! both 10 MiB and 100 times its encoded size (a decompression bomb), or
+//! where 1 KiB of input decodes to more than 16 MiB, ends with
+//! [`ScanError::Decode`] / [`ScanError::TooLarge`].
+//!
+//! # Memory usage
+//! The [`ScanState`] hold-back (see [`stream`](super::stream)), plus, with
+//! [`EncodedForward::Original`], the encoded frames waiting for it, plus,
+//! while decoding, the decoder's window (32 KiB for deflate, up to 16 MiB
+//! for brotli streams that declare a large window) and one frame's decoded
+//! output.
+
+use std::{
+    collections::VecDeque,
+    error::Error as StdError,
+    io::Write as _,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::{Finding, ScanMode, ScanState, Scanner};
+
+/// Callback receiving each finding (for audit). Must not block.
+pub type FindingSink = Arc<dyn Fn(&Finding) + Send + Sync>;
+
+/// Decoded size above which the ratio cap applies.
+const DECODED_FREE: u64 = 10 * 1024 * 1024;
+/// Maximum decoded/encoded ratio past [`DECODED_FREE`].
+const MAX_RATIO: u64 = 100;
+/// Input is fed to the decoder in pieces of this size...
+const DECODE_PIECE: usize = 1024;
+/// ...and one piece may not decode to more than this.
+const PIECE_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
+/// A body was stopped because it carried a secret. Its `Display` names the
+/// pattern only, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("secret leak blocked (pattern {pattern_id})")]
+pub struct LeakBlocked {
+    /// Pattern id, or `held:<id>`.
+    pub pattern_id: Arc<str>,
+}
+
+/// Why a [`ScanBody`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    /// A secret was found in block mode.
+    #[error(transparent)]
+    Blocked(#[from] LeakBlocked),
+    /// The body did not decode with its declared Content-Encoding.
+    #[error("cannot decode {coding} body: {reason}")]
+    Decode {
+        /// `gzip`, `deflate` or `br`.
+        coding: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The decoded body passed the size/ratio caps (decompression bomb).
+    #[error("decoded body too large: {decoded} bytes from {encoded} encoded bytes")]
+    TooLarge {
+        /// Decoded bytes so far.
+        decoded: u64,
+        /// Encoded bytes so far.
+        encoded: u64,
+    },
+    /// The wrapped body failed.
+    #[error("body error: {0}")]
+    Body(Box<dyn StdError + Send + Sync>),
+}
+
+/// A `Content-Encoding` the scanner can decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentCoding {
+    /// No encoding.
+    Identity,
+    /// `gzip` / `x-gzip`.
+    Gzip,
+    /// `deflate` (zlib; raw deflate accepted too).
+    Deflate,
+    /// `br`.
+    Brotli,
+}
+
+impl ContentCoding {
+    /// Parse a `Content-Encoding` header value. `None` for anything else,
+    /// including lists of several codings: the caller should refuse such a
+    /// body (fail closed) rather than forward it unscanned.
+    pub fn from_header(value: &[u8]) -> Option<ContentCoding> {
+        let v = value.trim_ascii();
+        let eq = |s: &str| v.eq_ignore_ascii_case(s.as_bytes());
+        if v.is_empty() || eq("identity") {
+            Some(ContentCoding::Identity)
+        } else if eq("gzip") || eq("x-gzip") {
+            Some(ContentCoding::Gzip)
+        } else if eq("deflate") {
+            Some(ContentCoding::Deflate)
+        } else if eq("br") {
+            Some(ContentCoding::Brotli)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ContentCoding::Identity => "identity",
+            ContentCoding::Gzip => "gzip",
+            ContentCoding::Deflate => "deflate",
+            ContentCoding::Brotli => "br",
+        }
+    }
+}
+
+/// What a decoding [`ScanBody`] forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncodedForward {
+    /// The original encoded frames (block / log).
+    Original,
+    /// The decoded, possibly redacted, bytes (drop Content-Encoding and
+    /// Content-Length).
+    Decoded,
+}
+
+pin_project! {
+    #[project = ScanBodyProj]
+    /// A body whose data frames are scanned on the way through. See the
+    /// [module docs](self).
+    pub struct ScanBody<B> {
+        #[pin]
+        inner: B,
+        state: ScanState,
+        sink: Option<FindingSink>,
+        decoder: Option<Decoder>,
+        forward: EncodedForward,
+        // Original-forward: encoded frames and the decoded offset they reach.
+        queued: VecDeque<(Bytes, u64)>,
+        ready: VecDeque<Bytes>,
+        trailers: Option<HeaderMap>,
+        inner_done: bool,
+        failed: bool,
+        encoded_total: u64,
+        decoded_total: u64,
+    }
+}
+
+impl<B> std::fmt::Debug for ScanBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanBody")
+            .field("state", &self.state)
+            .field("forward", &self.forward)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> ScanBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    /// Scan an unencoded (or not-to-be-decoded) body.
+    pub fn new(inner: B, scanner: Arc<Scanner>, mode: ScanMode) -> ScanBody<B> {
+        ScanBody {
+            inner,
+            state: ScanState::new(scanner, mode),
+            sink: None,
+            decoder: None,
+            forward: EncodedForward::Decoded,
+            queued: VecDeque::new(),
+            ready: VecDeque::new(),
+            trailers: None,
+            inner_done: false,
+            failed: false,
+            encoded_total: 0,
+            decoded_total: 0,
+        }
+    }
+
+    /// Scan the decoded stream of a body with Content-Encoding `coding`,
+    /// forwarding either the original frames or the decoded bytes.
+    /// With [`EncodedForward::Original`], [`ScanMode::Redact`] acts as
+    /// [`ScanMode::Block`].
+    pub fn decoding(
+        inner: B,
+        scanner: Arc<Scanner>,
+        mode: ScanMode,
+        coding: ContentCoding,
+        forward: EncodedForward,
+    ) -> ScanBody<B> {
+        let mode = match (forward, mode) {
+            (EncodedForward::Original, ScanMode::Redact) => ScanMode::Block,
+            (_, m) => m,
+        };
+        let mut body = ScanBody::new(inner, scanner, mode);
+        body.forward = forward;
+        body.decoder = Decoder::new(coding);
+        body
+    }
+
+    /// Call `sink` with each finding as soon as it is final.
+    pub fn with_sink(mut self, sink: FindingSink) -> ScanBody<B> {
+        self.sink = Some(sink);
+        self
+    }
+}
+
+impl<B> Body for ScanBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = ScanError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ScanError>>> {
+        let mut this = self.project();
+        loop {
+            if *this.failed {
+                return Poll::Ready(None);
+            }
+            if let Some(data) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if *this.inner_done {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let step = match ready!(this.inner.as_mut().poll_frame(cx)) {
+                None => finish(&mut Parts::from(&mut this)),
+                Some(Err(e)) => Err(ScanError::Body(e.into())),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => on_data(&mut Parts::from(&mut this), data),
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            *this.trailers = Some(t);
+                            finish(&mut Parts::from(&mut this))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                },
+            };
+            if let Err(e) = step {
+                *this.failed = true;
+                this.ready.clear();
+                this.queued.clear();
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.failed {
+            return true;
+        }
+        let flushed = self.ready.is_empty() && self.queued.is_empty() && self.trailers.is_none();
+        (self.inner_done && flushed)
+            || (self.inner.is_end_stream()
+                && flushed
+                && self.state.seen() == 0
+                && self.encoded_total == 0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rewrites = self.state.mode() == ScanMode::Redact
+            || (self.decoder.is_some() && self.forward == EncodedForward::Decoded);
+        if rewrites {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+/// The mutable fields the frame handlers need (split out of the projection).
+struct Parts<'a> {
+    state: &'a mut ScanState,
+    sink: &'a Option<FindingSink>,
+    decoder: &'a mut Option<Decoder>,
+    forward: EncodedForward,
+    queued: &'a mut VecDeque<(Bytes, u64)>,
+    ready: &'a mut VecDeque<Bytes>,
+    inner_done: &'a mut bool,
+    encoded_total: &'a mut u64,
+    decoded_total: &'a mut u64,
+}
+
+impl<'a, 'b, B> From<&'a mut ScanBodyProj<'b, B>> for Parts<'a> {
+    fn from(p: &'a mut ScanBodyProj<'b, B>) -> Parts<'a> {
+        Parts {
+            state: p.state,
+            sink: p.sink,
+            decoder: p.decoder,
+            forward: *p.forward,
+            queued: p.queued,
+            ready: p.ready,
+            inner_done: p.inner_done,
+            encoded_total: p.encoded_total,
+            decoded_total: p.decoded_total,
+        }
+    }
+}
+
+fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    if p.decoder.is_none() {
+        let out = p.state.push(data);
+        return deliver(p, out);
+    }
+    for piece in data.chunks(DECODE_PIECE) {
+        *p.encoded_total += piece.len() as u64;
+        let decoded = match p.decoder.as_mut() {
+            Some(dec) => dec.write(piece)?,
+            None => Vec::new(),
+        };
+        scan_decoded(p, decoded)?;
+    }
+    if p.forward == EncodedForward::Original {
+        p.queued.push_back((data, p.state.seen()));
+        release_queued(p, false);
+    }
+    Ok(())
+}
+
+fn finish(p: &mut Parts<'_>) -> Result<(), ScanError> {
+    *p.inner_done = true;
+    if let Some(dec) = p.decoder.take() {
+        let rest = dec.finish()?;
+        scan_decoded(p, rest)?;
+    }
+    let out = p.state.finish();
+    deliver(p, out)?;
+    release_queued(p, true);
+    Ok(())
+}
+
+fn scan_decoded(p: &mut Parts<'_>, decoded: Vec<u8>) -> Result<(), ScanError> {
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    *p.decoded_total += decoded.len() as u64;
+    if *p.decoded_total > DECODED_FREE && *p.decoded_total > MAX_RATIO * *p.encoded_total {
+        return Err(ScanError::TooLarge {
+            decoded: *p.decoded_total,
+            encoded: *p.encoded_total,
+        });
+    }
+    let out = p.state.push(Bytes::from(decoded));
+    deliver(p, out)
+}
+
+/// Report findings, fail on a block, queue decoded output when it is what
+/// we forward.
+fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError> {
+    if let Some(sink) = p.sink {
+        for f in &out.findings {
+            sink(f);
+        }
+    }
+    if let Some(f) = p.state.blocked() {
+        return Err(ScanError::Blocked(LeakBlocked {
+            pattern_id: f.pattern_id.clone(),
+        }));
+    }
+    if p.forward == EncodedForward::Decoded && !out.data.is_empty() {
+        p.ready.push_back(out.data);
+    }
+    Ok(())
+}
+
+/// Original-forward: move encoded frames whose decoded bytes are cleared.
+fn release_queued(p: &mut Parts<'_>, all: bool) {
+    while let Some((_, reach)) = p.queued.front() {
+        if !all && *reach > p.state.emitted() {
+            break;
+        }
+        if let Some((frame, _)) = p.queued.pop_front() {
+            p.ready.push_back(frame);
+        }
+    }
+}
+
+/// Collects decoder output; refuses to grow past [`PIECE_OUTPUT_CAP`]
+/// between drains.
+struct CappedSink {
+    out: Vec<u8>,
+    overflow: bool,
+}
+
+impl std::io::Write for CappedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > PIECE_OUTPUT_CAP {
+            self.overflow = true;
+            return Err(std::io::Error::other("decoded output cap"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn sink() -> CappedSink {
+    CappedSink {
+        out: Vec::new(),
+        overflow: false,
+    }
+}
+
+enum Decoder {
+    Gzip(flate2::write::GzDecoder<CappedSink>),
+    Zlib(flate2::write::ZlibDecoder<CappedSink>),
+    RawDeflate(flate2::write::DeflateDecoder<CappedSink>),
+    Brotli(Box<brotli::DecompressorWriter<CappedSink>>),
+    /// `deflate`: waiting for two bytes to tell zlib from raw deflate.
+    DeflateSniff(Vec<u8>),
+}
+
+impl Decoder {
+    fn new(coding: ContentCoding) -> Option<Decoder> {
+        match coding {
+            ContentCoding::Identity => None,
+            ContentCoding::Gzip => Some(Decoder::Gzip(flate2::write::GzDecoder::new(sink()))),
+            ContentCoding::Deflate => Some(Decoder::DeflateSniff(Vec::new())),
+            ContentCoding::Brotli => Some(Decoder::Brotli(Box::new(
+                brotli::DecompressorWriter::new(sink(), 4096),
+            ))),
+        }
+    }
+
+    fn coding(&self) -> ContentCoding {
+        match self {
+            Decoder::Gzip(_) => ContentCoding::Gzip,
+            Decoder::Zlib(_) | Decoder::RawDeflate(_) | Decoder::DeflateSniff(_) => {
+                ContentCoding::Deflate
+            }
+            Decoder::Brotli(_) => ContentCoding::Brotli,
+        }
+    }
+
+    fn sink_mut(&mut self) -> Option<&mut CappedSink> {
+        match self {
+            Decoder::Gzip(d) => Some(d.get_mut()),
+            Decoder::Zlib(d) => Some(d.get_mut()),
+            Decoder::RawDeflate(d) => Some(d.get_mut()),
+            Decoder::Brotli(d) => Some(d.get_mut()),
+            Decoder::DeflateSniff(_) => None,
+        }
+    }
+
+    fn error(&mut self, e: &std::io::Error) -> ScanError {
+        let overflow = self.sink_mut().is_some_and(|s| s.overflow);
+        if overflow {
+            ScanError::TooLarge {
+                decoded: PIECE_OUTPUT_CAP as u64,
+                encoded: DECODE_PIECE as u64,
+            }
+        } else {
+            ScanError::Decode {
+                coding: self.coding().name(),
+                reason: e.to_string(),
+            }
+        }
+    }
+
+    /// Feed encoded bytes; return the decoded bytes produced.
+    fn write(&mut self, input: &[u8]) -> Result<Vec<u8>, ScanError> {
+        if let Decoder::DeflateSniff(head) = self {
+            head.extend_from_slice(input);
+            if head.len() < 2 {
+                return Ok(Vec::new());
+            }
+            let head = std::mem::take(head);
+            let zlib =
+                (head[0] & 0x0f) == 8 && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0;
+            *self = if zlib {
+                Decoder::Zlib(flate2::write::ZlibDecoder::new(sink()))
+            } else {
+                Decoder::RawDeflate(flate2::write::DeflateDecoder::new(sink()))
+            };
+            return self.write(&head);
+        }
+        let res = match self {
+            Decoder::Gzip(d) => d.write_all(input),
+            Decoder::Zlib(d) => d.write_all(input),
+            Decoder::RawDeflate(d) => d.write_all(input),
+            Decoder::Brotli(d) => d.write_all(input),
+            Decoder::DeflateSniff(_) => Ok(()),
+        };
+        if let Err(e) = res {
+            return Err(self.error(&e));
+        }
+        Ok(self
+            .sink_mut()
+            .map(|s| std::mem::take(&mut s.out))
+            .unwrap_or_default())
+    }
+
+    /// End of input: flush, and fail on a truncated stream.
+    fn finish(self) -> Result<Vec<u8>, ScanError> {
+        let coding = self.coding().name();
+        let fail = |reason: String| ScanError::Decode { coding, reason };
+        match self {
+            Decoder::Gzip(d) => d.finish().map(|s| s.out).map_err(|e| fail(e.to_string())),
+            Decoder::Zlib(d) => d.finish().map(|s| s.out).map_err(|e| fail(e.to_string())),
+            Decoder::RawDeflate(d) => d.finish().map(|s| s.out).map_err(|e| fail(e.to_string())),
+            Decoder::Brotli(d) => (*d)
+                .into_inner()
+                .map(|s| s.out)
+                .map_err(|_| fail("truncated stream".into())),
+            Decoder::DeflateSniff(head) if head.is_empty() => Ok(Vec::new()),
+            Decoder::DeflateSniff(_) => Err(fail("truncated stream".into())),
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! Secret pattern files (`rules/secrets.toml`): parse, validate, compile.
+//!
+//! A pattern file is a list of `[[pattern]]` tables:
+//!
+//! ```toml
+//! [[pattern]]
+//! id = "github-pat-classic"            # kebab-case, stable: audit events and redaction markers use it
+//! description = "GitHub personal access token (classic)"
+//! keywords = ["ghp_"]                  # ASCII, case-insensitive, 3..=64 bytes; one must occur
+//! regex = '\bghp_[A-Za-z0-9]{36}\b'     # `regex` crate syntax over bytes, Unicode off
+//! max_len = 40                         # longest match in bytes (required, <= MAX_LEN_CAP)
+//! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
+//! secret_group = 1                     # optional: capture group holding the secret (default 0)
+//! checksum = "github"                  # optional: verify the GitHub CRC32 checksum
+//! examples = ["ghp_..."]               # each must be found by this pattern
+//! counter_examples = ["ghp_short"]     # none may be found by this pattern
+//! ```
+//!
+//! Regexes are compiled with Unicode off: classes, `\b` and `\s` are ASCII,
+//! `.` is any byte but `\n`, and they match invalid UTF-8 (opt in per
+//! regex with `(?u)`). This keeps them on the fast DFA engines.
+//!
+//! Loading checks everything a reviewer could get wrong and names the file,
+//! line and key of the first problem ([`PatternError`]). The examples and
+//! counter-examples are run at load time through the same code path the proxy
+//! uses, so a pattern file that loads is a pattern file whose examples work.
+
+use std::{fmt, ops::Range, path::Path, sync::Arc};
+
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::scanner::Scanner;
+
+/// Largest `max_len` a pattern may declare, in bytes.
+///
+/// The stream hold-back is a small multiple of the largest `max_len` (see
+/// [`ScanState`](super::ScanState)), so this cap bounds per-stream memory.
+pub const MAX_LEN_CAP: usize = 8 * 1024;
+
+/// Shortest keyword accepted, in bytes. Shorter keywords hit constantly on
+/// benign traffic and make the prefilter useless.
+pub const MIN_KEYWORD_LEN: usize = 3;
+
+/// Longest keyword accepted, in bytes.
+pub const MAX_KEYWORD_LEN: usize = 64;
+
+/// Compiled-size limit for one pattern's regex.
+const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A pattern file that could not be loaded: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {key}: {message}")]
+pub struct PatternError {
+    /// The file, as given to [`PatternSet::load`] / [`PatternSet::parse`].
+    pub file: String,
+    /// 1-based line of the offending key (or table).
+    pub line: usize,
+    /// 1-based byte column.
+    pub column: usize,
+    /// The key at fault, e.g. `pattern[3].regex` (`pattern[3]` for a table).
+    pub key: String,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+/// Extra check run on a candidate secret after its regex matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checksum {
+    /// GitHub's token format (also npm's): `<prefix>_<payload><crc>`, where
+    /// `<crc>` is the CRC32 of `<payload>` in base62, left-padded to 6 chars.
+    Github,
+}
+
+/// One compiled secret pattern.
+#[derive(Clone)]
+pub struct Pattern {
+    pub(crate) id: Arc<str>,
+    pub(crate) description: String,
+    /// Lowercased keywords.
+    pub(crate) keywords: Vec<String>,
+    pub(crate) regex: Regex,
+    pub(crate) max_len: usize,
+    pub(crate) entropy: Option<f64>,
+    pub(crate) secret_group: usize,
+    pub(crate) checksum: Option<Checksum>,
+    pub(crate) examples: Vec<String>,
+    pub(crate) counter_examples: Vec<String>,
+}
+
+impl Pattern {
+    /// The stable kebab-case id (`github-pat-classic`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Human description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Declared maximum match length in bytes.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The example strings (fake secrets) this pattern must find.
+    pub fn examples(&self) -> &[String] {
+        &self.examples
+    }
+
+    /// The strings this pattern must not find.
+    pub fn counter_examples(&self) -> &[String] {
+        &self.counter_examples
+    }
+
+    /// Longest keyword of this pattern, in bytes.
+    pub(crate) fn max_keyword_len(&self) -> usize {
+        self.keywords.iter().map(String::len).max().unwrap_or(0)
+    }
+
+    /// Does the secret (capture group bytes) pass the entropy and checksum checks?
+    pub(crate) fn accepts(&self, secret: &[u8]) -> bool {
+        if secret.is_empty() {
+            return false;
+        }
+        if let Some(min) = self.entropy
+            && shannon_entropy(secret) < min
+        {
+            return false;
+        }
+        match self.checksum {
+            None => true,
+            Some(Checksum::Github) => github_checksum_ok(secret),
+        }
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pattern")
+            .field("id", &self.id)
+            .field("keywords", &self.keywords)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated, compiled pattern file. Build a [`Scanner`] from it.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSet {
+    pub(crate) patterns: Arc<[Pattern]>,
+}
+
+impl PatternSet {
+    /// Read and compile a pattern file.
+    ///
+    /// # Errors
+    /// A [`PatternError`] naming the file, line and key of the first problem:
+    /// unreadable file, TOML syntax, unknown or missing key, bad regex,
+    /// `max_len` missing or above [`MAX_LEN_CAP`], keyword missing or out of
+    /// bounds, duplicate id, an example that does not match or a
+    /// counter-example that does.
+    pub fn load(path: &Path) -> Result<Self, PatternError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PatternError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            key: "file".into(),
+            message: format!("cannot read pattern file: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Compile a pattern file from text; `file` names it in errors.
+    ///
+    /// # Errors
+    /// As for [`PatternSet::load`].
+    pub fn parse(text: &str, file: &str) -> Result<Self, PatternError> {
+        let err = |span: Range<usize>, key: String, message: String| {
+            let (line, column) = line_col(text, span.start);
+            PatternError {
+                file: file.to_string(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            err(
+                e.span().unwrap_or(0..0),
+                "toml".into(),
+                e.message().trim().to_string(),
+            )
+        })?;
+
+        let mut patterns: Vec<Pattern> = Vec::with_capacity(raw.pattern.len());
+        let mut spans = Vec::with_capacity(raw.pattern.len());
+        for (i, table) in raw.pattern.into_iter().enumerate() {
+            let table_span = table.span();
+            let p = table.into_inner();
+            let key = |k: &str| format!("pattern[{i}].{k}");
+
+            let id = p.id.get_ref();
+            if !is_kebab(id) {
+                return Err(err(
+                    p.id.span(),
+                    key("id"),
+                    format!("id `{id}` must be kebab-case ([a-z0-9] words joined by '-')"),
+                ));
+            }
+            if patterns.iter().any(|q| &*q.id == id.as_str()) {
+                return Err(err(p.id.span(), key("id"), format!("duplicate id `{id}`")));
+            }
+            if p.description.get_ref().trim().is_empty() {
+                return Err(err(
+                    p.description.span(),
+                    key("description"),
+                    "must not be empty".into(),
+                ));
+            }
+
+            if p.keywords.get_ref().is_empty() {
+                return Err(err(
+                    p.keywords.span(),
+                    key("keywords"),
+                    "at least one keyword is required: the regex only runs near a keyword".into(),
+                ));
+            }
+            let mut keywords = Vec::new();
+            for kw in p.keywords.get_ref() {
+                let k = kw.get_ref();
+                if !k.is_ascii() || k.len() < MIN_KEYWORD_LEN || k.len() > MAX_KEYWORD_LEN {
+                    return Err(err(
+                        kw.span(),
+                        key("keywords"),
+                        format!(
+                            "keyword `{k}` must be ASCII and {MIN_KEYWORD_LEN}..={MAX_KEYWORD_LEN} bytes; \
+                             pick a specific prefix such as \"ghp_\", not a common word"
+                        ),
+                    ));
+                }
+                let lower = k.to_ascii_lowercase();
+                if !keywords.contains(&lower) {
+                    keywords.push(lower);
+                }
+            }
+
+            let Some(max_len) = &p.max_len else {
+                return Err(err(
+                    table_span,
+                    key("max_len"),
+                    format!(
+                        "missing `max_len` (longest match in bytes, at most {MAX_LEN_CAP}): \
+                         it bounds how much of a stream is held back"
+                    ),
+                ));
+            };
+            let max_len_v = *max_len.get_ref();
+            if max_len_v < 1 || max_len_v > MAX_LEN_CAP as i64 {
+                return Err(err(
+                    max_len.span(),
+                    key("max_len"),
+                    format!("max_len = {max_len_v} is out of range 1..={MAX_LEN_CAP}"),
+                ));
+            }
+            let max_len_v = max_len_v as usize;
+
+            let regex = RegexBuilder::new(p.regex.get_ref())
+                .unicode(false)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| err(p.regex.span(), key("regex"), format!("invalid regex: {e}")))?;
+
+            let secret_group = match &p.secret_group {
+                None => 0,
+                Some(g) => {
+                    let v = *g.get_ref();
+                    if v < 0 || v as usize >= regex.captures_len() {
+                        return Err(err(
+                            g.span(),
+                            key("secret_group"),
+                            format!(
+                                "secret_group = {v}, but the regex has only {} capture group(s)",
+                                regex.captures_len() - 1
+                            ),
+                        ));
+                    }
+                    v as usize
+                }
+            };
+
+            let entropy = match &p.entropy {
+                None => None,
+                Some(e) => {
+                    let v = *e.get_ref();
+                    if !(0.0..=8.0).contains(&v) {
+                        return Err(err(
+                            e.span(),
+                            key("entropy"),
+                            format!("entropy = {v} is outside 0.0..=8.0 bits per byte"),
+                        ));
+                    }
+                    Some(v)
+                }
+            };
+
+            let checksum = match &p.checksum {
+                None => None,
+                Some(c) => match c.get_ref().as_str() {
+                    "github" => Some(Checksum::Github),
+                    other => {
+                        return Err(err(
+                            c.span(),
+                            key("checksum"),
+                            format!("unknown checksum `{other}`; known: \"github\""),
+                        ));
+                    }
+                },
+            };
+
+            if p.examples.is_empty() {
+                return Err(err(
+                    table_span,
+                    key("examples"),
+                    "at least one example is required (an obviously fake value of the right shape)"
+                        .into(),
+                ));
+            }
+
+            patterns.push(Pattern {
+                id: Arc::from(id.as_str()),
+                description: p.description.into_inner(),
+                keywords,
+                regex,
+                max_len: max_len_v,
+                entropy,
+                secret_group,
+                checksum,
+                examples: p.examples.iter().map(|s| s.get_ref().clone()).collect(),
+                counter_examples: p
+                    .counter_examples
+                    .iter()
+                    .map(|s| s.get_ref().clone())
+                    .collect(),
+            });
+            spans.push((p.examples, p.counter_examples));
+        }
+
+        // Self-test: each pattern alone, through the real scanner.
+        for (i, (p, (examples, counters))) in patterns.iter().zip(&spans).enumerate() {
+            let single = Scanner::for_pattern(p.clone()).map_err(|mut e| {
+                e.file = file.to_string();
+                e
+            })?;
+            for ex in examples {
+                let found = single.scan(ex.get_ref().as_bytes());
+                if !found.iter().any(|f| *f.pattern_id == *p.id) {
+                    return Err(err(
+                        ex.span(),
+                        format!("pattern[{i}].examples"),
+                        format!("example is not found by pattern `{}`", p.id),
+                    ));
+                }
+                if let Some(f) = found.iter().find(|f| f.end - f.start > p.max_len as u64) {
+                    return Err(err(
+                        ex.span(),
+                        format!("pattern[{i}].examples"),
+                        format!("match of {} bytes exceeds max_len", f.end - f.start),
+                    ));
+                }
+            }
+            for ce in counters {
+                if !single.scan(ce.get_ref().as_bytes()).is_empty() {
+                    return Err(err(
+                        ce.span(),
+                        format!("pattern[{i}].counter_examples"),
+                        format!("counter-example is found by pattern `{}`", p.id),
+                    ));
+                }
+            }
+        }
+
+        Ok(PatternSet {
+            patterns: patterns.into(),
+        })
+    }
+
+    /// Number of patterns.
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// True when the file had no patterns.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The patterns, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = &Pattern> {
+        self.patterns.iter()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    pattern: Vec<Spanned<RawPattern>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPattern {
+    id: Spanned<String>,
+    description: Spanned<String>,
+    keywords: Spanned<Vec<Spanned<String>>>,
+    regex: Spanned<String>,
+    max_len: Option<Spanned<i64>>,
+    entropy: Option<Spanned<f64>>,
+    secret_group: Option<Spanned<i64>>,
+    checksum: Option<Spanned<String>>,
+    #[serde(default)]
+    examples: Vec<Spanned<String>>,
+    #[serde(default)]
+    counter_examples: Vec<Spanned<String>>,
+}
+
+fn is_kebab(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// 1-based line and byte column of `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text
+        .as_bytes()
+        .get(..offset.min(text.len()))
+        .unwrap_or_default();
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+/// Shannon entropy of `data` in bits per byte.
+pub(crate) fn shannon_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `n` in base62, left-padded with '0' to 6 digits (62^6 > 2^32).
+pub(crate) fn base62_6(mut n: u32) -> [u8; 6] {
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// GitHub (and npm) token checksum: the token is `<prefix>_<payload><crc6>`;
+/// `<crc6>` is base62(CRC32(payload)). The payload is everything between the
+/// last `_` and the final six characters.
+pub(crate) fn github_checksum_ok(token: &[u8]) -> bool {
+    let Some(us) = token.iter().rposition(|&b| b == b'_') else {
+        return false;
+    };
+    let body = &token[us + 1..];
+    if body.len() < 7 {
+        return false;
+    }
+    let (payload, check) = body.split_at(body.len() - 6);
+    let mut crc = flate2::Crc::new();
+    crc.update(payload);
+    base62_6(crc.sum()) == check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Build a token with a valid GitHub checksum (test helper shared by the
+    /// rules test).
+    pub(crate) fn github_token(prefix: &str, payload: &str) -> String {
+        let mut crc = flate2::Crc::new();
+        crc.update(payload.as_bytes());
+        let sum = base62_6(crc.sum());
+        format!("{prefix}{payload}{}", String::from_utf8_lossy(&sum))
+    }
+
+    #[test]
+    fn github_checksum_roundtrip() {
+        let t = github_token("ghp_", "FAKE0000test0000EXAMPLE0000abc");
+        assert_eq!(t.len(), 40);
+        assert!(github_checksum_ok(t.as_bytes()));
+        let mut bad = t.into_bytes();
+        bad[10] = if bad[10] == b'x' { b'y' } else { b'x' };
+        assert!(!github_checksum_ok(&bad));
+    }
+
+    #[test]
+    fn base62_pads() {
+        assert_eq!(&base62_6(0), b"000000");
+        assert_eq!(&base62_6(61), b"00000z");
+        assert_eq!(&base62_6(62), b"000010");
+        assert_eq!(&base62_6(u32::MAX), b"4gfFC3");
+    }
+
+    #[test]
+    fn entropy_bounds() {
+        assert_eq!(shannon_entropy(b"aaaaaaaa"), 0.0);
+        assert!((shannon_entropy(b"abcdefgh") - 3.0).abs() < 1e-9);
+    }
+
+    fn parse_err(text: &str) -> PatternError {
+        match PatternSet::parse(text, "t.toml") {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    const GOOD: &str = r#"
+[[pattern]]
+id = "demo-token"
+description = "demo"
+keywords = ["dmo_"]
+regex = '\bdmo_[a-z0-9]{10}\b'
+max_len = 14
+examples = ["x dmo_abcdef1234 y"]
+counter_examples = ["dmo_short"]
+"#;
+
+    #[test]
+    fn good_file_loads() {
+        let set = PatternSet::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.iter().next().unwrap().id(), "demo-token");
+    }
+
+    /// Table: (name, edit applied to GOOD, expected line, expected key fragment, message fragment).
+    #[test]
+    fn bad_files_name_line_and_key() {
+        let cases: &[(&str, &str, &str, usize, &str, &str)] = &[
+            (
+                "bad_regex",
+                "regex = '\\bdmo_[a-z0-9]{10}\\b'",
+                "regex = 'dmo_[a-z'",
+                6,
+                "regex",
+                "invalid regex",
+            ),
+            (
+                "missing_max_len",
+                "max_len = 14\n",
+                "",
+                2,
+                "max_len",
+                "missing `max_len`",
+            ),
+            (
+                "max_len_too_big",
+                "max_len = 14",
+                "max_len = 9000",
+                7,
+                "max_len",
+                "out of range",
+            ),
+            (
+                "no_keywords",
+                "keywords = [\"dmo_\"]",
+                "keywords = []",
+                5,
+                "keywords",
+                "at least one keyword",
+            ),
+            (
+                "short_keyword",
+                "keywords = [\"dmo_\"]",
+                "keywords = [\"dm\"]",
+                5,
+                "keywords",
+                "ASCII and 3..=64",
+            ),
+            (
+                "bad_id",
+                "id = \"demo-token\"",
+                "id = \"Demo_Token\"",
+                3,
+                "id",
+                "kebab-case",
+            ),
+            (
+                "example_fails",
+                "examples = [\"x dmo_abcdef1234 y\"]",
+                "examples = [\"dmo_nope\"]",
+                8,
+                "examples",
+                "not found",
+            ),
+            (
+                "counter_hits",
+                "counter_examples = [\"dmo_short\"]",
+                "counter_examples = [\"dmo_0123456789\"]",
+                9,
+                "counter_examples",
+                "is found",
+            ),
+            (
+                "unknown_key",
+                "max_len = 14",
+                "max_len = 14\nmaxlen = 3",
+                8,
+                "toml",
+                "unknown field",
+            ),
+            (
+                "bad_group",
+                "max_len = 14",
+                "max_len = 14\nsecret_group = 2",
+                8,
+                "secret_group",
+                "capture group",
+            ),
+            (
+                "bad_checksum",
+                "max_len = 14",
+                "max_len = 14\nchecksum = \"crc\"",
+                8,
+                "checksum",
+                "unknown checksum",
+            ),
+        ];
+        for (name, from, to, line, key, msg) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_ne!(text, GOOD, "{name}: edit did not apply");
+            let e = parse_err(&text);
+            assert_eq!(e.file, "t.toml", "{name}");
+            assert_eq!(e.line, *line, "{name}: {e}");
+            assert!(e.key.contains(key), "{name}: key {} !~ {key}", e.key);
+            assert!(
+                e.message.contains(msg),
+                "{name}: message {} !~ {msg}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_id_rejected() {
+        let text = format!("{GOOD}\n{GOOD}");
+        let e = parse_err(&text);
+        assert!(e.message.contains("duplicate id"), "{e}");
+        assert_eq!(e.line, 13);
+    }
+}

@@ -1,0 +1,299 @@
+//! [`ScanState`]: scan a byte stream chunk by chunk, holding back only the
+//! bytes that could still be part of a match.
+//!
+//! The verdict does not depend on how the stream is chunked: the findings
+//! (pattern, start, end) and the redacted output are exactly those of
+//! [`Scanner::scan`] over the whole stream. A property test checks this for
+//! random inputs, planted secrets and random chunkings down to 1 byte.
+//!
+//! # Memory usage
+//! The state keeps the bytes from the *frontier* (the earliest offset where a
+//! not-yet-known finding could start) to the end of the input seen so far:
+//! - with no keyword hit pending, [`Scanner::hold_back`] bytes:
+//!   `max(max_len + max_keyword_len, longest held literal) - 1`;
+//! - while a keyword hit waits for the rest of its regex window, up to
+//!   `3 * max_len + max_keyword_len` bytes for that pattern;
+//! - in redact mode, an unfinished redaction (at most 8 KiB) on top.
+//!
+//! With `max_len <= 8 KiB` and keywords `<= 64` bytes the total stays below
+//! 40 KiB per stream ([`Scanner::max_hold_back`]), plus the chunk being
+//! processed. Each pushed chunk is copied once into the state's buffer;
+//! released bytes are handed out as `Bytes` slices of that buffer, without
+//! a second copy unless a redaction rewrites them.
+//!
+//! In [`ScanMode::Log`] nothing is held back from the output (each chunk
+//! passes through as is), only from scanning.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::scanner::{Core, Finding, MAX_CLUSTER_LEN, Raw, Scanner};
+
+/// What to do when a secret is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanMode {
+    /// Stop at the first finding: emit nothing from its first byte on.
+    Block,
+    /// Replace each finding with `[REDACTED:<pattern-id>]`.
+    Redact,
+    /// Pass everything through unchanged; report findings.
+    Log,
+}
+
+/// What one [`ScanState::push`] or [`ScanState::finish`] released.
+#[derive(Debug, Default)]
+pub struct StreamOutput {
+    /// Bytes safe to send downstream now (possibly empty).
+    pub data: Bytes,
+    /// Findings that became final. In block mode at most one: the one that
+    /// blocked the stream.
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    start: u64,
+    end: u64,
+    kind: u32,
+}
+
+/// Streaming scan of one body. See the [module docs](self).
+pub struct ScanState {
+    scanner: Arc<Scanner>,
+    mode: ScanMode,
+    core: Core,
+    /// Stream bytes `[base, end)`.
+    buf: BytesMut,
+    base: u64,
+    end: u64,
+    /// Input bytes released downstream (redacted ones count as released).
+    emitted: u64,
+    frontier: u64,
+    /// Redact mode: the redaction being built, and where the last one ended.
+    open: Option<Cluster>,
+    redacted_upto: u64,
+    blocked: Option<Finding>,
+    finished: bool,
+    finals: Vec<Raw>,
+}
+
+impl std::fmt::Debug for ScanState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanState")
+            .field("mode", &self.mode)
+            .field("seen", &self.end)
+            .field("emitted", &self.emitted)
+            .field("held_back", &(self.end - self.emitted))
+            .field("blocked", &self.blocked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScanState {
+    /// A fresh state for one stream.
+    pub fn new(scanner: Arc<Scanner>, mode: ScanMode) -> ScanState {
+        let core = Core::new(&scanner);
+        ScanState {
+            scanner,
+            mode,
+            core,
+            buf: BytesMut::new(),
+            base: 0,
+            end: 0,
+            emitted: 0,
+            frontier: 0,
+            open: None,
+            redacted_upto: 0,
+            blocked: None,
+            finished: false,
+            finals: Vec::new(),
+        }
+    }
+
+    /// The mode given at construction.
+    pub fn mode(&self) -> ScanMode {
+        self.mode
+    }
+
+    /// Feed the next chunk. After a block, or after [`finish`](Self::finish),
+    /// input is ignored and nothing is returned.
+    pub fn push(&mut self, chunk: Bytes) -> StreamOutput {
+        if self.blocked.is_some() || self.finished || chunk.is_empty() {
+            return StreamOutput::default();
+        }
+        let from = (self.end - self.base) as usize;
+        let want = chunk.len();
+        if self.buf.capacity() - self.buf.len() < want {
+            // Reserve generously so the retained tail is moved rarely.
+            let extra = want.max(self.buf.len()).max(64 * 1024);
+            self.buf.reserve(extra);
+        }
+        self.buf.extend_from_slice(&chunk);
+        self.end += want as u64;
+        let sc = &*self.scanner;
+        self.core.feed(sc, &self.buf, self.base, from);
+        self.core.run_ready(sc, &self.buf, self.base, false);
+        let f = self.core.frontier(sc, self.end, false);
+        self.advance(f, false, Some(chunk))
+    }
+
+    /// End of stream: evaluate what was held back and release the rest.
+    pub fn finish(&mut self) -> StreamOutput {
+        if self.blocked.is_some() || self.finished {
+            return StreamOutput::default();
+        }
+        self.finished = true;
+        let sc = &*self.scanner;
+        self.core.run_ready(sc, &self.buf, self.base, true);
+        self.advance(u64::MAX, true, None)
+    }
+
+    /// The finding that blocked the stream, in block mode.
+    pub fn blocked(&self) -> Option<&Finding> {
+        self.blocked.as_ref()
+    }
+
+    /// Input bytes released downstream so far (a redacted span counts as
+    /// released once its marker is).
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// Input bytes seen so far.
+    pub fn seen(&self) -> u64 {
+        self.end
+    }
+
+    /// Every finding starting before this offset has been reported.
+    pub fn reported_upto(&self) -> u64 {
+        self.frontier
+    }
+
+    fn advance(&mut self, f: u64, eof: bool, chunk: Option<Bytes>) -> StreamOutput {
+        self.frontier = f;
+        let mut finals = std::mem::take(&mut self.finals);
+        finals.clear();
+        self.core.finalize(f, &mut finals);
+        let sc = self.scanner.clone();
+        let retain = f.min(self.end);
+        let out = match self.mode {
+            ScanMode::Log => {
+                self.emitted = self.end;
+                self.trim(retain);
+                StreamOutput {
+                    data: chunk.unwrap_or_default(),
+                    findings: finals.iter().map(|&r| sc.finding(r)).collect(),
+                }
+            }
+            ScanMode::Block => {
+                if let Some(&first) = finals.first() {
+                    let finding = sc.finding(first);
+                    let data = self.release(first.start, first.start);
+                    self.blocked = Some(finding.clone());
+                    self.buf = BytesMut::new();
+                    self.base = self.end;
+                    StreamOutput { data, findings: vec![finding] }
+                } else {
+                    let target = if eof { self.end } else { retain };
+                    StreamOutput { data: self.release(target, retain), findings: Vec::new() }
+                }
+            }
+            ScanMode::Redact => self.redact(&sc, &finals, f, eof),
+        };
+        self.finals = finals;
+        out
+    }
+
+    /// Redact mode: extend/close redaction clusters with the final findings,
+    /// then release everything before the first unfinished cluster.
+    fn redact(&mut self, sc: &Scanner, finals: &[Raw], f: u64, eof: bool) -> StreamOutput {
+        let mut closed: Vec<Cluster> = Vec::new();
+        for r in finals {
+            let s = r.start.max(self.redacted_upto);
+            if s >= r.end {
+                continue; // inside a redaction already closed (cut at MAX_CLUSTER_LEN)
+            }
+            match &mut self.open {
+                Some(c) if s < c.end => c.end = c.end.max(r.end),
+                _ => {
+                    if let Some(c) = self.open.take() {
+                        self.redacted_upto = c.end;
+                        closed.push(c);
+                    }
+                    self.open = Some(Cluster { start: s, end: r.end, kind: r.kind });
+                }
+            }
+            if let Some(c) = self.open
+                && c.end - c.start >= MAX_CLUSTER_LEN
+            {
+                self.redacted_upto = c.end;
+                closed.push(c);
+                self.open = None;
+            }
+        }
+        if let Some(c) = self.open
+            && (eof || c.end <= f)
+        {
+            self.redacted_upto = c.end;
+            closed.push(c);
+            self.open = None;
+        }
+        let retain = f.min(self.end);
+        let mut target = if eof { self.end } else { retain };
+        if let Some(c) = self.open {
+            target = target.min(c.start);
+        }
+        if let Some(c) = closed.last() {
+            target = target.max(c.end);
+        }
+        let findings = finals.iter().map(|&r| sc.finding(r)).collect();
+        if closed.is_empty() {
+            return StreamOutput { data: self.release(target, retain), findings };
+        }
+        let mut out = BytesMut::new();
+        let mut pos = self.emitted;
+        for c in &closed {
+            out.extend_from_slice(self.slice(pos, c.start));
+            out.extend_from_slice(sc.marker(c.kind));
+            pos = c.end;
+        }
+        out.extend_from_slice(self.slice(pos, target));
+        self.emitted = target;
+        self.trim(retain.min(target));
+        StreamOutput { data: out.freeze(), findings }
+    }
+
+    /// Bytes `[from, to)` of the stream, which must be buffered.
+    fn slice(&self, from: u64, to: u64) -> &[u8] {
+        let a = from.saturating_sub(self.base) as usize;
+        let b = to.saturating_sub(self.base) as usize;
+        self.buf.get(a..b.max(a)).unwrap_or_default()
+    }
+
+    /// Release `[emitted, target)` unchanged; keep bytes from `retain` on.
+    /// Zero-copy when the released bytes are the front of the buffer and
+    /// none of them is needed again.
+    fn release(&mut self, target: u64, retain: u64) -> Bytes {
+        let target = target.max(self.emitted);
+        if self.base == self.emitted && retain >= target {
+            let n = (target - self.base) as usize;
+            let data = self.buf.split_to(n.min(self.buf.len())).freeze();
+            self.base = target;
+            self.emitted = target;
+            return data;
+        }
+        let data = Bytes::copy_from_slice(self.slice(self.emitted, target));
+        self.emitted = target;
+        self.trim(retain.min(target));
+        data
+    }
+
+    /// Drop buffered bytes before `keep` (never past what is unreleased).
+    fn trim(&mut self, keep: u64) {
+        let keep = keep.min(self.emitted).max(self.base);
+        let n = ((keep - self.base) as usize).min(self.buf.len());
+        self.buf.advance(n);
+        self.base += n as u64;
+    }
+}

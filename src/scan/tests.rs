@@ -1,0 +1,783 @@
+//! Tests for the scanner as a whole: the bundled rules file, held values,
+//! streaming equivalence (property test), and the body wrapper.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE},
+};
+use bytes::Bytes;
+use http_body::{Body as _, Frame};
+use http_body_util::{BodyExt as _, StreamBody};
+use proptest::prelude::*;
+
+use super::*;
+
+const GH_HELD: &str = "vault:tools/github#token";
+const DB_HELD: &str = "vault:tools/db#password";
+
+fn rules() -> &'static PatternSet {
+    static RULES: OnceLock<PatternSet> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
+        PatternSet::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn held() -> Vec<HeldSecret> {
+    vec![
+        HeldSecret::new(GH_HELD, "held-Secret-Value-0001"),
+        HeldSecret::new(DB_HELD, "p@ss/w+rd=Held!Value\"2"),
+        HeldSecret::new("file:too-short", "short"),
+    ]
+}
+
+fn scanner() -> Arc<Scanner> {
+    static SCANNER: OnceLock<Arc<Scanner>> = OnceLock::new();
+    SCANNER
+        .get_or_init(|| Arc::new(Scanner::new(rules(), &held()).unwrap()))
+        .clone()
+}
+
+fn ids(findings: &[Finding]) -> Vec<&str> {
+    findings.iter().map(|f| &*f.pattern_id).collect()
+}
+
+// ------------------------------------------------------------ rules file
+
+#[test]
+fn rules_file_has_at_least_40_kinds() {
+    assert!(rules().len() >= 40, "only {} patterns", rules().len());
+}
+
+/// Every example is found, with its own id, by the full scanner (all
+/// patterns and held values together), and no counter-example is.
+#[test]
+fn rules_file_examples_and_counter_examples() {
+    let sc = scanner();
+    for p in rules().iter() {
+        for ex in p.examples() {
+            let found = sc.scan(ex.as_bytes());
+            assert!(
+                ids(&found).contains(&p.id()),
+                "{}: example {ex:?} not found ({found:?})",
+                p.id()
+            );
+            // and embedded in other text
+            let embedded = format!("lorem ipsum\n{ex}\ndolor");
+            assert!(
+                ids(&sc.scan(embedded.as_bytes())).contains(&p.id()),
+                "{}: embedded {ex:?}",
+                p.id()
+            );
+        }
+        for ce in p.counter_examples() {
+            let found = sc.scan(ce.as_bytes());
+            assert!(
+                !ids(&found).contains(&p.id()),
+                "{}: counter-example {ce:?} found",
+                p.id()
+            );
+        }
+    }
+}
+
+#[test]
+fn keywords_are_case_insensitive() {
+    let sc = scanner();
+    // The keyword matches in any case; the regex decides (this one has (?i)).
+    let f = sc.scan(b"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    assert_eq!(ids(&f), ["aws-secret-access-key"]);
+    let f = sc.scan(b"Aws_Secret_Access_Key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    assert_eq!(ids(&f), ["aws-secret-access-key"]);
+}
+
+#[test]
+fn github_token_with_bad_checksum_is_not_a_finding() {
+    let sc = scanner();
+    let good = rules()
+        .iter()
+        .find(|p| p.id() == "github-pat-classic")
+        .unwrap()
+        .examples()[0]
+        .clone();
+    let token = good.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(ids(&sc.scan(token.as_bytes())), ["github-pat-classic"]);
+    let mut bad = token.into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    assert!(sc.scan(&bad).is_empty());
+}
+
+#[test]
+fn finding_debug_has_no_secret() {
+    let sc = scanner();
+    let f = sc.scan(b"x AKIAIOSFODNN7EXAMPLE y");
+    let d = format!("{f:?}");
+    assert!(
+        d.contains("aws-access-key-id") && !d.contains("IOSFODNN"),
+        "{d}"
+    );
+    let d = format!("{sc:?}");
+    assert!(!d.contains("held-Secret"), "{d}");
+}
+
+#[test]
+fn offsets_are_those_of_the_secret_group() {
+    let sc = scanner();
+    let text = b"DATABASE_URL=postgres://app:FAKEpassword0@db.example.test:5432/app";
+    let f = sc.scan(text);
+    assert_eq!(ids(&f), ["postgres-url-password"]);
+    assert_eq!(
+        &text[f[0].start as usize..f[0].end as usize],
+        b"FAKEpassword0"
+    );
+}
+
+// ------------------------------------------------------------ held values
+
+fn held_variants(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut v = vec![value.to_vec()];
+    for prefix in [&b""[..], b"u", b"us", b"user:"] {
+        let mut data = prefix.to_vec();
+        data.extend_from_slice(value);
+        v.push(STANDARD.encode(&data).into_bytes());
+        v.push(URL_SAFE.encode(&data).into_bytes());
+    }
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    v.push(hex.clone().into_bytes());
+    v.push(hex.to_uppercase().into_bytes());
+    v.push(
+        value
+            .iter()
+            .map(|b| format!("%{b:02X}"))
+            .collect::<String>()
+            .into_bytes(),
+    );
+    let minimal: String = value
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    v.push(minimal.into_bytes());
+    if let Ok(s) = std::str::from_utf8(value) {
+        let json = serde_json::to_string(s).unwrap();
+        v.push(json.into_bytes());
+    }
+    v
+}
+
+#[test]
+fn held_values_found_in_every_encoding() {
+    let sc = scanner();
+    for h in held().iter().filter(|h| h.len() >= MIN_HELD_LEN) {
+        let want = format!("held:{}", h.id());
+        for variant in held_variants(h.expose_secret()) {
+            let mut text = b"POST /x HTTP/1.1\r\nX-Leak: ".to_vec();
+            text.extend_from_slice(&variant);
+            text.extend_from_slice(b"\r\n\r\n");
+            let found = sc.scan(&text);
+            assert!(
+                ids(&found).contains(&want.as_str()),
+                "{want} not found in {:?}",
+                String::from_utf8_lossy(&variant)
+            );
+        }
+    }
+}
+
+#[test]
+fn short_held_values_are_ignored() {
+    let sc = scanner();
+    assert!(sc.scan(b"this is short").is_empty());
+}
+
+#[test]
+fn with_held_replaces_the_held_set() {
+    let sc = scanner();
+    let next = sc
+        .with_held(&[HeldSecret::new("new", "brand-New-Held-Value")])
+        .unwrap();
+    assert!(next.scan(b"held-Secret-Value-0001").is_empty());
+    assert_eq!(ids(&next.scan(b"x brand-New-Held-Value y")), ["held:new"]);
+    assert_eq!(next.pattern_count(), sc.pattern_count());
+}
+
+// ------------------------------------------------------------ streaming
+
+/// Push `input` cut at `cuts` (sizes, cycled), then finish.
+fn stream(
+    sc: &Arc<Scanner>,
+    mode: ScanMode,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, Vec<Finding>, ScanState) {
+    let mut st = ScanState::new(sc.clone(), mode);
+    let mut out = Vec::new();
+    let mut findings = Vec::new();
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < input.len() {
+        let n = cuts
+            .get(i % cuts.len().max(1))
+            .copied()
+            .unwrap_or(input.len())
+            .max(1)
+            .min(input.len() - pos);
+        i += 1;
+        let o = st.push(Bytes::copy_from_slice(&input[pos..pos + n]));
+        pos += n;
+        out.extend_from_slice(&o.data);
+        findings.extend(o.findings);
+        assert!(st.seen() - st.emitted() <= sc.max_hold_back() as u64 + n as u64);
+    }
+    let o = st.finish();
+    out.extend_from_slice(&o.data);
+    findings.extend(o.findings);
+    (out, findings, st)
+}
+
+/// The property: streamed == whole-buffer, for every mode.
+fn check_equivalence(sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+    let whole = sc.scan(input);
+
+    let (out, found, _) = stream(sc, ScanMode::Log, input, cuts);
+    prop_assert_eq!(&found, &whole, "log findings");
+    prop_assert!(out == input, "log output changed");
+
+    let (out, found, _) = stream(sc, ScanMode::Redact, input, cuts);
+    let (want, _) = sc.redact(input);
+    prop_assert_eq!(&found, &whole, "redact findings");
+    prop_assert!(
+        out == want,
+        "redact output\n got: {:?}\nwant: {:?}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&want)
+    );
+
+    let (out, found, st) = stream(sc, ScanMode::Block, input, cuts);
+    match whole.first() {
+        Some(first) => {
+            prop_assert_eq!(
+                found.as_slice(),
+                std::slice::from_ref(first),
+                "block finding"
+            );
+            prop_assert_eq!(st.blocked(), Some(first));
+            prop_assert!(out == input[..first.start as usize], "block output");
+        }
+        None => {
+            prop_assert!(found.is_empty());
+            prop_assert!(out == input, "block output without finding");
+        }
+    }
+    Ok(())
+}
+
+fn plants() -> &'static Vec<Vec<u8>> {
+    static PLANTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    PLANTS.get_or_init(|| {
+        let mut v: Vec<Vec<u8>> = Vec::new();
+        for p in rules().iter() {
+            v.extend(p.examples().iter().map(|e| e.as_bytes().to_vec()));
+            v.extend(p.counter_examples().iter().map(|e| e.as_bytes().to_vec()));
+        }
+        for h in held() {
+            v.extend(held_variants(h.expose_secret()));
+        }
+        v
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Noise(Vec<u8>),
+    Plant(usize),
+    /// A plant cut short: a partial secret must not be a finding it is not.
+    Partial(usize, usize),
+    Filler(usize),
+}
+
+fn seg() -> impl Strategy<Value = Seg> {
+    let noise_byte = prop_oneof![
+        3 => prop::sample::select(b"ghp_AKIAxoxb-eyJsk-ant:=/\" \n.T3BlbkFJ-----BEGIN".to_vec()),
+        1 => any::<u8>(),
+    ];
+    prop_oneof![
+        4 => prop::collection::vec(noise_byte, 0..24).prop_map(Seg::Noise),
+        4 => any::<prop::sample::Index>().prop_map(|i| Seg::Plant(i.index(plants().len()))),
+        1 => (any::<prop::sample::Index>(), 1usize..60).prop_map(|(i, n)| Seg::Partial(i.index(plants().len()), n)),
+        1 => (0usize..12_000).prop_map(Seg::Filler),
+    ]
+}
+
+fn build(segs: &[Seg]) -> Vec<u8> {
+    let mut input = Vec::new();
+    for s in segs {
+        match s {
+            Seg::Noise(b) => input.extend_from_slice(b),
+            Seg::Plant(i) => input.extend_from_slice(&plants()[*i]),
+            Seg::Partial(i, n) => {
+                let p = &plants()[*i];
+                input.extend_from_slice(&p[..(*n).min(p.len())]);
+            }
+            Seg::Filler(n) => {
+                input.extend(
+                    b"the quick brown fox jumps over the lazy dog\n"
+                        .iter()
+                        .cycle()
+                        .take(*n),
+                );
+            }
+        }
+    }
+    input
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Split-point property: chunked scanning finds exactly what the
+    /// whole-buffer scan finds, and redacts/blocks to the same bytes.
+    #[test]
+    fn stream_equals_whole_buffer(
+        segs in prop::collection::vec(seg(), 0..14),
+        cuts in prop::collection::vec(1usize..300, 1..8),
+        one_byte in prop::bool::weighted(0.2),
+    ) {
+        let input = build(&segs);
+        let cuts = if one_byte { vec![1] } else { cuts };
+        check_equivalence(&scanner(), &input, &cuts)?;
+    }
+}
+
+#[test]
+fn every_split_point_of_every_plant() {
+    let sc = scanner();
+    for p in plants() {
+        let mut input = b"prefix text ".to_vec();
+        input.extend_from_slice(p);
+        input.extend_from_slice(b" suffix");
+        for cut in 1..input.len() {
+            // two chunks: [..cut], [cut..]
+            let cuts = [cut, input.len()];
+            check_equivalence(&sc, &input, &cuts)
+                .unwrap_or_else(|e| panic!("{e} at cut {cut}: {p:?}"));
+        }
+    }
+}
+
+#[test]
+fn redact_replaces_with_marker() {
+    let sc = scanner();
+    let input = b"key=AKIAIOSFODNN7EXAMPLE&pw=held-Secret-Value-0001!";
+    let (out, found, _) = stream(&sc, ScanMode::Redact, input, &[3]);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "key=[REDACTED:aws-access-key-id]&pw=[REDACTED:held:vault:tools/github#token]!"
+    );
+    assert_eq!(
+        ids(&found),
+        ["aws-access-key-id", "held:vault:tools/github#token"]
+    );
+}
+
+#[test]
+fn block_emits_nothing_of_the_secret() {
+    let sc = scanner();
+    let input = b"safe prefix AKIAIOSFODNN7EXAMPLE and more";
+    for cut in 1..input.len() {
+        let (out, found, st) = stream(&sc, ScanMode::Block, input, &[cut]);
+        assert_eq!(out, b"safe prefix ", "cut {cut}");
+        assert_eq!(ids(&found), ["aws-access-key-id"]);
+        assert!(st.blocked().is_some());
+    }
+}
+
+/// Memory: on benign text the state holds back at most `hold_back()` bytes
+/// once the chunk is processed, and never more than `max_hold_back()`.
+#[test]
+fn hold_back_is_bounded() {
+    let sc = scanner();
+    let mut st = ScanState::new(sc.clone(), ScanMode::Block);
+    let line = b"2024-05-01T12:00:00Z INFO request served in 3ms path=/api/v1/items status=200\n";
+    for _ in 0..5_000 {
+        st.push(Bytes::from_static(line));
+        assert!(st.seen() - st.emitted() <= sc.hold_back() as u64, "{st:?}");
+    }
+    assert!(sc.max_hold_back() < 40 * 1024, "{}", sc.max_hold_back());
+    // A keyword with a long window holds more, but still within the bound.
+    st.push(Bytes::from_static(
+        b"-----BEGIN RSA PRIVATE KEY----- is a header",
+    ));
+    for _ in 0..200 {
+        st.push(Bytes::from_static(line));
+        assert!(st.seen() - st.emitted() <= sc.max_hold_back() as u64);
+    }
+}
+
+#[test]
+fn release_is_zero_copy_without_redaction() {
+    let sc = scanner();
+    let mut st = ScanState::new(sc, ScanMode::Redact);
+    let big = Bytes::from(vec![b'a'; 200_000]);
+    let out = st.push(big.clone());
+    assert!(!out.data.is_empty());
+    // The released bytes are a slice of the state's buffer: pushing more does
+    // not change them.
+    let copy = out.data.to_vec();
+    st.push(Bytes::from(vec![b'b'; 10]));
+    assert_eq!(out.data, copy);
+}
+
+// ------------------------------------------------------------ body wrapper
+
+fn body_of(
+    chunks: Vec<Bytes>,
+) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>>> {
+    StreamBody::new(futures_util::stream::iter(
+        chunks.into_iter().map(|c| Ok(Frame::data(c))),
+    ))
+}
+
+fn split(data: &[u8], n: usize) -> Vec<Bytes> {
+    data.chunks(n.max(1)).map(Bytes::copy_from_slice).collect()
+}
+
+/// Drain a body: (data, trailers seen, error).
+async fn drain<B>(body: B) -> (Vec<u8>, bool, Option<ScanError>)
+where
+    B: http_body::Body<Data = Bytes, Error = ScanError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut data = Vec::new();
+    let mut trailers = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(f) => trailers |= f.is_trailers(),
+            },
+            Err(e) => return (data, trailers, Some(e)),
+        }
+    }
+    (data, trailers, None)
+}
+
+#[tokio::test]
+async fn body_block_errors_before_the_secret() {
+    let sc = scanner();
+    let text = b"{\"prompt\": \"here is the key AKIAIOSFODNN7EXAMPLE thanks\"}".repeat(1);
+    let seen: Arc<Mutex<Vec<Finding>>> = Arc::default();
+    let seen2 = seen.clone();
+    let body = ScanBody::new(body_of(split(&text, 7)), sc, ScanMode::Block).with_sink(Arc::new(
+        move |f: &Finding| seen2.lock().unwrap().push(f.clone()),
+    ));
+    let (data, _, err) = drain(body).await;
+    let err = err.expect("blocked");
+    let msg = err.to_string();
+    assert_eq!(msg, "secret leak blocked (pattern aws-access-key-id)");
+    assert!(
+        matches!(err, ScanError::Blocked(LeakBlocked { ref pattern_id }) if &**pattern_id == "aws-access-key-id")
+    );
+    assert!(!String::from_utf8_lossy(&data).contains("AKIA"));
+    assert_eq!(ids(&seen.lock().unwrap()), ["aws-access-key-id"]);
+}
+
+#[tokio::test]
+async fn body_redact_and_size_hint() {
+    let sc = scanner();
+    let text = b"a held-Secret-Value-0001 b";
+    let body = ScanBody::new(body_of(split(text, 5)), sc.clone(), ScanMode::Redact);
+    assert_eq!(body.size_hint().upper(), None);
+    let (data, _, err) = drain(body).await;
+    assert!(err.is_none());
+    assert_eq!(data, b"a [REDACTED:held:vault:tools/github#token] b");
+
+    let exact = http_body_util::Full::new(Bytes::from_static(b"benign"));
+    let body = ScanBody::new(exact, sc, ScanMode::Log);
+    assert_eq!(body.size_hint().exact(), Some(6));
+}
+
+#[tokio::test]
+async fn body_trailers_pass_through() {
+    let sc = scanner();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"hello world"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = ScanBody::new(
+        StreamBody::new(futures_util::stream::iter(frames)),
+        sc,
+        ScanMode::Block,
+    );
+    let (data, saw_trailers, err) = drain(body).await;
+    assert!(err.is_none());
+    assert_eq!(data, b"hello world");
+    assert!(saw_trailers);
+}
+
+#[tokio::test]
+async fn empty_body_is_end_stream() {
+    let body = ScanBody::new(
+        http_body_util::Empty::<Bytes>::new(),
+        scanner(),
+        ScanMode::Block,
+    );
+    assert!(body.is_end_stream());
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    {
+        let mut w = ::brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn encoded_bodies_are_scanned_decoded() {
+    let sc = scanner();
+    let benign = b"just some text that is fine\n".repeat(500);
+    let mut leaky = benign.clone();
+    leaky.extend_from_slice(b"token: AKIAIOSFODNN7EXAMPLE\n");
+    leaky.extend_from_slice(&benign);
+    let codecs: [(ContentCoding, fn(&[u8]) -> Vec<u8>); 4] = [
+        (ContentCoding::Gzip, gzip),
+        (ContentCoding::Deflate, zlib),
+        (ContentCoding::Deflate, raw_deflate),
+        (ContentCoding::Brotli, brotli),
+    ];
+    for (coding, enc) in codecs {
+        // Original forward, benign: the encoded bytes pass unchanged.
+        let encoded = enc(&benign);
+        let body = ScanBody::decoding(
+            body_of(split(&encoded, 100)),
+            sc.clone(),
+            ScanMode::Block,
+            coding,
+            EncodedForward::Original,
+        );
+        let (data, _, err) = drain(body).await;
+        assert!(err.is_none(), "{coding:?}: {err:?}");
+        assert_eq!(data, encoded, "{coding:?}");
+
+        // Original forward, leaky: blocked.
+        let encoded = enc(&leaky);
+        let body = ScanBody::decoding(
+            body_of(split(&encoded, 100)),
+            sc.clone(),
+            ScanMode::Block,
+            coding,
+            EncodedForward::Original,
+        );
+        let (data, _, err) = drain(body).await;
+        assert!(
+            matches!(err, Some(ScanError::Blocked(_))),
+            "{coding:?}: {err:?}"
+        );
+        assert!(data.len() < encoded.len());
+
+        // Decoded forward, redact.
+        let body = ScanBody::decoding(
+            body_of(split(&encoded, 33)),
+            sc.clone(),
+            ScanMode::Redact,
+            coding,
+            EncodedForward::Decoded,
+        );
+        let (data, _, err) = drain(body).await;
+        assert!(err.is_none(), "{coding:?}: {err:?}");
+        assert_eq!(data, sc.redact(&leaky).0, "{coding:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_encodings_fail_closed() {
+    let sc = scanner();
+    // corrupt
+    let body = ScanBody::decoding(
+        body_of(vec![Bytes::from_static(b"not gzip at all")]),
+        sc.clone(),
+        ScanMode::Log,
+        ContentCoding::Gzip,
+        EncodedForward::Original,
+    );
+    let (_, _, err) = drain(body).await;
+    assert!(
+        matches!(err, Some(ScanError::Decode { coding: "gzip", .. })),
+        "{err:?}"
+    );
+    // truncated
+    for (coding, enc) in [
+        (ContentCoding::Gzip, gzip as fn(&[u8]) -> Vec<u8>),
+        (ContentCoding::Brotli, brotli),
+        (ContentCoding::Deflate, zlib),
+    ] {
+        let mut e = enc(&b"some text ".repeat(1000));
+        e.truncate(e.len() / 2);
+        let body = ScanBody::decoding(
+            body_of(split(&e, 50)),
+            sc.clone(),
+            ScanMode::Log,
+            coding,
+            EncodedForward::Decoded,
+        );
+        let (_, _, err) = drain(body).await;
+        assert!(
+            matches!(err, Some(ScanError::Decode { .. })),
+            "{coding:?}: {err:?}"
+        );
+    }
+    // bomb: 64 MiB of zeros compress ~1000x
+    let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+    let body = ScanBody::decoding(
+        body_of(split(&bomb, 16 * 1024)),
+        sc,
+        ScanMode::Log,
+        ContentCoding::Gzip,
+        EncodedForward::Original,
+    );
+    let (_, _, err) = drain(body).await;
+    assert!(matches!(err, Some(ScanError::TooLarge { .. })), "{err:?}");
+}
+
+#[test]
+fn content_coding_parse() {
+    assert_eq!(
+        ContentCoding::from_header(b" GZIP "),
+        Some(ContentCoding::Gzip)
+    );
+    assert_eq!(
+        ContentCoding::from_header(b"br"),
+        Some(ContentCoding::Brotli)
+    );
+    assert_eq!(
+        ContentCoding::from_header(b"identity"),
+        Some(ContentCoding::Identity)
+    );
+    assert_eq!(ContentCoding::from_header(b"gzip, br"), None);
+    assert_eq!(ContentCoding::from_header(b"zstd"), None);
+}
+
+// ------------------------------------------------------------ tight patterns
+
+/// Synthetic patterns whose matches reach as far from their keyword as
+/// `max_len` allows, overlap each other and the held values: they push every
+/// finding to the edges of the hold-back, where chunking bugs live.
+const TIGHT: &str = r#"
+[[pattern]]
+id = "pre"
+description = "match ends at the keyword"
+keywords = ["zq!"]
+regex = '[a-z]{0,12}zq!'
+max_len = 15
+examples = ["abczq!"]
+
+[[pattern]]
+id = "post"
+description = "secret after the keyword"
+keywords = ["qz#"]
+regex = 'qz#([a-z]{1,12})'
+secret_group = 1
+max_len = 15
+examples = ["qz#abc"]
+
+[[pattern]]
+id = "loose"
+description = "matches anywhere in its window, so findings land on the window edge"
+keywords = ["kw@", "wk@"]
+regex = '[a-z]{2,8}@'
+max_len = 43
+examples = ["abkw@cd"]
+"#;
+
+fn tight_scanner() -> Arc<Scanner> {
+    static SCANNER: OnceLock<Arc<Scanner>> = OnceLock::new();
+    SCANNER
+        .get_or_init(|| {
+            let set = PatternSet::parse(TIGHT, "tight.toml").unwrap();
+            let held = [
+                HeldSecret::new("a", "abcdefghzq!"),
+                HeldSecret::new("b", "hold-me-please-kw@"),
+            ];
+            Arc::new(Scanner::new(&set, &held).unwrap())
+        })
+        .clone()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn stream_equals_whole_buffer_tight(
+        input in prop::collection::vec(
+            prop_oneof![
+                6 => prop::sample::select(b"abcdefghzq!#@kw -mepls".to_vec()),
+                1 => prop::sample::select(vec![b'\n', b'x', 0xff]),
+            ],
+            0..400,
+        ),
+        cuts in prop::collection::vec(1usize..40, 1..6),
+        one_byte in prop::bool::weighted(0.2),
+    ) {
+        let cuts = if one_byte { vec![1] } else { cuts };
+        check_equivalence(&tight_scanner(), &input, &cuts)?;
+    }
+}
+
+/// A finding exactly at the start of its keyword's window (and just
+/// inside/outside it), cut at every point: pins the frontier to the byte.
+#[test]
+fn frontier_is_exact_at_the_window_edge() {
+    // No held values: their longest literal would set the reach instead.
+    let sc = Arc::new(tight_scanner().with_held(&[]).unwrap());
+    assert_eq!(sc.hold_back(), 45);
+    // `loose` has max_len 43 and 3-byte keywords: its window starts 46
+    // bytes before the keyword's end, so "xy@" at 0 is in the window of a
+    // "kw@" ending at 46 (gap 40) and outside it for larger gaps.
+    for gap in 36..46 {
+        let mut input = b"xy@".to_vec();
+        input.extend(std::iter::repeat_n(b' ', gap));
+        input.extend_from_slice(b"kw@ tail");
+        let whole = sc.scan(&input);
+        assert_eq!(whole.iter().any(|f| f.start == 0), gap <= 40, "gap {gap}: {whole:?}");
+        for cut in 1..input.len() {
+            check_equivalence(&sc, &input, &[cut, input.len()]).unwrap_or_else(|e| panic!("gap {gap} cut {cut}: {e}"));
+        }
+    }
+}
