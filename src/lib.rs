@@ -12,6 +12,7 @@
 //!
 //! See `docs/architecture.md` for the chart and the invariant → test table.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -13,6 +13,8 @@
 //! stalling every sandbox's traffic behind a slow disk. The decision itself
 //! is made either way: a dropped audit line never turns a deny into an allow.
 
+pub mod metrics;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,20 +24,24 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::AuditOutput;
+pub use metrics::Metrics;
 
 /// One decision.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
     /// RFC 3339 UTC.
     pub ts: String,
-    /// `connect` (tunnel decision) or `request`.
+    /// `connect` (tunnel decision), `request`, `inject`, `finding` or `reload`.
     pub kind: &'static str,
     /// Client socket address.
-    pub client: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Normalised host.
-    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Port.
-    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Method, for requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
@@ -47,6 +53,21 @@ pub struct AuditEvent {
     pub rule: Option<String>,
     /// `allow` or `deny` (or `error` when an allowed request failed).
     pub decision: &'static str,
+    /// The secret refs injected (names like `tools/github#token`, never values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The scanner pattern id, for findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// `out` (request) or `in` (response), for findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
+    /// Byte offset of a finding in its stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The rules version in force.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rules_version: String,
     /// Stable reason code.
     pub reason: &'static str,
     /// HTTP status returned to the sandbox.
@@ -76,13 +97,18 @@ impl AuditEvent {
         Self {
             ts,
             kind,
-            client,
-            host,
-            port,
+            client: Some(client),
+            host: Some(host),
+            port: Some(port),
             method: None,
             path: None,
             rule: None,
             decision,
+            secrets: Vec::new(),
+            pattern: None,
+            direction: None,
+            offset: None,
+            rules_version: String::new(),
             reason,
             status: None,
             bytes_up: 0,
@@ -97,6 +123,7 @@ impl AuditEvent {
 pub struct AuditSink {
     tx: Option<mpsc::Sender<AuditEvent>>,
     dropped: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuditSink {
@@ -118,6 +145,7 @@ impl AuditSink {
         Ok(Self {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
@@ -126,13 +154,21 @@ impl AuditSink {
         Self {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 
-    /// Queues an event; never blocks.
+    /// The counters fed by this sink.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Counts and queues an event; never blocks.
     pub fn emit(&self, event: AuditEvent) {
+        self.metrics.record(&event);
         let Some(tx) = &self.tx else { return };
         if tx.try_send(event).is_err() {
+            self.metrics.audit_dropped();
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "audit queue full: events dropped");
@@ -169,5 +205,23 @@ fn write_loop(mut rx: mpsc::Receiver<AuditEvent>, writer: Box<dyn Write + Send>)
         // Flush whenever the queue runs dry, so a line is on disk (and
         // visible to `tail -f` and tests) as soon as traffic pauses.
         let _flushed = out.flush();
+    }
+}
+
+impl AuditEvent {
+    /// A config reload: applied (`allow`) or refused (`deny`, last good kept).
+    pub fn reload(applied: bool, source: &str, version: &str, reason: &'static str) -> Self {
+        let mut ev = Self::new(
+            "reload",
+            String::new(),
+            source.to_owned(),
+            0,
+            if applied { "allow" } else { "deny" },
+            reason,
+        );
+        ev.client = None;
+        ev.port = None;
+        ev.rules_version = version.to_owned();
+        ev
     }
 }

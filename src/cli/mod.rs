@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::config::reload::ConfigSource;
 use crate::config::{Config, EMBEDDED_NAME};
 use crate::listener::Server;
 use crate::policy::{Host, NormalPath, Scheme};
@@ -145,6 +146,13 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
+        server.watch_config(match config_path {
+            Some(p) => ConfigSource::File(p.to_path_buf()),
+            None => ConfigSource::Embedded(PathBuf::new()),
+        });
+        if let Some(admin) = server.admin_addr() {
+            tracing::info!(%admin, "admin API: /healthz /readyz /metrics");
+        }
         tracing::info!(addr = %server.local_addr(), "proxy ready: HTTPS_PROXY=http://{}", server.local_addr());
         wait_for_signal().await;
         tracing::info!("shutting down: draining connections");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use globset::GlobBuilder;
 use http::Method;
 use ipnet::IpNet;
+use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawHostRule, RawRuleFile};
@@ -37,8 +38,10 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         toml::from_str(text).map_err(|e| ConfigError::from_toml(name, text, &e))?;
     let src = Src { name, text };
     let mut errors = Vec::new();
+    let mut version = Sha256::new();
+    version.update(text.as_bytes());
 
-    let proxy = compile_proxy(&src, &raw, &mut errors);
+    let proxy = compile_proxy(&src, &raw, base, &mut errors);
     let tls = compile_tls(&src, &raw, base, &mut errors);
     let dns = compile_dns(&src, &raw, &mut errors);
     let scan = compile_scan(&src, &raw, base, &mut errors);
@@ -67,7 +70,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         for file in files {
             let shown = display_path(&file, base, pattern.get_ref());
             hint_files.push(shown.clone());
-            compile_rule_file(&file, &shown, &mut rules, &mut errors);
+            compile_rule_file(&file, &shown, &mut rules, &mut errors, &mut version);
             rule_files.push(file);
         }
     }
@@ -88,6 +91,12 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         policy: Arc::new(Policy::new(rules, hint_files)),
         source: name.to_owned(),
         rule_files,
+        version: version
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     })
 }
 
@@ -96,6 +105,7 @@ fn compile_rule_file(
     shown: &str,
     rules: &mut Vec<Rule>,
     errors: &mut Vec<ConfigError>,
+    version: &mut Sha256,
 ) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -107,6 +117,8 @@ fn compile_rule_file(
             return;
         }
     };
+    version.update(shown.as_bytes());
+    version.update(text.as_bytes());
     let raw: RawRuleFile = match toml::from_str(&text) {
         Ok(r) => r,
         Err(e) => {
@@ -234,7 +246,12 @@ fn addr_field(
     }
 }
 
-fn compile_proxy(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) -> ProxySettings {
+fn compile_proxy(
+    src: &Src<'_>,
+    raw: &RawConfig,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> ProxySettings {
     let p = &raw.proxy;
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 3128));
     let listen = p
@@ -246,10 +263,28 @@ fn compile_proxy(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) 
         .admin
         .as_ref()
         .and_then(|v| addr_field(src, "proxy.admin", v, errors));
+    let admin_token = p.admin_token_file.as_ref().and_then(|f| {
+        let path = base.join(f.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => Some(super::AdminToken(t.trim().to_owned())),
+            Ok(_) => {
+                errors.push(src.err(f, "proxy.admin_token_file: the file is empty"));
+                None
+            }
+            Err(e) => {
+                errors.push(src.err(
+                    f,
+                    format!("proxy.admin_token_file: cannot read `{}`: {e}", f.get_ref()),
+                ));
+                None
+            }
+        }
+    });
     let secs = Duration::from_secs;
     ProxySettings {
         listen,
         admin,
+        admin_token,
         header_read_timeout: duration_field(
             src,
             "proxy.header_read_timeout",

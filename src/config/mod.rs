@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod error;
 pub mod raw;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,9 @@ pub struct Config {
     pub source: String,
     /// The rule files that were read, in order.
     pub rule_files: Vec<PathBuf>,
+    /// A short hash of the config and every rule file: the rules version
+    /// named in audit events, metrics and reload logs.
+    pub version: String,
 }
 
 /// `[proxy]`, compiled.
@@ -56,6 +60,8 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// The admin listener, if any.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires, if configured.
+    pub admin_token: Option<AdminToken>,
     /// Time for a request head to arrive (slowloris bound).
     pub header_read_timeout: Duration,
     /// A connection idle this long in both directions is closed.
@@ -70,6 +76,30 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout: Duration,
+}
+
+/// The admin API's bearer token. Its `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        if want.len() != presented.len() {
+            return false;
+        }
+        want.iter()
+            .zip(presented)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// Which roots verify upstream servers.

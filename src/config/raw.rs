@@ -45,8 +45,11 @@ pub struct RawConfig {
 pub struct RawProxy {
     /// Address sandboxes connect to. Default `127.0.0.1:3128`.
     pub listen: Option<Spanned<String>>,
-    /// Admin address (`/healthz`). Default: none.
+    /// Admin address (`/healthz`, `/readyz`, `/metrics`). Default: none.
     pub admin: Option<Spanned<String>>,
+    /// File holding a bearer token the admin API requires. Default: none
+    /// (the admin API then trusts whoever can reach its loopback address).
+    pub admin_token_file: Option<Spanned<String>>,
     /// Time allowed for a request head to arrive. Default `10s`.
     pub header_read_timeout: Option<Spanned<String>>,
     /// A connection or tunnel with no bytes either way for this long is closed. Default `120s`.

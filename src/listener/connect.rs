@@ -42,6 +42,7 @@ pub(crate) async fn handle(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
+    let generation = state.generation();
     let audit = |decision, reason: &'static str, status: StatusCode, rule: Option<String>| {
         let mut ev = AuditEvent::new(
             "connect",
@@ -54,9 +55,14 @@ pub(crate) async fn handle(
         ev.method = Some("CONNECT".into());
         ev.status = Some(status.as_u16());
         ev.rule = rule;
+        ev.rules_version.clone_from(&generation.config.version);
         state.audit.emit(ev);
     };
-    let matched = match state.config.policy.decide_host(&host, port, Scheme::Https) {
+    let matched = match generation
+        .config
+        .policy
+        .decide_host(&host, port, Scheme::Https)
+    {
         Ok(m) => m,
         Err(denied) => {
             let err = ProxyError::from(denied);
@@ -68,7 +74,7 @@ pub(crate) async fn handle(
     // Refuse private and loopback destinations before opening the tunnel, so
     // the client gets a clear 403 instead of a TLS session that fails later.
     // The connector checks again when it dials (and dials only what it checked).
-    if let Err(g) = state.guard.resolve(&host, port).await {
+    if let Err(g) = generation.guard.resolve(&host, port).await {
         let err = ProxyError::from(g);
         audit(
             if err.is_denial() { "deny" } else { "error" },
@@ -84,13 +90,19 @@ pub(crate) async fn handle(
         host,
         port,
         scheme: Scheme::Https,
-        matched,
+        connect: true,
         client: peer,
         sni_mismatch: None,
     };
+    drop(generation);
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => intercept(state, target, upgraded, conn).await,
+            Ok(upgraded) => {
+                let metrics = std::sync::Arc::clone(state.audit.metrics());
+                metrics.tunnel(1);
+                intercept(state, target, upgraded, conn).await;
+                metrics.tunnel(-1);
+            }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });
@@ -138,7 +150,7 @@ async fn tunnel<S>(state: Arc<State>, mut target: Target, mut io: Prefixed<S>, c
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = state.config.proxy.handshake_timeout;
+    let timeout = state.generation().config.proxy.handshake_timeout;
     let first = match tokio::time::timeout(timeout, io.first_byte()).await {
         Ok(Ok(Some(b))) => b,
         Ok(Ok(None)) => return,
@@ -193,7 +205,8 @@ async fn serve_inner<I>(state: Arc<State>, target: Arc<Target>, io: TokioIo<I>, 
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let proxy = &state.config.proxy;
+    let generation = state.generation();
+    let proxy = &generation.config.proxy;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

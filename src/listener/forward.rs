@@ -23,7 +23,7 @@ use super::body::{AuditOnce, Audited, Counted};
 use crate::audit::AuditEvent;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
-use crate::policy::{Host, HostMatch, NormalPath, Rule, Scheme};
+use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
 use crate::upstream::connector::ConnectError;
 use crate::upstream::headers::{is_websocket_upgrade, strip_hop_by_hop};
 use crate::upstream::{ProxyBody, find_source};
@@ -37,8 +37,9 @@ pub struct Target {
     pub port: u16,
     /// TLS inside the tunnel (https upstream) or plain HTTP.
     pub scheme: Scheme,
-    /// The rules that admitted host and port.
-    pub matched: HostMatch,
+    /// Reached through CONNECT (the policy's default port is then 443,
+    /// whatever is spoken inside the tunnel).
+    pub connect: bool,
     /// The sandbox's address.
     pub client: SocketAddr,
     /// Set when TLS SNI named another host: every request gets 421.
@@ -48,6 +49,14 @@ pub struct Target {
 impl Target {
     fn target_str(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    fn policy_scheme(&self) -> Scheme {
+        if self.connect {
+            Scheme::Https
+        } else {
+            self.scheme
+        }
     }
 }
 
@@ -73,29 +82,11 @@ pub(crate) async fn absolute_form(
         Err(e) => return ProxyError::BadRequest(format!("URL host: {e}")).into_response(),
     };
     let port = authority.port_u16().unwrap_or(scheme.default_port());
-    let matched = match state.config.policy.decide_host(&host, port, scheme) {
-        Ok(m) => m,
-        Err(denied) => {
-            let err = ProxyError::from(denied);
-            let mut ev = AuditEvent::new(
-                "request",
-                peer.to_string(),
-                host.to_string(),
-                port,
-                "deny",
-                err.code(),
-            );
-            ev.method = Some(req.method().to_string());
-            ev.status = Some(err.status().as_u16());
-            state.audit.emit(ev);
-            return err.into_response();
-        }
-    };
     let target = Arc::new(Target {
         host,
         port,
         scheme,
-        matched,
+        connect: false,
         client: peer,
         sni_mismatch: None,
     });
@@ -125,8 +116,10 @@ pub(crate) async fn forward(
         "rule_matched",
     );
     event.method = Some(req.method().to_string());
+    let generation = state.generation();
+    event.rules_version.clone_from(&generation.config.version);
 
-    let judged = match judge(&state, &target, &req) {
+    let judged = match judge(&generation.config.policy, &target, &req) {
         Ok(j) => j,
         Err(err) => {
             event.decision = "deny";
@@ -158,9 +151,9 @@ pub(crate) async fn forward(
     let outgoing = Request::from_parts(parts, body);
 
     let client = if judged.websocket {
-        &state.upstream.h1
+        &generation.upstream.h1
     } else {
-        &state.upstream.any
+        &generation.upstream.any
     };
     let mut response = match client.request(outgoing).await {
         Ok(r) => r,
@@ -186,7 +179,7 @@ pub(crate) async fn forward(
     Response::from_parts(parts, Audited::new(body, audit).boxed_unsync())
 }
 
-fn judge(state: &State, target: &Target, req: &Request<Incoming>) -> Result<Judged, ProxyError> {
+fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Judged, ProxyError> {
     if let Some(sni) = &target.sni_mismatch {
         return Err(ProxyError::Misdirected(format!(
             "TLS SNI `{sni}` does not match the CONNECT host `{}`",
@@ -212,8 +205,11 @@ fn judge(state: &State, target: &Target, req: &Request<Incoming>) -> Result<Judg
             "WebSocket upgrades need HTTP/1.1".into(),
         ));
     }
-    let rule = state.config.policy.decide_request(
-        &target.matched,
+    // The host is judged again on every request, by the rules in force now:
+    // a host removed by a reload is cut off at a tunnel's next request.
+    let matched = policy.decide_host(&target.host, target.port, target.policy_scheme())?;
+    let rule = policy.decide_request(
+        &matched,
         &target.target_str(),
         req.method(),
         &path,
@@ -323,14 +319,15 @@ fn upstream_uri(
 }
 
 fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    if let Some(g) = find_source::<GuardError>(e) {
-        return ProxyError::Guard(g.clone());
-    }
     if let Some(c) = find_source::<ConnectError>(e) {
         return match c {
+            ConnectError::Guard(g) => ProxyError::Guard(g.clone()),
             ConnectError::TlsTimeout { .. } => ProxyError::UpstreamTimeout(c.to_string()),
             other => ProxyError::Upstream(other.to_string()),
         };
+    }
+    if let Some(g) = find_source::<GuardError>(e) {
+        return ProxyError::Guard(g.clone());
     }
     let mut msg = e.to_string();
     let mut cur = std::error::Error::source(e);

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -34,19 +35,73 @@ use crate::tls::issue::LeafIssuer;
 use crate::tls::upstream::{client_config, root_store};
 use crate::upstream::{Connector, ProxyBody, Upstream};
 
-/// Everything a request needs, built once per config generation.
+/// What lives for the whole process: the leaf issuer (and so the CA), the
+/// audit sink and its counters, and the current config generation.
 #[derive(Debug)]
 pub struct State {
-    /// The compiled config.
-    pub config: Arc<Config>,
+    generation: ArcSwap<Generation>,
     /// Leaf certificates for intercepted names.
     pub issuer: LeafIssuer,
-    /// Pooled upstream clients.
+    /// Audit events (and the metrics derived from them).
+    pub audit: AuditSink,
+    /// airlock's own listeners: never a destination.
+    own: Vec<SocketAddr>,
+}
+
+/// Everything built from one config: swapped whole on reload, so a request
+/// that took a snapshot finishes under the rules it started with.
+#[derive(Debug)]
+pub struct Generation {
+    /// The compiled config.
+    pub config: Arc<Config>,
+    /// Pooled upstream clients (dialing through this generation's guard).
     pub upstream: Upstream,
     /// The address guard.
     pub guard: Arc<Guard>,
-    /// Audit events.
-    pub audit: AuditSink,
+}
+
+impl State {
+    /// The generation in force now.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.load_full()
+    }
+
+    /// Builds a generation from `config` and swaps it in.
+    ///
+    /// # Errors
+    /// The new config's trust store cannot be read; the old one stays.
+    pub fn install(&self, config: Config) -> anyhow::Result<()> {
+        let generation = Generation::build(config, &self.own)?;
+        self.audit
+            .metrics()
+            .set_rules_version(&generation.config.version);
+        self.generation.store(Arc::new(generation));
+        Ok(())
+    }
+}
+
+impl Generation {
+    fn build(config: Config, own: &[SocketAddr]) -> anyhow::Result<Self> {
+        let guard = Arc::new(Guard::new(
+            &config.dns,
+            own.to_vec(),
+            config.proxy.connect_timeout,
+        ));
+        let roots = Arc::new(root_store(&config.tls)?);
+        let any = client_config(Arc::clone(&roots), &[b"h2", b"http/1.1"])?;
+        let h1 = client_config(roots, &[b"http/1.1"])?;
+        let timeout = config.proxy.connect_timeout;
+        let upstream = Upstream::new(
+            Connector::new(Arc::clone(&guard), any, timeout),
+            Connector::new(Arc::clone(&guard), h1, timeout),
+            config.proxy.idle_timeout,
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            upstream,
+            guard,
+        })
+    }
 }
 
 /// What a connection task holds so that shutdown can wait for it and the
@@ -61,6 +116,7 @@ pub(crate) struct ConnGuard {
 /// A running proxy. Dropping it starts a graceful shutdown.
 pub struct Server {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     state: Arc<State>,
     shutdown: watch::Sender<bool>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -75,21 +131,44 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Loads the CA, binds `[proxy] listen`, and starts serving.
+    /// Loads the CA, binds `[proxy] listen` (and `admin`), and starts serving.
     ///
     /// # Errors
-    /// The CA cannot be loaded, the roots cannot be read, or the address is taken.
+    /// The CA cannot be loaded, the roots cannot be read, or an address is taken.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.proxy.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.proxy.listen))?;
         let addr = listener.local_addr()?;
+        let admin_listener = match config.proxy.admin {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on admin address {a}"))?,
+            ),
+            None => None,
+        };
+        let admin = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let audit = AuditSink::start(&config.audit).context("cannot open the audit output")?;
-        let state = Arc::new(build_state(config, audit, addr)?);
+        let own = std::iter::once(addr).chain(admin).collect();
+        let admin_token = config.proxy.admin_token.clone();
+        let state = Arc::new(build_state(config, audit, own)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        if let Some(l) = admin_listener {
+            tokio::spawn(crate::admin::serve(
+                l,
+                Arc::clone(&state),
+                admin_token,
+                shutdown_rx.clone(),
+            ));
+        }
         let done = tokio::spawn(accept_loop(listener, Arc::clone(&state), shutdown_rx));
         Ok(Self {
             addr,
+            admin,
             state,
             shutdown,
             done: Some(done),
@@ -101,9 +180,20 @@ impl Server {
         self.addr
     }
 
+    /// The bound admin address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
     /// The shared state (tests read counters from it).
     pub fn state(&self) -> &Arc<State> {
         &self.state
+    }
+
+    /// Reloads on SIGHUP and whenever the config or a rule file changes on
+    /// disk; see [`crate::config::reload`].
+    pub fn watch_config(&self, source: crate::config::reload::ConfigSource) {
+        crate::config::reload::spawn(Arc::clone(&self.state), source, self.shutdown.subscribe());
     }
 
     /// Stops accepting, drains in-flight work (up to `drain_timeout`), returns.
@@ -121,11 +211,15 @@ impl Drop for Server {
     }
 }
 
-/// Builds the per-generation state: CA, issuer, guard, upstream clients.
+/// Builds the process state: CA, issuer, and the first generation.
 ///
 /// # Errors
 /// CA or trust-store problems.
-pub fn build_state(config: Config, audit: AuditSink, listen: SocketAddr) -> anyhow::Result<State> {
+pub fn build_state(
+    config: Config,
+    audit: AuditSink,
+    own: Vec<SocketAddr>,
+) -> anyhow::Result<State> {
     crate::install_crypto_provider();
     let files = CaFiles {
         cert: config.tls.ca_cert.clone(),
@@ -135,24 +229,13 @@ pub fn build_state(config: Config, audit: AuditSink, listen: SocketAddr) -> anyh
         CertificateAuthority::load(&files).context("cannot load the CA (run `airlock ca init`)")?,
     );
     let issuer = LeafIssuer::new(ca, config.tls.leaf_validity)?;
-    let mut own = vec![listen];
-    own.extend(config.proxy.admin);
-    let guard = Arc::new(Guard::new(&config.dns, own, config.proxy.connect_timeout));
-    let roots = Arc::new(root_store(&config.tls)?);
-    let any = client_config(Arc::clone(&roots), &[b"h2", b"http/1.1"])?;
-    let h1 = client_config(roots, &[b"http/1.1"])?;
-    let timeout = config.proxy.connect_timeout;
-    let upstream = Upstream::new(
-        Connector::new(Arc::clone(&guard), any, timeout),
-        Connector::new(Arc::clone(&guard), h1, timeout),
-        config.proxy.idle_timeout,
-    );
+    audit.metrics().set_rules_version(&config.version);
+    let generation = Generation::build(config, &own)?;
     Ok(State {
-        config: Arc::new(config),
+        generation: ArcSwap::from_pointee(generation),
         issuer,
-        upstream,
-        guard,
         audit,
+        own,
     })
 }
 
@@ -161,7 +244,7 @@ async fn accept_loop(
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let proxy = &state.config.proxy;
+    let proxy = state.generation().config.proxy.clone();
     let limit = Arc::new(Semaphore::new(proxy.max_connections));
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "airlock listening");
@@ -192,7 +275,7 @@ async fn accept_loop(
     }
     drop(listener);
     drop(drain_tx);
-    let drain = state.config.proxy.drain_timeout;
+    let drain = state.generation().config.proxy.drain_timeout;
     if tokio::time::timeout(drain, drain_rx.recv()).await.is_err() {
         tracing::warn!(?drain, "drain timeout: closing remaining connections");
     }
@@ -201,7 +284,8 @@ async fn accept_loop(
 /// The outer connection: HTTP/1.1 from the sandbox to the proxy port.
 async fn serve_client(state: Arc<State>, stream: TcpStream, peer: SocketAddr, conn: ConnGuard) {
     let _nodelay = stream.set_nodelay(true);
-    let proxy = &state.config.proxy;
+    let generation = state.generation();
+    let proxy = &generation.config.proxy;
     let io = TokioIo::new(io::IdleTimeout::new(stream, proxy.idle_timeout));
     let svc_state = Arc::clone(&state);
     let svc_conn = conn.clone();

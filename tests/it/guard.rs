@@ -124,3 +124,44 @@ async fn metadata_address_refused_even_with_loopback_open() {
         assert!(r.head.contains("blocked_address"), "{host}: {}", r.head);
     }
 }
+
+/// Plain HTTP is guarded when airlock dials: the same 403, not a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_a_private_address_is_refused() {
+    let proxy = ProxyBuilder::new()
+        .resolve("intranet.example.test", "10.0.0.8")
+        .resolve("loop.example.test", "127.0.0.2")
+        .rule("match = \"*.example.test\"")
+        .start()
+        .await;
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(proxy.url()).unwrap())
+        .build()
+        .unwrap();
+    for url in [
+        "http://intranet.example.test/",
+        "http://loop.example.test/",
+        "http://[::ffff:10.0.0.8]/",
+    ] {
+        let r = c.get(url).send().await.unwrap();
+        let status = r.status();
+        let code = r
+            .headers()
+            .get("airlock-error")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if url.contains("::ffff") {
+            // No rule names that IP: refused by policy before any dial.
+            assert_eq!(
+                (status.as_u16(), code.as_deref()),
+                (403, Some("host_not_allowed")),
+                "{url}"
+            );
+        } else {
+            assert_eq!(
+                (status.as_u16(), code.as_deref()),
+                (403, Some("blocked_address")),
+                "{url}"
+            );
+        }
+    }
+}

@@ -8,9 +8,19 @@
 
 mod support;
 
+/// /healthz, /readyz, /metrics, the token, and unreachable through the proxy.
+mod admin;
+/// The airlock binary: check, explain, ca init, curl through `serve`, SIGTERM.
 mod cli;
-mod connect; // allow/deny at CONNECT: hosts, wildcards, ports, the 403 text
-mod guard; // IP literals in every encoding, private and metadata addresses
-mod intercept; // inside the tunnel: SNI, Host, method/path, h2, SSE, WebSocket, framing
-mod plain_http; // absolute-form http://, origin-form refused
-mod resilience; // slow clients, aborted bodies, untrusted upstreams // the airlock binary: check, ca init, curl through serve
+/// Allow/deny at CONNECT: hosts, wildcards, ports, the 403 text.
+mod connect;
+/// IP literals in every encoding, private and metadata addresses.
+mod guard;
+/// Inside the tunnel: SNI, Host, method/path, h2, trailers, SSE, WebSocket, framing.
+mod intercept;
+/// Absolute-form http://, origin-form refused, proxy credentials stripped.
+mod plain_http;
+/// Rule edits apply without a restart; a broken edit keeps the last good rules.
+mod reload;
+/// Slow clients, silent tunnels, aborted bodies, untrusted or dead upstreams.
+mod resilience;

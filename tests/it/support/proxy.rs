@@ -125,6 +125,11 @@ impl ProxyBuilder {
 }
 
 impl TestProxy {
+    /// The config file the proxy was started from.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("airlock.toml")
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -1,0 +1,182 @@
+//! Counters derived from the same decisions the audit log records, served
+//! in Prometheus text format on the admin listener.
+//!
+//! Every count comes from an [`AuditEvent`] passing through the sink, so
+//! the metrics and the log cannot disagree. Labels are bounded: decisions,
+//! reason codes and pattern ids come from fixed sets, never from hosts or
+//! paths the sandbox chooses.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use super::AuditEvent;
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    by_decision: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    injections: AtomicU64,
+    findings: Mutex<BTreeMap<String, u64>>,
+    secret_errors: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_refused: AtomicU64,
+    active_tunnels: AtomicI64,
+    cert_hits: AtomicU64,
+    cert_misses: AtomicU64,
+    audit_dropped: AtomicU64,
+    rules_version: Mutex<String>,
+}
+
+impl Metrics {
+    /// Counts one event.
+    pub fn record(&self, ev: &AuditEvent) {
+        if let Ok(mut m) = self.by_decision.lock() {
+            *m.entry((ev.kind, ev.decision, ev.reason)).or_default() += 1;
+        }
+        self.bytes_up.fetch_add(ev.bytes_up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(ev.bytes_down, Ordering::Relaxed);
+        match ev.kind {
+            "inject" => {
+                self.injections.fetch_add(1, Ordering::Relaxed);
+            }
+            "finding" => {
+                if let (Some(p), Ok(mut m)) = (ev.pattern.as_ref(), self.findings.lock()) {
+                    *m.entry(p.clone()).or_default() += 1;
+                }
+            }
+            "reload" if ev.decision == "allow" => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            "reload" => {
+                self.reloads_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        if ev.reason == "secret_unavailable" {
+            self.secret_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A tunnel opened (+1) or closed (-1).
+    pub fn tunnel(&self, delta: i64) {
+        self.active_tunnels.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A leaf certificate lookup: cached or minted.
+    pub fn cert_lookup(&self, minted: bool) {
+        if minted {
+            self.cert_misses.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.cert_hits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An audit event was dropped (queue full).
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The rules version now in force.
+    pub fn set_rules_version(&self, v: &str) {
+        if let Ok(mut s) = self.rules_version.lock() {
+            v.clone_into(&mut s);
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP airlock_decisions_total Decisions by kind, outcome and reason.\n# TYPE airlock_decisions_total counter\n");
+        if let Ok(m) = self.by_decision.lock() {
+            for ((kind, decision, reason), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "airlock_decisions_total{{kind=\"{kind}\",decision=\"{decision}\",reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
+        };
+        counter(
+            &mut out,
+            "airlock_bytes_up_total",
+            "Request body bytes sent upstream.",
+            load(&self.bytes_up),
+        );
+        counter(
+            &mut out,
+            "airlock_bytes_down_total",
+            "Response body bytes returned to sandboxes.",
+            load(&self.bytes_down),
+        );
+        counter(
+            &mut out,
+            "airlock_injections_total",
+            "Requests that carried an injected credential.",
+            load(&self.injections),
+        );
+        counter(
+            &mut out,
+            "airlock_secret_errors_total",
+            "Requests refused because a secret was unavailable.",
+            load(&self.secret_errors),
+        );
+        counter(
+            &mut out,
+            "airlock_reloads_total",
+            "Config reloads applied.",
+            load(&self.reloads_ok),
+        );
+        counter(
+            &mut out,
+            "airlock_reloads_refused_total",
+            "Config reloads refused (last good kept).",
+            load(&self.reloads_refused),
+        );
+        counter(
+            &mut out,
+            "airlock_cert_cache_hits_total",
+            "Leaf certificate cache hits.",
+            load(&self.cert_hits),
+        );
+        counter(
+            &mut out,
+            "airlock_cert_cache_misses_total",
+            "Leaf certificates minted.",
+            load(&self.cert_misses),
+        );
+        counter(
+            &mut out,
+            "airlock_audit_dropped_total",
+            "Audit events dropped because the queue was full.",
+            load(&self.audit_dropped),
+        );
+        out.push_str("# HELP airlock_scan_findings_total Secrets found, by pattern id.\n# TYPE airlock_scan_findings_total counter\n");
+        if let Ok(m) = self.findings.lock() {
+            for (p, n) in m.iter() {
+                let _ = writeln!(out, "airlock_scan_findings_total{{pattern=\"{p}\"}} {n}");
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP airlock_active_tunnels Intercepted tunnels open now.\n# TYPE airlock_active_tunnels gauge\nairlock_active_tunnels {}\n",
+            self.active_tunnels.load(Ordering::Relaxed)
+        );
+        if let Ok(v) = self.rules_version.lock() {
+            let _ = write!(
+                out,
+                "# HELP airlock_rules_info The rules version in force.\n# TYPE airlock_rules_info gauge\nairlock_rules_info{{version=\"{v}\"}} 1\n"
+            );
+        }
+        out
+    }
+}
