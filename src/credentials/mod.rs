@@ -1,2 +1,18 @@
-//! Credentials: where secrets come from (Vault / OpenBao, or a local file),
-//! how they are cached, and how they are added to requests. (Being built.)
+//! Credentials: where secrets come from (Vault / OpenBao, or a local file)
+//! and how they are cached. Adding them to requests is the proxy's side.
+//!
+//! - [`SecretValue`]: secret bytes that cannot be printed.
+//! - [`SecretRef`], [`SecretSource`], [`SecretError`]: the contract every
+//!   backend meets.
+//! - [`CachedSource`]: TTL cache, one backend read per miss, fail closed.
+//!
+//! This module does not decide which request gets which secret (policy
+//! does) and does not build headers.
+
+mod cache;
+mod secret;
+mod source;
+
+pub use cache::{CachedSource, FillHook};
+pub use secret::SecretValue;
+pub use source::{Fetched, InvalidRef, SecretError, SecretRef, SecretSource};

@@ -1,0 +1,317 @@
+//! [`CachedSource`]: a TTL cache in front of a [`SecretSource`], with one
+//! backend read per secret however many requests miss at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use tokio::time::Instant;
+
+use super::{Fetched, SecretError, SecretRef, SecretSource, SecretValue};
+
+/// Most secrets kept at once; a config names far fewer.
+const MAX_ENTRIES: u64 = 10_000;
+
+/// A hook told about every value freshly read from the backend (the proxy
+/// registers these with the secret scanner).
+pub type FillHook = Arc<dyn Fn(&SecretRef, &SecretValue) + Send + Sync>;
+
+/// A cached secret and when it stops being served.
+struct Entry {
+    value: SecretValue,
+    /// `min(cache ttl, lease)`, for moka's own (memory) eviction.
+    ttl: Duration,
+    /// On tokio's clock, so paused-time tests drive expiry.
+    expires_at: Instant,
+}
+
+/// Lets moka drop entries after their own TTL (a memory backstop; the
+/// serving decision is [`Entry::expires_at`]).
+struct EntryExpiry;
+
+impl moka::Expiry<SecretRef, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &SecretRef,
+        value: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// A cache of secrets in front of a [`SecretSource`].
+///
+/// - A value is served for `min(ttl, lease)` after it was read (`lease` is
+///   what the backend said, if anything; a zero lease means "none").
+/// - Concurrent misses for one ref wait on **one** backend read
+///   (moka `try_get_with`).
+/// - Errors are **not** cached: the next request retries, so recovery is
+///   automatic once the backend is back.
+/// - **Fail closed:** an expired value is never served, not even while the
+///   backend is down. A stale credential would keep working past the point
+///   where an operator may have rotated or revoked it, and a request that
+///   needs a secret is exactly the one that must fail visibly (503) rather
+///   than quietly. Choose `ttl` for the outage you want to ride out.
+pub struct CachedSource {
+    source: Arc<dyn SecretSource>,
+    cache: Cache<SecretRef, Arc<Entry>>,
+    ttl: Duration,
+    fetches: AtomicU64,
+    hooks: ArcSwap<Vec<FillHook>>,
+}
+
+impl CachedSource {
+    /// Caches values read from `source` for `ttl` (or the lease, if shorter).
+    /// A zero `ttl` disables caching but still coalesces concurrent reads.
+    pub fn new(source: Arc<dyn SecretSource>, ttl: Duration) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(MAX_ENTRIES)
+            .expire_after(EntryExpiry)
+            .build();
+        Self {
+            source,
+            cache,
+            ttl,
+            fetches: AtomicU64::new(0),
+            hooks: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// The secret `r`, from the cache or (on a miss or expiry) the backend.
+    pub async fn get(&self, r: &SecretRef) -> Result<SecretValue, SecretError> {
+        let mut attempt = 0;
+        loop {
+            let filled_here = AtomicBool::new(false);
+            let entry = self
+                .cache
+                .try_get_with_by_ref(r, self.fill(r, &filled_here))
+                .await
+                .map_err(|e| (*e).clone())?;
+            // A value this call (or a read it joined) just fetched is fresh;
+            // only an older entry can have expired, and it is replaced once.
+            if filled_here.load(Ordering::Relaxed)
+                || attempt > 0
+                || Instant::now() < entry.expires_at
+            {
+                return Ok(entry.value.clone());
+            }
+            attempt += 1;
+            self.cache
+                .entry_by_ref(r)
+                .and_compute_with(|current| async move {
+                    match current {
+                        // Remove only the entry we saw: another task may
+                        // already have stored a fresh one.
+                        Some(e) if Arc::ptr_eq(e.value(), &entry) => Op::Remove,
+                        _ => Op::Nop,
+                    }
+                })
+                .await;
+        }
+    }
+
+    async fn fill(
+        &self,
+        r: &SecretRef,
+        filled_here: &AtomicBool,
+    ) -> Result<Arc<Entry>, SecretError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let Fetched { value, lease } = self.source.fetch(r).await?;
+        filled_here.store(true, Ordering::Relaxed);
+        let ttl = match lease {
+            Some(lease) if !lease.is_zero() => lease.min(self.ttl),
+            _ => self.ttl,
+        };
+        for hook in self.hooks.load().iter() {
+            hook(r, &value);
+        }
+        Ok(Arc::new(Entry {
+            value,
+            ttl,
+            expires_at: Instant::now() + ttl,
+        }))
+    }
+
+    /// How many backend reads this cache has started (for tests and metrics).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Registers `f`, called with every value freshly read from the backend
+    /// (not with cache hits), before the waiting requests get it.
+    pub fn on_fill(&self, f: FillHook) {
+        self.hooks.rcu(|hooks| {
+            let mut hooks = Vec::clone(hooks);
+            hooks.push(Arc::clone(&f));
+            hooks
+        });
+    }
+
+    /// Drops every cached value (after a config reload, say).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// The backend's one-line description.
+    pub fn describe(&self) -> String {
+        self.source.describe()
+    }
+
+    /// The backend's health.
+    pub async fn health(&self) -> Result<(), SecretError> {
+        self.source.health().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+
+    /// A backend whose answers the test sets, counting reads.
+    struct Fake {
+        answer: Mutex<Result<Fetched, SecretError>>,
+        delay: Duration,
+    }
+
+    impl Fake {
+        fn new(value: &str, lease: Option<Duration>) -> Arc<Self> {
+            Arc::new(Self {
+                answer: Mutex::new(Ok(Fetched {
+                    value: SecretValue::new(value.as_bytes().to_vec()),
+                    lease,
+                })),
+                delay: Duration::from_millis(50),
+            })
+        }
+        fn set(&self, answer: Result<&str, SecretError>) {
+            *self.answer.lock().unwrap() = answer.map(|v| Fetched {
+                value: SecretValue::new(v.as_bytes().to_vec()),
+                lease: None,
+            });
+        }
+    }
+
+    impl SecretSource for Fake {
+        fn fetch<'a>(&'a self, _: &'a SecretRef) -> BoxFuture<'a, Result<Fetched, SecretError>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                self.answer.lock().unwrap().clone()
+            })
+        }
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+        fn health<'a>(&'a self) -> BoxFuture<'a, Result<(), SecretError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn r(s: &str) -> SecretRef {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn thousand_concurrent_misses_make_one_fetch() {
+        let cache = Arc::new(CachedSource::new(
+            Fake::new("v1", None),
+            Duration::from_secs(60),
+        ));
+        let secret = r("tools/github#token");
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (cache, secret) = (Arc::clone(&cache), secret.clone());
+                tokio::spawn(async move { cache.get(&secret).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().expose_secret(), b"v1");
+        }
+        assert_eq!(cache.fetches(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn value_expires_after_ttl() {
+        let fake = Fake::new("v1", None);
+        let cache = CachedSource::new(fake.clone(), Duration::from_secs(300));
+        let secret = r("a#b");
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v1");
+        fake.set(Ok("v2"));
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v1");
+        assert_eq!(cache.fetches(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v2");
+        assert_eq!(cache.fetches(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shorter_lease_wins_over_ttl() {
+        let cache = CachedSource::new(
+            Fake::new("v1", Some(Duration::from_secs(10))),
+            Duration::from_secs(300),
+        );
+        let secret = r("a#b");
+        cache.get(&secret).await.unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        cache.get(&secret).await.unwrap();
+        assert_eq!(cache.fetches(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        cache.get(&secret).await.unwrap();
+        assert_eq!(cache.fetches(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_not_cached_and_recovery_is_automatic() {
+        let fake = Fake::new("v1", None);
+        let cache = CachedSource::new(fake.clone(), Duration::from_secs(300));
+        let secret = r("a#b");
+        fake.set(Err(SecretError::unavailable(&secret, "down")));
+        let err = cache.get(&secret).await.unwrap_err();
+        assert_eq!(err.code(), "secret_unavailable");
+        assert!(cache.get(&secret).await.is_err());
+        assert_eq!(cache.fetches(), 2, "each request retried the backend");
+        fake.set(Ok("v1"));
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_value_is_not_served_during_outage() {
+        let fake = Fake::new("v1", None);
+        let cache = CachedSource::new(fake.clone(), Duration::from_secs(60));
+        let secret = r("a#b");
+        cache.get(&secret).await.unwrap();
+        fake.set(Err(SecretError::unavailable(&secret, "down")));
+        // Still fresh: served from the cache despite the outage.
+        assert!(cache.get(&secret).await.is_ok());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let err = cache.get(&secret).await.unwrap_err();
+        assert_eq!(err.code(), "secret_unavailable");
+    }
+
+    #[tokio::test]
+    async fn on_fill_sees_fresh_values_only() {
+        let cache = CachedSource::new(Fake::new("v1", None), Duration::from_secs(60));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        cache.on_fill(Arc::new(move |r, v| {
+            sink.lock()
+                .unwrap()
+                .push((r.to_string(), v.expose_secret().to_vec()));
+        }));
+        let secret = r("a#b");
+        cache.get(&secret).await.unwrap();
+        cache.get(&secret).await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![("a#b".to_owned(), b"v1".to_vec())]
+        );
+    }
+}
