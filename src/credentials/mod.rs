@@ -10,9 +10,11 @@
 //! does) and does not build headers.
 
 mod cache;
+mod file;
 mod secret;
 mod source;
 
 pub use cache::{CachedSource, FillHook};
+pub use file::FileSource;
 pub use secret::SecretValue;
 pub use source::{Fetched, InvalidRef, SecretError, SecretRef, SecretSource};
