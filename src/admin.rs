@@ -96,10 +96,20 @@ fn route(
                 "text/plain; charset=utf-8",
             )
         }
-        "/metrics" => ok(
-            state.audit.metrics().render(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
+        "/metrics" => {
+            let mut text = state.audit.metrics().render();
+            let (lookups, minted) = (state.issuer.lookups(), state.issuer.minted());
+            text.push_str(&format!(
+                "# HELP airlock_cert_cache_hits_total Leaf certificate cache hits.\n\
+                 # TYPE airlock_cert_cache_hits_total counter\n\
+                 airlock_cert_cache_hits_total {}\n\
+                 # HELP airlock_cert_cache_misses_total Leaf certificates minted.\n\
+                 # TYPE airlock_cert_cache_misses_total counter\n\
+                 airlock_cert_cache_misses_total {minted}\n",
+                lookups.saturating_sub(minted)
+            ));
+            ok(text, "text/plain; version=0.0.4; charset=utf-8")
+        }
         _ => text_response(
             StatusCode::NOT_FOUND,
             "admin_not_found",

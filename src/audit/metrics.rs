@@ -25,8 +25,6 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_refused: AtomicU64,
     active_tunnels: AtomicI64,
-    cert_hits: AtomicU64,
-    cert_misses: AtomicU64,
     audit_dropped: AtomicU64,
     rules_version: Mutex<String>,
 }
@@ -64,15 +62,6 @@ impl Metrics {
     /// A tunnel opened (+1) or closed (-1).
     pub fn tunnel(&self, delta: i64) {
         self.active_tunnels.fetch_add(delta, Ordering::Relaxed);
-    }
-
-    /// A leaf certificate lookup: cached or minted.
-    pub fn cert_lookup(&self, minted: bool) {
-        if minted {
-            self.cert_misses.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.cert_hits.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// An audit event was dropped (queue full).
@@ -141,18 +130,6 @@ impl Metrics {
             "airlock_reloads_refused_total",
             "Config reloads refused (last good kept).",
             load(&self.reloads_refused),
-        );
-        counter(
-            &mut out,
-            "airlock_cert_cache_hits_total",
-            "Leaf certificate cache hits.",
-            load(&self.cert_hits),
-        );
-        counter(
-            &mut out,
-            "airlock_cert_cache_misses_total",
-            "Leaf certificates minted.",
-            load(&self.cert_misses),
         );
         counter(
             &mut out,

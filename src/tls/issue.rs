@@ -32,6 +32,7 @@ pub struct LeafIssuer {
     validity: Duration,
     cache: Cache<Host, Arc<ServerConfig>>,
     minted: std::sync::atomic::AtomicU64,
+    lookups: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for LeafIssuer {
@@ -61,6 +62,7 @@ impl LeafIssuer {
                 .time_to_live(validity / 2)
                 .build(),
             minted: std::sync::atomic::AtomicU64::new(0),
+            lookups: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -69,9 +71,15 @@ impl LeafIssuer {
     /// # Errors
     /// Minting failed.
     pub async fn server_config(&self, host: &Host) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
+        self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.cache
             .try_get_with(host.clone(), async { self.mint(host).map(Arc::new) })
             .await
+    }
+
+    /// How many leaf lookups there were (hits + misses), for metrics.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many leaves were minted (cache misses), for tests and metrics.
