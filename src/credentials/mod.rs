@@ -13,8 +13,10 @@ mod cache;
 mod file;
 mod secret;
 mod source;
+mod vault;
 
 pub use cache::{CachedSource, FillHook};
 pub use file::FileSource;
 pub use secret::SecretValue;
 pub use source::{Fetched, InvalidRef, SecretError, SecretRef, SecretSource};
+pub use vault::{Env, ProcessEnv, VaultAuth, VaultSettings, VaultSource};
