@@ -488,7 +488,16 @@ impl Inner {
                     || "vault token lookup".to_owned(),
                     vaultrs::token::lookup_self(&session.client),
                 )
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    SecretError::Denied { subject, reason } => SecretError::Denied {
+                        subject,
+                        reason: format!(
+                            "{reason}; airlock's token needs the `default` policy (lookup-self, renew-self)"
+                        ),
+                    },
+                    other => other,
+                })?;
             let ttl = Duration::from_secs(info.ttl);
             let renewable = info.renewable.unwrap_or(false);
             drop(info); // it holds the token id in a plain String
@@ -692,6 +701,10 @@ fn map_error(subject: String, e: ClientError) -> SecretError {
         Some(404) => SecretError::NotFound {
             subject,
             reason: "vault returned 404".into(),
+        },
+        Some(400) => SecretError::Denied {
+            subject,
+            reason: "vault returned 400 (for a login: the role id or secret id is wrong)".into(),
         },
         Some(code @ (401 | 403)) => SecretError::Denied {
             subject,
