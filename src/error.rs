@@ -39,6 +39,31 @@ pub enum ProxyError {
     /// A method a forward proxy does not serve (405).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A secret in what the sandbox sent (403). Names the pattern, never the value.
+    #[error("secret in {place} (pattern {pattern})")]
+    Leak {
+        /// Pattern id or `held:<id>`.
+        pattern: String,
+        /// `URL`, `header x-foo`, `request body`.
+        place: String,
+    },
+    /// A body airlock cannot scan (unknown Content-Encoding, bad
+    /// compression, decompression bomb): refused, not forwarded unscanned (400/502).
+    #[error("cannot scan {place}: {reason}")]
+    Unscannable {
+        /// `request body` or `response body`.
+        place: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A secret in the response while `[scan] incoming = "block"` (502).
+    #[error("secret in the response {place} (pattern {pattern})")]
+    ResponseLeak {
+        /// Pattern id or `held:<id>`.
+        pattern: String,
+        /// Where.
+        place: String,
+    },
     /// Upstream TLS or connection failure (502).
     #[error("upstream: {0}")]
     Upstream(String),
@@ -64,6 +89,9 @@ impl ProxyError {
             ProxyError::Path(_) => "bad_path",
             ProxyError::NotProxyRequest => "not_proxy_request",
             ProxyError::Unsupported(_) => "unsupported",
+            ProxyError::Leak { .. } => "secret_blocked",
+            ProxyError::Unscannable { .. } => "unscannable_body",
+            ProxyError::ResponseLeak { .. } => "secret_in_response",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
         }
@@ -77,7 +105,14 @@ impl ProxyError {
             }
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Guard(g) if g.is_refusal() => StatusCode::FORBIDDEN,
-            ProxyError::Guard(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Guard(_) | ProxyError::Upstream(_) | ProxyError::ResponseLeak { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Leak { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Unscannable { place, .. } if *place == "response body" => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Unscannable { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BadRequest(_) | ProxyError::Path(_) | ProxyError::NotProxyRequest => {
                 StatusCode::BAD_REQUEST
@@ -89,7 +124,9 @@ impl ProxyError {
 
     /// True when this is a refusal by policy (deny) rather than a failure.
     pub fn is_denial(&self) -> bool {
-        self.status() != StatusCode::BAD_GATEWAY && self.status() != StatusCode::GATEWAY_TIMEOUT
+        matches!(self, ProxyError::ResponseLeak { .. })
+            || (self.status() != StatusCode::BAD_GATEWAY
+                && self.status() != StatusCode::GATEWAY_TIMEOUT)
     }
 
     /// The text the agent reads.
@@ -105,6 +142,15 @@ impl ProxyError {
                 "airlock refused this request: {m}.\n\
                  Inside a tunnel, the Host header, :authority, the URL and TLS SNI must all name the \
                  host given to CONNECT. Open a new connection to the host you mean.\n"
+            ),
+            ProxyError::Leak { pattern, place } => format!(
+                "airlock blocked this request: the {place} carries a secret (pattern {pattern}).\n\
+                 No byte of the secret was sent upstream. Credentials must not leave the sandbox in \
+                 requests; airlock adds the credentials a tool needs itself. Sending it another way \
+                 (another encoding, header, or host) will be blocked too.\n"
+            ),
+            ProxyError::ResponseLeak { pattern, place } => format!(
+                "airlock withheld this response: its {place} carried a secret (pattern {pattern}).\n"
             ),
             ProxyError::NotProxyRequest => {
                 "airlock is a forward proxy: send requests to it as a proxy \

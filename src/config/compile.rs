@@ -471,8 +471,22 @@ fn compile_scan(
             default.is_file().then_some(default)
         }
     };
+    let pattern_set = patterns
+        .as_ref()
+        .and_then(|p| match crate::scan::PatternSet::load(p) {
+            Ok(set) => Some(Arc::new(set)),
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: e.file.clone(),
+                    location: (e.line > 0).then_some((e.line, e.column)),
+                    message: format!("{}: {}", e.key, e.message),
+                });
+                None
+            }
+        });
     ScanSettings {
         patterns,
+        pattern_set,
         outgoing: scan_action(
             src,
             "scan.outgoing",

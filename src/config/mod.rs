@@ -148,11 +148,24 @@ pub enum ScanAction {
     Log,
 }
 
+impl ScanAction {
+    /// The scanner's mode for this action.
+    pub fn mode(self) -> crate::scan::ScanMode {
+        match self {
+            ScanAction::Block => crate::scan::ScanMode::Block,
+            ScanAction::Redact => crate::scan::ScanMode::Redact,
+            ScanAction::Log => crate::scan::ScanMode::Log,
+        }
+    }
+}
+
 /// `[scan]`, compiled.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     /// Pattern file, if any.
     pub patterns: Option<PathBuf>,
+    /// The compiled patterns from that file.
+    pub pattern_set: Option<Arc<crate::scan::PatternSet>>,
     /// Action for the sandbox's requests.
     pub outgoing: ScanAction,
     /// Action for responses to the sandbox.

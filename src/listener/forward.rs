@@ -20,13 +20,15 @@ use hyper_util::rt::TokioIo;
 
 use super::State;
 use super::body::{AuditOnce, Audited, Counted};
+use super::scanning::RequestScan;
 use crate::audit::AuditEvent;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
 use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
+use crate::scan::ScanError;
 use crate::upstream::connector::ConnectError;
 use crate::upstream::headers::{is_websocket_upgrade, strip_hop_by_hop};
-use crate::upstream::{ProxyBody, find_source};
+use crate::upstream::{BoxError, ProxyBody, find_source};
 
 /// The destination a connection (tunnel) or request is bound to.
 #[derive(Debug, Clone)]
@@ -146,6 +148,31 @@ pub(crate) async fn forward(
     };
     // The pooled client picks h2 or http/1.1 by ALPN; it wants 1.1 here.
     parts.version = Version::HTTP_11;
+
+    let scan = state.scanner().map(|scanner| {
+        let s = &generation.config.scan;
+        RequestScan::new(
+            scanner,
+            s.outgoing.mode(),
+            s.incoming.mode(),
+            state.audit.clone(),
+            &event,
+        )
+    });
+    let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
+    if let Some(scan) = &scan {
+        let checked = scan
+            .request_uri(&mut parts.uri)
+            .and_then(|()| scan.request_headers(&mut parts.headers, &[]))
+            .and_then(|()| {
+                scan.limit_accept_encoding(&mut parts.headers);
+                scan.request_body(&mut parts.headers, body)
+            });
+        body = match checked {
+            Ok(b) => b,
+            Err(err) => return fail(&state, event, start, err),
+        };
+    }
     let bytes_up = Arc::new(AtomicU64::new(0));
     let body = Counted::new(body, Arc::clone(&bytes_up)).boxed_unsync();
     let outgoing = Request::from_parts(parts, body);
@@ -158,7 +185,10 @@ pub(crate) async fn forward(
     let mut response = match client.request(outgoing).await {
         Ok(r) => r,
         Err(e) => {
-            let err = upstream_error(&e);
+            let err = scan
+                .as_ref()
+                .and_then(|s| s.body_failure())
+                .unwrap_or_else(|| upstream_error(&e));
             tracing::debug!(host = %target.host, error = %err, "upstream request failed");
             return fail(&state, event, start, err);
         }
@@ -175,6 +205,16 @@ pub(crate) async fn forward(
     let (mut parts, body) = response.into_parts();
     event.status = Some(parts.status.as_u16());
     strip_hop_by_hop(&mut parts.headers, judged.websocket && switching);
+    let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
+    if let Some(scan) = scan.as_ref().filter(|_| !switching) {
+        let checked = scan
+            .response_headers(&mut parts.headers)
+            .and_then(|()| scan.response_body(&mut parts.headers, body));
+        body = match checked {
+            Ok(b) => b,
+            Err(err) => return fail(&state, event, start, err),
+        };
+    }
     let audit = AuditOnce::new(event, state.audit.clone(), bytes_up, start);
     Response::from_parts(parts, Audited::new(body, audit).boxed_unsync())
 }
@@ -319,6 +359,18 @@ fn upstream_uri(
 }
 
 fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if let Some(scan) = find_source::<ScanError>(e) {
+        return match scan {
+            ScanError::Blocked(b) => ProxyError::Leak {
+                pattern: b.pattern_id.to_string(),
+                place: "request body".into(),
+            },
+            other => ProxyError::Unscannable {
+                place: "request body",
+                reason: other.to_string(),
+            },
+        };
+    }
     if let Some(c) = find_source::<ConnectError>(e) {
         return match c {
             ConnectError::Guard(g) => ProxyError::Guard(g.clone()),

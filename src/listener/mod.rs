@@ -11,13 +11,14 @@ pub mod body;
 pub mod connect;
 pub mod forward;
 pub mod io;
+pub(crate) mod scanning;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -30,6 +31,7 @@ use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::guard::Guard;
+use crate::scan::{HeldSecret, PatternSet, Scanner};
 use crate::tls::ca::{CaFiles, CertificateAuthority};
 use crate::tls::issue::LeafIssuer;
 use crate::tls::upstream::{client_config, root_store};
@@ -46,6 +48,11 @@ pub struct State {
     pub audit: AuditSink,
     /// airlock's own listeners: never a destination.
     own: Vec<SocketAddr>,
+    /// The secret scanner: this generation's patterns plus the values
+    /// airlock holds. `None` when there is nothing to scan for.
+    scanner: ArcSwapOption<Scanner>,
+    /// The secret values airlock has fetched (for the scanner).
+    held: Mutex<Vec<HeldSecret>>,
 }
 
 /// Everything built from one config: swapped whole on reload, so a request
@@ -66,6 +73,52 @@ impl State {
         self.generation.load_full()
     }
 
+    /// The scanner in force now.
+    pub fn scanner(&self) -> Option<Arc<Scanner>> {
+        self.scanner.load_full()
+    }
+
+    /// Registers a secret value airlock holds, so the scanner finds it in
+    /// any body, header or URL, in the encodings a leak would take.
+    pub fn hold_secret(&self, secret: HeldSecret) {
+        if let Ok(mut held) = self.held.lock() {
+            if let Some(existing) = held.iter_mut().find(|h| h.id() == secret.id()) {
+                *existing = secret;
+            } else {
+                held.push(secret);
+            }
+        }
+        self.rebuild_scanner();
+    }
+
+    /// Rebuilds the scanner from the current patterns and held values.
+    /// Off the request path: on start, reload, and when a secret is fetched.
+    fn rebuild_scanner(&self) {
+        let generation = self.generation();
+        let held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
+        let patterns = generation.config.scan.pattern_set.clone();
+        if patterns.is_none() && held.is_empty() {
+            self.scanner.store(None);
+            return;
+        }
+        let empty = PatternSet::parse("", "<none>");
+        let built = match (&patterns, &empty) {
+            (Some(p), _) => Scanner::new(p, &held),
+            (None, Ok(e)) => Scanner::new(e, &held),
+            (None, Err(e)) => {
+                tracing::error!(error = %e, "cannot build an empty pattern set");
+                return;
+            }
+        };
+        match built {
+            Ok(s) => self.scanner.store(Some(Arc::new(s))),
+            // Keep the previous scanner rather than scan with nothing.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the secret scanner; keeping the previous one")
+            }
+        }
+    }
+
     /// Builds a generation from `config` and swaps it in.
     ///
     /// # Errors
@@ -76,6 +129,7 @@ impl State {
             .metrics()
             .set_rules_version(&generation.config.version);
         self.generation.store(Arc::new(generation));
+        self.rebuild_scanner();
         Ok(())
     }
 }
@@ -231,12 +285,16 @@ pub fn build_state(
     let issuer = LeafIssuer::new(ca, config.tls.leaf_validity)?;
     audit.metrics().set_rules_version(&config.version);
     let generation = Generation::build(config, &own)?;
-    Ok(State {
+    let state = State {
         generation: ArcSwap::from_pointee(generation),
         issuer,
         audit,
         own,
-    })
+        scanner: ArcSwapOption::empty(),
+        held: Mutex::new(Vec::new()),
+    };
+    state.rebuild_scanner();
+    Ok(state)
 }
 
 async fn accept_loop(

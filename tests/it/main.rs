@@ -24,3 +24,5 @@ mod plain_http;
 mod reload;
 /// Slow clients, silent tunnels, aborted bodies, untrusted or dead upstreams.
 mod resilience;
+/// The scanner on the path: outgoing leaks blocked, incoming secrets redacted.
+mod scan;

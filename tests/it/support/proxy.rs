@@ -27,6 +27,7 @@ pub struct ProxyBuilder {
     resolve: Vec<(String, String)>,
     rules: Vec<String>,
     trust: Vec<String>,
+    scan_lines: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -55,6 +56,17 @@ impl ProxyBuilder {
     /// A raw line in `[proxy]`, e.g. `header_read_timeout = "1s"`.
     pub fn proxy_line(mut self, line: &str) -> Self {
         self.proxy_lines.push(line.to_owned());
+        self
+    }
+
+    /// Scans with the shipped `rules/secrets.toml`, plus raw `[scan]` lines
+    /// (e.g. `incoming = "block"`).
+    pub fn scan(mut self, lines: &[&str]) -> Self {
+        let patterns = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
+        self.scan_lines
+            .push(format!("patterns = \"{}\"", patterns.display()));
+        self.scan_lines
+            .extend(lines.iter().map(|l| (*l).to_owned()));
         self
     }
 
@@ -87,6 +99,13 @@ impl ProxyBuilder {
         for l in &self.dns_lines {
             t.push_str(l);
             t.push('\n');
+        }
+        if !self.scan_lines.is_empty() {
+            t.push_str("\n[scan]\n");
+            for l in &self.scan_lines {
+                t.push_str(l);
+                t.push('\n');
+            }
         }
         t.push_str("\n[audit]\noutput = \"audit.log\"\n");
         for r in &self.rules {

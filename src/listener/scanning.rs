@@ -1,0 +1,352 @@
+//! Where the secret scanner meets the request path: the URL, the headers
+//! and the body going out, and the headers and body coming back.
+//!
+//! Outgoing (default `block`): a secret in the URL or a header stops the
+//! request before anything is sent; one in the body aborts the upstream
+//! stream before any byte of it leaves (the scanner holds back the bytes
+//! that could still complete a match). Incoming (default `redact`): secrets
+//! in response headers and bodies are replaced with `[REDACTED:<id>]`
+//! before the sandbox sees them.
+//!
+//! A body airlock cannot read (a Content-Encoding other than gzip, deflate
+//! or br, a corrupt stream, a decompression bomb) is refused, not forwarded
+//! unscanned. Every finding is an audit event (pattern id, direction, byte
+//! offset; never the value).
+
+use std::sync::{Arc, OnceLock};
+
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::{HeaderMap, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+
+use crate::audit::{AuditEvent, AuditSink};
+use crate::error::ProxyError;
+use crate::scan::{
+    ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanError, ScanMode, Scanner,
+};
+use crate::upstream::{BoxError, ProxyBody};
+
+/// Which way the bytes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Out,
+    In,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+/// The scanner, the two modes, and the audit context of one request.
+pub(crate) struct RequestScan {
+    scanner: Arc<Scanner>,
+    outgoing: ScanMode,
+    incoming: ScanMode,
+    audit: AuditSink,
+    template: AuditEvent,
+    /// Why the outgoing body failed, if it did. hyper's h2 client reports a
+    /// failed body as a bare stream reset, so the reason travels here rather
+    /// than in the error chain.
+    failed: Arc<OnceLock<ProxyError>>,
+}
+
+impl RequestScan {
+    /// `template` is the request's audit event (client, host, method, path).
+    pub(crate) fn new(
+        scanner: Arc<Scanner>,
+        outgoing: ScanMode,
+        incoming: ScanMode,
+        audit: AuditSink,
+        template: &AuditEvent,
+    ) -> Self {
+        let mut template = template.clone();
+        template.kind = "finding";
+        template.reason = "secret_found";
+        template.status = None;
+        Self {
+            scanner,
+            outgoing,
+            incoming,
+            audit,
+            template,
+            failed: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn sink(&self, direction: Direction, reason: &'static str) -> FindingSink {
+        let mode = match direction {
+            Direction::Out => self.outgoing,
+            Direction::In => self.incoming,
+        };
+        let audit = self.audit.clone();
+        let mut template = self.template.clone();
+        template.direction = Some(direction.as_str());
+        template.reason = reason;
+        template.decision = mode_str(mode);
+        Arc::new(move |f: &Finding| {
+            let mut ev = template.clone();
+            ev.pattern = Some(f.pattern_id.to_string());
+            ev.offset = Some(f.start);
+            audit.emit(ev);
+        })
+    }
+
+    /// Scans `bytes`; returns the replacement in redact mode, or the
+    /// blocking pattern id in block mode.
+    fn check(
+        &self,
+        bytes: &[u8],
+        direction: Direction,
+        reason: &'static str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let mode = match direction {
+            Direction::Out => self.outgoing,
+            Direction::In => self.incoming,
+        };
+        let (replacement, findings) = if mode == ScanMode::Redact {
+            let (redacted, findings) = self.scanner.redact(bytes);
+            (Some(redacted), findings)
+        } else {
+            (None, self.scanner.scan(bytes))
+        };
+        if findings.is_empty() {
+            return Ok(None);
+        }
+        let sink = self.sink(direction, reason);
+        for f in &findings {
+            sink(f);
+        }
+        match mode {
+            ScanMode::Block => Err(findings
+                .first()
+                .map(|f| f.pattern_id.to_string())
+                .unwrap_or_default()),
+            ScanMode::Redact => Ok(replacement),
+            ScanMode::Log => Ok(None),
+        }
+    }
+
+    /// Why the outgoing body was stopped, if it was: a leak, or a body
+    /// that could not be scanned.
+    pub(crate) fn body_failure(&self) -> Option<ProxyError> {
+        self.failed.get().map(|e| match e {
+            ProxyError::Leak { pattern, place } => ProxyError::Leak {
+                pattern: pattern.clone(),
+                place: place.clone(),
+            },
+            ProxyError::Unscannable { place, reason } => ProxyError::Unscannable {
+                place,
+                reason: reason.clone(),
+            },
+            other => ProxyError::Upstream(other.to_string()),
+        })
+    }
+
+    /// The request target (path and query).
+    pub(crate) fn request_uri(&self, uri: &mut Uri) -> Result<(), ProxyError> {
+        let Some(pq) = uri.path_and_query() else {
+            return Ok(());
+        };
+        match self.check(pq.as_str().as_bytes(), Direction::Out, "secret_in_url") {
+            Ok(None) => Ok(()),
+            Ok(Some(redacted)) => {
+                let mut parts = std::mem::take(uri).into_parts();
+                parts.path_and_query =
+                    Some(http::uri::PathAndQuery::try_from(redacted).map_err(|e| {
+                        ProxyError::BadRequest(format!("cannot redact the URL: {e}"))
+                    })?);
+                *uri = Uri::from_parts(parts)
+                    .map_err(|e| ProxyError::BadRequest(format!("cannot redact the URL: {e}")))?;
+                Ok(())
+            }
+            Err(pattern) => Err(ProxyError::Leak {
+                pattern,
+                place: "URL".into(),
+            }),
+        }
+    }
+
+    /// Request headers, except `skip` (the ones airlock itself set).
+    pub(crate) fn request_headers(
+        &self,
+        headers: &mut HeaderMap,
+        skip: &[HeaderName],
+    ) -> Result<(), ProxyError> {
+        scan_headers(self, headers, skip, Direction::Out).map_err(|(pattern, name)| {
+            ProxyError::Leak {
+                pattern,
+                place: format!("header {name}"),
+            }
+        })
+    }
+
+    /// Response headers.
+    pub(crate) fn response_headers(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+        scan_headers(self, headers, &[], Direction::In).map_err(|(pattern, name)| {
+            ProxyError::ResponseLeak {
+                pattern,
+                place: format!("header {name}"),
+            }
+        })
+    }
+
+    /// Offers only the encodings the scanner can decode, so responses come
+    /// back in a form it can read.
+    pub(crate) fn limit_accept_encoding(&self, headers: &mut HeaderMap) {
+        if self.incoming == ScanMode::Log && self.outgoing == ScanMode::Log {
+            return;
+        }
+        let Some(v) = headers.get(ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let kept: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|t| {
+                let name = t.split(';').next().unwrap_or("").trim();
+                ["gzip", "x-gzip", "deflate", "br", "identity"]
+                    .iter()
+                    .any(|k| name.eq_ignore_ascii_case(k))
+            })
+            .collect();
+        if kept.is_empty() {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        } else if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+            headers.insert(ACCEPT_ENCODING, v);
+        }
+    }
+
+    /// Wraps the request body.
+    pub(crate) fn request_body(
+        &self,
+        headers: &mut HeaderMap,
+        body: ProxyBody,
+    ) -> Result<ProxyBody, ProxyError> {
+        self.wrap_body(headers, body, Direction::Out)
+            .map_err(|reason| ProxyError::Unscannable {
+                place: "request body",
+                reason,
+            })
+    }
+
+    /// Wraps the response body.
+    pub(crate) fn response_body(
+        &self,
+        headers: &mut HeaderMap,
+        body: ProxyBody,
+    ) -> Result<ProxyBody, ProxyError> {
+        self.wrap_body(headers, body, Direction::In)
+            .map_err(|reason| ProxyError::Unscannable {
+                place: "response body",
+                reason,
+            })
+    }
+
+    fn wrap_body(
+        &self,
+        headers: &mut HeaderMap,
+        body: ProxyBody,
+        direction: Direction,
+    ) -> Result<ProxyBody, String> {
+        if body.is_end_stream() {
+            return Ok(body);
+        }
+        let mode = match direction {
+            Direction::Out => self.outgoing,
+            Direction::In => self.incoming,
+        };
+        let coding = match headers.get(CONTENT_ENCODING) {
+            None => ContentCoding::Identity,
+            Some(v) => ContentCoding::from_header(v.as_bytes()).ok_or_else(|| {
+                format!(
+                    "Content-Encoding `{}` is not one airlock can decode (gzip, deflate, br)",
+                    String::from_utf8_lossy(v.as_bytes())
+                )
+            })?,
+        };
+        let scanner = Arc::clone(&self.scanner);
+        let wrapped = if coding == ContentCoding::Identity {
+            ScanBody::new(body, scanner, mode)
+        } else if mode == ScanMode::Redact {
+            headers.remove(CONTENT_ENCODING);
+            ScanBody::decoding(body, scanner, mode, coding, EncodedForward::Decoded)
+        } else {
+            ScanBody::decoding(body, scanner, mode, coding, EncodedForward::Original)
+        };
+        if mode == ScanMode::Redact {
+            // The length changes: send chunked (h1) or unsized (h2).
+            headers.remove(CONTENT_LENGTH);
+        }
+        let wrapped = wrapped.with_sink(self.sink(direction, "secret_in_body"));
+        let slot = (direction == Direction::Out).then(|| Arc::clone(&self.failed));
+        Ok(wrapped
+            .map_err(move |e| {
+                if let Some(slot) = &slot {
+                    let _first = slot.set(match &e {
+                        ScanError::Blocked(b) => ProxyError::Leak {
+                            pattern: b.pattern_id.to_string(),
+                            place: "request body".into(),
+                        },
+                        other => ProxyError::Unscannable {
+                            place: "request body",
+                            reason: other.to_string(),
+                        },
+                    });
+                }
+                Box::new(e) as BoxError
+            })
+            .boxed_unsync())
+    }
+}
+
+fn scan_headers(
+    scan: &RequestScan,
+    headers: &mut HeaderMap,
+    skip: &[HeaderName],
+    direction: Direction,
+) -> Result<(), (String, HeaderName)> {
+    let mut replace: Vec<(HeaderName, usize, HeaderValue)> = Vec::new();
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| !skip.contains(n))
+        .cloned()
+        .collect();
+    for name in names {
+        for (i, value) in headers.get_all(&name).iter().enumerate() {
+            match scan.check(value.as_bytes(), direction, "secret_in_header") {
+                Ok(None) => {}
+                Ok(Some(redacted)) => {
+                    if let Ok(v) = HeaderValue::from_bytes(&redacted) {
+                        replace.push((name.clone(), i, v));
+                    }
+                }
+                Err(pattern) => return Err((pattern, name)),
+            }
+        }
+    }
+    for (name, index, value) in replace {
+        let mut values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        if let Some(slot) = values.get_mut(index) {
+            *slot = value;
+        }
+        headers.remove(&name);
+        for v in values {
+            headers.append(name.clone(), v);
+        }
+    }
+    Ok(())
+}
+
+fn mode_str(mode: ScanMode) -> &'static str {
+    match mode {
+        ScanMode::Block => "block",
+        ScanMode::Redact => "redact",
+        ScanMode::Log => "log",
+    }
+}

@@ -1,0 +1,356 @@
+//! The scanner on the request path: secrets going out are blocked before
+//! their bytes leave; secrets coming back are redacted.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use crate::support::ca::TestCa;
+use crate::support::client;
+use crate::support::origin::{self, Origin, echo, full, record};
+use crate::support::proxy::{ProxyBuilder, TestProxy};
+
+const GITHUB: &str = "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";
+const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+
+async fn setup(handler: origin::Handler, scan: &[&str]) -> (TestCa, Origin, TestProxy) {
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", handler).await;
+    let proxy = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .scan(scan)
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ))
+        .start()
+        .await;
+    (ca, origin, proxy)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// No recorded request at the origin carries the secret, or any prefix of
+/// it longer than 8 bytes, anywhere.
+fn origin_never_saw(origin: &Origin, secret: &str) {
+    let probe = &secret.as_bytes()[..8.min(secret.len())];
+    for r in origin.received() {
+        assert!(
+            !r.target.contains(secret),
+            "secret in the URL the origin saw"
+        );
+        for (name, v) in &r.headers {
+            assert!(!contains(v.as_bytes(), probe), "secret in header {name}");
+        }
+        if let Some(b) = &r.body {
+            assert!(
+                !contains(b, probe),
+                "a prefix of the secret reached the origin"
+            );
+        }
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_secrets_are_blocked_wherever_they_are() {
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let c = client::reqwest(&proxy);
+
+    let json = format!("{{\"note\":\"hello\",\"token\":\"{GITHUB}\"}}");
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["airlock-error"], "secret_blocked");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("github-pat-classic") && !text.contains(GITHUB),
+        "{text}"
+    );
+
+    let form = format!("user=a&aws_key={AWS}&x=1");
+    let r = c
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // 1-byte chunks: the verdict must not depend on chunking.
+    let payload = format!("prefix {} suffix {GITHUB} tail", "x".repeat(300));
+    let chunks: Vec<Result<Bytes, std::io::Error>> = payload
+        .bytes()
+        .map(|b| Ok(Bytes::copy_from_slice(&[b])))
+        .collect();
+    // HTTP/1.1 chunked encoding, one byte per chunk. (Over h2, 1-byte DATA
+    // frames trip h2's flood protection, which closes the connection.)
+    let h1 = client::reqwest_builder(&proxy)
+        .http1_only()
+        .build()
+        .unwrap();
+    let sent = h1
+        .post(format!("{url}/bytewise"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    // airlock answers 403 as soon as it sees the secret; a client still
+    // streaming its body may see the stream closed instead. Either way the
+    // audit log has the block and the origin has nothing.
+    if let Ok(r) = sent {
+        assert_eq!(r.status(), 403);
+    }
+    proxy
+        .audit_event("bytewise block", |e| {
+            e["kind"] == "finding" && e["path"] == "/upload/bytewise" && e["decision"] == "block"
+        })
+        .await;
+
+    // gzip: the decoded stream is scanned.
+    let r = c
+        .post(&url)
+        .header("content-encoding", "gzip")
+        .body(gzip(format!("data {AWS} data").as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // A body airlock cannot decode is refused, not forwarded unscanned.
+    let r = c
+        .post(&url)
+        .header("content-encoding", "zstd")
+        .body("whatever")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["airlock-error"], "unscannable_body");
+    let r = c
+        .post(&url)
+        .header("content-encoding", "gzip")
+        .body("not gzip at all, really not")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a corrupt gzip body is refused");
+
+    let r = c
+        .get(format!("{url}?access_token={GITHUB}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(&url)
+        .header("x-debug", format!("key={AWS}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("header x-debug"));
+
+    origin_never_saw(&origin, GITHUB);
+    origin_never_saw(&origin, AWS);
+    let ev = proxy
+        .audit_event("finding", |e| {
+            e["kind"] == "finding" && e["reason"] == "secret_in_body"
+        })
+        .await;
+    assert_eq!(ev["direction"], "out");
+    assert_eq!(ev["decision"], "block");
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(
+        !log.contains(GITHUB) && !log.contains(AWS),
+        "the audit log must never hold a secret"
+    );
+}
+
+/// A secret deep inside a large streamed body: the origin gets the bytes
+/// before it at most, never the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_secret_in_a_streamed_body_never_reaches_the_origin() {
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let url = format!("https://api.example.test:{}/big", origin.port());
+    let mut chunks: Vec<Result<Bytes, std::io::Error>> = (0..64)
+        .map(|_| Ok(Bytes::from(vec![b'a'; 16 * 1024])))
+        .collect();
+    chunks.push(Ok(Bytes::from(format!("...{GITHUB}..."))));
+    chunks.extend((0..8).map(|_| Ok(Bytes::from(vec![b'b'; 16 * 1024]))));
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    // Either a clean 403, or the upstream stream was cut and the client sees an error/403.
+    if let Ok(r) = r {
+        assert_ne!(r.status(), 200);
+    }
+    origin_never_saw(&origin, GITHUB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_responses_are_redacted_for_the_sandbox() {
+    let handler: origin::Handler = Arc::new(|req, rec| {
+        Box::pin(async move {
+            let r = record(req, &rec).await;
+            let body = format!("{{\"leak\":\"{GITHUB}\",\"aws\":\"{AWS}\"}}");
+            let mut resp = if r.target == "/gz" {
+                let mut resp = Response::new(full(gzip(body.as_bytes())));
+                resp.headers_mut()
+                    .insert("content-encoding", "gzip".parse().unwrap());
+                resp
+            } else if r.target == "/sse" {
+                let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> = vec![
+                    Ok(Frame::data(Bytes::from("data: ghp_FAKE00000000EXAMP"))),
+                    Ok(Frame::data(Bytes::from("LE0000000000a0FsSOM\n\n"))),
+                ];
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            } else {
+                Response::new(full(body))
+            };
+            resp.headers_mut()
+                .insert("x-echo", format!("token {GITHUB}").parse().unwrap());
+            resp
+        })
+    });
+    let (_ca, origin, proxy) = setup(handler, &[]).await;
+    let c = client::reqwest_builder(&proxy).no_gzip().build().unwrap();
+    let base = format!("https://api.example.test:{}", origin.port());
+    for path in ["/plain", "/gz", "/sse"] {
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-echo"], "token [REDACTED:github-pat-classic]");
+        assert!(
+            r.headers().get("content-encoding").is_none(),
+            "{path}: redacted bodies are sent decoded"
+        );
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains(GITHUB) && !body.contains(AWS),
+            "{path}: {body}"
+        );
+        assert!(
+            body.contains("[REDACTED:github-pat-classic]"),
+            "{path}: {body}"
+        );
+    }
+    let ev = proxy
+        .audit_event("incoming finding", |e| {
+            e["kind"] == "finding" && e["direction"] == "in"
+        })
+        .await;
+    assert_eq!(ev["decision"], "redact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_block_withholds_the_response() {
+    let handler: origin::Handler = Arc::new(|req, rec| {
+        Box::pin(async move {
+            record(req, &rec).await;
+            let mut resp = Response::new(full("ok"));
+            resp.headers_mut().insert("x-key", AWS.parse().unwrap());
+            resp
+        })
+    });
+    let (_ca, origin, proxy) = setup(handler, &["incoming = \"block\""]).await;
+    let r = client::reqwest(&proxy)
+        .get(format!("https://api.example.test:{}/", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["airlock-error"], "secret_in_response");
+    assert!(!r.text().await.unwrap().contains(AWS));
+}
+
+/// 50 MB of benign bytes each way pass byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_benign_body_passes_unchanged() {
+    const SIZE: usize = 50 * 1024 * 1024;
+    fn pattern(i: usize) -> u8 {
+        // Text-like bytes with keyword-ish fragments, but no secret.
+        const TEXT: &[u8] =
+            b"the quick brown fox jumps over AKIA lazy dogs ghp_ 0123456789 {\"k\":\"v\"}\n";
+        TEXT[i % TEXT.len()]
+    }
+    let handler: origin::Handler = Arc::new(|req, _rec| {
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let (mut n, mut ok) = (0usize, true);
+            while let Some(frame) = body.frame().await {
+                if let Ok(d) = frame.unwrap().into_data() {
+                    for (k, b) in d.iter().enumerate() {
+                        ok &= *b == pattern(n + k);
+                    }
+                    n += d.len();
+                }
+            }
+            let stream = futures_util::stream::iter((0..SIZE / 65536).map(|c| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from(
+                    (0..65536)
+                        .map(|i| pattern(c * 65536 + i))
+                        .collect::<Vec<u8>>(),
+                )))
+            }));
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut()
+                .insert("x-received", format!("{n} {ok}").parse().unwrap());
+            resp
+        })
+    });
+    let (_ca, origin, proxy) = setup(handler, &[]).await;
+    let upload = futures_util::stream::iter((0..SIZE / 65536).map(|c| {
+        Ok::<_, std::io::Error>(Bytes::from(
+            (0..65536)
+                .map(|i| pattern(c * 65536 + i))
+                .collect::<Vec<u8>>(),
+        ))
+    }));
+    let r = client::reqwest_builder(&proxy)
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+        .unwrap()
+        .post(format!("https://api.example.test:{}/echo", origin.port()))
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-received"], format!("{SIZE} true"));
+    let mut stream = r.bytes_stream();
+    let (mut n, mut ok) = (0usize, true);
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for (k, b) in chunk.iter().enumerate() {
+            ok &= *b == pattern(n + k);
+        }
+        n += chunk.len();
+    }
+    assert_eq!((n, ok), (SIZE, true));
+}
