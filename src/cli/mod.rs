@@ -51,6 +51,20 @@ enum Command {
         #[arg(long, default_value = "GET")]
         method: String,
     },
+    /// Run the secret scanner over files or stdin; exit 1 when anything is found.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    /// Files to scan; none, or `-`, reads standard input.
+    files: Vec<PathBuf>,
+    /// One JSON object per finding instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The pattern file.
+    #[arg(long, default_value = "rules/secrets.toml")]
+    patterns: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +90,7 @@ pub fn main() -> ExitCode {
             command: CaCommand::Init { dir, force },
         } => ca_init(&dir, force),
         Command::Check { config } => check(config.as_deref()),
+        Command::Scan(args) => scan(&args),
         Command::Explain {
             config,
             url,
@@ -280,6 +295,18 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let found = crate::scan::cli::run(&args.patterns, &args.files, args.json, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(if found {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[expect(clippy::print_stdout, reason = "the CLI's one writer to stdout")]

@@ -235,3 +235,30 @@ async fn serve_with_curl_allows_denies_and_shuts_down_cleanly() {
     );
     assert!(audit.contains("\"path\":\"/hello\""), "{audit}");
 }
+
+#[test]
+fn scan_reports_findings_with_line_column_and_a_masked_preview() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leaky.env");
+    std::fs::write(
+        &file,
+        "# config\nGITHUB_TOKEN=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\nok=1\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["scan", file.to_str().unwrap()], repo);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("leaky.env:2:14: github-pat-classic"), "{out}");
+    assert!(
+        !out.contains("ghp_FAKE00000000EXAMPLE"),
+        "the preview is masked: {out}"
+    );
+    let (code, out, _) = run(&["scan", "--json", file.to_str().unwrap()], repo);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["pattern_id"], "github-pat-classic");
+    assert_eq!(v["line"], 2);
+    std::fs::write(&file, "nothing to see\n").unwrap();
+    let (code, out, _) = run(&["scan", file.to_str().unwrap()], repo);
+    assert_eq!((code, out.as_str()), (0, ""));
+}
