@@ -13,7 +13,7 @@ use airlock::credentials::{
     CachedSource, SecretError, SecretRef, SecretSource, VaultAuth, VaultSettings, VaultSource,
 };
 
-use crate::support::bao::{Bao, ROOT_TOKEN};
+use crate::support::bao::Bao;
 
 fn r(s: &str) -> SecretRef {
     s.parse().unwrap()
@@ -50,7 +50,7 @@ async fn token_auth_reads_a_kv2_secret() {
         &[("token", "ghp_vault_value"), ("user", "bot")],
     )
     .await;
-    let src = VaultSource::connect(token_settings(&bao), &env_token(ROOT_TOKEN))
+    let src = VaultSource::connect(token_settings(&bao), &env_token(bao.root_token()))
         .await
         .unwrap();
     let got = src.fetch(&r("tools/github#token")).await.unwrap();
@@ -63,7 +63,9 @@ async fn token_auth_reads_a_kv2_secret() {
         described.contains(&bao.address()) && described.contains("token"),
         "{described}"
     );
-    assert!(!described.contains(ROOT_TOKEN) && !format!("{src:?}").contains(ROOT_TOKEN));
+    assert!(
+        !described.contains(bao.root_token()) && !format!("{src:?}").contains(bao.root_token())
+    );
 }
 
 #[tokio::test]
@@ -125,9 +127,12 @@ async fn bad_approle_credentials_are_refused_at_connect() {
         role_id_file: write_file(dir.path(), "role_id", &role_id),
         secret_id_file: write_file(dir.path(), "secret_id", "wrong-secret-id"),
     };
-    let err = VaultSource::connect(VaultSettings::new(bao.address(), auth), &HashMap::new())
-        .await
-        .unwrap_err();
+    let settings = VaultSettings::new(bao.address(), auth);
+    let err = match VaultSource::connect(settings, &HashMap::new()).await {
+        Ok(src) => panic!("connected anyway; health: {:?}", src.health().await),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), "secret_denied", "{err}");
     let msg = err.to_string();
     assert!(
         !msg.contains("wrong-secret-id") && !msg.contains(&role_id),
@@ -174,7 +179,7 @@ async fn missing_path_or_key_is_not_found_naming_the_ref() {
         .await;
     bao.put_json("tools/odd", serde_json::json!({ "n": 42 }))
         .await;
-    let src = VaultSource::connect(token_settings(&bao), &env_token(ROOT_TOKEN))
+    let src = VaultSource::connect(token_settings(&bao), &env_token(bao.root_token()))
         .await
         .unwrap();
 
@@ -215,7 +220,7 @@ async fn vault_down_fails_closed_quickly_and_recovers_without_a_new_source() {
     let mut bao = Bao::start().await;
     bao.put_secret("tools/github", &[("token", "ghp_before")])
         .await;
-    let src = VaultSource::connect(token_settings(&bao), &env_token(ROOT_TOKEN))
+    let src = VaultSource::connect(token_settings(&bao), &env_token(bao.root_token()))
         .await
         .unwrap();
     // TTL zero: every get goes to Vault, as it would once a value expires.
@@ -280,7 +285,7 @@ async fn thousand_concurrent_first_gets_make_one_vault_read() {
     let bao = Bao::start().await;
     bao.put_secret("tools/github", &[("token", "ghp_once")])
         .await;
-    let src = VaultSource::connect(token_settings(&bao), &env_token(ROOT_TOKEN))
+    let src = VaultSource::connect(token_settings(&bao), &env_token(bao.root_token()))
         .await
         .unwrap();
     let cache = Arc::new(CachedSource::new(Arc::new(src), Duration::from_secs(300)));

