@@ -235,6 +235,7 @@ async fn vault_down_fails_closed_quickly_and_recovers_without_a_new_source() {
     let started = Instant::now();
     let err = cache.get(&secret).await.unwrap_err();
     let took = started.elapsed();
+    eprintln!("vault stopped: Unavailable after {took:?}");
     assert_eq!(err.code(), "secret_unavailable", "{err}");
     assert!(err.to_string().contains("tools/github#token"), "{err}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
@@ -272,6 +273,7 @@ async fn silent_vault_is_bounded_by_the_timeout() {
     let started = Instant::now();
     let err = read(&src, "tools/github#token").await.unwrap_err();
     let took = started.elapsed();
+    eprintln!("silent vault (1 s timeout): Unavailable after {took:?}");
     assert_eq!(err.code(), "secret_unavailable", "{err}");
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
