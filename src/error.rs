@@ -39,6 +39,16 @@ pub enum ProxyError {
     /// A method a forward proxy does not serve (405).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A credential could not be added (503 when the secret is unavailable:
+    /// fail closed). Names the secret ref, never its value.
+    #[error("credential: {0}")]
+    Credential(#[from] crate::inject::InjectError),
+    /// A placeholder outside the one header of the one host it stands in for (403).
+    #[error("placeholder {0} used outside its header or host")]
+    Placeholder(String),
+    /// The rule injects a credential but the request is plain HTTP (403).
+    #[error("the rule injects a credential, and this request is unencrypted HTTP")]
+    InjectOverHttp,
     /// A secret in what the sandbox sent (403). Names the pattern, never the value.
     #[error("secret in {place} (pattern {pattern})")]
     Leak {
@@ -89,6 +99,10 @@ impl ProxyError {
             ProxyError::Path(_) => "bad_path",
             ProxyError::NotProxyRequest => "not_proxy_request",
             ProxyError::Unsupported(_) => "unsupported",
+            ProxyError::Credential(crate::inject::InjectError::Secret(e)) => e.code(),
+            ProxyError::Credential(_) => "inject_refused",
+            ProxyError::Placeholder(_) => "placeholder_misuse",
+            ProxyError::InjectOverHttp => "inject_over_http",
             ProxyError::Leak { .. } => "secret_blocked",
             ProxyError::Unscannable { .. } => "unscannable_body",
             ProxyError::ResponseLeak { .. } => "secret_in_response",
@@ -108,7 +122,13 @@ impl ProxyError {
             ProxyError::Guard(_) | ProxyError::Upstream(_) | ProxyError::ResponseLeak { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::Leak { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Leak { .. } | ProxyError::Placeholder(_) | ProxyError::InjectOverHttp => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyError::Credential(crate::inject::InjectError::WrongHost { .. }) => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unscannable { place, .. } if *place == "response body" => {
                 StatusCode::BAD_GATEWAY
             }
@@ -125,8 +145,12 @@ impl ProxyError {
     /// True when this is a refusal by policy (deny) rather than a failure.
     pub fn is_denial(&self) -> bool {
         matches!(self, ProxyError::ResponseLeak { .. })
-            || (self.status() != StatusCode::BAD_GATEWAY
-                && self.status() != StatusCode::GATEWAY_TIMEOUT)
+            || !matches!(
+                self.status(),
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::GATEWAY_TIMEOUT
+                    | StatusCode::SERVICE_UNAVAILABLE
+            )
     }
 
     /// The text the agent reads.
@@ -151,6 +175,15 @@ impl ProxyError {
             ),
             ProxyError::ResponseLeak { pattern, place } => format!(
                 "airlock withheld this response: its {place} carried a secret (pattern {pattern}).\n"
+            ),
+            ProxyError::Credential(crate::inject::InjectError::Secret(e)) => format!(
+                "airlock could not add the credential this request needs: {e}.\n\
+                 The request was not sent. This is on airlock's side (the secret store); retrying \
+                 later may work, changing the request will not.\n"
+            ),
+            ProxyError::Placeholder(p) => format!(
+                "airlock refused this request: it carries the credential placeholder {p} somewhere \
+                 other than the header of the host it stands in for.\nNothing was sent.\n"
             ),
             ProxyError::NotProxyRequest => {
                 "airlock is a forward proxy: send requests to it as a proxy \

@@ -19,6 +19,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod guard;
+pub mod inject;
 pub mod listener;
 pub mod policy;
 pub mod scan;

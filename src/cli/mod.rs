@@ -155,7 +155,7 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         files = ?config.rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "allowlist loaded"
     );
-    tracing::info!(backend = %config.secrets_backend, "secret backend");
+    tracing::info!(backend = config.secrets.backend_name(), "secret backend");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

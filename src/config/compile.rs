@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::raw::{RawConfig, RawHostRule, RawRuleFile};
 use super::{
     AuditOutput, Config, ConfigError, ConfigErrors, DnsSettings, ProxySettings, ScanAction,
-    ScanSettings, TlsSettings, UpstreamRoots, parse_duration,
+    ScanSettings, SecretBackend, SecretsSettings, TlsSettings, UpstreamRoots, parse_duration,
 };
 use crate::policy::{Host, HostPattern, Methods, Policy, Rule, RuleRef};
 
@@ -51,7 +51,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         Some("off") => AuditOutput::Off,
         Some(path) => AuditOutput::File(base.join(path)),
     };
-    let secrets_backend = compile_secrets(&src, &raw, &mut errors);
+    let secrets = compile_secrets(&src, &raw, base, &mut errors);
 
     let mut rules = Vec::new();
     let file_name: Arc<str> = Arc::from(name);
@@ -87,7 +87,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         dns,
         scan,
         audit,
-        secrets_backend,
+        secrets,
         policy: Arc::new(Policy::new(rules, hint_files)),
         source: name.to_owned(),
         rule_files,
@@ -504,18 +504,93 @@ fn compile_scan(
     }
 }
 
-fn compile_secrets(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) -> String {
-    let Some(table) = raw.secrets.as_ref() else {
-        return "file".to_owned();
-    };
-    match table.get_ref().get("backend").map(|v| v.as_str()) {
-        None => "file".to_owned(),
-        Some(Some(b @ ("file" | "vault"))) => b.to_owned(),
-        Some(_) => {
-            errors.push(src.err(table, "secrets.backend: use \"file\" or \"vault\""));
-            "file".to_owned()
+fn compile_secrets(
+    src: &Src<'_>,
+    raw: &RawConfig,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> SecretsSettings {
+    use crate::credentials::{VaultAuth, VaultSettings};
+    let s = &raw.secrets;
+    let cache_ttl = duration_field(
+        src,
+        "secrets.cache_ttl",
+        s.cache_ttl.as_ref(),
+        Duration::from_secs(300),
+        errors,
+    );
+    let file = || SecretBackend::File(base.join(s.file.as_deref().unwrap_or("secrets.local.toml")));
+    let backend = match s.backend.as_ref().map(|b| (b, b.get_ref().as_str())) {
+        None | Some((_, "file")) => file(),
+        Some((_, "vault")) => {
+            let default = super::raw::RawVault::default();
+            let v = s.vault.as_ref().map_or(&default, |v| v.get_ref());
+            let auth = match v.auth.as_ref().map(|a| (a, a.get_ref().as_str())) {
+                None | Some((_, "token")) => VaultAuth::Token {
+                    token_file: v.token_file.as_ref().map(|f| base.join(f)),
+                },
+                Some((a, "approle")) => {
+                    match (&v.role_id_file, &v.secret_id_file) {
+                        (Some(role), Some(secret)) => VaultAuth::AppRole {
+                            mount: v
+                                .approle_mount
+                                .clone()
+                                .unwrap_or_else(|| "approle".to_owned()),
+                            role_id_file: base.join(role),
+                            secret_id_file: base.join(secret),
+                        },
+                        _ => {
+                            errors.push(src.err(a, "secrets.vault.auth: \"approle\" needs role_id_file and secret_id_file"));
+                            VaultAuth::Token { token_file: None }
+                        }
+                    }
+                }
+                Some((a, other)) => {
+                    errors.push(src.err(a, format!("secrets.vault.auth: `{other}` is not valid: use \"token\" or \"approle\"")));
+                    VaultAuth::Token { token_file: None }
+                }
+            };
+            let address = match &v.address {
+                None => "http://127.0.0.1:8200".to_owned(),
+                Some(a) => {
+                    let text = a.get_ref().trim_end_matches('/');
+                    if !(text.starts_with("http://") || text.starts_with("https://"))
+                        || text.parse::<http::Uri>().is_err()
+                    {
+                        errors.push(src.err(a, format!("secrets.vault.address: `{text}` is not an http(s)://host:port address")));
+                    }
+                    text.to_owned()
+                }
+            };
+            let mut settings = VaultSettings::new(address, auth);
+            if let Some(m) = &v.kv_mount {
+                settings.kv_mount.clone_from(m);
+            }
+            settings.timeout = duration_field(
+                src,
+                "secrets.vault.timeout",
+                v.timeout.as_ref(),
+                settings.timeout,
+                errors,
+            );
+            settings.ca_file = v.ca_file.as_ref().map(|f| base.join(f));
+            SecretBackend::Vault(settings)
         }
+        Some((b, other)) => {
+            errors.push(src.err(
+                b,
+                format!("secrets.backend: `{other}` is not valid: use \"file\" or \"vault\""),
+            ));
+            file()
+        }
+    };
+    if let (Some(v), SecretBackend::File(_)) = (&s.vault, &backend) {
+        errors.push(src.err(
+            v,
+            "secrets.vault: set `backend = \"vault\"` to use it (the backend is \"file\")",
+        ));
     }
+    SecretsSettings { backend, cache_ttl }
 }
 
 /// Parses a rule's `match`: exact name, `*.suffix`, or an IP literal.
@@ -654,12 +729,20 @@ fn compile_rule(
             }
         }
     });
-    if let Some(inject) = &r.inject {
-        errors.push(src.err(
-            inject,
-            "host.inject: credential injection is not built in this version; remove the key",
-        ));
-    }
+    let inject = r
+        .inject
+        .as_ref()
+        .and_then(|v| match crate::inject::parse(v.get_ref()) {
+            Ok(items) => Some(Arc::new(crate::inject::InjectionPlan {
+                items,
+                over_plain_http: r.danger_inject_over_http.unwrap_or(false),
+            })),
+            Err(msg) => {
+                errors.push(src.err(v, format!("host.inject: {msg}")));
+                None
+            }
+        });
+
     if let Some(a) = r.approval.as_ref().filter(|a| a.get_ref() != "none") {
         errors.push(src.err(
             a,
@@ -689,5 +772,6 @@ fn compile_rule(
         methods,
         paths,
         websocket: r.websocket.unwrap_or(false),
+        inject,
     })
 }

@@ -40,8 +40,8 @@ pub struct Config {
     pub scan: ScanSettings,
     /// `[audit]`.
     pub audit: AuditOutput,
-    /// `[secrets]` backend name, as configured.
-    pub secrets_backend: String,
+    /// `[secrets]`.
+    pub secrets: SecretsSettings,
     /// The allowlist.
     pub policy: Arc<Policy>,
     /// Where the config itself came from (a path or the embedded default).
@@ -135,6 +135,34 @@ pub struct DnsSettings {
     pub block_private: bool,
     /// Exceptions to `block_private`.
     pub allow_cidrs: Vec<IpNet>,
+}
+
+/// Where credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretBackend {
+    /// A local TOML file (mode 0600).
+    File(PathBuf),
+    /// HashiCorp Vault or OpenBao.
+    Vault(crate::credentials::VaultSettings),
+}
+
+/// `[secrets]`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsSettings {
+    /// The backend.
+    pub backend: SecretBackend,
+    /// How long fetched values are served from memory.
+    pub cache_ttl: Duration,
+}
+
+impl SecretsSettings {
+    /// `file` or `vault`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            SecretBackend::File(_) => "file",
+            SecretBackend::Vault(_) => "vault",
+        }
+    }
 }
 
 /// What to do with a secret found in a body, header or URL.
@@ -293,10 +321,10 @@ mod tests {
     bad!(duration, "bad_duration.toml", "2:16", "unknown unit");
     bad!(trace, "bad_trace.toml", "3:11", "TRACE is always refused");
     bad!(
-        inject_unsupported,
-        "bad_inject_unsupported.toml",
+        inject_template,
+        "bad_inject_template.toml",
         "3:10",
-        "host.inject"
+        "host.inject: `value` must contain {{secret}}"
     );
     bad!(
         unknown_key,
@@ -325,7 +353,7 @@ mod tests {
         assert_eq!(c.proxy.listen, "127.0.0.1:3128".parse().unwrap());
         assert!(c.policy.len() > 3, "ships an example allowlist");
         assert!(c.dns.block_private);
-        assert_eq!(c.secrets_backend, "file");
+        assert_eq!(c.secrets.backend_name(), "file");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct RawConfig {
     pub dns: RawDns,
     /// `[secrets]`: where credentials come from.
     #[serde(default)]
-    pub secrets: Option<Spanned<toml::Table>>,
+    pub secrets: RawSecrets,
     /// `[scan]`: secret scanning.
     #[serde(default)]
     pub scan: RawScan,
@@ -97,6 +97,44 @@ pub struct RawDns {
     pub allow_cidrs: Vec<Spanned<String>>,
 }
 
+/// `[secrets]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    /// `"file"` (default) or `"vault"`.
+    pub backend: Option<Spanned<String>>,
+    /// The file backend's TOML file (mode 0600). Default `secrets.local.toml`.
+    pub file: Option<String>,
+    /// How long a fetched value is served from memory. Default `5m`.
+    pub cache_ttl: Option<Spanned<String>>,
+    /// `[secrets.vault]`.
+    pub vault: Option<Spanned<RawVault>>,
+}
+
+/// `[secrets.vault]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    /// `http(s)://host:port`. Default `http://127.0.0.1:8200`.
+    pub address: Option<Spanned<String>>,
+    /// `"token"` (default: `VAULT_TOKEN` or `token_file`) or `"approle"`.
+    pub auth: Option<Spanned<String>>,
+    /// File holding the Vault token (instead of `VAULT_TOKEN`).
+    pub token_file: Option<String>,
+    /// AppRole auth mount. Default `approle`.
+    pub approle_mount: Option<String>,
+    /// File holding the AppRole role id.
+    pub role_id_file: Option<String>,
+    /// File holding the AppRole secret id.
+    pub secret_id_file: Option<String>,
+    /// KV v2 mount. Default `secret`.
+    pub kv_mount: Option<String>,
+    /// Bound on every Vault call. Default `5s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Extra CA bundle for Vault's TLS.
+    pub ca_file: Option<String>,
+}
+
 /// `[scan]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +183,9 @@ pub struct RawHostRule {
     pub websocket: Option<bool>,
     /// Credential injection (see the README).
     pub inject: Option<Spanned<toml::Value>>,
+    /// Allows injecting credentials into plain-HTTP (unencrypted) requests.
+    /// Default false: such requests are refused.
+    pub danger_inject_over_http: Option<bool>,
     /// `"none"` (default); `"required"` is not built yet and is refused.
     pub approval: Option<Spanned<String>>,
     /// Rate limit; not built yet and refused.

@@ -24,6 +24,7 @@ use super::scanning::RequestScan;
 use crate::audit::AuditEvent;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
+use crate::inject::misplaced_placeholder;
 use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
 use crate::scan::ScanError;
 use crate::upstream::connector::ConnectError;
@@ -149,6 +150,39 @@ pub(crate) async fn forward(
     // The pooled client picks h2 or http/1.1 by ALPN; it wants 1.1 here.
     parts.version = Version::HTTP_11;
 
+    let mut injected: Vec<http::HeaderName> = Vec::new();
+    if let Some(plan) = &judged.rule.inject {
+        let applied = match state.secrets() {
+            Some(secrets) => plan
+                .apply(
+                    &judged.rule.pattern,
+                    &target.host,
+                    &mut parts.headers,
+                    &secrets,
+                )
+                .await
+                .map_err(ProxyError::from),
+            None => Err(ProxyError::Credential(crate::inject::InjectError::Secret(
+                crate::credentials::SecretError::Config(
+                    "no secret backend is configured (the secrets file is missing)".into(),
+                ),
+            ))),
+        };
+        match applied {
+            Ok(applied) if !applied.secrets.is_empty() => {
+                let mut ev = event.clone();
+                ev.kind = "inject";
+                ev.decision = "inject";
+                ev.reason = "credential_added";
+                ev.secrets.clone_from(&applied.secrets);
+                state.audit.emit(ev);
+                event.secrets = applied.secrets;
+                injected = applied.headers;
+            }
+            Ok(_) => {}
+            Err(err) => return fail(&state, event, start, err),
+        }
+    }
     let scan = state.scanner().map(|scanner| {
         let s = &generation.config.scan;
         RequestScan::new(
@@ -163,7 +197,7 @@ pub(crate) async fn forward(
     if let Some(scan) = &scan {
         let checked = scan
             .request_uri(&mut parts.uri)
-            .and_then(|()| scan.request_headers(&mut parts.headers, &[]))
+            .and_then(|()| scan.request_headers(&mut parts.headers, &injected))
             .and_then(|()| {
                 scan.limit_accept_encoding(&mut parts.headers);
                 scan.request_body(&mut parts.headers, body)
@@ -255,6 +289,21 @@ fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Ju
         &path,
         websocket,
     )?;
+    if let Some(p) = misplaced_placeholder(
+        policy.placeholders(),
+        rule.inject.as_deref(),
+        req.headers(),
+        req.uri(),
+    ) {
+        return Err(ProxyError::Placeholder(p.to_owned()));
+    }
+    if rule
+        .inject
+        .as_ref()
+        .is_some_and(|plan| target.scheme == Scheme::Http && !plan.over_plain_http)
+    {
+        return Err(ProxyError::InjectOverHttp);
+    }
     Ok(Judged {
         rule,
         path,

@@ -29,6 +29,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::audit::AuditSink;
 use crate::config::Config;
+use crate::config::{SecretBackend, SecretsSettings};
+use crate::credentials::{
+    CachedSource, FileSource, ProcessEnv, SecretRef, SecretSource, SecretValue, VaultSource,
+};
 use crate::error::ProxyError;
 use crate::guard::Guard;
 use crate::scan::{HeldSecret, PatternSet, Scanner};
@@ -39,7 +43,6 @@ use crate::upstream::{Connector, ProxyBody, Upstream};
 
 /// What lives for the whole process: the leaf issuer (and so the CA), the
 /// audit sink and its counters, and the current config generation.
-#[derive(Debug)]
 pub struct State {
     generation: ArcSwap<Generation>,
     /// Leaf certificates for intercepted names.
@@ -53,6 +56,9 @@ pub struct State {
     scanner: ArcSwapOption<Scanner>,
     /// The secret values airlock has fetched (for the scanner).
     held: Mutex<Vec<HeldSecret>>,
+    /// Where credentials come from, cached. `None` when no backend is set up
+    /// (the file backend without its file): injections then fail closed.
+    secrets: ArcSwapOption<CachedSource>,
 }
 
 /// Everything built from one config: swapped whole on reload, so a request
@@ -67,10 +73,60 @@ pub struct Generation {
     pub guard: Arc<Guard>,
 }
 
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
 impl State {
     /// The generation in force now.
     pub fn generation(&self) -> Arc<Generation> {
         self.generation.load_full()
+    }
+
+    /// The credential cache, if a backend is configured.
+    pub fn secrets(&self) -> Option<Arc<CachedSource>> {
+        self.secrets.load_full()
+    }
+
+    /// Connects the secret backend of `settings` and installs its cache. Values
+    /// it fetches are registered with the scanner.
+    ///
+    /// # Errors
+    /// A misconfigured backend (unsafe file permissions, bad Vault settings).
+    pub async fn connect_secrets(
+        self: &Arc<Self>,
+        settings: &SecretsSettings,
+        needed: bool,
+    ) -> anyhow::Result<()> {
+        let source: Arc<dyn SecretSource> = match &settings.backend {
+            SecretBackend::File(path) => {
+                if !path.exists() && !needed {
+                    tracing::info!(file = %path.display(), "no secrets file; no rule injects a credential");
+                    self.secrets.store(None);
+                    return Ok(());
+                }
+                Arc::new(FileSource::load(path).map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
+            SecretBackend::Vault(v) => Arc::new(
+                VaultSource::connect(v.clone(), &ProcessEnv)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        };
+        let cache = CachedSource::new(source, settings.cache_ttl);
+        let weak = Arc::downgrade(self);
+        cache.on_fill(Arc::new(move |r: &SecretRef, v: &SecretValue| {
+            if let Some(state) = weak.upgrade() {
+                state.hold_secret(HeldSecret::new(r.to_string(), v.expose_secret().to_vec()));
+            }
+        }));
+        tracing::info!(source = %cache.describe(), "secret backend connected");
+        self.secrets.store(Some(Arc::new(cache)));
+        Ok(())
     }
 
     /// The scanner in force now.
@@ -209,7 +265,10 @@ impl Server {
         let audit = AuditSink::start(&config.audit).context("cannot open the audit output")?;
         let own = std::iter::once(addr).chain(admin).collect();
         let admin_token = config.proxy.admin_token.clone();
+        let secrets = config.secrets.clone();
+        let needed = config.policy.rules().iter().any(|r| r.inject.is_some());
         let state = Arc::new(build_state(config, audit, own)?);
+        state.connect_secrets(&secrets, needed).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         if let Some(l) = admin_listener {
             tokio::spawn(crate::admin::serve(
@@ -292,6 +351,7 @@ pub fn build_state(
         own,
         scanner: ArcSwapOption::empty(),
         held: Mutex::new(Vec::new()),
+        secrets: ArcSwapOption::empty(),
     };
     state.rebuild_scanner();
     Ok(state)

@@ -79,6 +79,8 @@ pub struct Rule {
     pub paths: Option<GlobSet>,
     /// WebSocket upgrades allowed.
     pub websocket: bool,
+    /// Credentials added to this rule's requests.
+    pub inject: Option<Arc<crate::inject::InjectionPlan>>,
 }
 
 impl Rule {
@@ -249,6 +251,7 @@ pub struct Policy {
     exact: HashMap<Host, Vec<usize>>,
     subdomains: HashMap<String, Vec<usize>>,
     rule_files: Arc<[String]>,
+    placeholders: Vec<Arc<str>>,
 }
 
 impl Policy {
@@ -262,7 +265,15 @@ impl Policy {
                 HostPattern::Subdomains(s) => subdomains.entry(s.clone()).or_default().push(i),
             }
         }
+        let mut placeholders: Vec<Arc<str>> = rules
+            .iter()
+            .filter_map(|r| r.inject.as_ref())
+            .flat_map(|plan| plan.placeholders().map(Arc::from).collect::<Vec<_>>())
+            .collect();
+        placeholders.sort();
+        placeholders.dedup();
         Self {
+            placeholders,
             rules: rules.into_iter().map(Arc::new).collect(),
             exact,
             subdomains,
@@ -278,6 +289,16 @@ impl Policy {
     /// True when nothing is allowed.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Every placeholder any rule swaps (refused anywhere else).
+    pub fn placeholders(&self) -> &[Arc<str>] {
+        &self.placeholders
+    }
+
+    /// Every rule, in config order.
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
     }
 
     /// The files an operator edits, as named in denials.

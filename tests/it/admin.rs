@@ -59,7 +59,10 @@ async fn metrics_count_what_a_test_did() {
         "{text}"
     );
     assert!(text.contains("airlock_decisions_total{kind=\"connect\",decision=\"deny\",reason=\"host_not_allowed\"} 1"), "{text}");
-    assert!(text.contains("airlock_cert_cache_misses_total 1\n"), "{text}");
+    assert!(
+        text.contains("airlock_cert_cache_misses_total 1\n"),
+        "{text}"
+    );
     assert!(text.contains("airlock_active_tunnels "), "{text}");
     let version = proxy.server.state().generation().config.version.clone();
     assert!(

@@ -26,3 +26,6 @@ mod reload;
 mod resilience;
 /// The scanner on the path: outgoing leaks blocked, incoming secrets redacted.
 mod scan;
+/// The Vault/OpenBao source itself: token, AppRole re-login, renewal, outage
+/// and recovery, timeout, not found/denied, single-flight.
+mod vault;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod bao;
 pub mod ca;
 pub mod client;
 pub mod origin;

@@ -1,0 +1,474 @@
+//! Credential injection: the header a rule adds to its host's requests,
+//! built from secrets fetched through [`crate::credentials::CachedSource`].
+//!
+//! Three forms, written in a rule's `inject`:
+//!
+//! ```toml
+//! inject = { header = "Authorization", value = "Bearer {{secret}}", secret = "tools/github#token" }
+//! inject = { basic = { username = "tools/jira#user", password = "tools/jira#token" } }
+//! inject = { header = "Authorization", placeholder = "AIRLOCK_PLACEHOLDER_GITHUB", secret = "tools/github#token" }
+//! ```
+//!
+//! (or a list of them). A template or basic injection replaces whatever the
+//! sandbox sent in that header, so the request carries exactly one
+//! credential: airlock's. A placeholder injection swaps the placeholder the
+//! sandbox was given for the real value, in that header only.
+//!
+//! # Security
+//! A plan belongs to a rule, and a rule to a host pattern: [`InjectionPlan::apply`]
+//! re-checks that the host actually connected to matches the rule before
+//! adding anything. Built header values are marked sensitive (never logged
+//! by `Debug`, never HPACK-indexed). Placeholders are refused anywhere else:
+//! in another header, in the URL, or toward any other host.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::{HeaderMap, Uri};
+
+use crate::credentials::{CachedSource, SecretError, SecretRef};
+use crate::policy::{Host, HostPattern};
+
+/// One header to add.
+#[derive(Debug, Clone)]
+pub enum Injection {
+    /// `prefix + secret + suffix` (from `value = "Bearer {{secret}}"`).
+    Template {
+        /// The header set.
+        header: HeaderName,
+        /// Text before `{{secret}}`.
+        prefix: String,
+        /// Text after `{{secret}}`.
+        suffix: String,
+        /// The secret.
+        secret: SecretRef,
+    },
+    /// `Basic base64(username:password)`.
+    Basic {
+        /// The header set (default `Authorization`).
+        header: HeaderName,
+        /// The user name secret.
+        username: SecretRef,
+        /// The password secret.
+        password: SecretRef,
+    },
+    /// Swap `placeholder` for the secret inside `header`.
+    Placeholder {
+        /// The header the placeholder may appear in.
+        header: HeaderName,
+        /// The stand-in the sandbox holds.
+        placeholder: String,
+        /// The secret.
+        secret: SecretRef,
+    },
+}
+
+impl Injection {
+    /// The header this injection sets.
+    pub fn header(&self) -> &HeaderName {
+        match self {
+            Injection::Template { header, .. }
+            | Injection::Basic { header, .. }
+            | Injection::Placeholder { header, .. } => header,
+        }
+    }
+
+    /// The secrets it reads.
+    pub fn secrets(&self) -> Vec<&SecretRef> {
+        match self {
+            Injection::Template { secret, .. } | Injection::Placeholder { secret, .. } => {
+                vec![secret]
+            }
+            Injection::Basic {
+                username, password, ..
+            } => vec![username, password],
+        }
+    }
+}
+
+/// A rule's injections.
+#[derive(Debug, Clone)]
+pub struct InjectionPlan {
+    /// What to add.
+    pub items: Vec<Injection>,
+    /// `danger_inject_over_http`: allow plain-HTTP upstreams.
+    pub over_plain_http: bool,
+}
+
+/// What [`InjectionPlan::apply`] did, for the audit log and the scanner.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Headers airlock set (skipped by the outgoing header scan).
+    pub headers: Vec<HeaderName>,
+    /// The secret refs used (names, never values).
+    pub secrets: Vec<String>,
+}
+
+/// Why injection did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The secret could not be read (Vault down, missing, denied).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The secret's bytes cannot go in a header (a newline, say).
+    #[error(
+        "secret {0} cannot be used in a header (it holds characters a header value cannot carry)"
+    )]
+    NotAHeaderValue(String),
+    /// The host connected to is not the rule's host (defence in depth).
+    #[error("refusing to inject for {host}: the rule is for {pattern}")]
+    WrongHost {
+        /// The host.
+        host: String,
+        /// The rule's pattern.
+        pattern: String,
+    },
+}
+
+impl InjectionPlan {
+    /// Every secret the plan reads.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
+        self.items.iter().flat_map(Injection::secrets)
+    }
+
+    /// Every placeholder the plan swaps.
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().filter_map(|i| match i {
+            Injection::Placeholder { placeholder, .. } => Some(placeholder.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Adds the credentials to `headers`, for `host` only.
+    ///
+    /// # Errors
+    /// A secret is unavailable (the request must then fail closed), or the
+    /// host does not match the rule.
+    pub async fn apply(
+        &self,
+        pattern: &HostPattern,
+        host: &Host,
+        headers: &mut HeaderMap,
+        secrets: &CachedSource,
+    ) -> Result<Applied, InjectError> {
+        if !host_matches(pattern, host) {
+            return Err(InjectError::WrongHost {
+                host: host.to_string(),
+                pattern: pattern.to_string(),
+            });
+        }
+        let mut applied = Applied::default();
+        for item in &self.items {
+            let value = match item {
+                Injection::Template {
+                    prefix,
+                    suffix,
+                    secret,
+                    ..
+                } => {
+                    let v = secrets.get(secret).await?;
+                    let mut bytes = Vec::with_capacity(prefix.len() + v.len() + suffix.len());
+                    bytes.extend_from_slice(prefix.as_bytes());
+                    bytes.extend_from_slice(v.expose_secret());
+                    bytes.extend_from_slice(suffix.as_bytes());
+                    Some(sensitive(bytes, secret)?)
+                }
+                Injection::Basic {
+                    username, password, ..
+                } => {
+                    let (u, p) = (secrets.get(username).await?, secrets.get(password).await?);
+                    let mut pair =
+                        zeroize::Zeroizing::new(Vec::with_capacity(u.len() + p.len() + 1));
+                    pair.extend_from_slice(u.expose_secret());
+                    pair.push(b':');
+                    pair.extend_from_slice(p.expose_secret());
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_slice());
+                    Some(sensitive(
+                        format!("Basic {encoded}").into_bytes(),
+                        password,
+                    )?)
+                }
+                Injection::Placeholder {
+                    header,
+                    placeholder,
+                    secret,
+                } => {
+                    match headers.get(header).map(|v| v.as_bytes().to_vec()) {
+                        Some(current) if contains(&current, placeholder.as_bytes()) => {
+                            let v = secrets.get(secret).await?;
+                            Some(sensitive(
+                                replace(&current, placeholder.as_bytes(), v.expose_secret()),
+                                secret,
+                            )?)
+                        }
+                        // The sandbox did not ask for this credential.
+                        _ => None,
+                    }
+                }
+            };
+            let header = item.header();
+            if let Some(value) = value {
+                // Exactly one credential: airlock's.
+                headers.remove(header);
+                headers.insert(header.clone(), value);
+                applied.headers.push(header.clone());
+                applied
+                    .secrets
+                    .extend(item.secrets().into_iter().map(ToString::to_string));
+            }
+        }
+        Ok(applied)
+    }
+}
+
+/// True when `host` is one of `pattern`'s hosts.
+pub fn host_matches(pattern: &HostPattern, host: &Host) -> bool {
+    match (pattern, host) {
+        (HostPattern::Exact(h), host) => h == host,
+        (HostPattern::Subdomains(suffix), Host::Name(name)) => {
+            name.len() > suffix.len() + 1
+                && name.ends_with(suffix.as_str())
+                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+        }
+        (HostPattern::Subdomains(_), Host::Ip(_)) => false,
+    }
+}
+
+/// The first placeholder (of `all`) found where it must not be: in any
+/// header other than the ones `own` allows, or in the URL.
+pub fn misplaced_placeholder<'a>(
+    all: &'a [Arc<str>],
+    own: Option<&InjectionPlan>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Option<&'a str> {
+    if all.is_empty() {
+        return None;
+    }
+    let allowed = |name: &HeaderName, placeholder: &str| {
+        own.is_some_and(|plan| {
+            plan.items.iter().any(|i| matches!(i, Injection::Placeholder { header, placeholder: p, .. } if header == name && p == placeholder))
+        })
+    };
+    let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("");
+    all.iter().map(AsRef::as_ref).find(|p: &&str| {
+        target.contains(*p)
+            || headers
+                .iter()
+                .any(|(name, v)| contains(v.as_bytes(), p.as_bytes()) && !allowed(name, p))
+    })
+}
+
+fn sensitive(bytes: Vec<u8>, secret: &SecretRef) -> Result<HeaderValue, InjectError> {
+    let bytes = zeroize::Zeroizing::new(bytes);
+    let mut v = HeaderValue::from_bytes(&bytes)
+        .map_err(|_| InjectError::NotAHeaderValue(secret.to_string()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len() + with.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Parses a rule's `inject` value (a table or a list of tables).
+///
+/// # Errors
+/// What is wrong and what would be valid.
+pub fn parse(value: &toml::Value) -> Result<Vec<Injection>, String> {
+    match value {
+        toml::Value::Table(t) => Ok(vec![parse_one(t)?]),
+        toml::Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_table().ok_or_else(|| "each entry must be a table".to_owned()).and_then(parse_one))
+            .collect(),
+        _ => Err("expected a table like { header = \"Authorization\", value = \"Bearer {{secret}}\", secret = \"tools/x#token\" } or a list of them".into()),
+    }
+}
+
+fn parse_one(t: &toml::Table) -> Result<Injection, String> {
+    const KEYS: [&str; 5] = ["header", "value", "secret", "basic", "placeholder"];
+    if let Some(k) = t.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key `{k}`; expected one of {}",
+            KEYS.join(", ")
+        ));
+    }
+    let string = |k: &str| -> Result<Option<&str>, String> {
+        match t.get(k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(format!("`{k}` must be a string")),
+        }
+    };
+    let secret_ref = |s: &str| -> Result<SecretRef, String> {
+        s.parse::<SecretRef>().map_err(|e| e.to_string())
+    };
+    let header = string("header")?
+        .map(|h| {
+            HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("`{h}` is not a header name"))
+        })
+        .transpose()?;
+    if let Some(h) = &header {
+        if h == http::header::HOST
+            || h.as_str().starts_with("proxy-")
+            || h == http::header::CONNECTION
+        {
+            return Err(format!("airlock will not inject into `{h}`"));
+        }
+    }
+    if let Some(basic) = t.get("basic") {
+        let b = basic
+            .as_table()
+            .ok_or("`basic` must be { username = \"path#key\", password = \"path#key\" }")?;
+        let get = |k: &str| {
+            b.get(k)
+                .and_then(toml::Value::as_str)
+                .ok_or_else(|| format!("`basic.{k}` must be a secret ref like \"tools/x#{k}\""))
+        };
+        if t.contains_key("value") || t.contains_key("secret") || t.contains_key("placeholder") {
+            return Err("`basic` stands alone: remove `value`, `secret` and `placeholder`".into());
+        }
+        return Ok(Injection::Basic {
+            header: header.unwrap_or(AUTHORIZATION),
+            username: secret_ref(get("username")?)?,
+            password: secret_ref(get("password")?)?,
+        });
+    }
+    let secret = secret_ref(
+        string("secret")?.ok_or("`secret` is required (a ref like \"tools/github#token\")")?,
+    )?;
+    let header = header.ok_or("`header` is required (e.g. \"Authorization\")")?;
+    match (string("value")?, string("placeholder")?) {
+        (Some(_), Some(_)) => Err("give either `value` or `placeholder`, not both".into()),
+        (Some(v), None) => {
+            let (prefix, suffix) = v
+                .split_once("{{secret}}")
+                .ok_or("`value` must contain {{secret}} where the secret goes")?;
+            if suffix.contains("{{secret}}") {
+                return Err("`value` may contain {{secret}} only once".into());
+            }
+            Ok(Injection::Template {
+                header,
+                prefix: prefix.to_owned(),
+                suffix: suffix.to_owned(),
+                secret,
+            })
+        }
+        (None, Some(p)) => {
+            if p.len() < 12
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err("`placeholder` must be at least 12 characters of A-Z, a-z, 0-9, _ or - (e.g. AIRLOCK_PLACEHOLDER_GITHUB)".into());
+            }
+            Ok(Injection::Placeholder {
+                header,
+                placeholder: p.to_owned(),
+                secret,
+            })
+        }
+        (None, None) => Ok(Injection::Template {
+            header,
+            prefix: String::new(),
+            suffix: String::new(),
+            secret,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(src: &str) -> Result<Injection, String> {
+        let v: toml::Value =
+            toml::from_str::<toml::Table>(&format!("x = {src}")).unwrap()["x"].clone();
+        parse(&v).map(|mut v| v.remove(0))
+    }
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert!(
+            matches!(one(r#"{ header = "Authorization", value = "Bearer {{secret}}", secret = "tools/gh#token" }"#), Ok(Injection::Template { ref prefix, .. }) if prefix == "Bearer ")
+        );
+        assert!(
+            matches!(one(r#"{ basic = { username = "t/j#u", password = "t/j#p" } }"#), Ok(Injection::Basic { ref header, .. }) if header == AUTHORIZATION)
+        );
+        assert!(matches!(
+            one(
+                r#"{ header = "x-api-key", placeholder = "AIRLOCK_PLACEHOLDER_X", secret = "t/x#k" }"#
+            ),
+            Ok(Injection::Placeholder { .. })
+        ));
+        assert!(
+            matches!(one(r#"{ header = "x-api-key", secret = "t/x#k" }"#), Ok(Injection::Template { ref prefix, ref suffix, .. }) if prefix.is_empty() && suffix.is_empty())
+        );
+    }
+
+    #[test]
+    fn refuses_what_would_be_ambiguous_or_unsafe() {
+        for (src, says) in [
+            (
+                r#"{ header = "Authorization", value = "Bearer", secret = "t/x#k" }"#,
+                "{{secret}}",
+            ),
+            (
+                r#"{ header = "Authorization", value = "{{secret}}", secret = "no-key" }"#,
+                "#",
+            ),
+            (
+                r#"{ value = "{{secret}}", secret = "t/x#k" }"#,
+                "`header` is required",
+            ),
+            (
+                r#"{ header = "Proxy-Authorization", secret = "t/x#k" }"#,
+                "will not inject",
+            ),
+            (
+                r#"{ header = "a", secret = "t/x#k", placeholder = "short" }"#,
+                "at least 12",
+            ),
+            (
+                r#"{ header = "a", secret = "t/x#k", extra = 1 }"#,
+                "unknown key `extra`",
+            ),
+        ] {
+            let err = one(src).unwrap_err();
+            assert!(err.contains(says), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn wildcard_host_match_is_subdomains_only() {
+        let p = HostPattern::Subdomains("example.test".into());
+        assert!(host_matches(&p, &Host::Name("a.example.test".into())));
+        assert!(!host_matches(&p, &Host::Name("example.test".into())));
+        assert!(!host_matches(&p, &Host::Name("evilexample.test".into())));
+    }
+
+    #[test]
+    fn replace_swaps_every_occurrence() {
+        assert_eq!(
+            replace(b"Bearer PH and PH", b"PH", b"s3"),
+            b"Bearer s3 and s3"
+        );
+    }
+}
