@@ -22,6 +22,7 @@ pub mod guard;
 pub mod inject;
 pub mod listener;
 pub mod policy;
+pub mod run;
 pub mod scan;
 pub mod tls;
 pub mod upstream;

@@ -53,6 +53,8 @@ enum Command {
     },
     /// Run the secret scanner over files or stdin; exit 1 when anything is found.
     Scan(ScanArgs),
+    /// Run a command whose only way out is through airlock.
+    Run(crate::run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +93,7 @@ pub fn main() -> ExitCode {
         } => ca_init(&dir, force),
         Command::Check { config } => check(config.as_deref()),
         Command::Scan(args) => scan(&args),
+        Command::Run(args) => crate::run::main(&args),
         Command::Explain {
             config,
             url,
