@@ -16,6 +16,8 @@ mod cli;
 mod connect;
 /// IP literals in every encoding, private and metadata addresses.
 mod guard;
+/// Credentials from a real OpenBao, injected for their own host only.
+mod inject;
 /// Inside the tunnel: SNI, Host, method/path, h2, trailers, SSE, WebSocket, framing.
 mod intercept;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.

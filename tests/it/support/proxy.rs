@@ -28,6 +28,8 @@ pub struct ProxyBuilder {
     rules: Vec<String>,
     trust: Vec<String>,
     scan_lines: Vec<String>,
+    secrets_lines: Vec<String>,
+    files: Vec<(String, String)>,
 }
 
 impl ProxyBuilder {
@@ -70,6 +72,19 @@ impl ProxyBuilder {
         self
     }
 
+    /// Raw lines in `[secrets]` (e.g. `backend = "vault"`, `vault.address = "..."`).
+    pub fn secrets(mut self, lines: &[&str]) -> Self {
+        self.secrets_lines
+            .extend(lines.iter().map(|l| (*l).to_owned()));
+        self
+    }
+
+    /// A file written (mode 0600) next to the config before it is loaded.
+    pub fn file(mut self, name: &str, content: &str) -> Self {
+        self.files.push((name.to_owned(), content.to_owned()));
+        self
+    }
+
     /// Trusts `ca` for upstream TLS.
     pub fn trust(mut self, ca: &TestCa) -> Self {
         self.trust.push(ca.pem.clone());
@@ -107,6 +122,13 @@ impl ProxyBuilder {
                 t.push('\n');
             }
         }
+        if !self.secrets_lines.is_empty() {
+            t.push_str("\n[secrets]\n");
+            for l in &self.secrets_lines {
+                t.push_str(l);
+                t.push('\n');
+            }
+        }
         t.push_str("\n[audit]\noutput = \"audit.log\"\n");
         for r in &self.rules {
             t.push_str("\n[[host]]\n");
@@ -123,6 +145,17 @@ impl ProxyBuilder {
         CertificateAuthority::init(&files, false).unwrap();
         for (i, pem) in self.trust.iter().enumerate() {
             std::fs::write(dir.path().join(format!("upstream-ca-{i}.pem")), pem).unwrap();
+        }
+        for (name, content) in &self.files {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dir.path().join(name))
+                .unwrap();
+            std::io::Write::write_all(&mut f, content.as_bytes()).unwrap();
         }
         let text = self.config_text();
         let path = dir.path().join("airlock.toml");
