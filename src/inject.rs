@@ -325,14 +325,14 @@ fn parse_one(t: &toml::Table) -> Result<Injection, String> {
             HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("`{h}` is not a header name"))
         })
         .transpose()?;
-    if let Some(h) = &header {
-        if h == http::header::HOST
+    if let Some(h) = &header
+        && (h == http::header::HOST
             || h.as_str().starts_with("proxy-")
-            || h == http::header::CONNECTION
-        {
-            return Err(format!("airlock will not inject into `{h}`"));
-        }
+            || h == http::header::CONNECTION)
+    {
+        return Err(format!("airlock will not inject into `{h}`"));
     }
+
     if let Some(basic) = t.get("basic") {
         let b = basic
             .as_table()
