@@ -23,13 +23,19 @@
 //! on the whole buffer.
 //!
 //! Two automata rather than one: aho-corasick turns its SIMD prefilter off
-//! for ASCII-case-insensitive automata and above 128 literals; folding the
-//! keyword haystack and keeping held literals (case-sensitive by nature) in
-//! their own automaton keeps both searches on the fast path.
+//! for ASCII-case-insensitive automata, and its Teddy prefilter takes at
+//! most 64 literals and only looks at their first bytes. So the keyword
+//! search runs over an ASCII-lowercased copy of the bytes, prefiltered by
+//! Teddy searchers over *anchors* (each keyword from its rarest 4-byte
+//! window on, at most 64 per searcher); each anchor candidate is confirmed
+//! by the overlapping keyword automaton over the few bytes around it. Every
+//! keyword occurrence contains its anchor, and every anchor occurrence starts
+//! inside some match the leftmost-first prefilter reports, so no keyword hit
+//! is lost. Held literals (case-sensitive by nature) have their own automaton.
 
 use std::{fmt, sync::Arc};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, packed};
 use bytes::Bytes;
 
 use super::{
@@ -67,10 +73,10 @@ pub struct Scanner {
     ids: Vec<Arc<str>>,
     /// kind index → `[REDACTED:<id>]`.
     markers: Vec<Bytes>,
-    kw_ac: Option<AhoCorasick>,
+    kw_ac: Option<Literals>,
     kw_targets: Vec<Vec<u32>>,
     kw_max: usize,
-    lit_ac: Option<AhoCorasick>,
+    lit_ac: Option<Literals>,
     /// literal → kinds (held values) it betrays.
     lit_targets: Vec<Vec<u32>>,
     lit_max: usize,
@@ -143,7 +149,7 @@ impl Scanner {
             }
         }
         let kw_max = kw_lits.iter().map(Vec::len).max().unwrap_or(0);
-        let kw_ac = build_ac(&kw_lits)?;
+        let kw_ac = Literals::build(&kw_lits)?;
 
         let mut lit_lits: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
         let mut lit_targets: Vec<Vec<u32>> = Vec::new();
@@ -164,7 +170,7 @@ impl Scanner {
             }
         }
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
-        let lit_ac = build_ac(&lit_lits)?;
+        let lit_ac = Literals::build(&lit_lits)?;
 
         let back_max =
             patterns.iter().map(|p| (p.max_len + p.max_keyword_len()) as u64).max().unwrap_or(0);
@@ -285,16 +291,101 @@ impl Scanner {
     }
 }
 
-fn build_ac<T: AsRef<[u8]>>(lits: &[T]) -> Result<Option<AhoCorasick>, BuildError> {
-    if lits.is_empty() {
-        return Ok(None);
+/// How common a (lowercased) byte is in text, JSON, logs and URLs: lower is
+/// more common. Bytes not listed are rare.
+const COMMON_BYTES: &[u8] = b" etaoinsr\"hl:/dcu,.m0f1p-2g=wyb_34\n5v6789k{}x[]&?jq;z'%()<>+#@!*~$|^`\\\t\r";
+
+/// Teddy slows down sharply past ~32 literals (bucket aliasing); past 64 it
+/// refuses. Measured on benign text: groups of 32 ran fastest.
+const TEDDY_GROUP: usize = 32;
+
+fn rarity(b: u8) -> usize {
+    COMMON_BYTES.iter().position(|&c| c == b).unwrap_or(COMMON_BYTES.len() + 8)
+}
+
+/// A literal set searched with overlapping semantics, prefiltered by Teddy.
+///
+/// Teddy only looks at the first bytes of each literal, so it searches for
+/// *anchors*: each literal from the start of its rarest 4-byte window on.
+/// A candidate is confirmed by the overlapping automaton over the bytes
+/// around it. Every literal occurrence contains its anchor, and every anchor
+/// occurrence starts inside some match a leftmost-first search reports, so
+/// checking `[start - back, end + longest literal)` around each reported
+/// match finds every occurrence.
+struct Literals {
+    ac: AhoCorasick,
+    /// Empty: Teddy unavailable, run `ac` over everything.
+    pre: Vec<packed::Searcher>,
+    /// Largest offset of an anchor inside its literal.
+    back: usize,
+    longest: usize,
+}
+
+impl Literals {
+    fn build<T: AsRef<[u8]>>(lits: &[T]) -> Result<Option<Literals>, BuildError> {
+        if lits.is_empty() {
+            return Ok(None);
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(lits)
+            .map_err(|e| BuildError(e.to_string()))?;
+        let mut anchors: Vec<&[u8]> = Vec::new();
+        let mut back = 0;
+        for lit in lits {
+            let lit = lit.as_ref();
+            let w = lit.len().min(4);
+            let d = (0..=lit.len() - w)
+                .max_by_key(|&d| (lit[d..d + w].iter().map(|&b| rarity(b)).sum::<usize>(), usize::MAX - d))
+                .unwrap_or(0);
+            back = back.max(d);
+            let a = &lit[d..];
+            if !anchors.contains(&a) {
+                anchors.push(a);
+            }
+        }
+        // Anchors shorter than 4 bytes shrink the Teddy mask of their whole
+        // group: keep them in groups of their own.
+        anchors.sort_by_key(|a| (a.len() >= 4, a.len()));
+        let (short, long): (Vec<&[u8]>, Vec<&[u8]>) = anchors.iter().partition(|a| a.len() < 4);
+        let mut pre = Vec::new();
+        for group in short.chunks(TEDDY_GROUP).chain(long.chunks(TEDDY_GROUP)) {
+            let mut b = packed::Config::new().builder();
+            for a in group {
+                b.add(a);
+            }
+            match b.build() {
+                Some(s) => pre.push(s),
+                None => {
+                    pre.clear();
+                    break;
+                }
+            }
+        }
+        let longest = lits.iter().map(|l| l.as_ref().len()).max().unwrap_or(0);
+        Ok(Some(Literals { ac, pre, back, longest }))
     }
-    AhoCorasick::builder()
-        .match_kind(MatchKind::Standard)
-        .kind(Some(AhoCorasickKind::DFA))
-        .build(lits)
-        .map(Some)
-        .map_err(|e| BuildError(e.to_string()))
+
+    /// All occurrences in `hay`, overlapping ones included, as
+    /// `(end, start, literal)`, sorted and deduplicated.
+    fn find_all(&self, hay: &[u8], out: &mut Vec<(usize, usize, aho_corasick::PatternID)>) {
+        out.clear();
+        if self.pre.is_empty() {
+            out.extend(self.ac.find_overlapping_iter(hay).map(|m| (m.end(), m.start(), m.pattern())));
+            return;
+        }
+        for pre in &self.pre {
+            for c in pre.find_iter(hay) {
+                let a = c.start().saturating_sub(self.back);
+                let b = (c.end() + self.longest).min(hay.len());
+                let sub = hay.get(a..b).unwrap_or_default();
+                out.extend(self.ac.find_overlapping_iter(sub).map(|m| (a + m.end(), a + m.start(), m.pattern())));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
 }
 
 /// A finding before its id is attached: `kind` indexes `Scanner::ids`.
@@ -318,6 +409,8 @@ pub(crate) struct Core {
     /// Per kind: end of the last kept finding (dedup).
     last_end: Vec<u64>,
     fold: Vec<u8>,
+    /// Keyword hits of the current feed: (end, start, keyword).
+    hits: Vec<(usize, usize, aho_corasick::PatternID)>,
 }
 
 impl Core {
@@ -328,6 +421,7 @@ impl Core {
             cands: Vec::new(),
             last_end: vec![0; sc.kinds()],
             fold: Vec::new(),
+            hits: Vec::new(),
         }
     }
 
@@ -337,13 +431,15 @@ impl Core {
             let rs = from.saturating_sub(sc.kw_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
             self.fold.clear();
-            self.fold.extend(region.iter().map(u8::to_ascii_lowercase));
-            for m in ac.find_overlapping_iter(&self.fold) {
-                if rs + m.end() <= from {
+            self.fold.extend_from_slice(region);
+            self.fold.make_ascii_lowercase();
+            ac.find_all(&self.fold, &mut self.hits);
+            for &(end, _, pid) in &self.hits {
+                if rs + end <= from {
                     continue;
                 }
-                let e = base + (rs + m.end()) as u64;
-                for &pi in &sc.kw_targets[m.pattern().as_usize()] {
+                let e = base + (rs + end) as u64;
+                for &pi in &sc.kw_targets[pid.as_usize()] {
                     let lp = sc.patterns[pi as usize].max_len as u64;
                     let slot = &mut self.last_eval[pi as usize];
                     if slot.is_some_and(|l| e <= l + lp) {
@@ -357,16 +453,13 @@ impl Core {
         if let Some(ac) = &sc.lit_ac {
             let rs = from.saturating_sub(sc.lit_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
-            for m in ac.find_overlapping_iter(region) {
-                if rs + m.end() <= from {
+            ac.find_all(region, &mut self.hits);
+            for &(end, start, pid) in &self.hits {
+                if rs + end <= from {
                     continue;
                 }
-                for &kind in &sc.lit_targets[m.pattern().as_usize()] {
-                    self.cands.push(Raw {
-                        start: base + (rs + m.start()) as u64,
-                        end: base + (rs + m.end()) as u64,
-                        kind,
-                    });
+                for &kind in &sc.lit_targets[pid.as_usize()] {
+                    self.cands.push(Raw { start: base + (rs + start) as u64, end: base + (rs + end) as u64, kind });
                 }
             }
         }
