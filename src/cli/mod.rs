@@ -278,7 +278,7 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
         .and_then(|m| policy.decide_request(&m, &format!("{host}:{port}"), &method, &path, false));
     match decision {
         Ok(rule) => {
-            print_out(&format!(
+            let mut out = format!(
                 "ALLOW {method} {scheme}://{host}:{port}{path}\n  rule: {} (match \"{}\")\n  judged path: {}\n  forwarded path: {}\n",
                 rule.source,
                 rule.pattern,
@@ -286,7 +286,38 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
                 path.encoded(),
                 scheme = scheme.as_str(),
                 path = path.decoded(),
+            );
+            match &rule.inject {
+                Some(plan) if scheme == Scheme::Http && !plan.over_plain_http => out.push_str(
+                    "  inject: REFUSED: the rule injects a credential and this URL is plain http\n",
+                ),
+                Some(plan) => {
+                    for item in &plan.items {
+                        let refs: Vec<String> =
+                            item.secrets().iter().map(ToString::to_string).collect();
+                        let how = match item {
+                            crate::inject::Injection::Template { .. } => "from a template",
+                            crate::inject::Injection::Basic { .. } => "as basic auth",
+                            crate::inject::Injection::Placeholder { .. } => {
+                                "in place of its placeholder"
+                            }
+                        };
+                        out.push_str(&format!(
+                            "  inject: header {} {how}, secret {} (from the {} backend; value not fetched)\n",
+                            item.header(),
+                            refs.join(" + "),
+                            config.secrets.backend_name()
+                        ));
+                    }
+                }
+                None => out.push_str("  inject: nothing\n"),
+            }
+            let patterns = config.scan.pattern_set.as_ref().map_or(0, |p| p.len());
+            out.push_str(&format!(
+                "  scan: outgoing {:?}, incoming {:?} ({patterns} patterns + the values airlock holds)\n",
+                config.scan.outgoing, config.scan.incoming
             ));
+            print_out(&out);
             Ok(ExitCode::SUCCESS)
         }
         Err(denied) => {

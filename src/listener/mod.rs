@@ -151,7 +151,17 @@ impl State {
     /// Off the request path: on start, reload, and when a secret is fetched.
     fn rebuild_scanner(&self) {
         let generation = self.generation();
-        let held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
+        // Placeholders travel only in their own header to their own host;
+        // anywhere in a body or response they are findings like a secret.
+        held.extend(
+            generation
+                .config
+                .policy
+                .placeholders()
+                .iter()
+                .map(|p| HeldSecret::new(format!("placeholder:{p}"), p.as_bytes().to_vec())),
+        );
         let patterns = generation.config.scan.pattern_set.clone();
         if patterns.is_none() && held.is_empty() {
             self.scanner.store(None);

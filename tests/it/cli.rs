@@ -262,3 +262,38 @@ fn scan_reports_findings_with_line_column_and_a_masked_preview() {
     let (code, out, _) = run(&["scan", file.to_str().unwrap()], repo);
     assert_eq!((code, out.as_str()), (0, ""));
 }
+
+#[test]
+fn explain_names_the_secret_path_but_never_fetches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("airlock.toml"),
+        "[secrets]\nbackend = \"vault\"\nvault.address = \"http://127.0.0.1:9\"\n\n[[host]]\nmatch = \"api.example.test\"\ninject = { header = \"Authorization\", value = \"Bearer {{secret}}\", secret = \"tools/github#token\" }\n",
+    )
+    .unwrap();
+    // Vault at 127.0.0.1:9 is not running: explain must not need it.
+    let (code, out, err) = run(
+        &[
+            "explain",
+            "--config",
+            "airlock.toml",
+            "https://api.example.test/x",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("inject: header authorization from a template, secret tools/github#token (from the vault backend"), "{out}");
+    let (code, out, _) = run(
+        &[
+            "explain",
+            "--config",
+            "airlock.toml",
+            "http://api.example.test/x",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        code, 1,
+        "plain http to a port the rule does not allow: {out}"
+    );
+}

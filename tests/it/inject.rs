@@ -247,7 +247,28 @@ async fn placeholder_is_swapped_in_its_header_and_refused_anywhere_else() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(w.api.received().len(), 2);
+    // In a body, to any host, it is blocked like a secret.
+    let r = c
+        .post(format!("{api}/b"))
+        .body("{\"key\":\"AIRLOCK_PLACEHOLDER_GITHUB\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("placeholder:AIRLOCK_PLACEHOLDER_GITHUB")
+    );
+    assert_eq!(
+        w.api
+            .received()
+            .iter()
+            .filter(|r| r.body.as_ref().is_some_and(|b| !b.is_empty()))
+            .count(),
+        0
+    );
     assert!(w.other.received().is_empty());
 }
 
