@@ -277,6 +277,17 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
         .decide_host(&host, port, scheme)
         .and_then(|m| policy.decide_request(&m, &format!("{host}:{port}"), &method, &path, false));
     match decision {
+        Ok(rule)
+            if scheme == Scheme::Http
+                && rule.inject.as_ref().is_some_and(|p| !p.over_plain_http) =>
+        {
+            print_out(&format!(
+                "DENY (inject_over_http)\n  rule: {} injects a credential, and this URL is plain http: \
+                 airlock never sends a credential unencrypted unless the rule sets danger_inject_over_http = true.\n",
+                rule.source
+            ));
+            Ok(ExitCode::from(1))
+        }
         Ok(rule) => {
             let mut out = format!(
                 "ALLOW {method} {scheme}://{host}:{port}{path}\n  rule: {} (match \"{}\")\n  judged path: {}\n  forwarded path: {}\n",
