@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod error;
 pub mod guard;
 pub mod inject;
+pub mod limits;
 pub mod listener;
 pub mod policy;
 pub mod run;

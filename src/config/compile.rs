@@ -53,7 +53,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     };
     let secrets = compile_secrets(&src, &raw, base, &mut errors);
 
-    let mut rules = Vec::new();
+    let mut rules: Vec<Rule> = Vec::new();
     let file_name: Arc<str> = Arc::from(name);
     for r in &raw.host {
         if let Some(rule) = compile_rule(&src, &file_name, r, &mut errors) {
@@ -77,6 +77,36 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     if !raw.host.is_empty() {
         hint_files.push(name.to_owned());
     }
+    let shared: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
+    let mut sandboxes = Vec::new();
+    let mut seen_ids = std::collections::HashSet::new();
+    for sb in &raw.sandbox {
+        let id = sb.id.get_ref();
+        if id.is_empty() || id.contains(':') || !seen_ids.insert(id.clone()) {
+            errors.push(src.err(&sb.id, format!("sandbox.id: `{id}` must be unique, non-empty and without `:`")));
+        }
+        let hash = hex_sha256(sb.token_sha256.get_ref());
+        if hash.is_none() {
+            errors.push(src.err(&sb.token_sha256, "sandbox.token_sha256: 64 hex characters (sha256sum of the token)"));
+        }
+        let mut own: Vec<Rule> = Vec::new();
+        let mut files = hint_files.clone();
+        for pattern in &sb.include {
+            for file in expand_include(&src, pattern, base, &mut errors) {
+                let shown = display_path(&file, base, pattern.get_ref());
+                files.push(shown.clone());
+                compile_rule_file(&file, &shown, &mut own, &mut errors, &mut version);
+                rule_files.push(file);
+            }
+        }
+        let mut all = shared.clone();
+        all.extend(own.into_iter().map(Arc::new));
+        sandboxes.push(Arc::new(super::Sandbox {
+            id: Arc::from(id.as_str()),
+            token_sha256: hash.unwrap_or([0; 32]),
+            policy: Arc::new(Policy::new(all, files)),
+        }));
+    }
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -88,7 +118,8 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         scan,
         audit,
         secrets,
-        policy: Arc::new(Policy::new(rules, hint_files)),
+        policy: Arc::new(Policy::new(shared, hint_files)),
+        sandboxes,
         source: name.to_owned(),
         rule_files,
         version: version
@@ -743,21 +774,35 @@ fn compile_rule(
             }
         });
 
-    if let Some(a) = r.approval.as_ref().filter(|a| a.get_ref() != "none") {
-        errors.push(src.err(
-            a,
-            format!(
-                "host.approval: `{}` is not supported in this version; only \"none\"",
-                a.get_ref()
-            ),
-        ));
+
+    let rate = r.rate.as_ref().and_then(|v| match v.get_ref().as_str() {
+        "unlimited" => None,
+        text => crate::limits::Rate::parse(text, false).map_err(|m| errors.push(src.err(v, format!("host.rate: {m}")))).ok(),
+    });
+    let budget = r
+        .budget
+        .as_ref()
+        .and_then(|v| crate::limits::Rate::parse(v.get_ref(), true).map_err(|m| errors.push(src.err(v, format!("host.budget: {m}")))).ok());
+    let writes = match &methods {
+        Methods::Any => true,
+        Methods::Only(list) => list.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS")),
+    };
+    let write_rate = (r.rate.is_none() && inject.is_some() && writes).then_some(crate::limits::DEFAULT_WRITE_RATE);
+    let approval = match r.approval.as_ref().map(|a| (a, a.get_ref().as_str())) {
+        None | Some((_, "none")) => false,
+        Some((_, "required")) => true,
+        Some((a, other)) => {
+            errors.push(src.err(a, format!("host.approval: `{other}` is not valid: use \"none\" or \"required\"")));
+            false
+        }
+    };
+    if write_rate.is_some() && !approval {
+        tracing::warn!(
+            rule = %format!("{}:{}", src.name, super::error::line_col(src.text, r.pattern.span().start).0),
+            "rule grants write methods with an injected credential and no approval or rate; the default write rate (60/minute per sandbox) applies"
+        );
     }
-    if let Some(rate) = &r.rate {
-        errors.push(src.err(
-            rate,
-            "host.rate: rate limits are not built in this version; remove the key",
-        ));
-    }
+
     if errors.len() > before {
         return None;
     }
@@ -773,5 +818,19 @@ fn compile_rule(
         paths,
         websocket: r.websocket.unwrap_or(false),
         inject,
+        limits: crate::limits::Limits { rate, write_rate, budget },
+        approval,
     })
+}
+
+fn hex_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

@@ -42,8 +42,10 @@ pub struct Config {
     pub audit: AuditOutput,
     /// `[secrets]`.
     pub secrets: SecretsSettings,
-    /// The allowlist.
+    /// The allowlist (for clients without a sandbox identity; shared by all sandboxes).
     pub policy: Arc<Policy>,
+    /// `[[sandbox]]`s: when any is configured, every client must authenticate.
+    pub sandboxes: Vec<Arc<Sandbox>>,
     /// Where the config itself came from (a path or the embedded default).
     pub source: String,
     /// The rule files that were read, in order.
@@ -76,6 +78,30 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout: Duration,
+}
+
+/// A sandbox identity with its own allowlist.
+pub struct Sandbox {
+    /// The id (Proxy-Authorization user name).
+    pub id: Arc<str>,
+    token_sha256: [u8; 32],
+    /// Shared rules plus this sandbox's own.
+    pub policy: Arc<Policy>,
+}
+
+impl Sandbox {
+    /// Constant-time check of a presented token against the stored hash.
+    pub fn token_matches(&self, token: &[u8]) -> bool {
+        use sha2::Digest;
+        let got = sha2::Sha256::digest(token);
+        got.iter().zip(self.token_sha256.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 /// The admin API's bearer token. Its `Debug` never prints it.

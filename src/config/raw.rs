@@ -37,6 +37,22 @@ pub struct RawConfig {
     /// Rules written inline.
     #[serde(default)]
     pub host: Vec<RawHostRule>,
+    /// Sandboxes with their own identity, hosts and secrets.
+    #[serde(default)]
+    pub sandbox: Vec<RawSandbox>,
+}
+
+/// One `[[sandbox]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    /// The id clients send as the Proxy-Authorization user name.
+    pub id: Spanned<String>,
+    /// Hex SHA-256 of the token clients send as the password.
+    pub token_sha256: Spanned<String>,
+    /// Rule files (globs) for this sandbox only.
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
 }
 
 /// `[proxy]`.
@@ -188,6 +204,8 @@ pub struct RawHostRule {
     pub danger_inject_over_http: Option<bool>,
     /// `"none"` (default); `"required"` is not built yet and is refused.
     pub approval: Option<Spanned<String>>,
-    /// Rate limit; not built yet and refused.
+    /// Requests per rule and sandbox: `"60/minute"`, or `"unlimited"`.
     pub rate: Option<Spanned<String>>,
+    /// Request-body bytes per rule and sandbox: `"10MB/hour"`.
+    pub budget: Option<Spanned<String>>,
 }

@@ -81,6 +81,10 @@ pub struct Rule {
     pub websocket: bool,
     /// Credentials added to this rule's requests.
     pub inject: Option<Arc<crate::inject::InjectionPlan>>,
+    /// Rate limit and byte budget.
+    pub limits: crate::limits::Limits,
+    /// `approval = "required"`: hold each request until approved.
+    pub approval: bool,
 }
 
 impl Rule {
@@ -256,7 +260,7 @@ pub struct Policy {
 
 impl Policy {
     /// Builds the matcher. `rule_files` are named in denials for unknown hosts.
-    pub fn new(rules: Vec<Rule>, rule_files: Vec<String>) -> Self {
+    pub fn new(rules: Vec<Arc<Rule>>, rule_files: Vec<String>) -> Self {
         let mut exact: HashMap<Host, Vec<usize>> = HashMap::new();
         let mut subdomains: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, rule) in rules.iter().enumerate() {
@@ -274,7 +278,7 @@ impl Policy {
         placeholders.dedup();
         Self {
             placeholders,
-            rules: rules.into_iter().map(Arc::new).collect(),
+            rules,
             exact,
             subdomains,
             rule_files: rule_files.into(),
