@@ -16,7 +16,7 @@ use super::AuditEvent;
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    by_decision: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    by_decision: Mutex<BTreeMap<(&'static str, &'static str, &'static str, String), u64>>,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     injections: AtomicU64,
@@ -33,7 +33,13 @@ impl Metrics {
     /// Counts one event.
     pub fn record(&self, ev: &AuditEvent) {
         if let Ok(mut m) = self.by_decision.lock() {
-            *m.entry((ev.kind, ev.decision, ev.reason)).or_default() += 1;
+            *m.entry((
+                ev.kind,
+                ev.decision,
+                ev.reason,
+                ev.sandbox.clone().unwrap_or_default(),
+            ))
+            .or_default() += 1;
         }
         self.bytes_up.fetch_add(ev.bytes_up, Ordering::Relaxed);
         self.bytes_down.fetch_add(ev.bytes_down, Ordering::Relaxed);
@@ -82,10 +88,16 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         out.push_str("# HELP airlock_decisions_total Decisions by kind, outcome and reason.\n# TYPE airlock_decisions_total counter\n");
         if let Ok(m) = self.by_decision.lock() {
-            for ((kind, decision, reason), n) in m.iter() {
+            for ((kind, decision, reason, sandbox), n) in m.iter() {
+                // Sandbox ids come from config, so the label set stays bounded.
+                let sandbox = if sandbox.is_empty() {
+                    String::new()
+                } else {
+                    format!(",sandbox=\"{sandbox}\"")
+                };
                 let _ = writeln!(
                     out,
-                    "airlock_decisions_total{{kind=\"{kind}\",decision=\"{decision}\",reason=\"{reason}\"}} {n}"
+                    "airlock_decisions_total{{kind=\"{kind}\",decision=\"{decision}\",reason=\"{reason}\"{sandbox}}} {n}"
                 );
             }
         }

@@ -31,11 +31,14 @@ pub use metrics::Metrics;
 pub struct AuditEvent {
     /// RFC 3339 UTC.
     pub ts: String,
-    /// `connect` (tunnel decision), `request`, `inject`, `finding` or `reload`.
+    /// `connect` (tunnel decision), `request`, `inject`, `finding`, `reload` or `approval`.
     pub kind: &'static str,
     /// Client socket address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The sandbox identity, when `[[sandbox]]`s are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     /// Normalised host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -79,6 +82,9 @@ pub struct AuditEvent {
     pub bytes_down: u64,
     /// Milliseconds from decision to end of response.
     pub duration_ms: u64,
+    /// Who decided an approval (`admin API`, `decider`, ...), for `approval` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl AuditEvent {
@@ -98,6 +104,7 @@ impl AuditEvent {
             ts,
             kind,
             client: Some(client),
+            sandbox: None,
             host: Some(host),
             port: Some(port),
             method: None,
@@ -114,6 +121,7 @@ impl AuditEvent {
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: 0,
+            by: None,
         }
     }
 }
