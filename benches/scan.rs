@@ -126,7 +126,7 @@ fn benign_json() -> Vec<u8> {
             rng.pick(WORDS),
             rng.next() % 100,
             rng.next() % 100,
-            n % 2 == 0,
+            n.is_multiple_of(2),
             rng.pick(WORDS),
             rng.pick(WORDS),
             desc.join(" "),

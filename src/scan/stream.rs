@@ -193,10 +193,16 @@ impl ScanState {
                     self.blocked = Some(finding.clone());
                     self.buf = BytesMut::new();
                     self.base = self.end;
-                    StreamOutput { data, findings: vec![finding] }
+                    StreamOutput {
+                        data,
+                        findings: vec![finding],
+                    }
                 } else {
                     let target = if eof { self.end } else { retain };
-                    StreamOutput { data: self.release(target, retain), findings: Vec::new() }
+                    StreamOutput {
+                        data: self.release(target, retain),
+                        findings: Vec::new(),
+                    }
                 }
             }
             ScanMode::Redact => self.redact(&sc, &finals, f, eof),
@@ -221,7 +227,11 @@ impl ScanState {
                         self.redacted_upto = c.end;
                         closed.push(c);
                     }
-                    self.open = Some(Cluster { start: s, end: r.end, kind: r.kind });
+                    self.open = Some(Cluster {
+                        start: s,
+                        end: r.end,
+                        kind: r.kind,
+                    });
                 }
             }
             if let Some(c) = self.open
@@ -249,7 +259,10 @@ impl ScanState {
         }
         let findings = finals.iter().map(|&r| sc.finding(r)).collect();
         if closed.is_empty() {
-            return StreamOutput { data: self.release(target, retain), findings };
+            return StreamOutput {
+                data: self.release(target, retain),
+                findings,
+            };
         }
         let mut out = BytesMut::new();
         let mut pos = self.emitted;
@@ -261,7 +274,10 @@ impl ScanState {
         out.extend_from_slice(self.slice(pos, target));
         self.emitted = target;
         self.trim(retain.min(target));
-        StreamOutput { data: out.freeze(), findings }
+        StreamOutput {
+            data: out.freeze(),
+            findings,
+        }
     }
 
     /// Bytes `[from, to)` of the stream, which must be buffered.

@@ -476,7 +476,7 @@ where
 #[tokio::test]
 async fn body_block_errors_before_the_secret() {
     let sc = scanner();
-    let text = b"{\"prompt\": \"here is the key AKIAIOSFODNN7EXAMPLE thanks\"}".repeat(1);
+    let text = b"{\"prompt\": \"here is the key AKIAIOSFODNN7EXAMPLE thanks\"}".to_vec();
     let seen: Arc<Mutex<Vec<Finding>>> = Arc::default();
     let seen2 = seen.clone();
     let body = ScanBody::new(body_of(split(&text, 7)), sc, ScanMode::Block).with_sink(Arc::new(
@@ -775,9 +775,14 @@ fn frontier_is_exact_at_the_window_edge() {
         input.extend(std::iter::repeat_n(b' ', gap));
         input.extend_from_slice(b"kw@ tail");
         let whole = sc.scan(&input);
-        assert_eq!(whole.iter().any(|f| f.start == 0), gap <= 40, "gap {gap}: {whole:?}");
+        assert_eq!(
+            whole.iter().any(|f| f.start == 0),
+            gap <= 40,
+            "gap {gap}: {whole:?}"
+        );
         for cut in 1..input.len() {
-            check_equivalence(&sc, &input, &[cut, input.len()]).unwrap_or_else(|e| panic!("gap {gap} cut {cut}: {e}"));
+            check_equivalence(&sc, &input, &[cut, input.len()])
+                .unwrap_or_else(|e| panic!("gap {gap} cut {cut}: {e}"));
         }
     }
 }
