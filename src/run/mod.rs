@@ -1,24 +1,129 @@
 //! `airlock run`: start (or use) an airlock and run a command whose only
-//! way out is through it. (Being built.)
+//! way out is through it.
+//!
+//! ```text
+//! airlock run [--config FILE] [--isolate] -- CMD [ARGS...]
+//! airlock run --proxy ADDR --ca FILE [--isolate] -- CMD [ARGS...]
+//! ```
+//!
+//! Without `--proxy`, an airlock starts in this process from `--config`
+//! (or the embedded default, which creates `certs/ca.pem` in the working
+//! directory if it is missing, as `serve` does), listening on
+//! `127.0.0.1:<free port>` whatever `[proxy] listen` says; the rest of the
+//! config applies as written. The rules are read once: `SIGHUP` belongs to
+//! the command (use `serve` plus `--proxy` for live reload). With `--proxy
+//! ADDR --ca FILE` the command uses an airlock that is already running.
+//!
+//! # The command's environment
+//! `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and their lowercase twins are
+//! `http://127.0.0.1:PORT` (curl reads only lowercase `http_proxy`; most
+//! tools read either). `NO_PROXY` and `no_proxy` are set empty so no host
+//! skips the proxy. `NODE_USE_ENV_PROXY=1` makes Node 24+'s `fetch`/`http`
+//! honour the proxy variables.
+//!
+//! Trust: airlock writes, in a private 0700 run directory removed on exit,
+//! `airlock-ca.pem` (its CA) and `ca-bundle.pem` (its CA followed by the
+//! bundle the user's `SSL_CERT_FILE` names, else the first system bundle of
+//! `/etc/ssl/certs/ca-certificates.crt`, `/etc/pki/tls/certs/ca-bundle.crt`,
+//! `/etc/ssl/ca-bundle.pem`, `/etc/pki/tls/cacert.pem`,
+//! `/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem`, `/etc/ssl/cert.pem`).
+//! Variables that *replace* a tool's roots point at the bundle, so setting
+//! them never takes away the public roots the tool trusted before:
+//!
+//! | variable | read by |
+//! |---|---|
+//! | `SSL_CERT_FILE` | OpenSSL's default verify file (Python `ssl`/urllib/httpx/aiohttp, Ruby, PHP, wget, uv), Go's `crypto/x509`, rustls-native-certs |
+//! | `REQUESTS_CA_BUNDLE` | Python requests (it uses certifi, not OpenSSL's default), and pip through it |
+//! | `CURL_CA_BUNDLE` | the curl tool (first choice), Python requests |
+//! | `GIT_SSL_CAINFO` | git over https |
+//! | `PIP_CERT` | pip (`--cert`) |
+//! | `CARGO_HTTP_CAINFO` | cargo (`http.cainfo`) |
+//! | `AWS_CA_BUNDLE` | AWS CLI and SDKs |
+//! | `DENO_CERT` | Deno |
+//! | `HTTPLIB2_CA_CERTS` | httplib2 (Google API clients) |
+//! | `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` | gRPC core (grpcio, C++, Ruby) |
+//! | `NPM_CONFIG_CAFILE` | npm (`cafile` replaces its CA list) |
+//! | `BUNDLE_SSL_CA_CERT` | Ruby Bundler |
+//! | `YARN_HTTPS_CA_FILE_PATH` | Yarn 2+ |
+//! | `NIX_SSL_CERT_FILE` | OpenSSL and curl built by Nix (checked before `SSL_CERT_FILE`) |
+//! | `CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE` | gcloud |
+//!
+//! `NODE_EXTRA_CA_CERTS` *adds* to Node's bundled roots, so it names
+//! `airlock-ca.pem` alone. `SSL_CERT_DIR` is left as it is: OpenSSL and Go
+//! search it in addition to `SSL_CERT_FILE`, which already carries the CA,
+//! and a hashed directory would need OpenSSL's subject hashes. Java reads
+//! none of these (it needs a keystore and `-Djavax.net.ssl.trustStore`);
+//! under `--isolate` it fails closed rather than bypassing.
+//!
+//! # Output, signals, exit status
+//! stdout belongs to the command. airlock's logs go to stderr at
+//! `airlock=warn` unless `RUST_LOG` says otherwise; with the embedded default
+//! its audit events go to stderr too (a `--config` keeps its `[audit]`
+//! output). `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1` and `SIGUSR2`
+//! sent to airlock are forwarded to the command (a terminal's Ctrl-C reaches
+//! both directly, so the command may see `SIGINT` twice, as under `tini`).
+//! airlock exits with the command's status, `128 + N` if it died of signal
+//! `N`, `125` if airlock itself failed before the command started, `126` if
+//! the command could not be executed and `127` if it was not found (the
+//! conventions of `env`, `timeout` and `docker run`).
+//!
+//! # `--isolate`
+//! The command runs in its own network namespace where only airlock's port
+//! is reachable; see [`isolate`] for how, and what it requires (Linux; root
+//! or unprivileged user namespaces). Where that is not available airlock
+//! says so and exits 125: it never runs the command without isolation.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+mod env;
+#[cfg(target_os = "linux")]
+mod isolate;
+
+use std::cell::RefCell;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{AuditOutput, Config, EMBEDDED_NAME};
+use crate::listener::Server;
+use crate::tls::ca::{CaFiles, CertificateAuthority};
+
+pub use env::{
+    BUNDLE_VARS, CA_ONLY_VARS, NO_PROXY_VARS, OTHER_VARS, PROXY_VARS, ProxyAddr, SYSTEM_BUNDLES,
+};
+
+/// Exit status when airlock fails before the command starts.
+pub const EXIT_SETUP: u8 = 125;
+/// Exit status when the command exists but cannot be executed.
+pub const EXIT_CANNOT_EXECUTE: u8 = 126;
+/// Exit status when the command is not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
 
 /// `airlock run [--config FILE] [--isolate] [--proxy ADDR --ca FILE] -- CMD [ARGS...]`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Config for the airlock this command starts (default: the embedded default).
-    #[arg(long)]
+    /// `[proxy] listen` is replaced by 127.0.0.1 on a free port.
+    #[arg(long, conflicts_with = "proxy")]
     pub config: Option<PathBuf>,
-    /// Run CMD in its own network namespace where only airlock is reachable (Linux).
+    /// Run CMD in its own network namespace where only airlock is reachable
+    /// (Linux; root or unprivileged user namespaces).
     #[arg(long)]
     pub isolate: bool,
-    /// Use an airlock that is already running at this address instead of starting one.
+    /// Use an airlock that is already running at this address (HOST:PORT or
+    /// http://[USER:TOKEN@]HOST:PORT) instead of starting one.
     #[arg(long, requires = "ca")]
     pub proxy: Option<String>,
     /// That airlock's CA certificate (with --proxy).
-    #[arg(long)]
+    #[arg(long, requires = "proxy")]
     pub ca: Option<PathBuf>,
+    /// Internal: run as the isolation helper, handing the inner listener to this socket.
+    #[arg(long, hide = true, requires = "netns_port")]
+    pub netns_helper: Option<PathBuf>,
+    /// Internal: the port the isolation helper listens on inside the namespace.
+    #[arg(long, hide = true, requires = "netns_helper")]
+    pub netns_port: Option<u16>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -27,7 +132,369 @@ pub struct RunArgs {
 /// Runs the command; returns its exit status.
 ///
 /// # Errors
-/// airlock could not start, or the command could not be started.
+/// None in practice: airlock's own failures are reported on stderr and
+/// become exit status 125, so they cannot be mistaken for the command's.
 pub fn main(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("airlock run is not built yet ({:?})", args.command)
+    if let (Some(socket), Some(port)) = (&args.netns_helper, args.netns_port) {
+        return Ok(netns_helper(socket, port, &args.command));
+    }
+    let dispatch = log_dispatch();
+    let result = tracing::dispatcher::with_default(&dispatch, || run(args, &dispatch));
+    Ok(result.unwrap_or_else(|e| {
+        eprintln!("airlock run: {e:#}");
+        ExitCode::from(EXIT_SETUP)
+    }))
+}
+
+#[cfg(target_os = "linux")]
+fn netns_helper(socket: &Path, port: u16, command: &[String]) -> ExitCode {
+    isolate::helper(socket, port, command)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn netns_helper(_socket: &Path, _port: u16, _command: &[String]) -> ExitCode {
+    eprintln!("airlock run --isolate: network namespaces need Linux");
+    ExitCode::from(EXIT_SETUP)
+}
+
+/// airlock's own log while the command runs: stderr, `airlock=warn` unless
+/// `RUST_LOG` is set. Installed as the default of this thread and of every
+/// runtime thread, over the global one the CLI set up.
+fn log_dispatch() -> tracing::Dispatch {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=warn"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish();
+    tracing::Dispatch::new(subscriber)
+}
+
+thread_local! {
+    static LOG_GUARD: RefCell<Option<tracing::dispatcher::DefaultGuard>> = const { RefCell::new(None) };
+}
+
+/// Where the command's proxy traffic goes.
+enum Proxy {
+    /// Start one from this config.
+    InProcess(Box<Config>),
+    /// Use a running one.
+    External(ProxyAddr),
+}
+
+fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode> {
+    #[cfg(not(target_os = "linux"))]
+    if args.isolate {
+        anyhow::bail!(
+            "--isolate needs Linux network namespaces; refusing to run the command without isolation"
+        );
+    }
+    let (proxy, ca_path) = match (&args.proxy, &args.ca) {
+        (Some(addr), Some(ca)) => (Proxy::External(ProxyAddr::parse(addr)?), ca.clone()),
+        _ => {
+            let config = load_config(args.config.as_deref())?;
+            let ca = config.tls.ca_cert.clone();
+            (Proxy::InProcess(Box::new(config)), ca)
+        }
+    };
+    let ca_pem = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("cannot read airlock's CA {}", ca_path.display()))?;
+    let dir = RunDir::create()?;
+    let user_bundle = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let trust = env::write_trust_files(dir.path(), &ca_path, &ca_pem, user_bundle.as_deref())?;
+    tracing::debug!(bundle = %trust.bundle.display(), base = ?trust.base, "trust files written");
+
+    let thread_dispatch = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&thread_dispatch);
+            LOG_GUARD.with(|g| *g.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| {
+            LOG_GUARD.with(|g| drop(g.borrow_mut().take()));
+        })
+        .build()
+        .context("cannot start the runtime")?;
+    let result = runtime.block_on(supervise(args, proxy, &trust, dir.path()));
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    drop(dir);
+    result
+}
+
+/// Loads the config for an in-process airlock: listen on loopback, a free
+/// port; with the embedded default, create the CA if missing and audit to stderr.
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(Path::new("")),
+    }
+    .map_err(|errs| anyhow::anyhow!("{errs}"))?;
+    config.proxy.listen = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let files = CaFiles {
+        cert: config.tls.ca_cert.clone(),
+        key: config.tls.ca_key.clone(),
+    };
+    if config.source == EMBEDDED_NAME {
+        if config.audit == AuditOutput::Stdout {
+            config.audit = AuditOutput::Stderr;
+        }
+        if !files.cert.exists() && !files.key.exists() {
+            CertificateAuthority::init(&files, false)?;
+            eprintln!(
+                "airlock run: created a new CA in {} (embedded default)",
+                files.cert.display()
+            );
+        }
+    } else if !files.cert.exists() {
+        anyhow::bail!(
+            "CA {} not found: run `airlock ca init --dir {}`",
+            files.cert.display(),
+            files
+                .cert
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(config)
+}
+
+/// Starts the proxy (if ours), then the command, forwards signals until it
+/// exits, and stops the proxy.
+async fn supervise(
+    args: &RunArgs,
+    proxy: Proxy,
+    trust: &env::TrustFiles,
+    dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let (server, addr) = match proxy {
+        Proxy::InProcess(config) => {
+            let server = Server::start(*config).await?;
+            let port = server.local_addr().port();
+            let addr = ProxyAddr {
+                userinfo: None,
+                host: "127.0.0.1".to_owned(),
+                port,
+            };
+            tracing::info!(proxy = %addr.authority(), "airlock ready");
+            (Some(server), addr)
+        }
+        Proxy::External(addr) => (None, addr),
+    };
+    // Handlers go in before the command exists, so no signal is lost.
+    let mut signals = Signals::new()?;
+    let mut bridge = None;
+    let spawned = if args.isolate {
+        spawn_isolated(args, &addr, trust, dir, &mut bridge)
+    } else {
+        let url = addr.url_via(&addr.host);
+        spawn_direct(&args.command, &env::child_env(&url, trust))
+    };
+    let result = match spawned {
+        Ok(mut child) => {
+            let status = signals.forward_until_exit(&mut child).await;
+            status.map(exit_code).context("cannot wait for the command")
+        }
+        Err(code) => Ok(code),
+    };
+    if let Some(b) = bridge {
+        b.abort();
+    }
+    if let Some(server) = server
+        && tokio::time::timeout(Duration::from_secs(2), server.shutdown())
+            .await
+            .is_err()
+    {
+        tracing::debug!("proxy drain cut short: the command has exited");
+    }
+    result
+}
+
+fn spawn_direct(
+    command: &[String],
+    vars: &[(&'static str, std::ffi::OsString)],
+) -> Result<tokio::process::Child, ExitCode> {
+    let Some((program, rest)) = command.split_first() else {
+        eprintln!("airlock run: no command given");
+        return Err(ExitCode::from(EXIT_SETUP));
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().map_err(|e| report_spawn_error(program, &e))
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_isolated(
+    args: &RunArgs,
+    addr: &ProxyAddr,
+    trust: &env::TrustFiles,
+    dir: &Path,
+    bridge_task: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<tokio::process::Child, ExitCode> {
+    let fail = |e: anyhow::Error| {
+        eprintln!("airlock run --isolate: {e:#}");
+        ExitCode::from(EXIT_SETUP)
+    };
+    let socket = dir.join("netns.sock");
+    let bridge = isolate::Bridge::bind(&socket).map_err(fail)?;
+    let exe = std::env::current_exe()
+        .context("cannot find airlock's own executable")
+        .map_err(fail)?;
+    // Inside, the proxy is on the namespace's own loopback, same port.
+    let url = addr.url_via("127.0.0.1");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("run")
+        .arg("--netns-helper")
+        .arg(&socket)
+        .arg("--netns-port")
+        .arg(addr.port.to_string())
+        .arg("--")
+        .args(&args.command);
+    for (k, v) in env::child_env(&url, trust) {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .context("cannot start the isolation helper")
+        .map_err(fail)?;
+    *bridge_task = Some(bridge.serve(addr.authority()));
+    Ok(child)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_isolated(
+    _args: &RunArgs,
+    _addr: &ProxyAddr,
+    _trust: &env::TrustFiles,
+    _dir: &Path,
+    _bridge_task: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<tokio::process::Child, ExitCode> {
+    eprintln!("airlock run: --isolate needs Linux network namespaces");
+    Err(ExitCode::from(EXIT_SETUP))
+}
+
+/// Says why `program` could not be started; returns 127 (not found) or 126.
+fn report_spawn_error(program: &str, e: &std::io::Error) -> ExitCode {
+    eprintln!("airlock run: cannot run `{program}`: {e}");
+    if e.kind() == std::io::ErrorKind::NotFound {
+        ExitCode::from(EXIT_NOT_FOUND)
+    } else {
+        ExitCode::from(EXIT_CANNOT_EXECUTE)
+    }
+}
+
+/// The command's exit status as ours: its code, or 128 + the signal.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    if let Some(code) = status.code() {
+        return ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1));
+    }
+    if let Some(sig) = status.signal() {
+        return ExitCode::from(u8::try_from((128 + sig) & 0xff).unwrap_or(1));
+    }
+    ExitCode::FAILURE
+}
+
+/// The signals forwarded to the command.
+struct Signals {
+    streams: Vec<(tokio::signal::unix::Signal, rustix::process::Signal)>,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use rustix::process::Signal as S;
+        use tokio::signal::unix::{SignalKind as K, signal};
+        let mut streams = Vec::new();
+        for (kind, sig) in [
+            (K::interrupt(), S::INT),
+            (K::terminate(), S::TERM),
+            (K::hangup(), S::HUP),
+            (K::quit(), S::QUIT),
+            (K::user_defined1(), S::USR1),
+            (K::user_defined2(), S::USR2),
+        ] {
+            streams.push((
+                signal(kind).with_context(|| format!("cannot handle {sig:?}"))?,
+                sig,
+            ));
+        }
+        Ok(Self { streams })
+    }
+
+    /// Waits for `child`, forwarding every signal that arrives meanwhile.
+    async fn forward_until_exit(
+        &mut self,
+        child: &mut tokio::process::Child,
+    ) -> std::io::Result<ExitStatus> {
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        loop {
+            let next =
+                futures_util::future::select_all(self.streams.iter_mut().map(|(stream, sig)| {
+                    Box::pin(async move { stream.recv().await.map(|()| *sig) })
+                }));
+            tokio::select! {
+                status = child.wait() => return status,
+                (got, _, _) = next => {
+                    if let (Some(sig), Some(pid)) = (got, pid) {
+                        tracing::debug!(signal = ?sig, "forwarding to the command");
+                        if let Err(e) = rustix::process::kill_process(pid, sig) {
+                            tracing::debug!(error = %e, "forwarding failed (the command is exiting)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A private (0700) directory for the trust files and the isolation socket,
+/// removed when dropped.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create() -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let mut last = None;
+        for attempt in 0..16u32 {
+            let path = base.join(format!(
+                "airlock-run-{}-{:x}",
+                std::process::id(),
+                nanos.wrapping_add(attempt.wrapping_mul(0x9e37_79b9))
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Self(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "cannot create a run directory in {}: {last:?}",
+            base.display()
+        ))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _removed = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,0 +1,617 @@
+//! `airlock run`, black-box through the binary: curl as the command, real
+//! origins on loopback, and `--isolate` proven by direct connections that
+//! work outside the namespace and fail inside it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use airlock::tls::ca::{CaFiles, CertificateAuthority};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::ca::TestCa;
+use crate::support::origin::{Origin, echo};
+use crate::support::proxy::ProxyBuilder;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+/// An HTTPS origin for `api.example.test` on 127.0.0.2, a plain one on
+/// 127.0.0.1, and an airlock config (with its CA) that allows only the first.
+struct Setup {
+    _ca: TestCa,
+    api: Origin,
+    plain: Origin,
+    dir: TempDir,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let ca = TestCa::new("origin ca");
+        let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
+        let plain = Origin::plain("127.0.0.1", echo("plain")).await;
+        let builder = ProxyBuilder::new()
+            .resolve("api.example.test", "127.0.0.2")
+            .allow_loopback()
+            .trust(&ca)
+            .rule(&format!(
+                "match = \"api.example.test\"\nports = [{}]",
+                api.port()
+            ));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
+        std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();
+        CertificateAuthority::init(&CaFiles::in_dir(dir.path()), false).unwrap();
+        Self {
+            _ca: ca,
+            api,
+            plain,
+            dir,
+        }
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!("https://api.example.test:{}{path}", self.api.port())
+    }
+
+    /// `airlock run --config airlock.toml [extra...] -- command...`.
+    async fn run(&self, extra: &[&str], command: &[&str]) -> (i32, String, String) {
+        let mut args = vec!["run", "--config", "airlock.toml"];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(command);
+        airlock(self.dir.path(), &args).await
+    }
+}
+
+/// Runs the binary to completion (60 s at most): (status, stdout, stderr).
+async fn airlock(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("airlock {args:?} did not finish"))
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Output of a `check` line written by [`PROBES`]: `name rc=N`.
+fn rc_of(out: &str, name: &str) -> i32 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} rc=")))
+        .unwrap_or_else(|| panic!("no `{name}` line in:\n{out}"));
+    line[name.len() + 4..].trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_proxies_curl_and_the_403_is_visible() {
+    let s = Setup::new().await;
+    let (code, out, err) = s
+        .run(
+            &[],
+            &["curl", "-sS", "--max-time", "20", &s.api_url("/hello")],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from api: GET /hello", "stdout is curl's alone");
+
+    let (code, out, err) = s
+        .run(
+            &[],
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "%{http_connect}",
+                "https://denied.example.test/",
+            ],
+        )
+        .await;
+    assert_eq!(
+        code, 56,
+        "curl's CONNECT failure status passes through: {err}"
+    );
+    assert_eq!(out, "403");
+    assert!(err.contains("CONNECT tunnel failed, response 403"), "{err}");
+    assert_eq!(s.api.received().len(), 1);
+    // The config's audit output is kept (a file here), with both decisions.
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    assert!(
+        audit.contains("denied.example.test") && audit.contains("\"path\":\"/hello\""),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sets_proxy_and_trust_variables() {
+    let s = Setup::new().await;
+    let script = "for v in HTTPS_PROXY https_proxy HTTP_PROXY http_proxy ALL_PROXY all_proxy \
+                  SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO \
+                  PIP_CERT CARGO_HTTP_CAINFO AWS_CA_BUNDLE DENO_CERT HTTPLIB2_CA_CERTS \
+                  GRPC_DEFAULT_SSL_ROOTS_FILE_PATH NPM_CONFIG_CAFILE BUNDLE_SSL_CA_CERT; do \
+                  eval \"echo $v=\\${$v}\"; done; \
+                  echo NO_PROXY=${NO_PROXY-unset}; echo no_proxy=${no_proxy-unset}; \
+                  cat \"$SSL_CERT_FILE\"";
+    let (code, out, err) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(["run", "--config", "airlock.toml", "--", "sh", "-c", script])
+            .current_dir(s.dir.path())
+            .env("NO_PROXY", "api.example.test")
+            .env("no_proxy", "*")
+            .env_remove("SSL_CERT_FILE")
+            .output(),
+    )
+    .await
+    .map(|o| {
+        let o = o.unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    })
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let var = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing:\n{out}"))
+            .to_owned()
+    };
+    let proxy = var("HTTPS_PROXY");
+    assert!(proxy.starts_with("http://127.0.0.1:"), "{proxy}");
+    for k in [
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        assert_eq!(var(k), proxy, "{k}");
+    }
+    assert_eq!(var("NO_PROXY"), "", "the caller's bypass list is cleared");
+    assert_eq!(var("no_proxy"), "");
+    let bundle = var("SSL_CERT_FILE");
+    for k in [
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "CARGO_HTTP_CAINFO",
+        "AWS_CA_BUNDLE",
+        "DENO_CERT",
+        "HTTPLIB2_CA_CERTS",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+        "NPM_CONFIG_CAFILE",
+        "BUNDLE_SSL_CA_CERT",
+    ] {
+        assert_eq!(var(k), bundle, "{k}");
+    }
+    assert_ne!(
+        var("NODE_EXTRA_CA_CERTS"),
+        bundle,
+        "Node's variable adds: CA only"
+    );
+    // The bundle: airlock's CA first, then the system bundle when there is one.
+    let ca = std::fs::read_to_string(s.dir.path().join("ca.pem")).unwrap();
+    assert!(out.contains(&ca), "airlock's CA is in the bundle");
+    if let Ok(system) = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt") {
+        let first_system_cert = system
+            .split("-----END CERTIFICATE-----")
+            .next()
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap();
+        assert!(out.contains(first_system_cert), "system roots kept");
+    }
+    // The run directory is private and removed at exit.
+    let dir = Path::new(&bundle).parent().unwrap();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_exit_status_through() {
+    let s = Setup::new().await;
+    let (code, _, err) = s.run(&[], &["sh", "-c", "exit 7"]).await;
+    assert_eq!(code, 7, "{err}");
+    let (code, _, _) = s.run(&[], &["true"]).await;
+    assert_eq!(code, 0);
+    let (code, _, _) = s.run(&[], &["sh", "-c", "kill -KILL $$"]).await;
+    assert_eq!(code, 128 + 9, "died of a signal: 128 + N");
+    let (code, _, err) = s.run(&[], &["/nonexistent/tool"]).await;
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("cannot run `/nonexistent/tool`"), "{err}");
+    let (code, _, err) = s.run(&["--isolate"], &["sh", "-c", "exit 9"]).await;
+    assert_eq!(code, 9, "{err}");
+    let (code, _, err) = s.run(&["--isolate"], &["/nonexistent/tool"]).await;
+    assert_eq!(code, 127, "{err}");
+    // airlock's own failure (a missing config) is 125, not the command's.
+    let (code, _, err) = airlock(
+        s.dir.path(),
+        &["run", "--config", "nope.toml", "--", "true"],
+    )
+    .await;
+    assert_eq!(code, 125, "{err}");
+}
+
+/// Starts `airlock run [extra] -- sh -c SCRIPT`, waits for the script to
+/// print `ready`, sends `signal` to airlock, and returns airlock's status.
+async fn signal_passes_through(s: &Setup, extra: &[&str], script: &str, signal: &str) -> i32 {
+    let mut args = vec!["run", "--config", "airlock.toml"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(&args)
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "ready" {
+                return;
+            }
+        }
+        panic!("the command exited before it was ready");
+    })
+    .await
+    .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the command exited after the forwarded signal")
+        .unwrap();
+    status.code().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_forwards_signals_to_the_command() {
+    let s = Setup::new().await;
+    let trap = |sig: &str, code: u8| {
+        format!("trap 'kill $!; exit {code}' {sig}; echo ready; sleep 30 & wait")
+    };
+    assert_eq!(
+        signal_passes_through(&s, &[], &trap("TERM", 42), "TERM").await,
+        42
+    );
+    assert_eq!(
+        signal_passes_through(&s, &[], &trap("INT", 43), "INT").await,
+        43
+    );
+    assert_eq!(
+        signal_passes_through(&s, &[], &trap("HUP", 44), "HUP").await,
+        44
+    );
+    assert_eq!(
+        signal_passes_through(&s, &["--isolate"], &trap("TERM", 45), "TERM").await,
+        45
+    );
+    // Untrapped: the command dies of it, and airlock reports 128 + 15.
+    assert_eq!(
+        signal_passes_through(&s, &[], "echo ready; exec sleep 30", "TERM").await,
+        128 + 15
+    );
+}
+
+/// Probes, each printing `name rc=N`: a proxied request, then direct
+/// connections that bypass the proxy, then the proxied request again.
+fn probes(s: &Setup, extra: &str) -> String {
+    format!(
+        "curl -sS --max-time 10 -o /dev/null {api1}; echo \"proxied rc=$?\"
+         curl -sS --max-time 10 -o /dev/null --noproxy '*' http://127.0.0.1:{plain}/; echo \"direct-loopback rc=$?\"
+         timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.2/{api_port}'; echo \"raw-tcp rc=$?\"
+         {extra}
+         curl -sS --max-time 10 {api2}; echo \" proxied-again rc=$?\"",
+        api1 = s.api_url("/one"),
+        api2 = s.api_url("/two"),
+        plain = s.plain.port(),
+        api_port = s.api.port(),
+    )
+}
+
+/// A local IPv4 address that is not loopback, if the machine has a route
+/// anywhere (no packet is sent).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("192.0.2.1:9").ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// The first non-loopback IPv4 nameserver in /etc/resolv.conf.
+fn remote_nameserver() -> Option<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .ok()?
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|s| s.trim().to_owned())
+        .find(|ip| {
+            ip.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| !a.is_loopback())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_leaves_only_the_proxy_reachable() {
+    let s = Setup::new().await;
+    // A non-loopback origin (outside the namespace, reached by the host's
+    // interface address) and the resolver: both must be unreachable inside.
+    let lan = match non_loopback_ip() {
+        Some(ip) => Some(Origin::plain(&ip.to_string(), echo("lan")).await),
+        None => None,
+    };
+    let mut extra = String::new();
+    if let Some(o) = &lan {
+        extra.push_str(&format!(
+            "curl -sS --max-time 10 -o /dev/null --noproxy '*' http://{}/; echo \"direct-lan rc=$?\"\n",
+            o.addr
+        ));
+    }
+    let ns = remote_nameserver();
+    if let Some(ns) = &ns {
+        // A UDP "connect" sends nothing: it only needs a route.
+        extra.push_str(&format!(
+            "bash -c 'exec 3<>/dev/udp/{ns}/53'; echo \"resolver-route rc=$?\"\n"
+        ));
+    }
+    let script = probes(&s, &extra);
+
+    // Outside the namespace the same direct connections succeed, so their
+    // failure inside is the isolation's doing.
+    let (code, out, err) = s.run(&[], &["sh", "-c", &script]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(rc_of(&out, "proxied"), 0, "{out}\n{err}");
+    assert_eq!(rc_of(&out, "direct-loopback"), 0, "{out}\n{err}");
+    assert_eq!(rc_of(&out, "raw-tcp"), 0, "{out}\n{err}");
+    if lan.is_some() {
+        assert_eq!(rc_of(&out, "direct-lan"), 0, "{out}\n{err}");
+    }
+    if ns.is_some() {
+        assert_eq!(rc_of(&out, "resolver-route"), 0, "{out}\n{err}");
+    }
+    assert!(
+        out.contains("hello from api: GET /two proxied-again rc=0"),
+        "{out}"
+    );
+    let plain_before = s.plain.received().len();
+    let lan_before = lan.as_ref().map(|o| o.received().len());
+    assert_eq!(plain_before, 1);
+
+    let (code, out, err) = s.run(&["--isolate"], &["sh", "-c", &script]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        rc_of(&out, "proxied"),
+        0,
+        "the proxy is bridged in: {out}\n{err}"
+    );
+    assert_eq!(
+        rc_of(&out, "direct-loopback"),
+        7,
+        "the namespace's own loopback: nothing listens: {out}\n{err}"
+    );
+    assert!(err.contains("Failed to connect to 127.0.0.1"), "{err}");
+    assert_ne!(rc_of(&out, "raw-tcp"), 0, "{out}\n{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    if lan.is_some() {
+        assert_eq!(rc_of(&out, "direct-lan"), 7, "{out}\n{err}");
+    }
+    if ns.is_some() {
+        assert_ne!(rc_of(&out, "resolver-route"), 0, "{out}\n{err}");
+        assert!(
+            err.contains("Network is unreachable"),
+            "no route out: {err}"
+        );
+    }
+    assert!(
+        out.contains("hello from api: GET /two proxied-again rc=0"),
+        "{out}"
+    );
+    assert_eq!(
+        s.plain.received().len(),
+        plain_before,
+        "no direct request arrived"
+    );
+    assert_eq!(lan.as_ref().map(|o| o.received().len()), lan_before);
+    let paths: Vec<String> = s.api.received().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(paths, ["/one", "/two", "/one", "/two"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_namespace_has_only_loopback_and_no_route() {
+    let s = Setup::new().await;
+    let (code, out, err) = s
+        .run(
+            &["--isolate"],
+            &[
+                "sh",
+                "-c",
+                "cat /proc/net/dev; echo ROUTES; cat /proc/net/route",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (dev, routes) = out.split_once("ROUTES").unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{dev}");
+    assert_eq!(
+        routes.trim().lines().count(),
+        1,
+        "header only, no routes: {routes}"
+    );
+}
+
+/// `--proxy ADDR --ca FILE`: a running airlock (in this test process),
+/// with and without isolation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_uses_a_running_airlock() {
+    let ca = TestCa::new("origin ca");
+    let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
+    let proxy = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            api.port()
+        ))
+        .start()
+        .await;
+    let url = format!("https://api.example.test:{}/x", api.port());
+    let ca_path = proxy.ca_pem_path.to_str().unwrap().to_owned();
+    let addr = proxy.addr.to_string();
+    let cwd = proxy.dir.path().to_path_buf();
+    for isolate in [false, true] {
+        let mut args = vec!["run", "--proxy", &addr, "--ca", &ca_path];
+        if isolate {
+            args.push("--isolate");
+        }
+        args.extend_from_slice(&["--", "curl", "-sS", "--max-time", "20", &url]);
+        let (code, out, err) = airlock(&cwd, &args).await;
+        assert_eq!(code, 0, "isolate={isolate}: {err}");
+        assert_eq!(out, "hello from api: GET /x");
+    }
+    let (code, _, err) = airlock(
+        &cwd,
+        &[
+            "run",
+            "--proxy",
+            "https://x:1",
+            "--ca",
+            &ca_path,
+            "--",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("plain HTTP"), "{err}");
+    let audit = proxy.audit();
+    let served = audit
+        .iter()
+        .filter(|e| e["decision"] == "allow" && e["path"] == "/x")
+        .count();
+    assert_eq!(served, 2, "{audit:?}");
+}
+
+/// Unprivileged: the user-namespace path (`CLONE_NEWUSER | CLONE_NEWNET`,
+/// identity uid map). Needs root to become `nobody`, and user namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_works_unprivileged_through_a_user_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
+    // /proc/self belongs to our effective uid.
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to run the binary as nobody");
+        return;
+    }
+    let ca = TestCa::new("origin ca");
+    let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
+    let proxy = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            api.port()
+        ))
+        .start()
+        .await;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca_path: PathBuf = shared.path().join("ca.pem");
+    std::fs::write(&ca_path, &proxy.ca_pem).unwrap();
+    std::fs::set_permissions(&ca_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = format!("https://api.example.test:{}/u", api.port());
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args([
+                "run",
+                "--isolate",
+                "--proxy",
+                &proxy.addr.to_string(),
+                "--ca",
+            ])
+            .arg(&ca_path)
+            .args(["--", "sh", "-c"])
+            .arg(format!(
+                "id -u; curl -sS --max-time 20 {url}; echo; \
+                 curl -sS --max-time 5 --noproxy '*' http://127.0.0.2:{}/; echo \"direct rc=$?\"",
+                api.port()
+            ))
+            .current_dir(shared.path())
+            .env("TMPDIR", "/tmp")
+            .uid(65534)
+            .gid(65534)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("65534"), "identity uid map: {stdout}");
+    assert_eq!(
+        lines.next(),
+        Some("hello from api: GET /u"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(rc_of(&stdout, "direct"), 7, "{stdout}\n{stderr}");
+}
+
+/// The embedded default: the CA is created in certs/, stdout is the
+/// command's alone, audit events go to stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_the_embedded_default_keeps_stdout_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = airlock(
+        dir.path(),
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo out; curl -sS --max-time 20 -o /dev/null https://denied.example.test/; echo \"rc=$?\"",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "out\nrc=56\n", "nothing of airlock's on stdout");
+    assert!(dir.path().join("certs/ca.pem").exists());
+    assert!(
+        err.contains("\"decision\":\"deny\"") && err.contains("denied.example.test"),
+        "audit on stderr: {err}"
+    );
+    assert!(!err.contains(" INFO "), "quiet by default: {err}");
+}
