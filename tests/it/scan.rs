@@ -354,3 +354,54 @@ async fn a_large_benign_body_passes_unchanged() {
     }
     assert_eq!((n, ok), (SIZE, true));
 }
+
+/// Scanning must not hold a streamed response back: the first event of an
+/// SSE stream reaches the sandbox while the origin is still open, with the
+/// incoming scanner on (redact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanned_sse_events_are_not_held_back() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&release);
+    let handler: origin::Handler = Arc::new(move |req, rec| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            record(req, &rec).await;
+            type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
+            tokio::spawn(async move {
+                tx.send(Ok(Frame::data(Bytes::from_static(
+                    b"event: delta\ndata: {\"text\":\"Hello\"}\n\n",
+                ))))
+                .await
+                .unwrap();
+                gate.notified().await;
+                tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+                    .await
+                    .unwrap();
+            });
+            let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+            let mut resp = Response::new(BodyExt::boxed(body));
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            resp
+        })
+    });
+    let (_ca, origin, proxy) = setup(handler, &[]).await;
+    let mut resp = client::reqwest(&proxy)
+        .get(format!(
+            "https://api.example.test:{}/v1/messages",
+            origin.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the first event must arrive while the origin is still open, scanner on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"event: delta\ndata: {\"text\":\"Hello\"}\n\n");
+    release.notify_one();
+    let rest = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&rest[..], b"data: [DONE]\n\n");
+}
