@@ -49,6 +49,12 @@ pub enum ProxyError {
     /// The rule injects a credential but the request is plain HTTP (403).
     #[error("the rule injects a credential, and this request is unencrypted HTTP")]
     InjectOverHttp,
+    /// The client did not prove a sandbox identity (407).
+    #[error("proxy authentication: {0}")]
+    ProxyAuth(&'static str),
+    /// A rate limit or byte budget was reached (429 + Retry-After).
+    #[error(transparent)]
+    Limited(#[from] crate::limits::Limited),
     /// A secret in what the sandbox sent (403). Names the pattern, never the value.
     #[error("secret in {place} (pattern {pattern})")]
     Leak {
@@ -103,6 +109,8 @@ impl ProxyError {
             ProxyError::Credential(_) => "inject_refused",
             ProxyError::Placeholder(_) => "placeholder_misuse",
             ProxyError::InjectOverHttp => "inject_over_http",
+            ProxyError::ProxyAuth(_) => "proxy_auth_required",
+            ProxyError::Limited(_) => "rate_limited",
             ProxyError::Leak { .. } => "secret_blocked",
             ProxyError::Unscannable { .. } => "unscannable_body",
             ProxyError::ResponseLeak { .. } => "secret_in_response",
@@ -122,6 +130,8 @@ impl ProxyError {
             ProxyError::Guard(_) | ProxyError::Upstream(_) | ProxyError::ResponseLeak { .. } => {
                 StatusCode::BAD_GATEWAY
             }
+            ProxyError::ProxyAuth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Leak { .. } | ProxyError::Placeholder(_) | ProxyError::InjectOverHttp => {
                 StatusCode::FORBIDDEN
             }
@@ -198,7 +208,22 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let code = self.code();
-        text_response(status, code, self.agent_message())
+        let retry_after = match &self {
+            ProxyError::Limited(l) => Some(l.retry_after_secs),
+            _ => None,
+        };
+        let mut resp = text_response(status, code, self.agent_message());
+        if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            resp.headers_mut().insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"airlock\""),
+            );
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -13,12 +13,14 @@
 //! See `docs/architecture.md` for the chart and the invariant → test table.
 
 pub mod admin;
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod guard;
+pub mod identity;
 pub mod inject;
 pub mod limits;
 pub mod listener;

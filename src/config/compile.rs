@@ -83,11 +83,17 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     for sb in &raw.sandbox {
         let id = sb.id.get_ref();
         if id.is_empty() || id.contains(':') || !seen_ids.insert(id.clone()) {
-            errors.push(src.err(&sb.id, format!("sandbox.id: `{id}` must be unique, non-empty and without `:`")));
+            errors.push(src.err(
+                &sb.id,
+                format!("sandbox.id: `{id}` must be unique, non-empty and without `:`"),
+            ));
         }
         let hash = hex_sha256(sb.token_sha256.get_ref());
         if hash.is_none() {
-            errors.push(src.err(&sb.token_sha256, "sandbox.token_sha256: 64 hex characters (sha256sum of the token)"));
+            errors.push(src.err(
+                &sb.token_sha256,
+                "sandbox.token_sha256: 64 hex characters (sha256sum of the token)",
+            ));
         }
         let mut own: Vec<Rule> = Vec::new();
         let mut files = hint_files.clone();
@@ -774,25 +780,33 @@ fn compile_rule(
             }
         });
 
-
     let rate = r.rate.as_ref().and_then(|v| match v.get_ref().as_str() {
         "unlimited" => None,
-        text => crate::limits::Rate::parse(text, false).map_err(|m| errors.push(src.err(v, format!("host.rate: {m}")))).ok(),
+        text => crate::limits::Rate::parse(text, false)
+            .map_err(|m| errors.push(src.err(v, format!("host.rate: {m}"))))
+            .ok(),
     });
-    let budget = r
-        .budget
-        .as_ref()
-        .and_then(|v| crate::limits::Rate::parse(v.get_ref(), true).map_err(|m| errors.push(src.err(v, format!("host.budget: {m}")))).ok());
+    let budget = r.budget.as_ref().and_then(|v| {
+        crate::limits::Rate::parse(v.get_ref(), true)
+            .map_err(|m| errors.push(src.err(v, format!("host.budget: {m}"))))
+            .ok()
+    });
     let writes = match &methods {
         Methods::Any => true,
-        Methods::Only(list) => list.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS")),
+        Methods::Only(list) => list
+            .iter()
+            .any(|m| !matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS")),
     };
-    let write_rate = (r.rate.is_none() && inject.is_some() && writes).then_some(crate::limits::DEFAULT_WRITE_RATE);
+    let write_rate = (r.rate.is_none() && inject.is_some() && writes)
+        .then_some(crate::limits::DEFAULT_WRITE_RATE);
     let approval = match r.approval.as_ref().map(|a| (a, a.get_ref().as_str())) {
         None | Some((_, "none")) => false,
         Some((_, "required")) => true,
         Some((a, other)) => {
-            errors.push(src.err(a, format!("host.approval: `{other}` is not valid: use \"none\" or \"required\"")));
+            errors.push(src.err(
+                a,
+                format!("host.approval: `{other}` is not valid: use \"none\" or \"required\""),
+            ));
             false
         }
     };
@@ -818,7 +832,11 @@ fn compile_rule(
         paths,
         websocket: r.websocket.unwrap_or(false),
         inject,
-        limits: crate::limits::Limits { rate, write_rate, budget },
+        limits: crate::limits::Limits {
+            rate,
+            write_rate,
+            budget,
+        },
         approval,
     })
 }

@@ -94,13 +94,18 @@ impl Sandbox {
     pub fn token_matches(&self, token: &[u8]) -> bool {
         use sha2::Digest;
         let got = sha2::Sha256::digest(token);
-        got.iter().zip(self.token_sha256.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        got.iter()
+            .zip(self.token_sha256.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Sandbox")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -240,6 +245,21 @@ pub enum AuditOutput {
 }
 
 impl Config {
+    /// The policy for a client: its sandbox's, or the shared one when no
+    /// sandboxes are configured. `None` when the client must authenticate
+    /// (or named a sandbox this config no longer has).
+    pub fn policy_for(&self, sandbox: Option<&str>) -> Option<&Arc<Policy>> {
+        match sandbox {
+            None if self.sandboxes.is_empty() => Some(&self.policy),
+            None => None,
+            Some(id) => self
+                .sandboxes
+                .iter()
+                .find(|s| &*s.id == id)
+                .map(|s| &s.policy),
+        }
+    }
+
     /// Reads and compiles `path` and the rule files it includes.
     ///
     /// # Errors

@@ -71,6 +71,7 @@ pub struct AuditOnce {
     bytes_up: Arc<AtomicU64>,
     bytes_down: u64,
     start: Instant,
+    on_done: Option<Box<dyn FnOnce(u64) + Send>>,
 }
 
 impl AuditOnce {
@@ -87,12 +88,22 @@ impl AuditOnce {
             bytes_up,
             bytes_down: 0,
             start,
+            on_done: None,
         }
+    }
+
+    /// Runs `f` with the request-body bytes when the exchange ends (byte budgets).
+    pub fn on_done(mut self, f: Box<dyn FnOnce(u64) + Send>) -> Self {
+        self.on_done = Some(f);
+        self
     }
 
     fn emit(&mut self, failed: bool) {
         if let Some(mut ev) = self.event.take() {
             ev.bytes_up = self.bytes_up.load(Ordering::Relaxed);
+            if let Some(f) = self.on_done.take() {
+                f(ev.bytes_up);
+            }
             ev.bytes_down = self.bytes_down;
             ev.duration_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
             if failed {

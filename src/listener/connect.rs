@@ -43,6 +43,11 @@ pub(crate) async fn handle(
         Err(e) => return e.into_response(),
     };
     let generation = state.generation();
+    let sandbox = crate::identity::identify(&generation.config, req.headers());
+    let sandbox_name = sandbox
+        .as_ref()
+        .ok()
+        .and_then(|s| s.as_deref().map(str::to_owned));
     let audit = |decision, reason: &'static str, status: StatusCode, rule: Option<String>| {
         let mut ev = AuditEvent::new(
             "connect",
@@ -55,14 +60,23 @@ pub(crate) async fn handle(
         ev.method = Some("CONNECT".into());
         ev.status = Some(status.as_u16());
         ev.rule = rule;
+        ev.sandbox.clone_from(&sandbox_name);
         ev.rules_version.clone_from(&generation.config.version);
         state.audit.emit(ev);
     };
-    let matched = match generation
-        .config
-        .policy
-        .decide_host(&host, port, Scheme::Https)
-    {
+    let sandbox = match sandbox {
+        Ok(s) => s,
+        Err(err) => {
+            audit("deny", err.code(), err.status(), None);
+            return err.into_response();
+        }
+    };
+    let Some(policy) = generation.config.policy_for(sandbox.as_deref()) else {
+        let err = ProxyError::ProxyAuth("unknown sandbox");
+        audit("deny", err.code(), err.status(), None);
+        return err.into_response();
+    };
+    let matched = match policy.decide_host(&host, port, Scheme::Https) {
         Ok(m) => m,
         Err(denied) => {
             let err = ProxyError::from(denied);
@@ -91,6 +105,7 @@ pub(crate) async fn handle(
         port,
         scheme: Scheme::Https,
         connect: true,
+        sandbox,
         client: peer,
         sni_mismatch: None,
     };

@@ -45,6 +45,8 @@ pub struct Target {
     pub connect: bool,
     /// The sandbox's address.
     pub client: SocketAddr,
+    /// The sandbox identity proven on CONNECT (or on this request).
+    pub sandbox: Option<Arc<str>>,
     /// Set when TLS SNI named another host: every request gets 421.
     pub sni_mismatch: Option<String>,
 }
@@ -84,12 +86,30 @@ pub(crate) async fn absolute_form(
         Ok(h) => h,
         Err(e) => return ProxyError::BadRequest(format!("URL host: {e}")).into_response(),
     };
+    let sandbox = match crate::identity::identify(&state.generation().config, req.headers()) {
+        Ok(s) => s,
+        Err(err) => {
+            let mut ev = AuditEvent::new(
+                "request",
+                peer.to_string(),
+                host.to_string(),
+                authority.port_u16().unwrap_or(scheme.default_port()),
+                "deny",
+                err.code(),
+            );
+            ev.method = Some(req.method().to_string());
+            ev.status = Some(err.status().as_u16());
+            state.audit.emit(ev);
+            return err.into_response();
+        }
+    };
     let port = authority.port_u16().unwrap_or(scheme.default_port());
     let target = Arc::new(Target {
         host,
         port,
         scheme,
         connect: false,
+        sandbox,
         client: peer,
         sni_mismatch: None,
     });
@@ -121,8 +141,17 @@ pub(crate) async fn forward(
     event.method = Some(req.method().to_string());
     let generation = state.generation();
     event.rules_version.clone_from(&generation.config.version);
+    event.sandbox = target.sandbox.as_deref().map(str::to_owned);
 
-    let judged = match judge(&generation.config.policy, &target, &req) {
+    let Some(policy) = generation.config.policy_for(target.sandbox.as_deref()) else {
+        return fail(
+            &state,
+            event,
+            start,
+            ProxyError::ProxyAuth("this tunnel's sandbox is no longer configured"),
+        );
+    };
+    let judged = match judge(policy, &target, &req) {
         Ok(j) => j,
         Err(err) => {
             event.decision = "deny";
@@ -138,6 +167,23 @@ pub(crate) async fn forward(
     };
     event.path = Some(judged.path.decoded().to_owned());
     event.rule = Some(judged.rule.source.to_string());
+
+    let rule_key = judged.rule.source.to_string();
+    let sandbox_key: Arc<str> = target.sandbox.clone().unwrap_or_else(|| Arc::from(""));
+    if !judged.rule.limits.is_unlimited() {
+        let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let len = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        if let Err(limited) =
+            state
+                .limiter
+                .admit(&rule_key, &sandbox_key, &judged.rule.limits, write, len)
+        {
+            return fail(&state, event, start, ProxyError::Limited(limited));
+        }
+    }
 
     let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -249,7 +295,13 @@ pub(crate) async fn forward(
             Err(err) => return fail(&state, event, start, err),
         };
     }
-    let audit = AuditOnce::new(event, state.audit.clone(), bytes_up, start);
+    let mut audit = AuditOnce::new(event, state.audit.clone(), bytes_up, start);
+    if judged.rule.limits.budget.is_some() {
+        let st = Arc::clone(&state);
+        audit = audit.on_done(Box::new(move |bytes| {
+            st.limiter.spend(&rule_key, &sandbox_key, bytes)
+        }));
+    }
     Response::from_parts(parts, Audited::new(body, audit).boxed_unsync())
 }
 

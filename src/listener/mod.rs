@@ -49,6 +49,8 @@ pub struct State {
     pub issuer: LeafIssuer,
     /// Audit events (and the metrics derived from them).
     pub audit: AuditSink,
+    /// Rate limits and byte budgets.
+    pub limiter: crate::limits::Limiter,
     /// airlock's own listeners: never a destination.
     own: Vec<SocketAddr>,
     /// The secret scanner: this generation's patterns plus the values
@@ -358,6 +360,7 @@ pub fn build_state(
         generation: ArcSwap::from_pointee(generation),
         issuer,
         audit,
+        limiter: crate::limits::Limiter::default(),
         own,
         scanner: ArcSwapOption::empty(),
         held: Mutex::new(Vec::new()),

@@ -26,6 +26,8 @@ mod plain_http;
 mod reload;
 /// Slow clients, silent tunnels, aborted bodies, untrusted or dead upstreams.
 mod resilience;
+/// Sandbox identities (407, own hosts and secrets), rate limits, byte budgets.
+mod sandbox;
 /// The scanner on the path: outgoing leaks blocked, incoming secrets redacted.
 mod scan;
 /// The Vault/OpenBao source itself: token, AppRole re-login, renewal, outage

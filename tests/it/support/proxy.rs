@@ -30,6 +30,7 @@ pub struct ProxyBuilder {
     scan_lines: Vec<String>,
     secrets_lines: Vec<String>,
     files: Vec<(String, String)>,
+    tail: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -85,6 +86,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Raw TOML appended at the end of the config (e.g. `[[sandbox]]` tables).
+    pub fn raw(mut self, text: &str) -> Self {
+        self.tail.push(text.to_owned());
+        self
+    }
+
     /// Trusts `ca` for upstream TLS.
     pub fn trust(mut self, ca: &TestCa) -> Self {
         self.trust.push(ca.pem.clone());
@@ -133,6 +140,11 @@ impl ProxyBuilder {
         for r in &self.rules {
             t.push_str("\n[[host]]\n");
             t.push_str(r);
+            t.push('\n');
+        }
+        for raw in &self.tail {
+            t.push('\n');
+            t.push_str(raw);
             t.push('\n');
         }
         t
