@@ -55,6 +55,8 @@ enum Command {
     Scan(ScanArgs),
     /// Run a command whose only way out is through airlock.
     Run(crate::run::RunArgs),
+    /// List, approve or deny requests held for approval (through the admin API).
+    Approvals(crate::approval::cli::ApprovalsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(config.as_deref()),
         Command::Scan(args) => scan(&args),
         Command::Run(args) => crate::run::main(&args),
+        Command::Approvals(args) => approvals(&args),
         Command::Explain {
             config,
             url,
@@ -357,4 +360,12 @@ fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
 #[expect(clippy::print_stdout, reason = "the CLI's one writer to stdout")]
 fn print_out(s: &str) {
     print!("{s}");
+}
+
+fn approvals(args: &crate::approval::cli::ApprovalsArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let code = crate::approval::cli::main(args, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(code)
 }
