@@ -33,6 +33,11 @@
 //! a mount namespace or container for those. Abstract Unix sockets are per
 //! network namespace and are cut off.
 //!
+//! Unprivileged, the command also runs in a user namespace that maps only
+//! the caller's uid and gid (to themselves): its identity is unchanged, but
+//! files of other users show as the overflow user (`nobody`) and setuid
+//! programs such as `sudo` gain nothing. As root there is no user namespace.
+//!
 //! Requirements: Linux, and either root (CAP_SYS_ADMIN) or unprivileged user
 //! namespaces (`kernel.unprivileged_userns_clone = 1` where that sysctl
 //! exists, `user.max_user_namespaces > 0`, and on Ubuntu 24.04+

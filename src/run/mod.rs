@@ -60,8 +60,10 @@
 //! `airlock=warn` unless `RUST_LOG` says otherwise; with the embedded default
 //! its audit events go to stderr too (a `--config` keeps its `[audit]`
 //! output). `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1` and `SIGUSR2`
-//! sent to airlock are forwarded to the command (a terminal's Ctrl-C reaches
-//! both directly, so the command may see `SIGINT` twice, as under `tini`).
+//! sent to airlock are forwarded to the command; Ctrl-C and Ctrl-\\ typed in
+//! the terminal already reach the command directly, so `SIGINT`/`SIGQUIT`
+//! are not forwarded again while airlock is in the terminal's foreground
+//! process group.
 //! airlock exits with the command's status, `128 + N` if it died of signal
 //! `N`, `125` if airlock itself failed before the command started, `126` if
 //! the command could not be executed and `127` if it was not found (the
@@ -69,7 +71,7 @@
 //!
 //! # `--isolate`
 //! The command runs in its own network namespace where only airlock's port
-//! is reachable; see [`isolate`] for how, and what it requires (Linux; root
+//! is reachable; see `src/run/isolate.rs` for how, and what it requires (Linux; root
 //! or unprivileged user namespaces). Where that is not available airlock
 //! says so and exits 125: it never runs the command without isolation.
 
@@ -343,9 +345,8 @@ fn spawn_isolated(
     };
     let socket = dir.join("netns.sock");
     let bridge = isolate::Bridge::bind(&socket).map_err(fail)?;
-    let exe = std::env::current_exe()
-        .context("cannot find airlock's own executable")
-        .map_err(fail)?;
+    // This very binary, even if the file was replaced since it started.
+    let exe = Path::new("/proc/self/exe");
     // Inside, the proxy is on the namespace's own loopback, same port.
     let url = addr.url_via("127.0.0.1");
     let mut cmd = tokio::process::Command::new(exe);
@@ -444,6 +445,10 @@ impl Signals {
                 status = child.wait() => return status,
                 (got, _, _) = next => {
                     if let (Some(sig), Some(pid)) = (got, pid) {
+                        if terminal_sent(sig) {
+                            tracing::debug!(signal = ?sig, "from the terminal: the command has it already");
+                            continue;
+                        }
                         tracing::debug!(signal = ?sig, "forwarding to the command");
                         if let Err(e) = rustix::process::kill_process(pid, sig) {
                             tracing::debug!(error = %e, "forwarding failed (the command is exiting)");
@@ -453,6 +458,27 @@ impl Signals {
             }
         }
     }
+}
+
+/// Ctrl-C and Ctrl-\\ go to the terminal's whole foreground process group,
+/// the command included: forwarding them again would deliver them twice.
+/// When airlock is in that group, `SIGINT`/`SIGQUIT` are taken to come
+/// from the terminal; a `kill` from elsewhere while airlock runs in a
+/// terminal's foreground is then not forwarded (the command can be signalled
+/// directly).
+fn terminal_sent(sig: rustix::process::Signal) -> bool {
+    use rustix::process::Signal as S;
+    if sig != S::INT && sig != S::QUIT {
+        return false;
+    }
+    let group = rustix::process::getpgrp();
+    [
+        rustix::termios::tcgetpgrp(std::io::stdin()),
+        rustix::termios::tcgetpgrp(std::io::stdout()),
+        rustix::termios::tcgetpgrp(std::io::stderr()),
+    ]
+    .into_iter()
+    .any(|fg| fg.is_ok_and(|fg| fg == group))
 }
 
 /// A private (0700) directory for the trust files and the isolation socket,
