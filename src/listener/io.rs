@@ -168,6 +168,10 @@ impl<S: AsyncRead> AsyncRead for Prefixed<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Release the peek buffer: a tunnel lives long, its 4 KiB add up.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         ready!(this.inner.poll_read(cx, buf))?;

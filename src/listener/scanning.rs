@@ -311,6 +311,18 @@ fn scan_headers(
     skip: &[HeaderName],
     direction: Direction,
 ) -> Result<(), (String, HeaderName)> {
+    // Fast path: one scan over all values (most requests carry no secret);
+    // only when something is found are the values scanned one by one.
+    let mut all = Vec::with_capacity(512);
+    for (name, value) in headers.iter() {
+        if !skip.contains(name) {
+            all.extend_from_slice(value.as_bytes());
+            all.push(b'\n');
+        }
+    }
+    if scan.scanner.scan(&all).is_empty() {
+        return Ok(());
+    }
     let mut replace: Vec<(HeaderName, usize, HeaderValue)> = Vec::new();
     let names: Vec<HeaderName> = headers
         .keys()
