@@ -538,12 +538,10 @@ async fn the_whole_log_output_never_contains_a_secret() {
     });
     // stderr is being drained whole, so learn the proxy port from /proc.
     let pid = child.id().unwrap();
-    let proxy_addr =
-        crate::support::eventually_async(
-            "airlock listening",
-            || async move { listening_port(pid) },
-        )
-        .await;
+    let proxy_addr = crate::support::eventually_async("airlock listening", || async move {
+        crate::support::listening_port(pid)
+    })
+    .await;
     let proxy_url = format!("http://{proxy_addr}");
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
     let c = reqwest::Client::builder()
@@ -592,34 +590,4 @@ async fn the_whole_log_output_never_contains_a_secret() {
     );
     no_secret_in(&logs);
     no_secret_in(&audit);
-}
-
-/// The proxy port of process `pid`, read from /proc (the first listening
-/// TCP socket it owns).
-fn listening_port(pid: u32) -> Option<std::net::SocketAddr> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()?
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            l.to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_owned)
-        })
-        .collect();
-    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    tcp.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // state 0A = LISTEN
-        if f.get(3) != Some(&"0A") || !inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)) {
-            return None;
-        }
-        let (ip, port) = f.get(1)?.split_once(':')?;
-        let ip = u32::from_str_radix(ip, 16).ok()?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        Some(std::net::SocketAddr::from((
-            std::net::Ipv4Addr::from(u32::from_be(ip)),
-            port,
-        )))
-    })
 }

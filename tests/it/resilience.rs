@@ -174,3 +174,33 @@ async fn unreachable_upstream_gets_502_with_reason() {
             .contains("cannot connect to api.example.test")
     );
 }
+
+/// `max_connections`: the third client waits until a slot frees, and is
+/// then served; it is never dropped or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_queues_new_clients_until_a_slot_frees() {
+    let proxy = ProxyBuilder::new()
+        .proxy_line("max_connections = 2")
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .rule("match = \"api.example.test\"")
+        .start()
+        .await;
+    let first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    third
+        .write_all(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut buf)).await;
+    assert!(early.is_err(), "the third connection must wait for a slot");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), third.read_exact(&mut buf))
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}

@@ -615,3 +615,56 @@ async fn run_with_the_embedded_default_keeps_stdout_clean() {
     );
     assert!(!err.contains(" INFO "), "quiet by default: {err}");
 }
+
+/// Where namespaces are denied, `--isolate` refuses (125) with the reason
+/// and never runs the command. Built with util-linux in a throwaway user
+/// namespace (no global sysctl is touched): `user.max_user_namespaces = 0`
+/// there, and CAP_SYS_ADMIN dropped from the bounding set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_refuses_where_namespaces_are_denied() {
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("unshare") || !have("setpriv") {
+        eprintln!("skipped: needs unshare(1) and setpriv(1) from util-linux");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    CertificateAuthority::init(&CaFiles::in_dir(dir.path()), false).unwrap();
+    let marker = dir.path().join("ran");
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces || exit 99; \
+         exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin {BIN} run --isolate \
+         --proxy 127.0.0.1:9 --ca ca.pem -- touch {}",
+        marker.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "sh", "-c", &script])
+            .current_dir(dir.path())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(99) {
+        eprintln!("skipped: cannot lower max_user_namespaces in a user namespace here: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("cannot create a network namespace")
+            && err.contains("user.max_user_namespaces")
+            && err.contains("never runs unisolated"),
+        "{err}"
+    );
+    assert!(
+        !marker.exists(),
+        "the command must not run without isolation"
+    );
+}

@@ -405,3 +405,104 @@ async fn scanned_sse_events_are_not_held_back() {
     let rest = resp.chunk().await.unwrap().unwrap();
     assert_eq!(&rest[..], b"data: [DONE]\n\n");
 }
+
+/// airlock as its own process: a 200 MiB upload and download with the
+/// scanner on leave its peak memory far below the body size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_does_not_grow_with_body_size() {
+    const SIZE: usize = 200 * 1024 * 1024;
+    let handler: origin::Handler = Arc::new(|req, _rec| {
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len());
+            }
+            let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
+            let stream = futures_util::stream::iter((0..SIZE / chunk.len()).map(move |_| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
+            }));
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut()
+                .insert("x-received", n.to_string().parse().unwrap());
+            resp
+        })
+    });
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", handler).await;
+    let builder = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .scan(&[])
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();
+    std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
+    airlock::tls::ca::CertificateAuthority::init(
+        &airlock::tls::ca::CaFiles::in_dir(dir.path()),
+        false,
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["serve", "--config", "airlock.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let addr = crate::support::eventually_async("airlock listening", || async move {
+        crate::support::listening_port(pid)
+    })
+    .await;
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let hwm = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
+    let upload = futures_util::stream::iter(
+        (0..SIZE / chunk.len()).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let r = c
+        .post(format!("https://api.example.test:{}/big", origin.port()))
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-received"], SIZE.to_string().as_str());
+    let mut stream = r.bytes_stream();
+    let mut n = 0usize;
+    use futures_util::StreamExt;
+    while let Some(c) = stream.next().await {
+        n += c.unwrap().len();
+    }
+    assert_eq!(n, SIZE);
+    let peak_kib = hwm(pid);
+    eprintln!("airlock peak RSS while moving 2 x 200 MiB with scanning: {peak_kib} KiB");
+    let _ = child.kill().await;
+    assert!(
+        peak_kib < 80 * 1024,
+        "airlock peaked at {peak_kib} KiB while moving 2 x 200 MiB"
+    );
+}

@@ -49,3 +49,33 @@ pub fn init() {
         .with_test_writer()
         .try_init();
 }
+
+/// The proxy port of process `pid`, read from /proc (the first listening
+/// TCP socket it owns).
+pub fn listening_port(pid: u32) -> Option<std::net::SocketAddr> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    tcp.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // state 0A = LISTEN
+        if f.get(3) != Some(&"0A") || !inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)) {
+            return None;
+        }
+        let (ip, port) = f.get(1)?.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::from(u32::from_be(ip)),
+            port,
+        )))
+    })
+}
