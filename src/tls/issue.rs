@@ -71,7 +71,8 @@ impl LeafIssuer {
     /// # Errors
     /// Minting failed.
     pub async fn server_config(&self, host: &Host) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
-        self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.cache
             .try_get_with(host.clone(), async { self.mint(host).map(Arc::new) })
             .await
