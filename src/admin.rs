@@ -405,3 +405,372 @@ fn ok(body: String, content_type: &'static str) -> Response<ProxyBody> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::approval::{PendingRequest, RequestFacts, Verdict};
+    use crate::audit::{AuditEvent, AuditSink};
+    use crate::config::Config;
+    use crate::tls::ca::{CaFiles, CertificateAuthority};
+
+    /// A real admin listener on 127.0.0.1:0 over a real `State`; the
+    /// approvals are the test's, so it can hold requests in them.
+    struct Admin {
+        addr: SocketAddr,
+        approvals: Arc<Approvals>,
+        _shutdown: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start(token: Option<&str>) -> Admin {
+        let dir = tempfile::tempdir().unwrap();
+        crate::install_crypto_provider();
+        CertificateAuthority::init(&CaFiles::in_dir(dir.path()), false).unwrap();
+        let mut text = String::from(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+             [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\nupstream_roots = \"webpki\"\n\
+             [audit]\noutput = \"off\"\n",
+        );
+        if let Some(t) = token {
+            std::fs::write(dir.path().join("admin-token"), format!("{t}\n")).unwrap();
+            text = text.replace("[tls]", "admin_token_file = \"admin-token\"\n[tls]");
+        }
+        let config = Config::from_text(&text, "airlock.toml", dir.path()).unwrap();
+        let token = config.proxy.admin_token.clone();
+        let state =
+            Arc::new(crate::listener::build_state(config, AuditSink::off(), vec![]).unwrap());
+        let approvals = Arc::new(Approvals::new(AuditSink::off()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(serve_with(
+            listener,
+            state,
+            Arc::clone(&approvals),
+            token,
+            rx,
+        ));
+        Admin {
+            addr,
+            approvals,
+            _shutdown: shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `head` (request line and headers, no blank line) and `body`;
+    /// returns the status and the body.
+    async fn raw(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let length = if body.is_empty() && head.starts_with("GET") {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
+        let req = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n{length}\r\n{body}");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text[9..12].parse().unwrap();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    async fn post(addr: SocketAddr, id: &str, body: &str) -> (u16, String) {
+        raw(
+            addr,
+            &format!("POST /approvals/{id} HTTP/1.1\r\nContent-Type: application/json"),
+            body,
+        )
+        .await
+    }
+
+    fn request(path: &str) -> PendingRequest {
+        PendingRequest::new(&RequestFacts {
+            sandbox: Some("agent-a"),
+            method: "POST",
+            scheme: "https",
+            host: "api.pay.test",
+            port: 443,
+            path,
+            query: None,
+            rule: "rules/pay.toml:7",
+        })
+    }
+
+    fn hold(admin: &Admin, path: &str) -> tokio::task::JoinHandle<Verdict> {
+        let a = Arc::clone(&admin.approvals);
+        let req = request(path);
+        tokio::spawn(async move {
+            let ev = AuditEvent::new(
+                "request",
+                "127.0.0.1:1".into(),
+                "api.pay.test".into(),
+                443,
+                "allow",
+                "rule_matched",
+            );
+            a.decide(req, Duration::from_secs(60), &ev).await
+        })
+    }
+
+    async fn listed(admin: &Admin, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..1000 {
+            let (status, body) = raw(admin.addr, "GET /approvals HTTP/1.1", "").await;
+            assert_eq!(status, 200, "{body}");
+            let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+            if list.len() == n {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("never {n} held requests");
+    }
+
+    #[tokio::test]
+    async fn approvals_are_listed_and_decided_over_the_admin_api() {
+        let admin = start(None).await;
+        assert!(listed(&admin, 0).await.is_empty());
+
+        let refund = hold(&admin, "/v1/refunds");
+        let list = listed(&admin, 1).await;
+        let id = list[0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(list[0]["url"], "https://api.pay.test/v1/refunds");
+        assert_eq!(list[0]["sandbox"], "agent-a");
+        assert_eq!(list[0]["rule"], "rules/pay.toml:7");
+        let (status, one) = raw(admin.addr, &format!("GET /approvals/{id} HTTP/1.1"), "").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&one).unwrap()["id"],
+            id.as_str()
+        );
+
+        // Bad bodies: 400, and the request stays held.
+        for bad in [
+            "",
+            "{",
+            r#"{"decision":"maybe"}"#,
+            r#"{"decision":"approve","scope":"forever"}"#,
+            r#"{"decision":"approve","scope":{"minutes":0}}"#,
+            r#"{"decision":"approve","scope":{"minutes":100000}}"#,
+            r#"{"decision":"deny","scope":{"minutes":5}}"#,
+            r#"{"decision":"approve","extra":1}"#,
+        ] {
+            assert_eq!(post(admin.addr, &id, bad).await.0, 400, "{bad}");
+        }
+        let long = format!(r#"{{"decision":"deny","reason":"{}"}}"#, "r".repeat(2000));
+        assert_eq!(post(admin.addr, &id, &long).await.0, 400);
+        let huge = format!(r#"{{"decision":"deny","reason":"{}"}}"#, "r".repeat(20_000));
+        assert_eq!(post(admin.addr, &id, &huge).await.0, 413);
+        let (status, _) = raw(
+            admin.addr,
+            &format!("POST /approvals/{id} HTTP/1.1\r\nContent-Type: text/plain"),
+            r#"{"decision":"approve"}"#,
+        )
+        .await;
+        assert_eq!(status, 415);
+        // A browser (cross-site POST or DNS rebinding) is refused.
+        let (status, _) = raw(
+            admin.addr,
+            &format!("POST /approvals/{id} HTTP/1.1\r\nContent-Type: application/json\r\nOrigin: http://evil.test"),
+            r#"{"decision":"approve"}"#,
+        )
+        .await;
+        assert_eq!(status, 403);
+        let (status, _) = raw(
+            admin.addr,
+            "GET /approvals HTTP/1.1\r\nSec-Fetch-Mode: cors",
+            "",
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert_eq!(listed(&admin, 1).await.len(), 1, "nothing above decided it");
+
+        let (status, body) = post(
+            admin.addr,
+            &id,
+            r#"{"decision":"approve","scope":{"minutes":5}}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            refund.await.unwrap(),
+            Verdict::Approved {
+                by: "admin API".into(),
+                scope: Scope::Route { minutes: 5 }
+            }
+        );
+        // Decided: gone.
+        assert_eq!(
+            post(admin.addr, &id, r#"{"decision":"approve"}"#).await.0,
+            404
+        );
+        assert_eq!(
+            raw(admin.addr, &format!("GET /approvals/{id} HTTP/1.1"), "")
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            post(
+                admin.addr,
+                "00000000000000000000000000000000",
+                r#"{"decision":"deny"}"#
+            )
+            .await
+            .0,
+            404
+        );
+
+        let payout = hold(&admin, "/v1/payouts");
+        let id = listed(&admin, 1).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, body) = post(
+            admin.addr,
+            &id,
+            r#"{"decision":"deny","reason":"no payouts today"}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            payout.await.unwrap(),
+            Verdict::Denied {
+                by: "admin API".into(),
+                reason: Some("no payouts today".into())
+            }
+        );
+        assert_eq!(
+            raw(admin.addr, "DELETE /approvals HTTP/1.1", "").await.0,
+            405
+        );
+        assert_eq!(raw(admin.addr, "POST /metrics HTTP/1.1", "").await.0, 405);
+    }
+
+    #[tokio::test]
+    async fn approvals_need_the_admin_token() {
+        let admin = start(Some("t0ken-for-tests")).await;
+        let held = hold(&admin, "/v1/refunds");
+        while admin.approvals.list().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let id = admin.approvals.list()[0].id.clone();
+        assert_eq!(raw(admin.addr, "GET /healthz HTTP/1.1", "").await.0, 200);
+        assert_eq!(raw(admin.addr, "GET /approvals HTTP/1.1", "").await.0, 401);
+        assert_eq!(
+            post(admin.addr, &id, r#"{"decision":"approve"}"#).await.0,
+            401
+        );
+        let (status, _) = raw(
+            admin.addr,
+            &format!("POST /approvals/{id} HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer wrong"),
+            r#"{"decision":"approve"}"#,
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert_eq!(admin.approvals.list().len(), 1);
+        let (status, _) = raw(
+            admin.addr,
+            &format!("POST /approvals/{id} HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer t0ken-for-tests"),
+            r#"{"decision":"approve","scope":"once"}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(held.await.unwrap().is_approved());
+    }
+
+    /// The CLI end to end against the admin API: list, approve, deny.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cli_lists_approves_and_denies() {
+        let admin = start(Some("cli-t0ken")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "cli-t0ken\n").unwrap();
+        let addr = admin.addr.to_string();
+        let token = token_file.display().to_string();
+        let cli = move |args: &[&str]| {
+            let mut argv = vec!["approvals", "--admin", &addr, "--token-file", &token];
+            argv.extend_from_slice(args);
+            let parsed = <CliArgs as clap::Parser>::try_parse_from(argv).unwrap();
+            let mut out = Vec::new();
+            let r = std::thread::scope(|s| {
+                s.spawn(|| crate::approval::cli::main(&parsed.args, &mut out))
+                    .join()
+                    .unwrap()
+            });
+            (
+                r.map(|_| ()).map_err(|e| format!("{e:#}")),
+                String::from_utf8(out).unwrap(),
+            )
+        };
+        let first = hold(&admin, "/v1/refunds");
+        let second = hold(&admin, "/v1/payouts");
+        while admin.approvals.list().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ids: Vec<(String, String)> = admin
+            .approvals
+            .list()
+            .into_iter()
+            .map(|p| (p.url, p.id))
+            .collect();
+        let id_of = |suffix: &str| {
+            ids.iter()
+                .find(|(u, _)| u.ends_with(suffix))
+                .unwrap()
+                .1
+                .clone()
+        };
+
+        let (r, table) = cli(&["list"]);
+        r.unwrap();
+        assert!(table.starts_with("ID "), "{table}");
+        assert!(table.contains(&id_of("/refunds")), "{table}");
+        assert!(table.contains("https://api.pay.test/v1/payouts"), "{table}");
+        assert!(table.contains("2 awaiting approval"), "{table}");
+
+        let (r, out) = cli(&["approve", &id_of("/refunds"), "--minutes", "15"]);
+        r.unwrap();
+        assert!(out.starts_with("approved "), "{out}");
+        assert_eq!(
+            first.await.unwrap(),
+            Verdict::Approved {
+                by: "admin API".into(),
+                scope: Scope::Route { minutes: 15 }
+            }
+        );
+        let (r, _) = cli(&["deny", &id_of("/payouts"), "--reason", "not now"]);
+        r.unwrap();
+        assert!(
+            matches!(second.await.unwrap(), Verdict::Denied { reason: Some(r), .. } if r == "not now")
+        );
+
+        let (r, _) = cli(&["deny", &id_of("/payouts")]);
+        assert!(r.unwrap_err().contains("no request awaiting approval"));
+        let (r, out) = cli(&["list"]);
+        r.unwrap();
+        assert_eq!(out, "no requests awaiting approval\n");
+    }
+
+    /// `airlock approvals ...` without the rest of the CLI.
+    #[derive(clap::Parser)]
+    #[command(name = "approvals")]
+    struct CliArgs {
+        #[command(flatten)]
+        args: crate::approval::cli::ApprovalsArgs,
+    }
+}
