@@ -35,7 +35,8 @@ pub struct DeciderSettings {
     pub token: Option<SecretValue>,
     /// TLS client config for `https://` deciders; `None` = the webpki roots.
     /// Pass the upstream config (system roots + `extra_upstream_roots`) to
-    /// reach a decider behind a corporate CA.
+    /// reach a decider behind a corporate CA; its ALPN is replaced with
+    /// `http/1.1`.
     pub tls: Option<Arc<ClientConfig>>,
 }
 
@@ -110,7 +111,13 @@ impl Decider {
         let endpoint =
             Endpoint::parse(&settings.url).map_err(|e| DeciderError::Url(e.to_string()))?;
         let tls = match (&settings.tls, endpoint.is_tls()) {
-            (Some(c), _) => Some(Arc::clone(c)),
+            // The client speaks HTTP/1.1 only: a config offering h2 (the
+            // upstream one) must not let the decider pick it.
+            (Some(c), _) => {
+                let mut c = ClientConfig::clone(c);
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(Arc::new(c))
+            }
             (None, true) => Some(super::client::webpki_client_config()?),
             (None, false) => None,
         };

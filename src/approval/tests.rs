@@ -453,6 +453,43 @@ impl Drop for TestDecider {
 
 impl TestDecider {
     async fn start(behaviour: Behaviour) -> Self {
+        Self::serve(behaviour, None).await
+    }
+
+    /// Serves over TLS with a self-signed certificate for 127.0.0.1 (ALPN
+    /// h2 and http/1.1); returns a client config trusting it that offers h2
+    /// first, as the upstream config does.
+    async fn start_tls(behaviour: Behaviour) -> (Self, Arc<rustls::ClientConfig>) {
+        crate::install_crypto_provider();
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let cert = key.cert.der().clone();
+        let private = rustls_pki_types::PrivateKeyDer::Pkcs8(
+            rustls_pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
+        );
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], private)
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        (
+            Self::serve(behaviour, Some(acceptor)).await,
+            Arc::new(client),
+        )
+    }
+
+    async fn serve(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -464,6 +501,7 @@ impl TestDecider {
                 };
                 let seen = Arc::clone(&seen2);
                 let behaviour = behaviour.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let seen = Arc::clone(&seen);
@@ -489,9 +527,21 @@ impl TestDecider {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            // As a real server would: once h2 is agreed,
+                            // HTTP/1.1 bytes are a protocol error.
+                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                return;
+                            }
+                            http.serve_connection(TokioIo::new(stream), svc).await
+                        }
+                        None => http.serve_connection(TokioIo::new(stream), svc).await,
+                    };
                 });
             }
         });
@@ -793,4 +843,46 @@ async fn audit_events_name_the_decider_and_nothing_from_the_request() {
     ] {
         assert!(!all.contains(leak), "{leak} in the audit log:\n{all}");
     }
+}
+
+#[tokio::test]
+async fn decider_over_https_with_the_callers_roots() {
+    let (d, client) = TestDecider::start_tls(Behaviour::Answer(
+        StatusCode::OK,
+        r#"{"decision":"deny","reason":"over https"}"#,
+    ))
+    .await;
+    let a = approvals();
+    a.set_decider(Some(DeciderSettings {
+        url: format!("https://127.0.0.1:{}/decide", d.addr.port()),
+        tls: Some(client),
+        ..d.settings(Duration::from_secs(5))
+    }))
+    .unwrap();
+    let v = a
+        .decide(refund(), Duration::from_secs(30), &template())
+        .await;
+    assert_eq!(
+        v,
+        Verdict::Denied {
+            by: "decider".into(),
+            reason: Some("over https".into())
+        }
+    );
+    assert_eq!(
+        d.seen.lock().unwrap()[0].headers["authorization"],
+        "Bearer decider-t0ken"
+    );
+
+    // The webpki roots do not trust a self-signed decider: no decision.
+    a.set_decider(Some(DeciderSettings {
+        url: format!("https://127.0.0.1:{}/decide", d.addr.port()),
+        ..d.settings(Duration::from_secs(5))
+    }))
+    .unwrap();
+    let v = a
+        .decide(refund(), Duration::from_millis(500), &template())
+        .await;
+    assert_eq!(v, Verdict::Expired);
+    assert_eq!(d.seen.lock().unwrap().len(), 1);
 }
