@@ -129,15 +129,24 @@ fn enter_network_namespace() -> anyhow::Result<()> {
     use rustix::thread::UnshareFlags;
     let euid = rustix::process::geteuid();
     let egid = rustix::process::getegid();
+    let mut tried = Vec::new();
     if euid.is_root() {
         match unshare(UnshareFlags::NEWNET) {
             Ok(()) => return Ok(()),
             // Root without CAP_SYS_ADMIN (a container): try a user namespace.
-            Err(e) if e == rustix::io::Errno::PERM => {}
-            Err(e) => return Err(namespace_error(e.into())),
+            Err(e) => tried.push(format!(
+                "unshare(CLONE_NEWNET) as root: {}",
+                explain(e, false)
+            )),
         }
     }
-    unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNET).map_err(|e| namespace_error(e.into()))?;
+    if let Err(e) = unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNET) {
+        tried.push(format!(
+            "unshare(CLONE_NEWUSER|CLONE_NEWNET): {}",
+            explain(e, true)
+        ));
+        return Err(namespace_error(&tried));
+    }
     // Map our own uid/gid to themselves: the command keeps its identity, and
     // this process holds CAP_NET_ADMIN over the namespace it just made until
     // it execs the command.
@@ -160,25 +169,40 @@ fn unshare(flags: rustix::thread::UnshareFlags) -> rustix::io::Result<()> {
     rustix::thread::unshare(flags)
 }
 
-fn namespace_error(e: std::io::Error) -> anyhow::Error {
+/// The errno, and what it means here.
+fn explain(e: rustix::io::Errno, user_ns: bool) -> String {
+    use rustix::io::Errno;
+    let why = match e {
+        Errno::PERM if user_ns => {
+            "user namespaces are not allowed here (kernel.unprivileged_userns_clone = 0, an AppArmor \
+             restriction, or a container's seccomp filter)"
+        }
+        Errno::PERM => "no CAP_SYS_ADMIN (a container that drops it?)",
+        Errno::NOSPC => "the user-namespace limit is reached (user.max_user_namespaces)",
+        Errno::INVAL if user_ns => "the process is multi-threaded",
+        Errno::NOSYS => "the kernel has no namespace support",
+        _ => "",
+    };
+    let e = std::io::Error::from(e);
+    if why.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}: {why}")
+    }
+}
+
+fn namespace_error(tried: &[String]) -> anyhow::Error {
     let sysctl = |path: &str| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "absent".to_owned())
     };
-    let threads = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().to_owned()))
-        })
-        .unwrap_or_default();
     anyhow::anyhow!(
-        "cannot create a network namespace: {e}. --isolate needs root (CAP_SYS_ADMIN) or unprivileged \
-         user namespaces; here: euid {}, kernel.unprivileged_userns_clone = {}, user.max_user_namespaces = {}, \
-         kernel.apparmor_restrict_unprivileged_userns = {}, threads = {threads}. Run as root, or enable \
-         user namespaces (sysctl -w kernel.unprivileged_userns_clone=1 / user.max_user_namespaces=N), \
-         or run without --isolate",
+        "cannot create a network namespace: {}. --isolate needs root with CAP_SYS_ADMIN, or unprivileged \
+         user namespaces (here: euid {}, kernel.unprivileged_userns_clone = {}, user.max_user_namespaces = {}, \
+         kernel.apparmor_restrict_unprivileged_userns = {}). Enable them (e.g. sysctl -w \
+         user.max_user_namespaces=10000 kernel.unprivileged_userns_clone=1), run as root, or run without --isolate",
+        tried.join("; "),
         rustix::process::geteuid().as_raw(),
         sysctl("/proc/sys/kernel/unprivileged_userns_clone"),
         sysctl("/proc/sys/user/max_user_namespaces"),

@@ -221,9 +221,33 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
         .build()
         .context("cannot start the runtime")?;
     let result = runtime.block_on(supervise(args, proxy, &trust, dir.path()));
+    // Every task, and with them the proxy's audit sink, is dropped here.
     runtime.shutdown_timeout(Duration::from_millis(500));
+    wait_for_audit_writer(Duration::from_secs(2));
     drop(dir);
     result
+}
+
+/// The audit writer thread writes and flushes what is queued, then exits
+/// once the last sender is gone. Without this wait, the events of the
+/// command's last requests could be lost when airlock exits right after it.
+/// (`AuditSink` offers no join handle, so the thread is watched by name.)
+fn wait_for_audit_writer(limit: Duration) {
+    let running = || {
+        std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|name| name.trim_end() == "airlock-audit")
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + limit;
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if running() {
+        tracing::warn!("audit writer still busy at exit: the last events may be lost");
+    }
 }
 
 /// Loads the config for an in-process airlock: listen on loopback, a free
