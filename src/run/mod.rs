@@ -114,7 +114,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub isolate: bool,
     /// Use an airlock that is already running at this address (HOST:PORT or
-    /// http://[USER:TOKEN@]HOST:PORT) instead of starting one.
+    /// `http://[USER:TOKEN@]HOST:PORT`) instead of starting one.
     #[arg(long, requires = "ca")]
     pub proxy: Option<String>,
     /// That airlock's CA certificate (with --proxy).
