@@ -87,7 +87,12 @@ enum CaCommand {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `run`'s stdout and stderr belong to the command: only warnings by default.
+    init_tracing(if matches!(cli.command, Command::Run(_)) {
+        "airlock=warn"
+    } else {
+        "airlock=info"
+    });
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
         Command::Ca {
@@ -112,9 +117,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ignored = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

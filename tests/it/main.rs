@@ -26,6 +26,8 @@ mod plain_http;
 mod reload;
 /// Slow clients, silent tunnels, aborted bodies, untrusted or dead upstreams.
 mod resilience;
+/// `airlock run`: proxy and CA variables, exit status and signals, `--isolate` (network namespace).
+mod run;
 /// Sandbox identities (407, own hosts and secrets), rate limits, byte budgets.
 mod sandbox;
 /// The scanner on the path: outgoing leaks blocked, incoming secrets redacted.
