@@ -68,7 +68,7 @@ pub async fn serve(
 // held in it). With `State::approvals()`, this becomes
 // `Arc::clone(state.approvals())`.
 fn approvals_of(state: &State) -> Arc<Approvals> {
-    Arc::new(Approvals::new(state.audit.clone()))
+    Arc::clone(state.approvals())
 }
 
 /// [`serve`], with the approvals to list and decide given explicitly.

@@ -49,6 +49,12 @@ pub enum ProxyError {
     /// The rule injects a credential but the request is plain HTTP (403).
     #[error("the rule injects a credential, and this request is unencrypted HTTP")]
     InjectOverHttp,
+    /// A person or the decider refused a held request (403).
+    #[error("approval denied")]
+    ApprovalDenied(Option<String>),
+    /// Nobody decided on a held request in time (403).
+    #[error("approval not given within {0} s")]
+    ApprovalExpired(u64),
     /// The client did not prove a sandbox identity (407).
     #[error("proxy authentication: {0}")]
     ProxyAuth(&'static str),
@@ -110,6 +116,8 @@ impl ProxyError {
             ProxyError::Placeholder(_) => "placeholder_misuse",
             ProxyError::InjectOverHttp => "inject_over_http",
             ProxyError::ProxyAuth(_) => "proxy_auth_required",
+            ProxyError::ApprovalDenied(_) => "approval_denied",
+            ProxyError::ApprovalExpired(_) => "approval_expired",
             ProxyError::Limited(_) => "rate_limited",
             ProxyError::Leak { .. } => "secret_blocked",
             ProxyError::Unscannable { .. } => "unscannable_body",
@@ -131,6 +139,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::ProxyAuth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::ApprovalDenied(_) | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
             ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Leak { .. } | ProxyError::Placeholder(_) | ProxyError::InjectOverHttp => {
                 StatusCode::FORBIDDEN
@@ -194,6 +203,17 @@ impl ProxyError {
             ProxyError::Placeholder(p) => format!(
                 "airlock refused this request: it carries the credential placeholder {p} somewhere \
                  other than the header of the host it stands in for.\nNothing was sent.\n"
+            ),
+            ProxyError::ApprovalDenied(reason) => format!(
+                "airlock held this request for approval, and it was denied{}.\nNothing was sent.\n",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            ProxyError::ApprovalExpired(secs) => format!(
+                "airlock held this request for approval, and nobody approved it within {secs} s.\n\
+                 Nothing was sent. Ask the operator to approve it (airlock approvals list), then retry.\n"
             ),
             ProxyError::NotProxyRequest => {
                 "airlock is a forward proxy: send requests to it as a proxy \

@@ -52,6 +52,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         Some(path) => AuditOutput::File(base.join(path)),
     };
     let secrets = compile_secrets(&src, &raw, base, &mut errors);
+    let approval = compile_approval(&src, &raw, base, &proxy, &mut errors);
 
     let mut rules: Vec<Rule> = Vec::new();
     let file_name: Arc<str> = Arc::from(name);
@@ -124,6 +125,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         scan,
         audit,
         secrets,
+        approval,
         policy: Arc::new(Policy::new(shared, hint_files)),
         sandboxes,
         source: name.to_owned(),
@@ -851,4 +853,72 @@ fn hex_sha256(s: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+fn compile_approval(
+    src: &Src<'_>,
+    raw: &RawConfig,
+    base: &Path,
+    proxy: &ProxySettings,
+    errors: &mut Vec<ConfigError>,
+) -> super::ApprovalSettings {
+    let a = &raw.approval;
+    // The default stays below the idle timeout, which would close a held connection first.
+    let default = Duration::from_secs(90).min(proxy.idle_timeout.mul_f32(0.75));
+    let timeout = duration_field(src, "approval.timeout", a.timeout.as_ref(), default, errors);
+    if timeout >= proxy.idle_timeout
+        && let Some(t) = &a.timeout
+    {
+        errors.push(src.err(
+            t,
+            format!(
+                "approval.timeout ({}s) must be below proxy.idle_timeout ({}s): a held connection is silent and would be closed first",
+                timeout.as_secs(),
+                proxy.idle_timeout.as_secs()
+            ),
+        ));
+    }
+    let decider_timeout = duration_field(
+        src,
+        "approval.decider_timeout",
+        a.decider_timeout.as_ref(),
+        Duration::from_secs(10),
+        errors,
+    );
+    let token = a.decider_token_file.as_ref().and_then(|f| {
+        match std::fs::read_to_string(base.join(f.get_ref())) {
+            Ok(t) if !t.trim().is_empty() => Some(crate::credentials::SecretValue::from_string(
+                t.trim().to_owned(),
+            )),
+            Ok(_) => {
+                errors.push(src.err(f, "approval.decider_token_file: the file is empty"));
+                None
+            }
+            Err(e) => {
+                errors.push(src.err(
+                    f,
+                    format!(
+                        "approval.decider_token_file: cannot read `{}`: {e}",
+                        f.get_ref()
+                    ),
+                ));
+                None
+            }
+        }
+    });
+    let decider = a.decider.as_ref().and_then(|url| {
+        match crate::approval::DeciderSettings::check_url(url.get_ref()) {
+            Ok(()) => Some(crate::approval::DeciderSettings {
+                url: url.get_ref().clone(),
+                timeout: decider_timeout,
+                token: token.clone(),
+                tls: None,
+            }),
+            Err(msg) => {
+                errors.push(src.err(url, format!("approval.decider: {msg}")));
+                None
+            }
+        }
+    });
+    super::ApprovalSettings { timeout, decider }
 }

@@ -42,6 +42,8 @@ pub struct Config {
     pub audit: AuditOutput,
     /// `[secrets]`.
     pub secrets: SecretsSettings,
+    /// `[approval]`.
+    pub approval: ApprovalSettings,
     /// The allowlist (for clients without a sandbox identity; shared by all sandboxes).
     pub policy: Arc<Policy>,
     /// `[[sandbox]]`s: when any is configured, every client must authenticate.
@@ -166,6 +168,15 @@ pub struct DnsSettings {
     pub block_private: bool,
     /// Exceptions to `block_private`.
     pub allow_cidrs: Vec<IpNet>,
+}
+
+/// `[approval]`, compiled.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// How long a held request waits.
+    pub timeout: Duration,
+    /// The decider, if configured (without TLS roots: added per generation).
+    pub decider: Option<crate::approval::DeciderSettings>,
 }
 
 /// Where credentials come from.

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// `[audit]`: where decisions are written.
     #[serde(default)]
     pub audit: RawAudit,
+    /// `[approval]`: how held requests are decided.
+    #[serde(default)]
+    pub approval: RawApproval,
     /// Rule files (globs, relative to this file).
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
@@ -161,6 +164,21 @@ pub struct RawScan {
     pub outgoing: Option<Spanned<String>>,
     /// `redact` (default) | `block` | `log`.
     pub incoming: Option<Spanned<String>>,
+}
+
+/// `[approval]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApproval {
+    /// How long a held request waits for a decision. Default `90s`; must be
+    /// below `proxy.idle_timeout` (the held connection is silent meanwhile).
+    pub timeout: Option<Spanned<String>>,
+    /// URL the pending request is POSTed to (an automated check answering allow/deny).
+    pub decider: Option<Spanned<String>>,
+    /// Bound on each decider call. Default `10s`.
+    pub decider_timeout: Option<Spanned<String>>,
+    /// File holding a bearer token sent to the decider.
+    pub decider_token_file: Option<Spanned<String>>,
 }
 
 /// `[audit]`.

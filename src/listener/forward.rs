@@ -195,6 +195,46 @@ pub(crate) async fn forward(
     };
     // The pooled client picks h2 or http/1.1 by ALPN; it wants 1.1 here.
     parts.version = Version::HTTP_11;
+    let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
+
+    if judged.rule.approval {
+        // Held before any secret is fetched or byte sent upstream.
+        let (preview, more, rest) = read_preview(body, crate::approval::BODY_PREVIEW_LIMIT).await;
+        body = rest;
+        let mut shown = preview.clone();
+        if let Some(scanner) = state.scanner() {
+            shown = scanner.redact(&preview).0;
+        }
+        let rule = judged.rule.source.to_string();
+        let host = target.host.to_string();
+        let pending = crate::approval::PendingRequest::new(&crate::approval::RequestFacts {
+            sandbox: target.sandbox.as_deref(),
+            method: parts.method.as_str(),
+            scheme: target.scheme.as_str(),
+            host: &host,
+            port: target.port,
+            path: judged.path.encoded(),
+            query: parts.uri.query(),
+            rule: &rule,
+        })
+        .with_headers(&parts.headers)
+        .with_body_preview(&shown, more);
+        let timeout = generation.config.approval.timeout;
+        match state.approvals().decide(pending, timeout, &event).await {
+            crate::approval::Verdict::Approved { .. } => {}
+            crate::approval::Verdict::Denied { reason, .. } => {
+                return fail(&state, event, start, ProxyError::ApprovalDenied(reason));
+            }
+            crate::approval::Verdict::Expired => {
+                return fail(
+                    &state,
+                    event,
+                    start,
+                    ProxyError::ApprovalExpired(timeout.as_secs()),
+                );
+            }
+        }
+    }
 
     let mut injected: Vec<http::HeaderName> = Vec::new();
     if let Some(plan) = &judged.rule.inject {
@@ -239,7 +279,6 @@ pub(crate) async fn forward(
             &event,
         )
     });
-    let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
     if let Some(scan) = &scan {
         let checked = scan
             .request_uri(&mut parts.uri)
@@ -523,4 +562,41 @@ async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "WebSocket tunnel ended");
     }
+}
+
+/// Reads up to `limit` bytes of a body for an approval preview, and returns
+/// them, whether more follows, and a body that replays them then continues:
+/// the origin receives the body byte for byte. Waits at most 10 s for the
+/// preview (a slow client gets a shorter preview, not a stuck hold).
+async fn read_preview(mut body: ProxyBody, limit: usize) -> (Vec<u8>, bool, ProxyBody) {
+    use http_body::Body as _;
+    let mut frames = Vec::new();
+    let mut preview = Vec::new();
+    let mut ended = body.is_end_stream();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ended && preview.len() < limit {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    preview.extend_from_slice(&d[..d.len().min(limit - preview.len())]);
+                }
+                frames.push(Ok(frame));
+            }
+            Ok(Some(Err(e))) => {
+                frames.push(Err(e));
+                ended = true;
+            }
+            Ok(None) => ended = true,
+            Err(_) => break,
+        }
+    }
+    let more = !ended || preview.len() >= limit;
+    let replay = futures_util::stream::iter(frames);
+    let rest = http_body_util::BodyStream::new(body);
+    let chained = futures_util::StreamExt::chain(replay, rest);
+    (
+        preview,
+        more,
+        http_body_util::StreamBody::new(chained).boxed_unsync(),
+    )
 }

@@ -51,6 +51,8 @@ pub struct State {
     pub audit: AuditSink,
     /// Rate limits and byte budgets.
     pub limiter: crate::limits::Limiter,
+    /// Requests held for approval, and scoped grants (survive reloads).
+    approvals: Arc<crate::approval::Approvals>,
     /// airlock's own listeners: never a destination.
     own: Vec<SocketAddr>,
     /// The secret scanner: this generation's patterns plus the values
@@ -73,6 +75,8 @@ pub struct Generation {
     pub upstream: Upstream,
     /// The address guard.
     pub guard: Arc<Guard>,
+    /// The upstream TLS config (http/1.1), reused for an https decider.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for State {
@@ -87,6 +91,23 @@ impl State {
     /// The generation in force now.
     pub fn generation(&self) -> Arc<Generation> {
         self.generation.load_full()
+    }
+
+    /// The approval gate.
+    pub fn approvals(&self) -> &Arc<crate::approval::Approvals> {
+        &self.approvals
+    }
+
+    /// Points the approval gate at this generation's decider (with the
+    /// generation's upstream trust for an https decider).
+    fn configure_decider(&self, generation: &Generation) {
+        let decider = generation.config.approval.decider.clone().map(|mut d| {
+            d.tls = Some(Arc::clone(&generation.upstream_tls));
+            d
+        });
+        if let Err(e) = self.approvals.set_decider(decider) {
+            tracing::error!(error = %e, "approval decider not usable; keeping the previous one");
+        }
     }
 
     /// The credential cache, if a backend is configured.
@@ -196,6 +217,7 @@ impl State {
         self.audit
             .metrics()
             .set_rules_version(&generation.config.version);
+        self.configure_decider(&generation);
         self.generation.store(Arc::new(generation));
         self.rebuild_scanner();
         Ok(())
@@ -212,6 +234,7 @@ impl Generation {
         let roots = Arc::new(root_store(&config.tls)?);
         let any = client_config(Arc::clone(&roots), &[b"h2", b"http/1.1"])?;
         let h1 = client_config(roots, &[b"http/1.1"])?;
+        let upstream_tls = Arc::clone(&h1);
         let timeout = config.proxy.connect_timeout;
         let upstream = Upstream::new(
             Connector::new(Arc::clone(&guard), any, timeout),
@@ -222,6 +245,7 @@ impl Generation {
             config: Arc::new(config),
             upstream,
             guard,
+            upstream_tls,
         })
     }
 }
@@ -359,6 +383,7 @@ pub fn build_state(
     let state = State {
         generation: ArcSwap::from_pointee(generation),
         issuer,
+        approvals: Arc::new(crate::approval::Approvals::new(audit.clone())),
         audit,
         limiter: crate::limits::Limiter::default(),
         own,
@@ -366,6 +391,7 @@ pub fn build_state(
         held: Mutex::new(Vec::new()),
         secrets: ArcSwapOption::empty(),
     };
+    state.configure_decider(&state.generation());
     state.rebuild_scanner();
     Ok(state)
 }

@@ -10,6 +10,8 @@ mod support;
 
 /// /healthz, /readyz, /metrics, the token, and unreachable through the proxy.
 mod admin;
+/// The approval gate: held writes, approve/deny/expiry, scopes, a decider URL.
+mod approval;
 /// The airlock binary: check, explain, ca init, curl through `serve`, SIGTERM.
 mod cli;
 /// Allow/deny at CONNECT: hosts, wildcards, ports, the 403 text.
