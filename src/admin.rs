@@ -147,14 +147,36 @@ async fn route(
     }
     match path {
         "/readyz" => {
+            // CA loaded and rules valid are true of any running generation;
+            // the secret store is the part that can be down.
             let generation = state.generation();
-            ok(
-                format!(
-                    "ready\nrules {}\nconfig {}\n",
-                    generation.config.version, generation.config.source
+            let secrets = match state.secrets() {
+                None => Ok("secrets none configured".to_owned()),
+                Some(cache) => {
+                    match tokio::time::timeout(std::time::Duration::from_secs(3), cache.health())
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(format!("secrets {} ok", cache.describe())),
+                        Ok(Err(e)) => Err(format!("secrets {}: {e}", cache.describe())),
+                        Err(_) => Err(format!(
+                            "secrets {}: health check timed out",
+                            cache.describe()
+                        )),
+                    }
+                }
+            };
+            let rules = format!(
+                "rules {}\nconfig {}\n",
+                generation.config.version, generation.config.source
+            );
+            match secrets {
+                Ok(s) => ok(format!("ready\n{rules}{s}\n"), "text/plain; charset=utf-8"),
+                Err(s) => text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    format!("not ready\n{rules}{s}\n"),
                 ),
-                "text/plain; charset=utf-8",
-            )
+            }
         }
         "/metrics" => {
             let mut text = state.audit.metrics().render();

@@ -72,6 +72,7 @@ async fn world(api_rule: &str, extra_secrets: &[&str]) -> World {
     ];
     secrets.extend_from_slice(extra_secrets);
     let proxy = ProxyBuilder::new()
+        .proxy_line("admin = \"127.0.0.1:0\"")
         .resolve("api.example.test", "127.0.0.2")
         .resolve("other.example.test", "127.0.0.3")
         .resolve("plain.example.test", "127.0.0.4")
@@ -307,6 +308,12 @@ async fn vault_outage_fails_closed_and_recovers_without_restart() {
     no_secret_in(&text);
     // Requests that need no secret keep working.
     assert_eq!(c.get(&other).send().await.unwrap().status(), 200);
+    // The admin API says why the proxy is not fully ready.
+    let admin = format!("http://{}/readyz", w.proxy.server.admin_addr().unwrap());
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let ready = plain.get(&admin).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("secrets vault"));
     assert_eq!(
         w.api.received().len(),
         1,
@@ -325,6 +332,11 @@ async fn vault_outage_fails_closed_and_recovers_without_restart() {
     assert_eq!(
         w.api.received().last().unwrap().headers["authorization"],
         format!("Bearer {TOKEN}").as_str()
+    );
+    assert_eq!(
+        plain.get(&admin).send().await.unwrap().status(),
+        200,
+        "ready again"
     );
 }
 
