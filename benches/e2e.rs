@@ -22,7 +22,14 @@
 //!    one GET + close), 32 workers;
 //! 3. 64 MiB download, 4. 64 MiB upload (streamed), MiB/s on one connection;
 //! 5. airlock's RSS with 1,000 idle intercepted tunnels (a fresh airlock
-//!    process, so its peak is the tunnels' own).
+//!    process, so its peak is the tunnels' own);
+//! 6. (through airlock only) keep-alive small GET with credential injection
+//!    off versus on: the origin's second name, `inject.e2e.test`, has the
+//!    same rule plus `inject` (a file-backend secret, cached after warm-up).
+//!    The two sides alternate in short timed runs (A B, B A, …) on
+//!    connections opened once; one untimed `GET /check` per name first proves
+//!    the origin gets `Authorization: Bearer <token>` only on the injecting
+//!    name (the run fails otherwise).
 //!
 //! By default (at least 2 CPUs) airlock is pinned to the last CPU and the
 //! clients and origin to the others, as in the "What to beat" table of the
@@ -34,7 +41,9 @@
 //! the origin offers http/1.1 only; 1: h2 too, which airlock's upstream
 //! client then uses), `E2E_AUDIT` (`off` default, or `file`), `E2E_RESUME`
 //! (0: clients never resume TLS sessions, so every new connection is a full
-//! handshake), `AIRLOCK_BIN` (default `target/release/airlock`).
+//! handshake), `E2E_AB_ROUNDS` (32) and `E2E_AB_SECS` (0.25: seconds per
+//! side per round) for scenario 6, `AIRLOCK_BIN` (default
+//! `target/release/airlock`).
 //!
 //! Timing is printed, never asserted.
 
@@ -72,6 +81,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const ORIGIN_NAME: &str = "origin.bench.test";
+/// The origin's second name (same address, same certificate): its rule is
+/// the first one plus an `inject`, so scenario 6 compares the two names.
+const INJECT_NAME: &str = "inject.e2e.test";
+/// The test-only credential airlock injects for [`INJECT_NAME`].
+const INJECT_SECRET_REF: &str = "tools/bench#token";
+const INJECT_TOKEN: &str = "e2e-bench-token-7f3a9c2b-not-a-real-credential";
 const CHUNK: usize = 64 * 1024;
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -87,6 +102,13 @@ struct Opts {
     origin_h2: bool,
     audit_file: bool,
     resume: bool,
+    /// Scenario 6: A/B rounds (each = one timed run per side).
+    ab_rounds: usize,
+    /// Scenario 6: seconds per side per round.
+    ab_secs: f64,
+    /// Scenario 6: false (`E2E_AB_INJECT=0`) leaves `inject` out of the
+    /// second rule, an A/A run that shows the bench's own bias between names.
+    ab_inject: bool,
     /// Scenario numbers to run (`E2E_ONLY=1,5`); empty = all.
     only: Vec<u8>,
 }
@@ -113,6 +135,9 @@ impl Opts {
             origin_h2: env_or("E2E_ORIGIN_H2", 0_u8) != 0,
             audit_file: std::env::var("E2E_AUDIT").is_ok_and(|v| v == "file"),
             resume: env_or("E2E_RESUME", 0_u8) != 0,
+            ab_rounds: env_or("E2E_AB_ROUNDS", 32_usize).max(1),
+            ab_secs: env_or("E2E_AB_SECS", 0.25_f64).max(0.05),
+            ab_inject: env_or("E2E_AB_INJECT", 1_u8) != 0,
             only: std::env::var("E2E_ONLY")
                 .unwrap_or_default()
                 .split(',')
@@ -325,6 +350,7 @@ async fn run(
     let config = config_text(&opts, origin.addr);
     let config_path = dir.path().join("airlock.toml");
     std::fs::write(&config_path, &config)?;
+    write_secrets(dir.path())?;
     let airlock_cpu = pinning.as_ref().map(|p| p.airlock_cpu);
     let mut airlock = Airlock::start(&bin, &config_path, airlock_cpu)?;
 
@@ -334,21 +360,26 @@ async fn run(
         &origin,
         opts.resume,
     )?;
+    let inject_clients = clients.named(INJECT_NAME);
     let direct = Route::Direct;
     let proxied = Route::Proxy(airlock.addr);
 
-    // Warm up both routes: the leaf is minted and the upstream pool is warm
-    // before anything is timed (the target assumes a cached leaf).
-    for route in [direct, proxied] {
-        let mut s = clients
+    // Warm up every route: the leaves are minted, the upstream pool is warm
+    // and the injected secret is cached before anything is timed (the
+    // targets assume a cached leaf and a cached secret).
+    for (c, route) in [
+        (&clients, direct),
+        (&clients, proxied),
+        (&inject_clients, proxied),
+    ] {
+        let mut s = c
             .connect(route)
             .await
-            .with_context(|| format!("warm-up connection ({route:?})"))?;
+            .with_context(|| format!("warm-up connection ({} {route:?})", c.name))?;
         for _ in 0..10 {
-            clients
-                .get(&mut s, "/small")
+            c.get(&mut s, "/small")
                 .await
-                .with_context(|| format!("warm-up GET ({route:?})"))?;
+                .with_context(|| format!("warm-up GET ({} {route:?})", c.name))?;
         }
     }
 
@@ -429,6 +460,35 @@ async fn run(
         details.push(a.detail(&name, "airlock"));
     }
 
+    // 6. injection on versus off, through the same airlock, A/B in rounds.
+    let mut ab = None;
+    if opts.wants(6) {
+        // Once, untimed: the origin must see the credential on the injecting
+        // name only, or the comparison means nothing.
+        verify_injection(
+            &clients,
+            &inject_clients,
+            proxied,
+            opts.ab_inject,
+            &mut origin,
+        )
+        .await
+        .context("scenario 6: credential injection check")?;
+        let r = inject_ab(
+            &clients,
+            &inject_clients,
+            proxied,
+            &opts,
+            airlock.pid,
+            &mut origin,
+        )
+        .await?;
+        let name = format!("keep-alive small GET, {} conns, via airlock", opts.conns);
+        details.push(r.off.detail(&name, "injection off"));
+        details.push(r.on.detail(&name, "injection on"));
+        ab = Some(r);
+    }
+
     let (peak_rss, peak_hwm) = proc_mem(airlock.pid);
     let fds_main = count_fds(airlock.pid);
     airlock.stop();
@@ -467,17 +527,22 @@ async fn run(
         idle_result = Some(idle);
     }
 
-    println!(
-        "| scenario | direct | via airlock | airlock ÷ direct | airlock CPU | target | result |"
-    );
-    println!("|---|---:|---:|---:|---:|---|---|");
-    for r in &rows {
+    if !rows.is_empty() {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.scenario, r.direct, r.airlock, r.ratio, r.cpu, r.target, r.verdict
+            "| scenario | direct | via airlock | airlock ÷ direct | airlock CPU | target | result |"
         );
+        println!("|---|---:|---:|---:|---:|---|---|");
+        for r in &rows {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.scenario, r.direct, r.airlock, r.ratio, r.cpu, r.target, r.verdict
+            );
+        }
+        println!();
     }
-    println!();
+    if let Some(ab) = &ab {
+        ab.print(&opts);
+    }
     println!("Details:\n");
     println!(
         "| scenario | route | requests | errors | seconds | p50 latency | p99 latency | origin TLS accepts | client + origin CPU/op |"
@@ -501,7 +566,7 @@ async fn run(
     }
     println!();
     println!(
-        "- airlock after scenarios 1–4: VmRSS {:.1} MiB, VmHWM {:.1} MiB, {} open fds",
+        "- airlock after scenarios 1–4 and 6 (those run): VmRSS {:.1} MiB, VmHWM {:.1} MiB, {} open fds",
         peak_rss as f64 / 1024.0,
         peak_hwm as f64 / 1024.0,
         fds_main
@@ -524,6 +589,212 @@ async fn run(
     );
     drop(origin);
     Ok(())
+}
+
+// ------------------------------------------------------------------ scenario 6
+
+/// The injection target: a cached injection costs < 5% of small-GET req/s.
+const INJECT_TARGET: f64 = 0.95;
+
+/// Scenario 6's two sides, each summed over its rounds.
+struct AbResult {
+    off: Outcome,
+    on: Outcome,
+    /// Per round: (off req/s, on req/s).
+    rounds: Vec<(f64, f64)>,
+}
+
+impl AbResult {
+    fn ratio(&self) -> f64 {
+        self.on.rate() / self.off.rate()
+    }
+
+    fn print(&self, opts: &Opts) {
+        let cpu = |o: &Outcome| {
+            o.cpu_per_op().map_or("—".into(), |c| {
+                format!("{:.1} µs/req", c.as_secs_f64() * 1e6)
+            })
+        };
+        let ratio = self.ratio();
+        let ok = ratio >= INJECT_TARGET && self.on.errors == 0 && self.off.errors == 0;
+        if !opts.ab_inject {
+            println!(
+                "**A/A calibration (`E2E_AB_INJECT=0`): the second rule has no `inject`, so \
+                 \"injection on\" below is the same work under another name.**\n"
+            );
+        }
+        println!(
+            "Scenario 6: keep-alive small GET, {} conns, through airlock to `{ORIGIN_NAME}` (no \
+             injection) and to `{INJECT_NAME}` (same origin, same rule plus `inject`: \
+             `Authorization: Bearer {{{{secret}}}}`, secret cached), {} rounds × {} s per side, \
+             alternating (off, on, on, off, …):\n",
+            opts.conns, opts.ab_rounds, opts.ab_secs
+        );
+        println!(
+            "| scenario | injection off | injection on | on ÷ off | airlock CPU off | airlock CPU on | target | result |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---|---|");
+        println!(
+            "| keep-alive small GET, {} conns, credential injection | {} req/s | {} req/s | {ratio:.3}× | {} | {} | ≥ {INJECT_TARGET:.2}× | {} |",
+            opts.conns,
+            fmt_num(self.off.rate()),
+            fmt_num(self.on.rate()),
+            cpu(&self.off),
+            cpu(&self.on),
+            pass(ok)
+        );
+        let mut per: Vec<f64> = self.rounds.iter().map(|(off, on)| on / off).collect();
+        per.sort_by(f64::total_cmp);
+        if let (Some(lo), Some(hi)) = (per.first(), per.last()) {
+            let median = if per.len() % 2 == 1 {
+                per[per.len() / 2]
+            } else {
+                (per[per.len() / 2 - 1] + per[per.len() / 2]) / 2.0
+            };
+            println!(
+                "\n- per-round on ÷ off: median {median:.3}×, range {lo:.3}×–{hi:.3}× over {} rounds; \
+                 req/s per round (off / on): {}",
+                per.len(),
+                self.rounds
+                    .iter()
+                    .map(|(off, on)| format!("{} / {}", fmt_num(*off), fmt_num(*on)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if opts.ab_inject {
+            println!(
+                "- checked before timing: the origin received `Authorization: Bearer <token>` via \
+                 `{INJECT_NAME}` and no `Authorization` via `{ORIGIN_NAME}`.\n"
+            );
+        } else {
+            println!(
+                "- checked before timing: the origin received no `Authorization` via either name.\n"
+            );
+        }
+    }
+}
+
+/// One untimed `GET /check` through airlock per name: the origin must have
+/// received exactly airlock's credential on the injecting name, and none on
+/// the plain one. Errors (and so fails the run) otherwise.
+async fn verify_injection(
+    plain: &Clients,
+    inject: &Clients,
+    proxied: Route,
+    injecting: bool,
+    origin: &mut Origin,
+) -> anyhow::Result<()> {
+    let want = format!("Bearer {INJECT_TOKEN}");
+    let on = injecting.then_some(want.as_str());
+    for (c, expect) in [(plain, None), (inject, on)] {
+        let _stale = origin.take_check()?;
+        let mut s = c.connect(proxied).await?;
+        c.get(&mut s, "/check")
+            .await
+            .with_context(|| format!("GET /check via airlock to {}", c.name))?;
+        drop(s);
+        let (host, auth) = origin
+            .take_check()?
+            .with_context(|| format!("the origin saw no GET /check for {}", c.name))?;
+        if host.split(':').next() != Some(c.name) {
+            bail!(
+                "GET /check to {} arrived at the origin with Host {host:?}",
+                c.name
+            );
+        }
+        if auth.as_deref() != expect {
+            let shown = |a: Option<&str>| {
+                a.map_or("no Authorization header".to_owned(), |v| {
+                    // Never print a token that is not the test one.
+                    if v == want {
+                        format!("{v:?}")
+                    } else {
+                        format!("an Authorization header of {} bytes", v.len())
+                    }
+                })
+            };
+            bail!(
+                "INJECTION CHECK FAILED: via {}, the origin received {}, expected {}",
+                c.name,
+                shown(auth.as_deref()),
+                shown(expect)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Keep-alive small GETs through airlock, to the plain name (off) and to the
+/// injecting name (on): both connection sets are opened once and reused, and
+/// the sides alternate in short timed runs, the order swapped every round
+/// (off on, on off, off on, …), so drift on a busy machine falls on both.
+async fn inject_ab(
+    plain: &Clients,
+    inject: &Clients,
+    proxied: Route,
+    opts: &Opts,
+    pid: u32,
+    origin: &mut Origin,
+) -> anyhow::Result<AbResult> {
+    let empty = || Outcome {
+        count: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        cpu: Some(Duration::ZERO),
+        self_cpu: Some(Duration::ZERO),
+        latencies_us: Vec::new(),
+        origin_accepts: 0,
+    };
+    let sides = [
+        Arc::new(plain.clone_handles()),
+        Arc::new(inject.clone_handles()),
+    ];
+    let mut states = Vec::with_capacity(2);
+    for c in &sides {
+        let senders = connect_many(c, proxied, opts.conns).await?;
+        states.push(
+            senders
+                .into_iter()
+                .map(|s| (Arc::clone(c), s))
+                .collect::<Vec<_>>(),
+        );
+    }
+    // One short untimed run per side first: both sets of connections and
+    // airlock's upstream pool for each name are warm.
+    for st in &mut states {
+        let (_, back) = timed(std::mem::take(st), opts.ab_secs / 2.0, None, small_get).await;
+        *st = back;
+    }
+    let mut sum = [empty(), empty()];
+    let mut rounds = Vec::with_capacity(opts.ab_rounds);
+    for round in 0..opts.ab_rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut rates = [0.0; 2];
+        for side in order {
+            let before = origin.accepts();
+            let (o, back) = timed(
+                std::mem::take(&mut states[side]),
+                opts.ab_secs,
+                Some(pid),
+                small_get,
+            )
+            .await;
+            states[side] = back;
+            let acc = &mut sum[side];
+            acc.origin_accepts += origin.accepts() - before;
+            rates[side] = o.rate();
+            acc.count += o.count;
+            acc.errors += o.errors;
+            acc.elapsed += o.elapsed;
+            acc.cpu = Some(acc.cpu.unwrap_or_default() + o.cpu.unwrap_or_default());
+            acc.self_cpu = Some(acc.self_cpu.unwrap_or_default() + o.self_cpu.unwrap_or_default());
+            acc.latencies_us.extend(o.latencies_us);
+        }
+        rounds.push((rates[0], rates[1]));
+    }
+    let [off, on] = sum;
+    Ok(AbResult { off, on, rounds })
 }
 
 fn pass(ok: bool) -> &'static str {
@@ -604,22 +875,67 @@ fn config_text(opts: &Opts, origin: SocketAddr) -> String {
          extra_upstream_roots = [\"origin-ca.pem\"]\n\
          \n\
          [dns]\n\
-         resolve = {{ \"{ORIGIN_NAME}\" = \"{ip}\" }}\n\
+         resolve = {{ \"{ORIGIN_NAME}\" = \"{ip}\", \"{INJECT_NAME}\" = \"{ip}\" }}\n\
          allow_cidrs = [\"127.0.0.0/8\"]\n\
          \n\
          {scan}\
          [audit]\n\
          output = \"{audit}\"\n\
          \n\
+         [secrets]\n\
+         backend = \"file\"\n\
+         file = \"{SECRETS_FILE}\"\n\
+         \n\
          [[host]]\n\
          match = \"{ORIGIN_NAME}\"\n\
          ports = [{port}]\n\
          methods = [\"GET\", \"POST\"]\n\
-         paths = [\"/small\", \"/big\", \"/upload\"]\n",
+         paths = [\"/small\", \"/big\", \"/upload\", \"/check\"]\n\
+         \n\
+         # Scenario 6: the rule above plus an injection. `rate = \"unlimited\"`\n\
+         # keeps its limits the same as the rule above's (an injecting rule\n\
+         # that allows POST would otherwise get the default write rate).\n\
+         [[host]]\n\
+         match = \"{INJECT_NAME}\"\n\
+         ports = [{port}]\n\
+         methods = [\"GET\", \"POST\"]\n\
+         paths = [\"/small\", \"/big\", \"/upload\", \"/check\"]\n\
+         rate = \"unlimited\"\n\
+         {inject}",
+        inject = if opts.ab_inject {
+            format!(
+                "inject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"{INJECT_SECRET_REF}\" }}\n"
+            )
+        } else {
+            "# inject left out: E2E_AB_INJECT=0 (A/A calibration run)\n".to_owned()
+        },
         ip = origin.ip(),
         port = origin.port(),
         audit = if opts.audit_file { "audit.log" } else { "off" },
     )
+}
+
+const SECRETS_FILE: &str = "secrets.toml";
+
+/// Writes the file backend's secrets beside the config, mode 0600 from the
+/// start (airlock refuses a group- or world-readable secrets file).
+fn write_secrets(dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (path, key) = INJECT_SECRET_REF
+        .split_once('#')
+        .context("INJECT_SECRET_REF is path#key")?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(SECRETS_FILE))
+        .context("writing the secrets file")?;
+    write!(
+        f,
+        "# Test-only secret for benches/e2e.rs scenario 6.\n[\"{path}\"]\n{key} = \"{INJECT_TOKEN}\"\n"
+    )?;
+    Ok(())
 }
 
 fn git_rev() -> String {
@@ -871,11 +1187,14 @@ impl TestCa {
         }
     }
 
-    /// An ECDSA P-256 leaf for `name`: (chain PEM, key PEM).
-    fn leaf_pem(&self, name: &str) -> (String, String) {
+    /// An ECDSA P-256 leaf for `names`: (chain PEM, key PEM).
+    fn leaf_pem(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
+        params.subject_alt_names = names
+            .iter()
+            .map(|&n| SanType::DnsName(n.try_into().unwrap()))
+            .collect();
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (format!("{}{}", cert.pem(), self.pem), key.serialize_pem())
@@ -955,7 +1274,7 @@ impl Drop for Origin {
 impl Origin {
     fn start(ca: &TestCa, dir: &Path, h2: bool, mib: u64) -> anyhow::Result<Self> {
         use std::io::Write as _;
-        let (chain, key) = ca.leaf_pem(ORIGIN_NAME);
+        let (chain, key) = ca.leaf_pem(&[ORIGIN_NAME, INJECT_NAME]);
         std::fs::write(dir.join("origin-chain.pem"), chain)?;
         std::fs::write(dir.join("origin-key.pem"), key)?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -1002,6 +1321,25 @@ impl Origin {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
+
+    /// The `Host` and `Authorization` (if any) of the last `GET /check` the
+    /// origin answered since the previous call, which clears it.
+    fn take_check(&mut self) -> anyhow::Result<Option<(String, Option<String>)>> {
+        use std::io::Write as _;
+        writeln!(self.stdin, "check")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let rest = line
+            .trim_end_matches(['\r', '\n'])
+            .strip_prefix("check")
+            .with_context(|| format!("origin answered {line:?} to `check`"))?;
+        let mut fields = rest.split('\t').skip(1);
+        Ok(fields.next().map(|host| {
+            let auth = fields.next().map(str::to_owned);
+            (host.to_owned(), auth)
+        }))
+    }
 }
 
 /// `E2E_ROLE=origin`: serve until stdin closes.
@@ -1030,6 +1368,8 @@ fn origin_main() -> anyhow::Result<()> {
         .build()?;
     let accepts = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&accepts);
+    let checked: Checked = Arc::default();
+    let checked_r = Arc::clone(&checked);
     rt.block_on(async move {
         // 127.0.0.2 keeps the origin's ports apart from airlock's (127.0.0.1).
         let listener = match TcpListener::bind("127.0.0.2:0").await {
@@ -1041,6 +1381,12 @@ fn origin_main() -> anyhow::Result<()> {
             for line in std::io::stdin().lines() {
                 match line.as_deref().map(str::trim) {
                     Ok("stats") => println!("accepts {}", accepts.load(Ordering::Relaxed)),
+                    // `check[\tHOST[\tAUTHORIZATION]]`: the last `GET /check`.
+                    Ok("check") => match checked_r.lock().unwrap().take() {
+                        Some((host, Some(auth))) => println!("check\t{host}\t{auth}"),
+                        Some((host, None)) => println!("check\t{host}"),
+                        None => println!("check"),
+                    },
                     Ok(_) => {}
                     Err(_) => break,
                 }
@@ -1055,12 +1401,13 @@ fn origin_main() -> anyhow::Result<()> {
             counter.fetch_add(1, Ordering::Relaxed);
             let _nodelay = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
+            let checked = Arc::clone(&checked);
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let svc = service_fn(move |req| origin_handle(req, big_len));
+                let svc = service_fn(move |req| origin_handle(req, big_len, Arc::clone(&checked)));
                 let io = TokioIo::new(tls);
                 if is_h2 {
                     let _done = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -1078,9 +1425,13 @@ fn origin_main() -> anyhow::Result<()> {
     })
 }
 
+/// What the last `GET /check` carried: (`Host`, `Authorization`).
+type Checked = Arc<Mutex<Option<(String, Option<String>)>>>;
+
 async fn origin_handle(
     req: Request<Incoming>,
     big_len: u64,
+    checked: Checked,
 ) -> Result<Response<OriginBody>, Infallible> {
     const SMALL: &[u8] = b"{\"ok\":true,\"msg\":\"a small JSON answer from the loopback origin, about one hundred bytes.\"}\n";
     let resp = match (req.method(), req.uri().path()) {
@@ -1088,6 +1439,22 @@ async fn origin_handle(
             Response::new(Either::Left(Full::new(Bytes::from_static(SMALL))))
         }
         (&Method::GET, "/big") => Response::new(Either::Right(Chunks::new(big_len))),
+        // Records what arrived (scenario 6 checks the injected header here,
+        // outside the timed runs, so `/small` stays as cheap as it was).
+        (&Method::GET, "/check") => {
+            let text = |name| {
+                req.headers()
+                    .get(name)
+                    .map(|v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            // HTTP/1.1 `Host`; over h2, the `:authority` airlock sent.
+            let host = text(HOST)
+                .or_else(|| req.uri().authority().map(ToString::to_string))
+                .unwrap_or_default();
+            let auth = text(http::header::AUTHORIZATION);
+            *checked.lock().unwrap() = Some((host, auth));
+            Response::new(Either::Left(Full::new(Bytes::from_static(SMALL))))
+        }
         (&Method::POST, "/upload") => {
             let mut body = req.into_body();
             let mut n = 0_u64;
@@ -1118,6 +1485,8 @@ enum Route {
 
 struct Clients {
     origin: SocketAddr,
+    /// The origin name asked for: SNI, `CONNECT` target and `Host`.
+    name: &'static str,
     host_header: String,
     big_len: u64,
     direct_tls: TlsConnector,
@@ -1149,6 +1518,7 @@ impl Clients {
             CertificateDer::from_pem_file(airlock_ca).context("reading airlock's CA")?;
         Ok(Self {
             origin: origin.addr,
+            name: ORIGIN_NAME,
             host_header: format!("{ORIGIN_NAME}:{}", origin.addr.port()),
             big_len: origin.big_len,
             direct_tls: client_tls(origin_ca.cert_der.clone(), resume)?,
@@ -1180,7 +1550,7 @@ impl Clients {
             }
         };
         tcp.set_nodelay(true)?;
-        let name = ServerName::try_from(ORIGIN_NAME)?;
+        let name = ServerName::try_from(self.name)?;
         let tls = tls.connect(name, tcp).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         let task = tokio::spawn(async move {
@@ -1333,8 +1703,14 @@ impl Outcome {
 }
 
 /// Runs `workers` copies of `step` until `secs` have passed; `pid`'s CPU
-/// time is read over exactly that window.
-async fn timed<F, Fut, St>(states: Vec<St>, secs: f64, pid: Option<u32>, step: F) -> Outcome
+/// time is read over exactly that window. The states come back (in no
+/// particular order), so connections can be reused by the next run.
+async fn timed<F, Fut, St>(
+    states: Vec<St>,
+    secs: f64,
+    pid: Option<u32>,
+    step: F,
+) -> (Outcome, Vec<St>)
 where
     St: Send + 'static,
     F: Fn(St) -> Fut + Send + Sync + Clone + 'static,
@@ -1371,7 +1747,7 @@ where
                     }
                 }
             }
-            (n, errs, lat, first_err)
+            (st, n, errs, lat, first_err)
         });
     }
     let mut out = Outcome {
@@ -1383,10 +1759,12 @@ where
         latencies_us: Vec::new(),
         origin_accepts: 0,
     };
+    let mut states = Vec::new();
     while let Some(joined) = set.join_next().await {
-        let Ok((n, errs, lat, first_err)) = joined else {
+        let Ok((st, n, errs, lat, first_err)) = joined else {
             continue;
         };
+        states.push(st);
         out.count += n;
         out.errors += errs;
         out.latencies_us.extend(lat);
@@ -1397,7 +1775,7 @@ where
     out.elapsed = start.elapsed();
     out.cpu = pid.map(|p| proc_cpu(p).saturating_sub(cpu0.unwrap_or_default()));
     out.self_cpu = Some(client_origin_cpu().saturating_sub(self0));
-    out
+    (out, states)
 }
 
 async fn connect_many(
@@ -1424,6 +1802,14 @@ async fn connect_many(
     Ok(out)
 }
 
+/// One keep-alive `GET /small`: the step of scenarios 1 and 6.
+async fn small_get(
+    (c, mut s): (Arc<Clients>, SendRequest<ReqBody>),
+) -> ((Arc<Clients>, SendRequest<ReqBody>), anyhow::Result<()>) {
+    let r = c.get(&mut s, "/small").await.map(|_| ());
+    ((c, s), r)
+}
+
 async fn keep_alive(
     clients: &Clients,
     route: Route,
@@ -1437,11 +1823,7 @@ async fn keep_alive(
         .into_iter()
         .map(|s| (Arc::clone(&clients), s))
         .collect();
-    Ok(timed(states, secs, pid, |(c, mut s)| async move {
-        let r = c.get(&mut s, "/small").await.map(|_| ());
-        ((c, s), r)
-    })
-    .await)
+    Ok(timed(states, secs, pid, small_get).await.0)
 }
 
 async fn new_conn(
@@ -1466,7 +1848,8 @@ async fn new_conn(
         .await;
         (c, r)
     })
-    .await)
+    .await
+    .0)
 }
 
 async fn transfer(
@@ -1528,10 +1911,20 @@ impl Clients {
     fn clone_handles(&self) -> Self {
         Self {
             origin: self.origin,
+            name: self.name,
             host_header: self.host_header.clone(),
             big_len: self.big_len,
             direct_tls: self.direct_tls.clone(),
             proxy_tls: self.proxy_tls.clone(),
+        }
+    }
+
+    /// The same clients, asking for the origin by another of its names.
+    fn named(&self, name: &'static str) -> Self {
+        Self {
+            name,
+            host_header: format!("{name}:{}", self.origin.port()),
+            ..self.clone_handles()
         }
     }
 }
