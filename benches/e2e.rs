@@ -42,7 +42,8 @@
 //! client then uses), `E2E_AUDIT` (`off` default, or `file`), `E2E_RESUME`
 //! (0: clients never resume TLS sessions, so every new connection is a full
 //! handshake), `E2E_AB_ROUNDS` (32) and `E2E_AB_SECS` (0.25: seconds per
-//! side per round) for scenario 6, `AIRLOCK_BIN` (default
+//! side per round) and `E2E_AB_INJECT` (1; 0 = an A/A calibration run, the
+//! second rule without `inject`) for scenario 6, `AIRLOCK_BIN` (default
 //! `target/release/airlock`).
 //!
 //! Timing is printed, never asserted.
