@@ -30,7 +30,14 @@
 //! Per stream, the bytes held back are bounded by
 //! [`Scanner::max_hold_back`] (below 40 KiB with the caps
 //! [`MAX_LEN_CAP`] = 8 KiB and 64-byte keywords), and on benign input by
-//! [`Scanner::hold_back`]; see [`stream`] for the exact bound.
+//! [`Scanner::hold_back`]: only a tail that could still become part of a
+//! secret is held (the start of a keyword or of a held value's literal, or
+//! bytes a declared lookbehind allows before a keyword), 36 bytes at most
+//! with the bundled rules and no held values, nothing at all after a
+//! newline. So streamed responses (server-sent events) are scanned and
+//! flushed per frame. A stream also keeps [`Scanner::context_kept`] already
+//! released bytes (47 with the bundled rules) for regex windows. See
+//! [`stream`] for the exact bounds.
 //!
 //! # Performance
 //! `benches/scan.rs`: all 65 bundled patterns plus 10 held values, block
@@ -52,6 +59,7 @@ pub mod body;
 pub mod cli;
 mod held;
 mod patterns;
+mod reach;
 pub mod scanner;
 pub mod stream;
 

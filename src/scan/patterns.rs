@@ -9,6 +9,7 @@
 //! keywords = ["ghp_"]                  # ASCII, case-insensitive, 3..=64 bytes; one must occur
 //! regex = '\bghp_[A-Za-z0-9]{36}\b'     # `regex` crate syntax over bytes, Unicode off
 //! max_len = 40                         # longest match in bytes (required, <= MAX_LEN_CAP)
+//! # lookbehind = N                    # optional: only for a keyword inside the secret, see below
 //! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
 //! checksum = "github"                  # optional: verify the GitHub CRC32 checksum
@@ -19,6 +20,21 @@
 //! Regexes are compiled with Unicode off: classes, `\b` and `\s` are ASCII,
 //! `.` is any byte but `\n`, and they match invalid UTF-8 (opt in per
 //! regex with `(?u)`). This keeps them on the fast DFA engines.
+//!
+//! # Lookbehind
+//! A stream holds back, while no keyword has been seen, the bytes that could
+//! still become the start of a secret once a keyword arrives. For most
+//! patterns the match begins *with* a keyword (`\bghp_...`), which the
+//! loader proves from the regex (every literal prefix of the regex starts
+//! with a keyword, ASCII case-insensitively): nothing before a keyword needs
+//! holding. Where the keyword sits inside the secret (`<14 chars>.atlasv1.`,
+//! `<digits>:AA...`), declare `lookbehind = N`: the secret (the reported
+//! capture group) starts at most `N` bytes before the keyword, and every byte
+//! in between belongs to the secret. `N` must not exceed `max_len`. Without
+//! either, the regex is tried from `max_len` bytes before each keyword and
+//! streams hold `max_len` bytes back: correct, but slow to flush, so keep
+//! every bundled pattern in one of the first two forms
+//! ([`Pattern::lookbehind`]).
 //!
 //! Loading checks everything a reviewer could get wrong and names the file,
 //! line and key of the first problem ([`PatternError`]). The examples and
@@ -31,7 +47,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::scanner::Scanner;
+use super::{reach::Reach, scanner::Scanner};
 
 /// Largest `max_len` a pattern may declare, in bytes.
 ///
@@ -85,6 +101,8 @@ pub struct Pattern {
     pub(crate) entropy: Option<f64>,
     pub(crate) secret_group: usize,
     pub(crate) checksum: Option<Checksum>,
+    /// Where matches start relative to their keyword.
+    pub(crate) reach: Reach,
     pub(crate) examples: Vec<String>,
     pub(crate) counter_examples: Vec<String>,
 }
@@ -103,6 +121,16 @@ impl Pattern {
     /// Declared maximum match length in bytes.
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Most bytes a secret found by this pattern can start before the start
+    /// of the keyword occurrence that triggers it: 0 when every match begins
+    /// with a keyword, the declared `lookbehind` otherwise, `max_len` when
+    /// neither is known. A stream holds back at most
+    /// `longest keyword - 1 + lookbehind` bytes for this pattern while no
+    /// keyword is pending.
+    pub fn lookbehind(&self) -> usize {
+        self.reach.finding_back(self.max_len)
     }
 
     /// The example strings (fake secrets) this pattern must find.
@@ -143,6 +171,7 @@ impl fmt::Debug for Pattern {
             .field("id", &self.id)
             .field("keywords", &self.keywords)
             .field("max_len", &self.max_len)
+            .field("reach", &self.reach)
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +189,7 @@ impl PatternSet {
     /// A [`PatternError`] naming the file, line and key of the first problem:
     /// unreadable file, TOML syntax, unknown or missing key, bad regex,
     /// `max_len` missing or above [`MAX_LEN_CAP`], keyword missing or out of
-    /// bounds, duplicate id, an example that does not match or a
+    /// bounds, `lookbehind` above `max_len`, duplicate id, an example that does not match or a
     /// counter-example that does.
     pub fn load(path: &Path) -> Result<Self, PatternError> {
         let file = path.display().to_string();
@@ -293,6 +322,31 @@ impl PatternSet {
                 }
             };
 
+            let declared = match &p.lookbehind {
+                None => None,
+                Some(lb) => {
+                    let v = *lb.get_ref();
+                    if v < 0 || v > max_len_v as i64 {
+                        return Err(err(
+                            lb.span(),
+                            key("lookbehind"),
+                            format!(
+                                "lookbehind = {v} is out of range 0..={max_len_v} (max_len): \
+                                 the secret cannot start further before its keyword than its length"
+                            ),
+                        ));
+                    }
+                    Some(v as usize)
+                }
+            };
+            let reach = Reach::of(
+                p.regex.get_ref(),
+                &keywords,
+                secret_group,
+                max_len_v,
+                declared,
+            );
+
             let entropy = match &p.entropy {
                 None => None,
                 Some(e) => {
@@ -340,6 +394,7 @@ impl PatternSet {
                 entropy,
                 secret_group,
                 checksum,
+                reach,
                 examples: p.examples.iter().map(|s| s.get_ref().clone()).collect(),
                 counter_examples: p
                     .counter_examples
@@ -362,7 +417,15 @@ impl PatternSet {
                     return Err(err(
                         ex.span(),
                         format!("pattern[{i}].examples"),
-                        format!("example is not found by pattern `{}`", p.id),
+                        format!(
+                            "example is not found by pattern `{}`{}",
+                            p.id,
+                            if matches!(p.reach, Reach::Declared { .. }) {
+                                " (is `lookbehind` large enough?)"
+                            } else {
+                                ""
+                            }
+                        ),
                     ));
                 }
                 if let Some(f) = found.iter().find(|f| f.end - f.start > p.max_len as u64) {
@@ -423,6 +486,7 @@ struct RawPattern {
     entropy: Option<Spanned<f64>>,
     secret_group: Option<Spanned<i64>>,
     checksum: Option<Spanned<String>>,
+    lookbehind: Option<Spanned<i64>>,
     #[serde(default)]
     examples: Vec<Spanned<String>>,
     #[serde(default)]

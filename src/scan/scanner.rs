@@ -5,22 +5,38 @@
 //! 1. A keyword automaton (aho-corasick, patterns lowercased, run over an
 //!    ASCII-lowercased copy of the bytes so its Teddy prefilter stays on)
 //!    finds every keyword occurrence, overlapping ones included.
-//! 2. A keyword hit ending at byte `e` selects its pattern `p` for
-//!    evaluation, unless the last evaluated hit of `p` ended at `l` with
-//!    `e <= l + max_len(p)` (that hit's window already covers this one's).
+//! 2. A keyword hit at `s..e` selects its pattern `p` for evaluation, unless
+//!    the last evaluated hit of `p` was at `s'..e'` with `s' <= s` and
+//!    `e <= e' + max_len(p)` (that hit's window already covers this one's).
 //! 3. An evaluated hit runs `p`'s regex over the window
-//!    `[e - max_len(p) - max_keyword_len(p), e + 2 * max_len(p))`, clamped to
-//!    the stream. Matches longer than `max_len(p)` are dropped, then the
-//!    entropy and checksum checks run on the secret group.
+//!    `[s - search_back(p), e + 2 * max_len(p))`, clamped to the stream, with
+//!    the 4 bytes before the window visible to look-arounds (`\b`, `^`) but
+//!    not matched. `search_back` is 0 for a pattern whose matches begin with a
+//!    keyword, `lookbehind + gap` for a declared lookbehind, `max_len`
+//!    otherwise (see the `reach` module). Matches longer than
+//!    `max_len(p)` are dropped, and so are secrets starting before the
+//!    hit's *finding start* (for a declared lookbehind: the start of the run
+//!    of possible secret bytes before the keyword, at most `lookbehind`
+//!    long); then the entropy and checksum checks run on the secret group.
 //! 4. A literal automaton (case-sensitive) finds the held values' literals;
 //!    each hit is a finding `held:<id>`.
 //! 5. Findings are sorted by `(start, longest first, pattern)` and a finding
 //!    overlapping an earlier kept finding of the same pattern is dropped.
 //!
-//! Every step depends only on absolute stream positions, never on where a
-//! buffer happens to start or end, which is why the streaming
-//! [`ScanState`](super::ScanState) finds exactly what [`Scanner::scan`] finds
-//! on the whole buffer.
+//! Every step depends only on absolute stream positions and the bytes there,
+//! never on where a buffer happens to start or end, which is why the
+//! streaming [`ScanState`](super::ScanState) finds exactly what
+//! [`Scanner::scan`] finds on the whole buffer.
+//!
+//! # What a stream must hold back
+//! A finding not known yet can only come from a keyword hit still to be
+//! evaluated, or a held literal still to be completed. With no hit pending,
+//! a future keyword starts at the earliest tail of the stream that is a
+//! proper prefix of one of its keywords (or at the end), and its secret no
+//! earlier than its finding start; a future held literal starts at the
+//! earliest tail that is a proper prefix of a literal. Both tails come from
+//! small tables keyed by the last two bytes (`Partials`). The minimum is
+//! the stream's *frontier*: everything before it can be released.
 //!
 //! Two automata rather than one: aho-corasick turns its SIMD prefilter off
 //! for ASCII-case-insensitive automata, and its Teddy prefilter takes at
@@ -37,11 +53,18 @@ use std::{fmt, sync::Arc};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, packed};
 use bytes::Bytes;
+use regex::bytes::CaptureLocations;
+use zeroize::Zeroizing;
 
 use super::{
     held::{HeldSecret, encodings},
     patterns::{Pattern, PatternError, PatternSet},
+    reach::Reach,
 };
+
+/// Bytes before a regex window that its look-arounds may inspect (`\b`,
+/// `^`, and Unicode word boundaries, which decode one UTF-8 character back).
+const CONTEXT: usize = 4;
 
 /// Redaction clusters (overlapping findings merged) are cut at this length,
 /// so that a chain of overlapping findings cannot grow the hold-back without
@@ -80,10 +103,17 @@ pub struct Scanner {
     /// literal → kinds (held values) it betrays.
     lit_targets: Vec<Vec<u32>>,
     lit_max: usize,
-    /// max over patterns of `max_len + max_keyword_len`.
-    back_max: u64,
-    /// max over patterns of `3 * max_len + max_keyword_len`.
-    window_max: u64,
+    /// Tails that may be the start of a keyword / a held literal.
+    kw_partial: Partials,
+    lit_partial: Partials,
+    /// Patterns whose secrets can start before their keyword.
+    reaching: Vec<u32>,
+    /// max over patterns of `max_keyword_len - 1 + lookbehind`.
+    hold_back: usize,
+    /// max over patterns of `2 * max_len + max_keyword_len + lookbehind`.
+    window_max: usize,
+    /// Bytes before the frontier a stream keeps for regex windows.
+    pre_keep: usize,
 }
 
 impl fmt::Debug for Scanner {
@@ -159,6 +189,7 @@ impl Scanner {
         }
         let kw_max = kw_lits.iter().map(Vec::len).max().unwrap_or(0);
         let kw_ac = Literals::build(&kw_lits)?;
+        let kw_partial = Partials::new(kw_lits.into_iter().map(Zeroizing::new).collect(), true);
 
         let mut lit_lits: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
         let mut lit_targets: Vec<Vec<u32>> = Vec::new();
@@ -180,17 +211,33 @@ impl Scanner {
         }
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
         let lit_ac = Literals::build(&lit_lits)?;
+        let lit_partial = Partials::new(lit_lits, false);
 
-        let back_max = patterns
+        let reaching = (0..patterns.len() as u32)
+            .filter(|&pi| patterns[pi as usize].lookbehind() > 0)
+            .collect();
+        let hold_back = patterns
             .iter()
-            .map(|p| (p.max_len + p.max_keyword_len()) as u64)
+            .map(|p| p.max_keyword_len().saturating_sub(1) + p.lookbehind())
             .max()
             .unwrap_or(0);
         let window_max = patterns
             .iter()
-            .map(|p| (3 * p.max_len + p.max_keyword_len()) as u64)
+            .map(|p| 2 * p.max_len + p.max_keyword_len() + p.lookbehind())
             .max()
             .unwrap_or(0);
+        // A window starts `search_back` before its keyword; the frontier is
+        // no later than the keyword, and exactly `search_back` before it
+        // unless the lookbehind is declared (then it can be anywhere between).
+        let pre_keep = patterns
+            .iter()
+            .map(|p| match p.reach {
+                Reach::Declared { .. } => p.reach.search_back(p.max_len),
+                Reach::AtKeyword | Reach::Unbounded => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            + CONTEXT;
         Ok(Scanner {
             patterns,
             held,
@@ -202,8 +249,12 @@ impl Scanner {
             lit_ac,
             lit_targets,
             lit_max,
-            back_max,
+            kw_partial,
+            lit_partial,
+            reaching,
+            hold_back,
             window_max,
+            pre_keep,
         })
     }
 
@@ -213,8 +264,9 @@ impl Scanner {
     /// same pattern merged to the first.
     pub fn scan(&self, haystack: &[u8]) -> Vec<Finding> {
         let mut core = Core::new(self);
-        core.feed(self, haystack, 0, 0);
-        core.run_ready(self, haystack, 0, true);
+        let view = View::whole(haystack);
+        core.feed(self, view, 0);
+        core.run_ready(self, view, true);
         let mut raw = Vec::new();
         core.finalize(u64::MAX, &mut raw);
         raw.into_iter().map(|r| self.finding(r)).collect()
@@ -226,8 +278,9 @@ impl Scanner {
     /// new bytes and the findings.
     pub fn redact(&self, haystack: &[u8]) -> (Vec<u8>, Vec<Finding>) {
         let mut core = Core::new(self);
-        core.feed(self, haystack, 0, 0);
-        core.run_ready(self, haystack, 0, true);
+        let view = View::whole(haystack);
+        core.feed(self, view, 0);
+        core.run_ready(self, view, true);
         let mut raw = Vec::new();
         core.finalize(u64::MAX, &mut raw);
 
@@ -274,18 +327,36 @@ impl Scanner {
         (out, raw.into_iter().map(|r| self.finding(r)).collect())
     }
 
-    /// Bytes a stream holds back while no keyword hit is pending:
-    /// `max(max_len + max_keyword_len over patterns, longest held literal) - 1`.
+    /// Most bytes a stream holds back while no keyword hit is pending:
+    /// `max(max_keyword_len - 1 + lookbehind over patterns,
+    /// longest held literal - 1)`. This is the worst case, reached only when
+    /// the stream ends in a keyword minus its last byte (plus, for a pattern
+    /// with a declared lookbehind, that many possible secret bytes before
+    /// it); a stream whose tail cannot start a keyword or a held literal
+    /// holds back nothing. With the bundled rules and no held values it is
+    /// 36 bytes (`PRIVATE KEY----` after up to 21 bytes of
+    /// `-----BEGIN ENCRYPTED `).
     pub fn hold_back(&self) -> usize {
-        (self.back_max.max(self.lit_max as u64) as usize).saturating_sub(1)
+        self.hold_back.max(self.lit_max.saturating_sub(1))
     }
 
     /// Upper bound on the bytes a stream holds back (not counting the chunk
-    /// being processed): a pending keyword hit needs its full regex window
-    /// (`3 * max_len + max_keyword_len`), and an open redaction may add up to
-    /// 8 KiB. With the caps this is below 40 KiB.
+    /// being processed): a pending keyword hit needs its regex window up to
+    /// `e + 2 * max_len` (`2 * max_len + max_keyword_len + lookbehind`
+    /// bytes), and an open redaction may add up to 8 KiB. With the caps this
+    /// is below 40 KiB. A stream also keeps a few bytes *before* what it
+    /// holds back, already released, for the regex windows to look at
+    /// ([`Scanner::context_kept`]).
     pub fn max_hold_back(&self) -> usize {
-        (self.window_max.max(self.lit_max as u64) + MAX_CLUSTER_LEN) as usize
+        self.window_max.max(self.hold_back()) + MAX_CLUSTER_LEN as usize
+    }
+
+    /// Released bytes a stream keeps for regex windows that start before its
+    /// frontier: the largest declared `lookbehind` plus its `gap` (the bytes
+    /// a match may consume before its secret), plus 4 bytes of look-around
+    /// context.
+    pub fn context_kept(&self) -> usize {
+        self.pre_keep
     }
 
     /// Number of patterns (not counting held values).
@@ -412,6 +483,7 @@ impl Literals {
                     .find_overlapping_iter(hay)
                     .map(|m| (m.end(), m.start(), m.pattern())),
             );
+            out.sort_unstable();
             return;
         }
         for pre in &self.pre {
@@ -431,6 +503,138 @@ impl Literals {
     }
 }
 
+/// Which tails of a stream are proper prefixes of some literal (keywords,
+/// ASCII case-insensitively, or held literals, exactly)?
+///
+/// Every proper prefix of length `m >= 2` is filed under its last two bytes;
+/// the tail's last two bytes select the few candidates to compare. Cost per
+/// call: one binary search and a handful of short comparisons.
+struct Partials {
+    lits: Vec<Zeroizing<Vec<u8>>>,
+    /// `(last two bytes of the prefix, Reverse(prefix length), literal)`,
+    /// sorted: for one key, longest prefix first.
+    two: Vec<(u16, std::cmp::Reverse<u32>, u32)>,
+    /// First byte → literals starting with it (prefixes of length 1).
+    one: Vec<Vec<u32>>,
+    fold: bool,
+}
+
+impl Partials {
+    fn new(lits: Vec<Zeroizing<Vec<u8>>>, fold: bool) -> Partials {
+        let mut two = Vec::new();
+        let mut one = vec![Vec::new(); 256];
+        for (i, lit) in lits.iter().enumerate() {
+            if lit.len() >= 2 {
+                one[usize::from(lit[0])].push(i as u32);
+            }
+            for m in 2..lit.len() {
+                let key = u16::from_be_bytes([lit[m - 2], lit[m - 1]]);
+                two.push((key, std::cmp::Reverse(m as u32), i as u32));
+            }
+        }
+        two.sort_unstable();
+        Partials {
+            lits,
+            two,
+            one,
+            fold,
+        }
+    }
+
+    /// Call `f(m, literal)` for every literal whose first `m` bytes (fewer
+    /// than all) are the last `m` bytes of `hay`, longest first per key,
+    /// until `f` returns false.
+    fn each(&self, hay: &[u8], mut f: impl FnMut(usize, u32) -> bool) {
+        let norm = |b: u8| if self.fold { b.to_ascii_lowercase() } else { b };
+        let Some(&last) = hay.last() else {
+            return;
+        };
+        let last = norm(last);
+        if let Some(&prev) = hay.len().checked_sub(2).and_then(|i| hay.get(i)) {
+            let key = u16::from_be_bytes([norm(prev), last]);
+            let from = self.two.partition_point(|e| e.0 < key);
+            for &(k, std::cmp::Reverse(m), li) in self.two.get(from..).unwrap_or_default() {
+                if k != key {
+                    break;
+                }
+                let m = m as usize;
+                let (Some(tail), Some(lit)) = (
+                    hay.len().checked_sub(m).and_then(|a| hay.get(a..)),
+                    self.lits.get(li as usize).and_then(|l| l.get(..m)),
+                ) else {
+                    continue;
+                };
+                let eq = if self.fold {
+                    tail.eq_ignore_ascii_case(lit)
+                } else {
+                    tail == lit
+                };
+                if eq && !f(m, li) {
+                    return;
+                }
+            }
+        }
+        for &li in &self.one[usize::from(last)] {
+            if !f(1, li) {
+                return;
+            }
+        }
+    }
+}
+
+/// The stream as a scan sees it: bytes `[base, base + hay.len())` in `hay`,
+/// and the `pre.len()` bytes before `base` (already released, kept for
+/// regex windows and look-arounds) in `pre`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) pre: &'a [u8],
+    pub(crate) hay: &'a [u8],
+    pub(crate) base: u64,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn whole(hay: &'a [u8]) -> View<'a> {
+        View {
+            pre: &[],
+            hay,
+            base: 0,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.base + self.hay.len() as u64
+    }
+
+    /// The stream byte at absolute offset `at`, if kept.
+    fn byte(&self, at: u64) -> Option<u8> {
+        if at >= self.base {
+            self.hay.get(usize::try_from(at - self.base).ok()?).copied()
+        } else {
+            let back = usize::try_from(self.base - at).ok()?;
+            self.pre
+                .len()
+                .checked_sub(back)
+                .and_then(|i| self.pre.get(i))
+                .copied()
+        }
+    }
+
+    /// Stream bytes `[from, to)`: a slice of `hay`, or assembled in
+    /// `scratch` when they start in `pre`.
+    fn range<'s>(&'s self, from: u64, to: u64, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]> {
+        let b = usize::try_from(to.checked_sub(self.base)?).ok()?;
+        if from >= self.base {
+            return self.hay.get(usize::try_from(from - self.base).ok()?..b);
+        }
+        let back = usize::try_from(self.base - from).ok()?;
+        let pre = self.pre.get(self.pre.len().checked_sub(back)?..)?;
+        scratch.clear();
+        scratch.extend_from_slice(pre);
+        scratch.extend_from_slice(self.hay.get(..b)?);
+        Some(scratch)
+    }
+}
+
 /// A finding before its id is attached: `kind` indexes `Scanner::ids`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raw {
@@ -439,14 +643,52 @@ pub(crate) struct Raw {
     pub(crate) kind: u32,
 }
 
+/// A keyword hit selected for evaluation whose window is not complete yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    pattern: u32,
+    /// Where the regex search starts.
+    search: u64,
+    /// Secrets starting before this are dropped; no finding of this hit
+    /// starts earlier.
+    first: u64,
+    /// Where the window ends (`e + 2 * max_len`).
+    end: u64,
+}
+
+/// Where the secrets of a hit of `p` whose keyword starts at `s` may start:
+/// `s` when matches begin with a keyword; for a declared lookbehind `n`, the
+/// start of the run of possible secret bytes ending at `s`, at most `n`
+/// long; `s - max_len` otherwise. Non-decreasing in `s`, which is what makes
+/// it a bound for every later hit too.
+fn first_finding(p: &Pattern, s: u64, view: View<'_>) -> u64 {
+    match p.reach {
+        Reach::AtKeyword => s,
+        Reach::Unbounded => s.saturating_sub(p.max_len as u64),
+        Reach::Declared { secret, class, .. } => {
+            let lo = s.saturating_sub(secret as u64);
+            let mut r = s;
+            while r > lo {
+                match view.byte(r - 1) {
+                    Some(b) if class.contains(b) => r -= 1,
+                    Some(_) => break,
+                    None => {
+                        debug_assert!(false, "byte {} not kept (base {})", r - 1, view.base);
+                        break;
+                    }
+                }
+            }
+            r
+        }
+    }
+}
+
 /// The search state shared by whole-buffer and streaming scans. It sees the
-/// stream through a buffer `hay` that holds absolute bytes
-/// `[base, base + hay.len())`.
+/// stream through a [`View`].
 pub(crate) struct Core {
-    /// Per pattern: end offset of its last evaluated keyword hit.
-    last_eval: Vec<Option<u64>>,
-    /// Keyword hits selected for evaluation whose window is not complete yet.
-    pending: Vec<(u32, u64)>,
+    /// Per pattern: keyword start and end of its last evaluated hit.
+    last_eval: Vec<Option<(u64, u64)>>,
+    pending: Vec<Pending>,
     /// Findings not yet final.
     cands: Vec<Raw>,
     /// Per kind: end of the last kept finding (dedup).
@@ -454,6 +696,10 @@ pub(crate) struct Core {
     fold: Vec<u8>,
     /// Keyword hits of the current feed: (end, start, keyword).
     hits: Vec<(usize, usize, aho_corasick::PatternID)>,
+    /// A window assembled from `pre` and `hay`.
+    scratch: Vec<u8>,
+    /// Per pattern with a secret group: reusable capture slots.
+    locs: Vec<Option<CaptureLocations>>,
 }
 
 impl Core {
@@ -465,11 +711,15 @@ impl Core {
             last_end: vec![0; sc.kinds()],
             fold: Vec::new(),
             hits: Vec::new(),
+            scratch: Vec::new(),
+            locs: vec![None; sc.patterns.len()],
         }
     }
 
-    /// Search for automaton hits that end after `hay[..from]` (the new bytes).
-    pub(crate) fn feed(&mut self, sc: &Scanner, hay: &[u8], base: u64, from: usize) {
+    /// Search for automaton hits that end after `view.hay[..from]` (the new
+    /// bytes).
+    pub(crate) fn feed(&mut self, sc: &Scanner, view: View<'_>, from: usize) {
+        let (hay, base) = (view.hay, view.base);
         if let Some(ac) = &sc.kw_ac {
             let rs = from.saturating_sub(sc.kw_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
@@ -477,19 +727,26 @@ impl Core {
             self.fold.extend_from_slice(region);
             self.fold.make_ascii_lowercase();
             ac.find_all(&self.fold, &mut self.hits);
-            for &(end, _, pid) in &self.hits {
+            for &(end, start, pid) in &self.hits {
                 if rs + end <= from {
                     continue;
                 }
                 let e = base + (rs + end) as u64;
+                let s = base + (rs + start) as u64;
                 for &pi in &sc.kw_targets[pid.as_usize()] {
-                    let lp = sc.patterns[pi as usize].max_len as u64;
+                    let p = &sc.patterns[pi as usize];
+                    let lp = p.max_len as u64;
                     let slot = &mut self.last_eval[pi as usize];
-                    if slot.is_some_and(|l| e <= l + lp) {
+                    if slot.is_some_and(|(ls, le)| ls <= s && e <= le + lp) {
                         continue;
                     }
-                    *slot = Some(e);
-                    self.pending.push((pi, e));
+                    *slot = Some((s, e));
+                    self.pending.push(Pending {
+                        pattern: pi,
+                        search: s.saturating_sub(p.reach.search_back(p.max_len) as u64),
+                        first: first_finding(p, s, view),
+                        end: e + 2 * lp,
+                    });
                 }
             }
         }
@@ -514,45 +771,70 @@ impl Core {
 
     /// Evaluate the pending keyword hits whose window is complete (all of
     /// them at end of stream).
-    pub(crate) fn run_ready(&mut self, sc: &Scanner, hay: &[u8], base: u64, eof: bool) {
-        let avail_end = base + hay.len() as u64;
+    pub(crate) fn run_ready(&mut self, sc: &Scanner, view: View<'_>, eof: bool) {
+        let avail_end = view.end();
         let mut i = 0;
         while i < self.pending.len() {
-            let (pi, e) = self.pending[i];
-            let p = &sc.patterns[pi as usize];
-            let full_end = e + 2 * p.max_len as u64;
-            if !eof && full_end > avail_end {
+            let pend = self.pending[i];
+            if !eof && pend.end > avail_end {
                 i += 1;
                 continue;
             }
             self.pending.swap_remove(i);
-            let ws = e.saturating_sub((p.max_len + p.max_keyword_len()) as u64);
-            let we = full_end.min(avail_end);
-            debug_assert!(ws >= base, "window start {ws} before buffer base {base}");
-            let (Ok(rs), Ok(re)) = (
-                usize::try_from(ws.saturating_sub(base)),
-                usize::try_from(we - base),
-            ) else {
+            let p = &sc.patterns[pend.pattern as usize];
+            let ctx = pend.search.min(CONTEXT as u64);
+            let from = pend.search - ctx;
+            let to = pend.end.min(avail_end);
+            debug_assert!(
+                from >= view.base.saturating_sub(view.pre.len() as u64),
+                "window start {from} before the kept bytes (base {}, {} kept)",
+                view.base,
+                view.pre.len()
+            );
+            let Some(window) = view.range(from, to, &mut self.scratch) else {
                 continue;
             };
-            let Some(window) = hay.get(rs..re) else {
-                continue;
-            };
-            eval(p, pi, window, ws, &mut self.cands);
+            let locs = &mut self.locs[pend.pattern as usize];
+            eval(
+                p,
+                pend.pattern,
+                window,
+                ctx as usize,
+                from,
+                pend.first,
+                locs,
+                &mut self.cands,
+            );
         }
     }
 
     /// All findings starting before the returned offset are known.
-    pub(crate) fn frontier(&self, sc: &Scanner, avail_end: u64, eof: bool) -> u64 {
+    pub(crate) fn frontier(&self, sc: &Scanner, view: View<'_>, eof: bool) -> u64 {
         if eof {
             return u64::MAX;
         }
-        let reach = sc.back_max.max(sc.lit_max as u64);
-        let mut f = (avail_end + 1).saturating_sub(reach).min(avail_end);
-        for &(pi, e) in &self.pending {
-            let p = &sc.patterns[pi as usize];
-            f = f.min(e.saturating_sub((p.max_len + p.max_keyword_len()) as u64));
+        let end = view.end();
+        let mut f = end;
+        for pend in &self.pending {
+            f = f.min(pend.first);
         }
+        // A keyword arriving later starts at the end or at a tail that is a
+        // proper prefix of it.
+        for &pi in &sc.reaching {
+            f = f.min(first_finding(&sc.patterns[pi as usize], end, view));
+        }
+        sc.kw_partial.each(view.hay, |m, kw| {
+            let s = end - m as u64;
+            for &pi in &sc.kw_targets[kw as usize] {
+                f = f.min(first_finding(&sc.patterns[pi as usize], s, view));
+            }
+            true
+        });
+        // Likewise a held literal; the longest such tail is the first found.
+        sc.lit_partial.each(view.hay, |m, _| {
+            f = f.min(end - m as u64);
+            false
+        });
         f
     }
 
@@ -585,31 +867,59 @@ impl Core {
     }
 }
 
-/// Run one pattern's regex over its window (which starts at absolute `ws`).
-fn eval(p: &Pattern, pi: u32, window: &[u8], ws: u64, out: &mut Vec<Raw>) {
+/// Run one pattern's regex over `window` (which starts at absolute `origin`)
+/// from offset `at` on; the bytes before `at` are look-around context only.
+/// Secrets starting before absolute `first` are dropped.
+#[allow(clippy::too_many_arguments)]
+fn eval(
+    p: &Pattern,
+    pi: u32,
+    window: &[u8],
+    at: usize,
+    origin: u64,
+    first: u64,
+    locs: &mut Option<CaptureLocations>,
+    out: &mut Vec<Raw>,
+) {
     let max = p.max_len;
-    if p.secret_group == 0 {
-        for m in p.regex.find_iter(window) {
-            if m.len() <= max && p.accepts(m.as_bytes()) {
-                out.push(Raw {
-                    start: ws + m.start() as u64,
-                    end: ws + m.end() as u64,
-                    kind: pi,
-                });
-            }
+    let mut push = |secret: (usize, usize), whole: (usize, usize)| {
+        let (s, e) = secret;
+        if whole.1 - whole.0 <= max
+            && origin + s as u64 >= first
+            && window.get(s..e).is_some_and(|b| p.accepts(b))
+        {
+            out.push(Raw {
+                start: origin + s as u64,
+                end: origin + e as u64,
+                kind: pi,
+            });
         }
-    } else {
-        for caps in p.regex.captures_iter(window) {
-            let (Some(m), Some(g)) = (caps.get(0), caps.get(p.secret_group)) else {
-                continue;
+    };
+    let mut pos = at;
+    while pos <= window.len() {
+        let whole = if p.secret_group == 0 {
+            let Some(m) = p.regex.find_at(window, pos) else {
+                break;
             };
-            if m.len() <= max && p.accepts(g.as_bytes()) {
-                out.push(Raw {
-                    start: ws + g.start() as u64,
-                    end: ws + g.end() as u64,
-                    kind: pi,
-                });
+            push((m.start(), m.end()), (m.start(), m.end()));
+            (m.start(), m.end())
+        } else {
+            let locs = locs.get_or_insert_with(|| p.regex.capture_locations());
+            if p.regex.captures_read_at(locs, window, pos).is_none() {
+                break;
             }
-        }
+            let Some(whole) = locs.get(0) else {
+                break;
+            };
+            if let Some(g) = locs.get(p.secret_group) {
+                push(g, whole);
+            }
+            whole
+        };
+        pos = if whole.1 > whole.0 {
+            whole.1
+        } else {
+            whole.1 + 1
+        };
     }
 }

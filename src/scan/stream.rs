@@ -9,15 +9,24 @@
 //! # Memory usage
 //! The state keeps the bytes from the *frontier* (the earliest offset where a
 //! not-yet-known finding could start) to the end of the input seen so far:
-//! - with no keyword hit pending, [`Scanner::hold_back`] bytes:
-//!   `max(max_len + max_keyword_len, longest held literal) - 1`;
+//! - with no keyword hit pending, at most [`Scanner::hold_back`] bytes, and
+//!   only a tail that could still become part of a secret: the longest tail
+//!   that is the start of a keyword (ASCII case-insensitively) or of a held
+//!   value's literal, and, for a pattern with a declared `lookbehind = N`,
+//!   the run of up to `N` bytes before such a tail (or before the end) that
+//!   the pattern allows before its keyword. The bound is
+//!   `max(longest keyword - 1 + lookbehind, longest held literal - 1)`;
+//!   with the bundled rules 36 bytes, and 0 after a newline, so a
+//!   server-sent event is released as soon as it is pushed;
 //! - while a keyword hit waits for the rest of its regex window, up to
-//!   `3 * max_len + max_keyword_len` bytes for that pattern;
+//!   `2 * max_len + max_keyword_len + lookbehind` bytes for that pattern;
 //! - in redact mode, an unfinished redaction (at most 8 KiB) on top.
 //!
 //! With `max_len <= 8 KiB` and keywords `<= 64` bytes the total stays below
 //! 40 KiB per stream ([`Scanner::max_hold_back`]), plus the chunk being
-//! processed. Each pushed chunk is copied once into the state's buffer;
+//! processed, plus the last [`Scanner::context_kept`] released bytes (a
+//! regex window may start before the frontier; its look-arounds see a few
+//! bytes more). Each pushed chunk is copied once into the state's buffer;
 //! released bytes are handed out as `Bytes` slices of that buffer, without
 //! a second copy unless a redaction rewrites them.
 //!
@@ -28,7 +37,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::scanner::{Core, Finding, MAX_CLUSTER_LEN, Raw, Scanner};
+use super::scanner::{Core, Finding, MAX_CLUSTER_LEN, Raw, Scanner, View};
 
 /// What to do when a secret is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +74,9 @@ pub struct ScanState {
     core: Core,
     /// Stream bytes `[base, end)`.
     buf: BytesMut,
+    /// The last (up to [`Scanner::context_kept`]) bytes before `base`,
+    /// already released: regex windows may start there.
+    pre: Vec<u8>,
     base: u64,
     end: u64,
     /// Input bytes released downstream (redacted ones count as released).
@@ -99,6 +111,7 @@ impl ScanState {
             mode,
             core,
             buf: BytesMut::new(),
+            pre: Vec::new(),
             base: 0,
             end: 0,
             emitted: 0,
@@ -132,9 +145,14 @@ impl ScanState {
         self.buf.extend_from_slice(&chunk);
         self.end += want as u64;
         let sc = &*self.scanner;
-        self.core.feed(sc, &self.buf, self.base, from);
-        self.core.run_ready(sc, &self.buf, self.base, false);
-        let f = self.core.frontier(sc, self.end, false);
+        let view = View {
+            pre: &self.pre,
+            hay: &self.buf,
+            base: self.base,
+        };
+        self.core.feed(sc, view, from);
+        self.core.run_ready(sc, view, false);
+        let f = self.core.frontier(sc, view, false);
         self.advance(f, false, Some(chunk))
     }
 
@@ -145,7 +163,12 @@ impl ScanState {
         }
         self.finished = true;
         let sc = &*self.scanner;
-        self.core.run_ready(sc, &self.buf, self.base, true);
+        let view = View {
+            pre: &self.pre,
+            hay: &self.buf,
+            base: self.base,
+        };
+        self.core.run_ready(sc, view, true);
         self.advance(u64::MAX, true, None)
     }
 
@@ -293,9 +316,10 @@ impl ScanState {
     fn release(&mut self, target: u64, retain: u64) -> Bytes {
         let target = target.max(self.emitted);
         if self.base == self.emitted && retain >= target {
-            let n = (target - self.base) as usize;
-            let data = self.buf.split_to(n.min(self.buf.len())).freeze();
-            self.base = target;
+            let n = ((target - self.base) as usize).min(self.buf.len());
+            let data = self.buf.split_to(n).freeze();
+            keep_tail(&mut self.pre, &data, self.scanner.context_kept());
+            self.base += n as u64;
             self.emitted = target;
             return data;
         }
@@ -309,7 +333,24 @@ impl ScanState {
     fn trim(&mut self, keep: u64) {
         let keep = keep.min(self.emitted).max(self.base);
         let n = ((keep - self.base) as usize).min(self.buf.len());
+        keep_tail(
+            &mut self.pre,
+            self.buf.get(..n).unwrap_or_default(),
+            self.scanner.context_kept(),
+        );
         self.buf.advance(n);
         self.base += n as u64;
+    }
+}
+
+/// Append `dropped` to `pre`, keeping only its last `keep` bytes.
+fn keep_tail(pre: &mut Vec<u8>, dropped: &[u8], keep: usize) {
+    if dropped.len() >= keep {
+        pre.clear();
+        pre.extend_from_slice(dropped.get(dropped.len() - keep..).unwrap_or_default());
+    } else {
+        let excess = (pre.len() + dropped.len()).saturating_sub(keep);
+        pre.drain(..excess.min(pre.len()));
+        pre.extend_from_slice(dropped);
     }
 }

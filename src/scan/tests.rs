@@ -724,6 +724,35 @@ keywords = ["kw@", "wk@"]
 regex = '[a-z]{2,8}@'
 max_len = 43
 examples = ["abkw@cd"]
+
+[[pattern]]
+id = "mid"
+description = "keyword inside the secret: declared lookbehind"
+keywords = [".k!."]
+regex = '\b[a-z]{2,6}\.k!\.[a-z]{1,6}'
+lookbehind = 6
+max_len = 16
+examples = ["ab.k!.c"]
+
+[[pattern]]
+id = "tele"
+description = "declared lookbehind, a consumed boundary byte before the secret"
+keywords = [":qq"]
+regex = '(?:^|[^0-9])([0-9]{2,5}:qq[a-z]{1,4})'
+secret_group = 1
+lookbehind = 5
+max_len = 14
+examples = ["12:qqa", "x12345:qqabcd"]
+counter_examples = ["123456:qqa"]
+
+[[pattern]]
+id = "edge"
+description = "begins with its keyword; a word boundary before it"
+keywords = ["zz-"]
+regex = '\bzz-[a-z]{2,5}\b'
+max_len = 8
+examples = ["zz-ab"]
+counter_examples = ["azz-ab"]
 "#;
 
 fn tight_scanner() -> Arc<Scanner> {
@@ -740,23 +769,53 @@ fn tight_scanner() -> Arc<Scanner> {
         .clone()
 }
 
+/// The tight patterns without the two whose lookbehind is unbounded (`pre`,
+/// `loose`): those hold 43 bytes back at all times, which would hide a
+/// frontier that is too late for the others.
+fn prompt_scanner() -> Arc<Scanner> {
+    static SCANNER: OnceLock<Arc<Scanner>> = OnceLock::new();
+    SCANNER
+        .get_or_init(|| {
+            let set = PatternSet::parse(TIGHT, "tight.toml").unwrap();
+            let set = PatternSet {
+                patterns: set
+                    .iter()
+                    .filter(|p| p.id() != "pre" && p.id() != "loose")
+                    .cloned()
+                    .collect(),
+            };
+            let held = [
+                HeldSecret::new("a", "abcdefghzq!"),
+                HeldSecret::new("b", "hold-me-please-kw@"),
+            ];
+            Arc::new(Scanner::new(&set, &held).unwrap())
+        })
+        .clone()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
     fn stream_equals_whole_buffer_tight(
-        input in prop::collection::vec(
+        pieces in prop::collection::vec(
             prop_oneof![
-                6 => prop::sample::select(b"abcdefghzq!#@kw -mepls".to_vec()),
-                1 => prop::sample::select(vec![b'\n', b'x', 0xff]),
+                12 => prop::sample::select(b"abcdefghzq!#@kw -mepls.:0123".to_vec()).prop_map(|b| vec![b]),
+                1 => prop::sample::select(vec![b'\n', b'x', 0xff]).prop_map(|b| vec![b]),
+                3 => prop::sample::select(vec![
+                    "zq!", "qz#", "kw@", "wk@", ".k!.", ":qq", "zz-", "12345", "abcdef",
+                    "abcdefghzq!", "hold-me-please-kw@", "ab.k!.cd", "x123:qqab", "zz-abc",
+                ]).prop_map(|s| s.as_bytes().to_vec()),
             ],
-            0..400,
+            0..160,
         ),
         cuts in prop::collection::vec(1usize..40, 1..6),
         one_byte in prop::bool::weighted(0.2),
     ) {
+        let input = pieces.concat();
         let cuts = if one_byte { vec![1] } else { cuts };
         check_equivalence(&tight_scanner(), &input, &cuts)?;
+        check_equivalence(&prompt_scanner(), &input, &cuts)?;
     }
 }
 
@@ -785,4 +844,78 @@ fn frontier_is_exact_at_the_window_edge() {
                 .unwrap_or_else(|e| panic!("gap {gap} cut {cut}: {e}"));
         }
     }
+}
+
+// ------------------------------------------------------------ lookbehind
+
+/// Every bundled pattern either begins with a keyword (derived from its
+/// regex) or declares a small lookbehind, so streams flush promptly.
+#[test]
+fn bundled_patterns_have_small_lookbehind() {
+    use super::reach::Reach;
+    // Keyword inside the secret, or a match that starts before its keyword
+    // (an alternative name) though the secret does not.
+    let declared = [
+        "aws-secret-access-key",
+        "gcp-service-account-key",
+        "azure-ad-client-secret",
+        "telegram-bot-token",
+        "pem-private-key",
+        "openssh-private-key",
+        "pgp-private-key-block",
+        "cloudflare-api-token",
+        "datadog-api-key",
+        "datadog-app-key",
+        "terraform-cloud-token",
+    ];
+    for p in rules().iter() {
+        if declared.contains(&p.id()) {
+            assert!(
+                matches!(p.reach, Reach::Declared { .. }),
+                "{}: {:?}",
+                p.id(),
+                p.reach
+            );
+        } else {
+            assert_eq!(p.reach, Reach::AtKeyword, "{}", p.id());
+        }
+        assert!(p.lookbehind() <= 21, "{}: {}", p.id(), p.lookbehind());
+    }
+    let sc = Scanner::new(rules(), &[]).unwrap();
+    assert_eq!(sc.hold_back(), 36);
+    assert_eq!(sc.context_kept(), 47);
+}
+
+/// A stream holds back only a tail that could still start a secret: a
+/// server-sent event ending in a newline passes at once, a partial keyword
+/// or held value waits for its next byte.
+#[test]
+fn benign_tails_are_not_held_back() {
+    let sc = scanner();
+    let mut st = ScanState::new(sc.clone(), ScanMode::Block);
+    let held_back = |st: &ScanState| st.seen() - st.emitted();
+    let event = b"event: delta\ndata: {\"text\":\"Hello\"}\n\n";
+    let out = st.push(Bytes::from_static(event));
+    assert_eq!(&out.data[..], event);
+    // The start of a keyword (any case).
+    st.push(Bytes::from_static(b"data: see GHP"));
+    assert_eq!(held_back(&st), 3);
+    st.push(Bytes::from_static(b"!\n"));
+    assert_eq!(held_back(&st), 0);
+    // The start of a held value's literal.
+    st.push(Bytes::from_static(b"pw=\"held-Secret-Va"));
+    assert_eq!(held_back(&st), 14);
+    st.push(Bytes::from_static(b"\"\n"));
+    assert_eq!(held_back(&st), 0);
+    // Bytes that could be the start of a secret whose keyword comes later
+    // (`<14 chars>.atlasv1.`): the trailing word, at most 14 bytes.
+    st.push(Bytes::from_static(b"data: abcdefghijklmnopq"));
+    assert_eq!(held_back(&st), 14);
+    // A space could be part of `-----BEGIN RSA ` before `PRIVATE KEY-----`.
+    st.push(Bytes::from_static(b" "));
+    assert_eq!(held_back(&st), 1);
+    st.push(Bytes::from_static(b"\n"));
+    assert_eq!(held_back(&st), 0);
+    let out = st.finish();
+    assert!(out.data.is_empty() && st.blocked().is_none());
 }
