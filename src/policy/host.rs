@@ -37,6 +37,17 @@ pub enum HostError {
 impl Host {
     /// Parses and normalises a host as it appears in a CONNECT target, a
     /// `Host` header, SNI, or a rule (brackets around IPv6 allowed).
+    ///
+    /// # Example
+    /// ```
+    /// use airlock::policy::Host;
+    /// // Every spelling of an address is the same host...
+    /// assert_eq!(Host::parse("0x7f.1").unwrap().to_string(), "127.0.0.1");
+    /// assert_eq!(Host::parse("[::ffff:127.0.0.1]").unwrap().to_string(), "127.0.0.1");
+    /// // ...and names are compared in one form.
+    /// assert_eq!(Host::parse("API.Example.TEST.").unwrap().to_string(), "api.example.test");
+    /// assert!(Host::parse("1.2.3.999").is_err());
+    /// ```
     pub fn parse(input: &str) -> Result<Self, HostError> {
         if input.is_empty() {
             return Err(HostError::Empty);

@@ -63,6 +63,14 @@ pub enum PathError {
 
 impl NormalPath {
     /// Normalises the path part of a request target (no query).
+    ///
+    /// # Example
+    /// ```
+    /// use airlock::policy::NormalPath;
+    /// let p = NormalPath::parse("/public/%2e%2e//admin;x=1").unwrap();
+    /// assert_eq!(p.decoded(), "/admin"); // what rules judge, and what is forwarded
+    /// assert!(NormalPath::parse("/a%2Fb").is_err());
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
         let mut segments: Vec<String> = Vec::new();
