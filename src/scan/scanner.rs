@@ -514,6 +514,9 @@ struct Partials {
     /// `(last two bytes of the prefix, Reverse(prefix length), literal)`,
     /// sorted: for one key, longest prefix first.
     two: Vec<(u16, std::cmp::Reverse<u32>, u32)>,
+    /// `two[by_first[b]..by_first[b + 1]]` are the entries whose key starts
+    /// with byte `b` (a small, cache-friendly range to search).
+    by_first: Vec<u32>,
     /// First byte → literals starting with it (prefixes of length 1).
     one: Vec<Vec<u32>>,
     fold: bool,
@@ -533,9 +536,13 @@ impl Partials {
             }
         }
         two.sort_unstable();
+        let by_first = (0..=256u32)
+            .map(|b| two.partition_point(|e| u32::from(e.0 >> 8) < b) as u32)
+            .collect();
         Partials {
             lits,
             two,
+            by_first,
             one,
             fold,
         }
@@ -551,9 +558,15 @@ impl Partials {
         };
         let last = norm(last);
         if let Some(&prev) = hay.len().checked_sub(2).and_then(|i| hay.get(i)) {
-            let key = u16::from_be_bytes([norm(prev), last]);
-            let from = self.two.partition_point(|e| e.0 < key);
-            for &(k, std::cmp::Reverse(m), li) in self.two.get(from..).unwrap_or_default() {
+            let prev = norm(prev);
+            let key = u16::from_be_bytes([prev, last]);
+            let range = |i: usize| self.by_first.get(i).map_or(0, |&o| o as usize);
+            let bucket = self
+                .two
+                .get(range(usize::from(prev))..range(usize::from(prev) + 1))
+                .unwrap_or_default();
+            let from = bucket.partition_point(|e| e.0 < key);
+            for &(k, std::cmp::Reverse(m), li) in bucket.get(from..).unwrap_or_default() {
                 if k != key {
                     break;
                 }
