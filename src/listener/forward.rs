@@ -159,13 +159,13 @@ pub(crate) async fn forward(
             event.status = Some(err.status().as_u16());
             event.path = NormalPath::parse(req.uri().path())
                 .ok()
-                .map(|p| p.decoded().to_owned());
+                .map(|p| audit_path(&state, p.decoded()));
             event.duration_ms = elapsed_ms(start);
             state.audit.emit(event);
             return err.into_response();
         }
     };
-    event.path = Some(judged.path.decoded().to_owned());
+    event.path = Some(audit_path(&state, judged.path.decoded()));
     event.rule = Some(judged.rule.source.to_string());
 
     let rule_key = judged.rule.source.to_string();
@@ -599,4 +599,21 @@ async fn read_preview(mut body: ProxyBody, limit: usize) -> (Vec<u8>, bool, Prox
         more,
         http_body_util::StreamBody::new(chained).boxed_unsync(),
     )
+}
+
+/// The path as the audit log records it: a secret in a path segment is
+/// replaced by its marker, so the log never holds the value even when the
+/// request carrying it is refused.
+fn audit_path(state: &State, path: &str) -> String {
+    match state.scanner() {
+        Some(scanner) => {
+            let (redacted, findings) = scanner.redact(path.as_bytes());
+            if findings.is_empty() {
+                path.to_owned()
+            } else {
+                String::from_utf8_lossy(&redacted).into_owned()
+            }
+        }
+        None => path.to_owned(),
+    }
 }

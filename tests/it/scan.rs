@@ -163,6 +163,9 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // In a path segment too; and the audit log (checked below) records it redacted.
+    let r = c.get(format!("{url}/{GITHUB}")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
     let r = c
         .get(&url)
         .header("x-debug", format!("key={AWS}"))
