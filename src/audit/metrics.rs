@@ -16,7 +16,9 @@ use super::AuditEvent;
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    by_decision: Mutex<BTreeMap<(&'static str, &'static str, &'static str, String), u64>>,
+    /// (kind, decision, reason) → sandbox → count. Two levels so that
+    /// counting looks the sandbox up by `&str` (no allocation per event).
+    by_decision: Mutex<BTreeMap<(&'static str, &'static str, &'static str), BTreeMap<String, u64>>>,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     injections: AtomicU64,
@@ -32,21 +34,10 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one event.
     pub fn record(&self, ev: &AuditEvent) {
-        if let Ok(mut m) = self.by_decision.lock() {
-            *m.entry((
-                ev.kind,
-                ev.decision,
-                ev.reason,
-                ev.sandbox.clone().unwrap_or_default(),
-            ))
-            .or_default() += 1;
-        }
+        self.decision(ev.kind, ev.decision, ev.reason, ev.sandbox.as_deref());
         self.bytes_up.fetch_add(ev.bytes_up, Ordering::Relaxed);
         self.bytes_down.fetch_add(ev.bytes_down, Ordering::Relaxed);
         match ev.kind {
-            "inject" => {
-                self.injections.fetch_add(1, Ordering::Relaxed);
-            }
             "finding" => {
                 if let (Some(p), Ok(mut m)) = (ev.pattern.as_ref(), self.findings.lock()) {
                     *m.entry(p.clone()).or_default() += 1;
@@ -60,7 +51,32 @@ impl Metrics {
             }
             _ => {}
         }
-        if ev.reason == "secret_unavailable" {
+    }
+
+    /// Counts one decision of `sandbox` (`None`: no sandbox identities).
+    pub fn decision(
+        &self,
+        kind: &'static str,
+        decision: &'static str,
+        reason: &'static str,
+        sandbox: Option<&str>,
+    ) {
+        let Ok(mut m) = self.by_decision.lock() else {
+            return;
+        };
+        let by_sandbox = m.entry((kind, decision, reason)).or_default();
+        let sandbox = sandbox.unwrap_or_default();
+        match by_sandbox.get_mut(sandbox) {
+            Some(n) => *n += 1,
+            None => {
+                by_sandbox.insert(sandbox.to_owned(), 1);
+            }
+        }
+        drop(m);
+        if kind == "inject" {
+            self.injections.fetch_add(1, Ordering::Relaxed);
+        }
+        if reason == "secret_unavailable" {
             self.secret_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -88,7 +104,10 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         out.push_str("# HELP airlock_decisions_total Decisions by kind, outcome and reason.\n# TYPE airlock_decisions_total counter\n");
         if let Ok(m) = self.by_decision.lock() {
-            for ((kind, decision, reason, sandbox), n) in m.iter() {
+            let rows = m
+                .iter()
+                .flat_map(|(k, by)| by.iter().map(move |(sandbox, n)| (k, sandbox, n)));
+            for ((kind, decision, reason), sandbox, n) in rows {
                 // Sandbox ids come from config, so the label set stays bounded.
                 let sandbox = if sandbox.is_empty() {
                     String::new()

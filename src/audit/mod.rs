@@ -174,6 +174,34 @@ impl AuditSink {
     /// Counts and queues an event; never blocks.
     pub fn emit(&self, event: AuditEvent) {
         self.metrics.record(&event);
+        self.send(event);
+    }
+
+    /// Counts and queues an event about the same request as `base`, with
+    /// its own kind, decision and reason (and whatever `edit` adds). `base`
+    /// is copied only when there is a log to write: with `output = "off"`
+    /// only the counters move, at no allocation.
+    pub fn emit_derived(
+        &self,
+        base: &AuditEvent,
+        (kind, decision, reason): (&'static str, &'static str, &'static str),
+        edit: impl FnOnce(&mut AuditEvent),
+    ) {
+        self.metrics
+            .decision(kind, decision, reason, base.sandbox.as_deref());
+        if self.tx.is_some() {
+            let mut event = base.clone();
+            event.kind = kind;
+            event.decision = decision;
+            event.reason = reason;
+            event.bytes_up = 0;
+            event.bytes_down = 0;
+            edit(&mut event);
+            self.send(event);
+        }
+    }
+
+    fn send(&self, event: AuditEvent) {
         let Some(tx) = &self.tx else { return };
         if tx.try_send(event).is_err() {
             self.metrics.audit_dropped();

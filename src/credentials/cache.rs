@@ -1,8 +1,9 @@
 //! [`CachedSource`]: a TTL cache in front of a [`SecretSource`], with one
 //! backend read per secret however many requests miss at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -59,6 +60,16 @@ impl moka::Expiry<SecretRef, Arc<Entry>> for EntryExpiry {
 pub struct CachedSource {
     source: Arc<dyn SecretSource>,
     cache: Cache<SecretRef, Arc<Entry>>,
+    /// The entries last seen fresh, read under a shared lock before moka:
+    /// a cached injection is on every request of a tool's host, and moka's
+    /// lookup (read-log bookkeeping, a future per call) was most of what an
+    /// injection cost. Served only while [`Entry::expires_at`] holds; the
+    /// refs come from config, so it holds at most one entry per configured
+    /// secret.
+    hot: RwLock<HashMap<SecretRef, Arc<Entry>>>,
+    /// Bumped by [`CachedSource::invalidate_all`], so a read that was in
+    /// flight across it does not put its entry back into `hot`.
+    epoch: AtomicU64,
     ttl: Duration,
     fetches: AtomicU64,
     hooks: ArcSwap<Vec<FillHook>>,
@@ -75,6 +86,8 @@ impl CachedSource {
         Self {
             source,
             cache,
+            hot: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
             ttl,
             fetches: AtomicU64::new(0),
             hooks: ArcSwap::from_pointee(Vec::new()),
@@ -83,6 +96,31 @@ impl CachedSource {
 
     /// The secret `r`, from the cache or (on a miss or expiry) the backend.
     pub async fn get(&self, r: &SecretRef) -> Result<SecretValue, SecretError> {
+        if let Some(value) = self.fresh(r) {
+            return Ok(value);
+        }
+        // Boxed: the miss path's futures are large, and every caller's
+        // future (a request's) would otherwise carry them inline.
+        Box::pin(self.get_or_fetch(r)).await
+    }
+
+    /// The value of a fresh entry in `hot`, without touching moka.
+    fn fresh(&self, r: &SecretRef) -> Option<SecretValue> {
+        let hot = self.hot.read().ok()?;
+        let entry = hot.get(r)?;
+        (Instant::now() < entry.expires_at).then(|| entry.value.clone())
+    }
+
+    fn remember(&self, r: &SecretRef, entry: &Arc<Entry>, epoch: u64) {
+        if let Ok(mut hot) = self.hot.write()
+            && self.epoch.load(Ordering::Acquire) == epoch
+        {
+            hot.insert(r.clone(), Arc::clone(entry));
+        }
+    }
+
+    async fn get_or_fetch(&self, r: &SecretRef) -> Result<SecretValue, SecretError> {
+        let epoch = self.epoch.load(Ordering::Acquire);
         let mut attempt = 0;
         loop {
             let filled_here = AtomicBool::new(false);
@@ -97,6 +135,7 @@ impl CachedSource {
                 || attempt > 0
                 || Instant::now() < entry.expires_at
             {
+                self.remember(r, &entry, epoch);
                 return Ok(entry.value.clone());
             }
             attempt += 1;
@@ -153,6 +192,10 @@ impl CachedSource {
 
     /// Drops every cached value (after a config reload, say).
     pub fn invalidate_all(&self) {
+        if let Ok(mut hot) = self.hot.write() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            hot.clear();
+        }
         self.cache.invalidate_all();
     }
 
@@ -294,6 +337,19 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         let err = cache.get(&secret).await.unwrap_err();
         assert_eq!(err.code(), "secret_unavailable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalidate_all_forces_a_new_read() {
+        let fake = Fake::new("v1", None);
+        let cache = CachedSource::new(fake.clone(), Duration::from_secs(300));
+        let secret = r("a#b");
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v1");
+        fake.set(Ok("v2"));
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v1");
+        cache.invalidate_all();
+        assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v2");
+        assert_eq!(cache.fetches(), 2);
     }
 
     #[tokio::test]

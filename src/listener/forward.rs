@@ -18,9 +18,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::State;
 use super::body::{AuditOnce, Audited, Counted};
 use super::scanning::RequestScan;
+use super::{Generation, State};
 use crate::audit::AuditEvent;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
@@ -198,42 +198,21 @@ pub(crate) async fn forward(
     let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
 
     if judged.rule.approval {
-        // Held before any secret is fetched or byte sent upstream.
-        let (preview, more, rest) = read_preview(body, crate::approval::BODY_PREVIEW_LIMIT).await;
-        body = rest;
-        let mut shown = preview.clone();
-        if let Some(scanner) = state.scanner() {
-            shown = scanner.redact(&preview).0;
-        }
-        let rule = judged.rule.source.to_string();
-        let host = target.host.to_string();
-        let pending = crate::approval::PendingRequest::new(&crate::approval::RequestFacts {
-            sandbox: target.sandbox.as_deref(),
-            method: parts.method.as_str(),
-            scheme: target.scheme.as_str(),
-            host: &host,
-            port: target.port,
-            path: judged.path.encoded(),
-            query: parts.uri.query(),
-            rule: &rule,
-        })
-        .with_headers(&parts.headers)
-        .with_body_preview(&shown, more);
-        let timeout = generation.config.approval.timeout;
-        match state.approvals().decide(pending, timeout, &event).await {
-            crate::approval::Verdict::Approved { .. } => {}
-            crate::approval::Verdict::Denied { reason, .. } => {
-                return fail(&state, event, start, ProxyError::ApprovalDenied(reason));
-            }
-            crate::approval::Verdict::Expired => {
-                return fail(
-                    &state,
-                    event,
-                    start,
-                    ProxyError::ApprovalExpired(timeout.as_secs()),
-                );
-            }
-        }
+        // Held before any secret is fetched or byte sent upstream. Boxed:
+        // its futures are large and only approval rules need them.
+        let held = Box::pin(hold_for_approval(
+            &state,
+            &generation,
+            &target,
+            &judged,
+            &parts,
+            body,
+            &event,
+        ));
+        body = match held.await {
+            Ok(body) => body,
+            Err(err) => return fail(&state, event, start, err),
+        };
     }
 
     let mut injected: Vec<http::HeaderName> = Vec::new();
@@ -256,12 +235,11 @@ pub(crate) async fn forward(
         };
         match applied {
             Ok(applied) if !applied.secrets.is_empty() => {
-                let mut ev = event.clone();
-                ev.kind = "inject";
-                ev.decision = "inject";
-                ev.reason = "credential_added";
-                ev.secrets.clone_from(&applied.secrets);
-                state.audit.emit(ev);
+                state
+                    .audit
+                    .emit_derived(&event, ("inject", "inject", "credential_added"), |ev| {
+                        ev.secrets.clone_from(&applied.secrets)
+                    });
                 event.secrets = applied.secrets;
                 injected = applied.headers;
             }
@@ -342,6 +320,44 @@ pub(crate) async fn forward(
         }));
     }
     Response::from_parts(parts, Audited::new(body, audit).boxed_unsync())
+}
+
+/// Holds an approval rule's request until someone decides: the body's
+/// first bytes (scanned and redacted) are shown, then replayed.
+async fn hold_for_approval(
+    state: &State,
+    generation: &Generation,
+    target: &Target,
+    judged: &Judged,
+    parts: &http::request::Parts,
+    body: ProxyBody,
+    event: &AuditEvent,
+) -> Result<ProxyBody, ProxyError> {
+    let (preview, more, rest) = read_preview(body, crate::approval::BODY_PREVIEW_LIMIT).await;
+    let mut shown = preview.clone();
+    if let Some(scanner) = state.scanner() {
+        shown = scanner.redact(&preview).0;
+    }
+    let rule = judged.rule.source.to_string();
+    let host = target.host.to_string();
+    let pending = crate::approval::PendingRequest::new(&crate::approval::RequestFacts {
+        sandbox: target.sandbox.as_deref(),
+        method: parts.method.as_str(),
+        scheme: target.scheme.as_str(),
+        host: &host,
+        port: target.port,
+        path: judged.path.encoded(),
+        query: parts.uri.query(),
+        rule: &rule,
+    })
+    .with_headers(&parts.headers)
+    .with_body_preview(&shown, more);
+    let timeout = generation.config.approval.timeout;
+    match state.approvals().decide(pending, timeout, event).await {
+        crate::approval::Verdict::Approved { .. } => Ok(rest),
+        crate::approval::Verdict::Denied { reason, .. } => Err(ProxyError::ApprovalDenied(reason)),
+        crate::approval::Verdict::Expired => Err(ProxyError::ApprovalExpired(timeout.as_secs())),
+    }
 }
 
 fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Judged, ProxyError> {

@@ -49,7 +49,8 @@ pub(crate) struct RequestScan {
     outgoing: ScanMode,
     incoming: ScanMode,
     audit: AuditSink,
-    template: AuditEvent,
+    /// Copied per finding only (findings are rare; requests are not).
+    template: Arc<AuditEvent>,
     /// Why the outgoing body failed, if it did. hyper's h2 client reports a
     /// failed body as a bare stream reset, so the reason travels here rather
     /// than in the error chain.
@@ -74,7 +75,7 @@ impl RequestScan {
             outgoing,
             incoming,
             audit,
-            template,
+            template: Arc::new(template),
             failed: Arc::new(OnceLock::new()),
         }
     }
@@ -85,12 +86,12 @@ impl RequestScan {
             Direction::In => self.incoming,
         };
         let audit = self.audit.clone();
-        let mut template = self.template.clone();
-        template.direction = Some(direction.as_str());
-        template.reason = reason;
-        template.decision = mode_str(mode);
+        let template = Arc::clone(&self.template);
         Arc::new(move |f: &Finding| {
-            let mut ev = template.clone();
+            let mut ev = AuditEvent::clone(&template);
+            ev.direction = Some(direction.as_str());
+            ev.reason = reason;
+            ev.decision = mode_str(mode);
             ev.pattern = Some(f.pattern_id.to_string());
             ev.offset = Some(f.start);
             audit.emit(ev);
