@@ -29,7 +29,12 @@
 //!    The two sides alternate in short timed runs (A B, B A, …) on
 //!    connections opened once; one untimed `GET /check` per name first proves
 //!    the origin gets `Authorization: Bearer <token>` only on the injecting
-//!    name (the run fails otherwise).
+//!    name (the run fails otherwise);
+//! 7. (through airlock only) 64 MiB download and upload with the secret
+//!    scanner on versus off: a second airlock process on the same CPU runs
+//!    the same config without `[scan]` (and without `inject`, so it holds no
+//!    secret to scan for either); the two alternate transfer by transfer on
+//!    one connection each, like scenario 6.
 //!
 //! By default (at least 2 CPUs) airlock is pinned to the last CPU and the
 //! clients and origin to the others, as in the "What to beat" table of the
@@ -43,7 +48,8 @@
 //! (0: clients never resume TLS sessions, so every new connection is a full
 //! handshake), `E2E_AB_ROUNDS` (32) and `E2E_AB_SECS` (0.25: seconds per
 //! side per round) and `E2E_AB_INJECT` (1; 0 = an A/A calibration run, the
-//! second rule without `inject`) for scenario 6, `AIRLOCK_BIN` (default
+//! second rule without `inject`) for scenario 6, `E2E_SCAN_ROUNDS` (8:
+//! rounds of one transfer per side) for scenario 7, `AIRLOCK_BIN` (default
 //! `target/release/airlock`).
 //!
 //! Timing is printed, never asserted.
@@ -110,6 +116,8 @@ struct Opts {
     /// Scenario 6: false (`E2E_AB_INJECT=0`) leaves `inject` out of the
     /// second rule, an A/A run that shows the bench's own bias between names.
     ab_inject: bool,
+    /// Scenario 7: rounds, each one transfer per side and direction.
+    scan_rounds: usize,
     /// Scenario numbers to run (`E2E_ONLY=1,5`); empty = all.
     only: Vec<u8>,
 }
@@ -139,6 +147,7 @@ impl Opts {
             ab_rounds: env_or("E2E_AB_ROUNDS", 32_usize).max(1),
             ab_secs: env_or("E2E_AB_SECS", 0.25_f64).max(0.05),
             ab_inject: env_or("E2E_AB_INJECT", 1_u8) != 0,
+            scan_rounds: env_or("E2E_SCAN_ROUNDS", 8_usize).max(1),
             only: std::env::var("E2E_ONLY")
                 .unwrap_or_default()
                 .split(',')
@@ -348,7 +357,7 @@ async fn run(
     if !status.success() {
         bail!("`airlock ca init` failed: {status}");
     }
-    let config = config_text(&opts, origin.addr);
+    let config = config_text(&opts, origin.addr, true);
     let config_path = dir.path().join("airlock.toml");
     std::fs::write(&config_path, &config)?;
     write_secrets(dir.path())?;
@@ -490,6 +499,26 @@ async fn run(
         ab = Some(r);
     }
 
+    // 7. scanner on versus off, 64 MiB each way, against a second airlock.
+    let mut scan_ab_result = None;
+    let mut config_off = None;
+    if opts.wants(7) {
+        let text = config_text(&opts, origin.addr, false);
+        let path = dir.path().join("airlock-noscan.toml");
+        std::fs::write(&path, &text)?;
+        let mut off = Airlock::start(&bin, &path, airlock_cpu)?;
+        let r = scan_ab(
+            &clients,
+            (proxied, airlock.pid),
+            (Route::Proxy(off.addr), off.pid),
+            &opts,
+        )
+        .await;
+        off.stop();
+        scan_ab_result = Some(r?);
+        config_off = Some(text);
+    }
+
     let (peak_rss, peak_hwm) = proc_mem(airlock.pid);
     let fds_main = count_fds(airlock.pid);
     airlock.stop();
@@ -544,6 +573,9 @@ async fn run(
     if let Some(ab) = &ab {
         ab.print(&opts);
     }
+    if let Some(r) = &scan_ab_result {
+        r.print(&opts);
+    }
     println!("Details:\n");
     println!(
         "| scenario | route | requests | errors | seconds | p50 latency | p99 latency | origin TLS accepts | client + origin CPU/op |"
@@ -588,8 +620,170 @@ async fn run(
     println!(
         "\n<details><summary>airlock.toml used (test-only)</summary>\n\n```toml\n{config}```\n</details>"
     );
+    if let Some(off) = &config_off {
+        println!(
+            "\n<details><summary>scenario 7's scanner-off airlock.toml (test-only)</summary>\n\n```toml\n{off}```\n</details>"
+        );
+    }
     drop(origin);
     Ok(())
+}
+
+// ------------------------------------------------------------------ scenario 7
+
+/// The scanner target: 64 MiB transfers keep ≥ 80% of their throughput.
+const SCAN_TARGET: f64 = 0.80;
+
+/// One direction of scenario 7: per side, the transfers summed over rounds.
+struct ScanAbRow {
+    upload: bool,
+    off: Outcome,
+    on: Outcome,
+    /// Per round: (off MiB/s, on MiB/s).
+    rounds: Vec<(f64, f64)>,
+}
+
+struct ScanAbResult {
+    rows: Vec<ScanAbRow>,
+}
+
+impl ScanAbResult {
+    fn print(&self, opts: &Opts) {
+        let mib = opts.mib as f64;
+        println!(
+            "Scenario 7: {} MiB transfers through two airlock processes on the same CPU, one with \
+             `[scan]` (all patterns in `rules/secrets.toml`, outgoing block, incoming redact) and \
+             one without, {} rounds of one transfer per side, alternating (off, on, on, off, …):\n",
+            opts.mib, opts.scan_rounds
+        );
+        println!(
+            "| scenario | scanner off | scanner on | on ÷ off | airlock CPU off | airlock CPU on | target | result |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---|---|");
+        for r in &self.rows {
+            let rate = |o: &Outcome| o.rate() * mib;
+            let cpu = |o: &Outcome| {
+                o.cpu_per_op().map_or("—".into(), |c| {
+                    format!("{:.0} ms/transfer", c.as_secs_f64() * 1e3)
+                })
+            };
+            let ratio = rate(&r.on) / rate(&r.off);
+            let ok = ratio >= SCAN_TARGET && r.on.errors == 0 && r.off.errors == 0;
+            println!(
+                "| {} MiB {}, secret scanner | {:.0} MiB/s | {:.0} MiB/s | {ratio:.2}× | {} | {} | ≥ {SCAN_TARGET:.2}× | {} |",
+                opts.mib,
+                if r.upload { "upload" } else { "download" },
+                rate(&r.off),
+                rate(&r.on),
+                cpu(&r.off),
+                cpu(&r.on),
+                pass(ok)
+            );
+        }
+        println!();
+        for r in &self.rows {
+            let mut per: Vec<f64> = r.rounds.iter().map(|(off, on)| on / off).collect();
+            per.sort_by(f64::total_cmp);
+            if let (Some(lo), Some(hi)) = (per.first(), per.last()) {
+                println!(
+                    "- {}: per-round on ÷ off median {:.2}×, range {lo:.2}×–{hi:.2}× over {} rounds",
+                    if r.upload { "upload" } else { "download" },
+                    per[per.len() / 2],
+                    per.len()
+                );
+            }
+        }
+        println!();
+    }
+}
+
+/// 64 MiB transfers through the scanning airlock (`on`) and the one without
+/// a scanner (`off`), one connection each, alternating one transfer at a
+/// time with the order swapped every round.
+async fn scan_ab(
+    clients: &Clients,
+    on: (Route, u32),
+    off: (Route, u32),
+    opts: &Opts,
+) -> anyhow::Result<ScanAbResult> {
+    let clients = Arc::new(clients.clone_handles());
+    let len = opts.mib * 1024 * 1024;
+    let mut rows = Vec::new();
+    for upload in [false, true] {
+        let mut sides = Vec::new();
+        for (route, pid) in [off, on] {
+            let mut s = clients.connect(route).await?;
+            // Untimed warm-up: the upstream pool and buffers are in place.
+            one_transfer(&clients, &mut s, upload, len).await?;
+            sides.push((route, pid, s, empty_outcome()));
+        }
+        let mut rounds = Vec::with_capacity(opts.scan_rounds);
+        for round in 0..opts.scan_rounds {
+            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            let mut rate = [0.0_f64; 2];
+            for i in order {
+                let (route, pid, s, out) = &mut sides[i];
+                let cpu0 = proc_cpu(*pid);
+                let t = Instant::now();
+                match one_transfer(&clients, s, upload, len).await {
+                    Ok(()) => out.count += 1,
+                    Err(e) => {
+                        eprintln!("transfer failed ({route:?}): {e:#}");
+                        out.errors += 1;
+                        *s = clients.connect(*route).await?;
+                    }
+                }
+                let took = t.elapsed();
+                out.elapsed += took;
+                out.cpu = Some(out.cpu.unwrap_or_default() + proc_cpu(*pid).saturating_sub(cpu0));
+                out.latencies_us
+                    .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                rate[i] = opts.mib as f64 / took.as_secs_f64();
+            }
+            rounds.push((rate[0], rate[1]));
+        }
+        let mut it = sides.into_iter().map(|(_, _, _, out)| out);
+        let (off, on) = (
+            it.next().context("off side")?,
+            it.next().context("on side")?,
+        );
+        rows.push(ScanAbRow {
+            upload,
+            off,
+            on,
+            rounds,
+        });
+    }
+    Ok(ScanAbResult { rows })
+}
+
+async fn one_transfer(
+    clients: &Clients,
+    s: &mut SendRequest<ReqBody>,
+    upload: bool,
+    len: u64,
+) -> anyhow::Result<()> {
+    let n = if upload {
+        clients.upload(s, len).await?
+    } else {
+        clients.get(s, "/big").await?
+    };
+    if n != len {
+        bail!("transfer of {len} bytes moved {n}");
+    }
+    Ok(())
+}
+
+fn empty_outcome() -> Outcome {
+    Outcome {
+        count: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        cpu: Some(Duration::ZERO),
+        self_cpu: None,
+        latencies_us: Vec::new(),
+        origin_accepts: 0,
+    }
 }
 
 // ------------------------------------------------------------------ scenario 6
@@ -854,9 +1048,14 @@ fn transfer_row(name: &str, d: &Outcome, a: &Outcome, mib: u64, target: f64) -> 
     }
 }
 
-fn config_text(opts: &Opts, origin: SocketAddr) -> String {
+/// The bench's airlock config; `scanner = false` (scenario 7's other side)
+/// leaves out `[scan]` and the `inject` (a held secret would turn the
+/// scanner on for it).
+fn config_text(opts: &Opts, origin: SocketAddr, scanner: bool) -> String {
     let patterns = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
-    let scan = if patterns.is_file() {
+    let scan = if !scanner {
+        "# [scan] left out: scenario 7's scanner-off side\n\n".to_owned()
+    } else if patterns.is_file() {
         format!(
             "[scan]\npatterns = \"{}\"\noutgoing = \"block\"\nincoming = \"redact\"\n\n",
             patterns.display()
@@ -903,7 +1102,9 @@ fn config_text(opts: &Opts, origin: SocketAddr) -> String {
          paths = [\"/small\", \"/big\", \"/upload\", \"/check\"]\n\
          rate = \"unlimited\"\n\
          {inject}",
-        inject = if opts.ab_inject {
+        inject = if !scanner {
+            "# inject left out: scenario 7's scanner-off side\n".to_owned()
+        } else if opts.ab_inject {
             format!(
                 "inject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"{INJECT_SECRET_REF}\" }}\n"
             )
