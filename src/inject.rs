@@ -23,11 +23,12 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
-use crate::credentials::{CachedSource, SecretError, SecretRef};
+use crate::credentials::{CachedSource, SecretError, SecretHandle, SecretRef};
 use crate::policy::{Host, HostPattern};
 
 /// One header to add.
@@ -43,6 +44,8 @@ pub enum Injection {
         suffix: String,
         /// The secret.
         secret: SecretRef,
+        /// The header value last built, and the read it was built from.
+        built: BuiltHeader,
     },
     /// `Basic base64(username:password)`.
     Basic {
@@ -84,6 +87,37 @@ impl Injection {
                 username, password, ..
             } => vec![username, password],
         }
+    }
+}
+
+/// A template injection's last header value, kept with the cached read it
+/// was built from: while the cache serves that same read, every request
+/// reuses the value (a reference count, not a copy of the secret). A new
+/// read (expiry, rotation, invalidation) builds it again, so the value is
+/// never served past the cache's own rules.
+#[derive(Clone, Default)]
+pub struct BuiltHeader(Arc<ArcSwapOption<(SecretHandle, HeaderValue)>>);
+
+impl BuiltHeader {
+    fn get_or_build(
+        &self,
+        read: &SecretHandle,
+        build: impl FnOnce() -> Result<HeaderValue, InjectError>,
+    ) -> Result<HeaderValue, InjectError> {
+        if let Some(last) = self.0.load().as_deref()
+            && last.0.same_read(read)
+        {
+            return Ok(last.1.clone());
+        }
+        let value = build()?;
+        self.0.store(Some(Arc::new((read.clone(), value.clone()))));
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for BuiltHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuiltHeader(<redacted>)")
     }
 }
 
@@ -165,14 +199,18 @@ impl InjectionPlan {
                     prefix,
                     suffix,
                     secret,
+                    built,
                     ..
                 } => {
-                    let v = secrets.get(secret).await?;
-                    let mut bytes = Vec::with_capacity(prefix.len() + v.len() + suffix.len());
-                    bytes.extend_from_slice(prefix.as_bytes());
-                    bytes.extend_from_slice(v.expose_secret());
-                    bytes.extend_from_slice(suffix.as_bytes());
-                    Some(sensitive(bytes, secret)?)
+                    let v = secrets.get_shared(secret).await?;
+                    Some(built.get_or_build(&v, || {
+                        let v = v.expose_secret();
+                        let mut bytes = Vec::with_capacity(prefix.len() + v.len() + suffix.len());
+                        bytes.extend_from_slice(prefix.as_bytes());
+                        bytes.extend_from_slice(v);
+                        bytes.extend_from_slice(suffix.as_bytes());
+                        sensitive(bytes, secret)
+                    })?)
                 }
                 Injection::Basic {
                     username, password, ..
@@ -369,6 +407,7 @@ fn parse_one(t: &toml::Table) -> Result<Injection, String> {
                 prefix: prefix.to_owned(),
                 suffix: suffix.to_owned(),
                 secret,
+                built: BuiltHeader::default(),
             })
         }
         (None, Some(p)) => {
@@ -390,6 +429,7 @@ fn parse_one(t: &toml::Table) -> Result<Injection, String> {
             prefix: String::new(),
             suffix: String::new(),
             secret,
+            built: BuiltHeader::default(),
         }),
     }
 }
@@ -470,5 +510,76 @@ mod tests {
             replace(b"Bearer PH and PH", b"PH", b"s3"),
             b"Bearer s3 and s3"
         );
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::credentials::{Fetched, SecretSource, SecretValue};
+
+    struct Fake(Mutex<&'static str>);
+
+    impl SecretSource for Fake {
+        fn fetch<'a>(&'a self, _: &'a SecretRef) -> BoxFuture<'a, Result<Fetched, SecretError>> {
+            let value = SecretValue::new(self.0.lock().unwrap().as_bytes().to_vec());
+            Box::pin(async move { Ok(Fetched { value, lease: None }) })
+        }
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+        fn health<'a>(&'a self) -> BoxFuture<'a, Result<(), SecretError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn plan() -> InjectionPlan {
+        let v: toml::Value = toml::from_str(
+            r#"x = { header = "Authorization", value = "Bearer {{secret}}", secret = "t/a#k" }"#,
+        )
+        .unwrap();
+        InjectionPlan {
+            items: parse(&v["x"]).unwrap(),
+            over_plain_http: false,
+        }
+    }
+
+    async fn injected(plan: &InjectionPlan, cache: &CachedSource) -> String {
+        let host = Host::parse("api.test").unwrap();
+        let pattern = HostPattern::Exact(host.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sandbox"));
+        plan.apply(&pattern, &host, &mut headers, cache)
+            .await
+            .unwrap();
+        let values: Vec<_> = headers.get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(values.len(), 1, "exactly one credential");
+        assert!(values[0].is_sensitive());
+        values[0].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_reused_header_follows_every_new_read() {
+        let fake = Arc::new(Fake(Mutex::new("v1")));
+        let cache = CachedSource::new(fake.clone(), Duration::from_secs(300));
+        let plan = plan();
+        assert_eq!(injected(&plan, &cache).await, "Bearer v1");
+        *fake.0.lock().unwrap() = "v2";
+        // Same cached read: the built value is reused.
+        assert_eq!(injected(&plan, &cache).await, "Bearer v1");
+        // A new read (here: the cache emptied) builds it again.
+        cache.invalidate_all();
+        assert_eq!(injected(&plan, &cache).await, "Bearer v2");
+
+        // No caching at all: every request reads, and sees the new value.
+        let uncached = CachedSource::new(fake.clone(), Duration::ZERO);
+        assert_eq!(injected(&plan, &uncached).await, "Bearer v2");
+        *fake.0.lock().unwrap() = "v3";
+        assert_eq!(injected(&plan, &uncached).await, "Bearer v3");
     }
 }

@@ -29,6 +29,31 @@ struct Entry {
     expires_at: Instant,
 }
 
+/// A secret as the cache holds it: cloning shares it (no copy of the
+/// bytes), and [`SecretHandle::same_read`] tells whether two handles come
+/// from the same backend read, so a caller can keep what it derived from
+/// one (an injected header) until the value is read again.
+#[derive(Clone)]
+pub struct SecretHandle(Arc<Entry>);
+
+impl SecretHandle {
+    /// The secret bytes (see [`SecretValue::expose_secret`]).
+    pub fn expose_secret(&self) -> &[u8] {
+        self.0.value.expose_secret()
+    }
+
+    /// True when both handles are the same cached read.
+    pub fn same_read(&self, other: &SecretHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for SecretHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretHandle(<redacted, {} bytes>)", self.0.value.len())
+    }
+}
+
 /// Lets moka drop entries after their own TTL (a memory backstop; the
 /// serving decision is [`Entry::expires_at`]).
 struct EntryExpiry;
@@ -96,19 +121,24 @@ impl CachedSource {
 
     /// The secret `r`, from the cache or (on a miss or expiry) the backend.
     pub async fn get(&self, r: &SecretRef) -> Result<SecretValue, SecretError> {
-        if let Some(value) = self.fresh(r) {
-            return Ok(value);
+        Ok(self.get_shared(r).await?.0.value.clone())
+    }
+
+    /// Like [`CachedSource::get`], without copying the value.
+    pub async fn get_shared(&self, r: &SecretRef) -> Result<SecretHandle, SecretError> {
+        if let Some(entry) = self.fresh(r) {
+            return Ok(SecretHandle(entry));
         }
         // Boxed: the miss path's futures are large, and every caller's
         // future (a request's) would otherwise carry them inline.
-        Box::pin(self.get_or_fetch(r)).await
+        Box::pin(self.get_or_fetch(r)).await.map(SecretHandle)
     }
 
-    /// The value of a fresh entry in `hot`, without touching moka.
-    fn fresh(&self, r: &SecretRef) -> Option<SecretValue> {
+    /// A fresh entry in `hot`, without touching moka.
+    fn fresh(&self, r: &SecretRef) -> Option<Arc<Entry>> {
         let hot = self.hot.read().ok()?;
         let entry = hot.get(r)?;
-        (Instant::now() < entry.expires_at).then(|| entry.value.clone())
+        (Instant::now() < entry.expires_at).then(|| Arc::clone(entry))
     }
 
     fn remember(&self, r: &SecretRef, entry: &Arc<Entry>, epoch: u64) {
@@ -119,7 +149,7 @@ impl CachedSource {
         }
     }
 
-    async fn get_or_fetch(&self, r: &SecretRef) -> Result<SecretValue, SecretError> {
+    async fn get_or_fetch(&self, r: &SecretRef) -> Result<Arc<Entry>, SecretError> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut attempt = 0;
         loop {
@@ -136,7 +166,7 @@ impl CachedSource {
                 || Instant::now() < entry.expires_at
             {
                 self.remember(r, &entry, epoch);
-                return Ok(entry.value.clone());
+                return Ok(entry);
             }
             attempt += 1;
             self.cache

@@ -15,7 +15,7 @@ mod secret;
 mod source;
 mod vault;
 
-pub use cache::{CachedSource, FillHook};
+pub use cache::{CachedSource, FillHook, SecretHandle};
 pub use file::FileSource;
 pub use secret::SecretValue;
 pub use source::{Fetched, InvalidRef, SecretError, SecretRef, SecretSource};
