@@ -188,6 +188,10 @@ pub(crate) async fn forward(
     let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, judged.websocket);
+    if judged.websocket && state.scanner().is_some() {
+        // Compressed frames could not be scanned: offer no extensions.
+        parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     parts.headers.remove(HOST);
     parts.uri = match upstream_uri(&target, &judged.path, parts.uri.query()) {
         Ok(u) => u,
@@ -295,7 +299,8 @@ pub(crate) async fn forward(
     match client_upgrade {
         Some(client_upgrade) if switching => {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(splice_upgrade(client_upgrade, upstream_upgrade));
+            let ws = scan.as_ref().map(RequestScan::websocket);
+            tokio::spawn(splice_upgrade(client_upgrade, upstream_upgrade, ws));
         }
         _ => {}
     }
@@ -565,7 +570,11 @@ fn elapsed_ms(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+async fn splice_upgrade(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    scan: Option<super::websocket::WsScan>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -575,6 +584,10 @@ async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
+    if let Some(scan) = scan {
+        super::websocket::relay(client, upstream, scan).await;
+        return;
+    }
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "WebSocket tunnel ended");
     }

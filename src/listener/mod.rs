@@ -12,6 +12,7 @@ pub mod connect;
 pub mod forward;
 pub mod io;
 pub(crate) mod scanning;
+pub(crate) mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

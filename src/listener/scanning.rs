@@ -98,6 +98,17 @@ impl RequestScan {
         })
     }
 
+    /// What the WebSocket relay needs to scan messages both ways.
+    pub(crate) fn websocket(&self) -> super::websocket::WsScan {
+        super::websocket::WsScan {
+            scanner: Arc::clone(&self.scanner),
+            outgoing: self.outgoing,
+            incoming: self.incoming,
+            out_sink: self.sink(Direction::Out, "secret_in_websocket"),
+            in_sink: self.sink(Direction::In, "secret_in_websocket"),
+        }
+    }
+
     /// Scans `bytes`; returns the replacement in redact mode, or the
     /// blocking pattern id in block mode.
     fn check(

@@ -19,7 +19,9 @@
 //! # What it does not do
 //! - It does not look inside archives (zip, tar), nested compression,
 //!   multipart parts with their own transfer encoding, or encrypted
-//!   payloads: what the bytes do not show, it cannot see.
+//!   payloads: what the bytes do not show, it cannot see. (WebSocket
+//!   messages are scanned by the proxy's relay, `listener::websocket`,
+//!   with a [`ScanState`] per message.)
 //! - Encodings beyond the listed ones (base32, rot13, split across fields,
 //!   character-by-character) defeat held-value matching; the regex patterns
 //!   only catch the shapes they describe.

@@ -509,3 +509,205 @@ async fn memory_does_not_grow_with_body_size() {
         "airlock peaked at {peak_kib} KiB while moving 2 x 200 MiB"
     );
 }
+
+// ------------------------------------------------------------ WebSocket
+
+/// One frame; masked (as a client must) when `mask` is given.
+fn ws_frame(fin: bool, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    assert!(payload.len() < 126, "test frames are short");
+    out.push(m | payload.len() as u8);
+    match mask {
+        Some(k) => {
+            out.extend_from_slice(&k);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// Reads one frame: (fin, opcode, unmasked payload).
+async fn ws_read<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(bool, u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.ok()?;
+    let len = match two[1] & 0x7f {
+        126 => usize::from(s.read_u16().await.ok()?),
+        127 => usize::try_from(s.read_u64().await.ok()?).ok()?,
+        n => usize::from(n),
+    };
+    let mut mask = None;
+    if two[1] & 0x80 != 0 {
+        let mut k = [0u8; 4];
+        s.read_exact(&mut k).await.ok()?;
+        mask = Some(k);
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    if let Some(k) = mask {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= k[i % 4];
+        }
+    }
+    Some((two[0] & 0x80 != 0, two[0] & 0x0f, payload))
+}
+
+/// A WebSocket origin: records every data frame's payload; answers each
+/// whole text message with the same text, or with a GitHub token when the
+/// message is `leak`.
+fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
+    Arc::new(move |mut req, rec| {
+        let frames = Arc::clone(&frames);
+        Box::pin(async move {
+            let upgrade = hyper::upgrade::on(&mut req);
+            rec.received.lock().unwrap().push(origin::Received {
+                method: req.method().clone(),
+                target: req.uri().path().to_owned(),
+                version: req.version(),
+                headers: req.headers().clone(),
+                body: None,
+            });
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let Ok(up) = upgrade.await else { return };
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let mut message = Vec::new();
+                while let Some((fin, opcode, payload)) = ws_read(&mut io).await {
+                    if opcode >= 0x8 {
+                        break;
+                    }
+                    frames.lock().unwrap().push(payload.clone());
+                    message.extend_from_slice(&payload);
+                    if fin {
+                        let reply = if message == b"leak" {
+                            format!("here it is: {GITHUB}").into_bytes()
+                        } else {
+                            std::mem::take(&mut message)
+                        };
+                        message.clear();
+                        if io
+                            .write_all(&ws_frame(true, 0x1, None, &reply))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(101)
+                .header("upgrade", "websocket")
+                .header("connection", "upgrade")
+                .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                .body(full(Bytes::new()))
+                .unwrap()
+        })
+    })
+}
+
+async fn ws_read_in_time<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> Option<(bool, u8, Vec<u8>)> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), ws_read(s))
+        .await
+        .expect("a frame in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_are_scanned_both_ways() {
+    use tokio::io::AsyncWriteExt;
+    let ca = TestCa::new("origin ca");
+    let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let origin = Origin::https_alpn(
+        &ca,
+        "api.example.test",
+        "127.0.0.2",
+        ws_origin(Arc::clone(&frames)),
+        &[b"http/1.1"],
+    )
+    .await;
+    let proxy = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .scan(&[])
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]\nwebsocket = true",
+            origin.port()
+        ))
+        .start()
+        .await;
+    let host = format!("api.example.test:{}", origin.port());
+    let mut tls = client::tls_tunnel(&proxy, &host, "api.example.test", &[b"http/1.1"], true).await;
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    );
+    tls.write_all(upgrade.as_bytes()).await.unwrap();
+    let r = client::read_response(&mut tls).await;
+    assert_eq!(r.status, 101, "{}", r.head);
+    let offered = origin.received()[0]
+        .headers
+        .get("sec-websocket-extensions")
+        .cloned();
+    assert_eq!(
+        offered, None,
+        "compression must not be offered: frames would be unreadable"
+    );
+    let key = Some([0x11, 0x22, 0x33, 0x44]);
+
+    // A benign message goes through and back unchanged.
+    tls.write_all(&ws_frame(true, 0x1, key, b"hello airlock"))
+        .await
+        .unwrap();
+    let (fin, op, payload) = ws_read_in_time(&mut tls).await.expect("echo");
+    assert_eq!(
+        (fin, op, payload.as_slice()),
+        (true, 0x1, &b"hello airlock"[..])
+    );
+
+    // A secret coming back is redacted before the sandbox sees it.
+    tls.write_all(&ws_frame(true, 0x1, key, b"leak"))
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    loop {
+        let (fin, _, payload) = ws_read_in_time(&mut tls).await.expect("the reply");
+        reply.extend_from_slice(&payload);
+        if fin {
+            break;
+        }
+    }
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(reply.starts_with("here it is: [REDACTED:"), "{reply}");
+    assert!(!reply.contains(&GITHUB[..8]), "{reply}");
+
+    // A secret going out, split over two fragments, is blocked: the sandbox
+    // gets a close frame naming the pattern, the origin never the token.
+    let (a, b) = GITHUB.split_at(10);
+    tls.write_all(&ws_frame(false, 0x1, key, format!("token {a}").as_bytes()))
+        .await
+        .unwrap();
+    tls.write_all(&ws_frame(true, 0x0, key, b.as_bytes()))
+        .await
+        .unwrap();
+    let (_, op, payload) = ws_read_in_time(&mut tls).await.expect("a close frame");
+    assert_eq!(op, 0x8, "{}", String::from_utf8_lossy(&payload));
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+    let why = String::from_utf8_lossy(&payload[2..]).into_owned();
+    assert!(why.contains("github"), "{why}");
+    assert!(!why.contains(&GITHUB[..8]), "{why}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = frames.lock().unwrap().clone();
+    assert!(seen.iter().any(|f| f == b"hello airlock"), "{seen:?}");
+    for f in &seen {
+        assert!(
+            !contains(f, &GITHUB.as_bytes()[..8]),
+            "the origin got {f:?}"
+        );
+    }
+}
