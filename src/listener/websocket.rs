@@ -15,7 +15,9 @@
 //! - What cannot be scanned is refused, never passed: compressed frames
 //!   (`permessage-deflate`, which airlock strips from the offer) and frames
 //!   over [`MAX_FRAME`] end the connection with a close frame saying why.
-//! - Control frames (ping, pong, close) pass unchanged.
+//! - Control frames (ping, pong, close) carry up to 125 bytes the peer
+//!   reads (a ping is echoed back in a pong): each is scanned on its own,
+//!   with the same actions, and may interleave with a message's fragments.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -127,14 +129,20 @@ where
             apply_mask(&mut payload, mask);
         }
         if head.opcode >= 0x8 {
-            // Control frame: unchanged (it may come between fragments).
-            let frame = encode(head.fin, head.opcode, head.mask, &payload);
+            if head.len > 125 || !head.fin {
+                return Err(Stop::Refused(1002, "malformed WebSocket control frame"));
+            }
+            let state = ScanState::new(std::sync::Arc::clone(&scan.scanner), mode);
+            let (_, mut data) = scanned(state, payload, true, sink)?;
+            // A redaction marker may be longer than the secret it replaces.
+            data.truncate(125);
+            let frame = encode(true, head.opcode, head.mask, &data);
             if to.write_all(&frame).await.is_err() {
                 return Ok(());
             }
             continue;
         }
-        let (mut state, opcode, sent) = match (message.take(), head.opcode) {
+        let (state, opcode, sent) = match (message.take(), head.opcode) {
             (None, op @ (0x1 | 0x2)) => (
                 ScanState::new(std::sync::Arc::clone(&scan.scanner), mode),
                 op,
@@ -143,20 +151,7 @@ where
             (Some(m), 0x0) => m,
             _ => return Err(Stop::Refused(1002, "unexpected WebSocket frame order")),
         };
-        let mut out = state.push(Bytes::from(payload));
-        let mut findings = std::mem::take(&mut out.findings);
-        let mut data = BytesMut::from(&out.data[..]);
-        if head.fin && state.blocked().is_none() {
-            let last = state.finish();
-            findings.extend(last.findings);
-            data.extend_from_slice(&last.data);
-        }
-        for f in &findings {
-            sink(f);
-        }
-        if let Some(blocked) = state.blocked() {
-            return Err(Stop::Blocked(blocked.pattern_id.to_string()));
-        }
+        let (state, data) = scanned(state, payload, head.fin, sink)?;
         let frame = encode(head.fin, if sent { 0x0 } else { opcode }, head.mask, &data);
         if to.write_all(&frame).await.is_err() {
             return Ok(());
@@ -164,6 +159,31 @@ where
         if !head.fin {
             message = Some((state, opcode, true));
         }
+    }
+}
+
+/// Feeds `payload` to a message's scanner stream (and ends the stream on
+/// the message's last frame): what may be sent on, or why not.
+fn scanned(
+    mut state: ScanState,
+    payload: Vec<u8>,
+    last: bool,
+    sink: &FindingSink,
+) -> Result<(ScanState, BytesMut), Stop> {
+    let mut out = state.push(Bytes::from(payload));
+    let mut findings = std::mem::take(&mut out.findings);
+    let mut data = BytesMut::from(&out.data[..]);
+    if last && state.blocked().is_none() {
+        let end = state.finish();
+        findings.extend(end.findings);
+        data.extend_from_slice(&end.data);
+    }
+    for f in &findings {
+        sink(f);
+    }
+    match state.blocked() {
+        Some(blocked) => Err(Stop::Blocked(blocked.pattern_id.to_string())),
+        None => Ok((state, data)),
     }
 }
 

@@ -575,10 +575,13 @@ fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
                 let mut io = hyper_util::rt::TokioIo::new(up);
                 let mut message = Vec::new();
                 while let Some((fin, opcode, payload)) = ws_read(&mut io).await {
-                    if opcode >= 0x8 {
+                    frames.lock().unwrap().push(payload.clone());
+                    if opcode == 0x8 {
                         break;
                     }
-                    frames.lock().unwrap().push(payload.clone());
+                    if opcode > 0x8 {
+                        continue;
+                    }
                     message.extend_from_slice(&payload);
                     if fin {
                         let reply = if message == b"leak" {
@@ -616,8 +619,17 @@ async fn ws_read_in_time<S: tokio::io::AsyncRead + Unpin>(
         .expect("a frame in time")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_messages_are_scanned_both_ways() {
+/// An upgraded WebSocket session through a scanning airlock to
+/// [`ws_origin`]; `frames` is what the origin received.
+struct WsSession {
+    _ca: TestCa,
+    origin: Origin,
+    _proxy: TestProxy,
+    frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+async fn ws_session() -> WsSession {
     use tokio::io::AsyncWriteExt;
     let ca = TestCa::new("origin ca");
     let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -650,6 +662,24 @@ async fn websocket_messages_are_scanned_both_ways() {
     tls.write_all(upgrade.as_bytes()).await.unwrap();
     let r = client::read_response(&mut tls).await;
     assert_eq!(r.status, 101, "{}", r.head);
+    WsSession {
+        _ca: ca,
+        origin,
+        _proxy: proxy,
+        frames,
+        tls,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_are_scanned_both_ways() {
+    use tokio::io::AsyncWriteExt;
+    let WsSession {
+        origin,
+        frames,
+        mut tls,
+        ..
+    } = ws_session().await;
     let offered = origin.received()[0]
         .headers
         .get("sec-websocket-extensions")
@@ -705,6 +735,30 @@ async fn websocket_messages_are_scanned_both_ways() {
     let seen = frames.lock().unwrap().clone();
     assert!(seen.iter().any(|f| f == b"hello airlock"), "{seen:?}");
     for f in &seen {
+        assert!(
+            !contains(f, &GITHUB.as_bytes()[..8]),
+            "the origin got {f:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_websocket_ping_is_blocked() {
+    use tokio::io::AsyncWriteExt;
+    let WsSession {
+        frames, mut tls, ..
+    } = ws_session().await;
+    // A ping's payload is read by the origin (and echoed in its pong): a
+    // control frame is as good a channel as a message.
+    let key = Some([0x55, 0x66, 0x77, 0x88]);
+    tls.write_all(&ws_frame(true, 0x9, key, GITHUB.as_bytes()))
+        .await
+        .unwrap();
+    let (_, op, payload) = ws_read_in_time(&mut tls).await.expect("a close frame");
+    assert_eq!(op, 0x8, "{}", String::from_utf8_lossy(&payload));
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for f in frames.lock().unwrap().iter() {
         assert!(
             !contains(f, &GITHUB.as_bytes()[..8]),
             "the origin got {f:?}"
