@@ -145,8 +145,19 @@ impl CachedSource {
         if let Ok(mut hot) = self.hot.write()
             && self.epoch.load(Ordering::Acquire) == epoch
         {
+            // Expired values are dropped (and so zeroed) here rather than
+            // kept until their ref is asked for again, which may be never
+            // once a reload removes the rule.
+            let now = Instant::now();
+            hot.retain(|_, e| now < e.expires_at);
             hot.insert(r.clone(), Arc::clone(entry));
         }
+    }
+
+    /// How many values the lock-free-read map holds (tests).
+    #[cfg(test)]
+    fn hot_len(&self) -> usize {
+        self.hot.read().map(|h| h.len()).unwrap_or(0)
     }
 
     async fn get_or_fetch(&self, r: &SecretRef) -> Result<Arc<Entry>, SecretError> {
@@ -380,6 +391,17 @@ mod tests {
         cache.invalidate_all();
         assert_eq!(cache.get(&secret).await.unwrap().expose_secret(), b"v2");
         assert_eq!(cache.fetches(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_values_are_not_kept() {
+        let cache = CachedSource::new(Fake::new("v1", None), Duration::from_secs(60));
+        cache.get(&r("a#b")).await.unwrap();
+        assert_eq!(cache.hot_len(), 1);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        // Another secret's read sweeps the expired one out.
+        cache.get(&r("c#d")).await.unwrap();
+        assert_eq!(cache.hot_len(), 1);
     }
 
     #[tokio::test]
