@@ -1021,7 +1021,58 @@ fn eval(
 
 #[cfg(test)]
 mod anchor_tests {
-    use super::{choose_anchors, find};
+    use proptest::prelude::*;
+
+    use super::{Literals, choose_anchors, find};
+
+    fn keywords() -> Vec<Vec<u8>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
+        let set = crate::scan::PatternSet::load(&path).unwrap();
+        let mut kws: Vec<Vec<u8>> = Vec::new();
+        for p in set.patterns.iter() {
+            for k in &p.keywords {
+                if !kws.contains(&k.as_bytes().to_vec()) {
+                    kws.push(k.as_bytes().to_vec());
+                }
+            }
+        }
+        kws
+    }
+
+    proptest! {
+        // The prefilter (shared anchors, Teddy groups, windows around each
+        // candidate) finds exactly what a plain overlapping search over the
+        // whole input finds, for the shipped keyword set.
+        #[test]
+        fn prefiltered_search_finds_every_keyword(
+            pieces in prop::collection::vec((0usize..200, "[a-z0-9 _.:/=-]{0,6}"), 0..40)
+        ) {
+            static SET: std::sync::LazyLock<(Vec<Vec<u8>>, Literals)> =
+                std::sync::LazyLock::new(|| {
+                    let kws = keywords();
+                    let lits = Literals::build(&kws).unwrap().unwrap();
+                    (kws, lits)
+                });
+            let (kws, lits) = &*SET;
+            let mut hay = Vec::new();
+            for (i, filler) in &pieces {
+                hay.extend_from_slice(filler.as_bytes());
+                if let Some(k) = kws.get(*i) {
+                    hay.extend_from_slice(k);
+                }
+            }
+            let mut got = Vec::new();
+            lits.find_all(&hay, &mut got);
+            let mut want: Vec<_> = lits
+                .ac
+                .find_overlapping_iter(&hay)
+                .map(|m| (m.end(), m.start(), m.pattern()))
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            prop_assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn every_literal_contains_an_anchor_and_families_share_one() {
