@@ -339,24 +339,41 @@ async fn hold_for_approval(
     event: &AuditEvent,
 ) -> Result<ProxyBody, ProxyError> {
     let (preview, more, rest) = read_preview(body, crate::approval::BODY_PREVIEW_LIMIT).await;
-    let mut shown = preview.clone();
-    if let Some(scanner) = state.scanner() {
-        shown = scanner.redact(&preview).0;
+    // The hold comes before the request's own scan, and what it shows goes
+    // to the admin API and to a decider URL: everything shown is redacted
+    // first (URL, header values, body preview), not only the body.
+    let scanner = state.scanner();
+    let redact = |bytes: &[u8]| -> Vec<u8> {
+        match &scanner {
+            Some(s) => s.redact(bytes).0,
+            None => bytes.to_vec(),
+        }
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(&redact(bytes)).into_owned();
+    let mut headers = parts.headers.clone();
+    for value in headers.values_mut() {
+        let shown = redact(value.as_bytes());
+        if shown != value.as_bytes() {
+            *value = http::HeaderValue::from_bytes(&shown)
+                .unwrap_or(http::HeaderValue::from_static("[REDACTED]"));
+        }
     }
     let rule = judged.rule.source.to_string();
     let host = target.host.to_string();
+    let path = text(judged.path.encoded().as_bytes());
+    let query = parts.uri.query().map(|q| text(q.as_bytes()));
     let pending = crate::approval::PendingRequest::new(&crate::approval::RequestFacts {
         sandbox: target.sandbox.as_deref(),
         method: parts.method.as_str(),
         scheme: target.scheme.as_str(),
         host: &host,
         port: target.port,
-        path: judged.path.encoded(),
-        query: parts.uri.query(),
+        path: &path,
+        query: query.as_deref(),
         rule: &rule,
     })
-    .with_headers(&parts.headers)
-    .with_body_preview(&shown, more);
+    .with_headers(&headers)
+    .with_body_preview(&redact(&preview), more);
     let timeout = generation.config.approval.timeout;
     match state.approvals().decide(pending, timeout, event).await {
         crate::approval::Verdict::Approved { .. } => Ok(rest),

@@ -282,3 +282,35 @@ async fn a_decider_url_decides_both_ways() {
     assert_eq!(got[0].target, "/ok");
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_shows_no_secret_anywhere() {
+    // The hold comes before the request's own scan: what the approver (and
+    // a decider URL) sees must already be redacted, in every part.
+    const TOKEN: &str = "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";
+    let g = gate(&[]).await;
+    let c = client::reqwest(&g.proxy);
+    let url = g.url(&format!("/transfers?ref={TOKEN}"));
+    let waiter = tokio::spawn(async move {
+        c.post(url)
+            .header("x-note", format!("see {TOKEN}"))
+            .body(format!("token={TOKEN}"))
+            .send()
+            .await
+            .unwrap()
+    });
+    let p = g.wait_pending().await;
+    let shown = p.to_string();
+    assert!(
+        !shown.contains(&TOKEN[..12]),
+        "a secret shown to the approver: {shown}"
+    );
+    assert!(shown.contains("[REDACTED:"), "{shown}");
+    g.decide(
+        p["id"].as_str().unwrap(),
+        serde_json::json!({"decision": "deny"}),
+    )
+    .await;
+    assert_eq!(waiter.await.unwrap().status(), 403);
+    assert_eq!(g.origin.received().len(), 0);
+}
