@@ -319,6 +319,19 @@ fn compile_proxy(
             }
         }
     });
+    // The admin API approves held requests: off loopback, without a token,
+    // anyone who can reach it could approve them.
+    if let (Some(addr), None, Some(v)) = (admin, &admin_token, p.admin.as_ref())
+        && !addr.ip().is_loopback()
+    {
+        errors.push(src.err(
+            v,
+            format!(
+                "proxy.admin: `{addr}` is not a loopback address; an admin API reachable \
+                 from elsewhere needs `admin_token_file` (it can approve held requests)"
+            ),
+        ));
+    }
     let secs = Duration::from_secs;
     ProxySettings {
         listen,

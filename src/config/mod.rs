@@ -375,6 +375,12 @@ mod tests {
         "host.paths: `/a/[b`"
     );
     bad!(cidr, "bad_cidr.toml", "2:16", "is not a CIDR");
+    bad!(
+        open_admin,
+        "bad_open_admin.toml",
+        "3:9",
+        "needs `admin_token_file`"
+    );
     bad!(duration, "bad_duration.toml", "2:16", "unknown unit");
     bad!(trace, "bad_trace.toml", "3:11", "TRACE is always refused");
     bad!(

@@ -304,6 +304,16 @@ impl Server {
         let admin_token = config.proxy.admin_token.clone();
         let secrets = config.secrets.clone();
         let needed = config.policy.rules().iter().any(|r| r.inject.is_some());
+        if admin.is_some()
+            && admin_token.is_none()
+            && config.policy.rules().iter().any(|r| r.approval)
+        {
+            tracing::warn!(
+                "approval rules with an admin API and no admin_token_file: a sandbox on this \
+                 host that can reach the admin address directly (not through the proxy) could \
+                 approve its own requests; set admin_token_file, or isolate it (airlock run --isolate)"
+            );
+        }
         let state = Arc::new(build_state(config, audit, own)?);
         state.connect_secrets(&secrets, needed).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
