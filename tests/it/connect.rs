@@ -1,3 +1,4 @@
+use crate::support::api_origin;
 use crate::support::ca::TestCa;
 use crate::support::client::{self, connect};
 use crate::support::origin::{Origin, echo};
@@ -5,18 +6,7 @@ use crate::support::proxy::ProxyBuilder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_host_reaches_origin_and_is_audited() {
-    let ca = TestCa::new("origin ca");
-    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ))
-        .start()
-        .await;
+    let (_ca, origin, proxy) = api_origin(echo("api"), "", |b| b).await;
     let url = format!("https://api.example.test:{}/v1/things?q=1", origin.port());
     let resp = client::reqwest(&proxy).get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -10,6 +10,7 @@ use airlock::tls::ca::{CaFiles, CertificateAuthority};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::support::api_origin;
 use crate::support::ca::TestCa;
 use crate::support::origin::{Origin, echo};
 use crate::support::proxy::ProxyBuilder;
@@ -471,18 +472,7 @@ async fn isolate_namespace_has_only_loopback_and_no_route() {
 /// with and without isolation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_uses_a_running_airlock() {
-    let ca = TestCa::new("origin ca");
-    let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            api.port()
-        ))
-        .start()
-        .await;
+    let (_ca, api, proxy) = api_origin(echo("api"), "", |b| b).await;
     let url = format!("https://api.example.test:{}/x", api.port());
     let ca_path = proxy.ca_pem_path.to_str().unwrap().to_owned();
     let addr = proxy.addr.to_string();
@@ -531,18 +521,7 @@ async fn isolate_works_unprivileged_through_a_user_namespace() {
         eprintln!("skipped: needs root to run the binary as nobody");
         return;
     }
-    let ca = TestCa::new("origin ca");
-    let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            api.port()
-        ))
-        .start()
-        .await;
+    let (_ca, api, proxy) = api_origin(echo("api"), "", |b| b).await;
     let shared = tempfile::tempdir().unwrap();
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let ca_path: PathBuf = shared.path().join("ca.pem");

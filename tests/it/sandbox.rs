@@ -2,6 +2,7 @@
 
 use sha2::Digest;
 
+use crate::support::api_origin;
 use crate::support::ca::TestCa;
 use crate::support::client::{self, connect};
 use crate::support::origin::{Origin, echo};
@@ -172,18 +173,7 @@ async fn each_sandbox_gets_only_its_own_hosts_and_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after_and_recovers() {
-    let ca = TestCa::new("origin ca");
-    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]\nrate = \"2/second\"",
-            origin.port()
-        ))
-        .start()
-        .await;
+    let (_ca, origin, proxy) = api_origin(echo("api"), "rate = \"2/second\"", |b| b).await;
     let c = client::reqwest(&proxy);
     let url = format!("https://api.example.test:{}/", origin.port());
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
@@ -206,18 +196,7 @@ async fn rate_limit_answers_429_with_retry_after_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_budget_caps_outgoing_bodies() {
-    let ca = TestCa::new("origin ca");
-    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]\nbudget = \"100B/hour\"",
-            origin.port()
-        ))
-        .start()
-        .await;
+    let (_ca, origin, proxy) = api_origin(echo("api"), "budget = \"100B/hour\"", |b| b).await;
     let c = client::reqwest(&proxy);
     let url = format!("https://api.example.test:{}/up", origin.port());
     assert_eq!(

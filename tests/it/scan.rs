@@ -18,20 +18,7 @@ const GITHUB: &str = "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";
 const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
 
 async fn setup(handler: origin::Handler, scan: &[&str]) -> (TestCa, Origin, TestProxy) {
-    let ca = TestCa::new("origin ca");
-    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", handler).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .scan(scan)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ))
-        .start()
-        .await;
-    (ca, origin, proxy)
+    crate::support::api_origin(handler, "", |b| b.scan(scan)).await
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -79,3 +79,26 @@ pub fn listening_port(pid: u32) -> Option<std::net::SocketAddr> {
         )))
     })
 }
+
+/// The usual setup: one HTTPS origin for `api.example.test` on 127.0.0.2,
+/// and an airlock whose one rule allows it on the origin's port
+/// (`rule_extra` added to that rule), after `configure` has added what else
+/// the test needs.
+pub async fn api_origin(
+    handler: origin::Handler,
+    rule_extra: &str,
+    configure: impl FnOnce(proxy::ProxyBuilder) -> proxy::ProxyBuilder,
+) -> (ca::TestCa, origin::Origin, proxy::TestProxy) {
+    let ca = ca::TestCa::new("origin ca");
+    let origin = origin::Origin::https(&ca, "api.example.test", "127.0.0.2", handler).await;
+    let builder = proxy::ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]\n{rule_extra}",
+            origin.port()
+        ));
+    let proxy = configure(builder).start().await;
+    (ca, origin, proxy)
+}
