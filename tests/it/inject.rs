@@ -400,16 +400,7 @@ async fn approle_login_through_config() {
         ))
         .start()
         .await;
-    let r = client::reqwest(&proxy)
-        .get(format!("https://api.example.test:{}/", api.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        api.received()[0].headers["authorization"],
-        format!("Bearer {TOKEN}").as_str()
-    );
+    gets_the_bearer_token(&proxy, &api).await;
     let (_s, r) = connect(proxy.addr, "denied.example.test:443").await;
     assert_eq!(r.status, 403);
 }
@@ -437,16 +428,7 @@ async fn file_backend_injects_and_refuses_a_readable_file() {
         )
         .start()
         .await;
-    let r = client::reqwest(&proxy)
-        .get(format!("https://api.example.test:{}/", api.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        api.received()[0].headers["authorization"],
-        format!("Bearer {TOKEN}").as_str()
-    );
+    gets_the_bearer_token(&proxy, &api).await;
 
     // Same config, but the secrets file is world-readable: refused at start.
     let dir = tempfile::tempdir().unwrap();
@@ -602,4 +584,19 @@ async fn the_whole_log_output_never_contains_a_secret() {
     );
     no_secret_in(&logs);
     no_secret_in(&audit);
+}
+
+/// One GET through `proxy` to `api` succeeds, and the origin's first
+/// request carried exactly airlock's `Bearer` credential.
+async fn gets_the_bearer_token(proxy: &TestProxy, api: &Origin) {
+    let r = client::reqwest(proxy)
+        .get(format!("https://api.example.test:{}/", api.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        api.received()[0].headers["authorization"],
+        format!("Bearer {TOKEN}").as_str()
+    );
 }
