@@ -78,9 +78,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -1363,45 +1360,11 @@ fn ready_addr(line: &str) -> Option<SocketAddr> {
 
 // ------------------------------------------------------------------ origin CA
 
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    cert_der: CertificateDer<'static>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        let pem = cert.pem();
-        let cert_der = cert.der().clone();
-        Self {
-            issuer: Issuer::new(params, key),
-            cert_der,
-            pem,
-        }
-    }
-
-    /// An ECDSA P-256 leaf for `names`: (chain PEM, key PEM).
-    fn leaf_pem(&self, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = names
-            .iter()
-            .map(|&n| SanType::DnsName(n.try_into().unwrap()))
-            .collect();
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (format!("{}{}", cert.pem(), self.pem), key.serialize_pem())
-    }
-}
+// The integration tests' CA, shared rather than copied.
+#[allow(dead_code)]
+#[path = "../tests/it/support/ca.rs"]
+mod ca;
+use ca::TestCa;
 
 // ------------------------------------------------------------------ bodies
 
