@@ -125,18 +125,55 @@ impl std::fmt::Debug for BuiltHeader {
 #[derive(Debug, Clone)]
 pub struct InjectionPlan {
     /// What to add.
-    pub items: Vec<Injection>,
+    items: Vec<Injection>,
     /// `danger_inject_over_http`: allow plain-HTTP upstreams.
     pub over_plain_http: bool,
+    /// What applying every item did, built once: the usual request shares
+    /// it instead of allocating its own lists.
+    everything: Applied,
 }
 
 /// What [`InjectionPlan::apply`] did, for the audit log and the scanner.
-#[derive(Debug, Default)]
+/// Cheap to clone (shared lists).
+#[derive(Debug, Default, Clone)]
 pub struct Applied {
+    headers: Option<Arc<[HeaderName]>>,
+    secrets: Option<SecretNames>,
+}
+
+/// Secret refs by name (`tools/github#token`), never values.
+pub type SecretNames = Arc<[Arc<str>]>;
+
+impl Applied {
+    fn of<'a>(items: impl IntoIterator<Item = &'a Injection> + Clone) -> Self {
+        let headers: Arc<[HeaderName]> = items
+            .clone()
+            .into_iter()
+            .map(|i| i.header().clone())
+            .collect();
+        if headers.is_empty() {
+            return Self::default();
+        }
+        let secrets = items
+            .into_iter()
+            .flat_map(Injection::secrets)
+            .map(|r| Arc::from(r.to_string()))
+            .collect();
+        Self {
+            headers: Some(headers),
+            secrets: Some(secrets),
+        }
+    }
+
     /// Headers airlock set (skipped by the outgoing header scan).
-    pub headers: Vec<HeaderName>,
-    /// The secret refs used (names, never values).
-    pub secrets: Vec<String>,
+    pub fn headers(&self) -> &[HeaderName] {
+        self.headers.as_deref().unwrap_or(&[])
+    }
+
+    /// The secret refs used, if any credential was added.
+    pub fn secrets(&self) -> Option<&SecretNames> {
+        self.secrets.as_ref()
+    }
 }
 
 /// Why injection did not happen.
@@ -161,6 +198,21 @@ pub enum InjectError {
 }
 
 impl InjectionPlan {
+    /// A plan that adds `items`.
+    pub fn new(items: Vec<Injection>, over_plain_http: bool) -> Self {
+        let everything = Applied::of(&items);
+        Self {
+            items,
+            over_plain_http,
+            everything,
+        }
+    }
+
+    /// What the plan adds.
+    pub fn items(&self) -> &[Injection] {
+        &self.items
+    }
+
     /// Every secret the plan reads.
     pub fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
         self.items.iter().flat_map(Injection::secrets)
@@ -192,7 +244,11 @@ impl InjectionPlan {
                 pattern: pattern.to_string(),
             });
         }
-        let mut applied = Applied::default();
+        // How many items in a row, from the first, were applied; the rest is
+        // only tracked once one was not (a placeholder the sandbox did not
+        // send), which is the uncommon case.
+        let mut leading = 0;
+        let mut partial: Option<Vec<&Injection>> = None;
         for item in &self.items {
             let value = match item {
                 Injection::Template {
@@ -245,18 +301,24 @@ impl InjectionPlan {
                     }
                 }
             };
-            let header = item.header();
-            if let Some(value) = value {
-                // Exactly one credential: airlock's.
-                headers.remove(header);
-                headers.insert(header.clone(), value);
-                applied.headers.push(header.clone());
-                applied
-                    .secrets
-                    .extend(item.secrets().into_iter().map(ToString::to_string));
+            match (value, &mut partial) {
+                (Some(value), partial) => {
+                    // Exactly one credential, airlock's: `insert` drops
+                    // every value the sandbox sent under this name.
+                    headers.insert(item.header().clone(), value);
+                    match partial {
+                        Some(done) => done.push(item),
+                        None => leading += 1,
+                    }
+                }
+                (None, None) => partial = Some(self.items[..leading].iter().collect()),
+                (None, Some(_)) => {}
             }
         }
-        Ok(applied)
+        Ok(match partial {
+            None => self.everything.clone(),
+            Some(done) => Applied::of(done.iter().copied()),
+        })
     }
 }
 
@@ -543,10 +605,7 @@ mod apply_tests {
             r#"x = { header = "Authorization", value = "Bearer {{secret}}", secret = "t/a#k" }"#,
         )
         .unwrap();
-        InjectionPlan {
-            items: parse(&v["x"]).unwrap(),
-            over_plain_http: false,
-        }
+        InjectionPlan::new(parse(&v["x"]).unwrap(), false)
     }
 
     async fn injected(plan: &InjectionPlan, cache: &CachedSource) -> String {
@@ -561,6 +620,75 @@ mod apply_tests {
         assert_eq!(values.len(), 1, "exactly one credential");
         assert!(values[0].is_sensitive());
         values[0].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn applied_names_only_what_was_added() {
+        let v: toml::Value = toml::from_str(
+            r#"x = [
+                { header = "x-first", value = "{{secret}}", secret = "t/a#k" },
+                { header = "x-token", placeholder = "AIRLOCK_PLACEHOLDER_T", secret = "t/b#k" },
+                { header = "x-last", value = "{{secret}}", secret = "t/c#k" },
+            ]"#,
+        )
+        .unwrap();
+        let plan = InjectionPlan::new(parse(&v["x"]).unwrap(), false);
+        let cache = CachedSource::new(Arc::new(Fake(Mutex::new("v"))), Duration::from_secs(300));
+        let host = Host::parse("api.test").unwrap();
+        let pattern = HostPattern::Exact(host.clone());
+        fn names(a: &Applied) -> (Vec<&str>, Vec<String>) {
+            let headers = a.headers().iter().map(HeaderName::as_str).collect();
+            let secrets = a.secrets().map_or(Vec::new(), |s| {
+                s.iter().map(|n| n.as_ref().to_owned()).collect()
+            });
+            (headers, secrets)
+        }
+
+        // The placeholder was not sent: its header is the sandbox's own and
+        // stays scanned; its secret was not used.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-token", HeaderValue::from_static("mine"));
+        let a = plan
+            .apply(&pattern, &host, &mut headers, &cache)
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&a),
+            (
+                vec!["x-first", "x-last"],
+                vec!["t/a#k".into(), "t/c#k".into()]
+            )
+        );
+        assert_eq!(headers["x-token"], "mine");
+
+        // Every item applied: the plan's shared lists.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-token", HeaderValue::from_static("AIRLOCK_PLACEHOLDER_T"));
+        let a = plan
+            .apply(&pattern, &host, &mut headers, &cache)
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&a),
+            (
+                vec!["x-first", "x-token", "x-last"],
+                vec!["t/a#k".into(), "t/b#k".into(), "t/c#k".into()]
+            )
+        );
+        assert_eq!(headers["x-token"], "v");
+
+        // Only a placeholder, not sent: nothing was added.
+        let v: toml::Value = toml::from_str(
+            r#"x = { header = "x-token", placeholder = "AIRLOCK_PLACEHOLDER_T", secret = "t/b#k" }"#,
+        )
+        .unwrap();
+        let plan = InjectionPlan::new(parse(&v["x"]).unwrap(), false);
+        let a = plan
+            .apply(&pattern, &host, &mut HeaderMap::new(), &cache)
+            .await
+            .unwrap();
+        assert_eq!(names(&a), (vec![], vec![]));
+        assert!(a.secrets().is_none());
     }
 
     #[tokio::test]

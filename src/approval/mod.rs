@@ -602,7 +602,7 @@ impl Approvals {
         ev.reason = reason;
         ev.by = by.map(str::to_owned);
         ev.status = None;
-        ev.secrets.clear();
+        ev.secrets = None;
         ev.pattern = None;
         ev.direction = None;
         ev.offset = None;

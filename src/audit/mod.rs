@@ -57,8 +57,8 @@ pub struct AuditEvent {
     /// `allow` or `deny` (or `error` when an allowed request failed).
     pub decision: &'static str,
     /// The secret refs injected (names like `tools/github#token`, never values).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<crate::inject::SecretNames>,
     /// The scanner pattern id, for findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
@@ -111,7 +111,7 @@ impl AuditEvent {
             path: None,
             rule: None,
             decision,
-            secrets: Vec::new(),
+            secrets: None,
             pattern: None,
             direction: None,
             offset: None,

@@ -311,7 +311,7 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
                     "  inject: REFUSED: the rule injects a credential and this URL is plain http\n",
                 ),
                 Some(plan) => {
-                    for item in &plan.items {
+                    for item in plan.items() {
                         let refs: Vec<String> =
                             item.secrets().iter().map(ToString::to_string).collect();
                         let how = match item {

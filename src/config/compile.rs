@@ -785,10 +785,10 @@ fn compile_rule(
         .inject
         .as_ref()
         .and_then(|v| match crate::inject::parse(v.get_ref()) {
-            Ok(items) => Some(Arc::new(crate::inject::InjectionPlan {
+            Ok(items) => Some(Arc::new(crate::inject::InjectionPlan::new(
                 items,
-                over_plain_http: r.danger_inject_over_http.unwrap_or(false),
-            })),
+                r.danger_inject_over_http.unwrap_or(false),
+            ))),
             Err(msg) => {
                 errors.push(src.err(v, format!("host.inject: {msg}")));
                 None

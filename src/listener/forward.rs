@@ -219,7 +219,7 @@ pub(crate) async fn forward(
         };
     }
 
-    let mut injected: Vec<http::HeaderName> = Vec::new();
+    let mut injected = crate::inject::Applied::default();
     if let Some(plan) = &judged.rule.inject {
         let applied = match state.secrets() {
             Some(secrets) => plan
@@ -238,14 +238,14 @@ pub(crate) async fn forward(
             ))),
         };
         match applied {
-            Ok(applied) if !applied.secrets.is_empty() => {
+            Ok(applied) if applied.secrets().is_some() => {
                 state
                     .audit
                     .emit_derived(&event, ("inject", "inject", "credential_added"), |ev| {
-                        ev.secrets.clone_from(&applied.secrets)
+                        ev.secrets = applied.secrets().cloned();
                     });
-                event.secrets = applied.secrets;
-                injected = applied.headers;
+                event.secrets = applied.secrets().cloned();
+                injected = applied;
             }
             Ok(_) => {}
             Err(err) => return fail(&state, event, start, err),
@@ -264,7 +264,7 @@ pub(crate) async fn forward(
     if let Some(scan) = &scan {
         let checked = scan
             .request_uri(&mut parts.uri)
-            .and_then(|()| scan.request_headers(&mut parts.headers, &injected))
+            .and_then(|()| scan.request_headers(&mut parts.headers, injected.headers()))
             .and_then(|()| {
                 scan.limit_accept_encoding(&mut parts.headers);
                 scan.request_body(&mut parts.headers, body)
