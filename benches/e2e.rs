@@ -48,7 +48,8 @@
 //! (0: clients never resume TLS sessions, so every new connection is a full
 //! handshake), `E2E_AB_ROUNDS` (32) and `E2E_AB_SECS` (0.25: seconds per
 //! side per round) and `E2E_AB_INJECT` (1; 0 = an A/A calibration run, the
-//! second rule without `inject`) for scenario 6, `E2E_SCAN_ROUNDS` (8:
+//! second rule without `inject`) and `E2E_AB_SIDE` (unset; `0` or `1` times
+//! that side only, for profiling it) for scenario 6, `E2E_SCAN_ROUNDS` (8:
 //! rounds of one transfer per side) for scenario 7, `AIRLOCK_BIN` (default
 //! `target/release/airlock`).
 //!
@@ -113,6 +114,9 @@ struct Opts {
     /// Scenario 6: false (`E2E_AB_INJECT=0`) leaves `inject` out of the
     /// second rule, an A/A run that shows the bench's own bias between names.
     ab_inject: bool,
+    /// Scenario 6: time only this side (`E2E_AB_SIDE=0` off, `1` on), to
+    /// profile one side on its own; the ratio is then meaningless.
+    ab_side: Option<usize>,
     /// Scenario 7: rounds, each one transfer per side and direction.
     scan_rounds: usize,
     /// Scenario numbers to run (`E2E_ONLY=1,5`); empty = all.
@@ -144,6 +148,10 @@ impl Opts {
             ab_rounds: env_or("E2E_AB_ROUNDS", 32_usize).max(1),
             ab_secs: env_or("E2E_AB_SECS", 0.25_f64).max(0.05),
             ab_inject: env_or("E2E_AB_INJECT", 1_u8) != 0,
+            ab_side: std::env::var("E2E_AB_SIDE")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|s| *s < 2),
             scan_rounds: env_or("E2E_SCAN_ROUNDS", 8_usize).max(1),
             only: std::env::var("E2E_ONLY")
                 .unwrap_or_default()
@@ -964,6 +972,9 @@ async fn inject_ab(
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut rates = [0.0; 2];
         for side in order {
+            if opts.ab_side.is_some_and(|only| only != side) {
+                continue;
+            }
             let before = origin.accepts();
             let (o, back) = timed(
                 std::mem::take(&mut states[side]),
