@@ -13,12 +13,23 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::AuditEvent;
 
+/// (kind, decision, reason).
+type DecisionKey = (&'static str, &'static str, &'static str);
+
+fn same_key(a: &DecisionKey, b: &DecisionKey) -> bool {
+    let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
+    same(a.0, b.0) && same(a.1, b.1) && same(a.2, b.2)
+}
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// (kind, decision, reason) → sandbox → count. Two levels so that
     /// counting looks the sandbox up by `&str` (no allocation per event).
-    by_decision: Mutex<BTreeMap<(&'static str, &'static str, &'static str), BTreeMap<String, u64>>>,
+    /// The first is a short list (the codes are a fixed set), searched by
+    /// address before content: a request's codes are the same literals
+    /// every time, so the usual lookup compares no strings.
+    by_decision: Mutex<Vec<(DecisionKey, BTreeMap<String, u64>)>>,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     injections: AtomicU64,
@@ -64,7 +75,15 @@ impl Metrics {
         let Ok(mut m) = self.by_decision.lock() else {
             return;
         };
-        let by_sandbox = m.entry((kind, decision, reason)).or_default();
+        let key = (kind, decision, reason);
+        let at = match m.iter().position(|(k, _)| same_key(k, &key)) {
+            Some(at) => at,
+            None => {
+                m.push((key, BTreeMap::new()));
+                m.len() - 1
+            }
+        };
+        let by_sandbox = &mut m[at].1;
         let sandbox = sandbox.unwrap_or_default();
         match by_sandbox.get_mut(sandbox) {
             Some(n) => *n += 1,
@@ -104,8 +123,10 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         out.push_str("# HELP airlock_decisions_total Decisions by kind, outcome and reason.\n# TYPE airlock_decisions_total counter\n");
         if let Ok(m) = self.by_decision.lock() {
-            let rows = m
-                .iter()
+            let mut keys: Vec<_> = m.iter().collect();
+            keys.sort_unstable_by_key(|(k, _)| *k);
+            let rows = keys
+                .into_iter()
                 .flat_map(|(k, by)| by.iter().map(move |(sandbox, n)| (k, sandbox, n)));
             for ((kind, decision, reason), sandbox, n) in rows {
                 // Sandbox ids come from config, so the label set stays bounded.
@@ -186,5 +207,46 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same code from two different places (two addresses) is one row.
+    fn leaked(s: &str) -> &'static str {
+        Box::leak(s.to_owned().into_boxed_str())
+    }
+
+    #[test]
+    fn decisions_are_counted_by_content_and_rendered_in_order() {
+        let m = Metrics::default();
+        m.decision("request", "allow", "rule_matched", None);
+        m.decision("connect", "deny", "host_not_allowed", None);
+        m.decision(
+            leaked("request"),
+            leaked("allow"),
+            leaked("rule_matched"),
+            None,
+        );
+        m.decision("request", "allow", "rule_matched", Some("ci"));
+        m.decision("inject", "inject", "credential_added", None);
+        m.decision("inject", "inject", "credential_added", None);
+        let text = m.render();
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("airlock_decisions_total{"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "airlock_decisions_total{kind=\"connect\",decision=\"deny\",reason=\"host_not_allowed\"} 1",
+                "airlock_decisions_total{kind=\"inject\",decision=\"inject\",reason=\"credential_added\"} 2",
+                "airlock_decisions_total{kind=\"request\",decision=\"allow\",reason=\"rule_matched\"} 2",
+                "airlock_decisions_total{kind=\"request\",decision=\"allow\",reason=\"rule_matched\",sandbox=\"ci\"} 1",
+            ]
+        );
+        assert!(text.contains("airlock_injections_total 2"), "{text}");
     }
 }
