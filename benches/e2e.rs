@@ -46,7 +46,7 @@
 //! the origin offers http/1.1 only; 1: h2 too, which airlock's upstream
 //! client then uses), `E2E_AUDIT` (`off` default, or `file`), `E2E_RESUME`
 //! (0: clients never resume TLS sessions, so every new connection is a full
-//! handshake), `E2E_AB_ROUNDS` (32) and `E2E_AB_SECS` (0.25: seconds per
+//! handshake), `E2E_AB_ROUNDS` (64) and `E2E_AB_SECS` (0.25: seconds per
 //! side per round) and `E2E_AB_INJECT` (1; 0 = an A/A calibration run, the
 //! second rule without `inject`) and `E2E_AB_SIDE` (unset; `0` or `1` times
 //! that side only, for profiling it) for scenario 6, `E2E_SCAN_ROUNDS` (8:
@@ -145,7 +145,7 @@ impl Opts {
             origin_h2: env_or("E2E_ORIGIN_H2", 0_u8) != 0,
             audit_file: std::env::var("E2E_AUDIT").is_ok_and(|v| v == "file"),
             resume: env_or("E2E_RESUME", 0_u8) != 0,
-            ab_rounds: env_or("E2E_AB_ROUNDS", 32_usize).max(1),
+            ab_rounds: env_or("E2E_AB_ROUNDS", 64_usize).max(1),
             ab_secs: env_or("E2E_AB_SECS", 0.25_f64).max(0.05),
             ab_inject: env_or("E2E_AB_INJECT", 1_u8) != 0,
             ab_side: std::env::var("E2E_AB_SIDE")
@@ -851,8 +851,10 @@ impl AbResult {
             } else {
                 (per[per.len() / 2 - 1] + per[per.len() / 2]) / 2.0
             };
+            let (ci_lo, ci_hi) = bootstrap_ratio(&self.rounds);
             println!(
-                "\n- per-round on ÷ off: median {median:.3}×, range {lo:.3}×–{hi:.3}× over {} rounds; \
+                "\n- on ÷ off, 95% bootstrap interval over rounds: {ci_lo:.3}×–{ci_hi:.3}×; \
+                 per-round on ÷ off: median {median:.3}×, range {lo:.3}×–{hi:.3}× over {} rounds; \
                  req/s per round (off / on): {}",
                 per.len(),
                 self.rounds
@@ -873,6 +875,40 @@ impl AbResult {
             );
         }
     }
+}
+
+/// A 95% interval for mean(on) ÷ mean(off) over paired rounds, by
+/// resampling rounds (2,000 times; a fixed seed, so a run repeats its own
+/// interval). Rounds are equal in length, so this is the req/s ratio.
+fn bootstrap_ratio(rounds: &[(f64, f64)]) -> (f64, f64) {
+    if rounds.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // xorshift64*: plenty for picking round indices.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let n = rounds.len();
+    let mut ratios: Vec<f64> = (0..2000)
+        .map(|_| {
+            let (mut off, mut on) = (0.0, 0.0);
+            for _ in 0..n {
+                let (f, o) = rounds[(next() % n as u64) as usize];
+                off += f;
+                on += o;
+            }
+            on / off
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (
+        ratios[ratios.len() * 25 / 1000],
+        ratios[ratios.len() * 975 / 1000],
+    )
 }
 
 /// One untimed `GET /check` through airlock per name: the origin must have
