@@ -48,7 +48,9 @@
 //! (0: clients never resume TLS sessions, so every new connection is a full
 //! handshake), `E2E_AB_ROUNDS` (64) and `E2E_AB_SECS` (0.25: seconds per
 //! side per round) and `E2E_AB_INJECT` (1; 0 = an A/A calibration run, the
-//! second rule without `inject`) and `E2E_AB_SIDE` (unset; `0` or `1` times
+//! second rule without `inject`; with `E2E_AB_PAD=1` the client sends a
+//! header as long as the injected one to the second name instead) and
+//! `E2E_AB_SIDE` (unset; `0` or `1` times
 //! that side only, for profiling it) for scenario 6, `E2E_SCAN_ROUNDS` (8:
 //! rounds of one transfer per side) for scenario 7, `AIRLOCK_BIN` (default
 //! `target/release/airlock`).
@@ -114,6 +116,9 @@ struct Opts {
     /// Scenario 6: false (`E2E_AB_INJECT=0`) leaves `inject` out of the
     /// second rule, an A/A run that shows the bench's own bias between names.
     ab_inject: bool,
+    /// Scenario 6, A/A only: the client sends a header as long as the
+    /// injected one on the second name (`E2E_AB_PAD=1`).
+    ab_pad: bool,
     /// Scenario 6: time only this side (`E2E_AB_SIDE=0` off, `1` on), to
     /// profile one side on its own; the ratio is then meaningless.
     ab_side: Option<usize>,
@@ -148,6 +153,7 @@ impl Opts {
             ab_rounds: env_or("E2E_AB_ROUNDS", 64_usize).max(1),
             ab_secs: env_or("E2E_AB_SECS", 0.25_f64).max(0.05),
             ab_inject: env_or("E2E_AB_INJECT", 1_u8) != 0,
+            ab_pad: env_or("E2E_AB_PAD", 0_u8) != 0,
             ab_side: std::env::var("E2E_AB_SIDE")
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -375,7 +381,15 @@ async fn run(
         &origin,
         opts.resume,
     )?;
-    let inject_clients = clients.named(INJECT_NAME);
+    let mut inject_clients = clients.named(INJECT_NAME);
+    if opts.ab_pad && !opts.ab_inject {
+        // As long as `authorization: Bearer <token>`, and nothing a
+        // pattern matches: the bytes of a credential header, no injection.
+        inject_clients.extra = Some((
+            "x-bench-extra",
+            "Bearer e2e-bench-pad-7f3a9c2b-not-a-credential-at-all",
+        ));
+    }
     let direct = Route::Direct;
     let proxied = Route::Proxy(airlock.addr);
 
@@ -817,7 +831,14 @@ impl AbResult {
         };
         let ratio = self.ratio();
         let ok = ratio >= INJECT_TARGET && self.on.errors == 0 && self.off.errors == 0;
-        if !opts.ab_inject {
+        if !opts.ab_inject && opts.ab_pad {
+            println!(
+                "**Padding control (`E2E_AB_INJECT=0 E2E_AB_PAD=1`): no `inject`; the client sends \
+                 a header as long as the injected one to the second name, so \"injection on\" \
+                 below is the cost of carrying such a header (both legs, and its scan), without \
+                 injection.**\n"
+            );
+        } else if !opts.ab_inject {
             println!(
                 "**A/A calibration (`E2E_AB_INJECT=0`): the second rule has no `inject`, so \
                  \"injection on\" below is the same work under another name.**\n"
@@ -1700,6 +1721,8 @@ struct Clients {
     /// The origin name asked for: SNI, `CONNECT` target and `Host`.
     name: &'static str,
     host_header: String,
+    /// A header every request carries (scenario 6's padding control).
+    extra: Option<(&'static str, &'static str)>,
     big_len: u64,
     direct_tls: TlsConnector,
     proxy_tls: TlsConnector,
@@ -1732,6 +1755,7 @@ impl Clients {
             origin: origin.addr,
             name: ORIGIN_NAME,
             host_header: format!("{ORIGIN_NAME}:{}", origin.addr.port()),
+            extra: None,
             big_len: origin.big_len,
             direct_tls: client_tls(origin_ca.cert_der.clone(), resume)?,
             proxy_tls: client_tls(airlock_der, resume)?,
@@ -1785,6 +1809,9 @@ impl Clients {
             .method(method)
             .uri(path)
             .header(HOST, &self.host_header);
+        if let Some((name, value)) = self.extra {
+            b = b.header(name, value);
+        }
         if let Some(len) = body.size_hint().exact().filter(|&n| n > 0) {
             b = b.header(CONTENT_LENGTH, len);
         }
@@ -2125,6 +2152,7 @@ impl Clients {
             origin: self.origin,
             name: self.name,
             host_header: self.host_header.clone(),
+            extra: self.extra,
             big_len: self.big_len,
             direct_tls: self.direct_tls.clone(),
             proxy_tls: self.proxy_tls.clone(),
