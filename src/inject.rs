@@ -644,38 +644,32 @@ mod apply_tests {
             (headers, secrets)
         }
 
-        // The placeholder was not sent: its header is the sandbox's own and
-        // stays scanned; its secret was not used.
-        let mut headers = HeaderMap::new();
-        headers.insert("x-token", HeaderValue::from_static("mine"));
-        let a = plan
-            .apply(&pattern, &host, &mut headers, &cache)
-            .await
-            .unwrap();
-        assert_eq!(
-            names(&a),
+        // (what the sandbox sends in x-token, headers and secrets named,
+        // x-token as sent upstream)
+        let cases: [(&'static str, &[&str], &[&str], &str); 2] = [
+            // The placeholder was not sent: its header is the sandbox's own
+            // and stays scanned; its secret was not used.
+            ("mine", &["x-first", "x-last"], &["t/a#k", "t/c#k"], "mine"),
+            // Every item applied: the plan's shared lists.
             (
-                vec!["x-first", "x-last"],
-                vec!["t/a#k".into(), "t/c#k".into()]
-            )
-        );
-        assert_eq!(headers["x-token"], "mine");
-
-        // Every item applied: the plan's shared lists.
-        let mut headers = HeaderMap::new();
-        headers.insert("x-token", HeaderValue::from_static("AIRLOCK_PLACEHOLDER_T"));
-        let a = plan
-            .apply(&pattern, &host, &mut headers, &cache)
-            .await
-            .unwrap();
-        assert_eq!(
-            names(&a),
-            (
-                vec!["x-first", "x-token", "x-last"],
-                vec!["t/a#k".into(), "t/b#k".into(), "t/c#k".into()]
-            )
-        );
-        assert_eq!(headers["x-token"], "v");
+                "AIRLOCK_PLACEHOLDER_T",
+                &["x-first", "x-token", "x-last"],
+                &["t/a#k", "t/b#k", "t/c#k"],
+                "v",
+            ),
+        ];
+        for (sent, want_headers, want_secrets, upstream) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-token", HeaderValue::from_static(sent));
+            let a = plan
+                .apply(&pattern, &host, &mut headers, &cache)
+                .await
+                .unwrap();
+            let (got_headers, got_secrets) = names(&a);
+            assert_eq!(got_headers, want_headers, "sandbox sent {sent}");
+            assert_eq!(got_secrets, want_secrets, "sandbox sent {sent}");
+            assert_eq!(headers["x-token"], upstream);
+        }
 
         // Only a placeholder, not sent: nothing was added.
         let v: toml::Value = toml::from_str(
