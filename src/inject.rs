@@ -18,17 +18,20 @@
 //! A plan belongs to a rule, and a rule to a host pattern: [`InjectionPlan::apply`]
 //! re-checks that the host actually connected to matches the rule before
 //! adding anything. Built header values are marked sensitive (never logged
-//! by `Debug`, never HPACK-indexed). Placeholders are refused anywhere else:
+//! by `Debug`, never HPACK-indexed), own their bytes in zeroizing memory
+//! (zeroed when the last request using them is done), and are kept with
+//! the cached read they came from, so they go when it expires. Placeholders are refused anywhere else:
 //! in another header, in the URL, or toward any other host.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
-use crate::credentials::{CachedSource, SecretError, SecretHandle, SecretRef};
+use crate::credentials::{CachedSource, SecretError, SecretRef};
 use crate::policy::{Host, HostPattern};
 
 /// One header to add.
@@ -44,8 +47,8 @@ pub enum Injection {
         suffix: String,
         /// The secret.
         secret: SecretRef,
-        /// The header value last built, and the read it was built from.
-        built: BuiltHeader,
+        /// Its header value is kept with each cached read under this key.
+        key: u64,
     },
     /// `Basic base64(username:password)`.
     Basic {
@@ -90,35 +93,12 @@ impl Injection {
     }
 }
 
-/// A template injection's last header value, kept with the cached read it
-/// was built from: while the cache serves that same read, every request
-/// reuses the value (a reference count, not a copy of the secret). A new
-/// read (expiry, rotation, invalidation) builds it again, so the value is
-/// never served past the cache's own rules.
-#[derive(Clone, Default)]
-pub struct BuiltHeader(Arc<ArcSwapOption<(SecretHandle, HeaderValue)>>);
-
-impl BuiltHeader {
-    fn get_or_build(
-        &self,
-        read: &SecretHandle,
-        build: impl FnOnce() -> Result<HeaderValue, InjectError>,
-    ) -> Result<HeaderValue, InjectError> {
-        if let Some(last) = self.0.load().as_deref()
-            && last.0.same_read(read)
-        {
-            return Ok(last.1.clone());
-        }
-        let value = build()?;
-        self.0.store(Some(Arc::new((read.clone(), value.clone()))));
-        Ok(value)
-    }
-}
-
-impl std::fmt::Debug for BuiltHeader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BuiltHeader(<redacted>)")
-    }
+/// Names a template injection's header among the values derived from one
+/// cached read ([`crate::credentials::SecretHandle::derive`]); unique per
+/// parsed template.
+fn next_template_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A rule's injections.
@@ -255,13 +235,16 @@ impl InjectionPlan {
                     prefix,
                     suffix,
                     secret,
-                    built,
+                    key,
                     ..
                 } => {
-                    let v = secrets.get_shared(secret).await?;
-                    Some(built.get_or_build(&v, || {
-                        let v = v.expose_secret();
-                        let mut bytes = Vec::with_capacity(prefix.len() + v.len() + suffix.len());
+                    // Built once per cached read and shared by every
+                    // request that read serves.
+                    let read = secrets.get_shared(secret).await?;
+                    Some(read.derive(*key, |v| {
+                        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(
+                            prefix.len() + v.len() + suffix.len(),
+                        ));
                         bytes.extend_from_slice(prefix.as_bytes());
                         bytes.extend_from_slice(v);
                         bytes.extend_from_slice(suffix.as_bytes());
@@ -277,11 +260,7 @@ impl InjectionPlan {
                     pair.extend_from_slice(u.expose_secret());
                     pair.push(b':');
                     pair.extend_from_slice(p.expose_secret());
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_slice());
-                    Some(sensitive(
-                        format!("Basic {encoded}").into_bytes(),
-                        password,
-                    )?)
+                    Some(sensitive(basic_value(&pair), password)?)
                 }
                 Injection::Placeholder {
                     header,
@@ -292,7 +271,11 @@ impl InjectionPlan {
                         Some(current) if contains(&current, placeholder.as_bytes()) => {
                             let v = secrets.get(secret).await?;
                             Some(sensitive(
-                                replace(&current, placeholder.as_bytes(), v.expose_secret()),
+                                zeroize::Zeroizing::new(replace(
+                                    &current,
+                                    placeholder.as_bytes(),
+                                    v.expose_secret(),
+                                )),
                                 secret,
                             )?)
                         }
@@ -360,12 +343,32 @@ pub fn misplaced_placeholder<'a>(
     })
 }
 
-fn sensitive(bytes: Vec<u8>, secret: &SecretRef) -> Result<HeaderValue, InjectError> {
-    let bytes = zeroize::Zeroizing::new(bytes);
-    let mut v = HeaderValue::from_bytes(&bytes)
+/// A sensitive header value over `bytes` themselves, not a copy: the
+/// value's memory is zeroized when its last clone (cached read, requests in
+/// flight) is dropped.
+fn sensitive(
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    secret: &SecretRef,
+) -> Result<HeaderValue, InjectError> {
+    let mut v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(bytes))
         .map_err(|_| InjectError::NotAHeaderValue(secret.to_string()))?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// `Basic base64(pair)`, written straight into zeroizing memory (no
+/// intermediate `String` holding the encoded credential).
+fn basic_value(pair: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+    const PREFIX: &[u8] = b"Basic ";
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let encoded_len = base64::encoded_len(pair.len(), true).unwrap_or(0);
+    let mut out = zeroize::Zeroizing::new(vec![0_u8; PREFIX.len() + encoded_len]);
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    let written = engine
+        .encode_slice(pair, &mut out[PREFIX.len()..])
+        .unwrap_or(0);
+    out.truncate(PREFIX.len() + written);
+    out
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -373,7 +376,24 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len() + with.len());
+    // Sized exactly, so growing never leaves a copy of `with` behind in
+    // freed memory.
+    let count = if needle.is_empty() {
+        0
+    } else {
+        let mut n = 0;
+        let mut i = 0;
+        while i + needle.len() <= hay.len() {
+            if hay[i..].starts_with(needle) {
+                n += 1;
+                i += needle.len();
+            } else {
+                i += 1;
+            }
+        }
+        n
+    };
+    let mut out = Vec::with_capacity(hay.len() - count * needle.len() + count * with.len());
     let mut i = 0;
     while i < hay.len() {
         if hay[i..].starts_with(needle) {
@@ -469,7 +489,7 @@ fn parse_one(t: &toml::Table) -> Result<Injection, String> {
                 prefix: prefix.to_owned(),
                 suffix: suffix.to_owned(),
                 secret,
-                built: BuiltHeader::default(),
+                key: next_template_key(),
             })
         }
         (None, Some(p)) => {
@@ -491,7 +511,7 @@ fn parse_one(t: &toml::Table) -> Result<Injection, String> {
             prefix: String::new(),
             suffix: String::new(),
             secret,
-            built: BuiltHeader::default(),
+            key: next_template_key(),
         }),
     }
 }
@@ -683,6 +703,21 @@ mod apply_tests {
             .unwrap();
         assert_eq!(names(&a), (vec![], vec![]));
         assert!(a.secrets().is_none());
+    }
+
+    #[test]
+    fn built_values_live_in_the_zeroizing_memory_they_were_built_in() {
+        let secret: SecretRef = "t/a#k".parse().unwrap();
+        let bytes = zeroize::Zeroizing::new(b"Bearer v1".to_vec());
+        let at = bytes.as_ptr();
+        let v = sensitive(bytes, &secret).unwrap();
+        // Not a copy: dropping the last clone zeroizes these very bytes.
+        assert_eq!(v.as_bytes().as_ptr(), at);
+        assert!(v.is_sensitive());
+        assert!(sensitive(zeroize::Zeroizing::new(b"a\nb".to_vec()), &secret).is_err());
+
+        assert_eq!(basic_value(b"user:pass").as_slice(), b"Basic dXNlcjpwYXNz");
+        assert_eq!(basic_value(b"").as_slice(), b"Basic ");
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::HeaderValue;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::time::Instant;
@@ -15,6 +16,11 @@ use super::{Fetched, SecretError, SecretRef, SecretSource, SecretValue};
 
 /// Most secrets kept at once; a config names far fewer.
 const MAX_ENTRIES: u64 = 10_000;
+
+/// Most values derived from one read; more only after many reloads within
+/// one TTL (each reload's rules derive under new keys), and then the list
+/// starts over.
+const MAX_DERIVED: usize = 16;
 
 /// A hook told about every value freshly read from the backend (the proxy
 /// registers these with the secret scanner).
@@ -27,6 +33,11 @@ struct Entry {
     ttl: Duration,
     /// On tokio's clock, so paused-time tests drive expiry.
     expires_at: Instant,
+    /// Header values built from this read, by the key of what built them
+    /// (an injection). They hold the secret too, so they live exactly as
+    /// long as the entry: dropping it (expiry, sweep, invalidation) drops
+    /// them, and their bytes are zeroized then (see `inject`).
+    derived: ArcSwapOption<Vec<(u64, HeaderValue)>>,
 }
 
 /// A secret as the cache holds it: cloning shares it (no copy of the
@@ -45,6 +56,44 @@ impl SecretHandle {
     /// True when both handles are the same cached read.
     pub fn same_read(&self, other: &SecretHandle) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The header value `key` derives from this read: built by `build` the
+    /// first time, then shared (a reference count, not a copy) by every
+    /// request the cache serves this same read to. A new read starts with
+    /// none, so a rotated value is never sent in its old header, and the
+    /// built value is dropped with the read rather than kept past its TTL.
+    ///
+    /// # Errors
+    /// Whatever `build` returns; nothing is kept then.
+    pub fn derive<E>(
+        &self,
+        key: u64,
+        build: impl FnOnce(&[u8]) -> Result<HeaderValue, E>,
+    ) -> Result<HeaderValue, E> {
+        if let Some(list) = self.0.derived.load().as_deref()
+            && let Some((_, v)) = list.iter().find(|(k, _)| *k == key)
+        {
+            return Ok(v.clone());
+        }
+        let value = build(self.0.value.expose_secret())?;
+        self.0.derived.rcu(|current| {
+            let mut list = match current.as_deref() {
+                Some(l) if l.len() < MAX_DERIVED => l.clone(),
+                _ => Vec::new(),
+            };
+            if !list.iter().any(|(k, _)| *k == key) {
+                list.push((key, value.clone()));
+            }
+            Some(Arc::new(list))
+        });
+        Ok(value)
+    }
+
+    /// Observes when the read is dropped (tests).
+    #[cfg(test)]
+    pub(crate) fn watch(&self) -> std::sync::Weak<impl Sized + use<>> {
+        Arc::downgrade(&self.0)
     }
 }
 
@@ -213,6 +262,7 @@ impl CachedSource {
             value,
             ttl,
             expires_at: Instant::now() + ttl,
+            derived: ArcSwapOption::empty(),
         }))
     }
 
@@ -238,6 +288,57 @@ impl CachedSource {
             hot.clear();
         }
         self.cache.invalidate_all();
+    }
+
+    /// Drops every expired value now, from both maps, rather than at the
+    /// next write or lookup: on an idle proxy a value (and what was derived
+    /// from it) would otherwise stay in memory long past its TTL. Requests
+    /// still holding a handle keep it until they finish.
+    pub async fn sweep(&self) {
+        let now = Instant::now();
+        let stale = self
+            .hot
+            .read()
+            .is_ok_and(|hot| hot.values().any(|e| now >= e.expires_at));
+        if stale && let Ok(mut hot) = self.hot.write() {
+            hot.retain(|_, e| now < e.expires_at);
+        }
+        // By our own clock, not moka's: its expiry is a memory backstop on
+        // the wall clock, and this must hold under paused test time too.
+        let expired: Vec<(Arc<SecretRef>, Arc<Entry>)> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| now >= e.expires_at)
+            .collect();
+        for (r, entry) in expired {
+            self.cache
+                .entry_by_ref(&*r)
+                .and_compute_with(|current| async move {
+                    match current {
+                        // Only the entry seen expired: a fresh one may
+                        // have replaced it meanwhile.
+                        Some(e) if Arc::ptr_eq(e.value(), &entry) => Op::Remove,
+                        _ => Op::Nop,
+                    }
+                })
+                .await;
+        }
+        // moka's own logs hold the values they recorded until processed.
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Sweeps `cache` every `every` until the cache is dropped.
+    pub fn spawn_sweeper(cache: &Arc<CachedSource>, every: Duration) {
+        let weak = Arc::downgrade(cache);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(cache) = weak.upgrade() else { break };
+                cache.sweep().await;
+            }
+        });
     }
 
     /// The backend's one-line description.
@@ -402,6 +503,45 @@ mod tests {
         // Another secret's read sweeps the expired one out.
         cache.get(&r("c#d")).await.unwrap();
         assert_eq!(cache.hot_len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_frees_expired_values_and_what_was_derived() {
+        let cache = Arc::new(CachedSource::new(
+            Fake::new("v1", None),
+            Duration::from_secs(60),
+        ));
+        let read = cache.get_shared(&r("a#b")).await.unwrap();
+        let header = read
+            .derive(7, |v| {
+                HeaderValue::from_bytes(&[b"Bearer ", v].concat()).map_err(|_| ())
+            })
+            .unwrap();
+        assert_eq!(header, "Bearer v1");
+        // The same read hands out the same derived value.
+        let again = read.derive(7, |_| Err(())).unwrap();
+        assert_eq!(again.as_bytes().as_ptr(), header.as_bytes().as_ptr());
+        let watch = read.watch();
+        drop((read, header, again));
+
+        // Fresh: a sweep keeps it.
+        cache.sweep().await;
+        assert!(watch.upgrade().is_some());
+        assert_eq!(cache.hot_len(), 1);
+
+        // Expired, nothing else asked for: the sweeper frees it (and with it
+        // the derived header) without waiting for the next request.
+        CachedSource::spawn_sweeper(&cache, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(
+            watch.upgrade().is_none(),
+            "an expired read is still in memory"
+        );
+        assert_eq!(cache.hot_len(), 0);
+        assert_eq!(cache.cache.iter().count(), 0);
     }
 
     #[tokio::test]

@@ -149,7 +149,10 @@ impl State {
             }
         }));
         tracing::info!(source = %cache.describe(), "secret backend connected");
-        self.secrets.store(Some(Arc::new(cache)));
+        let cache = Arc::new(cache);
+        // Expired values leave memory within a second, busy or idle.
+        CachedSource::spawn_sweeper(&cache, std::time::Duration::from_secs(1));
+        self.secrets.store(Some(cache));
         Ok(())
     }
 
