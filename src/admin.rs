@@ -190,6 +190,15 @@ async fn route(
                  airlock_cert_cache_misses_total {minted}\n",
                 lookups.saturating_sub(minted)
             ));
+            if let Some(secrets) = state.secrets() {
+                text.push_str(&format!(
+                    "# HELP airlock_secrets_cached Secret reads the credential cache holds in memory \
+                     (expired ones are dropped within a second).\n\
+                     # TYPE airlock_secrets_cached gauge\n\
+                     airlock_secrets_cached {}\n",
+                    secrets.cached()
+                ));
+            }
             ok(text, "text/plain; version=0.0.4; charset=utf-8")
         }
         _ => text_response(

@@ -327,6 +327,14 @@ impl CachedSource {
         self.cache.run_pending_tasks().await;
     }
 
+    /// How many reads the cache holds in memory: the fast map's count
+    /// (exact), or moka's if larger (exact once its bookkeeping has run,
+    /// which every sweep does).
+    pub fn cached(&self) -> u64 {
+        let hot = self.hot.read().map_or(0, |h| h.len() as u64);
+        hot.max(self.cache.entry_count())
+    }
+
     /// Sweeps `cache` every `every` until the cache is dropped.
     pub fn spawn_sweeper(cache: &Arc<CachedSource>, every: Duration) {
         let weak = Arc::downgrade(cache);

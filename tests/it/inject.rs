@@ -291,6 +291,29 @@ async fn plain_http_never_gets_a_credential() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxy_lets_go_of_expired_secrets() {
+    let w = world(BEARER, &["cache_ttl = \"3s\""]).await;
+    let api = format!("https://api.example.test:{}/", w.api.port());
+    let r = client::reqwest(&w.proxy).get(&api).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = format!("http://{}/metrics", w.proxy.server.admin_addr().unwrap());
+    let admin = reqwest::Client::builder().no_proxy().build().unwrap();
+    let cached = |want: &'static str| {
+        let (admin, metrics) = (admin.clone(), metrics.clone());
+        async move {
+            let text = admin.get(&metrics).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| l == format!("airlock_secrets_cached {want}"))
+                .then_some(())
+        }
+    };
+    crate::support::eventually_async("the fetched secret is cached", || cached("1")).await;
+    // No request from here on: only the sweeper can drop it.
+    crate::support::eventually_async("the expired secret is dropped", || cached("0")).await;
+    assert_eq!(w.api.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_outage_fails_closed_and_recovers_without_restart() {
     let mut w = world(BEARER, &["cache_ttl = \"1s\"", "vault.timeout = \"2s\""]).await;
     let c = client::reqwest(&w.proxy);
