@@ -119,6 +119,11 @@ pub struct InjectionPlan {
 pub struct Applied {
     headers: Option<Arc<[HeaderName]>>,
     secrets: Option<SecretNames>,
+    /// Per placeholder swapped: what the sandbox itself wrote in that header
+    /// (the placeholder cut out). The header now holds a secret and is not
+    /// scanned as a whole, so these are scanned instead. Empty (and not
+    /// allocated) for plans without placeholders.
+    sandbox_parts: Vec<(HeaderName, Vec<u8>)>,
 }
 
 /// Secret refs by name (`tools/github#token`), never values.
@@ -142,6 +147,7 @@ impl Applied {
         Self {
             headers: Some(headers),
             secrets: Some(secrets),
+            sandbox_parts: Vec::new(),
         }
     }
 
@@ -153,6 +159,12 @@ impl Applied {
     /// The secret refs used, if any credential was added.
     pub fn secrets(&self) -> Option<&SecretNames> {
         self.secrets.as_ref()
+    }
+
+    /// What the sandbox wrote around each placeholder swapped, by header:
+    /// to be scanned like any header it sends.
+    pub fn sandbox_parts(&self) -> &[(HeaderName, Vec<u8>)] {
+        &self.sandbox_parts
     }
 }
 
@@ -229,6 +241,7 @@ impl InjectionPlan {
         // send), which is the uncommon case.
         let mut leading = 0;
         let mut partial: Option<Vec<&Injection>> = None;
+        let mut sandbox_parts = Vec::new();
         for item in &self.items {
             let value = match item {
                 Injection::Template {
@@ -270,6 +283,10 @@ impl InjectionPlan {
                     match headers.get(header).map(|v| v.as_bytes().to_vec()) {
                         Some(current) if contains(&current, placeholder.as_bytes()) => {
                             let v = secrets.get(secret).await?;
+                            sandbox_parts.push((
+                                header.clone(),
+                                replace(&current, placeholder.as_bytes(), b" "),
+                            ));
                             Some(sensitive(
                                 zeroize::Zeroizing::new(replace(
                                     &current,
@@ -298,10 +315,12 @@ impl InjectionPlan {
                 (None, Some(_)) => {}
             }
         }
-        Ok(match partial {
+        let mut applied = match partial {
             None => self.everything.clone(),
             Some(done) => Applied::of(done.iter().copied()),
-        })
+        };
+        applied.sandbox_parts = sandbox_parts;
+        Ok(applied)
     }
 }
 

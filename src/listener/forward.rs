@@ -265,6 +265,7 @@ pub(crate) async fn forward(
         let checked = scan
             .request_uri(&mut parts.uri)
             .and_then(|()| scan.request_headers(&mut parts.headers, injected.headers()))
+            .and_then(|()| scan.request_placeholder_parts(injected.sandbox_parts()))
             .and_then(|()| {
                 scan.limit_accept_encoding(&mut parts.headers);
                 scan.request_body(&mut parts.headers, body)

@@ -85,6 +85,11 @@ impl RequestScan {
             Direction::Out => self.outgoing,
             Direction::In => self.incoming,
         };
+        self.sink_as(direction, reason, mode)
+    }
+
+    /// Like [`RequestScan::sink`], recording `mode` as the decision.
+    fn sink_as(&self, direction: Direction, reason: &'static str, mode: ScanMode) -> FindingSink {
         let audit = self.audit.clone();
         let template = Arc::clone(&self.template);
         Arc::new(move |f: &Finding| {
@@ -196,6 +201,38 @@ impl RequestScan {
                 place: format!("header {name}"),
             }
         })
+    }
+
+    /// What the sandbox wrote around placeholders airlock swapped (see
+    /// [`crate::inject::Applied::sandbox_parts`]). A finding refuses the
+    /// request in block and redact mode alike: the header now carries the
+    /// real credential, so the sandbox's part cannot be redacted on its own
+    /// without rebuilding it. Log mode only records.
+    pub(crate) fn request_placeholder_parts(
+        &self,
+        parts: &[(HeaderName, Vec<u8>)],
+    ) -> Result<(), ProxyError> {
+        for (name, bytes) in parts {
+            let findings = self.scanner.scan(bytes);
+            let Some(first) = findings.first() else {
+                continue;
+            };
+            let mode = match self.outgoing {
+                ScanMode::Log => ScanMode::Log,
+                ScanMode::Block | ScanMode::Redact => ScanMode::Block,
+            };
+            let sink = self.sink_as(Direction::Out, "secret_in_header", mode);
+            for f in &findings {
+                sink(f);
+            }
+            if mode == ScanMode::Block {
+                return Err(ProxyError::Leak {
+                    pattern: first.pattern_id.to_string(),
+                    place: format!("header {name}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Response headers.

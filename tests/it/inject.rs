@@ -204,6 +204,41 @@ async fn basic_auth_from_two_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_sandbox_writes_around_a_placeholder_is_still_scanned() {
+    // The header airlock swaps the placeholder in also carries the
+    // sandbox's own bytes: they must not ride out unscanned with it.
+    const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+    let w = world(
+        "inject = { header = \"x-api-key\", placeholder = \"AIRLOCK_PLACEHOLDER_GITHUB\", secret = \"tools/github#token\" }",
+        &[],
+    )
+    .await;
+    let c = client::reqwest(&w.proxy);
+    let api = format!("https://api.example.test:{}", w.api.port());
+    let r = c
+        .get(format!("{api}/x"))
+        .header("x-api-key", format!("AIRLOCK_PLACEHOLDER_GITHUB;{AWS}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["airlock-error"], "secret_blocked");
+    assert!(w.api.received().is_empty(), "nothing reached the origin");
+    // The same header without the sandbox's extra: swapped and sent.
+    let r = c
+        .get(format!("{api}/y"))
+        .header("x-api-key", "AIRLOCK_PLACEHOLDER_GITHUB;plain-words")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        w.api.received()[0].headers["x-api-key"],
+        format!("{TOKEN};plain-words").as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placeholder_is_swapped_in_its_header_and_refused_anywhere_else() {
     let w = world(
         "inject = { header = \"x-api-key\", placeholder = \"AIRLOCK_PLACEHOLDER_GITHUB\", secret = \"tools/github#token\" }",
