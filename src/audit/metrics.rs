@@ -32,9 +32,7 @@ pub struct Metrics {
     by_decision: Mutex<Vec<(DecisionKey, BTreeMap<String, u64>)>>,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
-    injections: AtomicU64,
     findings: Mutex<BTreeMap<String, u64>>,
-    secret_errors: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_refused: AtomicU64,
     active_tunnels: AtomicI64,
@@ -91,13 +89,6 @@ impl Metrics {
                 by_sandbox.insert(sandbox.to_owned(), 1);
             }
         }
-        drop(m);
-        if kind == "inject" {
-            self.injections.fetch_add(1, Ordering::Relaxed);
-        }
-        if reason == "secret_unavailable" {
-            self.secret_errors.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// A tunnel opened (+1) or closed (-1).
@@ -122,7 +113,18 @@ impl Metrics {
         let mut out = String::with_capacity(2048);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         out.push_str("# HELP airlock_decisions_total Decisions by kind, outcome and reason.\n# TYPE airlock_decisions_total counter\n");
+        // Totals derived from the decision rows, not counted twice.
+        let (mut injections, mut secret_errors) = (0, 0);
         if let Ok(m) = self.by_decision.lock() {
+            for ((kind, _, reason), by) in m.iter() {
+                let n: u64 = by.values().sum();
+                if *kind == "inject" {
+                    injections += n;
+                }
+                if *reason == "secret_unavailable" {
+                    secret_errors += n;
+                }
+            }
             let mut keys: Vec<_> = m.iter().collect();
             keys.sort_unstable_by_key(|(k, _)| *k);
             let rows = keys
@@ -163,13 +165,13 @@ impl Metrics {
             &mut out,
             "airlock_injections_total",
             "Requests that carried an injected credential.",
-            load(&self.injections),
+            injections,
         );
         counter(
             &mut out,
             "airlock_secret_errors_total",
             "Requests refused because a secret was unavailable.",
-            load(&self.secret_errors),
+            secret_errors,
         );
         counter(
             &mut out,
@@ -248,5 +250,9 @@ mod tests {
             ]
         );
         assert!(text.contains("airlock_injections_total 2"), "{text}");
+        m.decision("request", "error", "secret_unavailable", None);
+        m.decision("request", "error", "secret_unavailable", Some("ci"));
+        let text = m.render();
+        assert!(text.contains("airlock_secret_errors_total 2"), "{text}");
     }
 }
