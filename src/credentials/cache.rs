@@ -41,9 +41,8 @@ struct Entry {
 }
 
 /// A secret as the cache holds it: cloning shares it (no copy of the
-/// bytes), and [`SecretHandle::same_read`] tells whether two handles come
-/// from the same backend read, so a caller can keep what it derived from
-/// one (an injected header) until the value is read again.
+/// bytes), and what a caller derives from it (an injected header) is kept
+/// with it by [`SecretHandle::derive`], until the value is read again.
 #[derive(Clone)]
 pub struct SecretHandle(Arc<Entry>);
 
@@ -51,11 +50,6 @@ impl SecretHandle {
     /// The secret bytes (see [`SecretValue::expose_secret`]).
     pub fn expose_secret(&self) -> &[u8] {
         self.0.value.expose_secret()
-    }
-
-    /// True when both handles are the same cached read.
-    pub fn same_read(&self, other: &SecretHandle) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The header value `key` derives from this read: built by `build` the
@@ -229,18 +223,22 @@ impl CachedSource {
                 return Ok(entry);
             }
             attempt += 1;
-            self.cache
-                .entry_by_ref(r)
-                .and_compute_with(|current| async move {
-                    match current {
-                        // Remove only the entry we saw: another task may
-                        // already have stored a fresh one.
-                        Some(e) if Arc::ptr_eq(e.value(), &entry) => Op::Remove,
-                        _ => Op::Nop,
-                    }
-                })
-                .await;
+            self.remove_if_still(r, entry).await;
         }
+    }
+
+    /// Removes `r` from moka if it still maps to `seen`: another task may
+    /// already have stored a fresh entry, which must stay.
+    async fn remove_if_still(&self, r: &SecretRef, seen: Arc<Entry>) {
+        self.cache
+            .entry_by_ref(r)
+            .and_compute_with(|current| async move {
+                match current {
+                    Some(e) if Arc::ptr_eq(e.value(), &seen) => Op::Remove,
+                    _ => Op::Nop,
+                }
+            })
+            .await;
     }
 
     async fn fill(
@@ -311,17 +309,7 @@ impl CachedSource {
             .filter(|(_, e)| now >= e.expires_at)
             .collect();
         for (r, entry) in expired {
-            self.cache
-                .entry_by_ref(&*r)
-                .and_compute_with(|current| async move {
-                    match current {
-                        // Only the entry seen expired: a fresh one may
-                        // have replaced it meanwhile.
-                        Some(e) if Arc::ptr_eq(e.value(), &entry) => Op::Remove,
-                        _ => Op::Nop,
-                    }
-                })
-                .await;
+            self.remove_if_still(&r, entry).await;
         }
         // moka's own logs hold the values they recorded until processed.
         self.cache.run_pending_tasks().await;
