@@ -44,15 +44,15 @@
 //! # Performance
 //! `benches/scan.rs`: all 65 bundled patterns plus 10 held values, block
 //! mode, 4 MiB of benign log-like text / JSON, one core of the 2-core dev
-//! machine with other builds keeping the load average at 1.5-2 (two runs
-//! each; under heavier load expect ~30% less):
+//! machine (criterion's middle estimate; under heavier load expect ~30%
+//! less; the README keeps the history):
 //!
-//! | chunk  | text             | JSON             |
-//! |--------|------------------|------------------|
-//! | 1.5 KiB| 790-860 MiB/s    | 885-930 MiB/s    |
-//! | 16 KiB | 1.14-1.19 GiB/s  | 1.15-1.22 GiB/s  |
-//! | 64 KiB | 1.25 GiB/s       | 1.21-1.28 GiB/s  |
-//! | whole  | 1.31 GiB/s       | 1.36-1.39 GiB/s  |
+//! | chunk  | text       | JSON       |
+//! |--------|------------|------------|
+//! | 1.5 KiB| 1.03 GiB/s | 1.14 GiB/s |
+//! | 16 KiB | 1.44 GiB/s | 1.53 GiB/s |
+//! | 64 KiB | 1.47 GiB/s | 1.62 GiB/s |
+//! | whole  | 1.63 GiB/s | 1.76 GiB/s |
 //!
 //! The time goes to the Teddy prefilter passes (one per 32 anchors, see
 //! [`scanner`]); small chunks add a fixed per-push cost (copying the chunk,

@@ -98,6 +98,8 @@ async fn world(api_rule: &str, extra_secrets: &[&str]) -> World {
     }
 }
 
+const PLACEHOLDER: &str = "inject = { header = \"x-api-key\", placeholder = \"AIRLOCK_PLACEHOLDER_GITHUB\", secret = \"tools/github#token\" }";
+
 const BEARER: &str = "inject = { header = \"Authorization\", value = \"Bearer {{secret}}\", secret = \"tools/github#token\" }";
 
 fn no_secret_in(text: &str) {
@@ -208,11 +210,7 @@ async fn what_the_sandbox_writes_around_a_placeholder_is_still_scanned() {
     // The header airlock swaps the placeholder in also carries the
     // sandbox's own bytes: they must not ride out unscanned with it.
     const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
-    let w = world(
-        "inject = { header = \"x-api-key\", placeholder = \"AIRLOCK_PLACEHOLDER_GITHUB\", secret = \"tools/github#token\" }",
-        &[],
-    )
-    .await;
+    let w = world(PLACEHOLDER, &[]).await;
     let c = client::reqwest(&w.proxy);
     let api = format!("https://api.example.test:{}", w.api.port());
     let r = c
@@ -240,11 +238,7 @@ async fn what_the_sandbox_writes_around_a_placeholder_is_still_scanned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placeholder_is_swapped_in_its_header_and_refused_anywhere_else() {
-    let w = world(
-        "inject = { header = \"x-api-key\", placeholder = \"AIRLOCK_PLACEHOLDER_GITHUB\", secret = \"tools/github#token\" }",
-        &[],
-    )
-    .await;
+    let w = world(PLACEHOLDER, &[]).await;
     let c = client::reqwest(&w.proxy);
     let api = format!("https://api.example.test:{}", w.api.port());
     let r = c

@@ -419,14 +419,7 @@ fn websocket_origin() -> origin::Handler {
     Arc::new(|mut req, rec| {
         Box::pin(async move {
             let upgrade = hyper::upgrade::on(&mut req);
-            let _ = rec; // recorded below, without reading a body
-            rec.received.lock().unwrap().push(origin::Received {
-                method: req.method().clone(),
-                target: req.uri().path().to_owned(),
-                version: req.version(),
-                headers: req.headers().clone(),
-                body: None,
-            });
+            rec.record_head(&req);
             tokio::spawn(async move {
                 if let Ok(up) = upgrade.await {
                     let mut io = hyper_util::rt::TokioIo::new(up);
@@ -436,13 +429,7 @@ fn websocket_origin() -> origin::Handler {
                     }
                 }
             });
-            Response::builder()
-                .status(101)
-                .header("upgrade", "websocket")
-                .header("connection", "upgrade")
-                .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-                .body(full(Bytes::new()))
-                .unwrap()
+            origin::switching_to_websocket()
         })
     })
 }

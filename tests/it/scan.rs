@@ -549,13 +549,7 @@ fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
         let frames = Arc::clone(&frames);
         Box::pin(async move {
             let upgrade = hyper::upgrade::on(&mut req);
-            rec.received.lock().unwrap().push(origin::Received {
-                method: req.method().clone(),
-                target: req.uri().path().to_owned(),
-                version: req.version(),
-                headers: req.headers().clone(),
-                body: None,
-            });
+            rec.record_head(&req);
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let Ok(up) = upgrade.await else { return };
@@ -587,13 +581,7 @@ fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
                     }
                 }
             });
-            Response::builder()
-                .status(101)
-                .header("upgrade", "websocket")
-                .header("connection", "upgrade")
-                .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-                .body(full(Bytes::new()))
-                .unwrap()
+            origin::switching_to_websocket()
         })
     })
 }
@@ -712,21 +700,33 @@ async fn websocket_messages_are_scanned_both_ways() {
     tls.write_all(&ws_frame(true, 0x0, key, b.as_bytes()))
         .await
         .unwrap();
-    let (_, op, payload) = ws_read_in_time(&mut tls).await.expect("a close frame");
-    assert_eq!(op, 0x8, "{}", String::from_utf8_lossy(&payload));
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
-    let why = String::from_utf8_lossy(&payload[2..]).into_owned();
+    let why = policy_close(&mut tls).await;
     assert!(why.contains("github"), "{why}");
     assert!(!why.contains(&GITHUB[..8]), "{why}");
+    let seen = origin_never_got_the_token(&frames).await;
+    assert!(seen.iter().any(|f| f == b"hello airlock"), "{seen:?}");
+}
+
+/// The next frame is airlock's close, code 1008 (policy); its reason.
+async fn policy_close<S: tokio::io::AsyncRead + Unpin>(tls: &mut S) -> String {
+    let (_, op, payload) = ws_read_in_time(tls).await.expect("a close frame");
+    assert_eq!(op, 0x8, "{}", String::from_utf8_lossy(&payload));
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+    String::from_utf8_lossy(&payload[2..]).into_owned()
+}
+
+/// After a moment for anything in flight: no frame the origin got holds
+/// the token. Returns the frames.
+async fn origin_never_got_the_token(frames: &std::sync::Mutex<Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let seen = frames.lock().unwrap().clone();
-    assert!(seen.iter().any(|f| f == b"hello airlock"), "{seen:?}");
     for f in &seen {
         assert!(
             !contains(f, &GITHUB.as_bytes()[..8]),
             "the origin got {f:?}"
         );
     }
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,14 +741,6 @@ async fn a_secret_in_a_websocket_ping_is_blocked() {
     tls.write_all(&ws_frame(true, 0x9, key, GITHUB.as_bytes()))
         .await
         .unwrap();
-    let (_, op, payload) = ws_read_in_time(&mut tls).await.expect("a close frame");
-    assert_eq!(op, 0x8, "{}", String::from_utf8_lossy(&payload));
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    for f in frames.lock().unwrap().iter() {
-        assert!(
-            !contains(f, &GITHUB.as_bytes()[..8]),
-            "the origin got {f:?}"
-        );
-    }
+    policy_close(&mut tls).await;
+    origin_never_got_the_token(&frames).await;
 }

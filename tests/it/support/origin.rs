@@ -38,9 +38,33 @@ pub struct Recorder {
     pub received: Mutex<Vec<Received>>,
 }
 
+impl Recorder {
+    /// Records a request whose body is not read (an upgrade, say).
+    pub fn record_head<B>(&self, req: &Request<B>) {
+        self.received.lock().unwrap().push(Received {
+            method: req.method().clone(),
+            target: req.uri().path().to_owned(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            body: None,
+        });
+    }
+}
+
 pub type Handler = Arc<
     dyn Fn(Request<Incoming>, Arc<Recorder>) -> BoxFuture<'static, Response<Body>> + Send + Sync,
 >;
+
+/// An origin's `101 Switching Protocols` to a WebSocket upgrade.
+pub fn switching_to_websocket() -> Response<Body> {
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        .body(full(Bytes::new()))
+        .unwrap()
+}
 
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
