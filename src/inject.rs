@@ -115,7 +115,7 @@ pub struct InjectionPlan {
 
 /// What [`InjectionPlan::apply`] did, for the audit log and the scanner.
 /// Cheap to clone (shared lists).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Applied {
     headers: Option<Arc<[HeaderName]>>,
     secrets: Option<SecretNames>,
@@ -124,6 +124,17 @@ pub struct Applied {
     /// scanned as a whole, so these are scanned instead. Empty (and not
     /// allocated) for plans without placeholders.
     sandbox_parts: Vec<(HeaderName, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Applied {
+    /// Names only: the sandbox's parts may hold a secret it tried to send.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applied")
+            .field("headers", &self.headers())
+            .field("secrets", &self.secrets)
+            .field("sandbox_parts", &self.sandbox_parts.len())
+            .finish()
+    }
 }
 
 /// Secret refs by name (`tools/github#token`), never values.
