@@ -63,6 +63,7 @@
 
 pub mod body;
 pub mod cli;
+pub mod decode;
 mod held;
 mod patterns;
 mod reach;
@@ -70,6 +71,7 @@ pub mod scanner;
 pub mod stream;
 
 pub use body::{ContentCoding, EncodedForward, FindingSink, LeakBlocked, ScanBody, ScanError};
+pub use decode::{Chain, MAX_DEPTH, TOO_DEEP};
 pub use held::{HeldSecret, MIN_HELD_LEN};
 pub use patterns::{
     MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern, PatternError, PatternSet,
@@ -77,5 +79,7 @@ pub use patterns::{
 pub use scanner::{BuildError, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};
 
+#[cfg(test)]
+mod decode_tests;
 #[cfg(test)]
 mod tests;

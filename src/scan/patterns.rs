@@ -412,7 +412,7 @@ impl PatternSet {
                 e
             })?;
             for ex in examples {
-                let found = single.scan(ex.get_ref().as_bytes());
+                let found = single.scan_plain(ex.get_ref().as_bytes());
                 if !found.iter().any(|f| *f.pattern_id == *p.id) {
                     return Err(err(
                         ex.span(),
@@ -437,7 +437,7 @@ impl PatternSet {
                 }
             }
             for ce in counters {
-                if !single.scan(ce.get_ref().as_bytes()).is_empty() {
+                if !single.scan_plain(ce.get_ref().as_bytes()).is_empty() {
                     return Err(err(
                         ce.span(),
                         format!("pattern[{i}].counter_examples"),

@@ -66,6 +66,7 @@ use regex::bytes::CaptureLocations;
 use zeroize::Zeroizing;
 
 use super::{
+    decode::{self, Chain},
     held::{HeldSecret, encodings},
     patterns::{Pattern, PatternError, PatternSet},
     reach::Reach,
@@ -90,6 +91,21 @@ pub struct Finding {
     pub start: u64,
     /// Offset one past the last byte of the secret.
     pub end: u64,
+    /// The decodings it was found under (empty for plain bytes). For a
+    /// decoded finding, `start..end` is the encoded span that produced it.
+    pub chain: Chain,
+}
+
+impl Finding {
+    /// The pattern id, and the decoding chain if there is one
+    /// (`github-pat-classic, decoded base64>percent`): what a refusal names.
+    pub fn label(&self) -> String {
+        if self.chain.is_plain() {
+            self.pattern_id.to_string()
+        } else {
+            format!("{}, decoded {}", self.pattern_id, self.chain)
+        }
+    }
 }
 
 /// The automaton could not be built (too large).
@@ -271,7 +287,19 @@ impl Scanner {
     ///
     /// Returns findings sorted by start offset, overlapping findings of the
     /// same pattern merged to the first.
+    ///
+    /// Decoded findings (see [`decode`](super::decode)) are included; a
+    /// value encoded more deeply than the decoders go is reported as a
+    /// finding of the pseudo pattern [`TOO_DEEP`](super::decode::TOO_DEEP).
     pub fn scan(&self, haystack: &[u8]) -> Vec<Finding> {
+        decode::scan_whole(self, haystack)
+            .into_iter()
+            .map(|r| self.finding(r))
+            .collect()
+    }
+
+    /// [`Scanner::scan`] without decoding: the plain bytes only.
+    pub(crate) fn scan_plain(&self, haystack: &[u8]) -> Vec<Finding> {
         let mut core = Core::new(self);
         let view = View::whole(haystack);
         core.feed(self, view, 0);
@@ -286,12 +314,8 @@ impl Scanner {
     /// redaction (named after its first finding), cut at 8 KiB. Returns the
     /// new bytes and the findings.
     pub fn redact(&self, haystack: &[u8]) -> (Vec<u8>, Vec<Finding>) {
-        let mut core = Core::new(self);
-        let view = View::whole(haystack);
-        core.feed(self, view, 0);
-        core.run_ready(self, view, true);
-        let mut raw = Vec::new();
-        core.finalize(u64::MAX, &mut raw);
+        let mut raw = decode::scan_whole(self, haystack);
+        raw.retain(|r| r.kind != decode::TOO_DEEP_KIND);
 
         let mut out = Vec::with_capacity(haystack.len());
         let mut pos = 0usize;
@@ -374,15 +398,46 @@ impl Scanner {
     }
 
     pub(crate) fn finding(&self, r: Raw) -> Finding {
+        static TOO_DEEP: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from(decode::TOO_DEEP));
         Finding {
-            pattern_id: self.ids[r.kind as usize].clone(),
+            pattern_id: self.ids.get(r.kind as usize).unwrap_or(&TOO_DEEP).clone(),
             start: r.start,
             end: r.end,
+            chain: r.chain,
         }
     }
 
     pub(crate) fn marker(&self, kind: u32) -> &Bytes {
-        &self.markers[kind as usize]
+        static TOO_DEEP: Bytes = Bytes::from_static(b"[REDACTED:too-deeply-encoded]");
+        self.markers.get(kind as usize).unwrap_or(&TOO_DEEP)
+    }
+
+    /// Could `bytes` (a whole stream) hold a finding? False only if it
+    /// contains no keyword (any case) and no held literal.
+    pub(crate) fn may_match(&self, bytes: &[u8]) -> bool {
+        self.first_literal_end(bytes).is_some()
+    }
+
+    /// Where the first keyword (any case) or held literal in `bytes` ends.
+    pub(crate) fn first_literal_end(&self, bytes: &[u8]) -> Option<usize> {
+        let kw = self.kw_ac.as_ref().and_then(|kw| {
+            let lower: Vec<u8> = bytes.iter().map(u8::to_ascii_lowercase).collect();
+            kw.ac.find(&lower[..]).map(|m| m.end())
+        });
+        let lit = self
+            .lit_ac
+            .as_ref()
+            .and_then(|l| l.ac.find(bytes).map(|m| m.end()));
+        match (kw, lit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Longest keyword or held literal.
+    pub(crate) fn longest_literal(&self) -> usize {
+        self.kw_max.max(self.lit_max)
     }
 
     fn kinds(&self) -> usize {
@@ -736,6 +791,7 @@ pub(crate) struct Raw {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) kind: u32,
+    pub(crate) chain: Chain,
 }
 
 /// A keyword hit selected for evaluation whose window is not complete yet.
@@ -811,6 +867,14 @@ impl Core {
         }
     }
 
+    /// Forget the stream (keeping the allocations) to scan a new one.
+    pub(crate) fn reset(&mut self) {
+        self.last_eval.fill(None);
+        self.pending.clear();
+        self.cands.clear();
+        self.last_end.fill(0);
+    }
+
     /// Search for automaton hits that end after `view.hay[..from]` (the new
     /// bytes).
     pub(crate) fn feed(&mut self, sc: &Scanner, view: View<'_>, from: usize) {
@@ -858,6 +922,7 @@ impl Core {
                         start: base + (rs + start) as u64,
                         end: base + (rs + end) as u64,
                         kind,
+                        chain: Chain::PLAIN,
                     });
                 }
             }
@@ -987,6 +1052,7 @@ fn eval(
                 start: origin + s as u64,
                 end: origin + e as u64,
                 kind: pi,
+                chain: Chain::PLAIN,
             });
         }
     };

@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::decode::{self, Decoders};
 use super::scanner::{Core, Finding, MAX_CLUSTER_LEN, Raw, Scanner, View};
 
 /// What to do when a secret is found.
@@ -88,6 +89,9 @@ pub struct ScanState {
     blocked: Option<Finding>,
     finished: bool,
     finals: Vec<Raw>,
+    /// The decoding layers ([`decode`]) and their findings not yet final.
+    decoders: Box<Decoders>,
+    dec_cands: Vec<Raw>,
 }
 
 impl std::fmt::Debug for ScanState {
@@ -121,6 +125,8 @@ impl ScanState {
             blocked: None,
             finished: false,
             finals: Vec::new(),
+            decoders: Box::new(Decoders::new(0)),
+            dec_cands: Vec::new(),
         }
     }
 
@@ -153,6 +159,9 @@ impl ScanState {
         self.core.feed(sc, view, from);
         self.core.run_ready(sc, view, false);
         let f = self.core.frontier(sc, view, false);
+        self.decoders
+            .feed(sc, &self.buf, self.base, from, &mut self.dec_cands);
+        let f = f.min(self.decoders.frontier(self.end));
         self.advance(f, false, Some(chunk))
     }
 
@@ -169,6 +178,8 @@ impl ScanState {
             base: self.base,
         };
         self.core.run_ready(sc, view, true);
+        self.decoders
+            .finish(sc, &self.buf, self.base, &mut self.dec_cands);
         self.advance(u64::MAX, true, None)
     }
 
@@ -197,7 +208,11 @@ impl ScanState {
         self.frontier = f;
         let mut finals = std::mem::take(&mut self.finals);
         finals.clear();
-        self.core.finalize(f, &mut finals);
+        decode::settle(&mut self.core, &mut self.dec_cands, f, &mut finals);
+        if self.mode != ScanMode::Block {
+            // Too deep to decode: refused outgoing, ignored otherwise.
+            finals.retain(|r| r.kind != decode::TOO_DEEP_KIND);
+        }
         let sc = self.scanner.clone();
         let retain = f.min(self.end);
         let out = match self.mode {

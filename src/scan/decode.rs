@@ -1,0 +1,1381 @@
+//! Decode, then scan: secrets written as base64 / base64url, hex (with or
+//! without delimiters), percent-encoding (with `+` for space) or JSON string
+//! escapes, nested up to [`MAX_DEPTH`] layers, are found in a stream without
+//! buffering it, with the same findings whatever the chunking.
+//!
+//! # Design
+//! Beside the plain keyword/regex search ([`Core`]) of a stream, a
+//! [`Decoders`] watches the same bytes with one *layer* per codec. A layer
+//! finds *segments* (the stretches its codec could have produced) with a
+//! cheap byte-class scan, decodes each segment as it streams, and feeds the
+//! decoded bytes to a [`Sub`]: a nested plain scan of the same [`Scanner`]
+//! plus its own [`Decoders`] one level deeper. A finding in a segment is
+//! mapped back to the *encoded* bytes that produced it (each decoded byte
+//! remembers the encoded span of its unit: a base64 quad, a `%XX`, a `\uXXXX`,
+//! a `0x41, ` token), named after its decoding chain (`base64>percent`), and
+//! merged with the plain findings in stream order.
+//!
+//! Segments (each rule depends only on the bytes, never on chunk edges):
+//! - **base64**: a run of `A-Za-z0-9+/-_` (both alphabets) of at least
+//!   [`MIN_B64`] characters that contains a character outside
+//!   `0-9a-fA-F-` (so UUIDs and hex digests are not decoded as base64), or
+//!   at least [`LONG_B64`] characters in any case. A single line break
+//!   inside a run is skipped (MIME and PEM wrap lines); a blank line, `=`
+//!   padding or any other byte ends the run. The run is decoded from its
+//!   first character.
+//! - **hex**: consecutive byte tokens `HH`, `\xHH` or `0xHH`, each
+//!   optionally followed by one delimiter (`-`, `:`, `,`, space, or `, `),
+//!   at least [`MIN_HEX`] bytes long (longer than a UUID or an MD5).
+//! - **percent**: a token (bytes up to ASCII whitespace, a control byte, a
+//!   quote, `<`, `>` or a backtick) that contains a `%XX` escape; `+` decodes
+//!   to a space. The segment starts at the token's start, or
+//!   [`LITERAL_BEFORE`] bytes before its first escape if the token is
+//!   longer, so that literal characters written before the first escape
+//!   (`AKIA%31...`) are part of the decoded text.
+//! - **json**: likewise, a run of bytes up to an unescaped `"` or a control
+//!   byte that contains a JSON escape (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`,
+//!   `\r`, `\t`, `\uXXXX`; a surrogate decodes to U+FFFD).
+//!
+//! Multipart bodies need no codec of their own: a part's content is bytes of
+//! the stream like any other, a base64 `Content-Transfer-Encoding` part is a
+//! base64 run (its CRLF-wrapped lines are one run, the blank line after the
+//! part headers is not part of it), and the boundary lines between parts
+//! are scanned too. `application/x-www-form-urlencoded` bodies and query
+//! strings are percent segments.
+//!
+//! # Exact streaming
+//! A layer reports a *frontier*: the earliest encoded offset where a finding
+//! not yet reported could start. With no segment open it is the start of
+//! the current candidate (a base64 run shorter than its minimum, a hex run
+//! shorter than its minimum, the last [`LITERAL_BEFORE`] bytes of an
+//! unfinished token for percent/json); with a segment open it is the
+//! encoded start of the first decoded byte the nested scan has not judged
+//! (its own frontier mapped back), or of the undecoded remainder (a partial
+//! quad, a `%4` waiting for its last digit). The stream's frontier is the
+//! minimum of the plain one and every layer's, so the outer stream never
+//! releases an encoded byte whose decoded bytes are still held back by a
+//! nested scan, and it keeps every byte a layer may still need. Findings
+//! are released in `(start, longest first, pattern, chain)` order once the
+//! frontier passes their start, so streamed and whole-buffer scans report
+//! the same list.
+//!
+//! Short segments are decoded into a small buffer first (up to [`SHORT`]
+//! decoded bytes): if the segment ends there and holds neither a keyword,
+//! nor a held literal, nor anything another layer could decode, it cannot
+//! hold a finding and no nested scan runs. This keeps UUID-like and word-like
+//! runs cheap; longer segments stream through the nested scan.
+//!
+//! # Bounds
+//! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, JSON
+//!   escapes ≥ 2→1 except `\uXXXX` 6→3); a decoded stream is never larger
+//!   than its encoded input, so no layer multiplies the work.
+//! - **Depth**: streams are decoded to depth [`MAX_DEPTH`] (3). At depth 3 a
+//!   segment that would need a fourth decoding is reported as a pseudo
+//!   finding [`TOO_DEEP`] with its chain: outgoing (block mode) refuses the
+//!   request with that reason rather than pass it unscanned; redact and log
+//!   modes ignore it.
+//! - **Hold-back on benign input**: at most the plain scanner's tail, a
+//!   base64 candidate (< [`LONG_B64`] characters, plus single line breaks),
+//!   a short segment (< [`SHORT`] decoded bytes: at most 6 encoded bytes
+//!   each), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
+//!   under 1 KiB. A line break ends every candidate but a base64 run.
+//! - **Hold-back in general**: a nested scan holds back at most
+//!   [`Scanner::max_hold_back`] decoded bytes (below 40 KiB), which map back
+//!   to at most 6 encoded bytes each per layer. Per open segment the state
+//!   keeps the encoded span of each held decoded byte (16 bytes each).
+//! - **State**: one pooled nested scan per layer and depth, created on
+//!   first use (4 + 16 + 64 at most).
+
+use std::{collections::VecDeque, fmt};
+
+use super::scanner::{Core, Raw, Scanner, View};
+
+/// Streams are decoded this many layers deep.
+pub const MAX_DEPTH: u8 = 3;
+/// The pseudo pattern id of a stream encoded more deeply than
+/// [`MAX_DEPTH`] (only reported in block mode, where it refuses).
+pub const TOO_DEEP: &str = "too-deeply-encoded";
+/// The kind of a [`TOO_DEEP`] pseudo finding.
+pub(crate) const TOO_DEEP_KIND: u32 = u32::MAX;
+/// Shortest base64 run decoded (12 bytes).
+pub const MIN_B64: u32 = 16;
+/// A base64 run this long is decoded even if it looks like hex.
+pub const LONG_B64: u32 = 128;
+/// Fewest bytes a hex run must decode to.
+pub const MIN_HEX: u32 = 17;
+/// Literal bytes of a percent/json token kept before its first escape.
+pub const LITERAL_BEFORE: u64 = 256;
+/// Decoded bytes buffered before a segment is handed to a nested scan.
+pub const SHORT: usize = 128;
+
+/// One decoding step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Base64 = 1,
+    Hex = 2,
+    Percent = 3,
+    Json = 4,
+}
+
+impl Codec {
+    fn name(code: u16) -> &'static str {
+        match code {
+            1 => "base64",
+            2 => "hex",
+            3 => "percent",
+            4 => "json",
+            _ => "?",
+        }
+    }
+}
+
+/// The decodings a finding was found under, outermost first
+/// (`base64>percent`: the bytes were base64, decoding gave percent-encoded
+/// text). Empty for a finding in the plain bytes.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Chain(u16);
+
+impl Chain {
+    /// No decoding.
+    pub const PLAIN: Chain = Chain(0);
+
+    /// True for a finding in the plain bytes.
+    pub fn is_plain(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Number of decodings.
+    pub fn len(self) -> usize {
+        self.codes().count()
+    }
+
+    /// True for a finding in the plain bytes.
+    pub fn is_empty(self) -> bool {
+        self.is_plain()
+    }
+
+    fn codes(self) -> impl Iterator<Item = u16> {
+        let mut v = self.0;
+        std::iter::from_fn(move || {
+            let c = v & 7;
+            v >>= 3;
+            (c != 0).then_some(c)
+        })
+    }
+
+    /// `outer` applied before `self`.
+    fn under(self, outer: Codec) -> Chain {
+        Chain((self.0 << 3) | outer as u16)
+    }
+}
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.codes().enumerate() {
+            if i > 0 {
+                f.write_str(">")?;
+            }
+            f.write_str(Codec::name(c))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Chain({self})")
+    }
+}
+
+// ---------------------------------------------------------------- classes
+
+const B64: u8 = 1;
+const NONHEX: u8 = 2;
+const HEXD: u8 = 4;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let alpha = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
+        let hex = b.is_ascii_hexdigit();
+        let mut c = 0;
+        if alpha {
+            c |= B64;
+            if !hex && b != b'-' {
+                c |= NONHEX;
+            }
+        }
+        if hex {
+            c |= HEXD;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+fn b64_val(b: u8) -> u32 {
+    match b {
+        b'A'..=b'Z' => u32::from(b - b'A'),
+        b'a'..=b'z' => u32::from(b - b'a') + 26,
+        b'0'..=b'9' => u32::from(b - b'0') + 52,
+        b'+' | b'-' => 62,
+        _ => 63,
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn pct_delim(b: u8) -> bool {
+    b <= b' ' || b == 0x7f || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
+}
+
+fn json_delim(b: u8) -> bool {
+    b < 0x20 || b == b'"'
+}
+
+// ---------------------------------------------------------------- segments
+
+/// A segment being decoded: its decoded bytes, the encoded span of each,
+/// and the nested scan once it is long enough.
+struct Seg {
+    codec: Codec,
+    start: u64,
+    /// Encoded span of decoded bytes `[spans_base, produced)`.
+    spans: VecDeque<(u64, u64)>,
+    spans_base: u64,
+    produced: u64,
+    /// Decoded bytes not yet handed to the nested scan.
+    dec: Vec<u8>,
+    /// The nested scan has started (the segment passed [`SHORT`]).
+    started: bool,
+    /// At [`MAX_DEPTH`]: only probed for keywords (a hit is [`TOO_DEEP`]).
+    discard: bool,
+    /// Probed and found too deep.
+    flagged: bool,
+}
+
+impl Seg {
+    fn new(codec: Codec, start: u64, discard: bool) -> Seg {
+        Seg {
+            codec,
+            start,
+            spans: VecDeque::new(),
+            spans_base: 0,
+            produced: 0,
+            dec: Vec::new(),
+            started: false,
+            discard,
+            flagged: false,
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, b: u8, span: (u64, u64)) {
+        if self.flagged {
+            return;
+        }
+        self.dec.push(b);
+        self.spans.push_back(span);
+        self.produced += 1;
+        if !self.started && !self.discard && self.dec.len() >= SHORT {
+            self.started = true;
+        }
+    }
+
+    /// At [`MAX_DEPTH`]: does what this segment decodes to so far hold a
+    /// keyword or held literal (then it needed a fourth decoding, and is
+    /// reported as [`TOO_DEEP`] where that keyword ends)? Keeps only the
+    /// tail a keyword could still continue.
+    fn probe(&mut self, sc: &Scanner, out: &mut Vec<Raw>) {
+        if self.flagged {
+            return;
+        }
+        if let Some(e) = sc.first_literal_end(&self.dec) {
+            let at = self
+                .spans
+                .get(e.saturating_sub(1))
+                .map_or(self.start, |s| s.0);
+            out.push(Raw {
+                start: at,
+                end: at + 1,
+                kind: TOO_DEEP_KIND,
+                chain: Chain::PLAIN.under(self.codec),
+            });
+            self.flagged = true;
+            self.dec = Vec::new();
+            self.spans = VecDeque::new();
+            return;
+        }
+        let keep = sc.longest_literal().saturating_sub(1);
+        let drop = self.dec.len().saturating_sub(keep);
+        self.dec.drain(..drop);
+        self.spans.drain(..drop.min(self.spans.len()));
+        self.spans_base += drop as u64;
+    }
+
+    fn map(&self, r: Raw) -> Raw {
+        let at = |d: u64| {
+            d.checked_sub(self.spans_base)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| self.spans.get(i))
+                .copied()
+        };
+        let start = at(r.start).map_or(self.start, |s| s.0);
+        let end = at(r.end.saturating_sub(1).max(r.start)).map_or(start + 1, |s| s.1);
+        Raw {
+            start,
+            end: end.max(start + 1),
+            kind: r.kind,
+            chain: r.chain.under(self.codec),
+        }
+    }
+}
+
+/// Where the layers' nested scans live between segments.
+struct Pool {
+    sub: Option<Box<Sub>>,
+    raws: Vec<Raw>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        Pool {
+            sub: None,
+            raws: Vec::new(),
+        }
+    }
+
+    /// Hand the segment's new decoded bytes to its nested scan (starting
+    /// it if needed); map what it reports.
+    fn flush(&mut self, sc: &Scanner, seg: &mut Seg, depth: u8, out: &mut Vec<Raw>) {
+        if seg.discard {
+            seg.probe(sc, out);
+            return;
+        }
+        if !seg.started || seg.dec.is_empty() {
+            return;
+        }
+        let sub = self
+            .sub
+            .get_or_insert_with(|| Box::new(Sub::new(sc, depth)));
+        self.raws.clear();
+        sub.push(sc, &seg.dec, &mut self.raws);
+        seg.dec.clear();
+        for &r in &self.raws {
+            out.push(seg.map(r));
+        }
+        // Spans before the nested frontier are no longer needed.
+        let keep = sub.frontier().min(seg.produced);
+        while seg.spans_base < keep && seg.spans.pop_front().is_some() {
+            seg.spans_base += 1;
+        }
+    }
+
+    /// The segment ended: judge what is left.
+    fn close(&mut self, sc: &Scanner, mut seg: Seg, depth: u8, out: &mut Vec<Raw>) {
+        if seg.discard {
+            seg.probe(sc, out);
+            return;
+        }
+        if !seg.started {
+            if !worth_scanning(sc, &seg.dec) {
+                return;
+            }
+            seg.started = true;
+        }
+        self.flush(sc, &mut seg, depth, out);
+        let Some(sub) = self.sub.as_mut() else {
+            return;
+        };
+        self.raws.clear();
+        sub.finish(sc, &mut self.raws);
+        for &r in &self.raws {
+            out.push(seg.map(r));
+        }
+        sub.reset();
+    }
+
+    /// Earliest encoded offset an unreported finding of `seg` may start at.
+    fn frontier(&self, seg: &Seg, pending: u64) -> u64 {
+        if seg.discard {
+            return match seg.spans.front() {
+                Some(s) if !seg.flagged => s.0,
+                _ => pending,
+            };
+        }
+        if !seg.started {
+            return seg.start;
+        }
+        let df = self.sub.as_ref().map_or(seg.spans_base, |s| s.frontier());
+        match df
+            .checked_sub(seg.spans_base)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| seg.spans.get(i))
+        {
+            Some(s) => s.0,
+            None if df >= seg.produced => pending,
+            None => seg.start,
+        }
+    }
+}
+
+/// Could a short decoded segment hold a finding, or something a deeper
+/// layer would decode? (A superset test: false only when it cannot.)
+fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
+    if dec.is_empty() {
+        return false;
+    }
+    if sc.may_match(dec) {
+        return true;
+    }
+    if memchr_any(dec) {
+        return true;
+    }
+    let mut run = 0u32;
+    let mut hex = 0u32;
+    for &b in dec {
+        let c = CLASS[usize::from(b)];
+        if c & B64 != 0 {
+            run += 1;
+            if run >= MIN_B64 {
+                return true;
+            }
+        } else if b != b'\n' && b != b'\r' {
+            run = 0;
+        }
+        if c & HEXD != 0 {
+            hex += 1;
+        }
+    }
+    hex >= 2 * MIN_HEX
+}
+
+fn memchr_any(dec: &[u8]) -> bool {
+    dec.iter().any(|&b| b == b'%' || b == b'\\')
+}
+
+// ---------------------------------------------------------------- layers
+
+/// base64 / base64url runs.
+struct Base64 {
+    /// Idle: the current run (start, characters, has a non-hex character,
+    /// line breaks since the last character).
+    run: Option<u64>,
+    len: u32,
+    nonhex: bool,
+    nl: u8,
+    seg: Option<Seg>,
+    acc: u32,
+    n: u8,
+    qstart: u64,
+    qlast: u64,
+    /// Active: line breaks since the last character.
+    anl: u8,
+}
+
+/// Hex byte tokens.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum HexPhase {
+    Idle,
+    /// Expecting a token (after a byte or a delimiter).
+    Next,
+    /// After a delimiter: a token must follow (`, ` allows one space more).
+    Delim(u8),
+    Backslash,
+    /// A `0`: a digit or the start of `0x`.
+    Zero,
+    /// After `\x` / `0x`.
+    Prefix,
+    /// After the first digit.
+    Digit(u8),
+}
+
+struct Hex {
+    run: Option<u64>,
+    count: u32,
+    phase: HexPhase,
+    tstart: u64,
+    seg: Option<Seg>,
+}
+
+/// Percent or JSON escapes in a token.
+struct Esc {
+    codec: Codec,
+    /// Position after the last delimiter known (may lag behind).
+    tok_start: u64,
+    /// Next position to look for an escape at.
+    scan: u64,
+    seg: Option<Seg>,
+    /// Active: where undecoded input starts.
+    pos: u64,
+}
+
+/// The decoding layers of one stream. See the [module docs](self).
+pub(crate) struct Decoders {
+    /// Depth of the stream these layers read (0: the raw stream).
+    depth: u8,
+    b64: Base64,
+    hex: Hex,
+    pct: Esc,
+    json: Esc,
+    pools: [Pool; 4],
+}
+
+impl Decoders {
+    pub(crate) fn new(depth: u8) -> Decoders {
+        Decoders {
+            depth,
+            b64: Base64 {
+                run: None,
+                len: 0,
+                nonhex: false,
+                nl: 0,
+                seg: None,
+                acc: 0,
+                n: 0,
+                qstart: 0,
+                qlast: 0,
+                anl: 0,
+            },
+            hex: Hex {
+                run: None,
+                count: 0,
+                phase: HexPhase::Idle,
+                tstart: 0,
+                seg: None,
+            },
+            pct: Esc::new(Codec::Percent),
+            json: Esc::new(Codec::Json),
+            pools: [Pool::new(), Pool::new(), Pool::new(), Pool::new()],
+        }
+    }
+
+    fn reset(&mut self) {
+        let fresh = Decoders::new(self.depth);
+        self.b64 = fresh.b64;
+        self.hex = fresh.hex;
+        self.pct = fresh.pct;
+        self.json = fresh.json;
+        for p in &mut self.pools {
+            if let Some(s) = p.sub.as_mut() {
+                s.reset();
+            }
+        }
+    }
+
+    fn discard(&self) -> bool {
+        self.depth >= MAX_DEPTH
+    }
+
+    /// Decode the new bytes `hay[from..]` (`hay` starts at stream offset
+    /// `base` and holds everything from this layer set's last frontier on).
+    /// Findings (in this stream's offsets) go to `out`.
+    pub(crate) fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        from: usize,
+        out: &mut Vec<Raw>,
+    ) {
+        let d = self.depth + 1;
+        let discard = self.discard();
+        let [p0, p1, p2, p3] = &mut self.pools;
+        self.b64.feed(sc, hay, base, from, discard, d, p0, out);
+        self.hex.feed(sc, hay, base, from, discard, d, p1, out);
+        self.pct.feed(sc, hay, base, from, discard, d, p2, out);
+        self.json.feed(sc, hay, base, from, discard, d, p3, out);
+    }
+
+    /// End of stream: close every open segment.
+    pub(crate) fn finish(&mut self, sc: &Scanner, hay: &[u8], base: u64, out: &mut Vec<Raw>) {
+        let d = self.depth + 1;
+        let discard = self.discard();
+        let [p0, p1, p2, p3] = &mut self.pools;
+        self.b64.end_run(sc, d, p0, out);
+        self.hex.end_run(sc, d, p1, out);
+        self.pct.finish(sc, hay, base, discard, d, p2, out);
+        self.json.finish(sc, hay, base, discard, d, p3, out);
+    }
+
+    /// No finding not yet reported starts before this offset (`end`: the
+    /// stream's end so far).
+    pub(crate) fn frontier(&self, end: u64) -> u64 {
+        let [p0, p1, p2, p3] = &self.pools;
+        let b = match (&self.b64.seg, self.b64.run) {
+            (Some(seg), _) => p0.frontier(seg, self.b64.pending(end)),
+            (None, Some(r)) => r,
+            (None, None) => end,
+        };
+        let h = match (&self.hex.seg, self.hex.run) {
+            (Some(seg), _) if seg.started || (seg.discard && self.hex.count >= MIN_HEX) => {
+                p1.frontier(seg, self.hex.pending(end))
+            }
+            (_, Some(r)) => r,
+            (_, None) => end,
+        };
+        b.min(h)
+            .min(self.pct.frontier(p2, end))
+            .min(self.json.frontier(p3, end))
+    }
+}
+
+impl Base64 {
+    fn pending(&self, end: u64) -> u64 {
+        if self.n > 0 { self.qstart } else { end }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        from: usize,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        let mut i = from;
+        while i < hay.len() {
+            if self.seg.is_some() {
+                i = self.active(sc, hay, base, i, depth, pool, out);
+                continue;
+            }
+            // Idle: count the run; activate when it qualifies.
+            let Some(rest) = hay.get(i..) else { break };
+            let mut activated = None;
+            for (k, &b) in rest.iter().enumerate() {
+                let c = CLASS[usize::from(b)];
+                if c & B64 != 0 {
+                    if self.run.is_none() {
+                        self.run = Some(base + (i + k) as u64);
+                        self.len = 0;
+                        self.nonhex = false;
+                    }
+                    self.nl = 0;
+                    self.len += 1;
+                    self.nonhex |= c & NONHEX != 0;
+                    if self.len >= MIN_B64 && (self.nonhex || self.len >= LONG_B64) {
+                        activated = self.run;
+                        break;
+                    }
+                } else if self.run.is_some() && (b == b'\n' || b == b'\r') {
+                    if b == b'\n' {
+                        self.nl += 1;
+                        if self.nl >= 2 {
+                            self.run = None;
+                        }
+                    }
+                } else {
+                    self.run = None;
+                }
+            }
+            match activated {
+                Some(start) => {
+                    self.run = None;
+                    self.seg = Some(Seg::new(Codec::Base64, start, discard));
+                    self.acc = 0;
+                    self.n = 0;
+                    self.anl = 0;
+                    i = usize::try_from(start.saturating_sub(base)).unwrap_or(i);
+                }
+                None => break,
+            }
+        }
+        if let Some(seg) = self.seg.as_mut() {
+            pool.flush(sc, seg, depth, out);
+        }
+    }
+
+    /// Decode from `i` until the run ends (returns the index of the byte
+    /// that ended it) or the input does.
+    #[allow(clippy::too_many_arguments)]
+    fn active(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        i: usize,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) -> usize {
+        let Some(seg) = self.seg.as_mut() else {
+            return i;
+        };
+        let mut k = i;
+        while let Some(&b) = hay.get(k) {
+            let p = base + k as u64;
+            if CLASS[usize::from(b)] & B64 != 0 {
+                self.anl = 0;
+                if self.n == 0 {
+                    self.qstart = p;
+                }
+                self.qlast = p;
+                self.acc = (self.acc << 6) | b64_val(b);
+                self.n += 1;
+                if self.n == 4 {
+                    let span = (self.qstart, p + 1);
+                    seg.put((self.acc >> 16) as u8, span);
+                    seg.put((self.acc >> 8) as u8, span);
+                    seg.put(self.acc as u8, span);
+                    self.n = 0;
+                    self.acc = 0;
+                }
+            } else if b == b'\n' || b == b'\r' {
+                if b == b'\n' {
+                    self.anl += 1;
+                    if self.anl >= 2 {
+                        self.end_run(sc, depth, pool, out);
+                        return k;
+                    }
+                }
+            } else {
+                self.end_run(sc, depth, pool, out);
+                return k;
+            }
+            k += 1;
+        }
+        hay.len()
+    }
+
+    fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
+        self.run = None;
+        let Some(mut seg) = self.seg.take() else {
+            return;
+        };
+        let span = (self.qstart, self.qlast + 1);
+        match self.n {
+            2 => seg.put((self.acc >> 4) as u8, span),
+            3 => {
+                seg.put((self.acc >> 10) as u8, span);
+                seg.put((self.acc >> 2) as u8, span);
+            }
+            _ => {}
+        }
+        self.n = 0;
+        self.acc = 0;
+        pool.close(sc, seg, depth, out);
+    }
+}
+
+impl Hex {
+    fn pending(&self, end: u64) -> u64 {
+        match self.phase {
+            HexPhase::Backslash | HexPhase::Zero | HexPhase::Prefix | HexPhase::Digit(_) => {
+                self.tstart
+            }
+            _ => end,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        from: usize,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        let mut k = from;
+        while let Some(&b) = hay.get(k) {
+            let p = base + k as u64;
+            if self.phase == HexPhase::Idle {
+                // Fast skip to the next byte that can start a token.
+                match hay.get(k..).and_then(|r| {
+                    r.iter()
+                        .position(|&b| CLASS[usize::from(b)] & HEXD != 0 || b == b'\\')
+                }) {
+                    Some(off) => k += off,
+                    None => break,
+                }
+                let Some(&b) = hay.get(k) else { break };
+                self.start_token(b, base + k as u64);
+                k += 1;
+                continue;
+            }
+            if !self.step(b, p, discard) {
+                self.end_run(sc, depth, pool, out);
+                self.start_token(b, p);
+            }
+            k += 1;
+        }
+        if let Some(seg) = self.seg.as_mut()
+            && (seg.started || (seg.discard && self.count >= MIN_HEX))
+        {
+            pool.flush(sc, seg, depth, out);
+        }
+    }
+
+    fn start_token(&mut self, b: u8, p: u64) {
+        let phase = match b {
+            b'\\' => HexPhase::Backslash,
+            b'0' => HexPhase::Zero,
+            _ => match hex_val(b) {
+                Some(v) => HexPhase::Digit(v),
+                None => return,
+            },
+        };
+        if self.run.is_none() {
+            self.run = Some(p);
+            self.count = 0;
+            self.seg = None;
+        }
+        self.tstart = p;
+        self.phase = phase;
+    }
+
+    /// One byte in a run. False: the run ended before this byte.
+    fn step(&mut self, b: u8, p: u64, discard: bool) -> bool {
+        match self.phase {
+            HexPhase::Idle => false,
+            HexPhase::Next | HexPhase::Delim(_) => {
+                let after_comma = self.phase == HexPhase::Delim(b',');
+                let after_byte = self.phase == HexPhase::Next;
+                if after_byte && matches!(b, b'-' | b':' | b',' | b' ') {
+                    self.phase = HexPhase::Delim(b);
+                    return true;
+                }
+                if after_comma && b == b' ' {
+                    self.phase = HexPhase::Delim(b' ');
+                    return true;
+                }
+                let phase = match b {
+                    b'\\' => HexPhase::Backslash,
+                    b'0' => HexPhase::Zero,
+                    _ => match hex_val(b) {
+                        Some(v) => HexPhase::Digit(v),
+                        None => return false,
+                    },
+                };
+                self.tstart = p;
+                self.phase = phase;
+                true
+            }
+            HexPhase::Backslash => {
+                if b == b'x' {
+                    self.phase = HexPhase::Prefix;
+                    true
+                } else {
+                    false
+                }
+            }
+            HexPhase::Zero => {
+                if b == b'x' || b == b'X' {
+                    self.phase = HexPhase::Prefix;
+                    true
+                } else if let Some(v) = hex_val(b) {
+                    self.byte(v, p, discard);
+                    true
+                } else {
+                    false
+                }
+            }
+            HexPhase::Prefix => match hex_val(b) {
+                Some(v) => {
+                    self.phase = HexPhase::Digit(v);
+                    true
+                }
+                None => false,
+            },
+            HexPhase::Digit(hi) => match hex_val(b) {
+                Some(lo) => {
+                    self.byte((hi << 4) | lo, p, discard);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn byte(&mut self, v: u8, p: u64, discard: bool) {
+        self.phase = HexPhase::Next;
+        self.count += 1;
+        let run = self.run.unwrap_or(self.tstart);
+        let seg = self
+            .seg
+            .get_or_insert_with(|| Seg::new(Codec::Hex, run, discard));
+        // `SHORT > MIN_HEX`: a run starts its nested scan only once it is
+        // a segment.
+        seg.put(v, (self.tstart, p + 1));
+    }
+
+    fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
+        self.phase = HexPhase::Idle;
+        self.run = None;
+        let count = self.count;
+        self.count = 0;
+        if let Some(seg) = self.seg.take()
+            && count >= MIN_HEX
+        {
+            pool.close(sc, seg, depth, out);
+        }
+    }
+}
+
+impl Esc {
+    fn new(codec: Codec) -> Esc {
+        Esc {
+            codec,
+            tok_start: 0,
+            scan: 0,
+            seg: None,
+            pos: 0,
+        }
+    }
+
+    fn delim(&self, b: u8) -> bool {
+        match self.codec {
+            Codec::Json => json_delim(b),
+            _ => pct_delim(b),
+        }
+    }
+
+    fn frontier(&self, pool: &Pool, end: u64) -> u64 {
+        match &self.seg {
+            Some(seg) => pool.frontier(seg, self.pos),
+            None => self
+                .tok_start
+                .max(end.saturating_sub(LITERAL_BEFORE))
+                .min(end),
+        }
+    }
+
+    /// Is there an escape at `x`? `None`: not enough bytes to tell.
+    fn escape_at(&self, hay: &[u8], x: usize) -> Option<bool> {
+        match self.codec {
+            Codec::Json => {
+                let n = *hay.get(x + 1)?;
+                match n {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(true),
+                    b'u' => {
+                        for j in 2..6 {
+                            if hex_val(*hay.get(x + j)?).is_none() {
+                                return Some(false);
+                            }
+                        }
+                        Some(true)
+                    }
+                    _ => Some(false),
+                }
+            }
+            _ => {
+                let a = *hay.get(x + 1)?;
+                if hex_val(a).is_none() {
+                    return Some(false);
+                }
+                let b = *hay.get(x + 2)?;
+                Some(hex_val(b).is_some())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        from: usize,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        let end = base + hay.len() as u64;
+        let trigger = if self.codec == Codec::Json {
+            b'\\'
+        } else {
+            b'%'
+        };
+        let idx = |p: u64| usize::try_from(p.saturating_sub(base)).unwrap_or(usize::MAX);
+        if self.seg.is_none() && self.scan < base + from as u64 {
+            // Never behind the kept bytes (the first feed).
+            self.scan = self.scan.max(base);
+        }
+        loop {
+            if self.seg.is_some() {
+                if !self.active(sc, hay, base, false, depth, pool, out) {
+                    break;
+                }
+                continue;
+            }
+            let j = idx(self.scan);
+            let Some(rest) = hay.get(j..) else { break };
+            let Some(off) = memchr::memchr(trigger, rest) else {
+                self.scan = end;
+                break;
+            };
+            let x = j + off;
+            match self.escape_at(hay, x) {
+                None => {
+                    self.scan = base + x as u64;
+                    break;
+                }
+                Some(false) => {
+                    self.scan = base + x as u64 + 1;
+                    continue;
+                }
+                Some(true) => {}
+            }
+            // The token around the escape, at most LITERAL_BEFORE bytes back.
+            let xp = base + x as u64;
+            let lo = self
+                .tok_start
+                .max(xp.saturating_sub(LITERAL_BEFORE))
+                .max(base);
+            let mut s = lo;
+            let mut q = x;
+            while base + (q as u64) > lo {
+                q -= 1;
+                if hay.get(q).is_some_and(|&b| self.delim(b)) {
+                    s = base + q as u64 + 1;
+                    break;
+                }
+            }
+            self.seg = Some(Seg::new(self.codec, s, discard));
+            self.pos = s;
+        }
+        if self.seg.is_none() {
+            // Track the token start for the frontier.
+            let lo = self
+                .tok_start
+                .max(end.saturating_sub(LITERAL_BEFORE))
+                .max(base);
+            let mut q = hay.len();
+            while base + (q as u64) > lo {
+                q -= 1;
+                if hay.get(q).is_some_and(|&b| self.delim(b)) {
+                    self.tok_start = base + q as u64 + 1;
+                    break;
+                }
+            }
+        }
+        if let Some(seg) = self.seg.as_mut() {
+            pool.flush(sc, seg, depth, out);
+        }
+    }
+
+    /// Decode from `self.pos`. True: the segment ended (at a delimiter);
+    /// false: the input ran out.
+    #[allow(clippy::too_many_arguments)]
+    fn active(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        eof: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) -> bool {
+        let json = self.codec == Codec::Json;
+        let mut k = usize::try_from(self.pos.saturating_sub(base)).unwrap_or(usize::MAX);
+        let mut ended = None;
+        if let Some(seg) = self.seg.as_mut() {
+            while let Some(&b) = hay.get(k) {
+                let p = base + k as u64;
+                let delim = if json { json_delim(b) } else { pct_delim(b) };
+                if delim {
+                    ended = Some(p);
+                    break;
+                }
+                let used = if json {
+                    json_unit(hay, k, eof, seg, p)
+                } else {
+                    pct_unit(hay, k, eof, seg, p)
+                };
+                match used {
+                    Some(n) => k += n,
+                    None => {
+                        self.pos = p;
+                        return false;
+                    }
+                }
+            }
+        }
+        let Some(p) = ended else {
+            self.pos = base + hay.len() as u64;
+            return false;
+        };
+        self.pos = p;
+        self.tok_start = p + 1;
+        self.scan = p + 1;
+        if let Some(seg) = self.seg.take() {
+            pool.close(sc, seg, depth, out);
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        _discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        if self.seg.is_some() {
+            self.active(sc, hay, base, true, depth, pool, out);
+        }
+        if let Some(seg) = self.seg.take() {
+            pool.close(sc, seg, depth, out);
+        }
+    }
+}
+
+/// Decode one unit at `hay[k]` (a `%XX`, `+` or literal byte). `None`: an
+/// escape is cut by the end of the input (decoded as literal at eof).
+fn pct_unit(hay: &[u8], k: usize, eof: bool, seg: &mut Seg, p: u64) -> Option<usize> {
+    let b = *hay.get(k)?;
+    match b {
+        b'%' => {
+            let hi = hay.get(k + 1).copied();
+            let lo = hay.get(k + 2).copied();
+            match (hi.and_then(hex_val), lo.and_then(hex_val)) {
+                (Some(h), Some(l)) => {
+                    seg.put((h << 4) | l, (p, p + 3));
+                    Some(3)
+                }
+                _ if !eof && (lo.is_none() && hi.is_none_or(|h| hex_val(h).is_some())) => None,
+                _ => {
+                    seg.put(b'%', (p, p + 1));
+                    Some(1)
+                }
+            }
+        }
+        b'+' => {
+            seg.put(b' ', (p, p + 1));
+            Some(1)
+        }
+        _ => {
+            seg.put(b, (p, p + 1));
+            Some(1)
+        }
+    }
+}
+
+/// Decode one unit at `hay[k]` (a JSON escape or a literal byte).
+fn json_unit(hay: &[u8], k: usize, eof: bool, seg: &mut Seg, p: u64) -> Option<usize> {
+    let b = *hay.get(k)?;
+    if b != b'\\' {
+        seg.put(b, (p, p + 1));
+        return Some(1);
+    }
+    let Some(&n) = hay.get(k + 1) else {
+        if eof {
+            seg.put(b, (p, p + 1));
+            return Some(1);
+        }
+        return None;
+    };
+    let simple = match n {
+        b'"' => Some(b'"'),
+        b'\\' => Some(b'\\'),
+        b'/' => Some(b'/'),
+        b'b' => Some(8),
+        b'f' => Some(12),
+        b'n' => Some(b'\n'),
+        b'r' => Some(b'\r'),
+        b't' => Some(b'\t'),
+        _ => None,
+    };
+    if let Some(c) = simple {
+        seg.put(c, (p, p + 2));
+        return Some(2);
+    }
+    if n == b'u' {
+        let mut v: u32 = 0;
+        for j in 2..6 {
+            match hay.get(k + j) {
+                Some(&d) => match hex_val(d) {
+                    Some(h) => v = (v << 4) | u32::from(h),
+                    None => {
+                        seg.put(b, (p, p + 1));
+                        return Some(1);
+                    }
+                },
+                None if eof => {
+                    seg.put(b, (p, p + 1));
+                    return Some(1);
+                }
+                None => return None,
+            }
+        }
+        let c = char::from_u32(v).unwrap_or('\u{fffd}');
+        let mut utf8 = [0u8; 4];
+        for &x in c.encode_utf8(&mut utf8).as_bytes() {
+            seg.put(x, (p, p + 6));
+        }
+        return Some(6);
+    }
+    seg.put(b, (p, p + 1));
+    Some(1)
+}
+
+// ---------------------------------------------------------------- nested scan
+
+/// A nested scan of one decoded segment: the plain search plus the next
+/// layer of decoders. Like a [`ScanState`](super::ScanState) in log mode
+/// that releases nothing but findings.
+pub(crate) struct Sub {
+    core: Core,
+    buf: Vec<u8>,
+    pre: Vec<u8>,
+    base: u64,
+    end: u64,
+    frontier: u64,
+    dec: Box<Decoders>,
+    cands: Vec<Raw>,
+}
+
+impl Sub {
+    fn new(sc: &Scanner, depth: u8) -> Sub {
+        Sub {
+            core: Core::new(sc),
+            buf: Vec::new(),
+            pre: Vec::new(),
+            base: 0,
+            end: 0,
+            frontier: 0,
+            dec: Box::new(Decoders::new(depth)),
+            cands: Vec::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.core.reset();
+        self.buf.clear();
+        self.pre.clear();
+        self.base = 0;
+        self.end = 0;
+        self.frontier = 0;
+        self.dec.reset();
+        self.cands.clear();
+    }
+
+    fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    fn push(&mut self, sc: &Scanner, bytes: &[u8], out: &mut Vec<Raw>) {
+        let from = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.end += bytes.len() as u64;
+        let view = View {
+            pre: &self.pre,
+            hay: &self.buf,
+            base: self.base,
+        };
+        self.core.feed(sc, view, from);
+        self.core.run_ready(sc, view, false);
+        let mut f = self.core.frontier(sc, view, false);
+        self.dec
+            .feed(sc, &self.buf, self.base, from, &mut self.cands);
+        f = f.min(self.dec.frontier(self.end));
+        settle(&mut self.core, &mut self.cands, f, out);
+        self.frontier = f.min(self.end);
+        // Keep the bytes from the frontier on, and context before it.
+        let n = usize::try_from(self.frontier.saturating_sub(self.base))
+            .unwrap_or(0)
+            .min(self.buf.len());
+        let keep = sc.context_kept();
+        let dropped = self.buf.get(..n).unwrap_or_default();
+        if dropped.len() >= keep {
+            self.pre.clear();
+            self.pre
+                .extend_from_slice(dropped.get(dropped.len() - keep..).unwrap_or_default());
+        } else {
+            let excess = (self.pre.len() + dropped.len()).saturating_sub(keep);
+            self.pre.drain(..excess.min(self.pre.len()));
+            self.pre.extend_from_slice(dropped);
+        }
+        self.buf.drain(..n);
+        self.base += n as u64;
+    }
+
+    fn finish(&mut self, sc: &Scanner, out: &mut Vec<Raw>) {
+        let view = View {
+            pre: &self.pre,
+            hay: &self.buf,
+            base: self.base,
+        };
+        self.core.run_ready(sc, view, true);
+        self.dec.finish(sc, &self.buf, self.base, &mut self.cands);
+        settle(&mut self.core, &mut self.cands, u64::MAX, out);
+        self.frontier = u64::MAX;
+    }
+}
+
+/// Move the plain findings and the decoded ones starting before `f` to
+/// `out`, in `(start, longest first, kind, chain)` order, dropping a decoded
+/// finding that repeats one already there (same span and kind).
+pub(crate) fn settle(core: &mut Core, cands: &mut Vec<Raw>, f: u64, out: &mut Vec<Raw>) {
+    let first = out.len();
+    core.finalize(f, out);
+    let mut i = 0;
+    while i < cands.len() {
+        if cands[i].start < f {
+            out.push(cands.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    let Some(batch) = out.get_mut(first..) else {
+        return;
+    };
+    batch.sort_unstable_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(b.end.cmp(&a.end))
+            .then(a.kind.cmp(&b.kind))
+            .then(a.chain.cmp(&b.chain))
+    });
+    let mut w = first;
+    for r in first..out.len() {
+        let cur = out[r];
+        let dup = w > first && {
+            let prev = out[w - 1];
+            prev.start == cur.start && prev.end == cur.end && prev.kind == cur.kind
+        };
+        if !dup {
+            out[w] = cur;
+            w += 1;
+        }
+    }
+    out.truncate(w);
+}
+
+/// Whole-buffer scan with decoding: what a stream of `hay` would report.
+pub(crate) fn scan_whole(sc: &Scanner, hay: &[u8]) -> Vec<Raw> {
+    let mut core = Core::new(sc);
+    let view = View::whole(hay);
+    core.feed(sc, view, 0);
+    core.run_ready(sc, view, true);
+    let mut cands = Vec::new();
+    let mut dec = Decoders::new(0);
+    dec.feed(sc, hay, 0, 0, &mut cands);
+    dec.finish(sc, hay, 0, &mut cands);
+    let mut raw = Vec::new();
+    settle(&mut core, &mut cands, u64::MAX, &mut raw);
+    raw
+}
