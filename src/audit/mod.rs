@@ -62,6 +62,10 @@ pub struct AuditEvent {
     /// The scanner pattern id, for findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// The decodings a finding was found under (`base64>percent`), when it
+    /// was not in the plain bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// `out` (request) or `in` (response), for findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<&'static str>,
@@ -113,6 +117,7 @@ impl AuditEvent {
             decision,
             secrets: None,
             pattern: None,
+            chain: None,
             direction: None,
             offset: None,
             rules_version: String::new(),

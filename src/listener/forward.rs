@@ -541,7 +541,7 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
     if let Some(scan) = find_source::<ScanError>(e) {
         return match scan {
             ScanError::Blocked(b) => ProxyError::Leak {
-                pattern: b.pattern_id.to_string(),
+                pattern: b.label(),
                 place: "request body".into(),
             },
             other => ProxyError::Unscannable {

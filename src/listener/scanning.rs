@@ -98,6 +98,7 @@ impl RequestScan {
             ev.reason = reason;
             ev.decision = mode_str(mode);
             ev.pattern = Some(f.pattern_id.to_string());
+            ev.chain = (!f.chain.is_plain()).then(|| f.chain.to_string());
             ev.offset = Some(f.start);
             audit.emit(ev);
         })
@@ -140,10 +141,7 @@ impl RequestScan {
             sink(f);
         }
         match mode {
-            ScanMode::Block => Err(findings
-                .first()
-                .map(|f| f.pattern_id.to_string())
-                .unwrap_or_default()),
+            ScanMode::Block => Err(findings.first().map(Finding::label).unwrap_or_default()),
             ScanMode::Redact => Ok(replacement),
             ScanMode::Log => Ok(None),
         }
@@ -227,7 +225,7 @@ impl RequestScan {
             }
             if mode == ScanMode::Block {
                 return Err(ProxyError::Leak {
-                    pattern: first.pattern_id.to_string(),
+                    pattern: first.label(),
                     place: format!("header {name}"),
                 });
             }
@@ -339,7 +337,7 @@ impl RequestScan {
                 if let Some(slot) = &slot {
                     let _first = slot.set(match &e {
                         ScanError::Blocked(b) => ProxyError::Leak {
-                            pattern: b.pattern_id.to_string(),
+                            pattern: b.label(),
                             place: "request body".into(),
                         },
                         other => ProxyError::Unscannable {

@@ -182,7 +182,7 @@ fn scanned(
         sink(f);
     }
     match state.blocked() {
-        Some(blocked) => Err(Stop::Blocked(blocked.pattern_id.to_string())),
+        Some(blocked) => Err(Stop::Blocked(blocked.label())),
         None => Ok((state, data)),
     }
 }

@@ -52,7 +52,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::{Finding, ScanMode, ScanState, Scanner};
+use super::{Chain, Finding, ScanMode, ScanState, Scanner, decode};
 
 /// Callback receiving each finding (for audit). Must not block.
 pub type FindingSink = Arc<dyn Fn(&Finding) + Send + Sync>;
@@ -67,12 +67,26 @@ const DECODE_PIECE: usize = 1024;
 const PIECE_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 
 /// A body was stopped because it carried a secret. Its `Display` names the
-/// pattern only, never the secret.
+/// pattern (and the decoding chain it was found under) only, never the
+/// secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("secret leak blocked (pattern {pattern_id})")]
+#[error("secret leak blocked (pattern {})", self.label())]
 pub struct LeakBlocked {
     /// Pattern id, or `held:<id>`.
     pub pattern_id: Arc<str>,
+    /// The decodings it was found under (empty for plain bytes).
+    pub chain: Chain,
+}
+
+impl LeakBlocked {
+    /// `pattern-id` or `pattern-id, decoded base64>percent`.
+    pub fn label(&self) -> String {
+        if self.chain.is_plain() {
+            self.pattern_id.to_string()
+        } else {
+            format!("{}, decoded {}", self.pattern_id, self.chain)
+        }
+    }
 }
 
 /// Why a [`ScanBody`] failed.
@@ -89,6 +103,18 @@ pub enum ScanError {
         coding: &'static str,
         /// The decoder's complaint.
         reason: String,
+    },
+    /// The body is encoded more deeply than the decoders go
+    /// ([`MAX_DEPTH`](super::MAX_DEPTH)); outgoing, it is refused rather
+    /// than passed unscanned.
+    #[error(
+        "it is encoded more than {max} layers deep ({chain}); airlock decodes at most {max} \
+         layers and does not send what it cannot scan",
+        max = super::MAX_DEPTH
+    )]
+    TooDeep {
+        /// The decodings, the last one being the one too many.
+        chain: Chain,
     },
     /// The decoded body passed the size/ratio caps (decompression bomb).
     #[error("decoded body too large: {decoded} bytes from {encoded} encoded bytes")]
@@ -397,8 +423,12 @@ fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError>
         }
     }
     if let Some(f) = p.state.blocked() {
+        if &*f.pattern_id == decode::TOO_DEEP {
+            return Err(ScanError::TooDeep { chain: f.chain });
+        }
         return Err(ScanError::Blocked(LeakBlocked {
             pattern_id: f.pattern_id.clone(),
+            chain: f.chain,
         }));
     }
     if p.forward == EncodedForward::Decoded && !out.data.is_empty() {

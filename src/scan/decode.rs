@@ -573,6 +573,11 @@ impl Decoders {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn b64_active(&self) -> bool {
+        self.b64.seg.is_some()
+    }
+
     fn discard(&self) -> bool {
         self.depth >= MAX_DEPTH
     }

@@ -546,3 +546,28 @@ proptest! {
         );
     }
 }
+
+/// Runs shorter than the minimum are not decoded (ordinary words), runs at
+/// the minimum are; a run that looks like hex needs `LONG_B64` characters.
+#[test]
+fn base64_minimum_run_length() {
+    let sc = scanner();
+    let mut out = Vec::new();
+    let run = b"QUtJQUZBS0VGQUtF"; // 16 characters
+    let mut d = decode::Decoders::new(0);
+    d.feed(&sc, run, 0, 0, &mut out);
+    assert!(d.b64_active(), "a 16-character run is a segment");
+    let mut d = decode::Decoders::new(0);
+    d.feed(&sc, &run[..15], 0, 0, &mut out);
+    assert!(!d.b64_active(), "a 15-character run is not");
+    // Hex-looking runs (digests, UUIDs without dashes) are not base64
+    // below 128 characters.
+    let digest = "3f786850e387550fdab836ed7e6dc881de23001b3f786850e387550fdab836ed";
+    let mut d = decode::Decoders::new(0);
+    d.feed(&sc, digest.as_bytes(), 0, 0, &mut out);
+    assert!(!d.b64_active());
+    let long = digest.repeat(2);
+    d.feed(&sc, long.as_bytes(), 0, digest.len(), &mut out);
+    assert!(d.b64_active());
+    assert!(out.is_empty());
+}

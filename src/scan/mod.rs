@@ -14,17 +14,22 @@
 //!   with the same findings either way, whatever the chunking.
 //! - Wraps an `http_body::Body` ([`ScanBody`]) to block, redact or log,
 //!   decoding gzip / deflate / br bodies when asked.
+//! - Decodes, then scans ([`decode`]): base64 / base64url, hex (with or
+//!   without delimiters), percent-encoding (`+` for space) and JSON string
+//!   escapes, nested up to three layers, in every stream and buffer; a
+//!   finding names its decoding chain ([`Chain`], `base64>percent`), and a
+//!   value encoded more deeply is refused outgoing ([`TOO_DEEP`]).
 //! - Backs the `airlock scan` command ([`cli::run`]).
 //!
 //! # What it does not do
-//! - It does not look inside archives (zip, tar), nested compression,
-//!   multipart parts with their own transfer encoding, or encrypted
-//!   payloads: what the bytes do not show, it cannot see. (WebSocket
-//!   messages are scanned by the proxy's relay, `listener::websocket`,
-//!   with a [`ScanState`] per message.)
-//! - Encodings beyond the listed ones (base32, rot13, split across fields,
-//!   character-by-character) defeat held-value matching; the regex patterns
-//!   only catch the shapes they describe.
+//! - It does not look inside archives (zip, tar), nested compression, or
+//!   encrypted payloads: what the bytes do not show, it cannot see.
+//!   (WebSocket messages are scanned by the proxy's relay,
+//!   `listener::websocket`, with a [`ScanState`] per message.)
+//! - Encodings beyond the decoded ones (base32, base85, rot13, quoted-
+//!   printable, split across fields, character-by-character, a base64 run
+//!   glued to other base64 characters before it so its alignment is lost)
+//!   defeat it; the regex patterns only catch the shapes they describe.
 //! - It does not decide what to do with a finding beyond block / redact /
 //!   log; auditing is the caller's (via the [`FindingSink`] callback).
 //!

@@ -487,7 +487,7 @@ async fn body_block_errors_before_the_secret() {
     let msg = err.to_string();
     assert_eq!(msg, "secret leak blocked (pattern aws-access-key-id)");
     assert!(
-        matches!(err, ScanError::Blocked(LeakBlocked { ref pattern_id }) if &**pattern_id == "aws-access-key-id")
+        matches!(err, ScanError::Blocked(LeakBlocked { ref pattern_id, .. }) if &**pattern_id == "aws-access-key-id")
     );
     assert!(!String::from_utf8_lossy(&data).contains("AKIA"));
     assert_eq!(ids(&seen.lock().unwrap()), ["aws-access-key-id"]);

@@ -16,6 +16,8 @@ mod approval;
 mod cli;
 /// Allow/deny at CONNECT: hosts, wildcards, ports, the 403 text.
 mod connect;
+/// Decode, then scan: base64, hex, percent, forms, multipart, JSON escapes, nested.
+mod encoded;
 /// IP literals in every encoding, private and metadata addresses.
 mod guard;
 /// Credentials from a real OpenBao, injected for their own host only.

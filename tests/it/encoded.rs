@@ -1,0 +1,476 @@
+//! Decode, then scan, through the real proxy: a secret written in base64,
+//! hex, percent-encoding, a form, a multipart part, JSON escapes, a
+//! Kubernetes Secret or a .dockerconfigjson, or nested, is refused with a
+//! 403 naming the pattern and the decoding chain, and the origin never gets
+//! it; benign encoded bodies pass intact.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+
+use crate::support::client;
+use crate::support::origin::{Origin, echo};
+use crate::support::proxy::TestProxy;
+
+fn rand_u64() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut x = (STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ t) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+fn pick(alphabet: &[u8], n: usize) -> String {
+    (0..n)
+        .map(|_| alphabet[(rand_u64() % alphabet.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// A fresh AWS access key id.
+fn fresh_aws() -> String {
+    format!("AKIA{}", pick(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16))
+}
+
+/// A fresh classic GitHub token with a valid checksum.
+fn fresh_ghp() -> String {
+    const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let payload = pick(B62, 30);
+    let mut crc = flate2::Crc::new();
+    crc.update(payload.as_bytes());
+    let mut n = crc.sum();
+    let mut check = [b'0'; 6];
+    for slot in check.iter_mut().rev() {
+        *slot = B62[(n % 62) as usize];
+        n /= 62;
+    }
+    format!("ghp_{payload}{}", String::from_utf8_lossy(&check))
+}
+
+fn hex(data: &[u8], pre: &str, sep: &str) -> String {
+    data.iter()
+        .map(|b| format!("{pre}{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+fn percent(data: &[u8]) -> String {
+    data.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn setup() -> (crate::support::ca::TestCa, Origin, TestProxy) {
+    crate::support::api_origin(echo("api"), "", |b| b).await
+}
+
+/// Neither the secret nor its encoded form, nor any 8-byte piece of
+/// either, reached the origin (URL, headers, body).
+fn origin_never_saw(origin: &Origin, forms: &[&[u8]]) {
+    for r in origin.received() {
+        let mut seen: Vec<&[u8]> = vec![r.target.as_bytes()];
+        seen.extend(r.headers.values().map(|v| v.as_bytes()));
+        if let Some(b) = &r.body {
+            seen.push(b);
+        }
+        for form in forms {
+            for piece in form.windows(8.min(form.len())) {
+                for s in &seen {
+                    assert!(
+                        !contains(s, piece),
+                        "the origin got {:?}",
+                        String::from_utf8_lossy(piece)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// POST `body`; expect a 403 naming `pattern` and `chain`.
+async fn refused(
+    proxy: &TestProxy,
+    origin: &Origin,
+    ctype: &str,
+    body: String,
+    pattern: &str,
+    chain: &str,
+) {
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let r = client::reqwest(proxy)
+        .post(&url)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{chain}");
+    assert_eq!(r.headers()["airlock-error"], "secret_blocked");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("pattern {pattern}, decoded {chain}")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base64_and_base64url_in_a_json_body() {
+    let (_ca, origin, proxy) = setup().await;
+    let ghp = fresh_ghp();
+    let b64 = STANDARD.encode(format!("token={ghp}\n"));
+    let body = format!("{{\"note\":\"hi\",\"blob\":\"{b64}\"}}");
+    refused(
+        &proxy,
+        &origin,
+        "application/json",
+        body,
+        "github-pat-classic",
+        "base64",
+    )
+    .await;
+    let aws = fresh_aws();
+    let b64u = URL_SAFE_NO_PAD.encode(format!("?? key: {aws} ??"));
+    let body = format!("{{\"blob\":\"{b64u}\"}}");
+    refused(
+        &proxy,
+        &origin,
+        "application/json",
+        body,
+        "aws-access-key-id",
+        "base64",
+    )
+    .await;
+    origin_never_saw(
+        &origin,
+        &[
+            ghp.as_bytes(),
+            b64.as_bytes(),
+            aws.as_bytes(),
+            b64u.as_bytes(),
+        ],
+    );
+    let ev = proxy
+        .audit_event("decoded finding", |e| {
+            e["kind"] == "finding" && e["chain"] == "base64" && e["decision"] == "block"
+        })
+        .await;
+    assert_eq!(ev["pattern"], "github-pat-classic");
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(!log.contains(&ghp) && !log.contains(&b64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hex_with_and_without_delimiters() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms = Vec::new();
+    for (pre, sep) in [("", ""), ("", "-"), ("", ":"), ("\\x", ""), ("0x", ", ")] {
+        let aws = fresh_aws();
+        let h = hex(format!("id {aws} ok").as_bytes(), pre, sep);
+        let body = format!("dump: {h}\n");
+        refused(
+            &proxy,
+            &origin,
+            "text/plain",
+            body,
+            "aws-access-key-id",
+            "hex",
+        )
+        .await;
+        forms.push(aws);
+        forms.push(h);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
+    origin_never_saw(&origin, &forms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triple_percent_encoding_in_a_query_string() {
+    let (_ca, origin, proxy) = setup().await;
+    let ghp = fresh_ghp();
+    let three = percent(percent(percent(ghp.as_bytes()).as_bytes()).as_bytes());
+    let url = format!(
+        "https://api.example.test:{}/search?q=x&t={three}",
+        origin.port()
+    );
+    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("URL"), "{text}");
+    assert!(
+        text.contains("pattern github-pat-classic, decoded percent>percent>percent"),
+        "{text}"
+    );
+    // Four layers: more than airlock decodes, refused as such.
+    let four = percent(three.as_bytes());
+    let url = format!("https://api.example.test:{}/search?t={four}", origin.port());
+    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("too-deeply-encoded, decoded percent>percent>percent>percent"),
+        "{text}"
+    );
+    assert!(origin.received().is_empty(), "nothing reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_with_a_pem_key() {
+    let (_ca, origin, proxy) = setup().await;
+    let der: Vec<u8> = (0..900).map(|_| rand_u64() as u8).collect();
+    let b64 = STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    // What a browser or curl --data-urlencode sends.
+    let form: String = pem
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_string(),
+            b if b.is_ascii_alphanumeric() || b == b'-' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    assert!(form.starts_with("-----BEGIN+RSA+PRIVATE+KEY-----%0A"));
+    let body = format!("name=deploy&key={form}&go=1");
+    refused(
+        &proxy,
+        &origin,
+        "application/x-www-form-urlencoded",
+        body,
+        "pem-private-key",
+        "percent",
+    )
+    .await;
+    origin_never_saw(&origin, &[form.as_bytes()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_part_in_base64() {
+    let (_ca, origin, proxy) = setup().await;
+    let aws = fresh_aws();
+    let text = format!(
+        "{}\n[default]\naws_access_key_id = {aws}\n",
+        "# notes\n".repeat(12)
+    );
+    let b64 = STANDARD.encode(&text);
+    let wrapped: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let body = format!(
+        "--b0und\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nconfig\r\n\
+         --b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"credentials\"\r\n\
+         Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b0und--\r\n",
+        wrapped.join("\r\n")
+    );
+    refused(
+        &proxy,
+        &origin,
+        "multipart/form-data; boundary=b0und",
+        body,
+        "aws-access-key-id",
+        "base64",
+    )
+    .await;
+    origin_never_saw(&origin, &[aws.as_bytes(), b64.as_bytes()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_unicode_escapes() {
+    let (_ca, origin, proxy) = setup().await;
+    let aws = fresh_aws();
+    let escaped: String = aws.bytes().map(|b| format!("\\u{b:04x}")).collect();
+    let body = format!("{{\"k\":\"{escaped}\",\"path\":\"a\\/b\"}}");
+    refused(
+        &proxy,
+        &origin,
+        "application/json",
+        body,
+        "aws-access-key-id",
+        "json",
+    )
+    .await;
+    origin_never_saw(&origin, &[aws.as_bytes(), escaped.as_bytes()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_secret_and_a_dockerconfigjson() {
+    let (_ca, origin, proxy) = setup().await;
+    let ghp = fresh_ghp();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ci\ntype: Opaque\ndata:\n  GITHUB_TOKEN: {}\n  USER: {}\n",
+        STANDARD.encode(&ghp),
+        STANDARD.encode("ci-bot"),
+    );
+    refused(
+        &proxy,
+        &origin,
+        "application/yaml",
+        manifest,
+        "github-pat-classic",
+        "base64",
+    )
+    .await;
+
+    let ghp2 = fresh_ghp();
+    let auth = STANDARD.encode(format!("ci-bot:{ghp2}"));
+    let cfg = format!("{{\"auths\":{{\"ghcr.io\":{{\"auth\":\"{auth}\"}}}}}}");
+    let outer = STANDARD.encode(&cfg);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {outer}\n"
+    );
+    refused(
+        &proxy,
+        &origin,
+        "application/yaml",
+        manifest,
+        "github-pat-classic",
+        "base64>base64",
+    )
+    .await;
+    origin_never_saw(
+        &origin,
+        &[
+            ghp.as_bytes(),
+            ghp2.as_bytes(),
+            auth.as_bytes(),
+            outer.as_bytes(),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_base64_of_percent_of_hex_and_too_deep() {
+    let (_ca, origin, proxy) = setup().await;
+    let aws = fresh_aws();
+    let inner = hex(format!("k={aws};").as_bytes(), "", "");
+    let outer = STANDARD.encode(percent(inner.as_bytes()));
+    let body = format!("{{\"payload\":\"{outer}\"}}");
+    refused(
+        &proxy,
+        &origin,
+        "application/json",
+        body,
+        "aws-access-key-id",
+        "base64>percent>hex",
+    )
+    .await;
+
+    // One layer more than airlock decodes: refused, named as such.
+    let four = STANDARD.encode(STANDARD.encode(percent(inner.as_bytes())));
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(format!("{{\"payload\":\"{four}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["airlock-error"], "unscannable_body");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("base64>base64>percent>hex"), "{text}");
+    assert!(text.contains("more than 3"), "{text}");
+    origin_never_saw(
+        &origin,
+        &[aws.as_bytes(), outer.as_bytes(), four.as_bytes()],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_header_value() {
+    let (_ca, origin, proxy) = setup().await;
+    let ghp = fresh_ghp();
+    let b64 = STANDARD.encode(format!("{ghp}:x-oauth-basic"));
+    let url = format!("https://api.example.test:{}/x", origin.port());
+    let r = client::reqwest(&proxy)
+        .get(&url)
+        .header("x-debug", format!("Basic {b64}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("header x-debug"), "{text}");
+    assert!(
+        text.contains("pattern github-pat-classic, decoded base64"),
+        "{text}"
+    );
+    assert!(origin.received().is_empty());
+}
+
+/// Benign encoded bodies go through byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benign_encoded_bodies_pass_intact() {
+    let (_ca, origin, proxy) = setup().await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let c = client::reqwest(&proxy);
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut json = String::from("[");
+    for i in 0..300u64 {
+        let r = rand_u64();
+        json.push_str(&format!(
+            "{{\"id\":{i},\"uuid\":\"{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}\",\"title\":\"caf\\u00e9 \\\"{i}\\\"\\n\",\"url\":\"https:\\/\\/x.test\\/a%20b\"}},",
+            r as u32, (r >> 32) as u16, r % 4096, (r >> 12) % 4096, r >> 16
+        ));
+    }
+    json.push_str("{}]");
+    bodies.push(json.into_bytes());
+    let img: Vec<u8> = (0..512 * 1024).map(|_| rand_u64() as u8).collect();
+    bodies.push(
+        format!(
+            "{{\"image\":\"data:image/png;base64,{}\"}}",
+            STANDARD.encode(&img)
+        )
+        .into_bytes(),
+    );
+    let mut lock = String::new();
+    for i in 0..200 {
+        let h: Vec<u8> = (0..64).map(|_| rand_u64() as u8).collect();
+        let s: String = (0..32)
+            .map(|_| format!("{:02x}", rand_u64() as u8))
+            .collect();
+        lock.push_str(&format!(
+            "\"pkg-{i}\": {{\"integrity\": \"sha512-{}\", \"sha256\": \"{s}\"}},\n",
+            STANDARD.encode(&h)
+        ));
+    }
+    bodies.push(lock.into_bytes());
+    for (n, body) in bodies.iter().enumerate() {
+        let r = c
+            .post(format!("{url}/{n}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "body {n}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let got = origin.received();
+    assert_eq!(got.len(), bodies.len());
+    for (n, body) in bodies.iter().enumerate() {
+        let r = got
+            .iter()
+            .find(|r| r.target == format!("/upload/{n}"))
+            .unwrap();
+        assert!(r.body.as_deref() == Some(&body[..]), "body {n} changed");
+    }
+}
