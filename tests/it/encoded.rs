@@ -69,7 +69,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 async fn setup() -> (crate::support::ca::TestCa, Origin, TestProxy) {
-    crate::support::api_origin(echo("api"), "", |b| b).await
+    crate::support::api_origin(echo("api"), "", |b| b.scan(&[])).await
 }
 
 /// Neither the secret nor its encoded form, nor any 8-byte piece of
