@@ -1,5 +1,7 @@
 //! Streaming secret-scan throughput: all patterns of `rules/secrets.toml`
-//! plus 10 held values, over 4 MiB of benign log-like text and benign JSON,
+//! plus 10 held values, decoding on (it always is), over 4 MiB of benign
+//! log-like text, benign JSON, and benign JSON full of encodings (escaped
+//! strings, percent-escaped URLs, base64 blobs, hex digests),
 //! pushed in 1.5 KiB, 16 KiB and 64 KiB chunks (block mode, as for an
 //! outgoing body), plus the whole-buffer `Scanner::scan` for reference.
 //!
@@ -138,6 +140,45 @@ fn benign_json() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Benign JSON full of what the decoders look at: escaped strings, URLs
+/// with percent-escapes, base64 blobs (small images, integrity hashes),
+/// hex digests.
+fn benign_encoded() -> Vec<u8> {
+    let mut rng = Rng(0x1357_9bdf_2468_ace0);
+    let b64 = |rng: &mut Rng, n: usize| {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        (0..n)
+            .map(|_| A[(rng.next() % 64) as usize] as char)
+            .collect::<String>()
+    };
+    let mut out = String::with_capacity(SIZE + 4096);
+    out.push('[');
+    let mut n = 0u64;
+    while out.len() < SIZE {
+        n += 1;
+        let desc: Vec<&str> = (0..(5 + rng.next() % 12))
+            .map(|_| rng.pick(WORDS))
+            .collect();
+        let (w1, w2, w3) = (rng.pick(WORDS), rng.pick(WORDS), rng.pick(WORDS));
+        let integrity = b64(&mut rng, 86);
+        let digest: Vec<u64> = (0..4).map(|_| rng.next()).collect();
+        let icon_len = 64 + (rng.next() % 512) as usize;
+        let icon = b64(&mut rng, icon_len);
+        out.push_str(&format!(
+            "{{\"id\":{n},\"text\":\"{}\\n\\\"{w1}\\\" \\u00e9\",\"url\":\"https:\\/\\/cdn.test\\/{w2}%20{w3}?q=a%2Fb\",\
+             \"integrity\":\"sha512-{integrity}==\",\"sha256\":\"{:016x}{:016x}{:016x}{:016x}\",\"icon\":\"data:image/png;base64,{icon}\"}},\n",
+            desc.join(" "),
+            digest[0],
+            digest[1],
+            digest[2],
+            digest[3],
+        ));
+    }
+    out.truncate(SIZE - 1);
+    out.push(']');
+    out.into_bytes()
+}
+
 fn scanner() -> Arc<Scanner> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
     let patterns = match PatternSet::load(&path) {
@@ -165,6 +206,7 @@ fn bench(c: &mut Criterion) {
     let inputs = [
         ("text", Bytes::from(benign_text())),
         ("json", Bytes::from(benign_json())),
+        ("encoded", Bytes::from(benign_encoded())),
     ];
     for (name, input) in &inputs {
         assert!(sc.scan(input).is_empty(), "{name} input is not benign");

@@ -80,9 +80,18 @@
 //!   each), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
 //!   under 1 KiB. A line break ends every candidate but a base64 run.
 //! - **Hold-back in general**: a nested scan holds back at most
-//!   [`Scanner::max_hold_back`] decoded bytes (below 40 KiB), which map back
-//!   to at most 6 encoded bytes each per layer. Per open segment the state
-//!   keeps the encoded span of each held decoded byte (16 bytes each).
+//!   [`Scanner::max_hold_back`] decoded bytes (below 40 KiB; in practice a
+//!   pending keyword's regex window, at most `2 * max_len` plus the keyword),
+//!   which map back to at most 6 encoded bytes each per layer (`0x41, ` or
+//!   `\u0041`, the widest units): at most `40 KiB * 6^3` (under 9 MiB) for
+//!   a crafted stream nesting the widest codecs three deep around a
+//!   keyword, 11 KiB for a PEM keyword in one base64 layer. Per open
+//!   segment the state keeps the encoded span of each held decoded byte
+//!   (16 bytes each).
+//! - **Speed**: the idle scans are one table lookup per byte (base64, and
+//!   hex in its fast mode, which only starts the exact parser on a stretch
+//!   holding `2 * MIN_HEX` digits with at most 4 other run bytes between
+//!   them) and `memchr` for `%` and `\\`.
 //! - **State**: one pooled nested scan per layer and depth, created on
 //!   first use (4 + 16 + 64 at most).
 
@@ -192,6 +201,8 @@ impl fmt::Debug for Chain {
 const B64: u8 = 1;
 const NONHEX: u8 = 2;
 const HEXD: u8 = 4;
+/// Bytes a hex run may contain besides digits: delimiters and prefixes.
+const HEXC: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -209,6 +220,9 @@ static CLASS: [u8; 256] = {
         }
         if hex {
             c |= HEXD;
+        }
+        if matches!(b, b'-' | b':' | b',' | b' ' | b'\\' | b'x' | b'X') {
+            c |= HEXC;
         }
         t[i] = c;
         i += 1;
@@ -501,6 +515,15 @@ enum HexPhase {
 }
 
 struct Hex {
+    /// Fast mode: the current stretch of bytes a run could be made of
+    /// (digits, and at most 4 other run bytes in a row), and its digits.
+    /// The exact parser runs only once a stretch has a run's worth of
+    /// digits (`2 * MIN_HEX`); it starts from the stretch's start, where
+    /// it would be idle anyway.
+    stretch: Option<u64>,
+    digits: u32,
+    gap: u8,
+    exact: bool,
     run: Option<u64>,
     count: u32,
     phase: HexPhase,
@@ -548,6 +571,10 @@ impl Decoders {
                 anl: 0,
             },
             hex: Hex {
+                stretch: None,
+                digits: 0,
+                gap: 0,
+                exact: false,
                 run: None,
                 count: 0,
                 phase: HexPhase::Idle,
@@ -627,7 +654,7 @@ impl Decoders {
                 p1.frontier(seg, self.hex.pending(end))
             }
             (_, Some(r)) => r,
-            (_, None) => end,
+            (_, None) => self.hex.stretch.unwrap_or(end),
         };
         b.min(h)
             .min(self.pct.frontier(p2, end))
@@ -799,25 +826,59 @@ impl Hex {
         out: &mut Vec<Raw>,
     ) {
         let mut k = from;
-        while let Some(&b) = hay.get(k) {
+        while k < hay.len() {
+            if !self.exact {
+                let Some(rest) = hay.get(k..) else { break };
+                let mut replay = None;
+                for (j, &b) in rest.iter().enumerate() {
+                    let c = CLASS[usize::from(b)];
+                    if c & HEXD != 0 {
+                        if self.stretch.is_none() {
+                            self.stretch = Some(base + (k + j) as u64);
+                            self.digits = 0;
+                        }
+                        self.gap = 0;
+                        self.digits += 1;
+                        if self.digits >= 2 * MIN_HEX {
+                            replay = self.stretch;
+                            break;
+                        }
+                    } else if c & HEXC != 0 && self.stretch.is_some() && self.gap < 4 {
+                        self.gap += 1;
+                    } else {
+                        // The stretch ends; a backslash may start the next.
+                        self.stretch = (b == b'\\').then_some(base + (k + j) as u64);
+                        self.digits = 0;
+                        self.gap = 0;
+                    }
+                }
+                let Some(start) = replay else {
+                    break;
+                };
+                self.exact = true;
+                self.stretch = None;
+                self.digits = 0;
+                self.phase = HexPhase::Idle;
+                k = usize::try_from(start.saturating_sub(base)).unwrap_or(k);
+                continue;
+            }
+            let Some(&b) = hay.get(k) else { break };
             let p = base + k as u64;
             if self.phase == HexPhase::Idle {
-                // Fast skip to the next byte that can start a token.
-                match hay.get(k..).and_then(|r| {
-                    r.iter()
-                        .position(|&b| CLASS[usize::from(b)] & HEXD != 0 || b == b'\\')
-                }) {
-                    Some(off) => k += off,
-                    None => break,
+                self.start_token(b, p);
+                if self.phase == HexPhase::Idle && CLASS[usize::from(b)] & (HEXD | HEXC) == 0 {
+                    // Back to the fast mode after this byte.
+                    self.exact = false;
                 }
-                let Some(&b) = hay.get(k) else { break };
-                self.start_token(b, base + k as u64);
                 k += 1;
                 continue;
             }
             if !self.step(b, p, discard) {
                 self.end_run(sc, depth, pool, out);
                 self.start_token(b, p);
+                if self.phase == HexPhase::Idle && CLASS[usize::from(b)] & (HEXD | HEXC) == 0 {
+                    self.exact = false;
+                }
             }
             k += 1;
         }

@@ -469,10 +469,13 @@ fn benign_corpus_has_no_findings_and_small_hold_back() {
             for c in input.chunks(cut) {
                 let o = st.push(Bytes::copy_from_slice(c));
                 out.extend_from_slice(&o.data);
+                // Random data can hold a short keyword (`a3t`, `sk-`) whose
+                // regex window is then held, as without decoding.
+                let held = &input[st.emitted() as usize..st.seen() as usize];
                 assert!(
-                    st.seen() - st.emitted() < 1024,
+                    held.len() < 1024 || sc.may_match(held),
                     "held {} at cut {cut} in {name:?}",
-                    st.seen() - st.emitted()
+                    held.len()
                 );
             }
             out.extend_from_slice(&st.finish().data);

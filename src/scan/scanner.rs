@@ -422,7 +422,17 @@ impl Scanner {
     /// Where the first keyword (any case) or held literal in `bytes` ends.
     pub(crate) fn first_literal_end(&self, bytes: &[u8]) -> Option<usize> {
         let kw = self.kw_ac.as_ref().and_then(|kw| {
-            let lower: Vec<u8> = bytes.iter().map(u8::to_ascii_lowercase).collect();
+            // Short segments are the common case: lowercase on the stack.
+            let mut small = [0u8; 256];
+            let lower: std::borrow::Cow<'_, [u8]> = match small.get_mut(..bytes.len()) {
+                Some(buf) => {
+                    for (d, s) in buf.iter_mut().zip(bytes) {
+                        *d = s.to_ascii_lowercase();
+                    }
+                    std::borrow::Cow::Borrowed(&*buf)
+                }
+                None => bytes.iter().map(u8::to_ascii_lowercase).collect(),
+            };
             kw.ac.find(&lower[..]).map(|m| m.end())
         });
         let lit = self

@@ -39,7 +39,7 @@ fn fresh_aws() -> String {
 }
 
 /// A fresh classic GitHub token with a valid checksum.
-fn fresh_ghp() -> String {
+pub(crate) fn fresh_ghp() -> String {
     const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let payload = pick(B62, 30);
     let mut crc = flate2::Crc::new();

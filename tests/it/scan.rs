@@ -744,3 +744,38 @@ async fn a_secret_in_a_websocket_ping_is_blocked() {
     policy_close(&mut tls).await;
     origin_never_got_the_token(&frames).await;
 }
+
+/// Decode, then scan, in WebSocket messages: a base64 token split over two
+/// fragments is refused with a close naming the pattern and the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base64_secret_in_a_websocket_message_is_blocked() {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt;
+    let WsSession {
+        frames, mut tls, ..
+    } = ws_session().await;
+    let token = crate::encoded::fresh_ghp();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{{\"t\":\"{token}\"}}"));
+    let key = Some([0x01, 0x02, 0x03, 0x04]);
+    let (a, b) = b64.split_at(20);
+    tls.write_all(&ws_frame(
+        false,
+        0x1,
+        key,
+        format!("{{\"blob\":\"{a}").as_bytes(),
+    ))
+    .await
+    .unwrap();
+    tls.write_all(&ws_frame(true, 0x0, key, format!("{b}\"}}").as_bytes()))
+        .await
+        .unwrap();
+    let why = policy_close(&mut tls).await;
+    assert!(why.contains("github-pat-classic, decoded base64"), "{why}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // `{"t":"` is the first 8 base64 characters; the token's are after.
+    for f in frames.lock().unwrap().iter() {
+        for piece in b64.as_bytes()[8..].windows(8) {
+            assert!(!contains(f, piece), "the origin got {f:?}");
+        }
+    }
+}
