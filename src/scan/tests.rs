@@ -290,6 +290,14 @@ fn plants() -> &'static Vec<Vec<u8>> {
         for p in rules().iter() {
             v.extend(p.examples().iter().map(|e| e.as_bytes().to_vec()));
             v.extend(p.counter_examples().iter().map(|e| e.as_bytes().to_vec()));
+            // Each example in each encoding the decoders read, and two deep.
+            for (i, e) in p.examples().iter().enumerate() {
+                let enc = super::decode_tests::ENCS[i % super::decode_tests::ENCS.len()];
+                let once = enc.apply(e.as_bytes());
+                let outer = super::decode_tests::ENCS[(i + 3) % super::decode_tests::ENCS.len()];
+                v.push(outer.apply(&once));
+                v.push(once);
+            }
         }
         for h in held() {
             v.extend(held_variants(h.expose_secret()));
