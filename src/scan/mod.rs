@@ -74,7 +74,7 @@ pub use held::{HeldSecret, MIN_HELD_LEN};
 pub use patterns::{
     MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern, PatternError, PatternSet,
 };
-pub use scanner::{BuildError, Finding, Scanner};
+pub use scanner::{BuildError, Confidence, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};
 
 #[cfg(test)]

@@ -80,8 +80,53 @@ const CONTEXT: usize = 4;
 /// bound.
 pub(crate) const MAX_CLUSTER_LEN: u64 = 8 * 1024;
 
-/// One secret found: which pattern, and where (byte offsets in the stream,
-/// `start..end`). It carries no secret bytes.
+/// How sure a finding is that it is a live secret.
+///
+/// Ordered: `Shaped < Verified`, so a threshold `min` accepts a finding `f`
+/// when `f.confidence >= min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Confidence {
+    /// It looks like a secret of its kind (prefix and alphabet match), but
+    /// something a live secret would satisfy does not hold: the checksum
+    /// fails, the length is off by a few, it is glued to the characters
+    /// around it, or it is a documented example value or a placeholder.
+    /// Outgoing traffic blocks these by default (an exfiltration attempt
+    /// need not keep checksums valid); incoming redaction and `airlock scan`
+    /// ignore them by default.
+    Shaped,
+    /// Shape, checksum and entropy hold and it is not a documented example
+    /// or placeholder; held values found verbatim or encoded are always
+    /// `Verified`.
+    Verified,
+}
+
+impl Confidence {
+    /// `"shaped"` or `"verified"`, as in the config and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Shaped => "shaped",
+            Confidence::Verified => "verified",
+        }
+    }
+
+    /// Parses `"shaped"` / `"verified"` (the config's spelling).
+    pub fn parse(s: &str) -> Option<Confidence> {
+        match s {
+            "shaped" => Some(Confidence::Shaped),
+            "verified" => Some(Confidence::Verified),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Confidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One secret found: which pattern, where (byte offsets in the stream,
+/// `start..end`), and how sure. It carries no secret bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Finding {
     /// The pattern id (`github-pat-classic`) or `held:<id>` for a held value.
@@ -90,6 +135,9 @@ pub struct Finding {
     pub start: u64,
     /// Offset one past the last byte of the secret.
     pub end: u64,
+    /// Whether the secret passed every check ([`Confidence::Verified`]) or
+    /// only looks like one ([`Confidence::Shaped`]).
+    pub confidence: Confidence,
 }
 
 /// The automaton could not be built (too large).
@@ -378,6 +426,7 @@ impl Scanner {
             pattern_id: self.ids[r.kind as usize].clone(),
             start: r.start,
             end: r.end,
+            confidence: r.confidence,
         }
     }
 
@@ -736,6 +785,7 @@ pub(crate) struct Raw {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) kind: u32,
+    pub(crate) confidence: Confidence,
 }
 
 /// A keyword hit selected for evaluation whose window is not complete yet.
@@ -858,6 +908,7 @@ impl Core {
                         start: base + (rs + start) as u64,
                         end: base + (rs + end) as u64,
                         kind,
+                        confidence: Confidence::Verified,
                     });
                 }
             }
@@ -987,6 +1038,7 @@ fn eval(
                 start: origin + s as u64,
                 end: origin + e as u64,
                 kind: pi,
+                confidence: Confidence::Verified,
             });
         }
     };
