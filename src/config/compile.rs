@@ -516,26 +516,50 @@ fn compile_scan(
     errors: &mut Vec<ConfigError>,
 ) -> ScanSettings {
     let s = &raw.scan;
-    let patterns = match &s.patterns {
-        Some(p) => Some(base.join(p)),
-        None => {
-            let default = base.join("rules/secrets.toml");
-            default.is_file().then_some(default)
-        }
+    let pattern_error = |e: crate::scan::PatternError| ConfigError {
+        file: e.file.clone(),
+        location: (e.line > 0).then_some((e.line, e.column)),
+        message: format!("{}: {}", e.key, e.message),
     };
-    let pattern_set = patterns
-        .as_ref()
-        .and_then(|p| match crate::scan::PatternSet::load(p) {
-            Ok(set) => Some(Arc::new(set)),
+    let (patterns, pattern_set) = match &s.patterns {
+        Some(named) => {
+            let path = base.join(named.get_ref());
+            let set = match crate::scan::PatternSet::load(&path) {
+                Ok(set) if set.is_empty() => {
+                    errors.push(src.err(
+                        named,
+                        format!(
+                            "scan.patterns: {} has no [[pattern]]: it would scan for nothing \
+                             (remove the key to use the built-in patterns)",
+                            path.display()
+                        ),
+                    ));
+                    None
+                }
+                Ok(set) => Some(Arc::new(set)),
+                // Unreadable (missing, a directory): the config's key is at fault.
+                Err(e) if e.line == 0 => {
+                    errors.push(src.err(
+                        named,
+                        format!("scan.patterns: {}: {}", path.display(), e.message),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(pattern_error(e));
+                    None
+                }
+            };
+            (Some(path), set)
+        }
+        None => match crate::scan::PatternSet::builtin() {
+            Ok(set) => (None, Some(Arc::new(set))),
             Err(e) => {
-                errors.push(ConfigError {
-                    file: e.file.clone(),
-                    location: (e.line > 0).then_some((e.line, e.column)),
-                    message: format!("{}: {}", e.key, e.message),
-                });
-                None
+                errors.push(pattern_error(e));
+                (None, None)
             }
-        });
+        },
+    };
     ScanSettings {
         patterns,
         pattern_set,
@@ -553,7 +577,44 @@ fn compile_scan(
             ScanAction::Redact,
             errors,
         ),
+        outgoing_confidence: scan_confidence(
+            src,
+            "scan.outgoing_confidence",
+            s.outgoing_confidence.as_ref(),
+            crate::scan::Confidence::Shaped,
+            errors,
+        ),
+        incoming_confidence: scan_confidence(
+            src,
+            "scan.incoming_confidence",
+            s.incoming_confidence.as_ref(),
+            crate::scan::Confidence::Verified,
+            errors,
+        ),
     }
+}
+
+fn scan_confidence(
+    src: &Src<'_>,
+    key: &str,
+    value: Option<&Spanned<String>>,
+    default: crate::scan::Confidence,
+    errors: &mut Vec<ConfigError>,
+) -> crate::scan::Confidence {
+    let Some(v) = value else {
+        return default;
+    };
+    crate::scan::Confidence::parse(v.get_ref()).unwrap_or_else(|| {
+        errors.push(src.err(
+            v,
+            format!(
+                "{key}: `{}` is not valid: use \"shaped\" (act on everything that looks like \
+                 a secret) or \"verified\" (only on secrets that pass every check)",
+                v.get_ref()
+            ),
+        ));
+        default
+    })
 }
 
 fn compile_secrets(

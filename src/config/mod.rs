@@ -232,14 +232,31 @@ impl ScanAction {
 /// `[scan]`, compiled.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
-    /// Pattern file, if any.
+    /// The pattern file the config names; `None`: the built-in patterns.
     pub patterns: Option<PathBuf>,
-    /// The compiled patterns from that file.
+    /// The compiled patterns (from that file, or built in).
     pub pattern_set: Option<Arc<crate::scan::PatternSet>>,
     /// Action for the sandbox's requests.
     pub outgoing: ScanAction,
     /// Action for responses to the sandbox.
     pub incoming: ScanAction,
+    /// Least confidence acted on in the sandbox's requests (default
+    /// `Shaped`: everything).
+    pub outgoing_confidence: crate::scan::Confidence,
+    /// Least confidence acted on in responses (default `Verified`).
+    pub incoming_confidence: crate::scan::Confidence,
+}
+
+impl ScanSettings {
+    /// How many patterns are active and where they came from:
+    /// `65 patterns, built in` or `12 patterns from /etc/airlock/p.toml`.
+    pub fn patterns_summary(&self) -> String {
+        let n = self.pattern_set.as_ref().map_or(0, |p| p.len());
+        match &self.patterns {
+            None => format!("{n} patterns, built in"),
+            Some(p) => format!("{n} patterns from {}", p.display()),
+        }
+    }
 }
 
 /// Where audit events go.

@@ -253,13 +253,7 @@ pub(crate) async fn forward(
     }
     let scan = state.scanner().map(|scanner| {
         let s = &generation.config.scan;
-        RequestScan::new(
-            scanner,
-            s.outgoing.mode(),
-            s.incoming.mode(),
-            state.audit.clone(),
-            &event,
-        )
+        RequestScan::new(scanner, s, state.audit.clone(), &event)
     });
     if let Some(scan) = &scan {
         let checked = scan

@@ -52,7 +52,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::{Finding, ScanMode, ScanState, Scanner};
+use super::{Confidence, Finding, ScanMode, ScanState, Scanner};
 
 /// Callback receiving each finding (for audit). Must not block.
 pub type FindingSink = Arc<dyn Fn(&Finding) + Send + Sync>;
@@ -230,6 +230,13 @@ where
         body.forward = forward;
         body.decoder = Decoder::new(coding);
         body
+    }
+
+    /// Act only on findings of confidence `min` or above (default: all).
+    /// Call before the first frame is polled.
+    pub fn with_min_confidence(mut self, min: Confidence) -> ScanBody<B> {
+        self.state = ScanState::with_min_confidence(self.state.scanner(), self.state.mode(), min);
+        self
     }
 
     /// Call `sink` with each finding as soon as it is final.

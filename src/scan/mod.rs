@@ -72,7 +72,8 @@ pub mod stream;
 pub use body::{ContentCoding, EncodedForward, FindingSink, LeakBlocked, ScanBody, ScanError};
 pub use held::{HeldSecret, MIN_HELD_LEN};
 pub use patterns::{
-    MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern, PatternError, PatternSet,
+    BUILTIN_NAME, BUILTIN_PATTERNS, MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern,
+    PatternError, PatternSet,
 };
 pub use scanner::{BuildError, Confidence, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};

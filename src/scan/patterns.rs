@@ -44,10 +44,14 @@
 use std::{fmt, ops::Range, path::Path, sync::Arc};
 
 use regex::bytes::{Regex, RegexBuilder};
+use regex_syntax::hir::{self, Hir, HirKind};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{reach::Reach, scanner::Scanner};
+use super::{
+    reach::Reach,
+    scanner::{Confidence, Scanner},
+};
 
 /// Largest `max_len` a pattern may declare, in bytes.
 ///
@@ -61,6 +65,14 @@ pub const MIN_KEYWORD_LEN: usize = 3;
 
 /// Longest keyword accepted, in bytes.
 pub const MAX_KEYWORD_LEN: usize = 64;
+
+/// The shipped pattern file (`rules/secrets.toml`), compiled into the
+/// binary: the scanner's patterns unless the config names another file, so
+/// that airlock scans from any working directory.
+pub const BUILTIN_PATTERNS: &str = include_str!("../../rules/secrets.toml");
+
+/// The name the built-in pattern set goes by in errors.
+pub const BUILTIN_NAME: &str = "rules/secrets.toml (built in)";
 
 /// Compiled-size limit for one pattern's regex.
 const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
@@ -97,6 +109,12 @@ pub struct Pattern {
     /// Lowercased keywords.
     pub(crate) keywords: Vec<String>,
     pub(crate) regex: Regex,
+    /// The strict regex relaxed to catch the shapes of [`Confidence::Shaped`]
+    /// findings: word boundaries and `(?:^|[^...])` guards dropped, exact
+    /// repetitions of 16 or more accepted up to 2 shorter (see
+    /// [`relax`]). `None` when that changes nothing. Its matches are never
+    /// longer than the strict regex's can be.
+    pub(crate) relaxed: Option<Regex>,
     pub(crate) max_len: usize,
     pub(crate) entropy: Option<f64>,
     pub(crate) secret_group: usize,
@@ -104,6 +122,7 @@ pub struct Pattern {
     /// Where matches start relative to their keyword.
     pub(crate) reach: Reach,
     pub(crate) examples: Vec<String>,
+    pub(crate) shaped_examples: Vec<String>,
     pub(crate) counter_examples: Vec<String>,
 }
 
@@ -133,12 +152,19 @@ impl Pattern {
         self.reach.finding_back(self.max_len)
     }
 
-    /// The example strings (fake secrets) this pattern must find.
+    /// The example strings (fake secrets) this pattern must find as
+    /// [`Confidence::Verified`].
     pub fn examples(&self) -> &[String] {
         &self.examples
     }
 
-    /// The strings this pattern must not find.
+    /// The strings this pattern must find as [`Confidence::Shaped`] only
+    /// (broken checksum, glued, documented example, placeholder).
+    pub fn shaped_examples(&self) -> &[String] {
+        &self.shaped_examples
+    }
+
+    /// The strings this pattern must not find at all, not even as shaped.
     pub fn counter_examples(&self) -> &[String] {
         &self.counter_examples
     }
@@ -148,20 +174,33 @@ impl Pattern {
         self.keywords.iter().map(String::len).max().unwrap_or(0)
     }
 
-    /// Does the secret (capture group bytes) pass the entropy and checksum checks?
-    pub(crate) fn accepts(&self, secret: &[u8]) -> bool {
-        if secret.is_empty() {
-            return false;
+    /// How sure is a strict match with secret (capture group) bytes
+    /// `secret`? `None` when it is no finding at all: empty, or below the
+    /// pattern's entropy (a run of one character is no secret of any
+    /// confidence). A failed checksum, a documented example value or a
+    /// placeholder makes it [`Confidence::Shaped`].
+    pub(crate) fn classify(&self, secret: &[u8]) -> Option<Confidence> {
+        if !self.shaped(secret) {
+            return None;
         }
-        if let Some(min) = self.entropy
-            && shannon_entropy(secret) < min
-        {
-            return false;
-        }
-        match self.checksum {
+        let checksum_ok = match self.checksum {
             None => true,
             Some(Checksum::Github) => github_checksum_ok(secret),
+        };
+        if checksum_ok && !is_documentation(secret) {
+            Some(Confidence::Verified)
+        } else {
+            Some(Confidence::Shaped)
         }
+    }
+
+    /// Is `secret` at least a [`Confidence::Shaped`] finding: not empty,
+    /// and at or above the pattern's entropy?
+    pub(crate) fn shaped(&self, secret: &[u8]) -> bool {
+        !secret.is_empty()
+            && self
+                .entropy
+                .is_none_or(|min| shannon_entropy(secret) >= min)
     }
 }
 
@@ -201,6 +240,18 @@ impl PatternSet {
             message: format!("cannot read pattern file: {e}"),
         })?;
         Self::parse(&text, &file)
+    }
+
+    /// The built-in patterns ([`BUILTIN_PATTERNS`]), compiled once per
+    /// process.
+    ///
+    /// # Errors
+    /// A [`PatternError`] if the shipped file does not load (a build that
+    /// ships a broken file; the rules tests catch it first).
+    pub fn builtin() -> Result<Self, PatternError> {
+        static SET: std::sync::LazyLock<Result<PatternSet, PatternError>> =
+            std::sync::LazyLock::new(|| PatternSet::parse(BUILTIN_PATTERNS, BUILTIN_NAME));
+        SET.clone()
     }
 
     /// Compile a pattern file from text; `file` names it in errors.
@@ -304,6 +355,9 @@ impl PatternSet {
                 .build()
                 .map_err(|e| err(p.regex.span(), key("regex"), format!("invalid regex: {e}")))?;
 
+            let relaxed = relaxed_regex(p.regex.get_ref())
+                .map_err(|e| err(p.regex.span(), key("regex"), e))?;
+
             let secret_group = match &p.secret_group {
                 None => 0,
                 Some(g) => {
@@ -390,37 +444,46 @@ impl PatternSet {
                 description: p.description.into_inner(),
                 keywords,
                 regex,
+                relaxed,
                 max_len: max_len_v,
                 entropy,
                 secret_group,
                 checksum,
                 reach,
                 examples: p.examples.iter().map(|s| s.get_ref().clone()).collect(),
+                shaped_examples: p
+                    .shaped_examples
+                    .iter()
+                    .map(|s| s.get_ref().clone())
+                    .collect(),
                 counter_examples: p
                     .counter_examples
                     .iter()
                     .map(|s| s.get_ref().clone())
                     .collect(),
             });
-            spans.push((p.examples, p.counter_examples));
+            spans.push((p.examples, p.shaped_examples, p.counter_examples));
         }
 
         // Self-test: each pattern alone, through the real scanner.
-        for (i, (p, (examples, counters))) in patterns.iter().zip(&spans).enumerate() {
+        for (i, (p, (examples, shaped, counters))) in patterns.iter().zip(&spans).enumerate() {
             let single = Scanner::for_pattern(p.clone()).map_err(|mut e| {
                 e.file = file.to_string();
                 e
             })?;
             for ex in examples {
-                let found = single.scan(ex.get_ref().as_bytes());
+                let found = single.scan_min(ex.get_ref().as_bytes(), Confidence::Verified);
                 if !found.iter().any(|f| *f.pattern_id == *p.id) {
+                    let shaped = !single.scan(ex.get_ref().as_bytes()).is_empty();
                     return Err(err(
                         ex.span(),
                         format!("pattern[{i}].examples"),
                         format!(
-                            "example is not found by pattern `{}`{}",
+                            "example is not found as verified by pattern `{}`{}",
                             p.id,
-                            if matches!(p.reach, Reach::Declared { .. }) {
+                            if shaped {
+                                " (only as shaped: move it to shaped_examples?)"
+                            } else if matches!(p.reach, Reach::Declared { .. }) {
                                 " (is `lookbehind` large enough?)"
                             } else {
                                 ""
@@ -436,12 +499,39 @@ impl PatternSet {
                     ));
                 }
             }
+            for ex in shaped {
+                let bytes = ex.get_ref().as_bytes();
+                let problem = if single.scan(bytes).is_empty() {
+                    Some("is not found")
+                } else if !single.scan_min(bytes, Confidence::Verified).is_empty() {
+                    Some("is found as verified (move it to examples?)")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(err(
+                        ex.span(),
+                        format!("pattern[{i}].shaped_examples"),
+                        format!("shaped example {problem} by pattern `{}`", p.id),
+                    ));
+                }
+            }
             for ce in counters {
-                if !single.scan(ce.get_ref().as_bytes()).is_empty() {
+                let found = single.scan(ce.get_ref().as_bytes());
+                if let Some(f) = found.first() {
                     return Err(err(
                         ce.span(),
                         format!("pattern[{i}].counter_examples"),
-                        format!("counter-example is found by pattern `{}`", p.id),
+                        format!(
+                            "counter-example is found by pattern `{}` (as {}{})",
+                            p.id,
+                            f.confidence,
+                            if f.confidence == Confidence::Shaped {
+                                ": move it to shaped_examples?"
+                            } else {
+                                ""
+                            }
+                        ),
                     ));
                 }
             }
@@ -490,6 +580,8 @@ struct RawPattern {
     #[serde(default)]
     examples: Vec<Spanned<String>>,
     #[serde(default)]
+    shaped_examples: Vec<Spanned<String>>,
+    #[serde(default)]
     counter_examples: Vec<Spanned<String>>,
 }
 
@@ -500,6 +592,114 @@ fn is_kebab(s: &str) -> bool {
                 && w.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
+}
+
+/// Exact repetitions at least this long (the random body of a token) are
+/// relaxed to accept up to [`RELAX_SHORTER`] fewer repeats.
+const RELAX_MIN_REPEAT: u32 = 16;
+
+/// How many characters short of an exact length a shaped finding may be.
+const RELAX_SHORTER: u32 = 2;
+
+/// Compile the relaxed form of `regex` ([`relax`]); `None` when relaxing
+/// changes nothing.
+fn relaxed_regex(regex: &str) -> Result<Option<Regex>, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(regex)
+        .map_err(|e| format!("invalid regex: {e}"))?;
+    let relaxed = relax(&hir);
+    if relaxed == hir {
+        return Ok(None);
+    }
+    RegexBuilder::new(&relaxed.to_string())
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(Some)
+        .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))
+}
+
+/// The shapes a strict regex misses on purpose but an exfiltration attempt
+/// uses: every look-around assertion (`\b`, `^`, `$`) is dropped, and so is
+/// an alternation with one (`(?:^|[^0-9])`, `(?:[^A-Za-z0-9]|$)`: a
+/// hand-written boundary), so a secret glued to its neighbours matches; an
+/// exact repetition `{n}` with `n >= 16` becomes `{n-2,n}`, so a token a
+/// character or two short matches. A longer one matches as its first `n`
+/// characters glued to the rest. No match of the result is longer than the
+/// longest match of `hir`, so `max_len` still bounds it; the capture groups
+/// are kept, so `secret_group` still names the secret.
+fn relax(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Look(_) => Hir::empty(),
+        HirKind::Alternation(subs) if subs.iter().any(|h| matches!(h.kind(), HirKind::Look(_))) => {
+            Hir::empty()
+        }
+        HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(relax).collect()),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(relax).collect()),
+        HirKind::Capture(c) => Hir::capture(hir::Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(relax(&c.sub)),
+        }),
+        HirKind::Repetition(r) => {
+            let min = match r.max {
+                Some(max) if max == r.min && r.min >= RELAX_MIN_REPEAT => r.min - RELAX_SHORTER,
+                _ => r.min,
+            };
+            Hir::repetition(hir::Repetition {
+                min,
+                max: r.max,
+                greedy: r.greedy,
+                sub: Box::new(relax(&r.sub)),
+            })
+        }
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) => hir.clone(),
+    }
+}
+
+/// Words that mark a value as a documentation example or a placeholder
+/// (matched ASCII case-insensitively anywhere in the secret). Each is long
+/// or specific enough that a random token contains it by chance about once
+/// in 10^5 tokens or less.
+const DOC_MARKERS: &[&str] = &[
+    "example",
+    "placeholder",
+    "your_",
+    "your-",
+    "_here",
+    "-here",
+    "changeme",
+    "change_me",
+    "replace_me",
+    "replaceme",
+    "redacted",
+    "${",
+    "{{",
+    "xxxxxx",
+    "******",
+];
+
+/// Is `secret` a documented example value (`AKIAIOSFODNN7EXAMPLE`,
+/// `wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY`) or a placeholder
+/// (`your_api_key_here`, `<TOKEN>`, `xxxxxxxx`, `${GITHUB_TOKEN}`,
+/// `{{ token }}`)? Such a value is at most [`Confidence::Shaped`].
+pub(crate) fn is_documentation(secret: &[u8]) -> bool {
+    let has = |needle: &[u8]| {
+        secret
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if DOC_MARKERS.iter().any(|m| has(m.as_bytes())) {
+        return true;
+    }
+    // `<TOKEN>`, `<your token>`: a `<` with a `>` after it.
+    secret
+        .iter()
+        .position(|&b| b == b'<')
+        .is_some_and(|i| secret.get(i..).is_some_and(|rest| rest.contains(&b'>')))
 }
 
 /// 1-based line and byte column of `offset` in `text`.

@@ -97,7 +97,7 @@ fn keywords_are_case_insensitive() {
 }
 
 #[test]
-fn github_token_with_bad_checksum_is_not_a_finding() {
+fn github_token_with_bad_checksum_is_shaped() {
     let sc = scanner();
     let good = rules()
         .iter()
@@ -106,11 +106,16 @@ fn github_token_with_bad_checksum_is_not_a_finding() {
         .examples()[0]
         .clone();
     let token = good.rsplit(' ').next().unwrap().to_string();
-    assert_eq!(ids(&sc.scan(token.as_bytes())), ["github-pat-classic"]);
+    let found = sc.scan_min(token.as_bytes(), Confidence::Verified);
+    assert_eq!(ids(&found), ["github-pat-classic"]);
+    assert_eq!(found[0].confidence, Confidence::Verified);
     let mut bad = token.into_bytes();
     let last = bad.len() - 1;
     bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-    assert!(sc.scan(&bad).is_empty());
+    assert!(sc.scan_min(&bad, Confidence::Verified).is_empty());
+    let found = sc.scan(&bad);
+    assert_eq!(ids(&found), ["github-pat-classic"]);
+    assert_eq!(found[0].confidence, Confidence::Shaped);
 }
 
 #[test]
@@ -743,7 +748,7 @@ secret_group = 1
 lookbehind = 5
 max_len = 14
 examples = ["12:qqa", "x12345:qqabcd"]
-counter_examples = ["123456:qqa"]
+shaped_examples = ["123456:qqa"]
 
 [[pattern]]
 id = "edge"
@@ -752,7 +757,8 @@ keywords = ["zz-"]
 regex = '\bzz-[a-z]{2,5}\b'
 max_len = 8
 examples = ["zz-ab"]
-counter_examples = ["azz-ab"]
+shaped_examples = ["azz-ab", "zz-abcdefg"]
+counter_examples = ["zz-a"]
 "#;
 
 fn tight_scanner() -> Arc<Scanner> {
