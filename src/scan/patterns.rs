@@ -765,6 +765,7 @@ pub(crate) fn github_checksum_ok(token: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::Scanner;
 
     /// Build a token with a valid GitHub checksum (test helper shared by the
     /// rules test).
@@ -797,6 +798,159 @@ mod tests {
     fn entropy_bounds() {
         assert_eq!(shannon_entropy(b"aaaaaaaa"), 0.0);
         assert!((shannon_entropy(b"abcdefgh") - 3.0).abs() < 1e-9);
+    }
+
+    /// Deterministic pseudo-random base62 strings (xorshift64).
+    fn random_base62(seed: &mut u64, n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                char::from(BASE62[(*seed % 62) as usize])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documentation_values_and_placeholders_are_recognised() {
+        for doc in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "your_api_key_here",
+            "YOUR-TOKEN",
+            "<TOKEN>",
+            "<your token>",
+            "xxxxxxxx",
+            "ghp_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "${GITHUB_TOKEN}",
+            "{{ secrets.TOKEN }}",
+            "********",
+            "changeme",
+            "[redacted]",
+        ] {
+            assert!(is_documentation(doc.as_bytes()), "{doc}");
+        }
+        // Random tokens (the alphabet of most kinds) are never taken for one.
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let t = format!("ghp_{}", random_base62(&mut seed, 36));
+            assert!(!is_documentation(t.as_bytes()), "{t}");
+        }
+        for real_looking in [
+            "AKIAZ3MQ7PLXW4RTN2BD",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "hunter2-s3cret",
+        ] {
+            assert!(!is_documentation(real_looking.as_bytes()), "{real_looking}");
+        }
+    }
+
+    const GH: &str = r#"
+[[pattern]]
+id = "gh"
+description = "checksummed token"
+keywords = ["ghp_"]
+regex = '\bghp_[A-Za-z0-9]{36}\b'
+max_len = 40
+checksum = "github"
+examples = ["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"]
+
+[[pattern]]
+id = "named"
+description = "a value after its name, boundary written by hand"
+keywords = ["tok="]
+regex = 'tok=([a-z0-9]{20})(?:[^a-z0-9]|$)'
+secret_group = 1
+lookbehind = 0
+entropy = 3.0
+max_len = 25
+examples = ["tok=abcdefghij0123456789"]
+"#;
+
+    fn confidences(sc: &Scanner, hay: &str) -> Vec<(String, Confidence)> {
+        sc.scan(hay.as_bytes())
+            .into_iter()
+            .map(|f| {
+                (
+                    hay[f.start as usize..f.end as usize].to_string(),
+                    f.confidence,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn confidence_of_each_shape() {
+        use Confidence::{Shaped, Verified};
+        let set = PatternSet::parse(GH, "gh.toml").unwrap();
+        let sc = Scanner::new(&set, &[]).unwrap();
+        let mut seed = 42;
+        let good = github_token("ghp_", &random_base62(&mut seed, 30));
+        let mut broken = good.clone().into_bytes();
+        broken[10] = if broken[10] == b'a' { b'b' } else { b'a' };
+        let broken = String::from_utf8(broken).unwrap();
+        let doc = github_token("ghp_", "EXAMPLE00000000000000000000000");
+        let short = &good[..good.len() - 2];
+        let too_short = &good[..good.len() - 3];
+        let cases: Vec<(String, Vec<(String, Confidence)>)> = vec![
+            (format!("t {good} x"), vec![(good.clone(), Verified)]),
+            (format!("t {broken} x"), vec![(broken.clone(), Shaped)]),
+            (format!("t {doc} x"), vec![(doc.clone(), Shaped)]),
+            // glued on either side or both: the token, shaped
+            (format!("e{good} x"), vec![(good.clone(), Shaped)]),
+            (format!("t {good}Lorem"), vec![(good.clone(), Shaped)]),
+            (format!("e{good}Lorem"), vec![(good.clone(), Shaped)]),
+            // a character or two short: shaped; three: nothing
+            (format!("t {short} x"), vec![(short.to_string(), Shaped)]),
+            (format!("t {too_short} x"), vec![]),
+            // a hand-written boundary, glued
+            (
+                "tok=k3j5h7g9f1d3s5a7q9w0".to_string(),
+                vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Verified)],
+            ),
+            (
+                "tok=k3j5h7g9f1d3s5a7q9w0zz".to_string(),
+                vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Shaped)],
+            ),
+            // below the entropy floor: no finding at any confidence
+            ("tok=aaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),
+            ("tok=aaaaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),
+        ];
+        for (hay, want) in cases {
+            assert_eq!(confidences(&sc, &hay), want, "{hay}");
+            let verified: Vec<_> = want.into_iter().filter(|w| w.1 == Verified).collect();
+            let got: Vec<_> = sc
+                .scan_min(hay.as_bytes(), Verified)
+                .into_iter()
+                .map(|f| {
+                    (
+                        hay[f.start as usize..f.end as usize].to_string(),
+                        f.confidence,
+                    )
+                })
+                .collect();
+            assert_eq!(got, verified, "{hay} (verified only)");
+        }
+    }
+
+    #[test]
+    fn relaxed_regex_drops_boundaries_and_shortens_exact_runs() {
+        let r = relaxed_regex(r"\bghp_[A-Za-z0-9]{36}\b").unwrap().unwrap();
+        let a = |n: usize| "a".repeat(n);
+        assert!(r.is_match(format!("xghp_{}ybbb", a(36)).as_bytes()));
+        // Greedy up to the strict length, never longer (max_len holds).
+        let glued = format!("ghp_{}", a(40));
+        assert_eq!(r.find(glued.as_bytes()).map(|m| m.len()), Some(40));
+        assert!(r.is_match(format!("ghp_{}", a(34)).as_bytes()));
+        assert!(!r.is_match(format!("ghp_{}", a(33)).as_bytes()));
+        let r = relaxed_regex(r"(?:^|[^0-9])([0-9]{8,10}:AA[a-z]{3})(?:[^a-z]|$)")
+            .unwrap()
+            .unwrap();
+        assert!(!r.as_str().contains('^'), "{}", r.as_str());
+        assert!(r.is_match(b"x123456789:AAabcd"));
+        // Nothing to relax: no second regex.
+        assert!(relaxed_regex(r"tok=[a-z]{4,8}").unwrap().is_none());
     }
 
     fn parse_err(text: &str) -> PatternError {

@@ -54,14 +54,15 @@ fn rules_file_has_at_least_40_kinds() {
     assert!(rules().len() >= 40, "only {} patterns", rules().len());
 }
 
-/// Every example is found, with its own id, by the full scanner (all
-/// patterns and held values together), and no counter-example is.
+/// Every example is found as verified, with its own id, by the full
+/// scanner (all patterns and held values together), every shaped example
+/// as shaped only, and no counter-example at all.
 #[test]
 fn rules_file_examples_and_counter_examples() {
     let sc = scanner();
     for p in rules().iter() {
         for ex in p.examples() {
-            let found = sc.scan(ex.as_bytes());
+            let found = sc.scan_min(ex.as_bytes(), Confidence::Verified);
             assert!(
                 ids(&found).contains(&p.id()),
                 "{}: example {ex:?} not found ({found:?})",
@@ -72,6 +73,22 @@ fn rules_file_examples_and_counter_examples() {
             assert!(
                 ids(&sc.scan(embedded.as_bytes())).contains(&p.id()),
                 "{}: embedded {ex:?}",
+                p.id()
+            );
+        }
+        for ex in p.shaped_examples() {
+            let found = sc.scan(ex.as_bytes());
+            assert!(
+                found
+                    .iter()
+                    .any(|f| *f.pattern_id == *p.id() && f.confidence == Confidence::Shaped),
+                "{}: shaped example {ex:?} not found as shaped ({found:?})",
+                p.id()
+            );
+            let verified = sc.scan_min(ex.as_bytes(), Confidence::Verified);
+            assert!(
+                !ids(&verified).contains(&p.id()),
+                "{}: shaped example {ex:?} found as verified",
                 p.id()
             );
         }
@@ -226,7 +243,17 @@ fn stream(
     input: &[u8],
     cuts: &[usize],
 ) -> (Vec<u8>, Vec<Finding>, ScanState) {
-    let mut st = ScanState::new(sc.clone(), mode);
+    stream_min(sc, mode, Confidence::Shaped, input, cuts)
+}
+
+fn stream_min(
+    sc: &Arc<Scanner>,
+    mode: ScanMode,
+    min: Confidence,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, Vec<Finding>, ScanState) {
+    let mut st = ScanState::with_min_confidence(sc.clone(), mode, min);
     let mut out = Vec::new();
     let mut findings = Vec::new();
     let mut pos = 0;
@@ -252,15 +279,28 @@ fn stream(
 }
 
 /// The property: streamed == whole-buffer, for every mode.
+/// For both confidence thresholds: the whole-buffer findings, output and
+/// block point equal the streamed ones.
 fn check_equivalence(sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
-    let whole = sc.scan(input);
+    check_equivalence_min(sc, Confidence::Shaped, input, cuts)?;
+    check_equivalence_min(sc, Confidence::Verified, input, cuts)
+}
 
-    let (out, found, _) = stream(sc, ScanMode::Log, input, cuts);
+fn check_equivalence_min(
+    sc: &Arc<Scanner>,
+    min: Confidence,
+    input: &[u8],
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let whole = sc.scan_min(input, min);
+    prop_assert!(whole.iter().all(|f| f.confidence >= min));
+
+    let (out, found, _) = stream_min(sc, ScanMode::Log, min, input, cuts);
     prop_assert_eq!(&found, &whole, "log findings");
     prop_assert!(out == input, "log output changed");
 
-    let (out, found, _) = stream(sc, ScanMode::Redact, input, cuts);
-    let (want, _) = sc.redact(input);
+    let (out, found, _) = stream_min(sc, ScanMode::Redact, min, input, cuts);
+    let (want, _) = sc.redact_min(input, min);
     prop_assert_eq!(&found, &whole, "redact findings");
     prop_assert!(
         out == want,
@@ -269,7 +309,7 @@ fn check_equivalence(sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<
         String::from_utf8_lossy(&want)
     );
 
-    let (out, found, st) = stream(sc, ScanMode::Block, input, cuts);
+    let (out, found, st) = stream_min(sc, ScanMode::Block, min, input, cuts);
     match whole.first() {
         Some(first) => {
             prop_assert_eq!(
@@ -294,6 +334,7 @@ fn plants() -> &'static Vec<Vec<u8>> {
         let mut v: Vec<Vec<u8>> = Vec::new();
         for p in rules().iter() {
             v.extend(p.examples().iter().map(|e| e.as_bytes().to_vec()));
+            v.extend(p.shaped_examples().iter().map(|e| e.as_bytes().to_vec()));
             v.extend(p.counter_examples().iter().map(|e| e.as_bytes().to_vec()));
         }
         for h in held() {
