@@ -13,9 +13,20 @@
 //! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
 //! checksum = "github"                  # optional: verify the GitHub CRC32 checksum
-//! examples = ["ghp_..."]               # each must be found by this pattern
-//! counter_examples = ["ghp_short"]     # none may be found by this pattern
+//! examples = ["ghp_..."]               # each must be found as verified
+//! shaped_examples = ["ghp_...bad"]     # each must be found, as shaped only
+//! counter_examples = ["ghp_short"]     # none may be found, not even as shaped
 //! ```
+//!
+//! # Confidence
+//! A strict match is [`Confidence::Verified`] when its entropy, checksum
+//! and the documentation check ([`is_documentation`]) pass, and
+//! [`Confidence::Shaped`] when only the entropy does. Each pattern also has
+//! a *relaxed* regex derived from the strict one ([`relax`]: boundaries
+//! dropped, long exact runs two shorter); its matches that overlap no strict
+//! match are shaped. It runs only in the windows the keyword prefilter
+//! already selected, and only when the caller acts on shaped findings, so
+//! the prefilter, the hold-back and the precise scan cost nothing more.
 //!
 //! Regexes are compiled with Unicode off: classes, `\b` and `\s` are ASCII,
 //! `.` is any byte but `\n`, and they match invalid UTF-8 (opt in per
@@ -37,9 +48,13 @@
 //! ([`Pattern::lookbehind`]).
 //!
 //! Loading checks everything a reviewer could get wrong and names the file,
-//! line and key of the first problem ([`PatternError`]). The examples and
-//! counter-examples are run at load time through the same code path the proxy
-//! uses, so a pattern file that loads is a pattern file whose examples work.
+//! line and key of the first problem ([`PatternError`]). The examples,
+//! shaped examples and counter-examples are run at load time through the
+//! same code path the proxy uses, so a pattern file that loads is a pattern
+//! file whose examples work.
+//!
+//! The shipped file is compiled in ([`BUILTIN_PATTERNS`],
+//! [`PatternSet::builtin`]).
 
 use std::{fmt, ops::Range, path::Path, sync::Arc};
 

@@ -226,6 +226,26 @@ async fn patterns_are_built_in_for_a_config_outside_the_repo() {
     let (code, out, err) = run(&["scan", "leaky.env"], dir.path());
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("leaky.env:1:19: aws-access-key-id"), "{out}");
+    // Precise by default: a documented example and a broken checksum are
+    // reported only with --all, marked shaped.
+    let broken = fresh::github_token_bad_checksum();
+    std::fs::write(
+        dir.path().join("docs.md"),
+        format!("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nGITHUB_TOKEN={broken}\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["scan", "docs.md"], dir.path());
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (code, out, err) = run(&["scan", "--all", "docs.md"], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "docs.md:1:19: aws-access-key-id  AKIA**** (shaped)",
+            "docs.md:2:14: github-pat-classic  ghp_**** (shaped)",
+        ],
+        "{out}"
+    );
 
     let mut child = tokio::process::Command::new(BIN)
         .args(["serve", "--config", "airlock.toml"])
