@@ -85,6 +85,10 @@ pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) ->
         );
         return ExitCode::from(super::EXIT_SETUP);
     }
+    if let Err(e) = pass_capabilities_to_init() {
+        eprintln!("airlock run: {e:#}");
+        return ExitCode::from(super::EXIT_SETUP);
+    }
     let mut init = tokio::process::Command::new("/proc/self/exe");
     init.args(["run", "--isolate-init", "--"]).args(command);
     super::supervise_blocking(init, |e| {
@@ -160,6 +164,24 @@ fn drop_capabilities() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The init needs `CAP_SYS_ADMIN` (to mount `/proc`) and `CAP_SETPCAP` (to
+/// empty its bounding set) in the new user namespace; a non-root uid loses
+/// them at `exec` unless they are ambient. The init drops them all again.
+fn pass_capabilities_to_init() -> anyhow::Result<()> {
+    use rustix::thread::CapabilitySet;
+    let keep = CapabilitySet::SYS_ADMIN | CapabilitySet::SETPCAP;
+    let mut sets = rustix::thread::capabilities(None).context("cannot read capabilities")?;
+    sets.inheritable |= keep & sets.permitted;
+    rustix::thread::set_capabilities(None, sets).context("cannot set inheritable capabilities")?;
+    for cap in [CapabilitySet::SYS_ADMIN, CapabilitySet::SETPCAP] {
+        if sets.permitted.contains(cap) {
+            rustix::thread::configure_capability_in_ambient_set(cap, true)
+                .context("cannot pass capabilities to the isolation init")?;
+        }
+    }
+    Ok(())
+}
+
 fn prepare(socket: &Path, port: u16, hide: &[PathBuf]) -> anyhow::Result<()> {
     enter_namespaces()?;
     loopback_up().context("cannot bring up the loopback interface in the new namespace")?;
@@ -198,8 +220,8 @@ fn prepare(socket: &Path, port: u16, hide: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 /// Makes every mount private (nothing done here propagates back to
-/// airlock's namespace), then mounts an empty read-only file over each of
-/// `files` that exists (an empty read-only directory over a directory).
+/// airlock's namespace), then mounts an empty, read-only, mode-000 file over
+/// each of `files` that exists (such a directory over a directory).
 /// The empties live on a small tmpfs mounted at `scratch`, detached again
 /// once they are in place.
 fn hide_files(files: &[PathBuf], scratch: &Path) -> anyhow::Result<()> {
@@ -215,8 +237,21 @@ fn hide_files(files: &[PathBuf], scratch: &Path) -> anyhow::Result<()> {
         .context("cannot mount a tmpfs for the hiding files")?;
     let empty_file = scratch.join("empty");
     let empty_dir = scratch.join("dir");
-    std::fs::write(&empty_file, b"").context("cannot create the empty file")?;
-    std::fs::create_dir(&empty_dir).context("cannot create the empty directory")?;
+    // Mode 000 on a read-only mount: opening them fails (EACCES) for the
+    // command, which has no capability to override it, not even as root.
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&empty_file)
+            .context("cannot create the empty file")?;
+        std::fs::DirBuilder::new()
+            .mode(0o000)
+            .create(&empty_dir)
+            .context("cannot create the empty directory")?;
+    }
     rustix::mount::mount_remount(scratch, flags | MountFlags::RDONLY, "")
         .context("cannot make the hiding tmpfs read-only")?;
     for path in files {

@@ -649,14 +649,28 @@ fn terminal_sent(sig: rustix::process::Signal) -> bool {
     if sig != S::INT && sig != S::QUIT {
         return false;
     }
-    let group = rustix::process::getpgrp();
     [
         rustix::termios::tcgetpgrp(std::io::stdin()),
         rustix::termios::tcgetpgrp(std::io::stdout()),
         rustix::termios::tcgetpgrp(std::io::stderr()),
     ]
     .into_iter()
-    .any(|fg| fg.is_ok_and(|fg| fg == group))
+    .any(|fg| match fg {
+        Ok(fg) => own_process_group() == Some(fg.as_raw_pid()),
+        // A terminal whose foreground group this PID namespace cannot see
+        // (the isolation init): ours too is outside, so it is ours.
+        Err(rustix::io::Errno::OPNOTSUPP) => own_process_group() == Some(0),
+        Err(_) => false,
+    })
+}
+
+/// This process's group as this PID namespace sees it (0 when it lies
+/// outside), from `/proc/self/stat`: `pid (comm) state ppid pgrp ...`.
+/// (`getpgrp` cannot say 0.)
+fn own_process_group() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(2)?.parse().ok()
 }
 
 /// A private (0700) directory for the trust files and the isolation socket,
