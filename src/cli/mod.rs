@@ -53,7 +53,7 @@ enum Command {
     },
     /// Run the secret scanner over files or stdin; exit 1 when anything is found.
     Scan(ScanArgs),
-    /// Run a command whose only way out is through airlock.
+    /// Run a command isolated (Linux namespaces, no capabilities) so that its only way out is through airlock.
     Run(crate::run::RunArgs),
     /// List, approve or deny requests held for approval (through the admin API).
     Approvals(crate::approval::cli::ApprovalsArgs),
@@ -142,6 +142,8 @@ fn load(config: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // Before any secret is read: no same-uid ptrace, no /proc/<pid>/mem.
+    crate::run::make_undumpable()?;
     let config = load(config_path)?;
     tracing::info!(config = %config.source, "config loaded");
     let files = CaFiles {

@@ -118,6 +118,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let secret_files = secret_files(&raw, base, &tls, &secrets);
     Ok(Config {
         proxy,
         tls,
@@ -136,7 +137,47 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect(),
+        secret_files,
     })
+}
+
+/// The files a compiled config reads secrets from (see [`Config::secret_files`]).
+fn secret_files(
+    raw: &RawConfig,
+    base: &Path,
+    tls: &super::TlsSettings,
+    secrets: &SecretsSettings,
+) -> Vec<super::SecretFile> {
+    use crate::credentials::VaultAuth;
+    let file = |setting, path: PathBuf| super::SecretFile { setting, path };
+    let mut out = vec![file("tls.ca_key", tls.ca_key.clone())];
+    match &secrets.backend {
+        SecretBackend::File(p) => out.push(file("secrets.file", p.clone())),
+        SecretBackend::Vault(v) => match &v.auth {
+            VaultAuth::Token { token_file } => {
+                out.extend(
+                    token_file
+                        .iter()
+                        .map(|p| file("secrets.vault.token_file", p.clone())),
+                );
+            }
+            VaultAuth::AppRole {
+                role_id_file,
+                secret_id_file,
+                ..
+            } => {
+                out.push(file("secrets.vault.role_id_file", role_id_file.clone()));
+                out.push(file("secrets.vault.secret_id_file", secret_id_file.clone()));
+            }
+        },
+    }
+    if let Some(f) = &raw.proxy.admin_token_file {
+        out.push(file("proxy.admin_token_file", base.join(f.get_ref())));
+    }
+    if let Some(f) = &raw.approval.decider_token_file {
+        out.push(file("approval.decider_token_file", base.join(f.get_ref())));
+    }
+    out
 }
 
 fn compile_rule_file(
@@ -995,4 +1036,58 @@ fn compile_approval(
         }
     });
     super::ApprovalSettings { timeout, decider }
+}
+
+#[cfg(test)]
+mod secret_files_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Config, SecretFile};
+
+    #[test]
+    fn every_secret_bearing_file_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["admin.token", "decider.token"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = r#"
+[proxy]
+admin = "127.0.0.1:0"
+admin_token_file = "admin.token"
+[tls]
+ca_key = "k/ca-key.pem"
+[secrets]
+backend = "vault"
+[secrets.vault]
+auth = "approle"
+role_id_file = "role"
+secret_id_file = "/abs/secret"
+[approval]
+decider = "https://decider.test/"
+decider_token_file = "decider.token"
+"#;
+        let c = Config::from_text(text, "t.toml", dir.path()).unwrap();
+        let d = dir.path();
+        let want = |setting, path: std::path::PathBuf| SecretFile { setting, path };
+        assert_eq!(
+            c.secret_files,
+            [
+                want("tls.ca_key", d.join("k/ca-key.pem")),
+                want("secrets.vault.role_id_file", d.join("role")),
+                want("secrets.vault.secret_id_file", "/abs/secret".into()),
+                want("proxy.admin_token_file", d.join("admin.token")),
+                want("approval.decider_token_file", d.join("decider.token")),
+            ]
+        );
+        let text = "[secrets]\nbackend = \"vault\"\n[secrets.vault]\ntoken_file = \"t\"\n";
+        let c = Config::from_text(text, "t.toml", d).unwrap();
+        assert_eq!(
+            c.secret_files[1],
+            want("secrets.vault.token_file", d.join("t"))
+        );
+        let c = Config::from_text("", "t.toml", d).unwrap();
+        assert_eq!(
+            c.secret_files[1],
+            want("secrets.file", d.join("secrets.local.toml"))
+        );
+    }
 }
