@@ -86,6 +86,10 @@ pub enum ProxyError {
         /// Where.
         place: String,
     },
+    /// A small request body, read whole to be judged before anything is
+    /// sent, did not arrive in time (408).
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// Upstream TLS or connection failure (502).
     #[error("upstream: {0}")]
     Upstream(String),
@@ -122,6 +126,7 @@ impl ProxyError {
             ProxyError::Leak { .. } => "secret_blocked",
             ProxyError::Unscannable { .. } => "unscannable_body",
             ProxyError::ResponseLeak { .. } => "secret_in_response",
+            ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
         }
@@ -158,6 +163,7 @@ impl ProxyError {
             }
             ProxyError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -214,6 +220,11 @@ impl ProxyError {
             ProxyError::ApprovalExpired(secs) => format!(
                 "airlock held this request for approval, and nobody approved it within {secs} s.\n\
                  Nothing was sent. Ask the operator to approve it (airlock approvals list), then retry.\n"
+            ),
+            ProxyError::BodyTimeout(secs) => format!(
+                "airlock refused this request: its body did not arrive within {secs} s.\n\
+                 Nothing was sent. airlock reads a small body whole and scans it before the \
+                 request goes upstream; send the body promptly.\n"
             ),
             ProxyError::NotProxyRequest => {
                 "airlock is a forward proxy: send requests to it as a proxy \

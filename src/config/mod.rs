@@ -240,6 +240,9 @@ pub struct ScanSettings {
     pub outgoing: ScanAction,
     /// Action for responses to the sandbox.
     pub incoming: ScanAction,
+    /// Request bodies up to this size are read and scanned whole before
+    /// the request goes upstream (a refusal leaves no trace at the origin).
+    pub prejudge_bytes: usize,
 }
 
 /// Where audit events go.

@@ -164,6 +164,9 @@ pub struct RawScan {
     pub outgoing: Option<Spanned<String>>,
     /// `redact` (default) | `block` | `log`.
     pub incoming: Option<Spanned<String>>,
+    /// Request bodies up to this many bytes are read and scanned whole
+    /// before anything is sent upstream. Default 65536.
+    pub prejudge_bytes: Option<Spanned<i64>>,
 }
 
 /// `[approval]`.

@@ -266,11 +266,20 @@ pub(crate) async fn forward(
             .request_uri(&mut parts.uri)
             .and_then(|()| scan.request_headers(&mut parts.headers, injected.headers()))
             .and_then(|()| scan.request_placeholder_parts(injected.sandbox_parts()))
-            .and_then(|()| {
-                scan.limit_accept_encoding(&mut parts.headers);
-                scan.request_body(&mut parts.headers, body)
-            });
-        body = match checked {
+            .map(|()| scan.limit_accept_encoding(&mut parts.headers));
+        if let Err(err) = checked {
+            return fail(&state, event, start, err);
+        }
+        // A small body is judged whole before anything goes upstream.
+        let judged_body = scan
+            .request_body_judged(
+                &mut parts.headers,
+                body,
+                generation.config.scan.prejudge_bytes,
+                generation.config.proxy.header_read_timeout,
+            )
+            .await;
+        body = match judged_body {
             Ok(b) => b,
             Err(err) => return fail(&state, event, start, err),
         };

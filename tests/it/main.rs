@@ -12,6 +12,9 @@ mod support;
 mod admin;
 /// The approval gate: held writes, approve/deny/expiry, scopes, a decider URL.
 mod approval;
+/// The secret barrier: no trace of a refused small request, encoded bodies,
+/// large and trickled bodies cut before the secret, Range slices.
+mod barrier;
 /// The airlock binary: check, explain, ca init, curl through `serve`, SIGTERM.
 mod cli;
 /// Allow/deny at CONNECT: hosts, wildcards, ports, the 403 text.
