@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, IF_RANGE, RANGE, TRANSFER_ENCODING};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -193,6 +193,14 @@ pub(crate) async fn forward(
         parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
     }
     parts.headers.remove(HOST);
+    let injects = judged.rule.inject.is_some();
+    if injects {
+        // An origin that echoes the credential could be asked for it in
+        // slices too short to recognise: the whole response is fetched,
+        // scanned and redacted instead.
+        parts.headers.remove(RANGE);
+        parts.headers.remove(IF_RANGE);
+    }
     parts.uri = match upstream_uri(&target, &judged.path, parts.uri.query()) {
         Ok(u) => u,
         Err(err) => return fail(&state, event, start, err),
@@ -313,6 +321,9 @@ pub(crate) async fn forward(
             tokio::spawn(splice_upgrade(client_upgrade, upstream_upgrade, ws));
         }
         _ => {}
+    }
+    if injects && response.status() == StatusCode::PARTIAL_CONTENT {
+        return fail(&state, event, start, ProxyError::PartialForInjected);
     }
     let (mut parts, body) = response.into_parts();
     event.status = Some(parts.status.as_u16());

@@ -439,3 +439,118 @@ async fn a_secret_arriving_one_byte_at_a_time_is_still_cut() {
     assert_eq!(origin.connections(), before, "a new upstream connection");
     assert_eq!(origin.received().len(), 1, "only the first request's head");
 }
+
+/// Echoes the Authorization header it got. `/echo` honours `Range:
+/// bytes=a-b` with a 206; `/sliced?o=N` answers 206 with 6 bytes from `N`
+/// whatever was asked.
+fn range_echo() -> origin::Handler {
+    Arc::new(|req, rec| {
+        Box::pin(async move {
+            let r = origin::record(req, &rec).await;
+            let echo = r
+                .headers
+                .get("authorization")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            let slice = |from: usize, to: usize| {
+                let from = from.min(echo.len());
+                let to = to.min(echo.len().saturating_sub(1));
+                let part = echo.get(from..=to).unwrap_or_default().to_vec();
+                Response::builder()
+                    .status(206)
+                    .header("content-range", format!("bytes {from}-{to}/{}", echo.len()))
+                    .body(full(part))
+                    .unwrap()
+            };
+            if let Some(o) = r.target.strip_prefix("/sliced?o=") {
+                let o: usize = o.parse().unwrap();
+                return slice(o, o + 5);
+            }
+            let range = r
+                .headers
+                .get("range")
+                .and_then(|v| v.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+                .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+            match range {
+                Some((a, b)) => slice(a, b),
+                None => Response::new(full(echo)),
+            }
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_slices_never_reassemble_an_injected_credential() {
+    let token = fresh_token();
+    let (_ca, origin, proxy) = injecting(range_echo(), &token, &[]).await;
+    let base = format!("https://api.example.test:{}", origin.port());
+    let c = client::reqwest(&proxy);
+    let echoed_len = "Bearer ".len() + token.len();
+
+    // Asked for in 6-byte slices (with If-Range too): airlock drops the
+    // range, so every answer is the whole echo, scanned and redacted.
+    let mut all = Vec::new();
+    for from in (0..echoed_len).step_by(6) {
+        let r = c
+            .get(format!("{base}/echo"))
+            .header("range", format!("bytes={from}-{}", from + 5))
+            .header("if-range", "\"v1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("[REDACTED:"),
+            "{body:?}"
+        );
+        assert_no_piece(&body, &token, "a slice");
+        all.extend_from_slice(&body);
+    }
+    assert_no_piece(&all, &token, "the slices together");
+    for r in origin.received() {
+        assert!(r.headers.get("range").is_none(), "{:?}", r.headers);
+        assert!(r.headers.get("if-range").is_none(), "{:?}", r.headers);
+    }
+
+    // An origin that answers 206 unasked: refused, never passed on.
+    for from in (0..echoed_len).step_by(6) {
+        let r = c
+            .get(format!("{base}/sliced?o={from}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["airlock-error"], "partial_content_refused");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("206 Partial Content"), "{text}");
+        assert_no_piece(text.as_bytes(), &token, "the refusal");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_that_stalls_is_refused_with_408() {
+    use tokio::io::AsyncWriteExt;
+    let (_ca, origin, proxy) = crate::support::api_origin(origin::echo("api"), "", |b| {
+        b.scan(&[]).proxy_line("header_read_timeout = \"1s\"")
+    })
+    .await;
+    let host = format!("api.example.test:{}", origin.port());
+    let mut tls = client::tls_tunnel(&proxy, &host, "api.example.test", &[b"http/1.1"], true).await;
+    let head = format!("POST /stall HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(b"ten bytes.").await.unwrap();
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), client::read_response(&mut tls))
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert!(r.head.contains("body_timeout"), "{}", r.head);
+    assert!(
+        r.text().contains("did not arrive within 1 s"),
+        "{}",
+        r.text()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    origin_saw_nothing(&origin).await;
+}
