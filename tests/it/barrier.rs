@@ -110,7 +110,10 @@ fn streaming_origin(got: Arc<Mutex<Vec<u8>>>) -> origin::Handler {
 /// A [`streaming_origin`] that speaks HTTP/1.1 only: every byte airlock
 /// writes on the socket reaches the handler in order, even when the body is
 /// then cut (an h2 reset may discard DATA the origin had buffered).
-async fn h1_streaming_origin(got: Arc<Mutex<Vec<u8>>>) -> (TestCa, Origin, TestProxy) {
+async fn h1_streaming_origin(
+    got: Arc<Mutex<Vec<u8>>>,
+    scan: &[&str],
+) -> (TestCa, Origin, TestProxy) {
     let ca = TestCa::new("origin ca");
     let origin = Origin::https_alpn(
         &ca,
@@ -124,7 +127,7 @@ async fn h1_streaming_origin(got: Arc<Mutex<Vec<u8>>>) -> (TestCa, Origin, TestP
         .resolve("api.example.test", "127.0.0.2")
         .allow_loopback()
         .trust(&ca)
-        .scan(&[])
+        .scan(scan)
         .rule(&format!(
             "match = \"api.example.test\"\nports = [{}]",
             origin.port()
@@ -283,7 +286,7 @@ fn filler(len: usize, seed: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_is_cut_before_the_secret() {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let (_ca, origin, proxy) = h1_streaming_origin(Arc::clone(&got)).await;
+    let (_ca, origin, proxy) = h1_streaming_origin(Arc::clone(&got), &[]).await;
     let url = format!("https://api.example.test:{}/big", origin.port());
     let c = client::reqwest(&proxy);
 
@@ -384,12 +387,13 @@ async fn trickle(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_arriving_one_byte_at_a_time_is_still_cut() {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let (_ca, origin, proxy) = h1_streaming_origin(Arc::clone(&got)).await;
+    let (_ca, origin, proxy) =
+        h1_streaming_origin(Arc::clone(&got), &["prejudge_bytes = 4096"]).await;
 
-    // Over the pre-judging bound: 80 KiB stream at once, then the secret
-    // and what follows one byte at a time, 3 ms apart.
+    // Over the pre-judging bound (set to 4 KiB here): 8 KiB at once, then
+    // the secret and what follows one byte at a time, 3 ms apart.
     let key = fresh_aws_key();
-    let mut body = filler(80 * 1024, random_u64(3));
+    let mut body = filler(8 * 1024, random_u64(3));
     let fast = body.len();
     body.extend_from_slice(format!(" aws={key} and then some").as_bytes());
     let r = trickle(
@@ -413,7 +417,7 @@ async fn a_secret_arriving_one_byte_at_a_time_is_still_cut() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let streamed = std::mem::take(&mut *got.lock().unwrap());
     assert!(
-        streamed.len() >= 64 * 1024,
+        streamed.len() >= 4 * 1024,
         "{} bytes arrived",
         streamed.len()
     );

@@ -770,11 +770,19 @@ async fn a_secret_split_across_websocket_messages_is_found() {
     } = ws_session().await;
     let secret = fresh_aws_key();
     let (a, b) = secret.split_at(10);
+    let sent = std::time::Instant::now();
     tls.write_all(&ws_frame(true, 0x1, key, format!("key {a}").as_bytes()))
         .await
         .unwrap();
     let (_, echo) = ws_message(&mut tls).await;
     assert_eq!(echo, format!("key {a}").into_bytes());
+    // Its tail was held for the wait (250 ms), then sent.
+    let waited = sent.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(240)
+            && waited < std::time::Duration::from_secs(3),
+        "{waited:?}"
+    );
     tls.write_all(&ws_frame(true, 0x1, key, format!("{b} end").as_bytes()))
         .await
         .unwrap();
