@@ -34,7 +34,7 @@
 //!   with the same actions, and may interleave with a message's fragments.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::scan::{FindingSink, ScanMode, ScanState, Scanner};
 
@@ -258,6 +258,11 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Buffered, so that waiting for the next frame can time out without
+    // losing bytes of it (`fill_buf` keeps what it read; `read_exact` would
+    // not, if cancelled midway).
+    let mut from = tokio::io::BufReader::new(from);
+    let from = &mut from;
     let mut flow = Flow {
         scanner: &scan.scanner,
         mode,
@@ -268,8 +273,8 @@ where
     };
     loop {
         let next = match &flow.held {
-            Some((_, until)) => match tokio::time::timeout_at(*until, read_head(from)).await {
-                Ok(next) => next,
+            Some((_, until)) => match tokio::time::timeout_at(*until, from.fill_buf()).await {
+                Ok(_) => read_head(from).await,
                 Err(_) => {
                     // Nothing completed the tail in time: send it.
                     if release(&mut flow, to).await.is_err() {
@@ -555,6 +560,73 @@ mod tests {
         .concat();
         assert_eq!(out, want);
         assert_eq!(found, ["aws-access-key-id"]);
+    }
+
+    /// Messages (opcode, payload) and control frames in `wire`, in order.
+    async fn messages(wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut r = wire;
+        let mut out = Vec::new();
+        let mut open: Option<(u8, Vec<u8>)> = None;
+        while let Some(head) = read_head(&mut r).await.unwrap() {
+            let mut payload = vec![0u8; head.len as usize];
+            r.read_exact(&mut payload).await.unwrap();
+            if head.opcode >= 0x8 {
+                out.push((head.opcode, payload));
+                continue;
+            }
+            let (op, mut data) = open.take().unwrap_or((head.opcode, Vec::new()));
+            data.extend_from_slice(&payload);
+            if head.fin {
+                out.push((op, data));
+            } else {
+                open = Some((op, data));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_held_tail_keeps_the_stream_intact() {
+        use tokio::io::AsyncWriteExt;
+        let sink: FindingSink = Arc::new(|_| {});
+        let ws = WsScan {
+            scanner: scanner(),
+            outgoing: ScanMode::Block,
+            incoming: ScanMode::Redact,
+            out_sink: Arc::clone(&sink),
+            in_sink: Arc::clone(&sink),
+        };
+        let (mut client, mut proxy_in) = tokio::io::duplex(1 << 16);
+        let (mut proxy_out, mut origin) = tokio::io::duplex(1 << 16);
+        let pump = tokio::spawn(async move {
+            pump(&mut proxy_in, &mut proxy_out, &ws, ScanMode::Block, &sink).await
+        });
+        // A message whose tail could start a key; a ping while it is held;
+        // then a frame head split across the wait.
+        client
+            .write_all(&encode(true, 0x1, None, b"the id is AKIA"))
+            .await
+            .unwrap();
+        client
+            .write_all(&encode(true, 0x9, None, b"p"))
+            .await
+            .unwrap();
+        let second = encode(true, 0x1, None, b" and nothing more\n");
+        client.write_all(&second[..1]).await.unwrap();
+        tokio::time::sleep(MESSAGE_TAIL_WAIT * 2).await;
+        client.write_all(&second[1..]).await.unwrap();
+        drop(client);
+        assert_eq!(pump.await.unwrap(), Ok(()));
+        let mut wire = Vec::new();
+        origin.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(
+            messages(&wire).await,
+            [
+                (0x9, b"p".to_vec()),
+                (0x1, b"the id is AKIA".to_vec()),
+                (0x1, b" and nothing more\n".to_vec()),
+            ]
+        );
     }
 
     #[tokio::test]
