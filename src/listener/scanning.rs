@@ -2,9 +2,11 @@
 //! and the body going out, and the headers and body coming back.
 //!
 //! Outgoing (default `block`): a secret in the URL or a header stops the
-//! request before anything is sent; one in the body aborts the upstream
-//! stream before any byte of it leaves (the scanner holds back the bytes
-//! that could still complete a match). Incoming (default `redact`): secrets
+//! request before anything is sent. A small body (`[scan] prejudge_bytes`)
+//! is read and scanned whole first, so a secret in it stops the request
+//! before a connection to the origin is opened; in a larger body a secret
+//! aborts the upstream stream before any byte of it leaves (the scanner
+//! holds back the bytes that could still complete a match). Incoming (default `redact`): secrets
 //! in response headers and bodies are replaced with `[REDACTED:<id>]`
 //! before the sandbox sees them.
 //!
