@@ -25,6 +25,9 @@ mod guard;
 mod inject;
 /// Inside the tunnel: SNI, Host, method/path, h2, trailers, SSE, WebSocket, framing.
 mod intercept;
+/// The secret barrier's flow: no trace of a refused small request, encoded bodies,
+/// large and trickled bodies cut before the secret, Range slices.
+mod no_trace;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.
 mod plain_http;
 /// Rule edits apply without a restart; a broken edit keeps the last good rules.
