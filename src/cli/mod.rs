@@ -137,6 +137,8 @@ fn load(config: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // Before any secret is read: no same-uid ptrace, no /proc/<pid>/mem.
+    crate::run::make_undumpable()?;
     let config = load(config_path)?;
     tracing::info!(config = %config.source, "config loaded");
     let files = CaFiles {

@@ -118,6 +118,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let secret_files = secret_files(&raw, base, &tls, &secrets);
     Ok(Config {
         proxy,
         tls,
@@ -136,7 +137,47 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect(),
+        secret_files,
     })
+}
+
+/// The files a compiled config reads secrets from (see [`Config::secret_files`]).
+fn secret_files(
+    raw: &RawConfig,
+    base: &Path,
+    tls: &super::TlsSettings,
+    secrets: &SecretsSettings,
+) -> Vec<super::SecretFile> {
+    use crate::credentials::VaultAuth;
+    let file = |setting, path: PathBuf| super::SecretFile { setting, path };
+    let mut out = vec![file("tls.ca_key", tls.ca_key.clone())];
+    match &secrets.backend {
+        SecretBackend::File(p) => out.push(file("secrets.file", p.clone())),
+        SecretBackend::Vault(v) => match &v.auth {
+            VaultAuth::Token { token_file } => {
+                out.extend(
+                    token_file
+                        .iter()
+                        .map(|p| file("secrets.vault.token_file", p.clone())),
+                );
+            }
+            VaultAuth::AppRole {
+                role_id_file,
+                secret_id_file,
+                ..
+            } => {
+                out.push(file("secrets.vault.role_id_file", role_id_file.clone()));
+                out.push(file("secrets.vault.secret_id_file", secret_id_file.clone()));
+            }
+        },
+    }
+    if let Some(f) = &raw.proxy.admin_token_file {
+        out.push(file("proxy.admin_token_file", base.join(f.get_ref())));
+    }
+    if let Some(f) = &raw.approval.decider_token_file {
+        out.push(file("approval.decider_token_file", base.join(f.get_ref())));
+    }
+    out
 }
 
 fn compile_rule_file(

@@ -55,6 +55,20 @@ pub struct Config {
     /// A short hash of the config and every rule file: the rules version
     /// named in audit events, metrics and reload logs.
     pub version: String,
+    /// Every file this config makes airlock read a secret from, with the
+    /// setting that names it: the CA key, the file backend's secrets file,
+    /// Vault token and AppRole files, the admin and decider token files.
+    /// `airlock run` hides them from the command (see `crate::run`).
+    pub secret_files: Vec<SecretFile>,
+}
+
+/// A file airlock reads a secret from (see [`Config::secret_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// The setting that names it, e.g. `tls.ca_key`.
+    pub setting: &'static str,
+    /// The path, as resolved against the config's directory.
+    pub path: PathBuf,
 }
 
 /// `[proxy]`, compiled.

@@ -49,8 +49,7 @@ use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::os::unix::process::CommandExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -72,26 +71,119 @@ const ACK: u8 = b'k';
 // Inside: the helper.
 // ---------------------------------------------------------------------------
 
-/// The helper's whole life: enter a new network namespace, bring `lo` up,
-/// bind the inner proxy port, hand it to airlock, then become `command`.
-/// Returns only on failure: 125 before the command starts, 126/127 when it
-/// cannot be executed.
-pub fn helper(socket: &Path, port: u16, command: &[String]) -> ExitCode {
-    if let Err(e) = prepare(socket, port) {
-        eprintln!("airlock run --isolate: {e:#}");
-        eprintln!("airlock run --isolate: the command was not started (it never runs unisolated)");
+/// The helper's whole life: enter new user, network, mount and PID
+/// namespaces, bring `lo` up, bind the inner proxy port and hand it to
+/// airlock, hide `hide`, then start the second stage (PID 1 of the new PID
+/// namespace, which starts `command`) and wait for it, forwarding signals.
+/// Returns the command's status: 125 when anything before it fails.
+pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) -> ExitCode {
+    if let Err(e) = prepare(socket, port, hide) {
+        eprintln!("airlock run: {e:#}");
+        eprintln!(
+            "airlock run: the command was not started (it never runs unisolated; \
+             --no-isolate runs it without isolation)"
+        );
+        return ExitCode::from(super::EXIT_SETUP);
+    }
+    if let Err(e) = pass_capabilities_to_init() {
+        eprintln!("airlock run: {e:#}");
+        return ExitCode::from(super::EXIT_SETUP);
+    }
+    let mut init = tokio::process::Command::new("/proc/self/exe");
+    init.args(["run", "--isolate-init", "--"]).args(command);
+    super::supervise_blocking(init, |e| {
+        eprintln!("airlock run: cannot start the isolation init: {e}");
+        ExitCode::from(super::EXIT_SETUP)
+    })
+}
+
+/// The second stage, PID 1 of the command's PID namespace: mount a `/proc`
+/// that shows only this namespace, give up every capability, then start
+/// `command` and wait for it, forwarding signals (PID 1 gets only the
+/// signals it handles). When it exits, the namespace and whatever the
+/// command left running in it go away.
+pub fn init(command: &[String]) -> ExitCode {
+    if let Err(e) = enter_init() {
+        eprintln!("airlock run: {e:#}");
+        eprintln!(
+            "airlock run: the command was not started (it never runs unisolated; \
+             --no-isolate runs it without isolation)"
+        );
         return ExitCode::from(super::EXIT_SETUP);
     }
     let Some((program, args)) = command.split_first() else {
-        eprintln!("airlock run --isolate: no command given");
+        eprintln!("airlock run: no command given");
         return ExitCode::from(super::EXIT_SETUP);
     };
-    let err = std::process::Command::new(program).args(args).exec();
-    super::report_spawn_error(program, &err)
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    super::supervise_blocking(cmd, |e| super::report_spawn_error(program, e))
 }
 
-fn prepare(socket: &Path, port: u16) -> anyhow::Result<()> {
-    enter_network_namespace()?;
+fn enter_init() -> anyhow::Result<()> {
+    use rustix::mount::MountFlags;
+    rustix::mount::mount(
+        "proc",
+        "/proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .context("cannot mount /proc for the command's PID namespace")?;
+    drop_capabilities()
+}
+
+/// Empties every capability set (bounding, ambient, effective, permitted,
+/// inheritable) and sets `PR_SET_NO_NEW_PRIVS`: the command, even as uid 0,
+/// can then not unmount what hides airlock's files, leave its namespaces,
+/// or gain privileges through a setuid or file-capability program.
+/// Checked afterwards; any failure refuses the command.
+fn drop_capabilities() -> anyhow::Result<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    for bit in 0..u64::BITS {
+        let cap = CapabilitySet::from_bits_retain(1 << bit);
+        // EINVAL: past the kernel's last capability.
+        if rustix::thread::capability_is_in_bounding_set(cap).unwrap_or(false) {
+            rustix::thread::remove_capability_from_bounding_set(cap)
+                .with_context(|| format!("cannot drop capability {bit} from the bounding set"))?;
+        }
+    }
+    rustix::thread::clear_ambient_capability_set()
+        .context("cannot clear the ambient capabilities")?;
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    rustix::thread::set_capabilities(None, none).context("cannot drop capabilities")?;
+    rustix::thread::set_no_new_privs(true).context("cannot set no_new_privs")?;
+    let now = rustix::thread::capabilities(None).context("cannot read capabilities back")?;
+    if now != none {
+        anyhow::bail!("capabilities remain after dropping them: {now:?}");
+    }
+    Ok(())
+}
+
+/// The init needs `CAP_SYS_ADMIN` (to mount `/proc`) and `CAP_SETPCAP` (to
+/// empty its bounding set) in the new user namespace; a non-root uid loses
+/// them at `exec` unless they are ambient. The init drops them all again.
+fn pass_capabilities_to_init() -> anyhow::Result<()> {
+    use rustix::thread::CapabilitySet;
+    let keep = CapabilitySet::SYS_ADMIN | CapabilitySet::SETPCAP;
+    let mut sets = rustix::thread::capabilities(None).context("cannot read capabilities")?;
+    sets.inheritable |= keep & sets.permitted;
+    rustix::thread::set_capabilities(None, sets).context("cannot set inheritable capabilities")?;
+    for cap in [CapabilitySet::SYS_ADMIN, CapabilitySet::SETPCAP] {
+        if sets.permitted.contains(cap) {
+            rustix::thread::configure_capability_in_ambient_set(cap, true)
+                .context("cannot pass capabilities to the isolation init")?;
+        }
+    }
+    Ok(())
+}
+
+fn prepare(socket: &Path, port: u16, hide: &[PathBuf]) -> anyhow::Result<()> {
+    enter_namespaces()?;
     loopback_up().context("cannot bring up the loopback interface in the new namespace")?;
     let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} inside the namespace"))?;
@@ -120,36 +212,100 @@ fn prepare(socket: &Path, port: u16) -> anyhow::Result<()> {
         anyhow::bail!("airlock did not take the inner listener (unexpected reply)");
     }
     // `listener` and `stream` are close-on-exec: the command inherits neither.
+    let scratch = socket
+        .parent()
+        .map(|d| d.join("hide"))
+        .context("the isolation socket has no directory")?;
+    hide_files(hide, &scratch)
+}
+
+/// Makes every mount private (nothing done here propagates back to
+/// airlock's namespace), then mounts an empty, read-only, mode-000 file over
+/// each of `files` that exists (such a directory over a directory).
+/// The empties live on a small tmpfs mounted at `scratch`, detached again
+/// once they are in place.
+fn hide_files(files: &[PathBuf], scratch: &Path) -> anyhow::Result<()> {
+    use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .context("cannot make the command's mounts private")?;
+    std::fs::create_dir(scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    rustix::mount::mount("tmpfs", scratch, "tmpfs", flags, c"size=4k,mode=0555")
+        .context("cannot mount a tmpfs for the hiding files")?;
+    let empty_file = scratch.join("empty");
+    let empty_dir = scratch.join("dir");
+    // Mode 000 on a read-only mount: opening them fails (EACCES) for the
+    // command, which has no capability to override it, not even as root.
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&empty_file)
+            .context("cannot create the empty file")?;
+        std::fs::DirBuilder::new()
+            .mode(0o000)
+            .create(&empty_dir)
+            .context("cannot create the empty directory")?;
+    }
+    rustix::mount::mount_remount(scratch, flags | MountFlags::RDONLY, "")
+        .context("cannot make the hiding tmpfs read-only")?;
+    for path in files {
+        let source = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => &empty_dir,
+            Ok(_) => &empty_file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot hide {}", path.display()));
+            }
+        };
+        rustix::mount::mount_bind(source, path)
+            .with_context(|| format!("cannot hide {}", path.display()))?;
+    }
+    rustix::mount::unmount(scratch, UnmountFlags::DETACH)
+        .context("cannot detach the hiding tmpfs")?;
     Ok(())
 }
 
-/// `unshare(CLONE_NEWNET)`, or a user namespace with it when that is what
-/// this process may do.
-fn enter_network_namespace() -> anyhow::Result<()> {
+/// `unshare` of new user, network, mount and PID namespaces, with this
+/// process's uid and gid mapped to themselves. As root, where user
+/// namespaces are not available, the same without the user namespace (the
+/// command loses every capability in [`init`] either way).
+fn enter_namespaces() -> anyhow::Result<()> {
     use rustix::thread::UnshareFlags;
     let euid = rustix::process::geteuid();
     let egid = rustix::process::getegid();
+    let rest = UnshareFlags::NEWNET | UnshareFlags::NEWNS | UnshareFlags::NEWPID;
     let mut tried = Vec::new();
-    if euid.is_root() {
-        match unshare(UnshareFlags::NEWNET) {
-            Ok(()) => return Ok(()),
-            // Root without CAP_SYS_ADMIN (a container): try a user namespace.
-            Err(e) => tried.push(format!(
-                "unshare(CLONE_NEWNET) as root: {}",
-                explain(e, false)
-            )),
+    match unshare(UnshareFlags::NEWUSER | rest) {
+        Ok(()) => {}
+        Err(e) => {
+            tried.push(format!(
+                "unshare(CLONE_NEWUSER|CLONE_NEWNET|CLONE_NEWNS|CLONE_NEWPID): {}",
+                explain(e, true)
+            ));
+            if !euid.is_root() {
+                return Err(namespace_error(&tried));
+            }
+            return match unshare(rest) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tried.push(format!(
+                        "unshare(CLONE_NEWNET|CLONE_NEWNS|CLONE_NEWPID) as root: {}",
+                        explain(e, false)
+                    ));
+                    Err(namespace_error(&tried))
+                }
+            };
         }
     }
-    if let Err(e) = unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNET) {
-        tried.push(format!(
-            "unshare(CLONE_NEWUSER|CLONE_NEWNET): {}",
-            explain(e, true)
-        ));
-        return Err(namespace_error(&tried));
-    }
     // Map our own uid/gid to themselves: the command keeps its identity, and
-    // this process holds CAP_NET_ADMIN over the namespace it just made until
-    // it execs the command.
+    // this process holds capabilities over the namespaces it just made (none
+    // over airlock's) until the second stage drops them all.
     let (uid, gid) = (euid.as_raw(), egid.as_raw());
     let map = |file: &str, text: String| {
         std::fs::write(file, &text).with_context(|| format!("cannot write {file} ({text:?})"))
@@ -198,10 +354,11 @@ fn namespace_error(tried: &[String]) -> anyhow::Error {
             .unwrap_or_else(|_| "absent".to_owned())
     };
     anyhow::anyhow!(
-        "cannot create a network namespace: {}. --isolate needs root with CAP_SYS_ADMIN, or unprivileged \
-         user namespaces (here: euid {}, kernel.unprivileged_userns_clone = {}, user.max_user_namespaces = {}, \
-         kernel.apparmor_restrict_unprivileged_userns = {}). Enable them (e.g. sysctl -w \
-         user.max_user_namespaces=10000 kernel.unprivileged_userns_clone=1), run as root, or run without --isolate",
+        "cannot create the command's namespaces (user, network, mount, PID): {}. Isolation needs \
+         user namespaces, or root with CAP_SYS_ADMIN (here: euid {}, kernel.unprivileged_userns_clone = {}, \
+         user.max_user_namespaces = {}, kernel.apparmor_restrict_unprivileged_userns = {}). Enable them \
+         (e.g. sysctl -w user.max_user_namespaces=10000 kernel.unprivileged_userns_clone=1), or pass \
+         --no-isolate to run the command without isolation",
         tried.join("; "),
         rustix::process::geteuid().as_raw(),
         sysctl("/proc/sys/kernel/unprivileged_userns_clone"),
