@@ -53,7 +53,7 @@ enum Command {
     },
     /// Run the secret scanner over files or stdin; exit 1 when anything is found.
     Scan(ScanArgs),
-    /// Run a command whose only way out is through airlock.
+    /// Run a command isolated (Linux namespaces, no capabilities) so that its only way out is through airlock.
     Run(crate::run::RunArgs),
     /// List, approve or deny requests held for approval (through the admin API).
     Approvals(crate::approval::cli::ApprovalsArgs),

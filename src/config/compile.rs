@@ -976,3 +976,57 @@ fn compile_approval(
     });
     super::ApprovalSettings { timeout, decider }
 }
+
+#[cfg(test)]
+mod secret_files_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Config, SecretFile};
+
+    #[test]
+    fn every_secret_bearing_file_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["admin.token", "decider.token"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = r#"
+[proxy]
+admin = "127.0.0.1:0"
+admin_token_file = "admin.token"
+[tls]
+ca_key = "k/ca-key.pem"
+[secrets]
+backend = "vault"
+[secrets.vault]
+auth = "approle"
+role_id_file = "role"
+secret_id_file = "/abs/secret"
+[approval]
+decider = "https://decider.test/"
+decider_token_file = "decider.token"
+"#;
+        let c = Config::from_text(text, "t.toml", dir.path()).unwrap();
+        let d = dir.path();
+        let want = |setting, path: std::path::PathBuf| SecretFile { setting, path };
+        assert_eq!(
+            c.secret_files,
+            [
+                want("tls.ca_key", d.join("k/ca-key.pem")),
+                want("secrets.vault.role_id_file", d.join("role")),
+                want("secrets.vault.secret_id_file", "/abs/secret".into()),
+                want("proxy.admin_token_file", d.join("admin.token")),
+                want("approval.decider_token_file", d.join("decider.token")),
+            ]
+        );
+        let text = "[secrets]\nbackend = \"vault\"\n[secrets.vault]\ntoken_file = \"t\"\n";
+        let c = Config::from_text(text, "t.toml", d).unwrap();
+        assert_eq!(
+            c.secret_files[1],
+            want("secrets.vault.token_file", d.join("t"))
+        );
+        let c = Config::from_text("", "t.toml", d).unwrap();
+        assert_eq!(
+            c.secret_files[1],
+            want("secrets.file", d.join("secrets.local.toml"))
+        );
+    }
+}

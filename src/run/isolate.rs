@@ -1,48 +1,65 @@
-//! `--isolate`: the command runs in its own network namespace whose only
-//! way out is airlock.
+//! Isolation (the default of `airlock run`): the command runs in its own
+//! user, network, mount and PID namespaces, without capabilities, where the
+//! only way out is airlock and nothing airlock holds is within reach.
 //!
-//! Two processes take part, and no thread of the tokio runtime ever changes
-//! namespace:
+//! Three processes take part besides airlock, and no thread of the tokio
+//! runtime ever changes namespace:
 //!
-//! 1. **airlock run** (outside) binds a Unix socket in its private run
-//!    directory and spawns a fresh copy of itself (`/proc/self/exe run
-//!    --netns-helper SOCKET --netns-port PORT -- CMD...`) with the command's
-//!    environment.
+//! 1. **airlock run** (outside, non-dumpable) binds a Unix socket in its
+//!    private run directory and spawns a fresh copy of itself
+//!    (`/proc/self/exe run --netns-helper SOCKET --netns-port PORT
+//!    --hide=FILE... -- CMD...`) with the command's environment.
 //! 2. **The helper** is single-threaded when it starts, so `unshare` applies
-//!    to the whole process. It creates a network namespace
-//!    (`unshare(CLONE_NEWNET)` as root; `CLONE_NEWUSER | CLONE_NEWNET` with a
-//!    one-uid identity map otherwise), brings `lo` up over rtnetlink, binds
-//!    `127.0.0.1:PORT` *inside* the namespace, and hands that listening
-//!    socket to airlock outside over the Unix socket (`SCM_RIGHTS`; a
-//!    filesystem Unix socket is reachable across network namespaces). Once
-//!    airlock acknowledges, the helper `exec`s the command: same pid, so
-//!    airlock's signals and the exit status are the command's own.
-//! 3. airlock accepts connections on the inner listener (a socket keeps the
-//!    namespace it was created in, whoever calls `accept`) and relays each
-//!    one to the proxy port.
+//!    to the whole process. It creates user, network, mount and PID
+//!    namespaces at once (its uid and gid mapped to themselves; as root,
+//!    where user namespaces are unavailable, the same without one), brings
+//!    `lo` up over rtnetlink, binds `127.0.0.1:PORT` *inside*, and hands that
+//!    listening socket to airlock over the Unix socket (`SCM_RIGHTS`; a
+//!    filesystem Unix socket is reachable across network namespaces). It
+//!    then makes every mount private and mounts an empty, read-only,
+//!    mode-000 file from a small tmpfs over each `--hide` file (the secret
+//!    files of the config: CA key, secrets file, Vault token and AppRole
+//!    files, admin and decider tokens), and starts the second stage. It
+//!    stays outside the new PID namespace, waiting and forwarding signals.
+//! 3. **The init** (`run --isolate-init`) is PID 1 of the new PID namespace:
+//!    it mounts a fresh `/proc` (only the namespace's processes; airlock's
+//!    is not there), empties every capability set (bounding, ambient,
+//!    effective, permitted, inheritable), sets `no_new_privs`, and starts
+//!    the command as PID 2, forwarding signals (PID 1 receives only the
+//!    signals it handles) and exiting with its status; the kernel then kills
+//!    whatever the command left in the namespace.
+//!
+//! airlock accepts connections on the inner listener (a socket keeps the
+//! namespace it was created in, whoever calls `accept`) and relays each one
+//! to the proxy port.
 //!
 //! Inside, `lo` is the only interface and there is no default route: a
 //! connection to any non-loopback address fails at once with "Network is
 //! unreachable", a loopback address is the namespace's own (nothing listens
-//! there but the bridged proxy port), and no resolver is reachable, so DNS
-//! fails too. A tool that ignores the proxy variables gets an error, never a
-//! bypass.
+//! there but the bridged proxy port: "Connection refused"), and no resolver
+//! is reachable, so DNS fails too. A tool that ignores the proxy variables
+//! gets an error, never a bypass, and nothing is redirected.
 //!
-//! What it does not isolate: the filesystem. Unix sockets bound to paths
-//! (a Docker socket, an ssh-agent, D-Bus, nscd) stay reachable; combine with
-//! a mount namespace or container for those. Abstract Unix sockets are per
-//! network namespace and are cut off.
+//! Without capabilities, the command (even as uid 0) cannot unmount what
+//! hides the files, change its namespaces' network or mounts, or gain
+//! privileges through setuid or file-capability programs. A user namespace
+//! it creates itself gets capabilities only there, and the mounts it
+//! inherits are locked together, so the hiding cannot be undone from one.
+//! With a user namespace, capabilities are meaningful only over the new
+//! namespaces in any case, never over airlock's.
 //!
-//! Unprivileged, the command also runs in a user namespace that maps only
-//! the caller's uid and gid (to themselves): its identity is unchanged, but
-//! files of other users show as the overflow user (`nobody`) and setuid
-//! programs such as `sudo` gain nothing. As root there is no user namespace.
+//! What it does not isolate: the rest of the filesystem. Unix sockets bound
+//! to paths (a Docker socket, an ssh-agent, D-Bus) stay reachable, and a
+//! secret file reachable under a second path (a hard link, another mount
+//! of its directory) is not hidden. Abstract Unix sockets are per network
+//! namespace and are cut off.
 //!
-//! Requirements: Linux, and either root (CAP_SYS_ADMIN) or unprivileged user
-//! namespaces (`kernel.unprivileged_userns_clone = 1` where that sysctl
-//! exists, `user.max_user_namespaces > 0`, and on Ubuntu 24.04+
-//! `kernel.apparmor_restrict_unprivileged_userns = 0` or an AppArmor profile
-//! allowing it). Without them airlock refuses to run the command.
+//! Requirements: Linux, and either user namespaces (`user.max_user_namespaces
+//! > 0`, `kernel.unprivileged_userns_clone = 1` where that sysctl exists,
+//! and on Ubuntu 24.04+ `kernel.apparmor_restrict_unprivileged_userns = 0`
+//! or an AppArmor profile allowing it) or root with CAP_SYS_ADMIN; and a
+//! `/proc` that may be mounted again. Without them airlock refuses to run
+//! the command (125) and names `--no-isolate`.
 
 use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::mem::MaybeUninit;

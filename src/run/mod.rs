@@ -1,15 +1,17 @@
-//! `airlock run`: start (or use) an airlock and run a command whose only
-//! way out is through it.
+//! `airlock run`: start (or use) an airlock and run a command, isolated so
+//! that its only way out is through it.
 //!
 //! ```text
-//! airlock run [--config FILE] [--isolate] -- CMD [ARGS...]
-//! airlock run --proxy ADDR --ca FILE [--isolate] -- CMD [ARGS...]
+//! airlock run [--config FILE] [--no-isolate] [--env-clear] [--env NAME]... -- CMD [ARGS...]
+//! airlock run --proxy ADDR --ca FILE [--no-isolate] [...] -- CMD [ARGS...]
 //! ```
 //!
 //! Without `--proxy`, an airlock starts in this process from `--config`
 //! (or the embedded default, which creates `certs/ca.pem` in the working
 //! directory if it is missing, as `serve` does), listening on
-//! `127.0.0.1:<free port>` whatever `[proxy] listen` says; the rest of the
+//! `127.0.0.1:<free port>` whatever `[proxy] listen` says (and on another
+//! free port for `[proxy] admin` if the config has one, printed on stderr,
+//! so it runs beside a `serve` of the same config); the rest of the
 //! config applies as written. The rules are read once: `SIGHUP` belongs to
 //! the command (use `serve` plus `--proxy` for live reload). With `--proxy
 //! ADDR --ca FILE` the command uses an airlock that is already running.
@@ -53,7 +55,7 @@
 //! search it in addition to `SSL_CERT_FILE`, which already carries the CA,
 //! and a hashed directory would need OpenSSL's subject hashes. Java reads
 //! none of these (it needs a keystore and `-Djavax.net.ssl.trustStore`);
-//! under `--isolate` it fails closed rather than bypassing.
+//! isolated, it fails closed rather than bypassing.
 //!
 //! # Output, signals, exit status
 //! stdout belongs to the command. airlock's logs go to stderr at
@@ -69,11 +71,25 @@
 //! the command could not be executed and `127` if it was not found (the
 //! conventions of `env`, `timeout` and `docker run`).
 //!
-//! # `--isolate`
-//! The command runs in its own network namespace where only airlock's port
-//! is reachable; see `src/run/isolate.rs` for how, and what it requires (Linux; root
-//! or unprivileged user namespaces). Where that is not available airlock
-//! says so and exits 125: it never runs the command without isolation.
+//! # What the command gets of airlock's
+//! Its environment is airlock's without `VAULT_*`, `BAO_*` and `AIRLOCK_*`
+//! (airlock's own settings and credentials, whatever their case); with
+//! `--env-clear` only `PATH`, `HOME`, `TERM`, `LANG` and the `--env` names
+//! are kept. `--env` of a scrubbed name is refused (125). airlock's variables
+//! above are set over all of it. airlock itself is non-dumpable from its
+//! first instruction on (see [`make_undumpable`]).
+//!
+//! # Isolation (the default)
+//! The command runs in its own user, network, mount and PID namespaces
+//! without capabilities: only airlock's port is reachable, the files
+//! airlock reads secrets from are unreadable, and airlock's process is not
+//! visible; see `src/run/isolate.rs` for how, and what it requires. Where
+//! that is not available airlock says so, names `--no-isolate`, and exits
+//! 125: it never runs the command unisolated on its own. With
+//! `--no-isolate` the command shares airlock's network, files and processes
+//! (as root: all of root's powers); airlock then warns once on stderr which
+//! of its secret files the command can read. `--isolate` is accepted (and
+//! hidden) for compatibility.
 
 mod env;
 #[cfg(target_os = "linux")]
@@ -112,8 +128,8 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "proxy")]
     pub config: Option<PathBuf>,
     /// Run CMD without isolation: it then shares airlock's network (it can
-    /// ignore the proxy variables and connect directly), its files and its
-    /// processes. airlock warns which of its secret files CMD could read.
+    /// ignore the proxy variables and connect directly) and files. airlock
+    /// warns which of its secret files CMD can read.
     #[arg(long)]
     pub no_isolate: bool,
     /// Accepted for compatibility: isolation is the default.
@@ -123,9 +139,9 @@ pub struct RunArgs {
     /// the variables airlock sets.
     #[arg(long)]
     pub env_clear: bool,
-    /// Pass this variable of airlock's environment to CMD (repeatable; with
-    /// --env-clear, or to override nothing else). airlock's own credential
-    /// variables (VAULT_*, BAO_*, AIRLOCK_*) are refused.
+    /// Pass this variable from airlock's environment to CMD, also under
+    /// --env-clear (repeatable). airlock's own settings and credentials
+    /// (VAULT_*, BAO_*, AIRLOCK_*) never reach CMD: naming one is refused.
     #[arg(long = "env", value_name = "NAME")]
     pub env: Vec<String>,
     /// Use an airlock that is already running at this address (HOST:PORT or

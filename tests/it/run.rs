@@ -815,7 +815,8 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
         ));
     }
     script.push_str(
-        "echo \"pids $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\"\n\
+        "echo \"uid $(id -u)\"\n\
+         echo \"pids $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\"\n\
          grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status\n",
     );
     let mut child = tokio::process::Command::new(BIN)
@@ -869,6 +870,14 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    };
+    assert!(
+        out.lines().any(|l| l == format!("uid {uid}")),
+        "the invoker's uid (root stays 0): {out}"
+    );
 }
 
 /// `--no-isolate`: the command can read the same files, and airlock says
