@@ -137,8 +137,60 @@ pub fn init(command: &[String]) -> ExitCode {
     super::supervise_blocking(cmd, |e| super::report_spawn_error(program, e))
 }
 
+/// PID 1 inherits every orphan of its namespace, and an orphan that exits
+/// stays a zombie until PID 1 reaps it. On each `SIGCHLD`, reaps the
+/// exited children other than `command` (which tokio waits for).
+pub async fn reap_orphans(command: u32) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut sigchld) = signal(SignalKind::child()) else {
+        tracing::warn!("cannot watch SIGCHLD: orphans of the command stay zombies until it exits");
+        return;
+    };
+    while sigchld.recv().await.is_some() {
+        for pid in exited_children(command) {
+            let _reaped = rustix::process::waitpid(
+                rustix::process::Pid::from_raw(pid),
+                rustix::process::WaitOptions::NOHANG,
+            );
+        }
+    }
+}
+
+/// Zombie children of this process except `command`, from `/proc`.
+fn exited_children(command: u32) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != command)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid ...`: comm may hold anything but `)`
+                // ends it last.
+                let mut f = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest.split_ascii_whitespace())
+                    .into_iter()
+                    .flatten();
+                f.next() == Some("Z") && f.next() == Some(me.as_str())
+            })
+        })
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
+}
+
 fn enter_init() -> anyhow::Result<()> {
     use rustix::mount::MountFlags;
+    // Only ever as PID 1 of a namespace the helper made: never over the
+    // host's /proc, whoever runs this hidden stage by hand.
+    if std::process::id() != 1 {
+        anyhow::bail!(
+            "--isolate-init is internal: it runs only as PID 1 of the command's namespace"
+        );
+    }
     rustix::mount::mount(
         "proc",
         "/proc",

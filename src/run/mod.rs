@@ -564,7 +564,18 @@ fn supervise_blocking(
             Ok(c) => c,
             Err(e) => return on_spawn_error(&e),
         };
-        match signals.forward_until_exit(&mut child).await {
+        let reaper = (std::process::id() == 1)
+            .then(|| {
+                child
+                    .id()
+                    .map(|pid| tokio::spawn(isolate::reap_orphans(pid)))
+            })
+            .flatten();
+        let status = signals.forward_until_exit(&mut child).await;
+        if let Some(r) = reaper {
+            r.abort();
+        }
+        match status {
             Ok(status) => exit_code(status),
             Err(e) => {
                 eprintln!("airlock run: cannot wait for the command: {e}");

@@ -815,7 +815,9 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
         ));
     }
     script.push_str(
-        "echo \"uid $(id -u)\"\n\
+        "(sleep 0.1 &); (sleep 0.1 &); sleep 1\n\
+         echo \"zombies $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"\n\
+         echo \"uid $(id -u)\"\n\
          echo \"pids $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\"\n\
          grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status\n",
     );
@@ -870,6 +872,7 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("zombies 0\n"), "PID 1 reaps orphans: {out}");
     let uid = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata("/proc/self").unwrap().uid()
