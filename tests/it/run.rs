@@ -1092,3 +1092,45 @@ async fn run_beside_serve_of_the_same_config_has_its_own_admin_port() {
     run.kill().await.unwrap();
     serve.kill().await.unwrap();
 }
+
+/// The command may make a user namespace of its own (capabilities there,
+/// none over airlock's): the mounts it inherits are locked together, so it
+/// can neither unmount the hiding file nor bind the directory without it;
+/// a recursive bind carries the hiding along. (python3 with ctypes calls
+/// unshare/mount/umount2 in one process, as an attacker would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hiding_survives_a_user_namespace_made_by_the_command() {
+    let (s, files) = setup_with_secret_files().await;
+    let dir = s.dir.path().display().to_string();
+    let script = format!(
+        r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def res(r): return "ok" if r == 0 else os.strerror(ctypes.get_errno())
+print("unshare", res(libc.unshare(0x10000000 | 0x00020000)))  # NEWUSER | NEWNS
+print("private", res(libc.mount(b"none", b"/", None, (1 << 18) | 16384, None)))
+print("umount", res(libc.umount2(b"{dir}/secrets.local.toml", 2)))
+mnt = b"{dir}/mnt"
+print("bind", res(libc.mount(b"{dir}", mnt, None, 4096, None)))
+print("rbind", res(libc.mount(b"{dir}", mnt, None, 4096 | 16384, None)))
+for path in ["{dir}/mnt/secrets.local.toml", "{dir}/secrets.local.toml"]:
+    try:
+        print("read", open(path).read())
+    except OSError as e:
+        print("read", e.strerror)
+"#
+    );
+    std::fs::create_dir(s.dir.path().join("mnt")).unwrap();
+    std::fs::write(s.dir.path().join("escape.py"), script).unwrap();
+    let (code, out, err) = s.run(&[], &["python3", "escape.py"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("unshare ok\nprivate ok\n"),
+        "the attempt is real: {out}\n{err}"
+    );
+    assert!(out.contains("umount Invalid argument"), "{out}");
+    assert!(out.contains("bind Invalid argument"), "{out}");
+    assert!(out.contains("rbind ok"), "{out}");
+    assert_eq!(out.matches("read Permission denied").count(), 2, "{out}");
+    assert!(!out.contains(files[1].1.as_str()), "{out}");
+}
