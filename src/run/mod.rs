@@ -76,8 +76,8 @@
 //! (airlock's own settings and credentials, whatever their case); with
 //! `--env-clear` only `PATH`, `HOME`, `TERM`, `LANG` and the `--env` names
 //! are kept. `--env` of a scrubbed name is refused (125). airlock's variables
-//! above are set over all of it. airlock itself is non-dumpable from its
-//! first instruction on (see [`make_undumpable`]).
+//! above are set over all of it. airlock itself is non-dumpable before it
+//! reads its config (see [`make_undumpable`]).
 //!
 //! # Isolation (the default)
 //! The command runs in its own user, network, mount and PID namespaces
