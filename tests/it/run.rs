@@ -1134,3 +1134,80 @@ for path in ["{dir}/mnt/secrets.local.toml", "{dir}/secrets.local.toml"]:
     assert_eq!(out.matches("read Permission denied").count(), 2, "{out}");
     assert!(!out.contains(files[1].1.as_str()), "{out}");
 }
+
+/// With the Vault backend (a real OpenBao): airlock injects the secret it
+/// reads with the token from `secrets.vault.token_file`, while the isolated
+/// command, started with `VAULT_TOKEN`/`BAO_TOKEN` set in airlock's
+/// environment, has neither variable and cannot read the token file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_command_cannot_reach_the_vault_token_airlock_uses() {
+    use crate::support::bao::Bao;
+    let bao = Bao::start().await;
+    let secret = fresh("ghp_");
+    bao.put_secret("tools/github", &[("token", &secret)]).await;
+    let token = bao.create_token(3600, true).await;
+    let ca = TestCa::new("origin ca");
+    let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
+    let builder = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .secrets(&[
+            "backend = \"vault\"",
+            &format!("vault.address = \"{}\"", bao.address()),
+            "vault.token_file = \"vault-token\"",
+        ])
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]\ninject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"tools/github#token\" }}",
+            api.port()
+        ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();
+    std::fs::write(dir.path().join("vault-token"), &token).unwrap();
+    CertificateAuthority::init(&CaFiles::in_dir(dir.path()), false).unwrap();
+    let script = format!(
+        "cat vault-token; echo \"cat rc=$?\"; env | grep -E '^(VAULT|BAO)_' ; \
+         curl -sS --max-time 20 https://api.example.test:{}/repos; echo",
+        api.port()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(["run", "--config", "airlock.toml", "--", "sh", "-c", &script])
+            .current_dir(dir.path())
+            .env("VAULT_TOKEN", &token)
+            .env("BAO_TOKEN", &token)
+            .env("VAULT_ADDR", bao.address())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_ne!(rc_of(&stdout, "cat"), 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("vault-token: Permission denied"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains(token.as_str()), "token leaked: {stdout}");
+    assert!(
+        !stdout.contains("VAULT_") && !stdout.contains("BAO_"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hello from api: GET /repos"),
+        "{stdout}\n{stderr}"
+    );
+    let got = api.received();
+    assert_eq!(got.len(), 1, "{stdout}\n{stderr}");
+    assert_eq!(
+        got[0].headers["authorization"],
+        format!("Bearer {secret}").as_str(),
+        "airlock read the token file and injected the secret"
+    );
+}
