@@ -94,21 +94,25 @@ const ACK: u8 = b'k';
 /// namespace, which starts `command`) and wait for it, forwarding signals.
 /// Returns the command's status: 125 when anything before it fails.
 pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) -> ExitCode {
-    if let Err(e) = prepare(socket, port, hide) {
-        eprintln!("airlock run: {e:#}");
-        eprintln!(
-            "airlock run: the command was not started (it never runs unisolated; \
-             --no-isolate runs it without isolation)"
-        );
-        return ExitCode::from(super::EXIT_SETUP);
-    }
+    // Keeps the files hidden while the command runs.
+    let keep_hidden = match prepare(socket, port, hide) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("airlock run: {e:#}");
+            eprintln!(
+                "airlock run: the command was not started (it never runs unisolated; \
+                 --no-isolate runs it without isolation)"
+            );
+            return ExitCode::from(super::EXIT_SETUP);
+        }
+    };
     if let Err(e) = pass_capabilities_to_init() {
         eprintln!("airlock run: {e:#}");
         return ExitCode::from(super::EXIT_SETUP);
     }
     let mut init = tokio::process::Command::new("/proc/self/exe");
     init.args(["run", "--isolate-init", "--"]).args(command);
-    super::supervise_blocking(init, |e| {
+    super::supervise_blocking(init, keep_hidden, |e| {
         eprintln!("airlock run: cannot start the isolation init: {e}");
         ExitCode::from(super::EXIT_SETUP)
     })
@@ -134,7 +138,9 @@ pub fn init(command: &[String]) -> ExitCode {
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
-    super::supervise_blocking(cmd, |e| super::report_spawn_error(program, e))
+    super::supervise_blocking(cmd, None::<std::future::Ready<()>>, |e| {
+        super::report_spawn_error(program, e)
+    })
 }
 
 /// PID 1 inherits every orphan of its namespace, and an orphan that exits
@@ -251,7 +257,11 @@ fn pass_capabilities_to_init() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn prepare(socket: &Path, port: u16, hide: &[PathBuf]) -> anyhow::Result<()> {
+fn prepare(
+    socket: &Path,
+    port: u16,
+    hide: &[PathBuf],
+) -> anyhow::Result<Option<impl Future<Output = ()> + Send + 'static + use<>>> {
     enter_namespaces()?;
     loopback_up().context("cannot bring up the loopback interface in the new namespace")?;
     let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, port))
@@ -288,18 +298,63 @@ fn prepare(socket: &Path, port: u16, hide: &[PathBuf]) -> anyhow::Result<()> {
     hide_files(hide, &scratch)
 }
 
+/// The secret files hidden from the command, kept hidden while it runs.
+struct Hiding {
+    /// Each hidden path and the empty placeholder mounted over it.
+    files: Vec<(PathBuf, PathBuf)>,
+    /// `(st_dev, st_ino)` of the placeholders: a path showing one is hidden.
+    placeholders: [(u64, u64); 2],
+}
+
+impl Hiding {
+    /// Mounts the placeholder over every path that does not show one (yet
+    /// again, after the file was replaced). Returns the paths it (re)hid.
+    fn enforce(&self) -> anyhow::Result<Vec<&Path>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut hid = Vec::new();
+        for (path, placeholder) in &self.files {
+            match std::fs::metadata(path) {
+                Ok(m) if self.placeholders.contains(&(m.dev(), m.ino())) => {}
+                Ok(_) => {
+                    rustix::mount::mount_bind(placeholder, path)
+                        .with_context(|| format!("cannot hide {}", path.display()))?;
+                    hid.push(path.as_path());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot hide {}", path.display()));
+                }
+            }
+        }
+        Ok(hid)
+    }
+}
+
 /// Makes every mount private (nothing done here propagates back to
 /// airlock's namespace), then mounts an empty, read-only, mode-000 file over
-/// each of `files` that exists (such a directory over a directory).
-/// The empties live on a small tmpfs mounted at `scratch`, detached again
-/// once they are in place.
-fn hide_files(files: &[PathBuf], scratch: &Path) -> anyhow::Result<()> {
-    use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+/// each of `files` that exists (such a directory over a directory). The
+/// placeholders live on a small read-only tmpfs mounted at `scratch`.
+///
+/// A file replaced by rename while the command runs (a rotated token, an
+/// editor's save) is a new directory entry, and the kernel drops the mount
+/// that sat on the old one: a watcher sees every new entry in the
+/// files' directories (inotify, a thread of the helper) and hides such a
+/// file again at once, saying so on stderr. In between, for the time that
+/// takes, the new file is readable.
+fn hide_files(
+    files: &[PathBuf],
+    scratch: &Path,
+) -> anyhow::Result<Option<impl Future<Output = ()> + Send + 'static + use<>>> {
+    use rustix::mount::{MountFlags, MountPropagationFlags};
+    use std::os::unix::fs::MetadataExt as _;
     rustix::mount::mount_change(
         "/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .context("cannot make the command's mounts private")?;
+    if files.is_empty() {
+        return Ok(None);
+    }
     std::fs::create_dir(scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     rustix::mount::mount("tmpfs", scratch, "tmpfs", flags, c"size=4k,mode=0555")
@@ -323,21 +378,112 @@ fn hide_files(files: &[PathBuf], scratch: &Path) -> anyhow::Result<()> {
     }
     rustix::mount::mount_remount(scratch, flags | MountFlags::RDONLY, "")
         .context("cannot make the hiding tmpfs read-only")?;
+    let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    let placeholders = [
+        id(&empty_file).context("cannot stat the empty file")?,
+        id(&empty_dir).context("cannot stat the empty directory")?,
+    ];
+    let mut hidden = Vec::new();
     for path in files {
-        let source = match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => &empty_dir,
-            Ok(_) => &empty_file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        let placeholder = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => empty_dir.clone(),
+            Ok(_) => empty_file.clone(),
+            // Not there now: hidden if it appears while the command runs.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => empty_file.clone(),
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot hide {}", path.display()));
             }
         };
-        rustix::mount::mount_bind(source, path)
-            .with_context(|| format!("cannot hide {}", path.display()))?;
+        hidden.push((path.clone(), placeholder));
     }
-    rustix::mount::unmount(scratch, UnmountFlags::DETACH)
-        .context("cannot detach the hiding tmpfs")?;
-    Ok(())
+    let hiding = std::sync::Arc::new(Hiding {
+        files: hidden,
+        placeholders,
+    });
+    // inotify on the files' directories: a new entry (created or renamed
+    // there) may be a replacement. Watching starts before the check below,
+    // so no replacement in between is missed.
+    use rustix::fs::inotify;
+    let watch = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        .context("cannot start inotify")?;
+    let mut dirs: Vec<&Path> = hiding
+        .files
+        .iter()
+        .filter_map(|(p, _)| p.parent())
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    // A directory that does not exist holds nothing to hide.
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        inotify::add_watch(
+            &watch,
+            dir,
+            inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+        )
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
+    hiding.enforce()?;
+    Ok(Some(keep_hidden(watch, hiding)))
+}
+
+#[expect(
+    deprecated,
+    reason = "tokio deprecates the safe constructor because a borrowed fd could be closed while \
+              registered; here the AsyncFd owns the OwnedFd, and the replacement is `unsafe`, \
+              which the crate forbids"
+)]
+fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
+}
+
+/// Hides a replaced file again on every new entry in a watched directory,
+/// for as long as the helper runs (the command's lifetime). A future on
+/// the helper's runtime: after `unshare(CLONE_NEWPID)` this process can
+/// start no thread.
+async fn keep_hidden(watch: OwnedFd, hiding: std::sync::Arc<Hiding>) {
+    use rustix::io::Errno;
+    let lost = |e: &dyn std::fmt::Display| {
+        eprintln!(
+            "airlock run: cannot watch the hidden files any more ({e}): a secret file \
+             replaced from now on would be readable by the command"
+        );
+    };
+    let watch = match async_fd(watch) {
+        Ok(w) => w,
+        Err(e) => return lost(&e),
+    };
+    let mut buf = [MaybeUninit::uninit(); 4096];
+    loop {
+        let mut ready = match watch.readable().await {
+            Ok(r) => r,
+            Err(e) => return lost(&e),
+        };
+        let mut changed = false;
+        loop {
+            // Each read takes a batch; one event is enough to say "look again".
+            match rustix::fs::inotify::Reader::new(watch.get_ref(), &mut buf).next() {
+                Ok(_) => changed = true,
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => {}
+                Err(e) => return lost(&e),
+            }
+        }
+        ready.clear_ready();
+        if !changed {
+            continue;
+        }
+        match hiding.enforce() {
+            Ok(hid) => {
+                for path in hid {
+                    eprintln!(
+                        "airlock run: {} was replaced while the command ran; hidden again",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!("airlock run: {e:#}"),
+        }
+    }
 }
 
 /// `unshare` of new user, network, mount and PID namespaces, with this

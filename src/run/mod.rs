@@ -536,10 +536,12 @@ fn spawn_isolated(
 }
 
 /// Starts `cmd` and waits for it on a runtime of this thread, forwarding
-/// airlock's signals; returns its status as ours (the isolation stages).
+/// airlock's signals and running `beside` meanwhile; returns its status as
+/// ours (the isolation stages).
 #[cfg(target_os = "linux")]
 fn supervise_blocking(
     mut cmd: tokio::process::Command,
+    beside: Option<impl std::future::Future<Output = ()> + Send + 'static>,
     on_spawn_error: impl FnOnce(&std::io::Error) -> ExitCode,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -553,6 +555,7 @@ fn supervise_blocking(
         }
     };
     runtime.block_on(async move {
+        let _beside = beside.map(|b| AbortOnDrop(tokio::spawn(b)));
         let mut signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => {
@@ -583,6 +586,17 @@ fn supervise_blocking(
             }
         }
     })
+}
+
+/// Aborts its task when dropped.
+#[cfg(target_os = "linux")]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(target_os = "linux")]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Says why `program` could not be started; returns 127 (not found) or 126.

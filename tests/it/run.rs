@@ -1211,3 +1211,64 @@ async fn isolated_command_cannot_reach_the_vault_token_airlock_uses() {
         "airlock read the token file and injected the secret"
     );
 }
+
+/// A secret file replaced by rename while the command runs (a rotated
+/// token, an editor's save) is a new directory entry, which the kernel
+/// does not cover with the old mount: airlock hides it again at once and
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_file_replaced_while_the_command_runs_is_hidden_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let (s, files) = setup_with_secret_files().await;
+    let script = "cat secrets.local.toml; echo \"before rc=$?\"; echo ready; \
+                  read line; cat secrets.local.toml; echo \"after rc=$?\"";
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", "airlock.toml", "--", "sh", "-c", script])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push_str(&line);
+            out.push('\n');
+            if line == "ready" {
+                return;
+            }
+        }
+        panic!("the command exited before it was ready: {out}");
+    })
+    .await
+    .unwrap();
+    let rotated = fresh("ghp_");
+    let new = s.dir.path().join("new.toml");
+    std::fs::write(&new, format!("[github]\ntoken = \"{rotated}\"\n")).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&new, s.dir.path().join("secrets.local.toml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    use tokio::io::AsyncWriteExt;
+    stdin.write_all(b"go\n").await.unwrap();
+    drop(stdin);
+    while let Some(line) = lines.next_line().await.unwrap() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let output = child.wait_with_output().await.unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{out}\n{err}");
+    assert_ne!(rc_of(&out, "before"), 0, "{out}");
+    assert_ne!(rc_of(&out, "after"), 0, "hidden again: {out}\n{err}");
+    for secret in [files[1].1.as_str(), rotated.as_str()] {
+        assert!(!out.contains(secret), "{out}");
+    }
+    assert!(
+        err.contains("secrets.local.toml was replaced while the command ran; hidden again"),
+        "{err}"
+    );
+}
