@@ -412,8 +412,14 @@ fn warn_readable(files: &[crate::config::SecretFile]) {
     if readable.is_empty() {
         return;
     }
-    let root = if rustix::process::geteuid().is_root() {
-        " As root it can also read airlock's memory."
+    // The command inherits airlock's capabilities: with CAP_SYS_PTRACE
+    // (root, usually) non-dumpable does not keep it out.
+    let ptrace = rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_PTRACE)
+    });
+    let root = if ptrace {
+        " With airlock's CAP_SYS_PTRACE it can also read airlock's memory."
     } else {
         ""
     };
@@ -427,6 +433,9 @@ fn warn_readable(files: &[crate::config::SecretFile]) {
 /// Starts the proxy (if ours), then the command, forwards signals until it
 /// exits, and stops the proxy.
 async fn supervise(launch: &Launch<'_>, proxy: Proxy) -> anyhow::Result<ExitCode> {
+    // Handlers go in first: a signal while the proxy starts is forwarded to
+    // the command once it exists, and airlock still cleans up.
+    let mut signals = Signals::new()?;
     let (server, addr) = match proxy {
         Proxy::InProcess(config) => {
             let server = Server::start(*config).await?;
@@ -444,8 +453,6 @@ async fn supervise(launch: &Launch<'_>, proxy: Proxy) -> anyhow::Result<ExitCode
         }
         Proxy::External(addr) => (None, addr),
     };
-    // Handlers go in before the command exists, so no signal is lost.
-    let mut signals = Signals::new()?;
     let mut bridge = None;
     let spawned = if launch.args.no_isolate {
         let url = addr.url_via(&addr.host);

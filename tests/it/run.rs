@@ -680,6 +680,20 @@ fn fresh(prefix: &str) -> String {
     format!("{prefix}{hex}")
 }
 
+/// SIGTERM, then waits (so `run` removes its run directory).
+async fn terminate(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+}
+
 /// Whether this test process runs as root (CI does).
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -1009,7 +1023,7 @@ async fn airlock_memory_and_environ_are_closed_to_a_same_uid_sibling() {
             child.try_wait().unwrap().is_none(),
             "{args:?} still running"
         );
-        child.kill().await.unwrap();
+        terminate(&mut child).await;
     }
 }
 
@@ -1089,8 +1103,8 @@ async fn run_beside_serve_of_the_same_config_has_its_own_admin_port() {
     assert_eq!(healthz(run_admin).await, Some(200));
     assert_eq!(healthz(serve_admin).await, Some(200), "serve still serves");
     assert!(run.try_wait().unwrap().is_none(), "run is running");
-    run.kill().await.unwrap();
-    serve.kill().await.unwrap();
+    terminate(&mut run).await;
+    terminate(&mut serve).await;
 }
 
 /// The command may make a user namespace of its own (capabilities there,
