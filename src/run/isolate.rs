@@ -20,14 +20,17 @@
 //!    mode-000 file from a small tmpfs over each `--hide` file (the secret
 //!    files of the config: CA key, secrets file, Vault token and AppRole
 //!    files, admin and decider tokens), and starts the second stage. It
-//!    stays outside the new PID namespace, waiting and forwarding signals.
+//!    stays outside the new PID namespace, waiting and forwarding signals,
+//!    and watching the files' directories (inotify) to hide again a file
+//!    replaced by rename. (After `unshare(CLONE_NEWPID)` it can start no
+//!    thread: all of this runs on a current-thread runtime.)
 //! 3. **The init** (`run --isolate-init`) is PID 1 of the new PID namespace:
 //!    it mounts a fresh `/proc` (only the namespace's processes; airlock's
 //!    is not there), empties every capability set (bounding, ambient,
 //!    effective, permitted, inheritable), sets `no_new_privs`, and starts
 //!    the command as PID 2, forwarding signals (PID 1 receives only the
-//!    signals it handles) and exiting with its status; the kernel then kills
-//!    whatever the command left in the namespace.
+//!    signals it handles), reaping orphans, and exiting with its status; the
+//!    kernel then kills whatever the command left in the namespace.
 //!
 //! airlock accepts connections on the inner listener (a socket keeps the
 //! namespace it was created in, whoever calls `accept`) and relays each one
