@@ -311,25 +311,28 @@ struct Hiding {
 
 impl Hiding {
     /// Mounts the placeholder over every path that does not show one (yet
-    /// again, after the file was replaced). Returns the paths it (re)hid.
-    fn enforce(&self) -> anyhow::Result<Vec<&Path>> {
+    /// again, after the file was replaced). Returns the paths it (re)hid,
+    /// and the first failure after trying every path.
+    fn enforce(&self) -> (Vec<&Path>, Option<anyhow::Error>) {
         use std::os::unix::fs::MetadataExt as _;
         let mut hid = Vec::new();
+        let mut failed = None;
         for (path, placeholder) in &self.files {
-            match std::fs::metadata(path) {
-                Ok(m) if self.placeholders.contains(&(m.dev(), m.ino())) => {}
-                Ok(_) => {
-                    rustix::mount::mount_bind(placeholder, path)
-                        .with_context(|| format!("cannot hide {}", path.display()))?;
-                    hid.push(path.as_path());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot hide {}", path.display()));
-                }
+            let done = match std::fs::metadata(path) {
+                Ok(m) if self.placeholders.contains(&(m.dev(), m.ino())) => Ok(()),
+                Ok(_) => rustix::mount::mount_bind(placeholder, path)
+                    .map(|()| hid.push(path.as_path()))
+                    .map_err(std::io::Error::from),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                failed.get_or_insert(
+                    anyhow::Error::from(e).context(format!("cannot hide {}", path.display())),
+                );
             }
         }
-        Ok(hid)
+        (hid, failed)
     }
 }
 
@@ -425,7 +428,9 @@ fn hide_files(
         )
         .with_context(|| format!("cannot watch {}", dir.display()))?;
     }
-    hiding.enforce()?;
+    if let (_, Some(e)) = hiding.enforce() {
+        return Err(e);
+    }
     Ok(Some(keep_hidden(watch, hiding)))
 }
 
@@ -475,16 +480,15 @@ async fn keep_hidden(watch: OwnedFd, hiding: std::sync::Arc<Hiding>) {
         if !changed {
             continue;
         }
-        match hiding.enforce() {
-            Ok(hid) => {
-                for path in hid {
-                    eprintln!(
-                        "airlock run: {} was replaced while the command ran; hidden again",
-                        path.display()
-                    );
-                }
-            }
-            Err(e) => eprintln!("airlock run: {e:#}"),
+        let (hid, failed) = hiding.enforce();
+        for path in hid {
+            eprintln!(
+                "airlock run: {} was replaced while the command ran; hidden again",
+                path.display()
+            );
+        }
+        if let Some(e) = failed {
+            eprintln!("airlock run: {e:#}");
         }
     }
 }
