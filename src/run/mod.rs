@@ -271,7 +271,15 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
         _ => {
             let config = load_config(args.config.as_deref())?;
             let ca = config.tls.ca_cert.clone();
-            let files = config.secret_files.clone();
+            let mut files = config.secret_files.clone();
+            // Not a secret, but the command must not rewrite the record of
+            // what it did: hidden the same way.
+            if let AuditOutput::File(path) = &config.audit {
+                files.push(crate::config::SecretFile {
+                    setting: "audit.output",
+                    path: path.clone(),
+                });
+            }
             (Proxy::InProcess(Box::new(config)), ca, files)
         }
     };
@@ -282,7 +290,7 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
     let trust = env::write_trust_files(dir.path(), &ca_path, &ca_pem, user_bundle.as_deref())?;
     tracing::debug!(bundle = %trust.bundle.display(), base = ?trust.base, "trust files written");
     if args.no_isolate {
-        warn_readable(&secret_files);
+        warn_readable(secret_files.iter().filter(|f| f.setting != "audit.output"));
     }
     let launch = Launch {
         args,
@@ -385,7 +393,8 @@ struct Launch<'a> {
     trust: &'a env::TrustFiles,
     /// The private run directory.
     dir: &'a Path,
-    /// The files airlock reads secrets from (hidden under isolation).
+    /// The files hidden under isolation: those airlock reads secrets from,
+    /// and the audit log file.
     secret_files: &'a [crate::config::SecretFile],
 }
 
@@ -403,9 +412,8 @@ impl Launch<'_> {
 
 /// Without isolation: says once, on stderr, which of airlock's secret files
 /// the command (same uid, same capabilities) could read.
-fn warn_readable(files: &[crate::config::SecretFile]) {
+fn warn_readable<'a>(files: impl Iterator<Item = &'a crate::config::SecretFile>) {
     let readable: Vec<String> = files
-        .iter()
         .filter(|f| rustix::fs::access(&f.path, rustix::fs::Access::READ_OK).is_ok())
         .map(|f| format!("{} ({})", f.path.display(), f.setting))
         .collect();

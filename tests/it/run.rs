@@ -829,7 +829,9 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
         ));
     }
     script.push_str(
-        "(sleep 0.1 &); (sleep 0.1 &); sleep 1\n\
+        "cat audit.log >/dev/null; echo \"cat-audit rc=$?\"\n\
+         (echo forged >> audit.log) 2>/dev/null; echo \"write-audit rc=$?\"\n\
+         (sleep 0.1 &); (sleep 0.1 &); sleep 1\n\
          echo \"zombies $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"\n\
          echo \"uid $(id -u)\"\n\
          echo \"pids $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\"\n\
@@ -871,6 +873,12 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
         assert!(outside.contains(value.as_str()), "{name} changed outside");
     }
     assert!(err.contains("Permission denied"), "{err}");
+    // The audit log: neither read nor rewritten, and airlock still writes it.
+    assert_ne!(rc_of(&out, "cat-audit"), 0, "{out}");
+    assert_ne!(rc_of(&out, "write-audit"), 0, "{out}");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    assert!(!audit.contains("forged"), "{audit}");
+    assert!(audit.contains("\"path\":\"/k\""), "{audit}");
     let pids: Vec<u32> = out
         .lines()
         .find_map(|l| l.strip_prefix("pids "))
