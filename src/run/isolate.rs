@@ -97,6 +97,10 @@ const ACK: u8 = b'k';
 /// namespace, which starts `command`) and wait for it, forwarding signals.
 /// Returns the command's status: 125 when anything before it fails.
 pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) -> ExitCode {
+    if let Err(e) = die_with_parent() {
+        eprintln!("airlock run: {e:#}");
+        return ExitCode::from(super::EXIT_SETUP);
+    }
     // Keeps the files hidden while the command runs.
     let keep_hidden = match prepare(socket, port, hide) {
         Ok(k) => k,
@@ -121,13 +125,21 @@ pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) ->
     })
 }
 
+/// `SIGKILL` when the parent goes: if airlock dies, the helper dies; when
+/// the helper dies, so does the init, and with PID 1 the kernel kills the
+/// whole namespace. Without it the command would live on, cut off.
+fn die_with_parent() -> anyhow::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("cannot set PR_SET_PDEATHSIG")
+}
+
 /// The second stage, PID 1 of the command's PID namespace: mount a `/proc`
 /// that shows only this namespace, give up every capability, then start
 /// `command` and wait for it, forwarding signals (PID 1 gets only the
 /// signals it handles). When it exits, the namespace and whatever the
 /// command left running in it go away.
 pub fn init(command: &[String]) -> ExitCode {
-    if let Err(e) = enter_init() {
+    if let Err(e) = die_with_parent().and_then(|()| enter_init()) {
         eprintln!("airlock run: {e:#}");
         eprintln!(
             "airlock run: the command was not started (it never runs unisolated; \

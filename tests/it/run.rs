@@ -1294,3 +1294,79 @@ async fn secret_file_replaced_while_the_command_runs_is_hidden_again() {
         "{err}"
     );
 }
+
+/// Every process under `pid` (children of all its threads, recursively).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// If airlock itself is killed (SIGKILL: no cleanup), the isolated command
+/// does not live on cut off from the network: the helper and the init die
+/// with their parent, and with PID 1 the whole namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_command_dies_with_airlock() {
+    let s = Setup::new().await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            "airlock.toml",
+            "--",
+            "sh",
+            "-c",
+            "sleep 60 & echo ready; wait",
+        ])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "ready" {
+                return;
+            }
+        }
+        panic!("the command exited before it was ready");
+    })
+    .await
+    .unwrap();
+    let below = descendants(pid);
+    // helper, init, sh, sleep
+    assert!(below.len() >= 4, "{below:?}");
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    let alive = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+    };
+    for _ in 0..100 {
+        if !below.iter().any(alive) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<&u32> = below.iter().filter(|p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after airlock died: {left:?}"
+    );
+}
