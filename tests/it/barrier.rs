@@ -593,32 +593,39 @@ async fn a_secret_at_the_end_of_a_large_encoded_body_is_cut() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let arrived = std::mem::take(&mut *got.lock().unwrap());
-        let decoded = match name {
-            "br" => {
-                let mut d = brotli::Decompressor::new(&arrived[..], 4096);
-                let mut out = Vec::new();
-                let _partial = std::io::Read::read_to_end(&mut d, &mut out);
-                out
-            }
-            "gzip" => {
-                let mut d = flate2::write::GzDecoder::new(Vec::new());
-                let _partial = d.write_all(&arrived);
-                let _ = d.flush();
-                d.get_ref().clone()
-            }
-            _ => {
-                let mut d = flate2::write::ZlibDecoder::new(Vec::new());
-                let _partial = d.write_all(&arrived);
-                let _ = d.flush();
-                d.get_ref().clone()
-            }
-        };
+        let coding = airlock::scan::ContentCoding::from_header(name.as_bytes()).unwrap();
+        let decoded = decode_prefix(coding, &arrived);
         assert!(
             decoded.len() > 128 * 1024,
             "{name}: {} decoded",
             decoded.len()
         );
         assert_no_piece(&decoded, &key, &format!("the {name} body the origin got"));
+    }
+}
+
+/// What a prefix of an encoded stream decodes to.
+fn decode_prefix(coding: airlock::scan::ContentCoding, prefix: &[u8]) -> Vec<u8> {
+    use airlock::scan::ContentCoding;
+    match coding {
+        ContentCoding::Gzip => {
+            let mut d = flate2::write::GzDecoder::new(Vec::new());
+            let _partial = d.write_all(prefix);
+            let _ = d.flush();
+            d.get_ref().clone()
+        }
+        ContentCoding::Brotli => {
+            let mut out = Vec::new();
+            let mut d = brotli::Decompressor::new(prefix, 4096);
+            let _partial = std::io::Read::read_to_end(&mut d, &mut out);
+            out
+        }
+        _ => {
+            let mut d = flate2::write::ZlibDecoder::new(Vec::new());
+            let _partial = d.write_all(prefix);
+            let _ = d.flush();
+            d.get_ref().clone()
+        }
     }
 }
 
@@ -650,8 +657,11 @@ async fn an_encoded_frame_waits_for_everything_it_decodes_to() {
     plain.extend_from_slice(format!("{key}\n").as_bytes());
     plain.extend_from_slice(&hex_lines(300, 11));
     type Encoder = fn(&[u8]) -> Vec<u8>;
-    let codings: [(ContentCoding, Encoder); 2] =
-        [(ContentCoding::Gzip, gzip), (ContentCoding::Deflate, zlib)];
+    let codings: [(ContentCoding, Encoder); 3] = [
+        (ContentCoding::Gzip, gzip),
+        (ContentCoding::Deflate, zlib),
+        (ContentCoding::Brotli, brotli),
+    ];
     for (coding, encode) in codings {
         let encoded = encode(&plain);
         for n in (200..2000).step_by(9) {
@@ -676,17 +686,8 @@ async fn an_encoded_frame_waits_for_everything_it_decodes_to() {
                 }
             }
             assert!(blocked, "{coding:?} in {n}-byte frames: not blocked");
-            let mut d = flate2::write::ZlibDecoder::new(Vec::new());
-            if coding == ContentCoding::Gzip {
-                let mut g = flate2::write::GzDecoder::new(Vec::new());
-                let _partial = g.write_all(&sent);
-                let _ = g.flush();
-                assert_no_piece(g.get_ref(), &key, &format!("{coding:?}, {n}-byte frames"));
-            } else {
-                let _partial = d.write_all(&sent);
-                let _ = d.flush();
-                assert_no_piece(d.get_ref(), &key, &format!("{coding:?}, {n}-byte frames"));
-            }
+            let what = format!("{coding:?}, {n}-byte frames");
+            assert_no_piece(&decode_prefix(coding, &sent), &key, &what);
         }
     }
 }
