@@ -251,6 +251,22 @@ async fn encoded_request_bodies_are_judged_on_what_they_decode_to() {
         let text = r.text().await.unwrap();
         assert!(text.contains("Content-Encoding"), "{text}");
     }
+    // A decompression bomb small enough to be judged whole: refused.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 32 * 1024 * 1024]).unwrap();
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let r = c
+        .post(&url)
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["airlock-error"], "unscannable_body");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("decoded body too large"), "{text}");
     origin_saw_nothing(&origin).await;
 
     // A benign gzip body passes byte-identical, still encoded.
