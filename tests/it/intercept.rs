@@ -455,13 +455,17 @@ async fn websocket_only_where_the_rule_allows_it() {
         .unwrap();
     let r = read_response(&mut tls).await;
     assert_eq!(r.status, 101, "{}", r.head);
-    tls.write_all(b"ping-frame").await.unwrap();
+    // A real frame (text "ping", masked with a zero key): the built-in
+    // patterns are always on, so airlock relays WebSocket messages frame by
+    // frame, scanning them. The origin echoes the bytes back.
+    let frame = [0x81, 0x84, 0, 0, 0, 0, b'p', b'i', b'n', b'g'];
+    tls.write_all(&frame).await.unwrap();
     let mut buf = [0u8; 10];
     tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&buf, b"ping-frame");
+    assert_eq!(buf, frame);
     let got = origin.received();
     assert_eq!(got[0].headers["upgrade"], "websocket");
 }
