@@ -630,6 +630,8 @@ mod tests {
             scanner: Arc::new(Scanner::new(&set, &held).unwrap()),
             outgoing: ScanMode::Block,
             incoming: ScanMode::Redact,
+            outgoing_min: crate::scan::Confidence::Shaped,
+            incoming_min: crate::scan::Confidence::Shaped,
             out_sink: Arc::clone(&sink),
             in_sink: Arc::clone(&sink),
         };
@@ -641,7 +643,14 @@ mod tests {
         .concat();
         let mut from = &input[..];
         let mut out = Vec::new();
-        let r = pump(&mut from, &mut out, &ws, ScanMode::Block, &sink).await;
+        let r = pump(
+            &mut from,
+            &mut out,
+            &ws,
+            (ScanMode::Block, crate::scan::Confidence::Shaped),
+            &sink,
+        )
+        .await;
         match r {
             Err(Stop::Blocked(id)) => assert!(id.starts_with("held:"), "{id}"),
             other => panic!("{other:?}"),
