@@ -2,9 +2,11 @@
 //! and the body going out, and the headers and body coming back.
 //!
 //! Outgoing (default `block`): a secret in the URL or a header stops the
-//! request before anything is sent; one in the body aborts the upstream
-//! stream before any byte of it leaves (the scanner holds back the bytes
-//! that could still complete a match). Incoming (default `redact`): secrets
+//! request before anything is sent. A small body (`[scan] prejudge_bytes`)
+//! is read and scanned whole first, so a secret in it stops the request
+//! before a connection to the origin is opened; in a larger body a secret
+//! aborts the upstream stream before any byte of it leaves (the scanner
+//! holds back the bytes that could still complete a match). Incoming (default `redact`): secrets
 //! in response headers and bodies are replaced with `[REDACTED:<id>]`
 //! before the sandbox sees them.
 //!
@@ -23,7 +25,8 @@ use http_body_util::BodyExt;
 use crate::audit::{AuditEvent, AuditSink};
 use crate::error::ProxyError;
 use crate::scan::{
-    ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanError, ScanMode, Scanner,
+    Confidence, ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanError, ScanMode,
+    Scanner,
 };
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -43,11 +46,16 @@ impl Direction {
     }
 }
 
-/// The scanner, the two modes, and the audit context of one request.
+/// The scanner, the two modes and confidence thresholds, and the audit
+/// context of one request.
 pub(crate) struct RequestScan {
     scanner: Arc<Scanner>,
     outgoing: ScanMode,
     incoming: ScanMode,
+    /// Least confidence acted on each way (`[scan] outgoing_confidence`,
+    /// `incoming_confidence`).
+    outgoing_min: Confidence,
+    incoming_min: Confidence,
     audit: AuditSink,
     /// Copied per finding only (findings are rare; requests are not).
     template: Arc<AuditEvent>,
@@ -61,8 +69,7 @@ impl RequestScan {
     /// `template` is the request's audit event (client, host, method, path).
     pub(crate) fn new(
         scanner: Arc<Scanner>,
-        outgoing: ScanMode,
-        incoming: ScanMode,
+        settings: &crate::config::ScanSettings,
         audit: AuditSink,
         template: &AuditEvent,
     ) -> Self {
@@ -72,11 +79,21 @@ impl RequestScan {
         template.status = None;
         Self {
             scanner,
-            outgoing,
-            incoming,
+            outgoing: settings.outgoing.mode(),
+            incoming: settings.incoming.mode(),
+            outgoing_min: settings.outgoing_confidence,
+            incoming_min: settings.incoming_confidence,
             audit,
             template: Arc::new(template),
             failed: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The least confidence acted on going `direction`.
+    fn min(&self, direction: Direction) -> Confidence {
+        match direction {
+            Direction::Out => self.outgoing_min,
+            Direction::In => self.incoming_min,
         }
     }
 
@@ -110,6 +127,8 @@ impl RequestScan {
             scanner: Arc::clone(&self.scanner),
             outgoing: self.outgoing,
             incoming: self.incoming,
+            outgoing_min: self.outgoing_min,
+            incoming_min: self.incoming_min,
             out_sink: self.sink(Direction::Out, "secret_in_websocket"),
             in_sink: self.sink(Direction::In, "secret_in_websocket"),
         }
@@ -127,11 +146,12 @@ impl RequestScan {
             Direction::Out => self.outgoing,
             Direction::In => self.incoming,
         };
+        let min = self.min(direction);
         let (replacement, findings) = if mode == ScanMode::Redact {
-            let (redacted, findings) = self.scanner.redact(bytes);
+            let (redacted, findings) = self.scanner.redact_min(bytes, min);
             (Some(redacted), findings)
         } else {
-            (None, self.scanner.scan(bytes))
+            (None, self.scanner.scan_min(bytes, min))
         };
         if findings.is_empty() {
             return Ok(None);
@@ -211,7 +231,7 @@ impl RequestScan {
         parts: &[(HeaderName, Vec<u8>)],
     ) -> Result<(), ProxyError> {
         for (name, bytes) in parts {
-            let findings = self.scanner.scan(bytes);
+            let findings = self.scanner.scan_min(bytes, self.outgoing_min);
             let Some(first) = findings.first() else {
                 continue;
             };
@@ -282,6 +302,85 @@ impl RequestScan {
             })
     }
 
+    /// The request body, judged whole when it is small: a body of at most
+    /// `limit` bytes (declared by Content-Length, or a chunked body that
+    /// ends within the bound) is read, decoded and scanned before the
+    /// request head goes upstream, so a refused request leaves no trace at
+    /// the origin. It must arrive within `deadline`. A larger body streams
+    /// through [`RequestScan::request_body`], holding back only what could
+    /// still complete a match. In `log` mode nothing is refused, so
+    /// nothing is read ahead.
+    pub(crate) async fn request_body_judged(
+        &self,
+        headers: &mut HeaderMap,
+        mut body: ProxyBody,
+        limit: usize,
+        deadline: std::time::Duration,
+    ) -> Result<ProxyBody, ProxyError> {
+        let declared = body.size_hint().lower();
+        if body.is_end_stream() || self.outgoing == ScanMode::Log || declared > limit as u64 {
+            return self.request_body(headers, body);
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        let mut frames: Vec<http_body::Frame<bytes::Bytes>> = Vec::new();
+        let mut read = 0usize;
+        let mut ended = false;
+        while read <= limit {
+            match tokio::time::timeout_at(until, body.frame()).await {
+                Err(_) => return Err(ProxyError::BodyTimeout(deadline.as_secs().max(1))),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ProxyError::BadRequest(format!(
+                        "the request body could not be read: {e}"
+                    )));
+                }
+                Ok(Some(Ok(frame))) => {
+                    read += frame.data_ref().map_or(0, bytes::Bytes::len);
+                    frames.push(frame);
+                }
+            }
+        }
+        let replay = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+        if !ended {
+            // Over the bound: stream it, read bytes first.
+            let rest = http_body_util::BodyStream::new(body);
+            let chained = futures_util::StreamExt::chain(replay, rest);
+            return self.request_body(
+                headers,
+                http_body_util::StreamBody::new(chained).boxed_unsync(),
+            );
+        }
+        let whole = self.request_body(
+            headers,
+            http_body_util::StreamBody::new(replay).boxed_unsync(),
+        )?;
+        // Everything is in memory: scanning it cannot wait on the client.
+        match whole.collect().await {
+            Ok(done) => {
+                let trailers = done.trailers().cloned();
+                let data = done.to_bytes();
+                let Some(trailers) = trailers else {
+                    // Exact length: the origin gets the same framing.
+                    return Ok(crate::error::full(data));
+                };
+                let out = [
+                    Ok::<_, BoxError>(http_body::Frame::data(data)),
+                    Ok(http_body::Frame::trailers(trailers)),
+                ];
+                Ok(http_body_util::StreamBody::new(futures_util::stream::iter(out)).boxed_unsync())
+            }
+            Err(e) => Err(self
+                .body_failure()
+                .unwrap_or_else(|| ProxyError::Unscannable {
+                    place: "request body",
+                    reason: e.to_string(),
+                })),
+        }
+    }
+
     /// Wraps the response body.
     pub(crate) fn response_body(
         &self,
@@ -330,7 +429,9 @@ impl RequestScan {
             // The length changes: send chunked (h1) or unsized (h2).
             headers.remove(CONTENT_LENGTH);
         }
-        let wrapped = wrapped.with_sink(self.sink(direction, "secret_in_body"));
+        let wrapped = wrapped
+            .with_min_confidence(self.min(direction))
+            .with_sink(self.sink(direction, "secret_in_body"));
         let slot = (direction == Direction::Out).then(|| Arc::clone(&self.failed));
         Ok(wrapped
             .map_err(move |e| {
@@ -367,7 +468,7 @@ fn scan_headers(
             all.push(b'\n');
         }
     }
-    if scan.scanner.scan(&all).is_empty() {
+    if scan.scanner.scan_min(&all, scan.min(direction)).is_empty() {
         return Ok(());
     }
     let mut replace: Vec<(HeaderName, usize, HeaderValue)> = Vec::new();

@@ -52,7 +52,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::{Chain, Finding, ScanMode, ScanState, Scanner, decode};
+use super::{Chain, Confidence, Finding, ScanMode, ScanState, Scanner, decode};
 
 /// Callback receiving each finding (for audit). Must not block.
 pub type FindingSink = Arc<dyn Fn(&Finding) + Send + Sync>;
@@ -258,6 +258,13 @@ where
         body
     }
 
+    /// Act only on findings of confidence `min` or above (default: all).
+    /// Call before the first frame is polled.
+    pub fn with_min_confidence(mut self, min: Confidence) -> ScanBody<B> {
+        self.state = ScanState::with_min_confidence(self.state.scanner(), self.state.mode(), min);
+        self
+    }
+
     /// Call `sink` with each finding as soon as it is final.
     pub fn with_sink(mut self, sink: FindingSink) -> ScanBody<B> {
         self.sink = Some(sink);
@@ -380,6 +387,12 @@ fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
         };
         scan_decoded(p, decoded)?;
     }
+    // Everything this frame decodes to is scanned before it is released.
+    let held = match p.decoder.as_mut() {
+        Some(dec) => dec.drain()?,
+        None => Vec::new(),
+    };
+    scan_decoded(p, held)?;
     if p.forward == EncodedForward::Original {
         p.queued.push_back((data, p.state.seen()));
         release_queued(p, false);
@@ -557,6 +570,24 @@ impl Decoder {
             Decoder::RawDeflate(d) => d.write_all(input),
             Decoder::Brotli(d) => d.write_all(input),
             Decoder::DeflateSniff(_) => Ok(()),
+        };
+        if let Err(e) = res {
+            return Err(self.error(&e));
+        }
+        Ok(self
+            .sink_mut()
+            .map(|s| std::mem::take(&mut s.out))
+            .unwrap_or_default())
+    }
+
+    /// What the input so far decodes to and the decoder still keeps: flate2
+    /// holds the output of its last write until the next one.
+    fn drain(&mut self) -> Result<Vec<u8>, ScanError> {
+        let res = match self {
+            Decoder::Gzip(d) => d.flush(),
+            Decoder::Zlib(d) => d.flush(),
+            Decoder::RawDeflate(d) => d.flush(),
+            Decoder::Brotli(_) | Decoder::DeflateSniff(_) => Ok(()),
         };
         if let Err(e) = res {
             return Err(self.error(&e));

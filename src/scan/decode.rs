@@ -97,7 +97,7 @@
 
 use std::{collections::VecDeque, fmt};
 
-use super::scanner::{Core, Raw, Scanner, View};
+use super::scanner::{Confidence, Core, Raw, Scanner, View};
 
 /// Streams are decoded this many layers deep.
 pub const MAX_DEPTH: u8 = 3;
@@ -324,6 +324,8 @@ impl Seg {
                 end: at + 1,
                 kind: TOO_DEEP_KIND,
                 chain: Chain::PLAIN.under(self.codec),
+                // Not a secret seen, but a body that cannot be judged.
+                confidence: Confidence::Verified,
             });
             self.flagged = true;
             self.dec = Vec::new();
@@ -351,6 +353,7 @@ impl Seg {
             end: end.max(start + 1),
             kind: r.kind,
             chain: r.chain.under(self.codec),
+            confidence: r.confidence,
         }
     }
 }
@@ -359,13 +362,16 @@ impl Seg {
 struct Pool {
     sub: Option<Box<Sub>>,
     raws: Vec<Raw>,
+    /// The least confidence the nested scans keep.
+    min: Confidence,
 }
 
 impl Pool {
-    fn new() -> Pool {
+    fn new(min: Confidence) -> Pool {
         Pool {
             sub: None,
             raws: Vec::new(),
+            min,
         }
     }
 
@@ -381,7 +387,7 @@ impl Pool {
         }
         let sub = self
             .sub
-            .get_or_insert_with(|| Box::new(Sub::new(sc, depth)));
+            .get_or_insert_with(|| Box::new(Sub::new(sc, depth, self.min)));
         self.raws.clear();
         sub.push(sc, &seg.dec, &mut self.raws);
         seg.dec.clear();
@@ -547,6 +553,8 @@ struct Esc {
 pub(crate) struct Decoders {
     /// Depth of the stream these layers read (0: the raw stream).
     depth: u8,
+    /// The least confidence the nested scans keep.
+    min: Confidence,
     b64: Base64,
     hex: Hex,
     pct: Esc,
@@ -555,9 +563,10 @@ pub(crate) struct Decoders {
 }
 
 impl Decoders {
-    pub(crate) fn new(depth: u8) -> Decoders {
+    pub(crate) fn new(depth: u8, min: Confidence) -> Decoders {
         Decoders {
             depth,
+            min,
             b64: Base64 {
                 run: None,
                 len: 0,
@@ -583,12 +592,17 @@ impl Decoders {
             },
             pct: Esc::new(Codec::Percent),
             json: Esc::new(Codec::Json),
-            pools: [Pool::new(), Pool::new(), Pool::new(), Pool::new()],
+            pools: [
+                Pool::new(min),
+                Pool::new(min),
+                Pool::new(min),
+                Pool::new(min),
+            ],
         }
     }
 
     fn reset(&mut self) {
-        let fresh = Decoders::new(self.depth);
+        let fresh = Decoders::new(self.depth, self.min);
         self.b64 = fresh.b64;
         self.hex = fresh.hex;
         self.pct = fresh.pct;
@@ -1315,15 +1329,15 @@ pub(crate) struct Sub {
 }
 
 impl Sub {
-    fn new(sc: &Scanner, depth: u8) -> Sub {
+    fn new(sc: &Scanner, depth: u8, min: Confidence) -> Sub {
         Sub {
-            core: Core::new(sc),
+            core: Core::new(sc, min),
             buf: Vec::new(),
             pre: Vec::new(),
             base: 0,
             end: 0,
             frontier: 0,
-            dec: Box::new(Decoders::new(depth)),
+            dec: Box::new(Decoders::new(depth, min)),
             cands: Vec::new(),
         }
     }
@@ -1432,13 +1446,13 @@ pub(crate) fn settle(core: &mut Core, cands: &mut Vec<Raw>, f: u64, out: &mut Ve
 }
 
 /// Whole-buffer scan with decoding: what a stream of `hay` would report.
-pub(crate) fn scan_whole(sc: &Scanner, hay: &[u8]) -> Vec<Raw> {
-    let mut core = Core::new(sc);
+pub(crate) fn scan_whole(sc: &Scanner, hay: &[u8], min: Confidence) -> Vec<Raw> {
+    let mut core = Core::new(sc, min);
     let view = View::whole(hay);
     core.feed(sc, view, 0);
     core.run_ready(sc, view, true);
     let mut cands = Vec::new();
-    let mut dec = Decoders::new(0);
+    let mut dec = Decoders::new(0, min);
     dec.feed(sc, hay, 0, 0, &mut cands);
     dec.finish(sc, hay, 0, &mut cands);
     let mut raw = Vec::new();

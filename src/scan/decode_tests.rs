@@ -557,16 +557,16 @@ fn base64_minimum_run_length() {
     let sc = scanner();
     let mut out = Vec::new();
     let run = b"QUtJQUZBS0VGQUtF"; // 16 characters
-    let mut d = decode::Decoders::new(0);
+    let mut d = decode::Decoders::new(0, crate::scan::Confidence::Shaped);
     d.feed(&sc, run, 0, 0, &mut out);
     assert!(d.b64_active(), "a 16-character run is a segment");
-    let mut d = decode::Decoders::new(0);
+    let mut d = decode::Decoders::new(0, crate::scan::Confidence::Shaped);
     d.feed(&sc, &run[..15], 0, 0, &mut out);
     assert!(!d.b64_active(), "a 15-character run is not");
     // Hex-looking runs (digests, UUIDs without dashes) are not base64
     // below 128 characters.
     let digest = "3f786850e387550fdab836ed7e6dc881de23001b3f786850e387550fdab836ed";
-    let mut d = decode::Decoders::new(0);
+    let mut d = decode::Decoders::new(0, crate::scan::Confidence::Shaped);
     d.feed(&sc, digest.as_bytes(), 0, 0, &mut out);
     assert!(!d.b64_active());
     let long = digest.repeat(2);

@@ -12,6 +12,9 @@ mod support;
 mod admin;
 /// The approval gate: held writes, approve/deny/expiry, scopes, a decider URL.
 mod approval;
+/// The finding model on the path: shaped blocks outgoing, verified-only
+/// redaction incoming, per-direction confidence, built-in patterns.
+mod barrier;
 /// The airlock binary: check, explain, ca init, curl through `serve`, SIGTERM.
 mod cli;
 /// Allow/deny at CONNECT: hosts, wildcards, ports, the 403 text.
@@ -24,6 +27,9 @@ mod guard;
 mod inject;
 /// Inside the tunnel: SNI, Host, method/path, h2, trailers, SSE, WebSocket, framing.
 mod intercept;
+/// The secret barrier's flow: no trace of a refused small request, encoded bodies,
+/// large and trickled bodies cut before the secret, Range slices.
+mod no_trace;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.
 mod plain_http;
 /// Rule edits apply without a restart; a broken edit keeps the last good rules.
