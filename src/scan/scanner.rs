@@ -1072,7 +1072,8 @@ impl Core {
                 let strict = &self.strict;
                 let mut judge_relaxed = |secret: &[u8], whole: (u64, u64)| {
                     let overlaps = strict.iter().any(|&(s, e)| whole.0 < e && s < whole.1);
-                    (!overlaps && p.shaped(secret)).then_some(Confidence::Shaped)
+                    (!overlaps && p.shaped(secret) && !inside_blob(window, from, whole))
+                        .then_some(Confidence::Shaped)
                 };
                 hit.eval(
                     relaxed,
@@ -1143,6 +1144,46 @@ impl Core {
                 out.push(r);
             }
         }
+    }
+}
+
+/// Bytes of the base64 / base64url / hex alphabets (and `=` padding).
+fn blob_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
+}
+
+/// How many bytes after a relaxed match [`inside_blob`] looks at.
+const BLOB_AFTER: usize = 16;
+
+/// Is the relaxed match `whole` (absolute offsets; `window` starts at
+/// `origin`) the middle of an encoded blob rather than a secret glued to
+/// text: the [`CONTEXT`] bytes before it and the [`BLOB_AFTER`] bytes after
+/// it all base64/hex alphabet? In a random base64 blob (an image in a data
+/// URL, a lockfile hash) a 4-byte keyword such as `AIza` turns up about once
+/// per 16 MiB followed by enough token characters; without this rule the
+/// relaxed search would block such uploads. A glued secret in text (`sit
+/// aAKIA...Lorem ipsum`) has a space or punctuation within reach. Only
+/// bytes inside the window (and its look-around context) are read, so the
+/// verdict does not depend on chunking; where fewer bytes are kept (the
+/// start or end of a stream) the match counts as glued, not as a blob.
+fn inside_blob(window: &[u8], origin: u64, whole: (u64, u64)) -> bool {
+    let (Some(s), Some(e)) = (
+        whole
+            .0
+            .checked_sub(origin)
+            .and_then(|v| usize::try_from(v).ok()),
+        whole
+            .1
+            .checked_sub(origin)
+            .and_then(|v| usize::try_from(v).ok()),
+    ) else {
+        return false;
+    };
+    let before = s.checked_sub(CONTEXT).and_then(|a| window.get(a..s));
+    let after = window.get(e..e.saturating_add(BLOB_AFTER));
+    match (before, after) {
+        (Some(b), Some(a)) => b.iter().chain(a).all(|&x| blob_byte(x)),
+        _ => false,
     }
 }
 

@@ -982,3 +982,53 @@ fn benign_tails_are_not_held_back() {
     let out = st.finish();
     assert!(out.data.is_empty() && st.blocked().is_none());
 }
+
+/// Deterministic bytes from `alphabet` (xorshift64).
+fn xorshift_text(seed: &mut u64, alphabet: &[u8], n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            alphabet[(*seed % alphabet.len() as u64) as usize]
+        })
+        .collect()
+}
+
+/// Encoded blobs (an image as a base64 data URL, base64url, hex) that
+/// happen to contain a keyword followed by token characters are not glued
+/// secrets: nothing is found even with shaped findings on (outgoing). The
+/// same token glued into text is found, as shaped.
+#[test]
+fn encoded_blobs_are_not_taken_for_glued_secrets() {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let sc = scanner();
+    let mut seed = 0x2545_F491_4F6C_DD1D;
+    for (name, alphabet) in [("base64", B64), ("base64url", B64URL)] {
+        let mut blob = b"data:image/png;base64,".to_vec();
+        for (i, kw) in ["AIza", "ghp_", "AKIA", "gho_", "hf_", "dapi"]
+            .iter()
+            .cycle()
+            .take(48)
+            .enumerate()
+        {
+            blob.extend(xorshift_text(&mut seed, alphabet, 2000 + i));
+            blob.extend_from_slice(kw.as_bytes());
+            let tail = if *kw == "AKIA" { UPPER32 } else { ALNUM };
+            blob.extend(xorshift_text(&mut seed, tail, 40));
+        }
+        blob.extend(xorshift_text(&mut seed, alphabet, 500));
+        blob.extend_from_slice(b"\" alt=\"logo\">");
+        let found = sc.scan(&blob);
+        assert!(found.is_empty(), "{name}: {found:?}");
+        check_equivalence(&sc, &blob, &[16 * 1024]).unwrap();
+    }
+    let token = String::from_utf8(xorshift_text(&mut seed, ALNUM, 35)).unwrap();
+    let glued = format!("Lorem ipsum dolor sit aAIza{token}Lorem ipsum");
+    let found = sc.scan(glued.as_bytes());
+    assert_eq!(ids(&found), ["google-api-key"]);
+    assert_eq!(found[0].confidence, Confidence::Shaped);
+}
