@@ -214,14 +214,14 @@ impl Flow<'_> {
             }
         }
         if let Some(blocked) = m.state.blocked() {
-            return Err(Stop::Blocked(blocked.pattern_id.to_string()));
+            return Err(Stop::Blocked(blocked.label()));
         }
         if self.mode == ScanMode::Redact
             && let Some(f) = findings.iter().find(|f| f.start < m.carried)
         {
             // Its first part went out with the previous message and cannot
             // be redacted any more: the rest must not follow.
-            return Err(Stop::Blocked(f.pattern_id.to_string()));
+            return Err(Stop::Blocked(f.label()));
         }
         let drop = usize::try_from(m.skip)
             .unwrap_or(usize::MAX)
