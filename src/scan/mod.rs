@@ -62,6 +62,7 @@
 //! bench after editing keywords.
 
 pub mod body;
+mod checks;
 pub mod cli;
 mod held;
 mod patterns;

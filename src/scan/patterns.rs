@@ -12,7 +12,7 @@
 //! # lookbehind = N                    # optional: only for a keyword inside the secret, see below
 //! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
-//! checksum = "github"                  # optional: verify the GitHub CRC32 checksum
+//! checksum = "github"                  # optional: a validator (github, card, iban, wif, bip32, bip39; see `checks`)
 //! examples = ["ghp_..."]               # each must be found by this pattern
 //! counter_examples = ["ghp_short"]     # none may be found by this pattern
 //! ```
@@ -47,7 +47,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{reach::Reach, scanner::Scanner};
+use super::{checks, reach::Reach, scanner::Scanner};
 
 /// Largest `max_len` a pattern may declare, in bytes.
 ///
@@ -87,6 +87,35 @@ pub(crate) enum Checksum {
     /// GitHub's token format (also npm's): `<prefix>_<payload><crc>`, where
     /// `<crc>` is the CRC32 of `<payload>` in base62, left-padded to 6 chars.
     Github,
+    /// The validators of [`checks`](super::checks): payment card, IBAN,
+    /// WIF, BIP32 extended private key, BIP39 mnemonic.
+    Card,
+    Iban,
+    Wif,
+    Bip32,
+    Bip39,
+}
+
+impl Checksum {
+    const NAMES: &[(&str, Checksum)] = &[
+        ("github", Checksum::Github),
+        ("card", Checksum::Card),
+        ("iban", Checksum::Iban),
+        ("wif", Checksum::Wif),
+        ("bip32", Checksum::Bip32),
+        ("bip39", Checksum::Bip39),
+    ];
+
+    fn holds(self, secret: &[u8]) -> bool {
+        match self {
+            Checksum::Github => github_checksum_ok(secret),
+            Checksum::Card => checks::card(secret),
+            Checksum::Iban => checks::iban(secret),
+            Checksum::Wif => checks::wif(secret),
+            Checksum::Bip32 => checks::bip32(secret),
+            Checksum::Bip39 => checks::bip39(secret),
+        }
+    }
 }
 
 /// One compiled secret pattern.
@@ -158,10 +187,7 @@ impl Pattern {
         {
             return false;
         }
-        match self.checksum {
-            None => true,
-            Some(Checksum::Github) => github_checksum_ok(secret),
-        }
+        self.checksum.is_none_or(|c| c.holds(secret))
     }
 }
 
@@ -364,13 +390,18 @@ impl PatternSet {
 
             let checksum = match &p.checksum {
                 None => None,
-                Some(c) => match c.get_ref().as_str() {
-                    "github" => Some(Checksum::Github),
-                    other => {
+                Some(c) => match Checksum::NAMES.iter().find(|(n, _)| *n == c.get_ref()) {
+                    Some(&(_, known)) => Some(known),
+                    None => {
+                        let known: Vec<&str> = Checksum::NAMES.iter().map(|(n, _)| *n).collect();
                         return Err(err(
                             c.span(),
                             key("checksum"),
-                            format!("unknown checksum `{other}`; known: \"github\""),
+                            format!(
+                                "unknown checksum `{}`; known: {}",
+                                c.get_ref(),
+                                known.join(", ")
+                            ),
                         ));
                     }
                 },
