@@ -11,6 +11,7 @@
 //! | `wif`         | Bitcoin WIF private key: base58check, version 0x80 / 0xEF, 32 bytes |
 //! | `bip32`       | BIP32 extended private key (`xprv`, `tprv`...): base58check, 78 bytes, private key marker |
 //! | `bip39`       | BIP39 English mnemonic of 12..=24 words, checksum verified         |
+//! | `basic`       | HTTP Basic credentials: base64 of printable `user:password`        |
 //!
 //! Separators a pattern allows inside a value (spaces and dashes in a card
 //! number, spaces in an IBAN, any run of non-letters between mnemonic
@@ -36,7 +37,7 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The digits of a card candidate (spaces and dashes dropped), or `None`
@@ -288,6 +289,28 @@ pub(crate) fn bip32(candidate: &[u8]) -> bool {
         && raw.get(45) == Some(&0)
 }
 
+/// HTTP Basic credentials: standard base64 (padding optional) of printable
+/// ASCII `user:password`, both parts non-empty, the password at least 3
+/// bytes.
+pub(crate) fn basic(candidate: &[u8]) -> bool {
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let Ok(raw) = engine.decode(candidate) else {
+        return false;
+    };
+    if !raw.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return false;
+    }
+    match raw.iter().position(|&b| b == b':') {
+        Some(i) => i > 0 && raw.len() - i > 3,
+        None => false,
+    }
+}
+
 /// Words per BIP39 mnemonic, longest first.
 const BIP39_COUNTS: [usize; 5] = [24, 21, 18, 15, 12];
 
@@ -416,6 +439,14 @@ pub(crate) mod tests {
         assert!(bip32(xprv.as_bytes()));
         x[..4].copy_from_slice(&[0x04, 0x88, 0xB2, 0x1E]); // xpub: public, not a secret
         assert!(!bip32(b58check(&x).as_bytes()));
+    }
+
+    #[test]
+    fn basic_credentials() {
+        assert!(basic(b"ZGVwbG95OkZBS0VleGFtcGxlUGFzc3cwcmQ="));
+        assert!(basic(b"ZGVwbG95OkZBS0VleGFtcGxlUGFzc3cwcmQ"));
+        assert!(!basic(b"dXNlcm5hbWU="), "no colon");
+        assert!(!basic(b"understanding"), "not base64 of text");
     }
 
     #[test]

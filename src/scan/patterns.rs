@@ -12,7 +12,7 @@
 //! # lookbehind = N                    # optional: only for a keyword inside the secret, see below
 //! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
-//! checksum = "github"                  # optional: a validator (github, card, iban, wif, bip32, bip39; see `checks`)
+//! checksum = "github"                  # optional: a validator (github, card, iban, wif, bip32, bip39, basic; see `checks`)
 //! examples = ["ghp_..."]               # each must be found by this pattern
 //! counter_examples = ["ghp_short"]     # none may be found by this pattern
 //! ```
@@ -94,6 +94,7 @@ pub(crate) enum Checksum {
     Wif,
     Bip32,
     Bip39,
+    Basic,
 }
 
 impl Checksum {
@@ -104,6 +105,7 @@ impl Checksum {
         ("wif", Checksum::Wif),
         ("bip32", Checksum::Bip32),
         ("bip39", Checksum::Bip39),
+        ("basic", Checksum::Basic),
     ];
 
     fn holds(self, secret: &[u8]) -> bool {
@@ -114,6 +116,7 @@ impl Checksum {
             Checksum::Wif => checks::wif(secret),
             Checksum::Bip32 => checks::bip32(secret),
             Checksum::Bip39 => checks::bip39(secret),
+            Checksum::Basic => checks::basic(secret),
         }
     }
 }

@@ -20,7 +20,7 @@ use super::*;
 const GH_HELD: &str = "vault:tools/github#token";
 const DB_HELD: &str = "vault:tools/db#password";
 
-fn rules() -> &'static PatternSet {
+pub(crate) fn rules() -> &'static PatternSet {
     static RULES: OnceLock<PatternSet> = OnceLock::new();
     RULES.get_or_init(|| {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
@@ -867,6 +867,8 @@ fn bundled_patterns_have_small_lookbehind() {
         "datadog-api-key",
         "datadog-app-key",
         "terraform-cloud-token",
+        "ethereum-private-key",
+        "bitcoin-wif-private-key",
     ];
     for p in rules().iter() {
         if declared.contains(&p.id()) {
