@@ -260,6 +260,7 @@ pub(crate) async fn forward(
             state.audit.clone(),
             &event,
         )
+        .skipping(&judged.rule.scan_skip)
     });
     if let Some(scan) = &scan {
         let checked = scan

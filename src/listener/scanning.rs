@@ -55,6 +55,9 @@ pub(crate) struct RequestScan {
     /// failed body as a bare stream reset, so the reason travels here rather
     /// than in the error chain.
     failed: Arc<OnceLock<ProxyError>>,
+    /// The rule's `scan_skip`: pattern ids its outgoing requests may carry.
+    skip_out: Arc<[Arc<str>]>,
+    skip_mask: Option<Arc<[bool]>>,
 }
 
 impl RequestScan {
@@ -77,7 +80,19 @@ impl RequestScan {
             audit,
             template: Arc::new(template),
             failed: Arc::new(OnceLock::new()),
+            skip_out: Arc::from(Vec::new()),
+            skip_mask: None,
         }
+    }
+
+    /// Let the outgoing request carry findings of these pattern ids (the
+    /// rule's `scan_skip`); the response is still scanned for them.
+    pub(crate) fn skipping(mut self, ids: &Arc<[Arc<str>]>) -> Self {
+        if !ids.is_empty() {
+            self.skip_mask = self.scanner.skip_mask(ids);
+            self.skip_out = Arc::clone(ids);
+        }
+        self
     }
 
     fn sink(&self, direction: Direction, reason: &'static str) -> FindingSink {
@@ -126,12 +141,15 @@ impl RequestScan {
             Direction::Out => self.outgoing,
             Direction::In => self.incoming,
         };
-        let (replacement, findings) = if mode == ScanMode::Redact {
+        let (replacement, mut findings) = if mode == ScanMode::Redact {
             let (redacted, findings) = self.scanner.redact(bytes);
             (Some(redacted), findings)
         } else {
             (None, self.scanner.scan(bytes))
         };
+        if direction == Direction::Out {
+            findings.retain(|f| !self.skip_out.contains(&f.pattern_id));
+        }
         if findings.is_empty() {
             return Ok(None);
         }
@@ -332,6 +350,10 @@ impl RequestScan {
             // The length changes: send chunked (h1) or unsized (h2).
             headers.remove(CONTENT_LENGTH);
         }
+        let wrapped = match direction {
+            Direction::Out => wrapped.skipping(self.skip_mask.clone()),
+            Direction::In => wrapped,
+        };
         let wrapped = wrapped.with_sink(self.sink(direction, "secret_in_body"));
         let slot = (direction == Direction::Out).then(|| Arc::clone(&self.failed));
         Ok(wrapped

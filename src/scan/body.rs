@@ -232,6 +232,12 @@ where
         body
     }
 
+    /// Drop the findings of the kinds set in `mask` ([`ScanState::skipping`]).
+    pub fn skipping(mut self, mask: Option<Arc<[bool]>>) -> ScanBody<B> {
+        self.state.core_mut().skip = mask;
+        self
+    }
+
     /// Call `sink` with each finding as soon as it is final.
     pub fn with_sink(mut self, sink: FindingSink) -> ScanBody<B> {
         self.sink = Some(sink);

@@ -13,6 +13,7 @@
 //! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
 //! checksum = "github"                  # optional: a validator (github, card, iban, wif, bip32, bip39, basic; see `checks`)
+//! # redact = "last4"                  # optional: incoming redaction keeps the last four digits (cards)
 //! examples = ["ghp_..."]               # each must be found by this pattern
 //! counter_examples = ["ghp_short"]     # none may be found by this pattern
 //! ```
@@ -133,6 +134,8 @@ pub struct Pattern {
     pub(crate) entropy: Option<f64>,
     pub(crate) secret_group: usize,
     pub(crate) checksum: Option<Checksum>,
+    /// `redact = "last4"`: incoming redaction keeps the last four digits.
+    pub(crate) redact_last4: bool,
     /// Where matches start relative to their keyword.
     pub(crate) reach: Reach,
     pub(crate) examples: Vec<String>,
@@ -410,6 +413,21 @@ impl PatternSet {
                 },
             };
 
+            let redact_last4 = match &p.redact {
+                None => false,
+                Some(r) if r.get_ref() == "last4" => true,
+                Some(r) => {
+                    return Err(err(
+                        r.span(),
+                        key("redact"),
+                        format!(
+                            "unknown redact `{}`; known: \"last4\" (keep a card number's last four digits)",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+            };
+
             if p.examples.is_empty() {
                 return Err(err(
                     table_span,
@@ -428,6 +446,7 @@ impl PatternSet {
                 entropy,
                 secret_group,
                 checksum,
+                redact_last4,
                 reach,
                 examples: p.examples.iter().map(|s| s.get_ref().clone()).collect(),
                 counter_examples: p
@@ -520,6 +539,7 @@ struct RawPattern {
     entropy: Option<Spanned<f64>>,
     secret_group: Option<Spanned<i64>>,
     checksum: Option<Spanned<String>>,
+    redact: Option<Spanned<String>>,
     lookbehind: Option<Spanned<i64>>,
     #[serde(default)]
     examples: Vec<Spanned<String>>,
