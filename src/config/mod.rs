@@ -408,6 +408,12 @@ mod tests {
         "does not exist"
     );
     bad!(resolve, "bad_resolve.toml", "2:24", "is not an IP address");
+    bad!(
+        scan_skip,
+        "bad_scan_skip.toml",
+        "6:30",
+        "host.scan_skip: `payment-cards` is not the id of a pattern"
+    );
 
     #[test]
     fn embedded_default_compiles() {

@@ -22,6 +22,8 @@ mod guard;
 mod inject;
 /// Inside the tunnel: SNI, Host, method/path, h2, trailers, SSE, WebSocket, framing.
 mod intercept;
+/// The financial pack: cards blocked out, masked in, opt-out per rule, look-alike ids untouched.
+mod packs;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.
 mod plain_http;
 /// Rule edits apply without a restart; a broken edit keeps the last good rules.
