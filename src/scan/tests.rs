@@ -54,6 +54,35 @@ fn rules_file_has_at_least_40_kinds() {
     assert!(rules().len() >= 40, "only {} patterns", rules().len());
 }
 
+/// The README's count of shipped kinds is the file's.
+#[test]
+fn readme_counts_the_shipped_patterns() {
+    let readme = include_str!("../../README.md");
+    let want = format!("`rules/secrets.toml` holds {} credential", rules().len());
+    assert!(readme.contains(&want), "README should say: {want}");
+}
+
+/// The financial pack: cards are found near a context word only, masked to
+/// their last four digits by redaction, and a number that fails Luhn or
+/// has no issuer is not a card.
+#[test]
+fn cards_need_context_and_are_masked_to_the_last_four() {
+    let sc = scanner();
+    let card = "4111 1111 1111 1111";
+    assert_eq!(
+        ids(&sc.scan(format!("card: {card}").as_bytes())),
+        ["payment-card"]
+    );
+    assert!(sc.scan(format!("id: {card}").as_bytes()).is_empty());
+    assert!(sc.scan(b"card: 4111 1111 1111 1112").is_empty());
+    let (out, _) = sc
+        .redact(format!("{{\"card\": \"{card}\", \"cc_num\": \"3782-822463-10005\"}}").as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "{\"card\": \"**** **** **** 1111\", \"cc_num\": \"****-******-*0005\"}"
+    );
+}
+
 /// Every example is found, with its own id, by the full scanner (all
 /// patterns and held values together), and no counter-example is.
 #[test]
