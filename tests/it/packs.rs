@@ -236,3 +236,35 @@ async fn ids_that_only_look_like_cards_pass_untouched() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body.as_deref().unwrap_or_default(), body.as_bytes());
 }
+
+#[test]
+fn explain_names_the_patterns_a_rule_may_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
+    std::fs::write(
+        dir.path().join("airlock.toml"),
+        format!(
+            "[scan]\npatterns = {:?}\n\n[[host]]\nmatch = \"pay.example.test\"\nscan_skip = [\"payment-card\", \"iban\"]\n",
+            rules.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args([
+            "explain",
+            "--config",
+            "airlock.toml",
+            "https://pay.example.test/charge",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "scan_skip: payment-card, iban (this rule's requests may send them; responses are still scanned)"
+        ),
+        "{text}"
+    );
+}
