@@ -53,7 +53,7 @@ enum Command {
     },
     /// Run the secret scanner over files or stdin; exit 1 when anything is found.
     Scan(ScanArgs),
-    /// Run a command whose only way out is through airlock.
+    /// Run a command isolated (Linux namespaces, no capabilities) so that its only way out is through airlock.
     Run(crate::run::RunArgs),
     /// List, approve or deny requests held for approval (through the admin API).
     Approvals(crate::approval::cli::ApprovalsArgs),
@@ -66,9 +66,14 @@ struct ScanArgs {
     /// One JSON object per finding instead of text.
     #[arg(long)]
     json: bool,
-    /// The pattern file.
-    #[arg(long, default_value = "rules/secrets.toml")]
-    patterns: PathBuf,
+    /// The pattern file [default: the built-in patterns].
+    #[arg(long)]
+    patterns: Option<PathBuf>,
+    /// Report shaped findings too (broken checksum, glued to other
+    /// characters, documented examples, placeholders), not only verified
+    /// ones.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +142,8 @@ fn load(config: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // Before any secret is read: no same-uid ptrace, no /proc/<pid>/mem.
+    crate::run::make_undumpable()?;
     let config = load(config_path)?;
     tracing::info!(config = %config.source, "config loaded");
     let files = CaFiles {
@@ -165,6 +172,12 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         rules = config.policy.len(),
         files = ?config.rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "allowlist loaded"
+    );
+    tracing::info!(
+        patterns = %config.scan.patterns_summary(),
+        outgoing = %format!("{:?} ({} and up)", config.scan.outgoing, config.scan.outgoing_confidence),
+        incoming = %format!("{:?} ({} and up)", config.scan.incoming, config.scan.incoming_confidence),
+        "secret scanner"
     );
     tracing::info!(backend = config.secrets.backend_name(), "secret backend");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -255,10 +268,11 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     print_out(&format!(
-        "ok: {} ({} rules from {} rule files; listen {})\n",
+        "ok: {} ({} rules from {} rule files; {}; listen {})\n",
         config.source,
         config.policy.len(),
         config.rule_files.len(),
+        config.scan.patterns_summary(),
         config.proxy.listen
     ));
     Ok(ExitCode::SUCCESS)
@@ -331,10 +345,13 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
                 }
                 None => out.push_str("  inject: nothing\n"),
             }
-            let patterns = config.scan.pattern_set.as_ref().map_or(0, |p| p.len());
             out.push_str(&format!(
-                "  scan: outgoing {:?}, incoming {:?} ({patterns} patterns + the values airlock holds)\n",
-                config.scan.outgoing, config.scan.incoming
+                "  scan: outgoing {:?} ({} and up), incoming {:?} ({} and up); {} + the values airlock holds\n",
+                config.scan.outgoing,
+                config.scan.outgoing_confidence,
+                config.scan.incoming,
+                config.scan.incoming_confidence,
+                config.scan.patterns_summary(),
             ));
             if !rule.scan_skip.is_empty() {
                 out.push_str(&format!(
@@ -359,7 +376,18 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
 fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let found = crate::scan::cli::run(&args.patterns, &args.files, args.json, &mut out)?;
+    let min = if args.all {
+        crate::scan::Confidence::Shaped
+    } else {
+        crate::scan::Confidence::Verified
+    };
+    let found = crate::scan::cli::run(
+        args.patterns.as_deref(),
+        &args.files,
+        args.json,
+        min,
+        &mut out,
+    )?;
     std::io::Write::flush(&mut out)?;
     Ok(if found {
         ExitCode::from(1)

@@ -138,6 +138,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let secret_files = secret_files(&raw, base, &tls, &secrets);
     Ok(Config {
         proxy,
         tls,
@@ -156,7 +157,47 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect(),
+        secret_files,
     })
+}
+
+/// The files a compiled config reads secrets from (see [`Config::secret_files`]).
+fn secret_files(
+    raw: &RawConfig,
+    base: &Path,
+    tls: &super::TlsSettings,
+    secrets: &SecretsSettings,
+) -> Vec<super::SecretFile> {
+    use crate::credentials::VaultAuth;
+    let file = |setting, path: PathBuf| super::SecretFile { setting, path };
+    let mut out = vec![file("tls.ca_key", tls.ca_key.clone())];
+    match &secrets.backend {
+        SecretBackend::File(p) => out.push(file("secrets.file", p.clone())),
+        SecretBackend::Vault(v) => match &v.auth {
+            VaultAuth::Token { token_file } => {
+                out.extend(
+                    token_file
+                        .iter()
+                        .map(|p| file("secrets.vault.token_file", p.clone())),
+                );
+            }
+            VaultAuth::AppRole {
+                role_id_file,
+                secret_id_file,
+                ..
+            } => {
+                out.push(file("secrets.vault.role_id_file", role_id_file.clone()));
+                out.push(file("secrets.vault.secret_id_file", secret_id_file.clone()));
+            }
+        },
+    }
+    if let Some(f) = &raw.proxy.admin_token_file {
+        out.push(file("proxy.admin_token_file", base.join(f.get_ref())));
+    }
+    if let Some(f) = &raw.approval.decider_token_file {
+        out.push(file("approval.decider_token_file", base.join(f.get_ref())));
+    }
+    out
 }
 
 fn compile_rule_file(
@@ -537,26 +578,50 @@ fn compile_scan(
     errors: &mut Vec<ConfigError>,
 ) -> ScanSettings {
     let s = &raw.scan;
-    let patterns = match &s.patterns {
-        Some(p) => Some(base.join(p)),
-        None => {
-            let default = base.join("rules/secrets.toml");
-            default.is_file().then_some(default)
-        }
+    let pattern_error = |e: crate::scan::PatternError| ConfigError {
+        file: e.file.clone(),
+        location: (e.line > 0).then_some((e.line, e.column)),
+        message: format!("{}: {}", e.key, e.message),
     };
-    let pattern_set = patterns
-        .as_ref()
-        .and_then(|p| match crate::scan::PatternSet::load(p) {
-            Ok(set) => Some(Arc::new(set)),
+    let (patterns, pattern_set) = match &s.patterns {
+        Some(named) => {
+            let path = base.join(named.get_ref());
+            let set = match crate::scan::PatternSet::load(&path) {
+                Ok(set) if set.is_empty() => {
+                    errors.push(src.err(
+                        named,
+                        format!(
+                            "scan.patterns: {} has no [[pattern]]: it would scan for nothing \
+                             (remove the key to use the built-in patterns)",
+                            path.display()
+                        ),
+                    ));
+                    None
+                }
+                Ok(set) => Some(Arc::new(set)),
+                // Unreadable (missing, a directory): the config's key is at fault.
+                Err(e) if e.line == 0 => {
+                    errors.push(src.err(
+                        named,
+                        format!("scan.patterns: {}: {}", path.display(), e.message),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(pattern_error(e));
+                    None
+                }
+            };
+            (Some(path), set)
+        }
+        None => match crate::scan::PatternSet::builtin() {
+            Ok(set) => (None, Some(Arc::new(set))),
             Err(e) => {
-                errors.push(ConfigError {
-                    file: e.file.clone(),
-                    location: (e.line > 0).then_some((e.line, e.column)),
-                    message: format!("{}: {}", e.key, e.message),
-                });
-                None
+                errors.push(pattern_error(e));
+                (None, None)
             }
-        });
+        },
+    };
     ScanSettings {
         patterns,
         pattern_set,
@@ -574,7 +639,44 @@ fn compile_scan(
             ScanAction::Redact,
             errors,
         ),
+        outgoing_confidence: scan_confidence(
+            src,
+            "scan.outgoing_confidence",
+            s.outgoing_confidence.as_ref(),
+            crate::scan::Confidence::Shaped,
+            errors,
+        ),
+        incoming_confidence: scan_confidence(
+            src,
+            "scan.incoming_confidence",
+            s.incoming_confidence.as_ref(),
+            crate::scan::Confidence::Verified,
+            errors,
+        ),
     }
+}
+
+fn scan_confidence(
+    src: &Src<'_>,
+    key: &str,
+    value: Option<&Spanned<String>>,
+    default: crate::scan::Confidence,
+    errors: &mut Vec<ConfigError>,
+) -> crate::scan::Confidence {
+    let Some(v) = value else {
+        return default;
+    };
+    crate::scan::Confidence::parse(v.get_ref()).unwrap_or_else(|| {
+        errors.push(src.err(
+            v,
+            format!(
+                "{key}: `{}` is not valid: use \"shaped\" (act on everything that looks like \
+                 a secret) or \"verified\" (only on secrets that pass every check)",
+                v.get_ref()
+            ),
+        ));
+        default
+    })
 }
 
 fn compile_secrets(
@@ -973,4 +1075,58 @@ fn compile_approval(
         }
     });
     super::ApprovalSettings { timeout, decider }
+}
+
+#[cfg(test)]
+mod secret_files_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Config, SecretFile};
+
+    #[test]
+    fn every_secret_bearing_file_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["admin.token", "decider.token"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = r#"
+[proxy]
+admin = "127.0.0.1:0"
+admin_token_file = "admin.token"
+[tls]
+ca_key = "k/ca-key.pem"
+[secrets]
+backend = "vault"
+[secrets.vault]
+auth = "approle"
+role_id_file = "role"
+secret_id_file = "/abs/secret"
+[approval]
+decider = "https://decider.test/"
+decider_token_file = "decider.token"
+"#;
+        let c = Config::from_text(text, "t.toml", dir.path()).unwrap();
+        let d = dir.path();
+        let want = |setting, path: std::path::PathBuf| SecretFile { setting, path };
+        assert_eq!(
+            c.secret_files,
+            [
+                want("tls.ca_key", d.join("k/ca-key.pem")),
+                want("secrets.vault.role_id_file", d.join("role")),
+                want("secrets.vault.secret_id_file", "/abs/secret".into()),
+                want("proxy.admin_token_file", d.join("admin.token")),
+                want("approval.decider_token_file", d.join("decider.token")),
+            ]
+        );
+        let text = "[secrets]\nbackend = \"vault\"\n[secrets.vault]\ntoken_file = \"t\"\n";
+        let c = Config::from_text(text, "t.toml", d).unwrap();
+        assert_eq!(
+            c.secret_files[1],
+            want("secrets.vault.token_file", d.join("t"))
+        );
+        let c = Config::from_text("", "t.toml", d).unwrap();
+        assert_eq!(
+            c.secret_files[1],
+            want("secrets.file", d.join("secrets.local.toml"))
+        );
+    }
 }

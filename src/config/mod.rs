@@ -55,6 +55,20 @@ pub struct Config {
     /// A short hash of the config and every rule file: the rules version
     /// named in audit events, metrics and reload logs.
     pub version: String,
+    /// Every file this config makes airlock read a secret from, with the
+    /// setting that names it: the CA key, the file backend's secrets file,
+    /// Vault token and AppRole files, the admin and decider token files.
+    /// `airlock run` hides them from the command (see `crate::run`).
+    pub secret_files: Vec<SecretFile>,
+}
+
+/// A file airlock reads a secret from (see [`Config::secret_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// The setting that names it, e.g. `tls.ca_key`.
+    pub setting: &'static str,
+    /// The path, as resolved against the config's directory.
+    pub path: PathBuf,
 }
 
 /// `[proxy]`, compiled.
@@ -232,14 +246,31 @@ impl ScanAction {
 /// `[scan]`, compiled.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
-    /// Pattern file, if any.
+    /// The pattern file the config names; `None`: the built-in patterns.
     pub patterns: Option<PathBuf>,
-    /// The compiled patterns from that file.
+    /// The compiled patterns (from that file, or built in).
     pub pattern_set: Option<Arc<crate::scan::PatternSet>>,
     /// Action for the sandbox's requests.
     pub outgoing: ScanAction,
     /// Action for responses to the sandbox.
     pub incoming: ScanAction,
+    /// Least confidence acted on in the sandbox's requests (default
+    /// `Shaped`: everything).
+    pub outgoing_confidence: crate::scan::Confidence,
+    /// Least confidence acted on in responses (default `Verified`).
+    pub incoming_confidence: crate::scan::Confidence,
+}
+
+impl ScanSettings {
+    /// How many patterns are active and where they came from:
+    /// `65 patterns, built in` or `12 patterns from /etc/airlock/p.toml`.
+    pub fn patterns_summary(&self) -> String {
+        let n = self.pattern_set.as_ref().map_or(0, |p| p.len());
+        match &self.patterns {
+            None => format!("{n} patterns, built in"),
+            Some(p) => format!("{n} patterns from {}", p.display()),
+        }
+    }
 }
 
 /// Where audit events go.

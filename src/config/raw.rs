@@ -158,12 +158,17 @@ pub struct RawVault {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScan {
-    /// Pattern file. Default `rules/secrets.toml` when it exists.
-    pub patterns: Option<String>,
+    /// Pattern file. Default: the built-in set (the shipped
+    /// `rules/secrets.toml`, compiled in).
+    pub patterns: Option<Spanned<String>>,
     /// `block` (default) | `redact` | `log`.
     pub outgoing: Option<Spanned<String>>,
     /// `redact` (default) | `block` | `log`.
     pub incoming: Option<Spanned<String>>,
+    /// Least confidence acted on going out: `shaped` (default) | `verified`.
+    pub outgoing_confidence: Option<Spanned<String>>,
+    /// Least confidence acted on coming back: `verified` (default) | `shaped`.
+    pub incoming_confidence: Option<Spanned<String>>,
 }
 
 /// `[approval]`.

@@ -28,7 +28,7 @@ use super::io::{IdleTimeout, Prefixed};
 use super::{ConnGuard, State};
 use crate::audit::AuditEvent;
 use crate::error::{self, ProxyError};
-use crate::policy::{Host, Scheme};
+use crate::policy::{Host, Scheme, parse_authority_form};
 use crate::upstream::ProxyBody;
 
 /// Handles one CONNECT request on the outer connection.
@@ -124,18 +124,20 @@ pub(crate) async fn handle(
     Response::new(error::empty())
 }
 
+/// The CONNECT target, strictly `host:port` (see
+/// [`crate::policy::parse_authority_form`]): refused with `400` before any
+/// identity check, policy decision, DNS lookup or upstream contact.
 fn connect_target(req: &Request<Incoming>) -> Result<(Host, u16), ProxyError> {
-    let authority = req
-        .uri()
-        .authority()
-        .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
-    let host = Host::parse(authority.host())
-        .map_err(|e| ProxyError::BadRequest(format!("CONNECT target: {e}")))?;
-    let port = authority
-        .port_u16()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| ProxyError::BadRequest("CONNECT target needs a port (host:443)".into()))?;
-    Ok((host, port))
+    let uri = req.uri();
+    let authority = match uri.authority() {
+        Some(a) if uri.scheme().is_none() && uri.path_and_query().is_none() => a,
+        _ => {
+            return Err(ProxyError::BadRequest(
+                "CONNECT target: give host:port alone (no scheme, path, query or fragment)".into(),
+            ));
+        }
+    };
+    parse_authority_form(authority.as_str()).map_err(|e| ProxyError::BadRequest(e.to_string()))
 }
 
 type ClientIo = IdleTimeout<TcpStream>;

@@ -253,14 +253,7 @@ pub(crate) async fn forward(
     }
     let scan = state.scanner().map(|scanner| {
         let s = &generation.config.scan;
-        RequestScan::new(
-            scanner,
-            s.outgoing.mode(),
-            s.incoming.mode(),
-            state.audit.clone(),
-            &event,
-        )
-        .skipping(&judged.rule.scan_skip)
+        RequestScan::new(scanner, s, state.audit.clone(), &event).skipping(&judged.rule.scan_skip)
     });
     if let Some(scan) = &scan {
         let checked = scan

@@ -314,7 +314,7 @@ impl Server {
             tracing::warn!(
                 "approval rules with an admin API and no admin_token_file: a sandbox on this \
                  host that can reach the admin address directly (not through the proxy) could \
-                 approve its own requests; set admin_token_file, or isolate it (airlock run --isolate)"
+                 approve its own requests; set admin_token_file, or isolate it (airlock run isolates by default)"
             );
         }
         let state = Arc::new(build_state(config, audit, own)?);

@@ -23,7 +23,8 @@ use http_body_util::BodyExt;
 use crate::audit::{AuditEvent, AuditSink};
 use crate::error::ProxyError;
 use crate::scan::{
-    ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanError, ScanMode, Scanner,
+    Confidence, ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanError, ScanMode,
+    Scanner,
 };
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -43,11 +44,16 @@ impl Direction {
     }
 }
 
-/// The scanner, the two modes, and the audit context of one request.
+/// The scanner, the two modes and confidence thresholds, and the audit
+/// context of one request.
 pub(crate) struct RequestScan {
     scanner: Arc<Scanner>,
     outgoing: ScanMode,
     incoming: ScanMode,
+    /// Least confidence acted on each way (`[scan] outgoing_confidence`,
+    /// `incoming_confidence`).
+    outgoing_min: Confidence,
+    incoming_min: Confidence,
     audit: AuditSink,
     /// Copied per finding only (findings are rare; requests are not).
     template: Arc<AuditEvent>,
@@ -64,8 +70,7 @@ impl RequestScan {
     /// `template` is the request's audit event (client, host, method, path).
     pub(crate) fn new(
         scanner: Arc<Scanner>,
-        outgoing: ScanMode,
-        incoming: ScanMode,
+        settings: &crate::config::ScanSettings,
         audit: AuditSink,
         template: &AuditEvent,
     ) -> Self {
@@ -75,8 +80,10 @@ impl RequestScan {
         template.status = None;
         Self {
             scanner,
-            outgoing,
-            incoming,
+            outgoing: settings.outgoing.mode(),
+            incoming: settings.incoming.mode(),
+            outgoing_min: settings.outgoing_confidence,
+            incoming_min: settings.incoming_confidence,
             audit,
             template: Arc::new(template),
             failed: Arc::new(OnceLock::new()),
@@ -93,6 +100,14 @@ impl RequestScan {
             self.skip_out = Arc::clone(ids);
         }
         self
+    }
+
+    /// The least confidence acted on going `direction`.
+    fn min(&self, direction: Direction) -> Confidence {
+        match direction {
+            Direction::Out => self.outgoing_min,
+            Direction::In => self.incoming_min,
+        }
     }
 
     fn sink(&self, direction: Direction, reason: &'static str) -> FindingSink {
@@ -124,6 +139,8 @@ impl RequestScan {
             scanner: Arc::clone(&self.scanner),
             outgoing: self.outgoing,
             incoming: self.incoming,
+            outgoing_min: self.outgoing_min,
+            incoming_min: self.incoming_min,
             out_sink: self.sink(Direction::Out, "secret_in_websocket"),
             in_sink: self.sink(Direction::In, "secret_in_websocket"),
         }
@@ -141,11 +158,12 @@ impl RequestScan {
             Direction::Out => self.outgoing,
             Direction::In => self.incoming,
         };
+        let min = self.min(direction);
         let (replacement, mut findings) = if mode == ScanMode::Redact {
-            let (redacted, findings) = self.scanner.redact(bytes);
+            let (redacted, findings) = self.scanner.redact_min(bytes, min);
             (Some(redacted), findings)
         } else {
-            (None, self.scanner.scan(bytes))
+            (None, self.scanner.scan_min(bytes, min))
         };
         if direction == Direction::Out {
             findings.retain(|f| !self.skip_out.contains(&f.pattern_id));
@@ -231,7 +249,7 @@ impl RequestScan {
         parts: &[(HeaderName, Vec<u8>)],
     ) -> Result<(), ProxyError> {
         for (name, bytes) in parts {
-            let findings = self.scanner.scan(bytes);
+            let findings = self.scanner.scan_min(bytes, self.outgoing_min);
             let Some(first) = findings.first() else {
                 continue;
             };
@@ -354,7 +372,9 @@ impl RequestScan {
             Direction::Out => wrapped.skipping(self.skip_mask.clone()),
             Direction::In => wrapped,
         };
-        let wrapped = wrapped.with_sink(self.sink(direction, "secret_in_body"));
+        let wrapped = wrapped
+            .with_min_confidence(self.min(direction))
+            .with_sink(self.sink(direction, "secret_in_body"));
         let slot = (direction == Direction::Out).then(|| Arc::clone(&self.failed));
         Ok(wrapped
             .map_err(move |e| {
@@ -391,7 +411,7 @@ fn scan_headers(
             all.push(b'\n');
         }
     }
-    if scan.scanner.scan(&all).is_empty() {
+    if scan.scanner.scan_min(&all, scan.min(direction)).is_empty() {
         return Ok(());
     }
     let mut replace: Vec<(HeaderName, usize, HeaderValue)> = Vec::new();

@@ -33,6 +33,8 @@ pub(crate) struct WsScan {
     pub(crate) scanner: std::sync::Arc<Scanner>,
     pub(crate) outgoing: ScanMode,
     pub(crate) incoming: ScanMode,
+    pub(crate) outgoing_min: crate::scan::Confidence,
+    pub(crate) incoming_min: crate::scan::Confidence,
     pub(crate) out_sink: FindingSink,
     pub(crate) in_sink: FindingSink,
 }
@@ -63,8 +65,20 @@ where
 {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);
-    let out = pump(&mut cr, &mut uw, &scan, scan.outgoing, &scan.out_sink);
-    let inc = pump(&mut ur, &mut cw, &scan, scan.incoming, &scan.in_sink);
+    let out = pump(
+        &mut cr,
+        &mut uw,
+        &scan,
+        (scan.outgoing, scan.outgoing_min),
+        &scan.out_sink,
+    );
+    let inc = pump(
+        &mut ur,
+        &mut cw,
+        &scan,
+        (scan.incoming, scan.incoming_min),
+        &scan.in_sink,
+    );
     let stopped = tokio::select! {
         r = out => r,
         r = inc => r,
@@ -96,7 +110,7 @@ async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     scan: &WsScan,
-    mode: ScanMode,
+    (mode, min): (ScanMode, crate::scan::Confidence),
     sink: &FindingSink,
 ) -> Result<(), Stop>
 where
@@ -132,7 +146,8 @@ where
             if head.len > 125 || !head.fin {
                 return Err(Stop::Refused(1002, "malformed WebSocket control frame"));
             }
-            let state = ScanState::new(std::sync::Arc::clone(&scan.scanner), mode);
+            let state =
+                ScanState::with_min_confidence(std::sync::Arc::clone(&scan.scanner), mode, min);
             let (_, mut data) = scanned(state, payload, true, sink)?;
             // A redaction marker may be longer than the secret it replaces.
             data.truncate(125);
@@ -144,7 +159,7 @@ where
         }
         let (state, opcode, sent) = match (message.take(), head.opcode) {
             (None, op @ (0x1 | 0x2)) => (
-                ScanState::new(std::sync::Arc::clone(&scan.scanner), mode),
+                ScanState::with_min_confidence(std::sync::Arc::clone(&scan.scanner), mode, min),
                 op,
                 false,
             ),

@@ -11,6 +11,73 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Why a CONNECT target (authority-form) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    /// `user@host:port`: authority-form has no userinfo (RFC 9110 §9.3.6).
+    #[error("a CONNECT target has no user part (`user@`): give host:port")]
+    Userinfo,
+    /// A scheme, path, query or fragment, or a character no `host:port` has.
+    #[error("a CONNECT target is host:port alone (no scheme, path, query or fragment)")]
+    NotAuthorityForm,
+    /// No port, or not a number from 1 to 65535.
+    #[error("a CONNECT target needs a port from 1 to 65535 (host:443)")]
+    Port,
+    /// The host part is empty, over-long or not a host.
+    #[error("CONNECT target: {0}")]
+    Host(#[from] HostError),
+}
+
+/// Parses a CONNECT request-target strictly as RFC 9110 authority-form,
+/// `host:port` and nothing else: no userinfo, scheme, path, query or
+/// fragment; a host name of at most 253 characters in labels of at most 63
+/// (after IDNA), an IPv4 address, or an IPv6 one in brackets; a port of
+/// 1 to 5 digits from 1 to 65535.
+///
+/// # Errors
+/// Anything else, with the reason.
+///
+/// # Example
+/// ```
+/// use airlock::policy::{Host, parse_authority_form};
+/// assert_eq!(
+///     parse_authority_form("API.example.test:443").unwrap(),
+///     (Host::parse("api.example.test").unwrap(), 443)
+/// );
+/// assert!(parse_authority_form("evil.test@api.example.test:443").is_err());
+/// ```
+pub fn parse_authority_form(target: &str) -> Result<(Host, u16), AuthorityError> {
+    if target.contains('@') {
+        return Err(AuthorityError::Userinfo);
+    }
+    if target
+        .bytes()
+        .any(|b| matches!(b, b'/' | b'?' | b'#' | b'\\' | b'%') || !b.is_ascii_graphic())
+    {
+        return Err(AuthorityError::NotAuthorityForm);
+    }
+    let (host, port) = if target.starts_with('[') {
+        let end = target.find(']').ok_or(AuthorityError::NotAuthorityForm)?;
+        let (host, rest) = target.split_at(end + 1);
+        (host, rest.strip_prefix(':').ok_or(AuthorityError::Port)?)
+    } else {
+        let (host, port) = target.rsplit_once(':').ok_or(AuthorityError::Port)?;
+        if host.contains(':') {
+            return Err(AuthorityError::NotAuthorityForm);
+        }
+        (host, port)
+    };
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthorityError::Port);
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(AuthorityError::Port)?;
+    Ok((Host::parse(host)?, port))
+}
+
 /// A normalised host: a DNS name in ASCII lowercase, or an address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -241,6 +308,44 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn authority_form_is_strict() {
+        let ok = |t: &str| parse_authority_form(t).unwrap();
+        assert_eq!(ok("a.test:443"), (Host::Name("a.test".into()), 443));
+        assert_eq!(ok("[::1]:8443").1, 8443);
+        assert_eq!(ok("127.0.0.1:1").0, Host::Ip("127.0.0.1".parse().unwrap()));
+        let long_label = format!("{}.test:443", "a".repeat(64));
+        let long_name = format!("{}test:443", "abcdefghi.".repeat(25));
+        for (bad, want) in [
+            ("evil.test@a.test:443", AuthorityError::Userinfo),
+            ("u:p@a.test:443", AuthorityError::Userinfo),
+            ("a.test:443/x", AuthorityError::NotAuthorityForm),
+            ("a.test:443?q", AuthorityError::NotAuthorityForm),
+            ("a.test:443#f", AuthorityError::NotAuthorityForm),
+            ("http://a.test:443", AuthorityError::NotAuthorityForm),
+            ("a.test:443:1", AuthorityError::NotAuthorityForm),
+            ("a.test", AuthorityError::Port),
+            ("a.test:", AuthorityError::Port),
+            ("a.test:0", AuthorityError::Port),
+            ("a.test:65536", AuthorityError::Port),
+            ("a.test:+443", AuthorityError::Port),
+            ("a.test:000443", AuthorityError::Port),
+            ("[::1]", AuthorityError::Port),
+            (":443", AuthorityError::Host(HostError::Empty)),
+        ] {
+            assert_eq!(parse_authority_form(bad), Err(want), "{bad}");
+        }
+        for bad in [
+            long_label.as_str(),
+            long_name.as_str(),
+            "[::1:443",
+            "bad host:443",
+        ] {
+            assert!(parse_authority_form(bad).is_err(), "{bad}");
+        }
+        assert_eq!(long_name.len(), 254 + 4, "one over the 253 limit");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use globset::GlobSet;
 use http::Method;
 
-pub use host::{Host, HostError};
+pub use host::{AuthorityError, Host, HostError, parse_authority_form};
 pub use path::{NormalPath, PathError};
 
 /// Where a rule was written, for messages that tell an operator what to edit.

@@ -72,6 +72,64 @@ pub const OTHER_VARS: [(&str, &str); 1] = [(
     "1",
 )];
 
+/// Prefixes of airlock's own settings and credentials (`VAULT_TOKEN`,
+/// `BAO_TOKEN`, `VAULT_ADDR`, ...): never passed to the command, in any case.
+pub const SCRUBBED_PREFIXES: [&str; 3] = ["VAULT_", "BAO_", "AIRLOCK_"];
+
+/// What `--env-clear` keeps of airlock's environment.
+pub const BASE_VARS: [&str; 4] = ["PATH", "HOME", "TERM", "LANG"];
+
+/// Whether `name` is one of airlock's own variables (see [`SCRUBBED_PREFIXES`]).
+pub fn is_scrubbed(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    SCRUBBED_PREFIXES.iter().any(|p| {
+        name.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes()))
+    })
+}
+
+/// Checks the `--env` names: a scrubbed one is refused (airlock never hands
+/// its own credentials to the command, even when asked).
+///
+/// # Errors
+/// A name is empty, contains `=`, or is one of airlock's own variables.
+pub fn check_passed(names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            anyhow::bail!("--env `{name}`: give a variable name (NAME, no `=`)");
+        }
+        if is_scrubbed(std::ffi::OsStr::new(name)) {
+            anyhow::bail!(
+                "--env {name}: refused: airlock never passes its own settings and credentials \
+                 ({}*) to the command",
+                SCRUBBED_PREFIXES.join("*, ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The command's whole environment: airlock's own (`parent`) without the
+/// scrubbed variables, or only [`BASE_VARS`] with `clear`; plus the `pass`
+/// names; then `set` (airlock's proxy and trust variables) over all of it.
+pub fn command_env(
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+    clear: bool,
+    pass: &[String],
+    set: &[(&'static str, OsString)],
+) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = parent
+        .into_iter()
+        .filter(|(k, _)| !is_scrubbed(k))
+        .filter(|(k, _)| {
+            !clear || BASE_VARS.iter().any(|b| k == b) || pass.iter().any(|p| k == p.as_str())
+        })
+        .filter(|(k, _)| !set.iter().any(|(s, _)| k == s))
+        .collect();
+    out.extend(set.iter().map(|(k, v)| (OsString::from(k), v.clone())));
+    out
+}
+
 /// Where distributions keep the system bundle (the list Go uses).
 pub const SYSTEM_BUNDLES: [&str; 6] = [
     "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Gentoo, Arch
@@ -245,6 +303,45 @@ mod tests {
         assert_eq!(p.authority(), "[::1]:8080");
         for bad in ["3128", "https://x:1", "x:0", ":1", "x:99999", "x:1/path"] {
             assert!(ProxyAddr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn command_env_scrubs_and_clears() {
+        let parent = || {
+            [
+                ("PATH", "/bin"),
+                ("VAULT_TOKEN", "t"),
+                ("bao_token", "t"),
+                ("AIRLOCK_X", "x"),
+                ("EDITOR", "vi"),
+                ("KEEP", "k"),
+                ("HTTPS_PROXY", "http://elsewhere:1"),
+            ]
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        };
+        let set = [("HTTPS_PROXY", OsString::from("http://127.0.0.1:1"))];
+        let names = |env: Vec<(OsString, OsString)>| -> Vec<String> {
+            env.into_iter()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                .collect()
+        };
+        assert_eq!(
+            names(command_env(parent(), false, &[], &set)),
+            [
+                "PATH=/bin",
+                "EDITOR=vi",
+                "KEEP=k",
+                "HTTPS_PROXY=http://127.0.0.1:1"
+            ]
+        );
+        assert_eq!(
+            names(command_env(parent(), true, &["KEEP".into()], &set)),
+            ["PATH=/bin", "KEEP=k", "HTTPS_PROXY=http://127.0.0.1:1"]
+        );
+        assert!(check_passed(&["KEEP".into()]).is_ok());
+        for bad in ["VAULT_TOKEN", "Bao_Token", "AIRLOCK_", "", "A=B"] {
+            assert!(check_passed(&[bad.into()]).is_err(), "{bad}");
         }
     }
 

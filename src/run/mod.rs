@@ -1,15 +1,17 @@
-//! `airlock run`: start (or use) an airlock and run a command whose only
-//! way out is through it.
+//! `airlock run`: start (or use) an airlock and run a command, isolated so
+//! that its only way out is through it.
 //!
 //! ```text
-//! airlock run [--config FILE] [--isolate] -- CMD [ARGS...]
-//! airlock run --proxy ADDR --ca FILE [--isolate] -- CMD [ARGS...]
+//! airlock run [--config FILE] [--no-isolate] [--env-clear] [--env NAME]... -- CMD [ARGS...]
+//! airlock run --proxy ADDR --ca FILE [--no-isolate] [...] -- CMD [ARGS...]
 //! ```
 //!
 //! Without `--proxy`, an airlock starts in this process from `--config`
 //! (or the embedded default, which creates `certs/ca.pem` in the working
 //! directory if it is missing, as `serve` does), listening on
-//! `127.0.0.1:<free port>` whatever `[proxy] listen` says; the rest of the
+//! `127.0.0.1:<free port>` whatever `[proxy] listen` says (and on another
+//! free port for `[proxy] admin` if the config has one, printed on stderr,
+//! so it runs beside a `serve` of the same config); the rest of the
 //! config applies as written. The rules are read once: `SIGHUP` belongs to
 //! the command (use `serve` plus `--proxy` for live reload). With `--proxy
 //! ADDR --ca FILE` the command uses an airlock that is already running.
@@ -53,7 +55,7 @@
 //! search it in addition to `SSL_CERT_FILE`, which already carries the CA,
 //! and a hashed directory would need OpenSSL's subject hashes. Java reads
 //! none of these (it needs a keystore and `-Djavax.net.ssl.trustStore`);
-//! under `--isolate` it fails closed rather than bypassing.
+//! isolated, it fails closed rather than bypassing.
 //!
 //! # Output, signals, exit status
 //! stdout belongs to the command. airlock's logs go to stderr at
@@ -69,11 +71,25 @@
 //! the command could not be executed and `127` if it was not found (the
 //! conventions of `env`, `timeout` and `docker run`).
 //!
-//! # `--isolate`
-//! The command runs in its own network namespace where only airlock's port
-//! is reachable; see `src/run/isolate.rs` for how, and what it requires (Linux; root
-//! or unprivileged user namespaces). Where that is not available airlock
-//! says so and exits 125: it never runs the command without isolation.
+//! # What the command gets of airlock's
+//! Its environment is airlock's without `VAULT_*`, `BAO_*` and `AIRLOCK_*`
+//! (airlock's own settings and credentials, whatever their case); with
+//! `--env-clear` only `PATH`, `HOME`, `TERM`, `LANG` and the `--env` names
+//! are kept. `--env` of a scrubbed name is refused (125). airlock's variables
+//! above are set over all of it. airlock itself is non-dumpable before it
+//! reads its config (see [`make_undumpable`]).
+//!
+//! # Isolation (the default)
+//! The command runs in its own user, network, mount and PID namespaces
+//! without capabilities: only airlock's port is reachable, the files
+//! airlock reads secrets from are unreadable, and airlock's process is not
+//! visible; see `src/run/isolate.rs` for how, and what it requires. Where
+//! that is not available airlock says so, names `--no-isolate`, and exits
+//! 125: it never runs the command unisolated on its own. With
+//! `--no-isolate` the command shares airlock's network, files and processes
+//! (as root: all of root's powers); airlock then warns once on stderr which
+//! of its secret files the command can read. `--isolate` is accepted (and
+//! hidden) for compatibility.
 
 mod env;
 #[cfg(target_os = "linux")]
@@ -92,7 +108,8 @@ use crate::listener::Server;
 use crate::tls::ca::{CaFiles, CertificateAuthority};
 
 pub use env::{
-    BUNDLE_VARS, CA_ONLY_VARS, NO_PROXY_VARS, OTHER_VARS, PROXY_VARS, ProxyAddr, SYSTEM_BUNDLES,
+    BASE_VARS, BUNDLE_VARS, CA_ONLY_VARS, NO_PROXY_VARS, OTHER_VARS, PROXY_VARS, ProxyAddr,
+    SCRUBBED_PREFIXES, SYSTEM_BUNDLES,
 };
 
 /// Exit status when airlock fails before the command starts.
@@ -102,17 +119,31 @@ pub const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// Exit status when the command is not found.
 pub const EXIT_NOT_FOUND: u8 = 127;
 
-/// `airlock run [--config FILE] [--isolate] [--proxy ADDR --ca FILE] -- CMD [ARGS...]`.
+/// `airlock run [--config FILE | --proxy ADDR --ca FILE] [--no-isolate] [--env-clear] [--env NAME]... -- CMD [ARGS...]`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Config for the airlock this command starts (default: the embedded default).
-    /// `[proxy] listen` is replaced by 127.0.0.1 on a free port.
+    /// `[proxy] listen` is replaced by 127.0.0.1 on a free port, and so is
+    /// `[proxy] admin` if the config has one (its address is printed on stderr).
     #[arg(long, conflicts_with = "proxy")]
     pub config: Option<PathBuf>,
-    /// Run CMD in its own network namespace where only airlock is reachable
-    /// (Linux; root or unprivileged user namespaces).
+    /// Run CMD without isolation: it then shares airlock's network (it can
+    /// ignore the proxy variables and connect directly) and files. airlock
+    /// warns which of its secret files CMD can read.
     #[arg(long)]
+    pub no_isolate: bool,
+    /// Accepted for compatibility: isolation is the default.
+    #[arg(long, hide = true, conflicts_with = "no_isolate")]
     pub isolate: bool,
+    /// Start CMD from an empty environment plus PATH, HOME, TERM, LANG and
+    /// the variables airlock sets.
+    #[arg(long)]
+    pub env_clear: bool,
+    /// Pass this variable from airlock's environment to CMD, also under
+    /// --env-clear (repeatable). airlock's own settings and credentials
+    /// (VAULT_*, BAO_*, AIRLOCK_*) never reach CMD: naming one is refused.
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Vec<String>,
     /// Use an airlock that is already running at this address (HOST:PORT or
     /// `http://[USER:TOKEN@]HOST:PORT`) instead of starting one.
     #[arg(long, requires = "ca")]
@@ -126,6 +157,12 @@ pub struct RunArgs {
     /// Internal: the port the isolation helper listens on inside the namespace.
     #[arg(long, hide = true, requires = "netns_helper")]
     pub netns_port: Option<u16>,
+    /// Internal: a file the isolation helper hides from the command (repeatable).
+    #[arg(long, hide = true, requires = "netns_helper")]
+    pub hide: Vec<PathBuf>,
+    /// Internal: the isolation helper's second stage, PID 1 of the command's namespace.
+    #[arg(long, hide = true)]
+    pub isolate_init: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -138,7 +175,14 @@ pub struct RunArgs {
 /// become exit status 125, so they cannot be mistaken for the command's.
 pub fn main(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let (Some(socket), Some(port)) = (&args.netns_helper, args.netns_port) {
-        return Ok(netns_helper(socket, port, &args.command));
+        return Ok(netns_helper(socket, port, &args.hide, &args.command));
+    }
+    if args.isolate_init {
+        return Ok(isolate_init(&args.command));
+    }
+    if let Err(e) = make_undumpable() {
+        eprintln!("airlock run: {e:#}");
+        return Ok(ExitCode::from(EXIT_SETUP));
     }
     let dispatch = log_dispatch();
     let result = tracing::dispatcher::with_default(&dispatch, || run(args, &dispatch));
@@ -148,14 +192,38 @@ pub fn main(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
+/// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0): a process of the
+/// same uid without `CAP_SYS_PTRACE` can then neither ptrace it nor read its
+/// `/proc/<pid>/mem`, `environ` or `maps`, and it leaves no core dump.
+/// `serve` and `run` call it first, before any config or secret is read.
+///
+/// # Errors
+/// The kernel refused (then airlock does not start).
+pub fn make_undumpable() -> anyhow::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make airlock non-dumpable (PR_SET_DUMPABLE)")?;
+    Ok(())
+}
+
 #[cfg(target_os = "linux")]
-fn netns_helper(socket: &Path, port: u16, command: &[String]) -> ExitCode {
-    isolate::helper(socket, port, command)
+fn netns_helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) -> ExitCode {
+    isolate::helper(socket, port, hide, command)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn netns_helper(_socket: &Path, _port: u16, _command: &[String]) -> ExitCode {
-    eprintln!("airlock run --isolate: network namespaces need Linux");
+fn netns_helper(_socket: &Path, _port: u16, _hide: &[PathBuf], _command: &[String]) -> ExitCode {
+    eprintln!("airlock run: isolation needs Linux namespaces; use --no-isolate");
+    ExitCode::from(EXIT_SETUP)
+}
+
+#[cfg(target_os = "linux")]
+fn isolate_init(command: &[String]) -> ExitCode {
+    isolate::init(command)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn isolate_init(_command: &[String]) -> ExitCode {
     ExitCode::from(EXIT_SETUP)
 }
 
@@ -187,17 +255,24 @@ enum Proxy {
 
 fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode> {
     #[cfg(not(target_os = "linux"))]
-    if args.isolate {
+    if !args.no_isolate {
         anyhow::bail!(
-            "--isolate needs Linux network namespaces; refusing to run the command without isolation"
+            "isolating the command needs Linux namespaces; refusing to run it unisolated \
+             (pass --no-isolate to run it without isolation)"
         );
     }
-    let (proxy, ca_path) = match (&args.proxy, &args.ca) {
-        (Some(addr), Some(ca)) => (Proxy::External(ProxyAddr::parse(addr)?), ca.clone()),
+    env::check_passed(&args.env)?;
+    let (proxy, ca_path, secret_files) = match (&args.proxy, &args.ca) {
+        (Some(addr), Some(ca)) => (
+            Proxy::External(ProxyAddr::parse(addr)?),
+            ca.clone(),
+            Vec::new(),
+        ),
         _ => {
             let config = load_config(args.config.as_deref())?;
             let ca = config.tls.ca_cert.clone();
-            (Proxy::InProcess(Box::new(config)), ca)
+            let files = config.secret_files.clone();
+            (Proxy::InProcess(Box::new(config)), ca, files)
         }
     };
     let ca_pem = std::fs::read_to_string(&ca_path)
@@ -206,6 +281,15 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
     let user_bundle = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
     let trust = env::write_trust_files(dir.path(), &ca_path, &ca_pem, user_bundle.as_deref())?;
     tracing::debug!(bundle = %trust.bundle.display(), base = ?trust.base, "trust files written");
+    if args.no_isolate {
+        warn_readable(&secret_files);
+    }
+    let launch = Launch {
+        args,
+        trust: &trust,
+        dir: dir.path(),
+        secret_files: &secret_files,
+    };
 
     let thread_dispatch = dispatch.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -220,7 +304,7 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
         })
         .build()
         .context("cannot start the runtime")?;
-    let result = runtime.block_on(supervise(args, proxy, &trust, dir.path()));
+    let result = runtime.block_on(supervise(&launch, proxy));
     // Every task, and with them the proxy's audit sink, is dropped here.
     runtime.shutdown_timeout(Duration::from_millis(500));
     wait_for_audit_writer(Duration::from_secs(2));
@@ -259,6 +343,13 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     }
     .map_err(|errs| anyhow::anyhow!("{errs}"))?;
     config.proxy.listen = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    // Its own admin port too, so it runs beside a `serve` of the same config.
+    if config.proxy.admin.is_some() {
+        config.proxy.admin = Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        )));
+    }
     let files = CaFiles {
         cert: config.tls.ca_cert.clone(),
         key: config.tls.ca_key.clone(),
@@ -288,14 +379,54 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// What the command is started with.
+struct Launch<'a> {
+    args: &'a RunArgs,
+    trust: &'a env::TrustFiles,
+    /// The private run directory.
+    dir: &'a Path,
+    /// The files airlock reads secrets from (hidden under isolation).
+    secret_files: &'a [crate::config::SecretFile],
+}
+
+impl Launch<'_> {
+    /// The command's whole environment, for this proxy URL.
+    fn env(&self, proxy_url: &str) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        env::command_env(
+            std::env::vars_os(),
+            self.args.env_clear,
+            &self.args.env,
+            &env::child_env(proxy_url, self.trust),
+        )
+    }
+}
+
+/// Without isolation: says once, on stderr, which of airlock's secret files
+/// the command (same uid, same capabilities) could read.
+fn warn_readable(files: &[crate::config::SecretFile]) {
+    let readable: Vec<String> = files
+        .iter()
+        .filter(|f| rustix::fs::access(&f.path, rustix::fs::Access::READ_OK).is_ok())
+        .map(|f| format!("{} ({})", f.path.display(), f.setting))
+        .collect();
+    if readable.is_empty() {
+        return;
+    }
+    let root = if rustix::process::geteuid().is_root() {
+        " As root it can also read airlock's memory."
+    } else {
+        ""
+    };
+    eprintln!(
+        "airlock run: --no-isolate: the command runs as the same user and can read {}.{root} \
+         Drop --no-isolate (isolation hides them), or run airlock as another user.",
+        readable.join(", ")
+    );
+}
+
 /// Starts the proxy (if ours), then the command, forwards signals until it
 /// exits, and stops the proxy.
-async fn supervise(
-    args: &RunArgs,
-    proxy: Proxy,
-    trust: &env::TrustFiles,
-    dir: &Path,
-) -> anyhow::Result<ExitCode> {
+async fn supervise(launch: &Launch<'_>, proxy: Proxy) -> anyhow::Result<ExitCode> {
     let (server, addr) = match proxy {
         Proxy::InProcess(config) => {
             let server = Server::start(*config).await?;
@@ -306,6 +437,9 @@ async fn supervise(
                 port,
             };
             tracing::info!(proxy = %addr.authority(), "airlock ready");
+            if let Some(admin) = server.admin_addr() {
+                eprintln!("airlock run: admin API on http://{admin}");
+            }
             (Some(server), addr)
         }
         Proxy::External(addr) => (None, addr),
@@ -313,11 +447,11 @@ async fn supervise(
     // Handlers go in before the command exists, so no signal is lost.
     let mut signals = Signals::new()?;
     let mut bridge = None;
-    let spawned = if args.isolate {
-        spawn_isolated(args, &addr, trust, dir, &mut bridge)
-    } else {
+    let spawned = if launch.args.no_isolate {
         let url = addr.url_via(&addr.host);
-        spawn_direct(&args.command, &env::child_env(&url, trust))
+        spawn_direct(&launch.args.command, &launch.env(&url))
+    } else {
+        spawn_isolated(launch, &addr, &mut bridge)
     };
     let result = match spawned {
         Ok(mut child) => {
@@ -341,33 +475,28 @@ async fn supervise(
 
 fn spawn_direct(
     command: &[String],
-    vars: &[(&'static str, std::ffi::OsString)],
+    vars: &[(std::ffi::OsString, std::ffi::OsString)],
 ) -> Result<tokio::process::Child, ExitCode> {
     let Some((program, rest)) = command.split_first() else {
         eprintln!("airlock run: no command given");
         return Err(ExitCode::from(EXIT_SETUP));
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(rest);
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
+    cmd.args(rest).env_clear().envs(vars.iter().cloned());
     cmd.spawn().map_err(|e| report_spawn_error(program, &e))
 }
 
 #[cfg(target_os = "linux")]
 fn spawn_isolated(
-    args: &RunArgs,
+    launch: &Launch<'_>,
     addr: &ProxyAddr,
-    trust: &env::TrustFiles,
-    dir: &Path,
     bridge_task: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> Result<tokio::process::Child, ExitCode> {
     let fail = |e: anyhow::Error| {
-        eprintln!("airlock run --isolate: {e:#}");
+        eprintln!("airlock run: {e:#}");
         ExitCode::from(EXIT_SETUP)
     };
-    let socket = dir.join("netns.sock");
+    let socket = launch.dir.join("netns.sock");
     let bridge = isolate::Bridge::bind(&socket).map_err(fail)?;
     // This very binary, even if the file was replaced since it started.
     let exe = Path::new("/proc/self/exe");
@@ -378,12 +507,16 @@ fn spawn_isolated(
         .arg("--netns-helper")
         .arg(&socket)
         .arg("--netns-port")
-        .arg(addr.port.to_string())
-        .arg("--")
-        .args(&args.command);
-    for (k, v) in env::child_env(&url, trust) {
-        cmd.env(k, v);
+        .arg(addr.port.to_string());
+    for f in launch.secret_files {
+        let mut hide = std::ffi::OsString::from("--hide=");
+        hide.push(std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone()));
+        cmd.arg(hide);
     }
+    cmd.arg("--")
+        .args(&launch.args.command)
+        .env_clear()
+        .envs(launch.env(&url));
     let child = cmd
         .spawn()
         .context("cannot start the isolation helper")
@@ -394,14 +527,76 @@ fn spawn_isolated(
 
 #[cfg(not(target_os = "linux"))]
 fn spawn_isolated(
-    _args: &RunArgs,
+    _launch: &Launch<'_>,
     _addr: &ProxyAddr,
-    _trust: &env::TrustFiles,
-    _dir: &Path,
     _bridge_task: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> Result<tokio::process::Child, ExitCode> {
-    eprintln!("airlock run: --isolate needs Linux network namespaces");
+    eprintln!("airlock run: isolation needs Linux namespaces; use --no-isolate");
     Err(ExitCode::from(EXIT_SETUP))
+}
+
+/// Starts `cmd` and waits for it on a runtime of this thread, forwarding
+/// airlock's signals and running `beside` meanwhile; returns its status as
+/// ours (the isolation stages).
+#[cfg(target_os = "linux")]
+fn supervise_blocking(
+    mut cmd: tokio::process::Command,
+    beside: Option<impl std::future::Future<Output = ()> + Send + 'static>,
+    on_spawn_error: impl FnOnce(&std::io::Error) -> ExitCode,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("airlock run: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    runtime.block_on(async move {
+        let _beside = beside.map(|b| AbortOnDrop(tokio::spawn(b)));
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("airlock run: {e:#}");
+                return ExitCode::from(EXIT_SETUP);
+            }
+        };
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return on_spawn_error(&e),
+        };
+        let reaper = (std::process::id() == 1)
+            .then(|| {
+                child
+                    .id()
+                    .map(|pid| tokio::spawn(isolate::reap_orphans(pid)))
+            })
+            .flatten();
+        let status = signals.forward_until_exit(&mut child).await;
+        if let Some(r) = reaper {
+            r.abort();
+        }
+        match status {
+            Ok(status) => exit_code(status),
+            Err(e) => {
+                eprintln!("airlock run: cannot wait for the command: {e}");
+                ExitCode::from(EXIT_SETUP)
+            }
+        }
+    })
+}
+
+/// Aborts its task when dropped.
+#[cfg(target_os = "linux")]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(target_os = "linux")]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Says why `program` could not be started; returns 127 (not found) or 126.
@@ -495,14 +690,28 @@ fn terminal_sent(sig: rustix::process::Signal) -> bool {
     if sig != S::INT && sig != S::QUIT {
         return false;
     }
-    let group = rustix::process::getpgrp();
     [
         rustix::termios::tcgetpgrp(std::io::stdin()),
         rustix::termios::tcgetpgrp(std::io::stdout()),
         rustix::termios::tcgetpgrp(std::io::stderr()),
     ]
     .into_iter()
-    .any(|fg| fg.is_ok_and(|fg| fg == group))
+    .any(|fg| match fg {
+        Ok(fg) => own_process_group() == Some(fg.as_raw_pid()),
+        // A terminal whose foreground group this PID namespace cannot see
+        // (the isolation init): ours too is outside, so it is ours.
+        Err(rustix::io::Errno::OPNOTSUPP) => own_process_group() == Some(0),
+        Err(_) => false,
+    })
+}
+
+/// This process's group as this PID namespace sees it (0 when it lies
+/// outside), from `/proc/self/stat`: `pid (comm) state ppid pgrp ...`.
+/// (`getpgrp` cannot say 0.)
+fn own_process_group() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(2)?.parse().ok()
 }
 
 /// A private (0700) directory for the trust files and the isolation socket,

@@ -52,7 +52,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::{Finding, ScanMode, ScanState, Scanner};
+use super::{Confidence, Finding, ScanMode, ScanState, Scanner};
 
 /// Callback receiving each finding (for audit). Must not block.
 pub type FindingSink = Arc<dyn Fn(&Finding) + Send + Sync>;
@@ -235,6 +235,15 @@ where
     /// Drop the findings of the kinds set in `mask` ([`ScanState::skipping`]).
     pub fn skipping(mut self, mask: Option<Arc<[bool]>>) -> ScanBody<B> {
         self.state.core_mut().skip = mask;
+        self
+    }
+
+    /// Act only on findings of confidence `min` or above (default: all).
+    /// Call before the first frame is polled.
+    pub fn with_min_confidence(mut self, min: Confidence) -> ScanBody<B> {
+        let skip = self.state.core_mut().skip.take();
+        self.state = ScanState::with_min_confidence(self.state.scanner(), self.state.mode(), min);
+        self.state.core_mut().skip = skip;
         self
     }
 

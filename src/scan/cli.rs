@@ -4,8 +4,12 @@
 //! whole. Each finding prints as `FILE:LINE:COL: pattern-id  preview`, where
 //! the preview shows the first 4 characters of the secret and masks the rest
 //! (`ghp_****`), or, with `--json`, as one JSON object per line with `file`,
-//! `line`, `column`, `pattern_id` and `preview`. Lines and columns are
-//! 1-based; columns count bytes.
+//! `line`, `column`, `pattern_id`, `confidence` and `preview`. Lines and
+//! columns are 1-based; columns count bytes.
+//!
+//! The patterns are the built-in set unless a file is named. Only
+//! `verified` findings are reported unless `min` is `Shaped` (`--all`);
+//! a shaped finding's text line ends in `(shaped)`.
 
 use std::{
     io::{Read, Write},
@@ -16,25 +20,29 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 
-use super::{Finding, PatternSet, ScanMode, ScanState, Scanner};
+use super::{Confidence, Finding, PatternSet, ScanMode, ScanState, Scanner};
 
 const READ_SIZE: usize = 64 * 1024;
 const PREVIEW_CHARS: usize = 4;
 
 /// Scan `inputs` (empty, or `-`, for stdin) with the patterns in
-/// `patterns_file`, writing findings to `out`. Returns whether anything was
-/// found.
+/// `patterns_file` (`None`: the built-in patterns), writing the findings of
+/// confidence `min` or above to `out`. Returns whether anything was found.
 ///
 /// # Errors
 /// An unloadable pattern file (with file:line), an unreadable input, or a
 /// failed write.
 pub fn run(
-    patterns_file: &Path,
+    patterns_file: Option<&Path>,
     inputs: &[PathBuf],
     json: bool,
+    min: Confidence,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let patterns = PatternSet::load(patterns_file)?;
+    let patterns = match patterns_file {
+        Some(file) => PatternSet::load(file)?,
+        None => PatternSet::builtin()?,
+    };
     let scanner = Arc::new(Scanner::new(&patterns, &[])?);
     let stdin = [PathBuf::from("-")];
     let inputs = if inputs.is_empty() {
@@ -50,7 +58,7 @@ pub fn run(
         } else {
             Box::new(std::fs::File::open(input).with_context(|| format!("cannot open {name}"))?)
         };
-        found |= scan_reader(&scanner, reader, &name, json, out)?;
+        found |= scan_reader(&scanner, reader, &name, json, min, out)?;
     }
     Ok(found)
 }
@@ -60,9 +68,10 @@ fn scan_reader(
     mut reader: Box<dyn Read>,
     name: &str,
     json: bool,
+    min: Confidence,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let mut state = ScanState::new(scanner.clone(), ScanMode::Log);
+    let mut state = ScanState::with_min_confidence(scanner.clone(), ScanMode::Log, min);
     let mut lines = Lines::default();
     let mut buf = vec![0u8; READ_SIZE];
     let mut found = false;
@@ -165,13 +174,18 @@ impl Lines {
                 "line": self.line,
                 "column": column,
                 "pattern_id": &*f.pattern_id,
+                "confidence": f.confidence.as_str(),
                 "preview": preview,
             });
             writeln!(out, "{obj}")?;
         } else {
+            let note = match f.confidence {
+                Confidence::Verified => "",
+                Confidence::Shaped => " (shaped)",
+            };
             writeln!(
                 out,
-                "{name}:{}:{column}: {}  {preview}",
+                "{name}:{}:{column}: {}  {preview}{note}",
                 self.line, f.pattern_id
             )?;
         }
@@ -206,7 +220,14 @@ examples = ["dmo_abcdef1234"]
         std::fs::write(&input, &text).unwrap();
 
         let mut out = Vec::new();
-        let found = run(&rules, std::slice::from_ref(&input), false, &mut out).unwrap();
+        let found = run(
+            Some(&rules),
+            std::slice::from_ref(&input),
+            false,
+            Confidence::Verified,
+            &mut out,
+        )
+        .unwrap();
         assert!(found);
         let out = String::from_utf8(out).unwrap();
         let name = input.display().to_string();
@@ -221,13 +242,41 @@ examples = ["dmo_abcdef1234"]
         assert!(!out.contains("abcdef"));
 
         let mut out = Vec::new();
-        run(&rules, &[input], true, &mut out).unwrap();
+        run(
+            Some(&rules),
+            std::slice::from_ref(&input),
+            true,
+            Confidence::Verified,
+            &mut out,
+        )
+        .unwrap();
         let first: serde_json::Value =
             serde_json::from_slice(out.split(|&b| b == b'\n').next().unwrap()).unwrap();
         assert_eq!(first["line"], 2);
         assert_eq!(first["column"], 5);
         assert_eq!(first["pattern_id"], "demo-token");
         assert_eq!(first["preview"], "dmo_****");
+        assert_eq!(first["confidence"], "verified");
+
+        // `--all`: the glued one too, marked shaped.
+        let mut out = Vec::new();
+        run(
+            Some(&rules),
+            std::slice::from_ref(&input),
+            false,
+            Confidence::Shaped,
+            &mut out,
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            vec![
+                format!("{name}:2:5: demo-token  dmo_****"),
+                format!("{name}:7003:3: demo-token  dmo_**** (shaped)"),
+                format!("{name}:7004:1: demo-token  dmo_****"),
+            ]
+        );
     }
 
     #[test]
@@ -238,7 +287,16 @@ examples = ["dmo_abcdef1234"]
         let input = dir.path().join("in.txt");
         std::fs::write(&input, "nothing here\n").unwrap();
         let mut out = Vec::new();
-        assert!(!run(&rules, &[input], false, &mut out).unwrap());
+        assert!(
+            !run(
+                Some(&rules),
+                &[input],
+                false,
+                Confidence::Verified,
+                &mut out
+            )
+            .unwrap()
+        );
         assert!(out.is_empty());
     }
 }

@@ -5,9 +5,15 @@
 //! any host other than its own" and "a body is never buffered whole".
 //!
 //! # What it does
-//! - Matches the regex patterns of `rules/secrets.toml` ([`PatternSet`]),
-//!   each tried only near one of its keywords, and the exact values airlock
-//!   holds ([`HeldSecret`]), raw and in the encodings a leak would take.
+//! - Matches the regex patterns of `rules/secrets.toml` ([`PatternSet`],
+//!   compiled into the binary: [`PatternSet::builtin`]), each tried only
+//!   near one of its keywords, and the exact values airlock holds
+//!   ([`HeldSecret`]), raw and in the encodings a leak would take.
+//! - Grades each finding ([`Confidence`]): `Verified` (shape, checksum,
+//!   entropy hold; not a documentation value) or `Shaped` (broken checksum,
+//!   glued, a character or two short, documentation value). Every search
+//!   takes the least confidence to act on ([`ScanState::with_min_confidence`],
+//!   [`Scanner::scan_min`]); the default is `Shaped`, everything.
 //! - Compiles both into one [`Scanner`], built once per pattern file and
 //!   secret-cache generation and shared as `Arc`.
 //! - Scans a whole buffer ([`Scanner::scan`]) or a stream ([`ScanState`]),
@@ -73,9 +79,10 @@ pub mod stream;
 pub use body::{ContentCoding, EncodedForward, FindingSink, LeakBlocked, ScanBody, ScanError};
 pub use held::{HeldSecret, MIN_HELD_LEN};
 pub use patterns::{
-    MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern, PatternError, PatternSet,
+    BUILTIN_NAME, BUILTIN_PATTERNS, MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern,
+    PatternError, PatternSet,
 };
-pub use scanner::{BuildError, Finding, Scanner};
+pub use scanner::{BuildError, Confidence, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};
 
 #[cfg(test)]

@@ -14,9 +14,20 @@
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
 //! checksum = "github"                  # optional: a validator (github, card, iban, wif, bip32, bip39, basic; see `checks`)
 //! # redact = "last4"                  # optional: incoming redaction keeps the last four digits (cards)
-//! examples = ["ghp_..."]               # each must be found by this pattern
-//! counter_examples = ["ghp_short"]     # none may be found by this pattern
+//! examples = ["ghp_..."]               # each must be found as verified
+//! shaped_examples = ["ghp_...bad"]     # each must be found, as shaped only
+//! counter_examples = ["ghp_short"]     # none may be found, not even as shaped
 //! ```
+//!
+//! # Confidence
+//! A strict match is [`Confidence::Verified`] when its entropy, checksum
+//! and the documentation check ([`is_documentation`]) pass, and
+//! [`Confidence::Shaped`] when only the entropy does. Each pattern also has
+//! a *relaxed* regex derived from the strict one ([`relax`]: boundaries
+//! dropped, long exact runs two shorter); its matches that overlap no strict
+//! match are shaped. It runs only in the windows the keyword prefilter
+//! already selected, and only when the caller acts on shaped findings, so
+//! the prefilter, the hold-back and the precise scan cost nothing more.
 //!
 //! Regexes are compiled with Unicode off: classes, `\b` and `\s` are ASCII,
 //! `.` is any byte but `\n`, and they match invalid UTF-8 (opt in per
@@ -38,17 +49,26 @@
 //! ([`Pattern::lookbehind`]).
 //!
 //! Loading checks everything a reviewer could get wrong and names the file,
-//! line and key of the first problem ([`PatternError`]). The examples and
-//! counter-examples are run at load time through the same code path the proxy
-//! uses, so a pattern file that loads is a pattern file whose examples work.
+//! line and key of the first problem ([`PatternError`]). The examples,
+//! shaped examples and counter-examples are run at load time through the
+//! same code path the proxy uses, so a pattern file that loads is a pattern
+//! file whose examples work.
+//!
+//! The shipped file is compiled in ([`BUILTIN_PATTERNS`],
+//! [`PatternSet::builtin`]).
 
 use std::{fmt, ops::Range, path::Path, sync::Arc};
 
 use regex::bytes::{Regex, RegexBuilder};
+use regex_syntax::hir::{self, Hir, HirKind};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{checks, reach::Reach, scanner::Scanner};
+use super::{
+    checks,
+    reach::Reach,
+    scanner::{Confidence, Scanner},
+};
 
 /// Largest `max_len` a pattern may declare, in bytes.
 ///
@@ -62,6 +82,14 @@ pub const MIN_KEYWORD_LEN: usize = 3;
 
 /// Longest keyword accepted, in bytes.
 pub const MAX_KEYWORD_LEN: usize = 64;
+
+/// The shipped pattern file (`rules/secrets.toml`), compiled into the
+/// binary: the scanner's patterns unless the config names another file, so
+/// that airlock scans from any working directory.
+pub const BUILTIN_PATTERNS: &str = include_str!("../../rules/secrets.toml");
+
+/// The name the built-in pattern set goes by in errors.
+pub const BUILTIN_NAME: &str = "rules/secrets.toml (built in)";
 
 /// Compiled-size limit for one pattern's regex.
 const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
@@ -109,6 +137,12 @@ impl Checksum {
         ("basic", Checksum::Basic),
     ];
 
+    /// Does failing this check mean the value is not of the kind at all
+    /// (rather than a damaged or fake token of it)?
+    fn identifies(self) -> bool {
+        !matches!(self, Checksum::Github)
+    }
+
     fn holds(self, secret: &[u8]) -> bool {
         match self {
             Checksum::Github => github_checksum_ok(secret),
@@ -130,6 +164,12 @@ pub struct Pattern {
     /// Lowercased keywords.
     pub(crate) keywords: Vec<String>,
     pub(crate) regex: Regex,
+    /// The strict regex relaxed to catch the shapes of [`Confidence::Shaped`]
+    /// findings: word boundaries and `(?:^|[^...])` guards dropped, exact
+    /// repetitions of 16 or more accepted up to 2 shorter (see
+    /// [`relax`]). `None` when that changes nothing. Its matches are never
+    /// longer than the strict regex's can be.
+    pub(crate) relaxed: Option<Regex>,
     pub(crate) max_len: usize,
     pub(crate) entropy: Option<f64>,
     pub(crate) secret_group: usize,
@@ -139,6 +179,7 @@ pub struct Pattern {
     /// Where matches start relative to their keyword.
     pub(crate) reach: Reach,
     pub(crate) examples: Vec<String>,
+    pub(crate) shaped_examples: Vec<String>,
     pub(crate) counter_examples: Vec<String>,
 }
 
@@ -168,12 +209,19 @@ impl Pattern {
         self.reach.finding_back(self.max_len)
     }
 
-    /// The example strings (fake secrets) this pattern must find.
+    /// The example strings (fake secrets) this pattern must find as
+    /// [`Confidence::Verified`].
     pub fn examples(&self) -> &[String] {
         &self.examples
     }
 
-    /// The strings this pattern must not find.
+    /// The strings this pattern must find as [`Confidence::Shaped`] only
+    /// (broken checksum, glued, documented example, placeholder).
+    pub fn shaped_examples(&self) -> &[String] {
+        &self.shaped_examples
+    }
+
+    /// The strings this pattern must not find at all, not even as shaped.
     pub fn counter_examples(&self) -> &[String] {
         &self.counter_examples
     }
@@ -183,17 +231,36 @@ impl Pattern {
         self.keywords.iter().map(String::len).max().unwrap_or(0)
     }
 
-    /// Does the secret (capture group bytes) pass the entropy and checksum checks?
-    pub(crate) fn accepts(&self, secret: &[u8]) -> bool {
-        if secret.is_empty() {
-            return false;
+    /// How sure is a strict match with secret (capture group) bytes
+    /// `secret`? `None` when it is no finding at all: empty, or below the
+    /// pattern's entropy (a run of one character is no secret of any
+    /// confidence). A failed checksum, a documented example value or a
+    /// placeholder makes it [`Confidence::Shaped`].
+    pub(crate) fn classify(&self, secret: &[u8]) -> Option<Confidence> {
+        if !self.shaped(secret) {
+            return None;
         }
-        if let Some(min) = self.entropy
-            && shannon_entropy(secret) < min
-        {
-            return false;
+        // GitHub's CRC proves a token real: failing it leaves a shaped
+        // finding. The other checks say what a value is (a card, an IBAN,
+        // a key): failing one means it is none, so no finding at all.
+        let checksum_ok = self.checksum.is_none_or(|c| c.holds(secret));
+        if !checksum_ok && self.checksum.is_some_and(Checksum::identifies) {
+            return None;
         }
-        self.checksum.is_none_or(|c| c.holds(secret))
+        if checksum_ok && !is_documentation(secret) {
+            Some(Confidence::Verified)
+        } else {
+            Some(Confidence::Shaped)
+        }
+    }
+
+    /// Is `secret` at least a [`Confidence::Shaped`] finding: not empty,
+    /// and at or above the pattern's entropy?
+    pub(crate) fn shaped(&self, secret: &[u8]) -> bool {
+        !secret.is_empty()
+            && self
+                .entropy
+                .is_none_or(|min| shannon_entropy(secret) >= min)
     }
 }
 
@@ -233,6 +300,18 @@ impl PatternSet {
             message: format!("cannot read pattern file: {e}"),
         })?;
         Self::parse(&text, &file)
+    }
+
+    /// The built-in patterns ([`BUILTIN_PATTERNS`]), compiled once per
+    /// process.
+    ///
+    /// # Errors
+    /// A [`PatternError`] if the shipped file does not load (a build that
+    /// ships a broken file; the rules tests catch it first).
+    pub fn builtin() -> Result<Self, PatternError> {
+        static SET: std::sync::LazyLock<Result<PatternSet, PatternError>> =
+            std::sync::LazyLock::new(|| PatternSet::parse(BUILTIN_PATTERNS, BUILTIN_NAME));
+        SET.clone()
     }
 
     /// Compile a pattern file from text; `file` names it in errors.
@@ -335,6 +414,9 @@ impl PatternSet {
                 .size_limit(REGEX_SIZE_LIMIT)
                 .build()
                 .map_err(|e| err(p.regex.span(), key("regex"), format!("invalid regex: {e}")))?;
+
+            let relaxed = relaxed_regex(p.regex.get_ref())
+                .map_err(|e| err(p.regex.span(), key("regex"), e))?;
 
             let secret_group = match &p.secret_group {
                 None => 0,
@@ -442,6 +524,7 @@ impl PatternSet {
                 description: p.description.into_inner(),
                 keywords,
                 regex,
+                relaxed,
                 max_len: max_len_v,
                 entropy,
                 secret_group,
@@ -449,31 +532,39 @@ impl PatternSet {
                 redact_last4,
                 reach,
                 examples: p.examples.iter().map(|s| s.get_ref().clone()).collect(),
+                shaped_examples: p
+                    .shaped_examples
+                    .iter()
+                    .map(|s| s.get_ref().clone())
+                    .collect(),
                 counter_examples: p
                     .counter_examples
                     .iter()
                     .map(|s| s.get_ref().clone())
                     .collect(),
             });
-            spans.push((p.examples, p.counter_examples));
+            spans.push((p.examples, p.shaped_examples, p.counter_examples));
         }
 
         // Self-test: each pattern alone, through the real scanner.
-        for (i, (p, (examples, counters))) in patterns.iter().zip(&spans).enumerate() {
+        for (i, (p, (examples, shaped, counters))) in patterns.iter().zip(&spans).enumerate() {
             let single = Scanner::for_pattern(p.clone()).map_err(|mut e| {
                 e.file = file.to_string();
                 e
             })?;
             for ex in examples {
-                let found = single.scan(ex.get_ref().as_bytes());
+                let found = single.scan_min(ex.get_ref().as_bytes(), Confidence::Verified);
                 if !found.iter().any(|f| *f.pattern_id == *p.id) {
+                    let shaped = !single.scan(ex.get_ref().as_bytes()).is_empty();
                     return Err(err(
                         ex.span(),
                         format!("pattern[{i}].examples"),
                         format!(
-                            "example is not found by pattern `{}`{}",
+                            "example is not found as verified by pattern `{}`{}",
                             p.id,
-                            if matches!(p.reach, Reach::Declared { .. }) {
+                            if shaped {
+                                " (only as shaped: move it to shaped_examples?)"
+                            } else if matches!(p.reach, Reach::Declared { .. }) {
                                 " (is `lookbehind` large enough?)"
                             } else {
                                 ""
@@ -489,12 +580,39 @@ impl PatternSet {
                     ));
                 }
             }
+            for ex in shaped {
+                let bytes = ex.get_ref().as_bytes();
+                let problem = if single.scan(bytes).is_empty() {
+                    Some("is not found")
+                } else if !single.scan_min(bytes, Confidence::Verified).is_empty() {
+                    Some("is found as verified (move it to examples?)")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(err(
+                        ex.span(),
+                        format!("pattern[{i}].shaped_examples"),
+                        format!("shaped example {problem} by pattern `{}`", p.id),
+                    ));
+                }
+            }
             for ce in counters {
-                if !single.scan(ce.get_ref().as_bytes()).is_empty() {
+                let found = single.scan(ce.get_ref().as_bytes());
+                if let Some(f) = found.first() {
                     return Err(err(
                         ce.span(),
                         format!("pattern[{i}].counter_examples"),
-                        format!("counter-example is found by pattern `{}`", p.id),
+                        format!(
+                            "counter-example is found by pattern `{}` (as {}{})",
+                            p.id,
+                            f.confidence,
+                            if f.confidence == Confidence::Shaped {
+                                ": move it to shaped_examples?"
+                            } else {
+                                ""
+                            }
+                        ),
                     ));
                 }
             }
@@ -544,6 +662,8 @@ struct RawPattern {
     #[serde(default)]
     examples: Vec<Spanned<String>>,
     #[serde(default)]
+    shaped_examples: Vec<Spanned<String>>,
+    #[serde(default)]
     counter_examples: Vec<Spanned<String>>,
 }
 
@@ -554,6 +674,114 @@ fn is_kebab(s: &str) -> bool {
                 && w.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
+}
+
+/// Exact repetitions at least this long (the random body of a token) are
+/// relaxed to accept up to [`RELAX_SHORTER`] fewer repeats.
+const RELAX_MIN_REPEAT: u32 = 16;
+
+/// How many characters short of an exact length a shaped finding may be.
+const RELAX_SHORTER: u32 = 2;
+
+/// Compile the relaxed form of `regex` ([`relax`]); `None` when relaxing
+/// changes nothing.
+fn relaxed_regex(regex: &str) -> Result<Option<Regex>, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(regex)
+        .map_err(|e| format!("invalid regex: {e}"))?;
+    let relaxed = relax(&hir);
+    if relaxed == hir {
+        return Ok(None);
+    }
+    RegexBuilder::new(&relaxed.to_string())
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(Some)
+        .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))
+}
+
+/// The shapes a strict regex misses on purpose but an exfiltration attempt
+/// uses: every look-around assertion (`\b`, `^`, `$`) is dropped, and so is
+/// an alternation with one (`(?:^|[^0-9])`, `(?:[^A-Za-z0-9]|$)`: a
+/// hand-written boundary), so a secret glued to its neighbours matches; an
+/// exact repetition `{n}` with `n >= 16` becomes `{n-2,n}`, so a token a
+/// character or two short matches. A longer one matches as its first `n`
+/// characters glued to the rest. No match of the result is longer than the
+/// longest match of `hir`, so `max_len` still bounds it; the capture groups
+/// are kept, so `secret_group` still names the secret.
+fn relax(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Look(_) => Hir::empty(),
+        HirKind::Alternation(subs) if subs.iter().any(|h| matches!(h.kind(), HirKind::Look(_))) => {
+            Hir::empty()
+        }
+        HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(relax).collect()),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(relax).collect()),
+        HirKind::Capture(c) => Hir::capture(hir::Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(relax(&c.sub)),
+        }),
+        HirKind::Repetition(r) => {
+            let min = match r.max {
+                Some(max) if max == r.min && r.min >= RELAX_MIN_REPEAT => r.min - RELAX_SHORTER,
+                _ => r.min,
+            };
+            Hir::repetition(hir::Repetition {
+                min,
+                max: r.max,
+                greedy: r.greedy,
+                sub: Box::new(relax(&r.sub)),
+            })
+        }
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) => hir.clone(),
+    }
+}
+
+/// Words that mark a value as a documentation example or a placeholder
+/// (matched ASCII case-insensitively anywhere in the secret). Each is long
+/// or specific enough that a random token contains it by chance about once
+/// in 10^5 tokens or less.
+const DOC_MARKERS: &[&str] = &[
+    "example",
+    "placeholder",
+    "your_",
+    "your-",
+    "_here",
+    "-here",
+    "changeme",
+    "change_me",
+    "replace_me",
+    "replaceme",
+    "redacted",
+    "${",
+    "{{",
+    "xxxxxx",
+    "******",
+];
+
+/// Is `secret` a documented example value (`AKIAIOSFODNN7EXAMPLE`,
+/// `wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY`) or a placeholder
+/// (`your_api_key_here`, `<TOKEN>`, `xxxxxxxx`, `${GITHUB_TOKEN}`,
+/// `{{ token }}`)? Such a value is at most [`Confidence::Shaped`].
+pub(crate) fn is_documentation(secret: &[u8]) -> bool {
+    let has = |needle: &[u8]| {
+        secret
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if DOC_MARKERS.iter().any(|m| has(m.as_bytes())) {
+        return true;
+    }
+    // `<TOKEN>`, `<your token>`: a `<` with a `>` after it.
+    secret
+        .iter()
+        .position(|&b| b == b'<')
+        .is_some_and(|i| secret.get(i..).is_some_and(|rest| rest.contains(&b'>')))
 }
 
 /// 1-based line and byte column of `offset` in `text`.
@@ -619,6 +847,7 @@ pub(crate) fn github_checksum_ok(token: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::Scanner;
 
     /// Build a token with a valid GitHub checksum (test helper shared by the
     /// rules test).
@@ -651,6 +880,159 @@ mod tests {
     fn entropy_bounds() {
         assert_eq!(shannon_entropy(b"aaaaaaaa"), 0.0);
         assert!((shannon_entropy(b"abcdefgh") - 3.0).abs() < 1e-9);
+    }
+
+    /// Deterministic pseudo-random base62 strings (xorshift64).
+    fn random_base62(seed: &mut u64, n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                char::from(BASE62[(*seed % 62) as usize])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documentation_values_and_placeholders_are_recognised() {
+        for doc in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "your_api_key_here",
+            "YOUR-TOKEN",
+            "<TOKEN>",
+            "<your token>",
+            "xxxxxxxx",
+            "ghp_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "${GITHUB_TOKEN}",
+            "{{ secrets.TOKEN }}",
+            "********",
+            "changeme",
+            "[redacted]",
+        ] {
+            assert!(is_documentation(doc.as_bytes()), "{doc}");
+        }
+        // Random tokens (the alphabet of most kinds) are never taken for one.
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let t = format!("ghp_{}", random_base62(&mut seed, 36));
+            assert!(!is_documentation(t.as_bytes()), "{t}");
+        }
+        for real_looking in [
+            "AKIAZ3MQ7PLXW4RTN2BD",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "hunter2-s3cret",
+        ] {
+            assert!(!is_documentation(real_looking.as_bytes()), "{real_looking}");
+        }
+    }
+
+    const GH: &str = r#"
+[[pattern]]
+id = "gh"
+description = "checksummed token"
+keywords = ["ghp_"]
+regex = '\bghp_[A-Za-z0-9]{36}\b'
+max_len = 40
+checksum = "github"
+examples = ["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"]
+
+[[pattern]]
+id = "named"
+description = "a value after its name, boundary written by hand"
+keywords = ["tok="]
+regex = 'tok=([a-z0-9]{20})(?:[^a-z0-9]|$)'
+secret_group = 1
+lookbehind = 0
+entropy = 3.0
+max_len = 25
+examples = ["tok=abcdefghij0123456789"]
+"#;
+
+    fn confidences(sc: &Scanner, hay: &str) -> Vec<(String, Confidence)> {
+        sc.scan(hay.as_bytes())
+            .into_iter()
+            .map(|f| {
+                (
+                    hay[f.start as usize..f.end as usize].to_string(),
+                    f.confidence,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn confidence_of_each_shape() {
+        use Confidence::{Shaped, Verified};
+        let set = PatternSet::parse(GH, "gh.toml").unwrap();
+        let sc = Scanner::new(&set, &[]).unwrap();
+        let mut seed = 42;
+        let good = github_token("ghp_", &random_base62(&mut seed, 30));
+        let mut broken = good.clone().into_bytes();
+        broken[10] = if broken[10] == b'a' { b'b' } else { b'a' };
+        let broken = String::from_utf8(broken).unwrap();
+        let doc = github_token("ghp_", "EXAMPLE00000000000000000000000");
+        let short = &good[..good.len() - 2];
+        let too_short = &good[..good.len() - 3];
+        let cases: Vec<(String, Vec<(String, Confidence)>)> = vec![
+            (format!("t {good} x"), vec![(good.clone(), Verified)]),
+            (format!("t {broken} x"), vec![(broken.clone(), Shaped)]),
+            (format!("t {doc} x"), vec![(doc.clone(), Shaped)]),
+            // glued on either side or both: the token, shaped
+            (format!("e{good} x"), vec![(good.clone(), Shaped)]),
+            (format!("t {good}Lorem"), vec![(good.clone(), Shaped)]),
+            (format!("e{good}Lorem"), vec![(good.clone(), Shaped)]),
+            // a character or two short: shaped; three: nothing
+            (format!("t {short} x"), vec![(short.to_string(), Shaped)]),
+            (format!("t {too_short} x"), vec![]),
+            // a hand-written boundary, glued
+            (
+                "tok=k3j5h7g9f1d3s5a7q9w0".to_string(),
+                vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Verified)],
+            ),
+            (
+                "tok=k3j5h7g9f1d3s5a7q9w0zz".to_string(),
+                vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Shaped)],
+            ),
+            // below the entropy floor: no finding at any confidence
+            ("tok=aaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),
+            ("tok=aaaaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),
+        ];
+        for (hay, want) in cases {
+            assert_eq!(confidences(&sc, &hay), want, "{hay}");
+            let verified: Vec<_> = want.into_iter().filter(|w| w.1 == Verified).collect();
+            let got: Vec<_> = sc
+                .scan_min(hay.as_bytes(), Verified)
+                .into_iter()
+                .map(|f| {
+                    (
+                        hay[f.start as usize..f.end as usize].to_string(),
+                        f.confidence,
+                    )
+                })
+                .collect();
+            assert_eq!(got, verified, "{hay} (verified only)");
+        }
+    }
+
+    #[test]
+    fn relaxed_regex_drops_boundaries_and_shortens_exact_runs() {
+        let r = relaxed_regex(r"\bghp_[A-Za-z0-9]{36}\b").unwrap().unwrap();
+        let a = |n: usize| "a".repeat(n);
+        assert!(r.is_match(format!("xghp_{}ybbb", a(36)).as_bytes()));
+        // Greedy up to the strict length, never longer (max_len holds).
+        let glued = format!("ghp_{}", a(40));
+        assert_eq!(r.find(glued.as_bytes()).map(|m| m.len()), Some(40));
+        assert!(r.is_match(format!("ghp_{}", a(34)).as_bytes()));
+        assert!(!r.is_match(format!("ghp_{}", a(33)).as_bytes()));
+        let r = relaxed_regex(r"(?:^|[^0-9])([0-9]{8,10}:AA[a-z]{3})(?:[^a-z]|$)")
+            .unwrap()
+            .unwrap();
+        assert!(!r.as_str().contains('^'), "{}", r.as_str());
+        assert!(r.is_match(b"x123456789:AAabcd"));
+        // Nothing to relax: no second regex.
+        assert!(relaxed_regex(r"tok=[a-z]{4,8}").unwrap().is_none());
     }
 
     fn parse_err(text: &str) -> PatternError {

@@ -62,7 +62,7 @@ use std::{fmt, sync::Arc};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, packed};
 use bytes::Bytes;
-use regex::bytes::CaptureLocations;
+use regex::bytes::{CaptureLocations, Regex};
 use zeroize::Zeroizing;
 
 use super::{
@@ -80,8 +80,53 @@ const CONTEXT: usize = 4;
 /// bound.
 pub(crate) const MAX_CLUSTER_LEN: u64 = 8 * 1024;
 
-/// One secret found: which pattern, and where (byte offsets in the stream,
-/// `start..end`). It carries no secret bytes.
+/// How sure a finding is that it is a live secret.
+///
+/// Ordered: `Shaped < Verified`, so a threshold `min` accepts a finding `f`
+/// when `f.confidence >= min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Confidence {
+    /// It looks like a secret of its kind (prefix and alphabet match), but
+    /// something a live secret would satisfy does not hold: the checksum
+    /// fails, the length is off by a few, it is glued to the characters
+    /// around it, or it is a documented example value or a placeholder.
+    /// Outgoing traffic blocks these by default (an exfiltration attempt
+    /// need not keep checksums valid); incoming redaction and `airlock scan`
+    /// ignore them by default.
+    Shaped,
+    /// Shape, checksum and entropy hold and it is not a documented example
+    /// or placeholder; held values found verbatim or encoded are always
+    /// `Verified`.
+    Verified,
+}
+
+impl Confidence {
+    /// `"shaped"` or `"verified"`, as in the config and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Shaped => "shaped",
+            Confidence::Verified => "verified",
+        }
+    }
+
+    /// Parses `"shaped"` / `"verified"` (the config's spelling).
+    pub fn parse(s: &str) -> Option<Confidence> {
+        match s {
+            "shaped" => Some(Confidence::Shaped),
+            "verified" => Some(Confidence::Verified),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Confidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One secret found: which pattern, where (byte offsets in the stream,
+/// `start..end`), and how sure. It carries no secret bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Finding {
     /// The pattern id (`github-pat-classic`) or `held:<id>` for a held value.
@@ -90,6 +135,9 @@ pub struct Finding {
     pub start: u64,
     /// Offset one past the last byte of the secret.
     pub end: u64,
+    /// Whether the secret passed every check ([`Confidence::Verified`]) or
+    /// only looks like one ([`Confidence::Shaped`]).
+    pub confidence: Confidence,
 }
 
 /// The automaton could not be built (too large).
@@ -272,7 +320,13 @@ impl Scanner {
     /// Returns findings sorted by start offset, overlapping findings of the
     /// same pattern merged to the first.
     pub fn scan(&self, haystack: &[u8]) -> Vec<Finding> {
-        let mut core = Core::new(self);
+        self.scan_min(haystack, Confidence::Shaped)
+    }
+
+    /// [`Scanner::scan`], keeping only findings of confidence `min` or
+    /// above (`Verified` skips the relaxed search altogether).
+    pub fn scan_min(&self, haystack: &[u8], min: Confidence) -> Vec<Finding> {
+        let mut core = Core::new(self, min);
         let view = View::whole(haystack);
         core.feed(self, view, 0);
         core.run_ready(self, view, true);
@@ -287,7 +341,13 @@ impl Scanner {
     /// redaction (named after its first finding), cut at 8 KiB. Returns the
     /// new bytes and the findings.
     pub fn redact(&self, haystack: &[u8]) -> (Vec<u8>, Vec<Finding>) {
-        let mut core = Core::new(self);
+        self.redact_min(haystack, Confidence::Shaped)
+    }
+
+    /// [`Scanner::redact`], acting only on findings of confidence `min` or
+    /// above.
+    pub fn redact_min(&self, haystack: &[u8], min: Confidence) -> (Vec<u8>, Vec<Finding>) {
+        let mut core = Core::new(self, min);
         let view = View::whole(haystack);
         core.feed(self, view, 0);
         core.run_ready(self, view, true);
@@ -379,6 +439,7 @@ impl Scanner {
             pattern_id: self.ids[r.kind as usize].clone(),
             start: r.start,
             end: r.end,
+            confidence: r.confidence,
         }
     }
 
@@ -774,6 +835,7 @@ pub(crate) struct Raw {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) kind: u32,
+    pub(crate) confidence: Confidence,
 }
 
 /// A keyword hit selected for evaluation whose window is not complete yet.
@@ -831,15 +893,23 @@ pub(crate) struct Core {
     hits: Vec<(usize, usize, aho_corasick::PatternID)>,
     /// A window assembled from `pre` and `hay`.
     scratch: Vec<u8>,
-    /// Per pattern with a secret group: reusable capture slots.
-    locs: Vec<Option<CaptureLocations>>,
+    /// Per pattern with a secret group: reusable capture slots (strict
+    /// regex, relaxed regex).
+    locs: Vec<[Option<CaptureLocations>; 2]>,
+    /// Findings below this confidence are not kept.
+    min: Confidence,
+    /// Strict matches of the hit being evaluated (relaxed ones overlapping
+    /// them are not findings of their own).
+    strict: Vec<(u64, u64)>,
     /// Kinds whose findings this stream drops (a rule's `scan_skip`).
     pub(crate) skip: Option<Arc<[bool]>>,
 }
 
 impl Core {
-    pub(crate) fn new(sc: &Scanner) -> Core {
+    pub(crate) fn new(sc: &Scanner, min: Confidence) -> Core {
         Core {
+            min,
+            strict: Vec::new(),
             last_eval: vec![None; sc.patterns.len()],
             pending: Vec::new(),
             cands: Vec::new(),
@@ -847,9 +917,14 @@ impl Core {
             fold: Vec::new(),
             hits: Vec::new(),
             scratch: Vec::new(),
-            locs: vec![None; sc.patterns.len()],
+            locs: vec![[None, None]; sc.patterns.len()],
             skip: None,
         }
+    }
+
+    /// The least confidence kept.
+    pub(crate) fn min(&self) -> Confidence {
+        self.min
     }
 
     /// Search for automaton hits that end after `view.hay[..from]` (the new
@@ -899,6 +974,7 @@ impl Core {
                         start: base + (rs + start) as u64,
                         end: base + (rs + end) as u64,
                         kind,
+                        confidence: Confidence::Verified,
                     });
                 }
             }
@@ -930,17 +1006,48 @@ impl Core {
             let Some(window) = view.range(from, to, &mut self.scratch) else {
                 continue;
             };
-            let locs = &mut self.locs[pend.pattern as usize];
-            eval(
+            let [locs, rlocs] = &mut self.locs[pend.pattern as usize];
+            let at = ctx as usize;
+            let hit = Hit {
                 p,
-                pend.pattern,
+                pi: pend.pattern,
                 window,
-                ctx as usize,
-                from,
-                pend.first,
+                origin: from,
+                first: pend.first,
+            };
+            // Strict first; then, when shaped findings count, the relaxed
+            // regex for what the strict one missed (glued, a few short).
+            let strict = &mut self.strict;
+            strict.clear();
+            let mut judge_strict = |secret: &[u8], whole: (u64, u64)| {
+                strict.push(whole);
+                p.classify(secret)
+            };
+            hit.eval(
+                &p.regex,
+                at,
                 locs,
+                self.min,
+                &mut judge_strict,
                 &mut self.cands,
             );
+            if self.min == Confidence::Shaped
+                && let Some(relaxed) = &p.relaxed
+            {
+                let strict = &self.strict;
+                let mut judge_relaxed = |secret: &[u8], whole: (u64, u64)| {
+                    let overlaps = strict.iter().any(|&(s, e)| whole.0 < e && s < whole.1);
+                    (!overlaps && p.shaped(secret)).then_some(Confidence::Shaped)
+                };
+                hit.eval(
+                    relaxed,
+                    at,
+                    rlocs,
+                    self.min,
+                    &mut judge_relaxed,
+                    &mut self.cands,
+                );
+            }
         }
     }
 
@@ -992,6 +1099,7 @@ impl Core {
                 .cmp(&b.start)
                 .then(b.end.cmp(&a.end))
                 .then(a.kind.cmp(&b.kind))
+                .then(b.confidence.cmp(&a.confidence))
         });
         for r in batch {
             if let Some(skip) = &self.skip
@@ -1008,60 +1116,81 @@ impl Core {
     }
 }
 
-/// Run one pattern's regex over `window` (which starts at absolute `origin`)
-/// from offset `at` on; the bytes before `at` are look-around context only.
-/// Secrets starting before absolute `first` are dropped.
-#[allow(clippy::too_many_arguments)]
-fn eval(
-    p: &Pattern,
+/// One keyword hit being evaluated: pattern `p` (index `pi`) over `window`,
+/// which starts at absolute offset `origin`. Secrets starting before
+/// absolute `first` are dropped.
+struct Hit<'a> {
+    p: &'a Pattern,
     pi: u32,
-    window: &[u8],
-    at: usize,
+    window: &'a [u8],
     origin: u64,
     first: u64,
-    locs: &mut Option<CaptureLocations>,
-    out: &mut Vec<Raw>,
-) {
-    let max = p.max_len;
-    let mut push = |secret: (usize, usize), whole: (usize, usize)| {
-        let (s, e) = secret;
-        if whole.1 - whole.0 <= max
-            && origin + s as u64 >= first
-            && window.get(s..e).is_some_and(|b| p.accepts(b))
-        {
-            out.push(Raw {
-                start: origin + s as u64,
-                end: origin + e as u64,
-                kind: pi,
-            });
+}
+
+impl Hit<'_> {
+    /// Run `regex` (the pattern's strict or relaxed regex) over the window
+    /// from offset `at` on; the bytes before `at` are look-around context
+    /// only. For each match no longer than `max_len` whose secret starts at
+    /// or after `first`, `judge(secret, whole match)` (absolute offsets)
+    /// gives its confidence, or `None` for no finding; findings of
+    /// confidence `min` or above go to `out`.
+    fn eval(
+        &self,
+        regex: &Regex,
+        at: usize,
+        locs: &mut Option<CaptureLocations>,
+        min: Confidence,
+        judge: &mut dyn FnMut(&[u8], (u64, u64)) -> Option<Confidence>,
+        out: &mut Vec<Raw>,
+    ) {
+        let (window, origin, p) = (self.window, self.origin, self.p);
+        let mut push = |secret: (usize, usize), whole: (usize, usize)| {
+            let (s, e) = secret;
+            if whole.1 - whole.0 > p.max_len || (origin + s as u64) < self.first {
+                return;
+            }
+            let Some(bytes) = window.get(s..e) else {
+                return;
+            };
+            let span = (origin + whole.0 as u64, origin + whole.1 as u64);
+            if let Some(confidence) = judge(bytes, span)
+                && confidence >= min
+            {
+                out.push(Raw {
+                    start: origin + s as u64,
+                    end: origin + e as u64,
+                    kind: self.pi,
+                    confidence,
+                });
+            }
+        };
+        let mut pos = at;
+        while pos <= window.len() {
+            let whole = if p.secret_group == 0 {
+                let Some(m) = regex.find_at(window, pos) else {
+                    break;
+                };
+                push((m.start(), m.end()), (m.start(), m.end()));
+                (m.start(), m.end())
+            } else {
+                let locs = locs.get_or_insert_with(|| regex.capture_locations());
+                if regex.captures_read_at(locs, window, pos).is_none() {
+                    break;
+                }
+                let Some(whole) = locs.get(0) else {
+                    break;
+                };
+                if let Some(g) = locs.get(p.secret_group) {
+                    push(g, whole);
+                }
+                whole
+            };
+            pos = if whole.1 > whole.0 {
+                whole.1
+            } else {
+                whole.1 + 1
+            };
         }
-    };
-    let mut pos = at;
-    while pos <= window.len() {
-        let whole = if p.secret_group == 0 {
-            let Some(m) = p.regex.find_at(window, pos) else {
-                break;
-            };
-            push((m.start(), m.end()), (m.start(), m.end()));
-            (m.start(), m.end())
-        } else {
-            let locs = locs.get_or_insert_with(|| p.regex.capture_locations());
-            if p.regex.captures_read_at(locs, window, pos).is_none() {
-                break;
-            }
-            let Some(whole) = locs.get(0) else {
-                break;
-            };
-            if let Some(g) = locs.get(p.secret_group) {
-                push(g, whole);
-            }
-            whole
-        };
-        pos = if whole.1 > whole.0 {
-            whole.1
-        } else {
-            whole.1 + 1
-        };
     }
 }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::scanner::{Core, Finding, MAX_CLUSTER_LEN, Raw, Scanner, View};
+use super::scanner::{Confidence, Core, Finding, MAX_CLUSTER_LEN, Raw, Scanner, View};
 
 /// What to do when a secret is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,9 +103,20 @@ impl std::fmt::Debug for ScanState {
 }
 
 impl ScanState {
-    /// A fresh state for one stream.
+    /// A fresh state for one stream, acting on findings of every
+    /// confidence (see [`ScanState::with_min_confidence`]).
     pub fn new(scanner: Arc<Scanner>, mode: ScanMode) -> ScanState {
-        let core = Core::new(&scanner);
+        ScanState::with_min_confidence(scanner, mode, Confidence::Shaped)
+    }
+
+    /// A fresh state for one stream that finds (and blocks, redacts or
+    /// logs) only findings of confidence `min` or above.
+    pub fn with_min_confidence(
+        scanner: Arc<Scanner>,
+        mode: ScanMode,
+        min: Confidence,
+    ) -> ScanState {
+        let core = Core::new(&scanner, min);
         ScanState {
             scanner,
             mode,
@@ -133,6 +144,16 @@ impl ScanState {
 
     pub(crate) fn core_mut(&mut self) -> &mut Core {
         &mut self.core
+    }
+
+    /// The scanner this stream uses.
+    pub fn scanner(&self) -> Arc<Scanner> {
+        Arc::clone(&self.scanner)
+    }
+
+    /// The least confidence this stream acts on.
+    pub fn min_confidence(&self) -> Confidence {
+        self.core.min()
     }
 
     /// The mode given at construction.

@@ -83,14 +83,15 @@ fn cards_need_context_and_are_masked_to_the_last_four() {
     );
 }
 
-/// Every example is found, with its own id, by the full scanner (all
-/// patterns and held values together), and no counter-example is.
+/// Every example is found as verified, with its own id, by the full
+/// scanner (all patterns and held values together), every shaped example
+/// as shaped only, and no counter-example at all.
 #[test]
 fn rules_file_examples_and_counter_examples() {
     let sc = scanner();
     for p in rules().iter() {
         for ex in p.examples() {
-            let found = sc.scan(ex.as_bytes());
+            let found = sc.scan_min(ex.as_bytes(), Confidence::Verified);
             assert!(
                 ids(&found).contains(&p.id()),
                 "{}: example {ex:?} not found ({found:?})",
@@ -101,6 +102,22 @@ fn rules_file_examples_and_counter_examples() {
             assert!(
                 ids(&sc.scan(embedded.as_bytes())).contains(&p.id()),
                 "{}: embedded {ex:?}",
+                p.id()
+            );
+        }
+        for ex in p.shaped_examples() {
+            let found = sc.scan(ex.as_bytes());
+            assert!(
+                found
+                    .iter()
+                    .any(|f| *f.pattern_id == *p.id() && f.confidence == Confidence::Shaped),
+                "{}: shaped example {ex:?} not found as shaped ({found:?})",
+                p.id()
+            );
+            let verified = sc.scan_min(ex.as_bytes(), Confidence::Verified);
+            assert!(
+                !ids(&verified).contains(&p.id()),
+                "{}: shaped example {ex:?} found as verified",
                 p.id()
             );
         }
@@ -126,7 +143,7 @@ fn keywords_are_case_insensitive() {
 }
 
 #[test]
-fn github_token_with_bad_checksum_is_not_a_finding() {
+fn github_token_with_bad_checksum_is_shaped() {
     let sc = scanner();
     let good = rules()
         .iter()
@@ -135,11 +152,16 @@ fn github_token_with_bad_checksum_is_not_a_finding() {
         .examples()[0]
         .clone();
     let token = good.rsplit(' ').next().unwrap().to_string();
-    assert_eq!(ids(&sc.scan(token.as_bytes())), ["github-pat-classic"]);
+    let found = sc.scan_min(token.as_bytes(), Confidence::Verified);
+    assert_eq!(ids(&found), ["github-pat-classic"]);
+    assert_eq!(found[0].confidence, Confidence::Verified);
     let mut bad = token.into_bytes();
     let last = bad.len() - 1;
     bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-    assert!(sc.scan(&bad).is_empty());
+    assert!(sc.scan_min(&bad, Confidence::Verified).is_empty());
+    let found = sc.scan(&bad);
+    assert_eq!(ids(&found), ["github-pat-classic"]);
+    assert_eq!(found[0].confidence, Confidence::Shaped);
 }
 
 #[test]
@@ -250,7 +272,17 @@ fn stream(
     input: &[u8],
     cuts: &[usize],
 ) -> (Vec<u8>, Vec<Finding>, ScanState) {
-    let mut st = ScanState::new(sc.clone(), mode);
+    stream_min(sc, mode, Confidence::Shaped, input, cuts)
+}
+
+fn stream_min(
+    sc: &Arc<Scanner>,
+    mode: ScanMode,
+    min: Confidence,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, Vec<Finding>, ScanState) {
+    let mut st = ScanState::with_min_confidence(sc.clone(), mode, min);
     let mut out = Vec::new();
     let mut findings = Vec::new();
     let mut pos = 0;
@@ -276,15 +308,28 @@ fn stream(
 }
 
 /// The property: streamed == whole-buffer, for every mode.
+/// For both confidence thresholds: the whole-buffer findings, output and
+/// block point equal the streamed ones.
 fn check_equivalence(sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
-    let whole = sc.scan(input);
+    check_equivalence_min(sc, Confidence::Shaped, input, cuts)?;
+    check_equivalence_min(sc, Confidence::Verified, input, cuts)
+}
 
-    let (out, found, _) = stream(sc, ScanMode::Log, input, cuts);
+fn check_equivalence_min(
+    sc: &Arc<Scanner>,
+    min: Confidence,
+    input: &[u8],
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let whole = sc.scan_min(input, min);
+    prop_assert!(whole.iter().all(|f| f.confidence >= min));
+
+    let (out, found, _) = stream_min(sc, ScanMode::Log, min, input, cuts);
     prop_assert_eq!(&found, &whole, "log findings");
     prop_assert!(out == input, "log output changed");
 
-    let (out, found, _) = stream(sc, ScanMode::Redact, input, cuts);
-    let (want, _) = sc.redact(input);
+    let (out, found, _) = stream_min(sc, ScanMode::Redact, min, input, cuts);
+    let (want, _) = sc.redact_min(input, min);
     prop_assert_eq!(&found, &whole, "redact findings");
     prop_assert!(
         out == want,
@@ -293,7 +338,7 @@ fn check_equivalence(sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<
         String::from_utf8_lossy(&want)
     );
 
-    let (out, found, st) = stream(sc, ScanMode::Block, input, cuts);
+    let (out, found, st) = stream_min(sc, ScanMode::Block, min, input, cuts);
     match whole.first() {
         Some(first) => {
             prop_assert_eq!(
@@ -318,6 +363,7 @@ fn plants() -> &'static Vec<Vec<u8>> {
         let mut v: Vec<Vec<u8>> = Vec::new();
         for p in rules().iter() {
             v.extend(p.examples().iter().map(|e| e.as_bytes().to_vec()));
+            v.extend(p.shaped_examples().iter().map(|e| e.as_bytes().to_vec()));
             v.extend(p.counter_examples().iter().map(|e| e.as_bytes().to_vec()));
         }
         for h in held() {
@@ -772,7 +818,7 @@ secret_group = 1
 lookbehind = 5
 max_len = 14
 examples = ["12:qqa", "x12345:qqabcd"]
-counter_examples = ["123456:qqa"]
+shaped_examples = ["123456:qqa"]
 
 [[pattern]]
 id = "edge"
@@ -781,7 +827,8 @@ keywords = ["zz-"]
 regex = '\bzz-[a-z]{2,5}\b'
 max_len = 8
 examples = ["zz-ab"]
-counter_examples = ["azz-ab"]
+shaped_examples = ["azz-ab", "zz-abcdefg"]
+counter_examples = ["zz-a"]
 "#;
 
 fn tight_scanner() -> Arc<Scanner> {

@@ -156,3 +156,65 @@ async fn malformed_connect_targets_are_refused() {
         assert_eq!(r.status, 400, "{target}");
     }
 }
+
+/// RFC 9110 authority-form is `host:port` alone. Everything else is a 400
+/// before any decision: the origin, allowed by the rules and resolvable,
+/// sees nothing, and no tunnel opens (a userinfo form used to be taken as
+/// naming the host after the `@`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_authority_is_strict() {
+    use tokio::io::AsyncWriteExt;
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https(&ca, "allowed.test", "127.0.0.2", echo("allowed")).await;
+    let port = origin.port();
+    let proxy = ProxyBuilder::new()
+        .resolve("allowed.test", "127.0.0.2")
+        .resolve("evil.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&format!("match = \"*.test\"\nports = [{port}]"))
+        .start()
+        .await;
+    let long_label = format!("{}.allowed.test:{port}", "a".repeat(64));
+    let long_name = format!("{}allowed.test:{port}", "abcdefghi.".repeat(25));
+    let targets = [
+        format!("evil.test@allowed.test:{port}"),
+        format!("user:pass@allowed.test:{port}"),
+        format!("allowed.test:{port}/path"),
+        format!("allowed.test:{port}?q=1"),
+        format!("allowed.test:{port}#frag"),
+        format!("http://allowed.test:{port}/"),
+        format!(":{port}"),
+        "allowed.test".to_owned(),
+        "allowed.test:".to_owned(),
+        "allowed.test:99999".to_owned(),
+        "allowed.test:https".to_owned(),
+        long_label,
+        long_name,
+    ];
+    for target in &targets {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = client::read_response(&mut s).await;
+        assert_eq!(r.status, 400, "{target}: {}", r.head);
+        // Had a tunnel opened, this request would reach the origin.
+        let _sent = s
+            .write_all(b"GET /through HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+            .await;
+    }
+    // The well-formed target is allowed, so the refusals are the parser's.
+    let (_s, r) = connect(proxy.addr, &format!("allowed.test:{port}")).await;
+    assert_eq!(r.status, 200);
+    proxy
+        .audit_event("connect allow", |e| e["kind"] == "connect")
+        .await;
+    assert!(origin.received().is_empty(), "{:?}", origin.received());
+    let tunnels = proxy
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "connect")
+        .count();
+    assert_eq!(tunnels, 1, "only the well-formed CONNECT was decided");
+}

@@ -209,13 +209,13 @@ async fn basic_auth_from_two_keys() {
 async fn what_the_sandbox_writes_around_a_placeholder_is_still_scanned() {
     // The header airlock swaps the placeholder in also carries the
     // sandbox's own bytes: they must not ride out unscanned with it.
-    const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+    let aws = crate::support::fresh::aws_access_key_id();
     let w = world(PLACEHOLDER, &[]).await;
     let c = client::reqwest(&w.proxy);
     let api = format!("https://api.example.test:{}", w.api.port());
     let r = c
         .get(format!("{api}/x"))
-        .header("x-api-key", format!("AIRLOCK_PLACEHOLDER_GITHUB;{AWS}"))
+        .header("x-api-key", format!("AIRLOCK_PLACEHOLDER_GITHUB;{aws}"))
         .send()
         .await
         .unwrap();

@@ -12,6 +12,9 @@ mod support;
 mod admin;
 /// The approval gate: held writes, approve/deny/expiry, scopes, a decider URL.
 mod approval;
+/// The finding model on the path: shaped blocks outgoing, verified-only
+/// redaction incoming, per-direction confidence, built-in patterns.
+mod barrier;
 /// The airlock binary: check, explain, ca init, curl through `serve`, SIGTERM.
 mod cli;
 /// Allow/deny at CONNECT: hosts, wildcards, ports, the 403 text.

@@ -14,8 +14,20 @@ use crate::support::client;
 use crate::support::origin::{self, Origin, echo, full, record};
 use crate::support::proxy::{ProxyBuilder, TestProxy};
 
-const GITHUB: &str = "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";
-const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+/// Fresh per run: a documented example value is `shaped`, which incoming
+/// redaction leaves alone.
+static GITHUB_TOKEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(crate::support::fresh::github_token);
+static AWS_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(crate::support::fresh::aws_access_key_id);
+
+fn github() -> &'static str {
+    &GITHUB_TOKEN
+}
+
+fn aws() -> &'static str {
+    &AWS_KEY
+}
 
 async fn setup(handler: origin::Handler, scan: &[&str]) -> (TestCa, Origin, TestProxy) {
     crate::support::api_origin(handler, "", |b| b.scan(scan)).await
@@ -54,11 +66,13 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_secrets_are_blocked_wherever_they_are() {
+    let github = github();
+    let aws = aws();
     let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
     let url = format!("https://api.example.test:{}/upload", origin.port());
     let c = client::reqwest(&proxy);
 
-    let json = format!("{{\"note\":\"hello\",\"token\":\"{GITHUB}\"}}");
+    let json = format!("{{\"note\":\"hello\",\"token\":\"{github}\"}}");
     let r = c
         .post(&url)
         .header("content-type", "application/json")
@@ -70,11 +84,11 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
     assert_eq!(r.headers()["airlock-error"], "secret_blocked");
     let text = r.text().await.unwrap();
     assert!(
-        text.contains("github-pat-classic") && !text.contains(GITHUB),
+        text.contains("github-pat-classic") && !text.contains(github),
         "{text}"
     );
 
-    let form = format!("user=a&aws_key={AWS}&x=1");
+    let form = format!("user=a&aws_key={aws}&x=1");
     let r = c
         .post(&url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -85,7 +99,7 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
     assert_eq!(r.status(), 403);
 
     // 1-byte chunks: the verdict must not depend on chunking.
-    let payload = format!("prefix {} suffix {GITHUB} tail", "x".repeat(300));
+    let payload = format!("prefix {} suffix {github} tail", "x".repeat(300));
     let chunks: Vec<Result<Bytes, std::io::Error>> = payload
         .bytes()
         .map(|b| Ok(Bytes::copy_from_slice(&[b])))
@@ -119,7 +133,7 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
     let r = c
         .post(&url)
         .header("content-encoding", "gzip")
-        .body(gzip(format!("data {AWS} data").as_bytes()))
+        .body(gzip(format!("data {aws} data").as_bytes()))
         .send()
         .await
         .unwrap();
@@ -145,25 +159,25 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
     assert_eq!(r.status(), 400, "a corrupt gzip body is refused");
 
     let r = c
-        .get(format!("{url}?access_token={GITHUB}"))
+        .get(format!("{url}?access_token={github}"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
     // In a path segment too; and the audit log (checked below) records it redacted.
-    let r = c.get(format!("{url}/{GITHUB}")).send().await.unwrap();
+    let r = c.get(format!("{url}/{github}")).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let r = c
         .get(&url)
-        .header("x-debug", format!("key={AWS}"))
+        .header("x-debug", format!("key={aws}"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("header x-debug"));
 
-    origin_never_saw(&origin, GITHUB);
-    origin_never_saw(&origin, AWS);
+    origin_never_saw(&origin, github);
+    origin_never_saw(&origin, aws);
     let ev = proxy
         .audit_event("finding", |e| {
             e["kind"] == "finding" && e["reason"] == "secret_in_body"
@@ -173,7 +187,7 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
     assert_eq!(ev["decision"], "block");
     let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
     assert!(
-        !log.contains(GITHUB) && !log.contains(AWS),
+        !log.contains(github) && !log.contains(aws),
         "the audit log must never hold a secret"
     );
 }
@@ -182,12 +196,13 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
 /// before it at most, never the secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_secret_in_a_streamed_body_never_reaches_the_origin() {
+    let github = github();
     let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
     let url = format!("https://api.example.test:{}/big", origin.port());
     let mut chunks: Vec<Result<Bytes, std::io::Error>> = (0..64)
         .map(|_| Ok(Bytes::from(vec![b'a'; 16 * 1024])))
         .collect();
-    chunks.push(Ok(Bytes::from(format!("...{GITHUB}..."))));
+    chunks.push(Ok(Bytes::from(format!("...{github}..."))));
     chunks.extend((0..8).map(|_| Ok(Bytes::from(vec![b'b'; 16 * 1024]))));
     let r = client::reqwest(&proxy)
         .post(&url)
@@ -200,15 +215,17 @@ async fn a_late_secret_in_a_streamed_body_never_reaches_the_origin() {
     if let Ok(r) = r {
         assert_ne!(r.status(), 200);
     }
-    origin_never_saw(&origin, GITHUB);
+    origin_never_saw(&origin, github);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_in_responses_are_redacted_for_the_sandbox() {
-    let handler: origin::Handler = Arc::new(|req, rec| {
+    let github = github();
+    let aws = aws();
+    let handler: origin::Handler = Arc::new(move |req, rec| {
         Box::pin(async move {
             let r = record(req, &rec).await;
-            let body = format!("{{\"leak\":\"{GITHUB}\",\"aws\":\"{AWS}\"}}");
+            let body = format!("{{\"leak\":\"{github}\",\"aws\":\"{aws}\"}}");
             let mut resp = if r.target == "/gz" {
                 let mut resp = Response::new(full(gzip(body.as_bytes())));
                 resp.headers_mut()
@@ -216,15 +233,15 @@ async fn secrets_in_responses_are_redacted_for_the_sandbox() {
                 resp
             } else if r.target == "/sse" {
                 let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> = vec![
-                    Ok(Frame::data(Bytes::from("data: ghp_FAKE00000000EXAMP"))),
-                    Ok(Frame::data(Bytes::from("LE0000000000a0FsSOM\n\n"))),
+                    Ok(Frame::data(Bytes::from(format!("data: {}", &github[..15])))),
+                    Ok(Frame::data(Bytes::from(format!("{}\n\n", &github[15..])))),
                 ];
                 Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
             } else {
                 Response::new(full(body))
             };
             resp.headers_mut()
-                .insert("x-echo", format!("token {GITHUB}").parse().unwrap());
+                .insert("x-echo", format!("token {github}").parse().unwrap());
             resp
         })
     });
@@ -241,7 +258,7 @@ async fn secrets_in_responses_are_redacted_for_the_sandbox() {
         );
         let body = r.text().await.unwrap();
         assert!(
-            !body.contains(GITHUB) && !body.contains(AWS),
+            !body.contains(github) && !body.contains(aws),
             "{path}: {body}"
         );
         assert!(
@@ -263,7 +280,7 @@ async fn incoming_block_withholds_the_response() {
         Box::pin(async move {
             record(req, &rec).await;
             let mut resp = Response::new(full("ok"));
-            resp.headers_mut().insert("x-key", AWS.parse().unwrap());
+            resp.headers_mut().insert("x-key", aws().parse().unwrap());
             resp
         })
     });
@@ -275,7 +292,7 @@ async fn incoming_block_withholds_the_response() {
         .unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["airlock-error"], "secret_in_response");
-    assert!(!r.text().await.unwrap().contains(AWS));
+    assert!(!r.text().await.unwrap().contains(aws()));
 }
 
 /// 50 MB of benign bytes each way pass byte for byte.
@@ -545,6 +562,7 @@ async fn ws_read<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(bool, u8
 /// whole text message with the same text, or with a GitHub token when the
 /// message is `leak`.
 fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
+    let github = github();
     Arc::new(move |mut req, rec| {
         let frames = Arc::clone(&frames);
         Box::pin(async move {
@@ -566,7 +584,7 @@ fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
                     message.extend_from_slice(&payload);
                     if fin {
                         let reply = if message == b"leak" {
-                            format!("here it is: {GITHUB}").into_bytes()
+                            format!("here it is: {github}").into_bytes()
                         } else {
                             std::mem::take(&mut message)
                         };
@@ -689,11 +707,11 @@ async fn websocket_messages_are_scanned_both_ways() {
     }
     let reply = String::from_utf8(reply).unwrap();
     assert!(reply.starts_with("here it is: [REDACTED:"), "{reply}");
-    assert!(!reply.contains(&GITHUB[..8]), "{reply}");
+    assert!(!reply.contains(&github()[..8]), "{reply}");
 
     // A secret going out, split over two fragments, is blocked: the sandbox
     // gets a close frame naming the pattern, the origin never the token.
-    let (a, b) = GITHUB.split_at(10);
+    let (a, b) = github().split_at(10);
     tls.write_all(&ws_frame(false, 0x1, key, format!("token {a}").as_bytes()))
         .await
         .unwrap();
@@ -702,7 +720,7 @@ async fn websocket_messages_are_scanned_both_ways() {
         .unwrap();
     let why = policy_close(&mut tls).await;
     assert!(why.contains("github"), "{why}");
-    assert!(!why.contains(&GITHUB[..8]), "{why}");
+    assert!(!why.contains(&github()[..8]), "{why}");
     let seen = origin_never_got_the_token(&frames).await;
     assert!(seen.iter().any(|f| f == b"hello airlock"), "{seen:?}");
 }
@@ -722,7 +740,7 @@ async fn origin_never_got_the_token(frames: &std::sync::Mutex<Vec<Vec<u8>>>) -> 
     let seen = frames.lock().unwrap().clone();
     for f in &seen {
         assert!(
-            !contains(f, &GITHUB.as_bytes()[..8]),
+            !contains(f, &github().as_bytes()[..8]),
             "the origin got {f:?}"
         );
     }
@@ -738,7 +756,7 @@ async fn a_secret_in_a_websocket_ping_is_blocked() {
     // A ping's payload is read by the origin (and echoed in its pong): a
     // control frame is as good a channel as a message.
     let key = Some([0x55, 0x66, 0x77, 0x88]);
-    tls.write_all(&ws_frame(true, 0x9, key, GITHUB.as_bytes()))
+    tls.write_all(&ws_frame(true, 0x9, key, github().as_bytes()))
         .await
         .unwrap();
     policy_close(&mut tls).await;

@@ -73,6 +73,14 @@ impl ProxyBuilder {
         self
     }
 
+    /// Raw `[scan]` lines without naming a pattern file: the built-in
+    /// patterns.
+    pub fn scan_settings(mut self, lines: &[&str]) -> Self {
+        self.scan_lines
+            .extend(lines.iter().map(|l| (*l).to_owned()));
+        self
+    }
+
     /// Raw lines in `[secrets]` (e.g. `backend = "vault"`, `vault.address = "..."`).
     pub fn secrets(mut self, lines: &[&str]) -> Self {
         self.secrets_lines
