@@ -86,4 +86,6 @@ pub use scanner::{BuildError, Confidence, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};
 
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod tests;
