@@ -83,6 +83,38 @@ fn cards_need_context_and_are_masked_to_the_last_four() {
     );
 }
 
+/// Masking a card in a stream gives the bytes the whole-buffer redaction
+/// gives, whatever the chunking (one byte at a time included), and a card
+/// merged with another finding gets the plain marker.
+#[test]
+fn card_masking_streams_like_the_whole_buffer() {
+    let sc = scanner();
+    let body = b"{\"card\": \"5555-5555-5555-4444\", \"credit\": \"4111111111111111\"}\n".to_vec();
+    let (whole, _) = sc.redact_min(&body, Confidence::Verified);
+    assert_eq!(
+        String::from_utf8_lossy(&whole),
+        "{\"card\": \"****-****-****-4444\", \"credit\": \"************1111\"}\n"
+    );
+    for cut in [1, 2, 3, 7, 16, 64] {
+        let (out, _, _) = stream_min(&sc, ScanMode::Redact, Confidence::Verified, &body, &[cut]);
+        assert_eq!(out, whole, "chunks of {cut}");
+    }
+    let mut merged = Vec::new();
+    let card_kind = rules()
+        .iter()
+        .position(|p| p.id() == "payment-card")
+        .unwrap() as u32;
+    sc.replacement(card_kind, b"4111 1111 1111 1111", &mut merged);
+    assert_eq!(merged, b"**** **** **** 1111");
+    merged.clear();
+    sc.replacement(card_kind, b"4111 1111 1111 1111 ghp_", &mut merged);
+    assert!(
+        merged.starts_with(b"[REDACTED:"),
+        "{}",
+        String::from_utf8_lossy(&merged)
+    );
+}
+
 /// Every example is found as verified, with its own id, by the full
 /// scanner (all patterns and held values together), every shaped example
 /// as shaped only, and no counter-example at all.
