@@ -86,6 +86,17 @@ pub enum ProxyError {
         /// Where.
         place: String,
     },
+    /// A small request body, read whole to be judged before anything is
+    /// sent, did not arrive in time (408).
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    /// A 206 from a host airlock injects a credential for, to a request it
+    /// sent without a range (502): slices could reassemble an echoed
+    /// credential too short to recognise in any one of them.
+    #[error(
+        "the origin answered 206 Partial Content; airlock forwards requests to a host it injects a credential for without Range, and refuses partial answers from it"
+    )]
+    PartialForInjected,
     /// Upstream TLS or connection failure (502).
     #[error("upstream: {0}")]
     Upstream(String),
@@ -122,6 +133,8 @@ impl ProxyError {
             ProxyError::Leak { .. } => "secret_blocked",
             ProxyError::Unscannable { .. } => "unscannable_body",
             ProxyError::ResponseLeak { .. } => "secret_in_response",
+            ProxyError::BodyTimeout(_) => "body_timeout",
+            ProxyError::PartialForInjected => "partial_content_refused",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
         }
@@ -135,9 +148,10 @@ impl ProxyError {
             }
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Guard(g) if g.is_refusal() => StatusCode::FORBIDDEN,
-            ProxyError::Guard(_) | ProxyError::Upstream(_) | ProxyError::ResponseLeak { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Guard(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::ResponseLeak { .. }
+            | ProxyError::PartialForInjected => StatusCode::BAD_GATEWAY,
             ProxyError::ProxyAuth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::ApprovalDenied(_) | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
             ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -158,18 +172,19 @@ impl ProxyError {
             }
             ProxyError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     /// True when this is a refusal by policy (deny) rather than a failure.
     pub fn is_denial(&self) -> bool {
-        matches!(self, ProxyError::ResponseLeak { .. })
-            || !matches!(
-                self.status(),
-                StatusCode::BAD_GATEWAY
-                    | StatusCode::GATEWAY_TIMEOUT
-                    | StatusCode::SERVICE_UNAVAILABLE
-            )
+        matches!(
+            self,
+            ProxyError::ResponseLeak { .. } | ProxyError::PartialForInjected
+        ) || !matches!(
+            self.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE
+        )
     }
 
     /// The text the agent reads.
@@ -214,6 +229,11 @@ impl ProxyError {
             ProxyError::ApprovalExpired(secs) => format!(
                 "airlock held this request for approval, and nobody approved it within {secs} s.\n\
                  Nothing was sent. Ask the operator to approve it (airlock approvals list), then retry.\n"
+            ),
+            ProxyError::BodyTimeout(secs) => format!(
+                "airlock refused this request: its body did not arrive within {secs} s.\n\
+                 Nothing was sent. airlock reads a small body whole and scans it before the \
+                 request goes upstream; send the body promptly.\n"
             ),
             ProxyError::NotProxyRequest => {
                 "airlock is a forward proxy: send requests to it as a proxy \

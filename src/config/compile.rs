@@ -653,6 +653,7 @@ fn compile_scan(
             crate::scan::Confidence::Verified,
             errors,
         ),
+        prejudge_bytes: prejudge_bytes(src, s.prejudge_bytes.as_ref(), errors),
     }
 }
 
@@ -678,6 +679,29 @@ fn scan_confidence(
         default
     })
 }
+
+/// `[scan] prejudge_bytes`: default 64 KiB, at most [`MAX_PREJUDGE_BYTES`]
+/// (the body is held in memory while it is judged).
+fn prejudge_bytes(
+    src: &Src<'_>,
+    value: Option<&Spanned<i64>>,
+    errors: &mut Vec<ConfigError>,
+) -> usize {
+    let n = count_field(src, "scan.prejudge_bytes", value, 64 * 1024, errors);
+    match value {
+        Some(v) if n > MAX_PREJUDGE_BYTES => {
+            errors.push(src.err(
+                v,
+                format!("scan.prejudge_bytes: at most {MAX_PREJUDGE_BYTES} (16 MiB)"),
+            ));
+            64 * 1024
+        }
+        _ => n,
+    }
+}
+
+/// The largest `[scan] prejudge_bytes`.
+pub const MAX_PREJUDGE_BYTES: usize = 16 * 1024 * 1024;
 
 fn compile_secrets(
     src: &Src<'_>,

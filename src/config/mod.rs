@@ -259,6 +259,9 @@ pub struct ScanSettings {
     pub outgoing_confidence: crate::scan::Confidence,
     /// Least confidence acted on in responses (default `Verified`).
     pub incoming_confidence: crate::scan::Confidence,
+    /// Request bodies up to this size are read and scanned whole before
+    /// the request goes upstream (a refusal leaves no trace at the origin).
+    pub prejudge_bytes: usize,
 }
 
 impl ScanSettings {
@@ -445,6 +448,19 @@ mod tests {
         "6:30",
         "host.scan_skip: `payment-cards` is not the id of a pattern"
     );
+    bad!(
+        prejudge_bytes,
+        "bad_prejudge_bytes.toml",
+        "2:18",
+        "scan.prejudge_bytes: at most 16777216 (16 MiB)"
+    );
+
+    #[test]
+    fn prejudge_bytes_defaults_to_64_kib() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::embedded(base).unwrap();
+        assert_eq!(c.scan.prejudge_bytes, 64 * 1024);
+    }
 
     #[test]
     fn embedded_default_compiles() {

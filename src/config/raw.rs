@@ -169,6 +169,9 @@ pub struct RawScan {
     pub outgoing_confidence: Option<Spanned<String>>,
     /// Least confidence acted on coming back: `verified` (default) | `shaped`.
     pub incoming_confidence: Option<Spanned<String>>,
+    /// Request bodies up to this many bytes are read and scanned whole
+    /// before anything is sent upstream. Default 65536.
+    pub prejudge_bytes: Option<Spanned<i64>>,
 }
 
 /// `[approval]`.

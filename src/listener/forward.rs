@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, IF_RANGE, RANGE, TRANSFER_ENCODING};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -193,6 +193,14 @@ pub(crate) async fn forward(
         parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
     }
     parts.headers.remove(HOST);
+    let injects = judged.rule.inject.is_some();
+    if injects {
+        // An origin that echoes the credential could be asked for it in
+        // slices too short to recognise: the whole response is fetched,
+        // scanned and redacted instead.
+        parts.headers.remove(RANGE);
+        parts.headers.remove(IF_RANGE);
+    }
     parts.uri = match upstream_uri(&target, &judged.path, parts.uri.query()) {
         Ok(u) => u,
         Err(err) => return fail(&state, event, start, err),
@@ -260,11 +268,20 @@ pub(crate) async fn forward(
             .request_uri(&mut parts.uri)
             .and_then(|()| scan.request_headers(&mut parts.headers, injected.headers()))
             .and_then(|()| scan.request_placeholder_parts(injected.sandbox_parts()))
-            .and_then(|()| {
-                scan.limit_accept_encoding(&mut parts.headers);
-                scan.request_body(&mut parts.headers, body)
-            });
-        body = match checked {
+            .map(|()| scan.limit_accept_encoding(&mut parts.headers));
+        if let Err(err) = checked {
+            return fail(&state, event, start, err);
+        }
+        // A small body is judged whole before anything goes upstream.
+        let judged_body = scan
+            .request_body_judged(
+                &mut parts.headers,
+                body,
+                generation.config.scan.prejudge_bytes,
+                generation.config.proxy.header_read_timeout,
+            )
+            .await;
+        body = match judged_body {
             Ok(b) => b,
             Err(err) => return fail(&state, event, start, err),
         };
@@ -298,6 +315,9 @@ pub(crate) async fn forward(
             tokio::spawn(splice_upgrade(client_upgrade, upstream_upgrade, ws));
         }
         _ => {}
+    }
+    if injects && response.status() == StatusCode::PARTIAL_CONTENT {
+        return fail(&state, event, start, ProxyError::PartialForInjected);
     }
     let (mut parts, body) = response.into_parts();
     event.status = Some(parts.status.as_u16());

@@ -2,9 +2,11 @@
 //! and the body going out, and the headers and body coming back.
 //!
 //! Outgoing (default `block`): a secret in the URL or a header stops the
-//! request before anything is sent; one in the body aborts the upstream
-//! stream before any byte of it leaves (the scanner holds back the bytes
-//! that could still complete a match). Incoming (default `redact`): secrets
+//! request before anything is sent. A small body (`[scan] prejudge_bytes`)
+//! is read and scanned whole first, so a secret in it stops the request
+//! before a connection to the origin is opened; in a larger body a secret
+//! aborts the upstream stream before any byte of it leaves (the scanner
+//! holds back the bytes that could still complete a match). Incoming (default `redact`): secrets
 //! in response headers and bodies are replaced with `[REDACTED:<id>]`
 //! before the sandbox sees them.
 //!
@@ -318,6 +320,85 @@ impl RequestScan {
                 place: "request body",
                 reason,
             })
+    }
+
+    /// The request body, judged whole when it is small: a body of at most
+    /// `limit` bytes (declared by Content-Length, or a chunked body that
+    /// ends within the bound) is read, decoded and scanned before the
+    /// request head goes upstream, so a refused request leaves no trace at
+    /// the origin. It must arrive within `deadline`. A larger body streams
+    /// through [`RequestScan::request_body`], holding back only what could
+    /// still complete a match. In `log` mode nothing is refused, so
+    /// nothing is read ahead.
+    pub(crate) async fn request_body_judged(
+        &self,
+        headers: &mut HeaderMap,
+        mut body: ProxyBody,
+        limit: usize,
+        deadline: std::time::Duration,
+    ) -> Result<ProxyBody, ProxyError> {
+        let declared = body.size_hint().lower();
+        if body.is_end_stream() || self.outgoing == ScanMode::Log || declared > limit as u64 {
+            return self.request_body(headers, body);
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        let mut frames: Vec<http_body::Frame<bytes::Bytes>> = Vec::new();
+        let mut read = 0usize;
+        let mut ended = false;
+        while read <= limit {
+            match tokio::time::timeout_at(until, body.frame()).await {
+                Err(_) => return Err(ProxyError::BodyTimeout(deadline.as_secs().max(1))),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ProxyError::BadRequest(format!(
+                        "the request body could not be read: {e}"
+                    )));
+                }
+                Ok(Some(Ok(frame))) => {
+                    read += frame.data_ref().map_or(0, bytes::Bytes::len);
+                    frames.push(frame);
+                }
+            }
+        }
+        let replay = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+        if !ended {
+            // Over the bound: stream it, read bytes first.
+            let rest = http_body_util::BodyStream::new(body);
+            let chained = futures_util::StreamExt::chain(replay, rest);
+            return self.request_body(
+                headers,
+                http_body_util::StreamBody::new(chained).boxed_unsync(),
+            );
+        }
+        let whole = self.request_body(
+            headers,
+            http_body_util::StreamBody::new(replay).boxed_unsync(),
+        )?;
+        // Everything is in memory: scanning it cannot wait on the client.
+        match whole.collect().await {
+            Ok(done) => {
+                let trailers = done.trailers().cloned();
+                let data = done.to_bytes();
+                let Some(trailers) = trailers else {
+                    // Exact length: the origin gets the same framing.
+                    return Ok(crate::error::full(data));
+                };
+                let out = [
+                    Ok::<_, BoxError>(http_body::Frame::data(data)),
+                    Ok(http_body::Frame::trailers(trailers)),
+                ];
+                Ok(http_body_util::StreamBody::new(futures_util::stream::iter(out)).boxed_unsync())
+            }
+            Err(e) => Err(self
+                .body_failure()
+                .unwrap_or_else(|| ProxyError::Unscannable {
+                    place: "request body",
+                    reason: e.to_string(),
+                })),
+        }
     }
 
     /// Wraps the response body.

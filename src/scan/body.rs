@@ -536,10 +536,13 @@ impl Decoder {
             };
             return self.write(&head);
         }
+        // flate2 keeps the output of its last write until the next one; the
+        // flush hands it over now, so the decoded bytes an encoded frame
+        // determines are all scanned before that frame is released.
         let res = match self {
-            Decoder::Gzip(d) => d.write_all(input),
-            Decoder::Zlib(d) => d.write_all(input),
-            Decoder::RawDeflate(d) => d.write_all(input),
+            Decoder::Gzip(d) => d.write_all(input).and_then(|()| d.flush()),
+            Decoder::Zlib(d) => d.write_all(input).and_then(|()| d.flush()),
+            Decoder::RawDeflate(d) => d.write_all(input).and_then(|()| d.flush()),
             Decoder::Brotli(d) => d.write_all(input),
             Decoder::DeflateSniff(_) => Ok(()),
         };

@@ -423,9 +423,16 @@ fn websocket_origin() -> origin::Handler {
             tokio::spawn(async move {
                 if let Ok(up) = upgrade.await {
                     let mut io = hyper_util::rt::TokioIo::new(up);
-                    let mut buf = [0u8; 64];
-                    if let Ok(n) = io.read(&mut buf).await {
-                        let _ = io.write_all(&buf[..n]).await;
+                    // Echoes one message (airlock may fragment it) back,
+                    // as one server frame.
+                    let mut message = Vec::new();
+                    while let Some((fin, _, payload)) = crate::scan::ws_read(&mut io).await {
+                        message.extend_from_slice(&payload);
+                        if fin {
+                            let frame = crate::scan::ws_frame(true, 0x1, None, &message);
+                            let _ = io.write_all(&frame).await;
+                            break;
+                        }
                     }
                 }
             });
@@ -455,13 +462,16 @@ async fn websocket_only_where_the_rule_allows_it() {
         .unwrap();
     let r = read_response(&mut tls).await;
     assert_eq!(r.status, 101, "{}", r.head);
-    tls.write_all(b"ping-frame").await.unwrap();
-    let mut buf = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"ping-frame");
+    // Scanning is always on (built-in patterns), so the relay speaks
+    // WebSocket frames: the origin echoes the message it got.
+    let frame = crate::scan::ws_frame(true, 0x1, Some([1, 2, 3, 4]), b"ping-frame");
+    tls.write_all(&frame).await.unwrap();
+    let (fin, opcode, payload) =
+        tokio::time::timeout(Duration::from_secs(10), crate::scan::ws_read(&mut tls))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!((fin, opcode, &payload[..]), (true, 0x1, &b"ping-frame"[..]));
     let got = origin.received();
     assert_eq!(got[0].headers["upgrade"], "websocket");
 }

@@ -25,6 +25,9 @@ mod guard;
 mod inject;
 /// Inside the tunnel: SNI, Host, method/path, h2, trailers, SSE, WebSocket, framing.
 mod intercept;
+/// The secret barrier's flow: no trace of a refused small request, encoded bodies,
+/// large and trickled bodies cut before the secret, Range slices.
+mod no_trace;
 /// The financial pack: cards blocked out, masked in, opt-out per rule, look-alike ids untouched.
 mod packs;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.

@@ -107,6 +107,8 @@ pub async fn record(req: Request<Incoming>, rec: &Recorder) -> Received {
 pub struct Origin {
     pub addr: SocketAddr,
     pub recorder: Arc<Recorder>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -119,6 +121,11 @@ impl Drop for Origin {
 impl Origin {
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// TCP connections accepted so far (a refused request opens none).
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -148,11 +155,14 @@ impl Origin {
         let addr = listener.local_addr().unwrap();
         let recorder = Arc::new(Recorder::default());
         let rec = Arc::clone(&recorder);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let handler = Arc::clone(&handler);
                 let rec = Arc::clone(&rec);
@@ -167,6 +177,7 @@ impl Origin {
         Self {
             addr,
             recorder,
+            connections,
             task,
         }
     }
@@ -177,11 +188,14 @@ impl Origin {
         let addr = listener.local_addr().unwrap();
         let recorder = Arc::new(Recorder::default());
         let rec = Arc::clone(&recorder);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = Arc::clone(&handler);
                 let rec = Arc::clone(&rec);
                 tokio::spawn(serve(TokioIo::new(tcp), handler, rec));
@@ -190,6 +204,7 @@ impl Origin {
         Self {
             addr,
             recorder,
+            connections,
             task,
         }
     }
