@@ -617,6 +617,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_value_split_across_messages_is_blocked() {
+        let token = format!("tok-{}", &fresh_key()[4..]);
+        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
+        let set = crate::scan::PatternSet::load(&rules).unwrap();
+        let held = [crate::scan::HeldSecret::new(
+            "file:tools/api#token",
+            token.clone(),
+        )];
+        let sink: FindingSink = Arc::new(|_| {});
+        let ws = WsScan {
+            scanner: Arc::new(Scanner::new(&set, &held).unwrap()),
+            outgoing: ScanMode::Block,
+            incoming: ScanMode::Redact,
+            outgoing_min: crate::scan::Confidence::Shaped,
+            incoming_min: crate::scan::Confidence::Shaped,
+            out_sink: Arc::clone(&sink),
+            in_sink: Arc::clone(&sink),
+        };
+        let (a, b) = token.split_at(9);
+        let input = [
+            encode(true, 0x1, None, format!("here: {a}").as_bytes()),
+            encode(true, 0x1, None, b.as_bytes()),
+        ]
+        .concat();
+        let mut from = &input[..];
+        let mut out = Vec::new();
+        let r = pump(
+            &mut from,
+            &mut out,
+            &ws,
+            (ScanMode::Block, crate::scan::Confidence::Shaped),
+            &sink,
+        )
+        .await;
+        match r {
+            Err(Stop::Blocked(id)) => assert!(id.starts_with("held:"), "{id}"),
+            other => panic!("{other:?}"),
+        }
+        for piece in token.as_bytes().windows(8) {
+            assert!(!out.windows(8).any(|w| w == piece), "{out:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_held_tail_keeps_the_stream_intact() {
         use tokio::io::AsyncWriteExt;
         let sink: FindingSink = Arc::new(|_| {});

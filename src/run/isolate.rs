@@ -20,14 +20,17 @@
 //!    mode-000 file from a small tmpfs over each `--hide` file (the secret
 //!    files of the config: CA key, secrets file, Vault token and AppRole
 //!    files, admin and decider tokens), and starts the second stage. It
-//!    stays outside the new PID namespace, waiting and forwarding signals.
+//!    stays outside the new PID namespace, waiting and forwarding signals,
+//!    and watching the files' directories (inotify) to hide again a file
+//!    replaced by rename. (After `unshare(CLONE_NEWPID)` it can start no
+//!    thread: all of this runs on a current-thread runtime.)
 //! 3. **The init** (`run --isolate-init`) is PID 1 of the new PID namespace:
 //!    it mounts a fresh `/proc` (only the namespace's processes; airlock's
 //!    is not there), empties every capability set (bounding, ambient,
 //!    effective, permitted, inheritable), sets `no_new_privs`, and starts
 //!    the command as PID 2, forwarding signals (PID 1 receives only the
-//!    signals it handles) and exiting with its status; the kernel then kills
-//!    whatever the command left in the namespace.
+//!    signals it handles), reaping orphans, and exiting with its status; the
+//!    kernel then kills whatever the command left in the namespace.
 //!
 //! airlock accepts connections on the inner listener (a socket keeps the
 //! namespace it was created in, whoever calls `accept`) and relays each one
@@ -94,6 +97,10 @@ const ACK: u8 = b'k';
 /// namespace, which starts `command`) and wait for it, forwarding signals.
 /// Returns the command's status: 125 when anything before it fails.
 pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) -> ExitCode {
+    if let Err(e) = die_with_parent() {
+        eprintln!("airlock run: {e:#}");
+        return ExitCode::from(super::EXIT_SETUP);
+    }
     // Keeps the files hidden while the command runs.
     let keep_hidden = match prepare(socket, port, hide) {
         Ok(k) => k,
@@ -118,13 +125,21 @@ pub fn helper(socket: &Path, port: u16, hide: &[PathBuf], command: &[String]) ->
     })
 }
 
+/// `SIGKILL` when the parent goes: if airlock dies, the helper dies; when
+/// the helper dies, so does the init, and with PID 1 the kernel kills the
+/// whole namespace. Without it the command would live on, cut off.
+fn die_with_parent() -> anyhow::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("cannot set PR_SET_PDEATHSIG")
+}
+
 /// The second stage, PID 1 of the command's PID namespace: mount a `/proc`
 /// that shows only this namespace, give up every capability, then start
 /// `command` and wait for it, forwarding signals (PID 1 gets only the
 /// signals it handles). When it exits, the namespace and whatever the
 /// command left running in it go away.
 pub fn init(command: &[String]) -> ExitCode {
-    if let Err(e) = enter_init() {
+    if let Err(e) = die_with_parent().and_then(|()| enter_init()) {
         eprintln!("airlock run: {e:#}");
         eprintln!(
             "airlock run: the command was not started (it never runs unisolated; \
@@ -308,25 +323,28 @@ struct Hiding {
 
 impl Hiding {
     /// Mounts the placeholder over every path that does not show one (yet
-    /// again, after the file was replaced). Returns the paths it (re)hid.
-    fn enforce(&self) -> anyhow::Result<Vec<&Path>> {
+    /// again, after the file was replaced). Returns the paths it (re)hid,
+    /// and the first failure after trying every path.
+    fn enforce(&self) -> (Vec<&Path>, Option<anyhow::Error>) {
         use std::os::unix::fs::MetadataExt as _;
         let mut hid = Vec::new();
+        let mut failed = None;
         for (path, placeholder) in &self.files {
-            match std::fs::metadata(path) {
-                Ok(m) if self.placeholders.contains(&(m.dev(), m.ino())) => {}
-                Ok(_) => {
-                    rustix::mount::mount_bind(placeholder, path)
-                        .with_context(|| format!("cannot hide {}", path.display()))?;
-                    hid.push(path.as_path());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot hide {}", path.display()));
-                }
+            let done = match std::fs::metadata(path) {
+                Ok(m) if self.placeholders.contains(&(m.dev(), m.ino())) => Ok(()),
+                Ok(_) => rustix::mount::mount_bind(placeholder, path)
+                    .map(|()| hid.push(path.as_path()))
+                    .map_err(std::io::Error::from),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                failed.get_or_insert(
+                    anyhow::Error::from(e).context(format!("cannot hide {}", path.display())),
+                );
             }
         }
-        Ok(hid)
+        (hid, failed)
     }
 }
 
@@ -422,7 +440,9 @@ fn hide_files(
         )
         .with_context(|| format!("cannot watch {}", dir.display()))?;
     }
-    hiding.enforce()?;
+    if let (_, Some(e)) = hiding.enforce() {
+        return Err(e);
+    }
     Ok(Some(keep_hidden(watch, hiding)))
 }
 
@@ -472,16 +492,15 @@ async fn keep_hidden(watch: OwnedFd, hiding: std::sync::Arc<Hiding>) {
         if !changed {
             continue;
         }
-        match hiding.enforce() {
-            Ok(hid) => {
-                for path in hid {
-                    eprintln!(
-                        "airlock run: {} was replaced while the command ran; hidden again",
-                        path.display()
-                    );
-                }
-            }
-            Err(e) => eprintln!("airlock run: {e:#}"),
+        let (hid, failed) = hiding.enforce();
+        for path in hid {
+            eprintln!(
+                "airlock run: {} was replaced while the command ran; hidden again",
+                path.display()
+            );
+        }
+        if let Some(e) = failed {
+            eprintln!("airlock run: {e:#}");
         }
     }
 }

@@ -271,7 +271,15 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
         _ => {
             let config = load_config(args.config.as_deref())?;
             let ca = config.tls.ca_cert.clone();
-            let files = config.secret_files.clone();
+            let mut files = config.secret_files.clone();
+            // Not a secret, but the command must not rewrite the record of
+            // what it did: hidden the same way.
+            if let AuditOutput::File(path) = &config.audit {
+                files.push(crate::config::SecretFile {
+                    setting: "audit.output",
+                    path: path.clone(),
+                });
+            }
             (Proxy::InProcess(Box::new(config)), ca, files)
         }
     };
@@ -282,7 +290,7 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
     let trust = env::write_trust_files(dir.path(), &ca_path, &ca_pem, user_bundle.as_deref())?;
     tracing::debug!(bundle = %trust.bundle.display(), base = ?trust.base, "trust files written");
     if args.no_isolate {
-        warn_readable(&secret_files);
+        warn_readable(secret_files.iter().filter(|f| f.setting != "audit.output"));
     }
     let launch = Launch {
         args,
@@ -385,7 +393,8 @@ struct Launch<'a> {
     trust: &'a env::TrustFiles,
     /// The private run directory.
     dir: &'a Path,
-    /// The files airlock reads secrets from (hidden under isolation).
+    /// The files hidden under isolation: those airlock reads secrets from,
+    /// and the audit log file.
     secret_files: &'a [crate::config::SecretFile],
 }
 
@@ -403,17 +412,22 @@ impl Launch<'_> {
 
 /// Without isolation: says once, on stderr, which of airlock's secret files
 /// the command (same uid, same capabilities) could read.
-fn warn_readable(files: &[crate::config::SecretFile]) {
+fn warn_readable<'a>(files: impl Iterator<Item = &'a crate::config::SecretFile>) {
     let readable: Vec<String> = files
-        .iter()
         .filter(|f| rustix::fs::access(&f.path, rustix::fs::Access::READ_OK).is_ok())
         .map(|f| format!("{} ({})", f.path.display(), f.setting))
         .collect();
     if readable.is_empty() {
         return;
     }
-    let root = if rustix::process::geteuid().is_root() {
-        " As root it can also read airlock's memory."
+    // The command inherits airlock's capabilities: with CAP_SYS_PTRACE
+    // (root, usually) non-dumpable does not keep it out.
+    let ptrace = rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_PTRACE)
+    });
+    let root = if ptrace {
+        " With airlock's CAP_SYS_PTRACE it can also read airlock's memory."
     } else {
         ""
     };
@@ -427,6 +441,9 @@ fn warn_readable(files: &[crate::config::SecretFile]) {
 /// Starts the proxy (if ours), then the command, forwards signals until it
 /// exits, and stops the proxy.
 async fn supervise(launch: &Launch<'_>, proxy: Proxy) -> anyhow::Result<ExitCode> {
+    // Handlers go in first: a signal while the proxy starts is forwarded to
+    // the command once it exists, and airlock still cleans up.
+    let mut signals = Signals::new()?;
     let (server, addr) = match proxy {
         Proxy::InProcess(config) => {
             let server = Server::start(*config).await?;
@@ -444,8 +461,6 @@ async fn supervise(launch: &Launch<'_>, proxy: Proxy) -> anyhow::Result<ExitCode
         }
         Proxy::External(addr) => (None, addr),
     };
-    // Handlers go in before the command exists, so no signal is lost.
-    let mut signals = Signals::new()?;
     let mut bridge = None;
     let spawned = if launch.args.no_isolate {
         let url = addr.url_via(&addr.host);

@@ -369,6 +369,12 @@ fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
         };
         scan_decoded(p, decoded)?;
     }
+    // Everything this frame decodes to is scanned before it is released.
+    let held = match p.decoder.as_mut() {
+        Some(dec) => dec.drain()?,
+        None => Vec::new(),
+    };
+    scan_decoded(p, held)?;
     if p.forward == EncodedForward::Original {
         p.queued.push_back((data, p.state.seen()));
         release_queued(p, false);
@@ -536,15 +542,30 @@ impl Decoder {
             };
             return self.write(&head);
         }
-        // flate2 keeps the output of its last write until the next one; the
-        // flush hands it over now, so the decoded bytes an encoded frame
-        // determines are all scanned before that frame is released.
         let res = match self {
-            Decoder::Gzip(d) => d.write_all(input).and_then(|()| d.flush()),
-            Decoder::Zlib(d) => d.write_all(input).and_then(|()| d.flush()),
-            Decoder::RawDeflate(d) => d.write_all(input).and_then(|()| d.flush()),
+            Decoder::Gzip(d) => d.write_all(input),
+            Decoder::Zlib(d) => d.write_all(input),
+            Decoder::RawDeflate(d) => d.write_all(input),
             Decoder::Brotli(d) => d.write_all(input),
             Decoder::DeflateSniff(_) => Ok(()),
+        };
+        if let Err(e) = res {
+            return Err(self.error(&e));
+        }
+        Ok(self
+            .sink_mut()
+            .map(|s| std::mem::take(&mut s.out))
+            .unwrap_or_default())
+    }
+
+    /// What the input so far decodes to and the decoder still keeps: flate2
+    /// holds the output of its last write until the next one.
+    fn drain(&mut self) -> Result<Vec<u8>, ScanError> {
+        let res = match self {
+            Decoder::Gzip(d) => d.flush(),
+            Decoder::Zlib(d) => d.flush(),
+            Decoder::RawDeflate(d) => d.flush(),
+            Decoder::Brotli(_) | Decoder::DeflateSniff(_) => Ok(()),
         };
         if let Err(e) = res {
             return Err(self.error(&e));

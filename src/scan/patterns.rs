@@ -25,9 +25,12 @@
 //! [`Confidence::Shaped`] when only the entropy does. Each pattern also has
 //! a *relaxed* regex derived from the strict one ([`relax`]: boundaries
 //! dropped, long exact runs two shorter); its matches that overlap no strict
-//! match are shaped. It runs only in the windows the keyword prefilter
-//! already selected, and only when the caller acts on shaped findings, so
-//! the prefilter, the hold-back and the precise scan cost nothing more.
+//! match are shaped. Only a secret recognisable on its own gets one (it
+//! begins with a keyword, or holds one: a declared lookbehind); a value
+//! known only by the name before it does not. It runs only in the windows
+//! the keyword prefilter already selected, and only when the caller acts on
+//! shaped findings, so the prefilter, the hold-back and the precise scan
+//! cost nothing more.
 //!
 //! Regexes are compiled with Unicode off: classes, `\b` and `\s` are ASCII,
 //! `.` is any byte but `\n`, and they match invalid UTF-8 (opt in per
@@ -66,7 +69,7 @@ use toml::Spanned;
 
 use super::{
     checks,
-    reach::Reach,
+    reach::{Reach, secret_starts_with_keyword},
     scanner::{Confidence, Scanner},
 };
 
@@ -167,8 +170,10 @@ pub struct Pattern {
     /// The strict regex relaxed to catch the shapes of [`Confidence::Shaped`]
     /// findings: word boundaries and `(?:^|[^...])` guards dropped, exact
     /// repetitions of 16 or more accepted up to 2 shorter (see
-    /// [`relax`]). `None` when that changes nothing. Its matches are never
-    /// longer than the strict regex's can be.
+    /// [`relax`]). `None` when that changes nothing, and for a secret
+    /// recognised only by the name before it (`mailgun ... <32 hex>`: a
+    /// longer hex run there is another value, not a glued key). Its matches
+    /// are never longer than the strict regex's can be.
     pub(crate) relaxed: Option<Regex>,
     pub(crate) max_len: usize,
     pub(crate) entropy: Option<f64>,
@@ -415,9 +420,6 @@ impl PatternSet {
                 .build()
                 .map_err(|e| err(p.regex.span(), key("regex"), format!("invalid regex: {e}")))?;
 
-            let relaxed = relaxed_regex(p.regex.get_ref())
-                .map_err(|e| err(p.regex.span(), key("regex"), e))?;
-
             let secret_group = match &p.secret_group {
                 None => 0,
                 Some(g) => {
@@ -460,6 +462,18 @@ impl PatternSet {
                 max_len_v,
                 declared,
             );
+
+            // Relaxed (glued, short) shapes only for secrets recognisable on
+            // their own: those beginning with a keyword (`ghp_`, `AKIA`) or
+            // with the keyword inside (a declared lookbehind: `<digits>:AA`).
+            let standalone = matches!(reach, Reach::Declared { secret, .. } if secret > 0)
+                || secret_starts_with_keyword(p.regex.get_ref(), &keywords, secret_group);
+            let relaxed = if standalone {
+                relaxed_regex(p.regex.get_ref())
+                    .map_err(|e| err(p.regex.span(), key("regex"), e))?
+            } else {
+                None
+            };
 
             let entropy = match &p.entropy {
                 None => None,
@@ -948,6 +962,16 @@ lookbehind = 0
 entropy = 3.0
 max_len = 25
 examples = ["tok=abcdefghij0123456789"]
+
+[[pattern]]
+id = "own"
+description = "a value that begins with its keyword, boundary written by hand"
+keywords = ["kk_"]
+regex = '(?:^|[^a-z0-9_])(kk_[a-z0-9]{20})(?:[^a-z0-9]|$)'
+secret_group = 1
+max_len = 25
+examples = ["kk_abcdefghij0123456789"]
+shaped_examples = ["xkk_abcdefghij0123456789zz"]
 "#;
 
     fn confidences(sc: &Scanner, hay: &str) -> Vec<(String, Confidence)> {
@@ -986,15 +1010,23 @@ examples = ["tok=abcdefghij0123456789"]
             // a character or two short: shaped; three: nothing
             (format!("t {short} x"), vec![(short.to_string(), Shaped)]),
             (format!("t {too_short} x"), vec![]),
-            // a hand-written boundary, glued
+            // a hand-written boundary, glued: shaped when the secret
+            // begins with its keyword ...
+            (
+                "kk_k3j5h7g9f1d3s5a7q9w0".to_string(),
+                vec![("kk_k3j5h7g9f1d3s5a7q9w0".to_string(), Verified)],
+            ),
+            (
+                "akk_k3j5h7g9f1d3s5a7q9w0zz".to_string(),
+                vec![("kk_k3j5h7g9f1d3s5a7q9w0".to_string(), Shaped)],
+            ),
+            // ... not when only the name before it says what it is: a
+            // longer run there is another value
             (
                 "tok=k3j5h7g9f1d3s5a7q9w0".to_string(),
                 vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Verified)],
             ),
-            (
-                "tok=k3j5h7g9f1d3s5a7q9w0zz".to_string(),
-                vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Shaped)],
-            ),
+            ("tok=k3j5h7g9f1d3s5a7q9w0zz".to_string(), vec![]),
             // below the entropy floor: no finding at any confidence
             ("tok=aaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),
             ("tok=aaaaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),

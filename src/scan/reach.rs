@@ -134,6 +134,17 @@ impl Reach {
     }
 }
 
+/// Does every secret of the pattern (capture group `group`, 0 for the
+/// whole match) begin with one of `keywords` (lowercase)? Such a secret is
+/// recognisable on its own, wherever it stands, so a relaxed search for it
+/// glued to its neighbours is meaningful (see `patterns::relax`); a value
+/// recognised only by a name before it (`mailgun ... <32 hex>`) is not.
+pub(crate) fn secret_starts_with_keyword(regex: &str, keywords: &[String], group: usize) -> bool {
+    parse(regex)
+        .and_then(|h| group_hir(&h, group).map(|g| starts_with_keyword(g, keywords)))
+        .unwrap_or(false)
+}
+
 /// The regex as `regex::bytes` with Unicode off parses it.
 fn parse(regex: &str) -> Option<Hir> {
     ParserBuilder::new()

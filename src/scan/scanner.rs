@@ -101,7 +101,7 @@ pub enum Confidence {
 }
 
 impl Confidence {
-    /// `"shaped"` or `"verified"`, as in the config and audit events.
+    /// `"shaped"` or `"verified"`, as in the config and `airlock scan --json`.
     pub fn as_str(self) -> &'static str {
         match self {
             Confidence::Shaped => "shaped",

@@ -251,6 +251,22 @@ async fn encoded_request_bodies_are_judged_on_what_they_decode_to() {
         let text = r.text().await.unwrap();
         assert!(text.contains("Content-Encoding"), "{text}");
     }
+    // A decompression bomb small enough to be judged whole: refused.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 32 * 1024 * 1024]).unwrap();
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let r = c
+        .post(&url)
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["airlock-error"], "unscannable_body");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("decoded body too large"), "{text}");
     origin_saw_nothing(&origin).await;
 
     // A benign gzip body passes byte-identical, still encoded.
@@ -557,4 +573,137 @@ async fn a_small_body_that_stalls_is_refused_with_408() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     origin_saw_nothing(&origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_at_the_end_of_a_large_encoded_body_is_cut() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (_ca, origin, proxy) = h1_streaming_origin(Arc::clone(&got), &[]).await;
+    let url = format!("https://api.example.test:{}/end", origin.port());
+    let c = client::reqwest(&proxy);
+    type Encoder = fn(&[u8]) -> Vec<u8>;
+    let codings: [(&str, Encoder); 3] = [("gzip", gzip), ("deflate", zlib), ("br", brotli)];
+    for (name, encode) in codings {
+        // Well over the bound once encoded, the key in the last bytes: the
+        // last encoded bytes must wait for the end.
+        let key = fresh_aws_key();
+        let mut plain = filler(512 * 1024, random_u64(4));
+        plain.extend_from_slice(format!("\nkey={key}\n").as_bytes());
+        let encoded = encode(&plain);
+        assert!(encoded.len() > 128 * 1024, "{name}: {}", encoded.len());
+        // Paced, so that what airlock releases is on the wire before the
+        // next chunk comes (a cut connection drops what is still buffered).
+        let chunks: Vec<Bytes> = encoded.chunks(4096).map(Bytes::copy_from_slice).collect();
+        let paced = futures_util::StreamExt::then(futures_util::stream::iter(chunks), |c| async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, std::io::Error>(c)
+        });
+        let r = c
+            .post(&url)
+            .header("content-encoding", name)
+            .body(reqwest::Body::wrap_stream(paced))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            refused_naming(r, "aws-access-key-id", &key).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let arrived = std::mem::take(&mut *got.lock().unwrap());
+        let coding = airlock::scan::ContentCoding::from_header(name.as_bytes()).unwrap();
+        let decoded = decode_prefix(coding, &arrived);
+        assert!(
+            decoded.len() > 128 * 1024,
+            "{name}: {} decoded",
+            decoded.len()
+        );
+        assert_no_piece(&decoded, &key, &format!("the {name} body the origin got"));
+    }
+}
+
+/// What a prefix of an encoded stream decodes to.
+fn decode_prefix(coding: airlock::scan::ContentCoding, prefix: &[u8]) -> Vec<u8> {
+    use airlock::scan::ContentCoding;
+    match coding {
+        ContentCoding::Gzip => {
+            let mut d = flate2::write::GzDecoder::new(Vec::new());
+            let _partial = d.write_all(prefix);
+            let _ = d.flush();
+            d.get_ref().clone()
+        }
+        ContentCoding::Brotli => {
+            let mut out = Vec::new();
+            let mut d = brotli::Decompressor::new(prefix, 4096);
+            let _partial = std::io::Read::read_to_end(&mut d, &mut out);
+            out
+        }
+        _ => {
+            let mut d = flate2::write::ZlibDecoder::new(Vec::new());
+            let _partial = d.write_all(prefix);
+            let _ = d.flush();
+            d.get_ref().clone()
+        }
+    }
+}
+
+/// Lines of random hex: after each newline the scanner holds nothing back,
+/// so an encoded frame is released as soon as the decoded bytes the decoder
+/// has handed over are judged.
+fn hex_lines(lines: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines * 16);
+    for chunk in filler(lines * 15, seed).chunks(15) {
+        out.extend_from_slice(chunk);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The engine under the proxy, every way of cutting the encoded stream into
+/// frames over a range: an encoded frame is released only once everything
+/// it decodes to is judged. (The decoder keeps the output of its last write
+/// until the next one; released on the decoded bytes handed over so far, a
+/// frame carrying a secret went out before its own output was scanned in
+/// some 4% of these cuttings.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_frame_waits_for_everything_it_decodes_to() {
+    use airlock::scan::{ContentCoding, EncodedForward, PatternSet, ScanBody, ScanMode, Scanner};
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
+    let scanner = Arc::new(Scanner::new(&PatternSet::load(&rules).unwrap(), &[]).unwrap());
+    let key = fresh_aws_key();
+    let mut plain = hex_lines(1500, random_u64(5));
+    plain.extend_from_slice(format!("{key}\n").as_bytes());
+    plain.extend_from_slice(&hex_lines(300, 11));
+    type Encoder = fn(&[u8]) -> Vec<u8>;
+    let codings: [(ContentCoding, Encoder); 3] = [
+        (ContentCoding::Gzip, gzip),
+        (ContentCoding::Deflate, zlib),
+        (ContentCoding::Brotli, brotli),
+    ];
+    for (coding, encode) in codings {
+        let encoded = encode(&plain);
+        for n in (200..2000).step_by(9) {
+            let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = encoded
+                .chunks(n)
+                .map(|c| Ok(http_body::Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            let mut body = std::pin::pin!(ScanBody::decoding(
+                inner,
+                Arc::clone(&scanner),
+                ScanMode::Block,
+                coding,
+                EncodedForward::Original,
+            ));
+            let mut sent = Vec::new();
+            let mut blocked = false;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => sent.extend_from_slice(f.data_ref().unwrap()),
+                    Err(_) => blocked = true,
+                }
+            }
+            assert!(blocked, "{coding:?} in {n}-byte frames: not blocked");
+            let what = format!("{coding:?}, {n}-byte frames");
+            assert_no_piece(&decode_prefix(coding, &sent), &key, &what);
+        }
+    }
 }

@@ -680,6 +680,20 @@ fn fresh(prefix: &str) -> String {
     format!("{prefix}{hex}")
 }
 
+/// SIGTERM, then waits (so `run` removes its run directory).
+async fn terminate(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+}
+
 /// Whether this test process runs as root (CI does).
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -815,7 +829,9 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
         ));
     }
     script.push_str(
-        "(sleep 0.1 &); (sleep 0.1 &); sleep 1\n\
+        "cat audit.log >/dev/null; echo \"cat-audit rc=$?\"\n\
+         (echo forged >> audit.log) 2>/dev/null; echo \"write-audit rc=$?\"\n\
+         (sleep 0.1 &); (sleep 0.1 &); sleep 1\n\
          echo \"zombies $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"\n\
          echo \"uid $(id -u)\"\n\
          echo \"pids $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\"\n\
@@ -857,6 +873,12 @@ async fn isolated_command_cannot_read_airlocks_secret_files() {
         assert!(outside.contains(value.as_str()), "{name} changed outside");
     }
     assert!(err.contains("Permission denied"), "{err}");
+    // The audit log: neither read nor rewritten, and airlock still writes it.
+    assert_ne!(rc_of(&out, "cat-audit"), 0, "{out}");
+    assert_ne!(rc_of(&out, "write-audit"), 0, "{out}");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    assert!(!audit.contains("forged"), "{audit}");
+    assert!(audit.contains("\"path\":\"/k\""), "{audit}");
     let pids: Vec<u32> = out
         .lines()
         .find_map(|l| l.strip_prefix("pids "))
@@ -1009,7 +1031,7 @@ async fn airlock_memory_and_environ_are_closed_to_a_same_uid_sibling() {
             child.try_wait().unwrap().is_none(),
             "{args:?} still running"
         );
-        child.kill().await.unwrap();
+        terminate(&mut child).await;
     }
 }
 
@@ -1089,8 +1111,8 @@ async fn run_beside_serve_of_the_same_config_has_its_own_admin_port() {
     assert_eq!(healthz(run_admin).await, Some(200));
     assert_eq!(healthz(serve_admin).await, Some(200), "serve still serves");
     assert!(run.try_wait().unwrap().is_none(), "run is running");
-    run.kill().await.unwrap();
-    serve.kill().await.unwrap();
+    terminate(&mut run).await;
+    terminate(&mut serve).await;
 }
 
 /// The command may make a user namespace of its own (capabilities there,
@@ -1270,5 +1292,81 @@ async fn secret_file_replaced_while_the_command_runs_is_hidden_again() {
     assert!(
         err.contains("secrets.local.toml was replaced while the command ran; hidden again"),
         "{err}"
+    );
+}
+
+/// Every process under `pid` (children of all its threads, recursively).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// If airlock itself is killed (SIGKILL: no cleanup), the isolated command
+/// does not live on cut off from the network: the helper and the init die
+/// with their parent, and with PID 1 the whole namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_command_dies_with_airlock() {
+    let s = Setup::new().await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            "airlock.toml",
+            "--",
+            "sh",
+            "-c",
+            "sleep 60 & echo ready; wait",
+        ])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "ready" {
+                return;
+            }
+        }
+        panic!("the command exited before it was ready");
+    })
+    .await
+    .unwrap();
+    let below = descendants(pid);
+    // helper, init, sh, sleep
+    assert!(below.len() >= 4, "{below:?}");
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    let alive = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+    };
+    for _ in 0..100 {
+        if !below.iter().any(alive) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<&u32> = below.iter().filter(|p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after airlock died: {left:?}"
     );
 }
