@@ -89,11 +89,11 @@ fn cards_need_context_and_are_masked_to_the_last_four() {
 #[test]
 fn card_masking_streams_like_the_whole_buffer() {
     let sc = scanner();
-    let body = b"{\"card\": \"5555-5555-5555-4444\", \"credit\": \"4111111111111111\"}\n".to_vec();
+    let body = b"{\"card\": \"5555-5555-5555-4444\", \"cc_num\": \"4111111111111111\"}\n".to_vec();
     let (whole, _) = sc.redact_min(&body, Confidence::Verified);
     assert_eq!(
         String::from_utf8_lossy(&whole),
-        "{\"card\": \"****-****-****-4444\", \"credit\": \"************1111\"}\n"
+        "{\"card\": \"****-****-****-4444\", \"cc_num\": \"************1111\"}\n"
     );
     for cut in [1, 2, 3, 7, 16, 64] {
         let (out, _, _) = stream_min(&sc, ScanMode::Redact, Confidence::Verified, &body, &[cut]);
