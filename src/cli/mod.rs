@@ -353,6 +353,12 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
                 config.scan.incoming_confidence,
                 config.scan.patterns_summary(),
             ));
+            if !rule.scan_skip.is_empty() {
+                out.push_str(&format!(
+                    "  scan_skip: {} (this rule's requests may send them; responses are still scanned)\n",
+                    rule.scan_skip.join(", ")
+                ));
+            }
             print_out(&out);
             Ok(ExitCode::SUCCESS)
         }

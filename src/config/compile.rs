@@ -57,7 +57,13 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     let mut rules: Vec<Rule> = Vec::new();
     let file_name: Arc<str> = Arc::from(name);
     for r in &raw.host {
-        if let Some(rule) = compile_rule(&src, &file_name, r, &mut errors) {
+        if let Some(rule) = compile_rule(
+            &src,
+            &file_name,
+            r,
+            scan.pattern_set.as_deref(),
+            &mut errors,
+        ) {
             rules.push(rule);
         }
     }
@@ -71,7 +77,14 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         for file in files {
             let shown = display_path(&file, base, pattern.get_ref());
             hint_files.push(shown.clone());
-            compile_rule_file(&file, &shown, &mut rules, &mut errors, &mut version);
+            compile_rule_file(
+                &file,
+                &shown,
+                scan.pattern_set.as_deref(),
+                &mut rules,
+                &mut errors,
+                &mut version,
+            );
             rule_files.push(file);
         }
     }
@@ -102,7 +115,14 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
             for file in expand_include(&src, pattern, base, &mut errors) {
                 let shown = display_path(&file, base, pattern.get_ref());
                 files.push(shown.clone());
-                compile_rule_file(&file, &shown, &mut own, &mut errors, &mut version);
+                compile_rule_file(
+                    &file,
+                    &shown,
+                    scan.pattern_set.as_deref(),
+                    &mut own,
+                    &mut errors,
+                    &mut version,
+                );
                 rule_files.push(file);
             }
         }
@@ -183,6 +203,7 @@ fn secret_files(
 fn compile_rule_file(
     path: &Path,
     shown: &str,
+    patterns: Option<&crate::scan::PatternSet>,
     rules: &mut Vec<Rule>,
     errors: &mut Vec<ConfigError>,
     version: &mut Sha256,
@@ -212,7 +233,7 @@ fn compile_rule_file(
     };
     let file_name: Arc<str> = Arc::from(shown);
     for r in &raw.host {
-        if let Some(rule) = compile_rule(&src, &file_name, r, errors) {
+        if let Some(rule) = compile_rule(&src, &file_name, r, patterns, errors) {
             rules.push(rule);
         }
     }
@@ -799,6 +820,7 @@ fn compile_rule(
     src: &Src<'_>,
     file: &Arc<str>,
     r: &RawHostRule,
+    patterns: Option<&crate::scan::PatternSet>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Rule> {
     let before = errors.len();
@@ -958,6 +980,22 @@ fn compile_rule(
         );
     }
 
+    let mut scan_skip: Vec<Arc<str>> = Vec::new();
+    for id in r.scan_skip.iter().flatten() {
+        let known = patterns.is_some_and(|set| set.iter().any(|p| p.id() == id.get_ref()));
+        if known {
+            scan_skip.push(Arc::from(id.get_ref().as_str()));
+        } else {
+            errors.push(src.err(
+                id,
+                format!(
+                    "host.scan_skip: `{}` is not the id of a pattern in the loaded pattern file (scan.patterns)",
+                    id.get_ref()
+                ),
+            ));
+        }
+    }
+
     if errors.len() > before {
         return None;
     }
@@ -979,6 +1017,7 @@ fn compile_rule(
             budget,
         },
         approval,
+        scan_skip: scan_skip.into(),
     })
 }
 

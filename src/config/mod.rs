@@ -443,6 +443,12 @@ mod tests {
     );
     bad!(resolve, "bad_resolve.toml", "2:24", "is not an IP address");
     bad!(
+        scan_skip,
+        "bad_scan_skip.toml",
+        "6:30",
+        "host.scan_skip: `payment-cards` is not the id of a pattern"
+    );
+    bad!(
         prejudge_bytes,
         "bad_prejudge_bytes.toml",
         "2:18",

@@ -234,4 +234,7 @@ pub struct RawHostRule {
     pub rate: Option<Spanned<String>>,
     /// Request-body bytes per rule and sandbox: `"10MB/hour"`.
     pub budget: Option<Spanned<String>>,
+    /// Pattern ids this rule's requests may carry out (e.g. a payment API
+    /// rule that sends card numbers: `["payment-card"]`).
+    pub scan_skip: Option<Vec<Spanned<String>>>,
 }

@@ -261,7 +261,7 @@ pub(crate) async fn forward(
     }
     let scan = state.scanner().map(|scanner| {
         let s = &generation.config.scan;
-        RequestScan::new(scanner, s, state.audit.clone(), &event)
+        RequestScan::new(scanner, s, state.audit.clone(), &event).skipping(&judged.rule.scan_skip)
     });
     if let Some(scan) = &scan {
         let checked = scan

@@ -63,6 +63,9 @@ pub(crate) struct RequestScan {
     /// failed body as a bare stream reset, so the reason travels here rather
     /// than in the error chain.
     failed: Arc<OnceLock<ProxyError>>,
+    /// The rule's `scan_skip`: pattern ids its outgoing requests may carry.
+    skip_out: Arc<[Arc<str>]>,
+    skip_mask: Option<Arc<[bool]>>,
 }
 
 impl RequestScan {
@@ -86,7 +89,19 @@ impl RequestScan {
             audit,
             template: Arc::new(template),
             failed: Arc::new(OnceLock::new()),
+            skip_out: Arc::from(Vec::new()),
+            skip_mask: None,
         }
+    }
+
+    /// Let the outgoing request carry findings of these pattern ids (the
+    /// rule's `scan_skip`); the response is still scanned for them.
+    pub(crate) fn skipping(mut self, ids: &Arc<[Arc<str>]>) -> Self {
+        if !ids.is_empty() {
+            self.skip_mask = self.scanner.skip_mask(ids);
+            self.skip_out = Arc::clone(ids);
+        }
+        self
     }
 
     /// The least confidence acted on going `direction`.
@@ -147,12 +162,15 @@ impl RequestScan {
             Direction::In => self.incoming,
         };
         let min = self.min(direction);
-        let (replacement, findings) = if mode == ScanMode::Redact {
+        let (replacement, mut findings) = if mode == ScanMode::Redact {
             let (redacted, findings) = self.scanner.redact_min(bytes, min);
             (Some(redacted), findings)
         } else {
             (None, self.scanner.scan_min(bytes, min))
         };
+        if direction == Direction::Out {
+            findings.retain(|f| !self.skip_out.contains(&f.pattern_id));
+        }
         if findings.is_empty() {
             return Ok(None);
         }
@@ -429,6 +447,10 @@ impl RequestScan {
             // The length changes: send chunked (h1) or unsized (h2).
             headers.remove(CONTENT_LENGTH);
         }
+        let wrapped = match direction {
+            Direction::Out => wrapped.skipping(self.skip_mask.clone()),
+            Direction::In => wrapped,
+        };
         let wrapped = wrapped
             .with_min_confidence(self.min(direction))
             .with_sink(self.sink(direction, "secret_in_body"));

@@ -85,6 +85,9 @@ pub struct Rule {
     pub limits: crate::limits::Limits,
     /// `approval = "required"`: hold each request until approved.
     pub approval: bool,
+    /// `scan_skip`: pattern ids not blocked in this rule's outgoing
+    /// requests (still scanned incoming).
+    pub scan_skip: Arc<[Arc<str>]>,
 }
 
 impl Rule {

@@ -258,10 +258,18 @@ where
         body
     }
 
+    /// Drop the findings of the kinds set in `mask` ([`ScanState::skipping`]).
+    pub fn skipping(mut self, mask: Option<Arc<[bool]>>) -> ScanBody<B> {
+        self.state.core_mut().skip = mask;
+        self
+    }
+
     /// Act only on findings of confidence `min` or above (default: all).
     /// Call before the first frame is polled.
     pub fn with_min_confidence(mut self, min: Confidence) -> ScanBody<B> {
+        let skip = self.state.core_mut().skip.take();
         self.state = ScanState::with_min_confidence(self.state.scanner(), self.state.mode(), min);
+        self.state.core_mut().skip = skip;
         self
     }
 

@@ -73,6 +73,7 @@
 //! bench after editing keywords.
 
 pub mod body;
+mod checks;
 pub mod cli;
 pub mod decode;
 mod held;
@@ -91,6 +92,8 @@ pub use patterns::{
 pub use scanner::{BuildError, Confidence, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};
 
+#[cfg(test)]
+mod corpus;
 #[cfg(test)]
 mod decode_tests;
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! # lookbehind = N                    # optional: only for a keyword inside the secret, see below
 //! entropy = 3.0                        # optional: min Shannon entropy (bits/byte) of the secret
 //! secret_group = 1                     # optional: capture group holding the secret (default 0)
-//! checksum = "github"                  # optional: verify the GitHub CRC32 checksum
+//! checksum = "github"                  # optional: a validator (github, card, iban, wif, bip32, bip39, basic; see `checks`)
+//! # redact = "last4"                  # optional: incoming redaction keeps the last four digits (cards)
 //! examples = ["ghp_..."]               # each must be found as verified
 //! shaped_examples = ["ghp_...bad"]     # each must be found, as shaped only
 //! counter_examples = ["ghp_short"]     # none may be found, not even as shaped
@@ -67,6 +68,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
+    checks,
     reach::{Reach, secret_starts_with_keyword},
     scanner::{Confidence, Scanner},
 };
@@ -117,6 +119,44 @@ pub(crate) enum Checksum {
     /// GitHub's token format (also npm's): `<prefix>_<payload><crc>`, where
     /// `<crc>` is the CRC32 of `<payload>` in base62, left-padded to 6 chars.
     Github,
+    /// The validators of [`checks`](super::checks): payment card, IBAN,
+    /// WIF, BIP32 extended private key, BIP39 mnemonic.
+    Card,
+    Iban,
+    Wif,
+    Bip32,
+    Bip39,
+    Basic,
+}
+
+impl Checksum {
+    const NAMES: &[(&str, Checksum)] = &[
+        ("github", Checksum::Github),
+        ("card", Checksum::Card),
+        ("iban", Checksum::Iban),
+        ("wif", Checksum::Wif),
+        ("bip32", Checksum::Bip32),
+        ("bip39", Checksum::Bip39),
+        ("basic", Checksum::Basic),
+    ];
+
+    /// Does failing this check mean the value is not of the kind at all
+    /// (rather than a damaged or fake token of it)?
+    fn identifies(self) -> bool {
+        !matches!(self, Checksum::Github)
+    }
+
+    fn holds(self, secret: &[u8]) -> bool {
+        match self {
+            Checksum::Github => github_checksum_ok(secret),
+            Checksum::Card => checks::card(secret),
+            Checksum::Iban => checks::iban(secret),
+            Checksum::Wif => checks::wif(secret),
+            Checksum::Bip32 => checks::bip32(secret),
+            Checksum::Bip39 => checks::bip39(secret),
+            Checksum::Basic => checks::basic(secret),
+        }
+    }
 }
 
 /// One compiled secret pattern.
@@ -139,6 +179,8 @@ pub struct Pattern {
     pub(crate) entropy: Option<f64>,
     pub(crate) secret_group: usize,
     pub(crate) checksum: Option<Checksum>,
+    /// `redact = "last4"`: incoming redaction keeps the last four digits.
+    pub(crate) redact_last4: bool,
     /// Where matches start relative to their keyword.
     pub(crate) reach: Reach,
     pub(crate) examples: Vec<String>,
@@ -203,10 +245,13 @@ impl Pattern {
         if !self.shaped(secret) {
             return None;
         }
-        let checksum_ok = match self.checksum {
-            None => true,
-            Some(Checksum::Github) => github_checksum_ok(secret),
-        };
+        // GitHub's CRC proves a token real: failing it leaves a shaped
+        // finding. The other checks say what a value is (a card, an IBAN,
+        // a key): failing one means it is none, so no finding at all.
+        let checksum_ok = self.checksum.is_none_or(|c| c.holds(secret));
+        if !checksum_ok && self.checksum.is_some_and(Checksum::identifies) {
+            return None;
+        }
         if checksum_ok && !is_documentation(secret) {
             Some(Confidence::Verified)
         } else {
@@ -447,16 +492,36 @@ impl PatternSet {
 
             let checksum = match &p.checksum {
                 None => None,
-                Some(c) => match c.get_ref().as_str() {
-                    "github" => Some(Checksum::Github),
-                    other => {
+                Some(c) => match Checksum::NAMES.iter().find(|(n, _)| *n == c.get_ref()) {
+                    Some(&(_, known)) => Some(known),
+                    None => {
+                        let known: Vec<&str> = Checksum::NAMES.iter().map(|(n, _)| *n).collect();
                         return Err(err(
                             c.span(),
                             key("checksum"),
-                            format!("unknown checksum `{other}`; known: \"github\""),
+                            format!(
+                                "unknown checksum `{}`; known: {}",
+                                c.get_ref(),
+                                known.join(", ")
+                            ),
                         ));
                     }
                 },
+            };
+
+            let redact_last4 = match &p.redact {
+                None => false,
+                Some(r) if r.get_ref() == "last4" => true,
+                Some(r) => {
+                    return Err(err(
+                        r.span(),
+                        key("redact"),
+                        format!(
+                            "unknown redact `{}`; known: \"last4\" (keep a card number's last four digits)",
+                            r.get_ref()
+                        ),
+                    ));
+                }
             };
 
             if p.examples.is_empty() {
@@ -478,6 +543,7 @@ impl PatternSet {
                 entropy,
                 secret_group,
                 checksum,
+                redact_last4,
                 reach,
                 examples: p.examples.iter().map(|s| s.get_ref().clone()).collect(),
                 shaped_examples: p
@@ -607,6 +673,7 @@ struct RawPattern {
     entropy: Option<Spanned<f64>>,
     secret_group: Option<Spanned<i64>>,
     checksum: Option<Spanned<String>>,
+    redact: Option<Spanned<String>>,
     lookbehind: Option<Spanned<i64>>,
     #[serde(default)]
     examples: Vec<Spanned<String>>,

@@ -365,7 +365,8 @@ impl Scanner {
     }
 
     /// Scan a whole buffer and replace each finding with
-    /// `[REDACTED:<pattern-id>]`. Overlapping findings are merged into one
+    /// `[REDACTED:<pattern-id>]` (a card number: all but its last four
+    /// digits starred). Overlapping findings are merged into one
     /// redaction (named after its first finding), cut at 8 KiB. Returns the
     /// new bytes and the findings.
     pub fn redact(&self, haystack: &[u8]) -> (Vec<u8>, Vec<Finding>) {
@@ -383,7 +384,7 @@ impl Scanner {
         let flush = |c: Raw, pos: &mut usize, out: &mut Vec<u8>| {
             let (s, e) = (c.start as usize, c.end as usize);
             out.extend_from_slice(haystack.get(*pos..s).unwrap_or_default());
-            out.extend_from_slice(self.marker(c.kind));
+            self.replacement(c.kind, haystack.get(s..e).unwrap_or_default(), out);
             *pos = e;
         };
         let mut redacted_upto = 0u64;
@@ -510,6 +511,43 @@ impl Scanner {
     /// Longest keyword or held literal.
     pub(crate) fn longest_literal(&self) -> usize {
         self.kw_max.max(self.lit_max)
+    }
+
+    /// What replaces a redacted run `original` whose first finding is of
+    /// `kind`: the marker, or for a pattern with `redact = "last4"` (card
+    /// numbers) the run with every digit but the last four starred, its
+    /// separators kept (`**** **** **** 1234`). A run with any other byte
+    /// (merged with another finding) gets the marker.
+    pub(crate) fn replacement(&self, kind: u32, original: &[u8], out: &mut Vec<u8>) {
+        let last4 = self
+            .patterns
+            .get(kind as usize)
+            .is_some_and(|p| p.redact_last4);
+        let digits = original.iter().filter(|b| b.is_ascii_digit()).count();
+        if last4
+            && digits >= 12
+            && original
+                .iter()
+                .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-'))
+        {
+            let mut seen = 0;
+            out.extend(original.iter().map(|&b| {
+                if !b.is_ascii_digit() {
+                    return b;
+                }
+                seen += 1;
+                if seen > digits - 4 { b } else { b'*' }
+            }));
+        } else {
+            out.extend_from_slice(self.marker(kind));
+        }
+    }
+
+    /// The per-kind mask of [`ScanState::skipping`](super::ScanState::skipping)
+    /// for these pattern ids (`None` when none is known).
+    pub fn skip_mask(&self, ids: &[Arc<str>]) -> Option<Arc<[bool]>> {
+        let mask: Vec<bool> = self.ids.iter().map(|id| ids.contains(id)).collect();
+        mask.contains(&true).then(|| mask.into())
     }
 
     fn kinds(&self) -> usize {
@@ -930,6 +968,8 @@ pub(crate) struct Core {
     /// Strict matches of the hit being evaluated (relaxed ones overlapping
     /// them are not findings of their own).
     strict: Vec<(u64, u64)>,
+    /// Kinds whose findings this stream drops (a rule's `scan_skip`).
+    pub(crate) skip: Option<Arc<[bool]>>,
 }
 
 impl Core {
@@ -945,6 +985,7 @@ impl Core {
             hits: Vec::new(),
             scratch: Vec::new(),
             locs: vec![[None, None]; sc.patterns.len()],
+            skip: None,
         }
     }
 
@@ -1138,6 +1179,11 @@ impl Core {
                 .then(b.confidence.cmp(&a.confidence))
         });
         for r in batch {
+            if let Some(skip) = &self.skip
+                && skip.get(r.kind as usize).copied().unwrap_or(false)
+            {
+                continue;
+            }
             let last = &mut self.last_end[r.kind as usize];
             if r.start >= *last {
                 *last = r.end;

@@ -141,6 +141,17 @@ impl ScanState {
         }
     }
 
+    /// Drop the findings of the kinds set in `mask` (from
+    /// [`Scanner::skip_mask`]): a rule's `scan_skip`.
+    pub fn skipping(mut self, mask: Option<Arc<[bool]>>) -> ScanState {
+        self.core.skip = mask;
+        self
+    }
+
+    pub(crate) fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
     /// The scanner this stream uses.
     pub fn scanner(&self) -> Arc<Scanner> {
         Arc::clone(&self.scanner)
@@ -325,9 +336,12 @@ impl ScanState {
         }
         let mut out = BytesMut::new();
         let mut pos = self.emitted;
+        let mut rep = Vec::new();
         for c in &closed {
             out.extend_from_slice(self.slice(pos, c.start));
-            out.extend_from_slice(sc.marker(c.kind));
+            rep.clear();
+            sc.replacement(c.kind, self.slice(c.start, c.end), &mut rep);
+            out.extend_from_slice(&rep);
             pos = c.end;
         }
         out.extend_from_slice(self.slice(pos, target));

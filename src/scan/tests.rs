@@ -20,7 +20,7 @@ use super::*;
 const GH_HELD: &str = "vault:tools/github#token";
 const DB_HELD: &str = "vault:tools/db#password";
 
-fn rules() -> &'static PatternSet {
+pub(crate) fn rules() -> &'static PatternSet {
     static RULES: OnceLock<PatternSet> = OnceLock::new();
     RULES.get_or_init(|| {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/secrets.toml");
@@ -52,6 +52,67 @@ fn ids(findings: &[Finding]) -> Vec<&str> {
 #[test]
 fn rules_file_has_at_least_40_kinds() {
     assert!(rules().len() >= 40, "only {} patterns", rules().len());
+}
+
+/// The README's count of shipped kinds is the file's.
+#[test]
+fn readme_counts_the_shipped_patterns() {
+    let readme = include_str!("../../README.md");
+    let want = format!("`rules/secrets.toml` holds {} credential", rules().len());
+    assert!(readme.contains(&want), "README should say: {want}");
+}
+
+/// The financial pack: cards are found near a context word only, masked to
+/// their last four digits by redaction, and a number that fails Luhn or
+/// has no issuer is not a card.
+#[test]
+fn cards_need_context_and_are_masked_to_the_last_four() {
+    let sc = scanner();
+    let card = "4111 1111 1111 1111";
+    assert_eq!(
+        ids(&sc.scan(format!("card: {card}").as_bytes())),
+        ["payment-card"]
+    );
+    assert!(sc.scan(format!("id: {card}").as_bytes()).is_empty());
+    assert!(sc.scan(b"card: 4111 1111 1111 1112").is_empty());
+    let (out, _) = sc
+        .redact(format!("{{\"card\": \"{card}\", \"cc_num\": \"3782-822463-10005\"}}").as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "{\"card\": \"**** **** **** 1111\", \"cc_num\": \"****-******-*0005\"}"
+    );
+}
+
+/// Masking a card in a stream gives the bytes the whole-buffer redaction
+/// gives, whatever the chunking (one byte at a time included), and a card
+/// merged with another finding gets the plain marker.
+#[test]
+fn card_masking_streams_like_the_whole_buffer() {
+    let sc = scanner();
+    let body = b"{\"card\": \"5555-5555-5555-4444\", \"cc_num\": \"4111111111111111\"}\n".to_vec();
+    let (whole, _) = sc.redact_min(&body, Confidence::Verified);
+    assert_eq!(
+        String::from_utf8_lossy(&whole),
+        "{\"card\": \"****-****-****-4444\", \"cc_num\": \"************1111\"}\n"
+    );
+    for cut in [1, 2, 3, 7, 16, 64] {
+        let (out, _, _) = stream_min(&sc, ScanMode::Redact, Confidence::Verified, &body, &[cut]);
+        assert_eq!(out, whole, "chunks of {cut}");
+    }
+    let mut merged = Vec::new();
+    let card_kind = rules()
+        .iter()
+        .position(|p| p.id() == "payment-card")
+        .unwrap() as u32;
+    sc.replacement(card_kind, b"4111 1111 1111 1111", &mut merged);
+    assert_eq!(merged, b"**** **** **** 1111");
+    merged.clear();
+    sc.replacement(card_kind, b"4111 1111 1111 1111 ghp_", &mut merged);
+    assert!(
+        merged.starts_with(b"[REDACTED:"),
+        "{}",
+        String::from_utf8_lossy(&merged)
+    );
 }
 
 /// Every example is found as verified, with its own id, by the full
@@ -922,6 +983,8 @@ fn bundled_patterns_have_small_lookbehind() {
         "datadog-api-key",
         "datadog-app-key",
         "terraform-cloud-token",
+        "ethereum-private-key",
+        "bitcoin-wif-private-key",
     ];
     for p in rules().iter() {
         if declared.contains(&p.id()) {

@@ -30,6 +30,8 @@ mod intercept;
 /// The secret barrier's flow: no trace of a refused small request, encoded bodies,
 /// large and trickled bodies cut before the secret, Range slices.
 mod no_trace;
+/// The financial pack: cards blocked out, masked in, opt-out per rule, look-alike ids untouched.
+mod packs;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.
 mod plain_http;
 /// Rule edits apply without a restart; a broken edit keeps the last good rules.
