@@ -364,7 +364,9 @@ fn scan_headers(
     for (name, value) in headers.iter() {
         if !skip.contains(name) {
             all.extend_from_slice(value.as_bytes());
-            all.push(b'\n');
+            // A blank line ends every decoder's run: one value's tail
+            // cannot shift the base64 alignment of the next.
+            all.extend_from_slice(b"\n\n");
         }
     }
     if scan.scanner.scan(&all).is_empty() {

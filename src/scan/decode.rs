@@ -359,6 +359,8 @@ impl Seg {
 struct Pool {
     sub: Option<Box<Sub>>,
     raws: Vec<Raw>,
+    /// The buffers of the last closed segment, for the next one.
+    spare: Option<(Vec<u8>, VecDeque<(u64, u64)>)>,
 }
 
 impl Pool {
@@ -366,7 +368,20 @@ impl Pool {
         Pool {
             sub: None,
             raws: Vec::new(),
+            spare: None,
         }
+    }
+
+    /// A new segment, on the buffers of the last one.
+    fn open(&mut self, codec: Codec, start: u64, discard: bool) -> Seg {
+        let mut seg = Seg::new(codec, start, discard);
+        if let Some((mut dec, mut spans)) = self.spare.take() {
+            dec.clear();
+            spans.clear();
+            seg.dec = dec;
+            seg.spans = spans;
+        }
+        seg
     }
 
     /// Hand the segment's new decoded bytes to its nested scan (starting
@@ -403,6 +418,9 @@ impl Pool {
         }
         if !seg.started {
             if !worth_scanning(sc, &seg.dec) {
+                if seg.dec.capacity() <= 4 * SHORT {
+                    self.spare = Some((seg.dec, seg.spans));
+                }
                 return;
             }
             seg.started = true;
@@ -688,36 +706,39 @@ impl Base64 {
             // Idle: count the run; activate when it qualifies.
             let Some(rest) = hay.get(i..) else { break };
             let mut activated = None;
+            // Locals, so the loop runs in registers.
+            let (mut run, mut len, mut nonhex, mut nl) = (self.run, self.len, self.nonhex, self.nl);
             for (k, &b) in rest.iter().enumerate() {
                 let c = CLASS[usize::from(b)];
                 if c & B64 != 0 {
-                    if self.run.is_none() {
-                        self.run = Some(base + (i + k) as u64);
-                        self.len = 0;
-                        self.nonhex = false;
+                    if run.is_none() {
+                        run = Some(base + (i + k) as u64);
+                        len = 0;
+                        nonhex = false;
                     }
-                    self.nl = 0;
-                    self.len += 1;
-                    self.nonhex |= c & NONHEX != 0;
-                    if self.len >= MIN_B64 && (self.nonhex || self.len >= LONG_B64) {
-                        activated = self.run;
+                    nl = 0;
+                    len += 1;
+                    nonhex |= c & NONHEX != 0;
+                    if len >= MIN_B64 && (nonhex || len >= LONG_B64) {
+                        activated = run;
                         break;
                     }
-                } else if self.run.is_some() && (b == b'\n' || b == b'\r') {
+                } else if run.is_some() && (b == b'\n' || b == b'\r') {
                     if b == b'\n' {
-                        self.nl += 1;
-                        if self.nl >= 2 {
-                            self.run = None;
+                        nl += 1;
+                        if nl >= 2 {
+                            run = None;
                         }
                     }
                 } else {
-                    self.run = None;
+                    run = None;
                 }
             }
+            (self.run, self.len, self.nonhex, self.nl) = (run, len, nonhex, nl);
             match activated {
                 Some(start) => {
                     self.run = None;
-                    self.seg = Some(Seg::new(Codec::Base64, start, discard));
+                    self.seg = Some(pool.open(Codec::Base64, start, discard));
                     self.acc = 0;
                     self.n = 0;
                     self.anl = 0;
@@ -830,28 +851,30 @@ impl Hex {
             if !self.exact {
                 let Some(rest) = hay.get(k..) else { break };
                 let mut replay = None;
+                let (mut stretch, mut digits, mut gap) = (self.stretch, self.digits, self.gap);
                 for (j, &b) in rest.iter().enumerate() {
                     let c = CLASS[usize::from(b)];
                     if c & HEXD != 0 {
-                        if self.stretch.is_none() {
-                            self.stretch = Some(base + (k + j) as u64);
-                            self.digits = 0;
+                        if stretch.is_none() {
+                            stretch = Some(base + (k + j) as u64);
+                            digits = 0;
                         }
-                        self.gap = 0;
-                        self.digits += 1;
-                        if self.digits >= 2 * MIN_HEX {
-                            replay = self.stretch;
+                        gap = 0;
+                        digits += 1;
+                        if digits >= 2 * MIN_HEX {
+                            replay = stretch;
                             break;
                         }
-                    } else if c & HEXC != 0 && self.stretch.is_some() && self.gap < 4 {
-                        self.gap += 1;
+                    } else if c & HEXC != 0 && stretch.is_some() && gap < 4 {
+                        gap += 1;
                     } else {
                         // The stretch ends; a backslash may start the next.
-                        self.stretch = (b == b'\\').then_some(base + (k + j) as u64);
-                        self.digits = 0;
-                        self.gap = 0;
+                        stretch = (b == b'\\').then_some(base + (k + j) as u64);
+                        digits = 0;
+                        gap = 0;
                     }
                 }
+                (self.stretch, self.digits, self.gap) = (stretch, digits, gap);
                 let Some(start) = replay else {
                     break;
                 };
@@ -1115,7 +1138,7 @@ impl Esc {
                     break;
                 }
             }
-            self.seg = Some(Seg::new(self.codec, s, discard));
+            self.seg = Some(pool.open(self.codec, s, discard));
             self.pos = s;
         }
         if self.seg.is_none() {
