@@ -168,7 +168,17 @@ impl RequestScan {
         let Some(pq) = uri.path_and_query() else {
             return Ok(());
         };
-        match self.check(pq.as_str().as_bytes(), Direction::Out, "secret_in_url") {
+        // Each path segment is also scanned on its own (after a blank line,
+        // which ends every decoder's run), so that `/x/<base64>` is decoded
+        // from the segment's start rather than from the first `/`.
+        let mut bytes = pq.as_str().as_bytes().to_vec();
+        if self.outgoing != ScanMode::Redact {
+            for seg in pq.path().split('/').filter(|s| !s.is_empty()) {
+                bytes.extend_from_slice(b"\n\n");
+                bytes.extend_from_slice(seg.as_bytes());
+            }
+        }
+        match self.check(&bytes, Direction::Out, "secret_in_url") {
             Ok(None) => Ok(()),
             Ok(Some(redacted)) => {
                 let mut parts = std::mem::take(uri).into_parts();
