@@ -708,7 +708,26 @@ impl Base64 {
             let mut activated = None;
             // Locals, so the loop runs in registers.
             let (mut run, mut len, mut nonhex, mut nl) = (self.run, self.len, self.nonhex, self.nl);
-            for (k, &b) in rest.iter().enumerate() {
+            let breaks = |b: u8| CLASS[usize::from(b)] & B64 == 0 && b != b'\n' && b != b'\r';
+            let mut k = 0;
+            while k < rest.len() {
+                if run.is_none() {
+                    // A run that reaches MIN_B64 characters spans the byte
+                    // MIN_B64 - 1 ahead: skip while that byte ends runs,
+                    // else resume after the last byte that ends one.
+                    if let Some(&probe) = rest.get(k + MIN_B64 as usize - 1) {
+                        if breaks(probe) {
+                            k += MIN_B64 as usize;
+                            continue;
+                        }
+                        let window = rest.get(k..k + MIN_B64 as usize - 1).unwrap_or_default();
+                        if let Some(q) = window.iter().rposition(|&b| breaks(b)) {
+                            k += q + 1;
+                            continue;
+                        }
+                    }
+                }
+                let b = rest[k];
                 let c = CLASS[usize::from(b)];
                 if c & B64 != 0 {
                     if run.is_none() {
@@ -733,6 +752,7 @@ impl Base64 {
                 } else {
                     run = None;
                 }
+                k += 1;
             }
             (self.run, self.len, self.nonhex, self.nl) = (run, len, nonhex, nl);
             match activated {
@@ -852,7 +872,26 @@ impl Hex {
                 let Some(rest) = hay.get(k..) else { break };
                 let mut replay = None;
                 let (mut stretch, mut digits, mut gap) = (self.stretch, self.digits, self.gap);
-                for (j, &b) in rest.iter().enumerate() {
+                let breaks = |b: u8| CLASS[usize::from(b)] & (HEXD | HEXC) == 0;
+                let need = 2 * MIN_HEX as usize;
+                let mut j = 0;
+                while j < rest.len() {
+                    if stretch.is_none() {
+                        // As for base64: a stretch with `need` digits spans
+                        // the byte `need - 1` ahead.
+                        if let Some(&probe) = rest.get(j + need - 1) {
+                            if breaks(probe) {
+                                j += need;
+                                continue;
+                            }
+                            let window = rest.get(j..j + need - 1).unwrap_or_default();
+                            if let Some(q) = window.iter().rposition(|&b| breaks(b)) {
+                                j += q + 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let b = rest[j];
                     let c = CLASS[usize::from(b)];
                     if c & HEXD != 0 {
                         if stretch.is_none() {
@@ -873,6 +912,7 @@ impl Hex {
                         digits = 0;
                         gap = 0;
                     }
+                    j += 1;
                 }
                 (self.stretch, self.digits, self.gap) = (stretch, digits, gap);
                 let Some(start) = replay else {
