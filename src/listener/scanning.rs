@@ -206,7 +206,17 @@ impl RequestScan {
         let Some(pq) = uri.path_and_query() else {
             return Ok(());
         };
-        match self.check(pq.as_str().as_bytes(), Direction::Out, "secret_in_url") {
+        // Each path segment is also scanned on its own (after a blank line,
+        // which ends every decoder's run), so that `/x/<base64>` is decoded
+        // from the segment's start rather than from the first `/`.
+        let mut bytes = pq.as_str().as_bytes().to_vec();
+        if self.outgoing != ScanMode::Redact {
+            for seg in pq.path().split('/').filter(|s| !s.is_empty()) {
+                bytes.extend_from_slice(b"\n\n");
+                bytes.extend_from_slice(seg.as_bytes());
+            }
+        }
+        match self.check(&bytes, Direction::Out, "secret_in_url") {
             Ok(None) => Ok(()),
             Ok(Some(redacted)) => {
                 let mut parts = std::mem::take(uri).into_parts();
@@ -487,7 +497,9 @@ fn scan_headers(
     for (name, value) in headers.iter() {
         if !skip.contains(name) {
             all.extend_from_slice(value.as_bytes());
-            all.push(b'\n');
+            // A blank line ends every decoder's run: one value's tail
+            // cannot shift the base64 alignment of the next.
+            all.extend_from_slice(b"\n\n");
         }
     }
     if scan.scanner.scan_min(&all, scan.min(direction)).is_empty() {

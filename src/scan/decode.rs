@@ -364,6 +364,8 @@ struct Pool {
     raws: Vec<Raw>,
     /// The least confidence the nested scans keep.
     min: Confidence,
+    /// The buffers of the last closed segment, for the next one.
+    spare: Option<(Vec<u8>, VecDeque<(u64, u64)>)>,
 }
 
 impl Pool {
@@ -372,7 +374,20 @@ impl Pool {
             sub: None,
             raws: Vec::new(),
             min,
+            spare: None,
         }
+    }
+
+    /// A new segment, on the buffers of the last one.
+    fn open(&mut self, codec: Codec, start: u64, discard: bool) -> Seg {
+        let mut seg = Seg::new(codec, start, discard);
+        if let Some((mut dec, mut spans)) = self.spare.take() {
+            dec.clear();
+            spans.clear();
+            seg.dec = dec;
+            seg.spans = spans;
+        }
+        seg
     }
 
     /// Hand the segment's new decoded bytes to its nested scan (starting
@@ -409,6 +424,9 @@ impl Pool {
         }
         if !seg.started {
             if !worth_scanning(sc, &seg.dec) {
+                if seg.dec.capacity() <= 4 * SHORT {
+                    self.spare = Some((seg.dec, seg.spans));
+                }
                 return;
             }
             seg.started = true;
@@ -702,36 +720,59 @@ impl Base64 {
             // Idle: count the run; activate when it qualifies.
             let Some(rest) = hay.get(i..) else { break };
             let mut activated = None;
-            for (k, &b) in rest.iter().enumerate() {
+            // Locals, so the loop runs in registers.
+            let (mut run, mut len, mut nonhex, mut nl) = (self.run, self.len, self.nonhex, self.nl);
+            let breaks = |b: u8| CLASS[usize::from(b)] & B64 == 0 && b != b'\n' && b != b'\r';
+            let mut k = 0;
+            while k < rest.len() {
+                if run.is_none() {
+                    // A run that reaches MIN_B64 characters spans the byte
+                    // MIN_B64 - 1 ahead: skip while that byte ends runs,
+                    // else resume after the last byte that ends one.
+                    if let Some(&probe) = rest.get(k + MIN_B64 as usize - 1) {
+                        if breaks(probe) {
+                            k += MIN_B64 as usize;
+                            continue;
+                        }
+                        let window = rest.get(k..k + MIN_B64 as usize - 1).unwrap_or_default();
+                        if let Some(q) = window.iter().rposition(|&b| breaks(b)) {
+                            k += q + 1;
+                            continue;
+                        }
+                    }
+                }
+                let b = rest[k];
                 let c = CLASS[usize::from(b)];
                 if c & B64 != 0 {
-                    if self.run.is_none() {
-                        self.run = Some(base + (i + k) as u64);
-                        self.len = 0;
-                        self.nonhex = false;
+                    if run.is_none() {
+                        run = Some(base + (i + k) as u64);
+                        len = 0;
+                        nonhex = false;
                     }
-                    self.nl = 0;
-                    self.len += 1;
-                    self.nonhex |= c & NONHEX != 0;
-                    if self.len >= MIN_B64 && (self.nonhex || self.len >= LONG_B64) {
-                        activated = self.run;
+                    nl = 0;
+                    len += 1;
+                    nonhex |= c & NONHEX != 0;
+                    if len >= MIN_B64 && (nonhex || len >= LONG_B64) {
+                        activated = run;
                         break;
                     }
-                } else if self.run.is_some() && (b == b'\n' || b == b'\r') {
+                } else if run.is_some() && (b == b'\n' || b == b'\r') {
                     if b == b'\n' {
-                        self.nl += 1;
-                        if self.nl >= 2 {
-                            self.run = None;
+                        nl += 1;
+                        if nl >= 2 {
+                            run = None;
                         }
                     }
                 } else {
-                    self.run = None;
+                    run = None;
                 }
+                k += 1;
             }
+            (self.run, self.len, self.nonhex, self.nl) = (run, len, nonhex, nl);
             match activated {
                 Some(start) => {
                     self.run = None;
-                    self.seg = Some(Seg::new(Codec::Base64, start, discard));
+                    self.seg = Some(pool.open(Codec::Base64, start, discard));
                     self.acc = 0;
                     self.n = 0;
                     self.anl = 0;
@@ -844,28 +885,50 @@ impl Hex {
             if !self.exact {
                 let Some(rest) = hay.get(k..) else { break };
                 let mut replay = None;
-                for (j, &b) in rest.iter().enumerate() {
+                let (mut stretch, mut digits, mut gap) = (self.stretch, self.digits, self.gap);
+                let breaks = |b: u8| CLASS[usize::from(b)] & (HEXD | HEXC) == 0;
+                let need = 2 * MIN_HEX as usize;
+                let mut j = 0;
+                while j < rest.len() {
+                    if stretch.is_none() {
+                        // As for base64: a stretch with `need` digits spans
+                        // the byte `need - 1` ahead.
+                        if let Some(&probe) = rest.get(j + need - 1) {
+                            if breaks(probe) {
+                                j += need;
+                                continue;
+                            }
+                            let window = rest.get(j..j + need - 1).unwrap_or_default();
+                            if let Some(q) = window.iter().rposition(|&b| breaks(b)) {
+                                j += q + 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let b = rest[j];
                     let c = CLASS[usize::from(b)];
                     if c & HEXD != 0 {
-                        if self.stretch.is_none() {
-                            self.stretch = Some(base + (k + j) as u64);
-                            self.digits = 0;
+                        if stretch.is_none() {
+                            stretch = Some(base + (k + j) as u64);
+                            digits = 0;
                         }
-                        self.gap = 0;
-                        self.digits += 1;
-                        if self.digits >= 2 * MIN_HEX {
-                            replay = self.stretch;
+                        gap = 0;
+                        digits += 1;
+                        if digits >= 2 * MIN_HEX {
+                            replay = stretch;
                             break;
                         }
-                    } else if c & HEXC != 0 && self.stretch.is_some() && self.gap < 4 {
-                        self.gap += 1;
+                    } else if c & HEXC != 0 && stretch.is_some() && gap < 4 {
+                        gap += 1;
                     } else {
                         // The stretch ends; a backslash may start the next.
-                        self.stretch = (b == b'\\').then_some(base + (k + j) as u64);
-                        self.digits = 0;
-                        self.gap = 0;
+                        stretch = (b == b'\\').then_some(base + (k + j) as u64);
+                        digits = 0;
+                        gap = 0;
                     }
+                    j += 1;
                 }
+                (self.stretch, self.digits, self.gap) = (stretch, digits, gap);
                 let Some(start) = replay else {
                     break;
                 };
@@ -1129,7 +1192,7 @@ impl Esc {
                     break;
                 }
             }
-            self.seg = Some(Seg::new(self.codec, s, discard));
+            self.seg = Some(pool.open(self.codec, s, discard));
             self.pos = s;
         }
         if self.seg.is_none() {

@@ -208,6 +208,19 @@ async fn triple_percent_encoding_in_a_query_string() {
         text.contains("pattern github-pat-classic, decoded percent>percent>percent"),
         "{text}"
     );
+    // base64 in a path segment, after other path segments.
+    let aws = fresh_aws();
+    let seg = URL_SAFE_NO_PAD.encode(format!("id={aws}"));
+    for prefix in ["/a", "/ab", "/abc", "/v1/files"] {
+        let url = format!("https://api.example.test:{}{prefix}/{seg}", origin.port());
+        let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{prefix}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("pattern aws-access-key-id, decoded base64"),
+            "{text}"
+        );
+    }
     // Four layers: more than airlock decodes, refused as such.
     let four = percent(three.as_bytes());
     let url = format!("https://api.example.test:{}/search?t={four}", origin.port());
