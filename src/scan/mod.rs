@@ -93,6 +93,8 @@ pub use scanner::{BuildError, Confidence, Finding, Scanner};
 pub use stream::{ScanMode, ScanState, StreamOutput};
 
 #[cfg(test)]
+mod barrier_tests;
+#[cfg(test)]
 mod corpus;
 #[cfg(test)]
 mod decode_tests;

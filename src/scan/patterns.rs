@@ -261,6 +261,22 @@ impl Pattern {
 
     /// Is `secret` at least a [`Confidence::Shaped`] finding: not empty,
     /// and at or above the pattern's entropy?
+    /// May a relaxed (glued, short) match with secret bytes `secret` count
+    /// as [`Confidence::Shaped`]? As [`Pattern::shaped`], and for a kind a
+    /// validator identifies, the validator holds for the secret or for it
+    /// less a few glued characters at its end (a variable-length run such
+    /// as base58 swallows letters glued after it).
+    pub(crate) fn glued(&self, secret: &[u8]) -> bool {
+        /// How many trailing characters a validated kind may have glued on.
+        const GLUED_TAIL: usize = 8;
+        self.shaped(secret)
+            && self.checksum.is_none_or(|c| {
+                !c.identifies()
+                    || (0..=GLUED_TAIL.min(secret.len().saturating_sub(1)))
+                        .any(|cut| c.holds(&secret[..secret.len() - cut]))
+            })
+    }
+
     pub(crate) fn shaped(&self, secret: &[u8]) -> bool {
         !secret.is_empty()
             && self
@@ -463,17 +479,11 @@ impl PatternSet {
                 declared,
             );
 
-            // Relaxed (glued, short) shapes only for secrets recognisable on
-            // their own: those beginning with a keyword (`ghp_`, `AKIA`) or
-            // with the keyword inside (a declared lookbehind: `<digits>:AA`).
+            // Secrets recognisable on their own: those beginning with a
+            // keyword (`ghp_`, `AKIA`) or with the keyword inside (a declared
+            // lookbehind: `<digits>:AA`).
             let standalone = matches!(reach, Reach::Declared { secret, .. } if secret > 0)
                 || secret_starts_with_keyword(p.regex.get_ref(), &keywords, secret_group);
-            let relaxed = if standalone {
-                relaxed_regex(p.regex.get_ref())
-                    .map_err(|e| err(p.regex.span(), key("regex"), e))?
-            } else {
-                None
-            };
 
             let entropy = match &p.entropy {
                 None => None,
@@ -507,6 +517,19 @@ impl PatternSet {
                         ));
                     }
                 },
+            };
+
+            // Relaxed (glued, short) shapes: a standalone secret glued to
+            // its neighbours, or a named value (`AWS_SECRET_KEY=...`) with
+            // text glued before its name or after its value; a validated
+            // kind (IBAN, WIF, ...) only where its validator still holds
+            // ([`Pattern::glued`]). Not for cards: any long run of digits
+            // holds 16-digit substrings, a tenth of which pass Luhn.
+            let relaxed = if standalone || checksum != Some(Checksum::Card) {
+                relaxed_regex(p.regex.get_ref())
+                    .map_err(|e| err(p.regex.span(), key("regex"), e))?
+            } else {
+                None
             };
 
             let redact_last4 = match &p.redact {
@@ -1022,13 +1045,18 @@ shaped_examples = ["xkk_abcdefghij0123456789zz"]
                 "akk_k3j5h7g9f1d3s5a7q9w0zz".to_string(),
                 vec![("kk_k3j5h7g9f1d3s5a7q9w0".to_string(), Shaped)],
             ),
-            // ... not when only the name before it says what it is: a
-            // longer run there is another value
+            // ... and when only the name before it says what it is: a
+            // longer run under a secret's name is a value with text glued
+            // on (outgoing blocks shaped findings; `scan` and incoming
+            // redaction do not act on them)
             (
                 "tok=k3j5h7g9f1d3s5a7q9w0".to_string(),
                 vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Verified)],
             ),
-            ("tok=k3j5h7g9f1d3s5a7q9w0zz".to_string(), vec![]),
+            (
+                "tok=k3j5h7g9f1d3s5a7q9w0zz".to_string(),
+                vec![("k3j5h7g9f1d3s5a7q9w0".to_string(), Shaped)],
+            ),
             // below the entropy floor: no finding at any confidence
             ("tok=aaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),
             ("tok=aaaaaaaaaaaaaaaaaaaaaa".to_string(), vec![]),

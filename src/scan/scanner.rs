@@ -1095,9 +1095,15 @@ impl Core {
             // regex for what the strict one missed (glued, a few short).
             let strict = &mut self.strict;
             strict.clear();
+            // A strict match that is no finding (a validator says the
+            // value is not one) does not shadow a relaxed one: base58 or
+            // digits glued after a key make the strict match too long.
             let mut judge_strict = |secret: &[u8], whole: (u64, u64)| {
-                strict.push(whole);
-                p.classify(secret)
+                let c = p.classify(secret);
+                if c.is_some() {
+                    strict.push(whole);
+                }
+                c
             };
             hit.eval(
                 &p.regex,
@@ -1113,7 +1119,7 @@ impl Core {
                 let strict = &self.strict;
                 let mut judge_relaxed = |secret: &[u8], whole: (u64, u64)| {
                     let overlaps = strict.iter().any(|&(s, e)| whole.0 < e && s < whole.1);
-                    (!overlaps && p.shaped(secret) && !inside_blob(window, from, whole))
+                    (!overlaps && p.glued(secret) && !inside_blob(window, from, whole))
                         .then_some(Confidence::Shaped)
                 };
                 hit.eval(

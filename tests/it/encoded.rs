@@ -347,13 +347,15 @@ async fn a_kubernetes_secret_and_a_dockerconfigjson() {
     let manifest = format!(
         "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {outer}\n"
     );
+    // The registry `auth` value is itself a credential (user:password in
+    // base64): it is found one layer down, before the token two layers down.
     refused(
         &proxy,
         &origin,
         "application/yaml",
         manifest,
-        "github-pat-classic",
-        "base64>base64",
+        "docker-config-auth",
+        "base64",
     )
     .await;
     origin_never_saw(
@@ -412,7 +414,7 @@ async fn an_encoded_header_value() {
     let url = format!("https://api.example.test:{}/x", origin.port());
     let r = client::reqwest(&proxy)
         .get(&url)
-        .header("x-debug", format!("Basic {b64}"))
+        .header("x-debug", format!("dump {b64}"))
         .send()
         .await
         .unwrap();
