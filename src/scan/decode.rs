@@ -498,6 +498,40 @@ fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     hex >= 2 * MIN_HEX
 }
 
+/// Longest label (name and separator) read before a base64 run.
+const LABEL_MAX: usize = 64;
+
+/// The label at the end of `before`: a name (2 to 48 of `A-Za-z0-9_.-`),
+/// then quotes and blanks around one `:` or `=` (`NAME: `, `"name": "`,
+/// `NAME=`); empty when `before` does not end that way.
+fn label(before: &[u8]) -> &[u8] {
+    let quiet = |b: u8| matches!(b, b' ' | b'\t' | b'"' | b'\'');
+    let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let mut i = before.len();
+    let mut gap = 0;
+    while i > 0 && quiet(before[i - 1]) && gap < 6 {
+        i -= 1;
+        gap += 1;
+    }
+    if i == 0 || !matches!(before[i - 1], b':' | b'=') {
+        return &[];
+    }
+    i -= 1;
+    gap = 0;
+    while i > 0 && quiet(before[i - 1]) && gap < 6 {
+        i -= 1;
+        gap += 1;
+    }
+    let end = i;
+    while i > 0 && name(before[i - 1]) && end - i < 48 {
+        i -= 1;
+    }
+    if end - i < 2 || (i > 0 && name(before[i - 1])) {
+        return &[];
+    }
+    &before[i..]
+}
+
 fn memchr_any(dec: &[u8]) -> bool {
     dec.iter().any(|&b| b == b'%' || b == b'\\')
 }
@@ -519,6 +553,11 @@ struct Base64 {
     qlast: u64,
     /// Active: line breaks since the last character.
     anl: u8,
+    /// The last [`LABEL_MAX`] bytes of the stream before the current
+    /// input (ending at `tail_end`): where a run's label is read from when
+    /// the run starts at the head of the input.
+    tail: Vec<u8>,
+    tail_end: u64,
 }
 
 /// Hex byte tokens.
@@ -596,6 +635,8 @@ impl Decoders {
                 qstart: 0,
                 qlast: 0,
                 anl: 0,
+                tail: Vec::new(),
+                tail_end: 0,
             },
             hex: Hex {
                 stretch: None,
@@ -772,7 +813,11 @@ impl Base64 {
             match activated {
                 Some(start) => {
                     self.run = None;
-                    self.seg = Some(pool.open(Codec::Base64, start, discard));
+                    let mut seg = pool.open(Codec::Base64, start, discard);
+                    if !discard {
+                        self.put_label(&mut seg, hay, base, start);
+                    }
+                    self.seg = Some(seg);
                     self.acc = 0;
                     self.n = 0;
                     self.anl = 0;
@@ -783,6 +828,43 @@ impl Base64 {
         }
         if let Some(seg) = self.seg.as_mut() {
             pool.flush(sc, seg, depth, out);
+        }
+        self.keep_tail(hay, base);
+    }
+
+    /// The stream byte at offset `q`, from the input or the kept tail.
+    fn byte_at(&self, hay: &[u8], base: u64, q: u64) -> Option<u8> {
+        if q >= base {
+            return hay.get(usize::try_from(q - base).ok()?).copied();
+        }
+        let back = usize::try_from(self.tail_end.checked_sub(q)?).ok()?;
+        self.tail.len().checked_sub(back).map(|i| self.tail[i])
+    }
+
+    /// Keep the last [`LABEL_MAX`] bytes seen for the next input's labels.
+    fn keep_tail(&mut self, hay: &[u8], base: u64) {
+        let end = base + hay.len() as u64;
+        let from = end.saturating_sub(LABEL_MAX as u64);
+        let tail: Vec<u8> = (from..end)
+            .filter_map(|q| self.byte_at(hay, base, q))
+            .collect();
+        self.tail = tail;
+        self.tail_end = end;
+    }
+
+    /// A Kubernetes Secret's `data:` or a JSON object holds a name and a
+    /// base64 value (`AWS_SECRET_ACCESS_KEY: d0phbHJY...`): the name is
+    /// plain text, the value decoded in a nested scan, and a pattern that
+    /// needs the name beside the value would see neither with the other.
+    /// So the nested scan starts with the run's label, the name and
+    /// separator right before it (a finding in it maps to the run's start).
+    fn put_label(&self, seg: &mut Seg, hay: &[u8], base: u64, start: u64) {
+        let from = start.saturating_sub(LABEL_MAX as u64);
+        let before: Vec<u8> = (from..start)
+            .filter_map(|q| self.byte_at(hay, base, q))
+            .collect();
+        for &b in label(&before) {
+            seg.put(b, (start, start + 1));
         }
     }
 

@@ -587,3 +587,44 @@ fn base64_minimum_run_length() {
     assert!(d.b64_active());
     assert!(out.is_empty());
 }
+
+/// A base64 value's name (`AWS_SECRET_ACCESS_KEY: `) is read before the
+/// run, from the kept tail when the run starts a chunk: every cut finds the
+/// named secret the whole buffer finds.
+#[test]
+fn a_named_base64_value_is_found_under_its_name_at_every_cut() {
+    let sc = scanner();
+    let secret = pick(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+        40,
+    );
+    let manifest = format!(
+        "kind: Secret\ndata:\n  AWS_SECRET_ACCESS_KEY: {}\n  other: {}\n",
+        STANDARD.encode(&secret),
+        STANDARD.encode("plain value, nothing here"),
+    );
+    let whole = sc.scan(manifest.as_bytes());
+    assert!(
+        whole
+            .iter()
+            .any(|f| &*f.pattern_id == "aws-secret-access-key" && f.chain.to_string() == "base64"),
+        "{whole:?}"
+    );
+    for cut in 1..manifest.len() {
+        equivalent(&sc, manifest.as_bytes(), cut).unwrap();
+    }
+    // Not a label: no separator, or a name glued to more text before it.
+    for before in [
+        "AWS_SECRET_ACCESS_KEY ",
+        "x AWS_SECRET_ACCESS_KEY",
+        "a=b c ",
+    ] {
+        let hay = format!("{before}{}\n", STANDARD.encode(&secret));
+        assert!(
+            sc.scan(hay.as_bytes())
+                .iter()
+                .all(|f| &*f.pattern_id != "aws-secret-access-key"),
+            "{before:?}"
+        );
+    }
+}

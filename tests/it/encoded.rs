@@ -489,3 +489,56 @@ async fn benign_encoded_bodies_pass_intact() {
         assert!(r.body.as_deref() == Some(&body[..]), "body {n} changed");
     }
 }
+
+/// A Kubernetes Secret's `data:` values are base64 and their names plain:
+/// a value that is a secret only beside its name (an AWS secret access
+/// key, a Mailgun key) is found under its name, and a named value with
+/// text glued after it is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_values_in_a_kubernetes_secret_and_glued() {
+    let (_ca, origin, proxy) = setup().await;
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
+    let aws_secret = pick(B64, 40);
+    let mailgun = format!("key-{}", pick(b"0123456789abcdef", 32));
+    let (v1, v2) = (STANDARD.encode(&aws_secret), STANDARD.encode(&mailgun));
+    for (name, value, pattern) in [
+        ("AWS_SECRET_ACCESS_KEY", &v1, "aws-secret-access-key"),
+        ("MAILGUN_API_KEY", &v2, "mailgun-api-key"),
+    ] {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ntype: Opaque\ndata:\n  USER: {}\n  {name}: {value}\n",
+            STANDARD.encode("app-bot"),
+        );
+        refused(
+            &proxy,
+            &origin,
+            "application/yaml",
+            manifest,
+            pattern,
+            "base64",
+        )
+        .await;
+    }
+    // Glued: `...KEY=<secret>Lorem` (no decoding: the chain is empty).
+    let glued = pick(B64, 40);
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(format!("export AWS_SECRET_KEY={glued}Lorem ipsum"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("pattern aws-secret-access-key"), "{text}");
+    origin_never_saw(
+        &origin,
+        &[
+            aws_secret.as_bytes(),
+            mailgun.as_bytes(),
+            v1.as_bytes(),
+            v2.as_bytes(),
+            glued.as_bytes(),
+        ],
+    );
+}
