@@ -252,15 +252,16 @@ impl Pattern {
         if !checksum_ok && self.checksum.is_some_and(Checksum::identifies) {
             return None;
         }
-        if checksum_ok && !is_documentation(secret) {
+        // "example" is one of BIP39's 2,048 words: a mnemonic that holds
+        // its checksum is one, whatever words it has.
+        let words = self.checksum == Some(Checksum::Bip39);
+        if checksum_ok && (words || !is_documentation(secret)) {
             Some(Confidence::Verified)
         } else {
             Some(Confidence::Shaped)
         }
     }
 
-    /// Is `secret` at least a [`Confidence::Shaped`] finding: not empty,
-    /// and at or above the pattern's entropy?
     /// May a relaxed (glued, short) match with secret bytes `secret` count
     /// as [`Confidence::Shaped`]? As [`Pattern::shaped`], and for a kind a
     /// validator identifies, the validator holds for the secret or for it
@@ -277,6 +278,8 @@ impl Pattern {
             })
     }
 
+    /// Is `secret` at least a [`Confidence::Shaped`] finding: not empty,
+    /// and at or above the pattern's entropy?
     pub(crate) fn shaped(&self, secret: &[u8]) -> bool {
         !secret.is_empty()
             && self
