@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::reload::ConfigSource;
+use crate::config::ConfigSource;
 use crate::config::{Config, EMBEDDED_NAME};
-use crate::listener::Server;
 use crate::policy::{Host, NormalPath, Scheme};
+use crate::server::Server;
 use crate::tls::ca::{CaFiles, CertificateAuthority, trust_instructions};
 
 /// airlock: the one door between an agent sandbox and the network.

@@ -2,11 +2,12 @@
 //! (`compile`), and the errors that name file, line and key (`error`).
 //!
 //! Parse, then compile, then serve: nothing on the request path sees TOML.
+//! This module turns text into a [`Config`] and nothing more; installing
+//! one and reloading it live is [`crate::state`] and [`crate::server`].
 
 pub mod compile;
 pub mod error;
 pub mod raw;
-pub mod reload;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +27,28 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
 /// The name errors and logs use for the embedded default.
 pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// `--config FILE`.
+    File(PathBuf),
+    /// The embedded default, with paths relative to this directory.
+    Embedded(PathBuf),
+}
+
+impl ConfigSource {
+    /// Reads and compiles the config.
+    ///
+    /// # Errors
+    /// Every problem, with file and line.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        match self {
+            ConfigSource::File(p) => Config::load(p),
+            ConfigSource::Embedded(base) => Config::embedded(base),
+        }
+    }
+}
 
 /// A compiled config generation.
 #[derive(Debug)]

@@ -23,12 +23,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::ConnGuard;
 use super::forward::{self, Target};
 use super::io::{IdleTimeout, Prefixed};
-use super::{ConnGuard, State};
 use crate::audit::AuditEvent;
 use crate::error::{self, ProxyError};
 use crate::policy::{Host, Scheme, parse_authority_form};
+use crate::state::State;
 use crate::upstream::ProxyBody;
 
 /// Handles one CONNECT request on the outer connection.

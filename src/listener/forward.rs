@@ -20,13 +20,13 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AuditOnce, Audited, Counted};
 use super::scanning::RequestScan;
-use super::{Generation, State};
 use crate::audit::AuditEvent;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
 use crate::inject::misplaced_placeholder;
 use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
 use crate::scan::ScanError;
+use crate::state::{Generation, State};
 use crate::upstream::connector::ConnectError;
 use crate::upstream::headers::{is_websocket_upgrade, strip_hop_by_hop};
 use crate::upstream::{BoxError, ProxyBody, find_source};

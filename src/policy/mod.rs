@@ -4,7 +4,8 @@
 //! Lookup is by hash: the exact name (or address) in one map, then each
 //! parent suffix of the name in the wildcard map, so a decision costs
 //! O(labels in the name) map probes plus the few rules for that host, never a
-//! walk over every rule. `benches/policy.rs` measures it.
+//! walk over every rule. (No bench measures it on its own; `benches/e2e.rs`
+//! measures the whole request path.)
 //!
 //! This module decides; it does not resolve names (see [`crate::guard`]) or
 //! touch the network.
