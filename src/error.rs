@@ -42,7 +42,7 @@ pub enum ProxyError {
     /// A credential could not be added (503 when the secret is unavailable:
     /// fail closed). Names the secret ref, never its value.
     #[error("credential: {0}")]
-    Credential(#[from] crate::inject::InjectError),
+    Credential(#[from] crate::credentials::inject::InjectError),
     /// A placeholder outside the one header of the one host it stands in for (403).
     #[error("placeholder {0} used outside its header or host")]
     Placeholder(String),
@@ -122,7 +122,7 @@ impl ProxyError {
             ProxyError::Path(_) => "bad_path",
             ProxyError::NotProxyRequest => "not_proxy_request",
             ProxyError::Unsupported(_) => "unsupported",
-            ProxyError::Credential(crate::inject::InjectError::Secret(e)) => e.code(),
+            ProxyError::Credential(crate::credentials::inject::InjectError::Secret(e)) => e.code(),
             ProxyError::Credential(_) => "inject_refused",
             ProxyError::Placeholder(_) => "placeholder_misuse",
             ProxyError::InjectOverHttp => "inject_over_http",
@@ -158,9 +158,9 @@ impl ProxyError {
             ProxyError::Leak { .. } | ProxyError::Placeholder(_) | ProxyError::InjectOverHttp => {
                 StatusCode::FORBIDDEN
             }
-            ProxyError::Credential(crate::inject::InjectError::WrongHost { .. }) => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::Credential(crate::credentials::inject::InjectError::WrongHost {
+                ..
+            }) => StatusCode::FORBIDDEN,
             ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unscannable { place, .. } if *place == "response body" => {
                 StatusCode::BAD_GATEWAY
@@ -210,7 +210,7 @@ impl ProxyError {
             ProxyError::ResponseLeak { pattern, place } => format!(
                 "airlock withheld this response: its {place} carried a secret (pattern {pattern}).\n"
             ),
-            ProxyError::Credential(crate::inject::InjectError::Secret(e)) => format!(
+            ProxyError::Credential(crate::credentials::inject::InjectError::Secret(e)) => format!(
                 "airlock could not add the credential this request needs: {e}.\n\
                  The request was not sent. This is on airlock's side (the secret store); retrying \
                  later may work, changing the request will not.\n"

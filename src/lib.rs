@@ -8,11 +8,11 @@
 //! [`limits`] (rate, byte budget) → [`approval`] (held for a human, when the
 //! rule says so) → [`guard`] (resolve, refuse private addresses, dial the
 //! checked address) → [`tls`] (mint a leaf for the client, verify upstream)
-//! → [`credentials`] and [`inject`] (fetch a secret, put it in this host's
-//! header) → [`scan`] (request body) → [`upstream`] (pooled h1/h2 client) →
+//! → [`credentials`] (fetch a secret, inject it in this host's header) → [`scan`] (request body) → [`upstream`] (pooled h1/h2 client) →
 //! [`scan`] (response body) → back to the sandbox, with an [`audit`] event at
 //! every decision; [`error`] is the one place a failure becomes a response.
 //!
+//! [`host`] is the shared vocabulary (names, addresses, host patterns).
 //! Around the request path: [`config`] turns the TOML files into a
 //! [`config::Config`] and nothing more; [`state`] holds what lives for the
 //! process and the generation built from one config; [`server`] is the
@@ -31,11 +31,13 @@ pub mod approval;
 pub mod guard;
 pub mod tls;
 pub mod credentials;
-pub mod inject;
 pub mod scan;
 pub mod upstream;
 pub mod audit;
 pub mod error;
+
+// The vocabulary every stage shares (a leaf: it imports no other module).
+pub mod host;
 
 // Around it: config, the process state, the composition root, the commands.
 pub mod config;

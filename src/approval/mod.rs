@@ -57,6 +57,15 @@ use crate::audit::{AuditEvent, AuditSink};
 use decider::Decider;
 pub use decider::{DeciderError, DeciderSettings};
 
+/// `[approval]`, compiled.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// How long a held request waits.
+    pub timeout: Duration,
+    /// The decider, if configured (without TLS roots: added per generation).
+    pub decider: Option<crate::approval::DeciderSettings>,
+}
+
 /// The most body-preview bytes kept per held request.
 pub const BODY_PREVIEW_LIMIT: usize = 4096;
 /// The longest scoped grant, in minutes (one day).

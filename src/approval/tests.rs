@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::audit::AuditOutput;
 use crate::audit::AuditSink;
-use crate::config::AuditOutput;
 
 const MIN: Duration = Duration::from_secs(60);
 

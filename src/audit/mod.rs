@@ -16,15 +16,27 @@
 pub mod metrics;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::AuditOutput;
 pub use metrics::Metrics;
+
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// One JSON line per event on stdout.
+    Stdout,
+    /// On stderr.
+    Stderr,
+    /// Appended to this file.
+    File(PathBuf),
+    /// Nowhere (benchmarks).
+    Off,
+}
 
 /// One decision.
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +70,7 @@ pub struct AuditEvent {
     pub decision: &'static str,
     /// The secret refs injected (names like `tools/github#token`, never values).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secrets: Option<crate::inject::SecretNames>,
+    pub secrets: Option<crate::credentials::inject::SecretNames>,
     /// The scanner pattern id, for findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,

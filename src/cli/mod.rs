@@ -329,9 +329,11 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
                         let refs: Vec<String> =
                             item.secrets().iter().map(ToString::to_string).collect();
                         let how = match item {
-                            crate::inject::Injection::Template { .. } => "from a template",
-                            crate::inject::Injection::Basic { .. } => "as basic auth",
-                            crate::inject::Injection::Placeholder { .. } => {
+                            crate::credentials::inject::Injection::Template { .. } => {
+                                "from a template"
+                            }
+                            crate::credentials::inject::Injection::Basic { .. } => "as basic auth",
+                            crate::credentials::inject::Injection::Placeholder { .. } => {
                                 "in place of its placeholder"
                             }
                         };

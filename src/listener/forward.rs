@@ -21,9 +21,9 @@ use hyper_util::rt::TokioIo;
 use super::body::{AuditOnce, Audited, Counted};
 use super::scanning::RequestScan;
 use crate::audit::AuditEvent;
+use crate::credentials::inject::misplaced_placeholder;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
-use crate::inject::misplaced_placeholder;
 use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
 use crate::scan::ScanError;
 use crate::state::{Generation, State};
@@ -227,7 +227,7 @@ pub(crate) async fn forward(
         };
     }
 
-    let mut injected = crate::inject::Applied::default();
+    let mut injected = crate::credentials::inject::Applied::default();
     if let Some(plan) = &judged.rule.inject {
         let applied = match state.secrets() {
             Some(secrets) => plan
@@ -239,11 +239,13 @@ pub(crate) async fn forward(
                 )
                 .await
                 .map_err(ProxyError::from),
-            None => Err(ProxyError::Credential(crate::inject::InjectError::Secret(
-                crate::credentials::SecretError::Config(
-                    "no secret backend is configured (the secrets file is missing)".into(),
+            None => Err(ProxyError::Credential(
+                crate::credentials::inject::InjectError::Secret(
+                    crate::credentials::SecretError::Config(
+                        "no secret backend is configured (the secrets file is missing)".into(),
+                    ),
                 ),
-            ))),
+            )),
         };
         match applied {
             Ok(applied) if applied.secrets().is_some() => {

@@ -250,7 +250,7 @@ impl RequestScan {
     }
 
     /// What the sandbox wrote around placeholders airlock swapped (see
-    /// [`crate::inject::Applied::sandbox_parts`]). A finding refuses the
+    /// [`crate::credentials::inject::Applied::sandbox_parts`]). A finding refuses the
     /// request in block and redact mode alike: the header now carries the
     /// real credential, so the sandbox's part cannot be redacted on its own
     /// without rebuilding it. Log mode only records.

@@ -10,7 +10,6 @@
 //! This module decides; it does not resolve names (see [`crate::guard`]) or
 //! touch the network.
 
-pub mod host;
 pub mod path;
 
 use std::collections::HashMap;
@@ -20,7 +19,7 @@ use std::sync::Arc;
 use globset::GlobSet;
 use http::Method;
 
-pub use host::{AuthorityError, Host, HostError, parse_authority_form};
+pub use crate::host::{AuthorityError, Host, HostError, HostPattern, parse_authority_form};
 pub use path::{NormalPath, PathError};
 
 /// Where a rule was written, for messages that tell an operator what to edit.
@@ -35,24 +34,6 @@ pub struct RuleRef {
 impl fmt::Display for RuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.file, self.line)
-    }
-}
-
-/// `api.github.com` (exact) or `*.github.com` (any subdomain, not the apex).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// This name or address only.
-    Exact(Host),
-    /// Any name ending in `.` + this suffix.
-    Subdomains(String),
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Exact(h) => write!(f, "{h}"),
-            HostPattern::Subdomains(s) => write!(f, "*.{s}"),
-        }
     }
 }
 
@@ -81,7 +62,7 @@ pub struct Rule {
     /// WebSocket upgrades allowed.
     pub websocket: bool,
     /// Credentials added to this rule's requests.
-    pub inject: Option<Arc<crate::inject::InjectionPlan>>,
+    pub inject: Option<Arc<crate::credentials::inject::InjectionPlan>>,
     /// Rate limit and byte budget.
     pub limits: crate::limits::Limits,
     /// `approval = "required"`: hold each request until approved.
