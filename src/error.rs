@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::guard::GuardError;
-use crate::policy::{Denied, PathError, Reason};
+use crate::policy::{Denied, PathError, Reason, Refusal};
 use crate::upstream::ProxyBody;
 
 /// The response header carrying the stable error code.
@@ -108,6 +108,16 @@ pub enum ProxyError {
 impl From<Denied> for ProxyError {
     fn from(d: Denied) -> Self {
         ProxyError::Denied(Box::new(d))
+    }
+}
+
+impl From<Refusal> for ProxyError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Denied(d) => ProxyError::Denied(d),
+            Refusal::Placeholder(p) => ProxyError::Placeholder(p.to_string()),
+            Refusal::InjectOverHttp(_) => ProxyError::InjectOverHttp,
+        }
     }
 }
 

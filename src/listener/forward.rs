@@ -21,10 +21,9 @@ use hyper_util::rt::TokioIo;
 use super::body::{AuditOnce, Audited, Counted};
 use super::scanning::RequestScan;
 use crate::audit::AuditEvent;
-use crate::credentials::inject::misplaced_placeholder;
 use crate::error::ProxyError;
 use crate::guard::GuardError;
-use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
+use crate::policy::{Host, NormalPath, Policy, RequestFacts, Rule, Scheme, decide};
 use crate::scan::ScanError;
 use crate::state::{Generation, State};
 use crate::upstream::connector::ConnectError;
@@ -49,20 +48,6 @@ pub struct Target {
     pub sandbox: Option<Arc<str>>,
     /// Set when TLS SNI named another host: every request gets 421.
     pub sni_mismatch: Option<String>,
-}
-
-impl Target {
-    fn target_str(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    fn policy_scheme(&self) -> Scheme {
-        if self.connect {
-            Scheme::Https
-        } else {
-            self.scheme
-        }
-    }
 }
 
 /// An absolute-form request on the proxy port (`GET http://host/path`).
@@ -427,29 +412,20 @@ fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Ju
     }
     // The host is judged again on every request, by the rules in force now:
     // a host removed by a reload is cut off at a tunnel's next request.
-    let matched = policy.decide_host(&target.host, target.port, target.policy_scheme())?;
-    let rule = policy.decide_request(
-        &matched,
-        &target.target_str(),
-        req.method(),
-        &path,
-        websocket,
+    let rule = decide(
+        policy,
+        &RequestFacts {
+            host: &target.host,
+            port: target.port,
+            scheme: target.scheme,
+            connect: target.connect,
+            method: req.method(),
+            path: &path,
+            websocket,
+            headers: req.headers(),
+            uri: req.uri(),
+        },
     )?;
-    if let Some(p) = misplaced_placeholder(
-        policy.placeholders(),
-        rule.inject.as_deref(),
-        req.headers(),
-        req.uri(),
-    ) {
-        return Err(ProxyError::Placeholder(p.to_owned()));
-    }
-    if rule
-        .inject
-        .as_ref()
-        .is_some_and(|plan| target.scheme == Scheme::Http && !plan.over_plain_http)
-    {
-        return Err(ProxyError::InjectOverHttp);
-    }
     Ok(Judged {
         rule,
         path,

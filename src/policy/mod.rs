@@ -10,6 +10,7 @@
 //! This module decides; it does not resolve names (see [`crate::guard`]) or
 //! touch the network.
 
+mod decision;
 pub mod path;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use globset::GlobSet;
 use http::Method;
 
 pub use crate::host::{AuthorityError, Host, HostError, HostPattern, parse_authority_form};
+pub use decision::{Decision, Refusal, RequestFacts, decide};
 pub use path::{NormalPath, PathError};
 
 /// Where a rule was written, for messages that tell an operator what to edit.
