@@ -4,19 +4,69 @@
 //! it, plus an `airlock-error` header with a stable code. No variant holds
 //! a header value, a body or a secret, so no response can echo one.
 
+use std::fmt;
+
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::guard::GuardError;
 use crate::policy::{Denied, PathError, Reason, Refusal};
+use crate::scan::ScanError;
 use crate::upstream::ProxyBody;
 
 /// The response header carrying the stable error code.
 pub const ERROR_HEADER: &str = "airlock-error";
 
+/// Which message: the sandbox's request (outgoing) or the origin's
+/// response (incoming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// What the sandbox sends.
+    Request,
+    /// What comes back to it.
+    Response,
+}
+
+impl Side {
+    /// `"request"` or `"response"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where in a message a secret was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The request target (path and query).
+    Url,
+    /// One header, by name.
+    Header(HeaderName),
+    /// The body.
+    Body(Side),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Url => f.write_str("URL"),
+            Place::Header(name) => write!(f, "header {name}"),
+            Place::Body(side) => write!(f, "{side} body"),
+        }
+    }
+}
+
 /// Why a request did not go through. The variant decides the status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     /// No rule allows it (403; 405 for TRACE/TRACK).
     #[error("denied: {0}")]
@@ -66,15 +116,15 @@ pub enum ProxyError {
     Leak {
         /// Pattern id or `held:<id>`.
         pattern: String,
-        /// `URL`, `header x-foo`, `request body`.
-        place: String,
+        /// The URL, a header or the request body.
+        place: Place,
     },
     /// A body airlock cannot scan (unknown Content-Encoding, bad
     /// compression, decompression bomb): refused, not forwarded unscanned (400/502).
-    #[error("cannot scan {place}: {reason}")]
+    #[error("cannot scan {side} body: {reason}")]
     Unscannable {
-        /// `request body` or `response body`.
-        place: &'static str,
+        /// The request's body or the response's.
+        side: Side,
         /// Why.
         reason: String,
     },
@@ -84,7 +134,7 @@ pub enum ProxyError {
         /// Pattern id or `held:<id>`.
         pattern: String,
         /// Where.
-        place: String,
+        place: Place,
     },
     /// A small request body, read whole to be judged before anything is
     /// sent, did not arrive in time (408).
@@ -108,6 +158,27 @@ pub enum ProxyError {
 impl From<Denied> for ProxyError {
     fn from(d: Denied) -> Self {
         ProxyError::Denied(Box::new(d))
+    }
+}
+
+/// The one conversion of a body scanner's failure: a leak in block mode,
+/// or a body that cannot be scanned (refused, never passed unscanned).
+impl From<(ScanError, Side)> for ProxyError {
+    fn from((e, side): (ScanError, Side)) -> Self {
+        match e {
+            ScanError::Blocked(b) if side == Side::Request => ProxyError::Leak {
+                pattern: b.label(),
+                place: Place::Body(side),
+            },
+            ScanError::Blocked(b) => ProxyError::ResponseLeak {
+                pattern: b.label(),
+                place: Place::Body(side),
+            },
+            other => ProxyError::Unscannable {
+                side,
+                reason: other.to_string(),
+            },
+        }
     }
 }
 
@@ -172,10 +243,14 @@ impl ProxyError {
                 ..
             }) => StatusCode::FORBIDDEN,
             ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Unscannable { place, .. } if *place == "response body" => {
-                StatusCode::BAD_GATEWAY
-            }
-            ProxyError::Unscannable { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Unscannable {
+                side: Side::Response,
+                ..
+            } => StatusCode::BAD_GATEWAY,
+            ProxyError::Unscannable {
+                side: Side::Request,
+                ..
+            } => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BadRequest(_) | ProxyError::Path(_) | ProxyError::NotProxyRequest => {
                 StatusCode::BAD_REQUEST

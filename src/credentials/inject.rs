@@ -180,7 +180,7 @@ impl Applied {
 }
 
 /// Why injection did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InjectError {
     /// The secret could not be read (Vault down, missing, denied).
     #[error(transparent)]

@@ -125,3 +125,22 @@ async fn dispatch(
     }
     ProxyError::NotProxyRequest.into_response()
 }
+
+/// The one place a failure becomes a response and an audit record:
+/// `event` gets the decision (`deny` for a refusal, `error` for a failure),
+/// the reason code, the status and, when `start` is given, the duration.
+pub(crate) fn fail(
+    state: &State,
+    mut event: crate::audit::AuditEvent,
+    start: Option<std::time::Instant>,
+    err: ProxyError,
+) -> Response<ProxyBody> {
+    event.decision = if err.is_denial() { "deny" } else { "error" };
+    event.reason = err.code();
+    event.status = Some(err.status().as_u16());
+    if let Some(start) = start {
+        event.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    }
+    state.audit.emit(event);
+    err.into_response()
+}
