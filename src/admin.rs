@@ -543,11 +543,11 @@ mod tests {
         let req = request(path);
         tokio::spawn(async move {
             let ev = AuditEvent::new(
-                "request",
-                "127.0.0.1:1".into(),
-                "api.pay.test".into(),
+                crate::audit::Kind::Request,
+                "127.0.0.1:1".parse().unwrap(),
+                crate::host::Host::parse("api.pay.test").unwrap(),
                 443,
-                "allow",
+                crate::audit::Outcome::Allow,
                 "rule_matched",
             );
             a.decide(req, Duration::from_secs(60), &ev).await

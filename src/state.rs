@@ -56,6 +56,8 @@ pub struct State {
 pub struct Generation {
     /// The compiled config.
     pub config: Arc<Config>,
+    /// Its rules version, shared by every audit event under it.
+    pub version: Arc<str>,
     /// Pooled upstream clients (dialing through this generation's guard).
     pub upstream: Upstream,
     /// The address guard.
@@ -231,6 +233,7 @@ impl Generation {
             config.proxy.idle_timeout,
         );
         Ok(Self {
+            version: Arc::from(config.version.as_str()),
             config: Arc::new(config),
             upstream,
             guard,

@@ -26,7 +26,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::ConnGuard;
 use super::forward::{self, Target};
 use super::io::{IdleTimeout, Prefixed};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::{self, ProxyError};
 use crate::policy::{Host, Scheme, parse_authority_form};
 use crate::state::State;
@@ -45,25 +45,22 @@ pub(crate) async fn handle(
     };
     let generation = state.generation();
     let sandbox = crate::identity::identify(&generation.config, req.headers());
-    let sandbox_name = sandbox
-        .as_ref()
-        .ok()
-        .and_then(|s| s.as_deref().map(str::to_owned));
+    let sandbox_name = sandbox.as_ref().ok().and_then(Clone::clone);
     // The tunnel decision's audit record; a refusal goes out through
     // `super::fail`, which fills in decision, reason and status.
-    let event = |rule: Option<String>| {
+    let event = |rule: Option<crate::policy::RuleRef>| {
         let mut ev = AuditEvent::new(
-            "connect",
-            peer.to_string(),
-            host.to_string(),
+            Kind::Connect,
+            peer,
+            host.clone(),
             port,
-            "allow",
+            Outcome::Allow,
             "tunnel_intercepted",
         );
-        ev.method = Some("CONNECT".into());
+        ev.method = Some(http::Method::CONNECT);
         ev.rule = rule;
         ev.sandbox.clone_from(&sandbox_name);
-        ev.rules_version.clone_from(&generation.config.version);
+        ev.rules_version = Arc::clone(&generation.version);
         ev
     };
     let sandbox = match sandbox {
@@ -82,7 +79,7 @@ pub(crate) async fn handle(
         Ok(m) => m,
         Err(denied) => return super::fail(&state, event(None), None, denied.into()),
     };
-    let rule = matched.first().map(|r| r.source.to_string());
+    let rule = matched.first().map(|r| r.source.clone());
     // Refuse private and loopback destinations before opening the tunnel, so
     // the client gets a clear 403 instead of a TLS session that fails later.
     // The connector checks again when it dials (and dials only what it checked).

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AuditOnce, Audited, Counted};
 use super::scanning::RequestScan;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::ProxyError;
 use crate::guard::GuardError;
 use crate::policy::{Host, NormalPath, Policy, RequestFacts, Rule, Scheme, decide};
@@ -74,14 +74,14 @@ pub(crate) async fn absolute_form(
         Ok(s) => s,
         Err(err) => {
             let mut ev = AuditEvent::new(
-                "request",
-                peer.to_string(),
-                host.to_string(),
+                Kind::Request,
+                peer,
+                host,
                 authority.port_u16().unwrap_or(scheme.default_port()),
-                "deny",
+                Outcome::Deny,
                 err.code(),
             );
-            ev.method = Some(req.method().to_string());
+            ev.method = Some(req.method().clone());
             return super::fail(&state, ev, None, err);
         }
     };
@@ -124,17 +124,17 @@ pub(crate) async fn forward(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let mut event = AuditEvent::new(
-        "request",
-        target.client.to_string(),
-        target.host.to_string(),
+        Kind::Request,
+        target.client,
+        target.host.clone(),
         target.port,
-        "allow",
+        Outcome::Allow,
         "rule_matched",
     );
-    event.method = Some(req.method().to_string());
+    event.method = Some(req.method().clone());
     let generation = state.generation();
-    event.rules_version.clone_from(&generation.config.version);
-    event.sandbox = target.sandbox.as_deref().map(str::to_owned);
+    event.rules_version = Arc::clone(&generation.version);
+    event.sandbox.clone_from(&target.sandbox);
     match phases(&state, &generation, &target, req, &mut event).await {
         Ok(done) => {
             let mut audit = AuditOnce::new(event, state.audit.clone(), done.bytes_up, start);
@@ -175,7 +175,7 @@ async fn phases(
         }
     };
     event.path = Some(audit_path(state, judged.path.decoded()));
-    event.rule = Some(judged.rule.source.to_string());
+    event.rule = Some(judged.rule.source.clone());
     let budget = admit(state, target, &judged, &req)?;
 
     let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
@@ -330,11 +330,13 @@ async fn inject(
         // Nothing was added: nothing of it is exempt from the scan.
         return Ok(crate::credentials::inject::Applied::default());
     };
-    state
-        .audit
-        .emit_derived(event, ("inject", "inject", "credential_added"), |ev| {
+    state.audit.emit_derived(
+        event,
+        (Kind::Inject, Outcome::Inject, "credential_added"),
+        |ev| {
             ev.secrets = Some(names.clone());
-        });
+        },
+    );
     event.secrets = Some(names.clone());
     Ok(applied)
 }

@@ -135,7 +135,11 @@ pub(crate) fn fail(
     start: Option<std::time::Instant>,
     err: ProxyError,
 ) -> Response<ProxyBody> {
-    event.decision = if err.is_denial() { "deny" } else { "error" };
+    event.decision = if err.is_denial() {
+        crate::audit::Outcome::Deny
+    } else {
+        crate::audit::Outcome::Error
+    };
     event.reason = err.code();
     event.status = Some(err.status().as_u16());
     if let Some(start) = start {

@@ -22,18 +22,18 @@ use http::{HeaderMap, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use crate::audit::{AuditEvent, AuditSink};
+use crate::audit::{AuditEvent, AuditSink, Direction, Kind, Outcome};
 use crate::error::{Place, ProxyError, Side};
 use crate::scan::{
     Confidence, ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanMode, Scanner,
 };
 use crate::upstream::{BoxError, ProxyBody};
 
-/// `"out"` or `"in"`: the audit log's name for a side.
-fn flow(side: Side) -> &'static str {
+/// The audit log's direction for a side.
+fn flow(side: Side) -> Direction {
     match side {
-        Side::Request => "out",
-        Side::Response => "in",
+        Side::Request => Direction::Out,
+        Side::Response => Direction::In,
     }
 }
 
@@ -68,7 +68,7 @@ impl RequestScan {
         template: &AuditEvent,
     ) -> Self {
         let mut template = template.clone();
-        template.kind = "finding";
+        template.kind = Kind::Finding;
         template.reason = "secret_found";
         template.status = None;
         Self {
@@ -515,10 +515,10 @@ fn scan_headers(
     Ok(())
 }
 
-fn mode_str(mode: ScanMode) -> &'static str {
+fn mode_str(mode: ScanMode) -> Outcome {
     match mode {
-        ScanMode::Block => "block",
-        ScanMode::Redact => "redact",
-        ScanMode::Log => "log",
+        ScanMode::Block => Outcome::Block,
+        ScanMode::Redact => Outcome::Redact,
+        ScanMode::Log => Outcome::Log,
     }
 }
