@@ -20,7 +20,7 @@ use crate::credentials::{
     CachedSource, FileSource, ProcessEnv, SecretRef, SecretSource, SecretValue, VaultSource,
 };
 use crate::guard::Guard;
-use crate::scan::{HeldSecret, PatternSet, Scanner};
+use crate::scan::{BuildError, HeldSecret, PatternSet, Scanner};
 use crate::tls::ca::{CaFiles, CertificateAuthority};
 use crate::tls::issue::LeafIssuer;
 use crate::tls::upstream::{client_config, root_store};
@@ -149,49 +149,47 @@ impl State {
 
     /// Registers a secret value airlock holds, so the scanner finds it in
     /// any body, header or URL, in the encodings a leak would take.
+    ///
+    /// Runs in the request that fetched the secret, before that request is
+    /// scanned (so the value is blocked from the first request on), and so
+    /// does not rebuild the whole scanner: only the held values' small
+    /// automaton is built ([`Scanner::with_held`]); the patterns' automata,
+    /// built once per generation, are shared.
     pub fn hold_secret(&self, secret: HeldSecret) {
-        if let Ok(mut held) = self.held.lock() {
-            if let Some(existing) = held.iter_mut().find(|h| h.id() == secret.id()) {
-                *existing = secret;
-            } else {
-                held.push(secret);
-            }
-        }
-        self.rebuild_scanner();
-    }
-
-    /// Rebuilds the scanner from the current patterns and held values: on
-    /// start, on reload, and when a secret is fetched (that last one runs in
-    /// the request that fetched it).
-    fn rebuild_scanner(&self) {
-        let generation = self.generation();
-        let mut held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
-        // Placeholders travel only in their own header to their own host;
-        // anywhere in a body or response they are findings like a secret.
-        held.extend(
-            generation
-                .config
-                .policy
-                .placeholders()
-                .iter()
-                .map(|p| HeldSecret::new(format!("placeholder:{p}"), p.as_bytes().to_vec())),
-        );
-        let patterns = generation.config.scan.pattern_set.clone();
-        if patterns.is_none() && held.is_empty() {
-            self.scanner.store(None);
+        let Ok(mut held) = self.held.lock() else {
             return;
+        };
+        if let Some(existing) = held.iter_mut().find(|h| h.id() == secret.id()) {
+            *existing = secret;
+        } else {
+            held.push(secret);
         }
-        let empty = PatternSet::parse("", "<none>");
-        let built = match (&patterns, &empty) {
-            (Some(p), _) => Scanner::new(p, &held),
-            (None, Ok(e)) => Scanner::new(e, &held),
-            (None, Err(e)) => {
-                tracing::error!(error = %e, "cannot build an empty pattern set");
-                return;
-            }
+        let generation = self.generation();
+        let values = with_placeholders(&held, &generation);
+        let built = match self.scanner.load_full() {
+            Some(current) => current.with_held(&values).map(Some),
+            None => build_scanner(&generation, &values),
         };
         match built {
-            Ok(s) => self.scanner.store(Some(Arc::new(s))),
+            Ok(s) => self.scanner.store(s.map(Arc::new)),
+            // Keep the previous scanner rather than scan with nothing.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot add a held secret to the scanner; keeping the previous one")
+            }
+        }
+    }
+
+    /// Builds the scanner from this generation's patterns and the held
+    /// values: on start and on reload (the patterns may have changed).
+    fn rebuild_scanner(&self) {
+        // Under the held lock: a fill and a reload do not interleave.
+        let Ok(held) = self.held.lock() else {
+            return;
+        };
+        let generation = self.generation();
+        let values = with_placeholders(&held, &generation);
+        match build_scanner(&generation, &values) {
+            Ok(s) => self.scanner.store(s.map(Arc::new)),
             // Keep the previous scanner rather than scan with nothing.
             Err(e) => {
                 tracing::error!(error = %e, "cannot rebuild the secret scanner; keeping the previous one")
@@ -276,4 +274,37 @@ pub fn build_state(
     state.configure_decider(&state.generation());
     state.rebuild_scanner();
     Ok(state)
+}
+
+/// The held values plus this generation's placeholders: placeholders
+/// travel only in their own header to their own host; anywhere in a body or
+/// response they are findings like a secret.
+fn with_placeholders(held: &[HeldSecret], generation: &Generation) -> Vec<HeldSecret> {
+    let mut values = held.to_vec();
+    values.extend(
+        generation
+            .config
+            .policy
+            .placeholders()
+            .iter()
+            .map(|p| HeldSecret::new(format!("placeholder:{p}"), p.as_bytes().to_vec())),
+    );
+    values
+}
+
+/// The whole scanner for `generation` and `held`; `None` when there is
+/// nothing to scan for.
+fn build_scanner(
+    generation: &Generation,
+    held: &[HeldSecret],
+) -> Result<Option<Scanner>, BuildError> {
+    match &generation.config.scan.pattern_set {
+        Some(p) => Scanner::new(p, held).map(Some),
+        None if held.is_empty() => Ok(None),
+        None => {
+            let empty =
+                PatternSet::parse("", "<none>").map_err(|e| BuildError::new(e.to_string()))?;
+            Scanner::new(&empty, held).map(Some)
+        }
+    }
 }
