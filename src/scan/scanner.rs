@@ -171,9 +171,9 @@ impl BuildError {
 
 /// Compiled patterns plus held values. Cheap to share as `Arc<Scanner>`.
 ///
-/// Two parts: the patterns' automata ([`Base`]), built once per pattern set
+/// Two parts: the patterns' automata (`Base`), built once per pattern set
 /// (once per config generation), and the held values' literal automaton
-/// ([`HeldLits`]), small, rebuilt when a secret is fetched. A scanner with
+/// (`HeldLits`), small, rebuilt when a secret is fetched. A scanner with
 /// new held values ([`Scanner::with_held`]) shares the first and builds only
 /// the second.
 pub struct Scanner {
