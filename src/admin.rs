@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use crate::approval::{Approvals, MAX_SCOPE_MINUTES, Scope};
 use crate::config::AdminToken;
 use crate::error::{full, text_response};
-use crate::listener::State;
+use crate::state::State;
 use crate::upstream::ProxyBody;
 
 /// The largest approval decision body read.
@@ -62,11 +62,8 @@ pub async fn serve(
     serve_with(listener, state, approvals, token, shutdown).await;
 }
 
-/// The process's approvals.
-// XXX(approval wiring): until `State` carries the `Approvals` the request
-// path holds requests in, this is an empty set of its own (nothing is ever
-// held in it). With `State::approvals()`, this becomes
-// `Arc::clone(state.approvals())`.
+/// The process's approvals: the same set the request path holds requests
+/// in ([`State::approvals`]).
 fn approvals_of(state: &State) -> Arc<Approvals> {
     Arc::clone(state.approvals())
 }
@@ -474,8 +471,7 @@ mod tests {
         }
         let config = Config::from_text(&text, "airlock.toml", dir.path()).unwrap();
         let token = config.proxy.admin_token.clone();
-        let state =
-            Arc::new(crate::listener::build_state(config, AuditSink::off(), vec![]).unwrap());
+        let state = Arc::new(crate::state::build_state(config, AuditSink::off(), vec![]).unwrap());
         let approvals = Arc::new(Approvals::new(AuditSink::off()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -547,11 +543,11 @@ mod tests {
         let req = request(path);
         tokio::spawn(async move {
             let ev = AuditEvent::new(
-                "request",
-                "127.0.0.1:1".into(),
-                "api.pay.test".into(),
+                crate::audit::Kind::Request,
+                "127.0.0.1:1".parse().unwrap(),
+                crate::host::Host::parse("api.pay.test").unwrap(),
                 443,
-                "allow",
+                crate::audit::Outcome::Allow,
                 "rule_matched",
             );
             a.decide(req, Duration::from_secs(60), &ev).await

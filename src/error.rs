@@ -4,19 +4,69 @@
 //! it, plus an `airlock-error` header with a stable code. No variant holds
 //! a header value, a body or a secret, so no response can echo one.
 
+use std::fmt;
+
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::guard::GuardError;
-use crate::policy::{Denied, PathError, Reason};
+use crate::policy::{Denied, PathError, Reason, Refusal};
+use crate::scan::ScanError;
 use crate::upstream::ProxyBody;
 
 /// The response header carrying the stable error code.
 pub const ERROR_HEADER: &str = "airlock-error";
 
+/// Which message: the sandbox's request (outgoing) or the origin's
+/// response (incoming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// What the sandbox sends.
+    Request,
+    /// What comes back to it.
+    Response,
+}
+
+impl Side {
+    /// `"request"` or `"response"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where in a message a secret was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The request target (path and query).
+    Url,
+    /// One header, by name.
+    Header(HeaderName),
+    /// The body.
+    Body(Side),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Url => f.write_str("URL"),
+            Place::Header(name) => write!(f, "header {name}"),
+            Place::Body(side) => write!(f, "{side} body"),
+        }
+    }
+}
+
 /// Why a request did not go through. The variant decides the status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     /// No rule allows it (403; 405 for TRACE/TRACK).
     #[error("denied: {0}")]
@@ -42,7 +92,7 @@ pub enum ProxyError {
     /// A credential could not be added (503 when the secret is unavailable:
     /// fail closed). Names the secret ref, never its value.
     #[error("credential: {0}")]
-    Credential(#[from] crate::inject::InjectError),
+    Credential(#[from] crate::credentials::inject::InjectError),
     /// A placeholder outside the one header of the one host it stands in for (403).
     #[error("placeholder {0} used outside its header or host")]
     Placeholder(String),
@@ -66,15 +116,15 @@ pub enum ProxyError {
     Leak {
         /// Pattern id or `held:<id>`.
         pattern: String,
-        /// `URL`, `header x-foo`, `request body`.
-        place: String,
+        /// The URL, a header or the request body.
+        place: Place,
     },
     /// A body airlock cannot scan (unknown Content-Encoding, bad
     /// compression, decompression bomb): refused, not forwarded unscanned (400/502).
-    #[error("cannot scan {place}: {reason}")]
+    #[error("cannot scan {side} body: {reason}")]
     Unscannable {
-        /// `request body` or `response body`.
-        place: &'static str,
+        /// The request's body or the response's.
+        side: Side,
         /// Why.
         reason: String,
     },
@@ -84,7 +134,7 @@ pub enum ProxyError {
         /// Pattern id or `held:<id>`.
         pattern: String,
         /// Where.
-        place: String,
+        place: Place,
     },
     /// A small request body, read whole to be judged before anything is
     /// sent, did not arrive in time (408).
@@ -111,6 +161,37 @@ impl From<Denied> for ProxyError {
     }
 }
 
+/// The one conversion of a body scanner's failure: a leak in block mode,
+/// or a body that cannot be scanned (refused, never passed unscanned).
+impl From<(ScanError, Side)> for ProxyError {
+    fn from((e, side): (ScanError, Side)) -> Self {
+        match e {
+            ScanError::Blocked(b) if side == Side::Request => ProxyError::Leak {
+                pattern: b.label(),
+                place: Place::Body(side),
+            },
+            ScanError::Blocked(b) => ProxyError::ResponseLeak {
+                pattern: b.label(),
+                place: Place::Body(side),
+            },
+            other => ProxyError::Unscannable {
+                side,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<Refusal> for ProxyError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Denied(d) => ProxyError::Denied(d),
+            Refusal::Placeholder(p) => ProxyError::Placeholder(p.to_string()),
+            Refusal::InjectOverHttp(_) => ProxyError::InjectOverHttp,
+        }
+    }
+}
+
 impl ProxyError {
     /// Stable code for the audit log and the `airlock-error` header.
     pub fn code(&self) -> &'static str {
@@ -122,7 +203,7 @@ impl ProxyError {
             ProxyError::Path(_) => "bad_path",
             ProxyError::NotProxyRequest => "not_proxy_request",
             ProxyError::Unsupported(_) => "unsupported",
-            ProxyError::Credential(crate::inject::InjectError::Secret(e)) => e.code(),
+            ProxyError::Credential(crate::credentials::inject::InjectError::Secret(e)) => e.code(),
             ProxyError::Credential(_) => "inject_refused",
             ProxyError::Placeholder(_) => "placeholder_misuse",
             ProxyError::InjectOverHttp => "inject_over_http",
@@ -158,14 +239,18 @@ impl ProxyError {
             ProxyError::Leak { .. } | ProxyError::Placeholder(_) | ProxyError::InjectOverHttp => {
                 StatusCode::FORBIDDEN
             }
-            ProxyError::Credential(crate::inject::InjectError::WrongHost { .. }) => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::Credential(crate::credentials::inject::InjectError::WrongHost {
+                ..
+            }) => StatusCode::FORBIDDEN,
             ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Unscannable { place, .. } if *place == "response body" => {
-                StatusCode::BAD_GATEWAY
-            }
-            ProxyError::Unscannable { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Unscannable {
+                side: Side::Response,
+                ..
+            } => StatusCode::BAD_GATEWAY,
+            ProxyError::Unscannable {
+                side: Side::Request,
+                ..
+            } => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BadRequest(_) | ProxyError::Path(_) | ProxyError::NotProxyRequest => {
                 StatusCode::BAD_REQUEST
@@ -210,7 +295,7 @@ impl ProxyError {
             ProxyError::ResponseLeak { pattern, place } => format!(
                 "airlock withheld this response: its {place} carried a secret (pattern {pattern}).\n"
             ),
-            ProxyError::Credential(crate::inject::InjectError::Secret(e)) => format!(
+            ProxyError::Credential(crate::credentials::inject::InjectError::Secret(e)) => format!(
                 "airlock could not add the credential this request needs: {e}.\n\
                  The request was not sent. This is on airlock's side (the secret store); retrying \
                  later may work, changing the request will not.\n"

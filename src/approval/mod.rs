@@ -53,9 +53,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::audit::{AuditEvent, AuditSink};
+use crate::audit::{AuditEvent, AuditSink, Kind, Outcome};
 use decider::Decider;
 pub use decider::{DeciderError, DeciderSettings};
+
+/// `[approval]`, compiled.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// How long a held request waits.
+    pub timeout: Duration,
+    /// The decider, if configured (without TLS roots: added per generation).
+    pub decider: Option<crate::approval::DeciderSettings>,
+}
 
 /// The most body-preview bytes kept per held request.
 pub const BODY_PREVIEW_LIMIT: usize = 4096;
@@ -72,7 +81,7 @@ const HEADER_VALUE_CHARS: usize = 256;
 pub const MASKED: &str = "<masked>";
 
 /// The audit `kind` of every event emitted here.
-pub const AUDIT_KIND: &str = "approval";
+pub const AUDIT_KIND: Kind = Kind::Approval;
 /// Audit reason codes (decision in brackets).
 pub mod reason {
     /// A request is held (`hold`).
@@ -388,7 +397,7 @@ impl Approvals {
     ) -> Verdict {
         if let Some(grant) = self.granted(&req.route) {
             let by = format!("scope granted by {}", grant.by);
-            self.emit(audit, "allow", reason::GRANTED, Some(&by), None);
+            self.emit(audit, Outcome::Allow, reason::GRANTED, Some(&by), None);
             return Verdict::Approved {
                 by,
                 scope: Scope::Route {
@@ -433,7 +442,7 @@ impl Approvals {
             held,
             finished: false,
         };
-        self.emit(audit, "hold", reason::REQUESTED, None, None);
+        self.emit(audit, Outcome::Hold, reason::REQUESTED, None, None);
 
         let decider = self.decider.load_full();
         let mut asking = decider.is_some();
@@ -475,12 +484,12 @@ impl Approvals {
         drop(guard);
         match &verdict {
             Verdict::Approved { by, .. } => {
-                self.emit(audit, "allow", reason::GRANTED, Some(by), Some(held));
+                self.emit(audit, Outcome::Allow, reason::GRANTED, Some(by), Some(held));
             }
             Verdict::Denied { by, .. } => {
-                self.emit(audit, "deny", reason::DENIED, Some(by), Some(held));
+                self.emit(audit, Outcome::Deny, reason::DENIED, Some(by), Some(held));
             }
-            Verdict::Expired => self.emit(audit, "deny", reason::EXPIRED, None, Some(held)),
+            Verdict::Expired => self.emit(audit, Outcome::Deny, reason::EXPIRED, None, Some(held)),
         }
         verdict
     }
@@ -578,7 +587,7 @@ impl Approvals {
 
     /// Denies without holding (airlock itself cannot hold the request).
     fn refuse(&self, audit: &AuditEvent, why: &str) -> Verdict {
-        self.emit(audit, "deny", reason::DENIED, Some(BY_AIRLOCK), None);
+        self.emit(audit, Outcome::Deny, reason::DENIED, Some(BY_AIRLOCK), None);
         Verdict::Denied {
             by: BY_AIRLOCK.to_owned(),
             reason: Some(why.to_owned()),
@@ -588,15 +597,13 @@ impl Approvals {
     fn emit(
         &self,
         template: &AuditEvent,
-        decision: &'static str,
+        decision: Outcome,
         reason: &'static str,
         by: Option<&str>,
         held: Option<Instant>,
     ) {
         let mut ev = template.clone();
-        ev.ts = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        ev.ts = std::time::SystemTime::now();
         ev.kind = AUDIT_KIND;
         ev.decision = decision;
         ev.reason = reason;
@@ -628,8 +635,13 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         lock(&self.approvals.pending).remove(self.id);
         if !self.finished {
-            self.approvals
-                .emit(self.audit, "deny", reason::WITHDRAWN, None, Some(self.held));
+            self.approvals.emit(
+                self.audit,
+                Outcome::Deny,
+                reason::WITHDRAWN,
+                None,
+                Some(self.held),
+            );
         }
     }
 }

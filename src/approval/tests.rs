@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::audit::AuditOutput;
 use crate::audit::AuditSink;
-use crate::config::AuditOutput;
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -40,16 +40,19 @@ fn refund() -> PendingRequest {
 
 fn template() -> AuditEvent {
     let mut ev = AuditEvent::new(
-        "request",
-        "127.0.0.1:40000".into(),
-        "api.pay.test".into(),
+        crate::audit::Kind::Request,
+        "127.0.0.1:40000".parse().unwrap(),
+        crate::host::Host::parse("api.pay.test").unwrap(),
         443,
-        "allow",
+        crate::audit::Outcome::Allow,
         "rule_matched",
     );
-    ev.method = Some("POST".into());
+    ev.method = Some(http::Method::POST);
     ev.path = Some("/v1/refunds".into());
-    ev.rule = Some("rules/pay.toml:7".into());
+    ev.rule = Some(crate::policy::RuleRef {
+        file: "rules/pay.toml".into(),
+        line: 7,
+    });
     ev
 }
 

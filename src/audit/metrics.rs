@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use super::AuditEvent;
+use super::{AuditEvent, Kind, Outcome};
 
 /// (kind, decision, reason).
 type DecisionKey = (&'static str, &'static str, &'static str);
@@ -43,19 +43,24 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one event.
     pub fn record(&self, ev: &AuditEvent) {
-        self.decision(ev.kind, ev.decision, ev.reason, ev.sandbox.as_deref());
+        self.decision(
+            ev.kind.as_str(),
+            ev.decision.as_str(),
+            ev.reason,
+            ev.sandbox.as_deref(),
+        );
         self.bytes_up.fetch_add(ev.bytes_up, Ordering::Relaxed);
         self.bytes_down.fetch_add(ev.bytes_down, Ordering::Relaxed);
         match ev.kind {
-            "finding" => {
+            Kind::Finding => {
                 if let (Some(p), Ok(mut m)) = (ev.pattern.as_ref(), self.findings.lock()) {
                     *m.entry(p.clone()).or_default() += 1;
                 }
             }
-            "reload" if ev.decision == "allow" => {
+            Kind::Reload if ev.decision == Outcome::Allow => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
             }
-            "reload" => {
+            Kind::Reload => {
                 self.reloads_refused.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}

@@ -1,5 +1,8 @@
-//! Audit: one JSON line per decision (allow, deny, error), written off the
-//! request path by a writer thread.
+//! Audit: one JSON line per decision (allow, deny, error), formatted and
+//! written off the request path by a writer thread. The request path only
+//! fills in an [`AuditEvent`] of typed values (a `SystemTime`, a
+//! `SocketAddr`, a [`Host`], a `Method`, enums); the writer turns it into
+//! JSON ([`AuditEvent::write_json`]).
 //!
 //! # Security
 //! An [`AuditEvent`] has no field that can hold a header value, a body, a
@@ -15,70 +18,183 @@
 
 pub mod metrics;
 
+use std::fmt;
 use std::io::Write;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
+use http::Method;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::AuditOutput;
+use crate::host::Host;
+use crate::policy::RuleRef;
+
 pub use metrics::Metrics;
 
-/// One decision.
-#[derive(Debug, Clone, Serialize)]
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// One JSON line per event on stdout.
+    Stdout,
+    /// On stderr.
+    Stderr,
+    /// Appended to this file.
+    File(PathBuf),
+    /// Nowhere (benchmarks).
+    Off,
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A tunnel decision (CONNECT).
+    Connect,
+    /// One request.
+    Request,
+    /// A credential added to a request.
+    Inject,
+    /// A secret found by the scanner.
+    Finding,
+    /// A config reload.
+    Reload,
+    /// An approval asked for, given or refused.
+    Approval,
+}
+
+impl Kind {
+    /// The name written in the log and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::Request => "request",
+            Kind::Inject => "inject",
+            Kind::Finding => "finding",
+            Kind::Reload => "reload",
+            Kind::Approval => "approval",
+        }
+    }
+}
+
+/// What was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let through.
+    Allow,
+    /// Refused by policy.
+    Deny,
+    /// An allowed request that failed.
+    Error,
+    /// Held for approval.
+    Hold,
+    /// A finding that stopped the message.
+    Block,
+    /// A finding replaced by its marker.
+    Redact,
+    /// A finding only recorded.
+    Log,
+    /// A credential was added.
+    Inject,
+}
+
+impl Outcome {
+    /// The name written in the log and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Error => "error",
+            Outcome::Hold => "hold",
+            Outcome::Block => "block",
+            Outcome::Redact => "redact",
+            Outcome::Log => "log",
+            Outcome::Inject => "inject",
+        }
+    }
+}
+
+/// Which way a finding's bytes were going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// In a request (`out`).
+    Out,
+    /// In a response (`in`).
+    In,
+}
+
+impl Direction {
+    /// `out` or `in`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+/// The `host` of an event: a destination, or for a reload the config it
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A normalised host.
+    Host(Host),
+    /// The config source (reload events).
+    Config(String),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Host(h) => h.fmt(f),
+            Subject::Config(c) => f.write_str(c),
+        }
+    }
+}
+
+/// One decision, as typed values: captured on the request path without
+/// formatting anything; the writer thread turns it into a JSON line
+/// (see [`AuditEvent::write_json`]).
+#[derive(Debug, Clone)]
 pub struct AuditEvent {
-    /// RFC 3339 UTC.
-    pub ts: String,
-    /// `connect` (tunnel decision), `request`, `inject`, `finding`, `reload` or `approval`.
-    pub kind: &'static str,
+    /// When (written as RFC 3339 UTC).
+    pub ts: SystemTime,
+    /// What the event is about.
+    pub kind: Kind,
     /// Client socket address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
+    pub client: Option<SocketAddr>,
     /// The sandbox identity, when `[[sandbox]]`s are configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<String>,
-    /// Normalised host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub sandbox: Option<Arc<str>>,
+    /// Normalised host (or the config source, for reloads).
+    pub host: Option<Subject>,
     /// Port.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Method, for requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Method>,
     /// Normalised path without query, for requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// `file:line` of the deciding rule.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// `allow` or `deny` (or `error` when an allowed request failed).
-    pub decision: &'static str,
+    /// The deciding rule (written as `file:line`).
+    pub rule: Option<RuleRef>,
+    /// What was decided.
+    pub decision: Outcome,
     /// The secret refs injected (names like `tools/github#token`, never values).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secrets: Option<crate::inject::SecretNames>,
+    pub secrets: Option<crate::credentials::inject::SecretNames>,
     /// The scanner pattern id, for findings.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
     /// The decodings a finding was found under (`base64>percent`), when it
     /// was not in the plain bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<String>,
-    /// `out` (request) or `in` (response), for findings.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<&'static str>,
+    /// Which way, for findings.
+    pub direction: Option<Direction>,
     /// Byte offset of a finding in its stream.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// The rules version in force.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub rules_version: String,
+    /// The rules version in force (not written when empty).
+    pub rules_version: Arc<str>,
     /// Stable reason code.
     pub reason: &'static str,
     /// HTTP status returned to the sandbox.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Request body bytes sent upstream.
     pub bytes_up: u64,
@@ -87,29 +203,67 @@ pub struct AuditEvent {
     /// Milliseconds from decision to end of response.
     pub duration_ms: u64,
     /// Who decided an approval (`admin API`, `decider`, ...), for `approval` events.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+}
+
+/// The JSON line: field names, order and omissions as documented.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secrets: Option<&'a crate::credentials::inject::SecretNames>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pattern: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    rules_version: &'a str,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    bytes_up: u64,
+    bytes_down: u64,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
 }
 
 impl AuditEvent {
     /// A new event stamped now, with zero counters.
     pub fn new(
-        kind: &'static str,
-        client: String,
-        host: String,
+        kind: Kind,
+        client: SocketAddr,
+        host: Host,
         port: u16,
-        decision: &'static str,
+        decision: Outcome,
         reason: &'static str,
     ) -> Self {
-        let ts = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         Self {
-            ts,
+            ts: SystemTime::now(),
             kind,
             client: Some(client),
             sandbox: None,
-            host: Some(host),
+            host: Some(Subject::Host(host)),
             port: Some(port),
             method: None,
             path: None,
@@ -120,7 +274,7 @@ impl AuditEvent {
             chain: None,
             direction: None,
             offset: None,
-            rules_version: String::new(),
+            rules_version: Arc::from(""),
             reason,
             status: None,
             bytes_up: 0,
@@ -128,6 +282,49 @@ impl AuditEvent {
             duration_ms: 0,
             by: None,
         }
+    }
+
+    /// Writes the event as one JSON object (no newline). Formatting (the
+    /// timestamp, addresses, hosts) happens here, in the writer thread.
+    ///
+    /// # Errors
+    /// The writer failed.
+    pub fn write_json(&self, out: impl Write) -> serde_json::Result<()> {
+        let ts = time::OffsetDateTime::from(self.ts)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let line = Line {
+            ts,
+            kind: self.kind.as_str(),
+            client: self.client.map(|c| c.to_string()),
+            sandbox: self.sandbox.as_deref(),
+            host: self.host.as_ref().map(ToString::to_string),
+            port: self.port,
+            method: self.method.as_ref().map(Method::as_str),
+            path: self.path.as_deref(),
+            rule: self.rule.as_ref().map(ToString::to_string),
+            decision: self.decision.as_str(),
+            secrets: self.secrets.as_ref(),
+            pattern: self.pattern.as_deref(),
+            chain: self.chain.as_deref(),
+            direction: self.direction.map(Direction::as_str),
+            offset: self.offset,
+            rules_version: &self.rules_version,
+            reason: self.reason,
+            status: self.status,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            duration_ms: self.duration_ms,
+            by: self.by.as_deref(),
+        };
+        serde_json::to_writer(out, &line)
+    }
+
+    /// The JSON line as a string (tests, tools).
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::new();
+        let _written = self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -189,11 +386,15 @@ impl AuditSink {
     pub fn emit_derived(
         &self,
         base: &AuditEvent,
-        (kind, decision, reason): (&'static str, &'static str, &'static str),
+        (kind, decision, reason): (Kind, Outcome, &'static str),
         edit: impl FnOnce(&mut AuditEvent),
     ) {
-        self.metrics
-            .decision(kind, decision, reason, base.sandbox.as_deref());
+        self.metrics.decision(
+            kind.as_str(),
+            decision.as_str(),
+            reason,
+            base.sandbox.as_deref(),
+        );
         if self.tx.is_some() {
             let mut event = base.clone();
             event.kind = kind;
@@ -238,7 +439,7 @@ fn write_loop(mut rx: mpsc::Receiver<AuditEvent>, writer: Box<dyn Write + Send>)
     while let Some(event) = rx.blocking_recv() {
         let mut next = Some(event);
         while let Some(ev) = next {
-            if serde_json::to_writer(&mut out, &ev).is_ok() {
+            if ev.write_json(&mut out).is_ok() {
                 let _newline = out.write_all(b"\n");
             }
             next = rx.try_recv().ok();
@@ -252,17 +453,106 @@ fn write_loop(mut rx: mpsc::Receiver<AuditEvent>, writer: Box<dyn Write + Send>)
 impl AuditEvent {
     /// A config reload: applied (`allow`) or refused (`deny`, last good kept).
     pub fn reload(applied: bool, source: &str, version: &str, reason: &'static str) -> Self {
-        let mut ev = Self::new(
-            "reload",
-            String::new(),
-            source.to_owned(),
-            0,
-            if applied { "allow" } else { "deny" },
+        Self {
+            ts: SystemTime::now(),
+            kind: Kind::Reload,
+            client: None,
+            sandbox: None,
+            host: Some(Subject::Config(source.to_owned())),
+            port: None,
+            method: None,
+            path: None,
+            rule: None,
+            decision: if applied {
+                Outcome::Allow
+            } else {
+                Outcome::Deny
+            },
+            secrets: None,
+            pattern: None,
+            chain: None,
+            direction: None,
+            offset: None,
+            rules_version: Arc::from(version),
             reason,
+            status: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            by: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    /// The typed event is written as the same JSON line the log always
+    /// had: names, order, values, omissions.
+    #[test]
+    fn the_json_line_keeps_its_names_order_and_values() {
+        let mut ev = AuditEvent::new(
+            Kind::Request,
+            "127.0.0.1:40000".parse().unwrap(),
+            Host::parse("API.Pay.test.").unwrap(),
+            443,
+            Outcome::Allow,
+            "rule_matched",
         );
-        ev.client = None;
-        ev.port = None;
-        ev.rules_version = version.to_owned();
-        ev
+        ev.ts = UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        ev.sandbox = Some(Arc::from("agent-a"));
+        ev.method = Some(Method::POST);
+        ev.path = Some("/v1/refunds".into());
+        ev.rule = Some(RuleRef {
+            file: "rules/pay.toml".into(),
+            line: 7,
+        });
+        ev.rules_version = Arc::from("0123abcd");
+        ev.status = Some(200);
+        ev.bytes_up = 1;
+        ev.bytes_down = 2;
+        ev.duration_ms = 3;
+        assert_eq!(
+            ev.to_json(),
+            "{\"ts\":\"2023-11-14T22:13:20.25Z\",\"kind\":\"request\",\"client\":\"127.0.0.1:40000\",\
+             \"sandbox\":\"agent-a\",\"host\":\"api.pay.test\",\"port\":443,\"method\":\"POST\",\
+             \"path\":\"/v1/refunds\",\"rule\":\"rules/pay.toml:7\",\"decision\":\"allow\",\
+             \"rules_version\":\"0123abcd\",\"reason\":\"rule_matched\",\"status\":200,\
+             \"bytes_up\":1,\"bytes_down\":2,\"duration_ms\":3}"
+        );
+
+        let mut finding = ev.clone();
+        finding.kind = Kind::Finding;
+        finding.decision = Outcome::Block;
+        finding.reason = "secret_in_body";
+        finding.pattern = Some("github-pat".into());
+        finding.chain = Some("base64".into());
+        finding.direction = Some(Direction::Out);
+        finding.offset = Some(9);
+        finding.status = None;
+        let json: serde_json::Value = serde_json::from_str(&finding.to_json()).unwrap();
+        assert_eq!(json["kind"], "finding");
+        assert_eq!(json["decision"], "block");
+        assert_eq!(json["direction"], "out");
+        assert_eq!(json["chain"], "base64");
+        assert_eq!(json["offset"], 9);
+        assert!(json.get("status").is_none());
+    }
+
+    #[test]
+    fn a_reload_names_the_config_source_as_host() {
+        let mut ev = AuditEvent::reload(false, "/etc/airlock.toml", "", "reload_refused");
+        ev.ts = UNIX_EPOCH;
+        assert_eq!(
+            ev.to_json(),
+            "{\"ts\":\"1970-01-01T00:00:00Z\",\"kind\":\"reload\",\"host\":\"/etc/airlock.toml\",\
+             \"decision\":\"deny\",\"reason\":\"reload_refused\",\"bytes_up\":0,\"bytes_down\":0,\
+             \"duration_ms\":0}"
+        );
     }
 }

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::reload::ConfigSource;
+use crate::config::ConfigSource;
 use crate::config::{Config, EMBEDDED_NAME};
-use crate::listener::Server;
-use crate::policy::{Host, NormalPath, Scheme};
+use crate::policy::{Host, NormalPath, Refusal, RequestFacts, Scheme, decide};
+use crate::server::Server;
 use crate::tls::ca::{CaFiles, CertificateAuthority, trust_instructions};
 
 /// airlock: the one door between an agent sandbox and the network.
@@ -50,6 +50,13 @@ enum Command {
         /// The method.
         #[arg(long, default_value = "GET")]
         method: String,
+        /// The sandbox the request comes from (when the config has `[[sandbox]]`s).
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// A request header, `Name: value` (repeatable): where a credential
+        /// placeholder may travel is judged on these.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
     },
     /// Run the secret scanner over files or stdin; exit 1 when anything is found.
     Scan(ScanArgs),
@@ -111,7 +118,17 @@ pub fn main() -> ExitCode {
             config,
             url,
             method,
-        } => explain(config.as_deref(), &url, &method),
+            sandbox,
+            headers,
+        } => explain(
+            config.as_deref(),
+            &Explain {
+                url: &url,
+                method: &method,
+                sandbox: sandbox.as_deref(),
+                headers: &headers,
+            },
+        ),
     };
     match result {
         Ok(code) => code,
@@ -278,8 +295,19 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Result<ExitCode> {
+/// What `airlock explain` is asked about.
+struct Explain<'a> {
+    url: &'a str,
+    method: &'a str,
+    sandbox: Option<&'a str>,
+    headers: &'a [String],
+}
+
+/// Judges a request the way the proxy does ([`crate::policy::decide`], the
+/// same function), without sending it or fetching any secret.
+fn explain(config_path: Option<&Path>, ask: &Explain<'_>) -> anyhow::Result<ExitCode> {
     let config = load(config_path)?;
+    let url = ask.url;
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("`{url}` is not a URL"))?;
@@ -291,23 +319,60 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
     let authority = uri.authority().context("the URL has no host")?;
     let host = Host::parse(authority.host())?;
     let port = authority.port_u16().unwrap_or(scheme.default_port());
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+    let method = http::Method::from_bytes(ask.method.to_ascii_uppercase().as_bytes())
         .context("not an HTTP method")?;
     let path = NormalPath::parse(uri.path())?;
-    let policy = &config.policy;
-    let decision = policy
-        .decide_host(&host, port, scheme)
-        .and_then(|m| policy.decide_request(&m, &format!("{host}:{port}"), &method, &path, false));
+    let mut headers = http::HeaderMap::new();
+    for h in ask.headers {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("`{h}`: give a header as `Name: value`"))?;
+        headers.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("`{name}` is not a header name"))?,
+            http::HeaderValue::from_str(value.trim())
+                .with_context(|| format!("the value of `{name}` is not a header value"))?,
+        );
+    }
+    let Some(policy) = config.policy_for(ask.sandbox) else {
+        if let Some(name) = ask.sandbox {
+            anyhow::bail!("this config has no sandbox `{name}`");
+        }
+        let err = crate::error::ProxyError::ProxyAuth("no sandbox identity");
+        print_out(&format!(
+            "DENY ({})
+  this config has [[sandbox]]es: every client must authenticate; \
+             name one with --sandbox.\n",
+            err.code()
+        ));
+        return Ok(ExitCode::from(1));
+    };
+    let decision = decide(
+        policy,
+        &RequestFacts {
+            host: &host,
+            port,
+            scheme,
+            connect: false,
+            method: &method,
+            path: &path,
+            websocket: false,
+            headers: &headers,
+            uri: &uri,
+        },
+    );
     match decision {
-        Ok(rule)
-            if scheme == Scheme::Http
-                && rule.inject.as_ref().is_some_and(|p| !p.over_plain_http) =>
-        {
+        Err(Refusal::InjectOverHttp(rule)) => {
             print_out(&format!(
-                "DENY (inject_over_http)\n  rule: {} injects a credential, and this URL is plain http: \
+                "DENY (inject_over_http)\n  rule: {rule} injects a credential, and this URL is plain http: \
                  airlock never sends a credential unencrypted unless the rule sets danger_inject_over_http = true.\n",
-                rule.source
             ));
+            Ok(ExitCode::from(1))
+        }
+        Err(refused @ Refusal::Placeholder(_)) => {
+            let code = refused.code();
+            let err = crate::error::ProxyError::from(refused);
+            print_out(&format!("DENY ({code})\n{}", err.agent_message()));
             Ok(ExitCode::from(1))
         }
         Ok(rule) => {
@@ -321,17 +386,16 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
                 path = path.decoded(),
             );
             match &rule.inject {
-                Some(plan) if scheme == Scheme::Http && !plan.over_plain_http => out.push_str(
-                    "  inject: REFUSED: the rule injects a credential and this URL is plain http\n",
-                ),
                 Some(plan) => {
                     for item in plan.items() {
                         let refs: Vec<String> =
                             item.secrets().iter().map(ToString::to_string).collect();
                         let how = match item {
-                            crate::inject::Injection::Template { .. } => "from a template",
-                            crate::inject::Injection::Basic { .. } => "as basic auth",
-                            crate::inject::Injection::Placeholder { .. } => {
+                            crate::credentials::inject::Injection::Template { .. } => {
+                                "from a template"
+                            }
+                            crate::credentials::inject::Injection::Basic { .. } => "as basic auth",
+                            crate::credentials::inject::Injection::Placeholder { .. } => {
                                 "in place of its placeholder"
                             }
                         };
@@ -362,7 +426,7 @@ fn explain(config_path: Option<&Path>, url: &str, method: &str) -> anyhow::Resul
             print_out(&out);
             Ok(ExitCode::SUCCESS)
         }
-        Err(denied) => {
+        Err(Refusal::Denied(denied)) => {
             print_out(&format!(
                 "DENY ({})\n{}",
                 denied.reason.as_str(),

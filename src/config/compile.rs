@@ -518,7 +518,7 @@ fn compile_dns(src: &Src<'_>, raw: &RawConfig, errors: &mut Vec<ConfigError>) ->
         };
         match addr.get_ref().parse::<IpAddr>() {
             Ok(ip) => {
-                resolve.insert(host, crate::policy::host::canonical_ip(ip));
+                resolve.insert(host, crate::host::canonical_ip(ip));
             }
             Err(_) => errors.push(src.err(
                 addr,
@@ -929,19 +929,19 @@ fn compile_rule(
             }
         }
     });
-    let inject = r
-        .inject
-        .as_ref()
-        .and_then(|v| match crate::inject::parse(v.get_ref()) {
-            Ok(items) => Some(Arc::new(crate::inject::InjectionPlan::new(
-                items,
-                r.danger_inject_over_http.unwrap_or(false),
-            ))),
-            Err(msg) => {
-                errors.push(src.err(v, format!("host.inject: {msg}")));
-                None
-            }
-        });
+    let inject =
+        r.inject
+            .as_ref()
+            .and_then(|v| match crate::credentials::inject::parse(v.get_ref()) {
+                Ok(items) => Some(Arc::new(crate::credentials::inject::InjectionPlan::new(
+                    items,
+                    r.danger_inject_over_http.unwrap_or(false),
+                ))),
+                Err(msg) => {
+                    errors.push(src.err(v, format!("host.inject: {msg}")));
+                    None
+                }
+            });
 
     let rate = r.rate.as_ref().and_then(|v| match v.get_ref().as_str() {
         "unlimited" => None,

@@ -2,21 +2,25 @@
 //! (`compile`), and the errors that name file, line and key (`error`).
 //!
 //! Parse, then compile, then serve: nothing on the request path sees TOML.
+//! This module turns text into a [`Config`] and nothing more; installing
+//! one and reloading it live is [`crate::state`] and [`crate::server`].
 
 pub mod compile;
 pub mod error;
 pub mod raw;
-pub mod reload;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 pub use error::{ConfigError, ConfigErrors};
+
+// Each component owns its settings type; the config compiles into them.
+pub use crate::approval::ApprovalSettings;
+pub use crate::audit::AuditOutput;
+pub use crate::guard::DnsSettings;
+pub use crate::tls::{TlsSettings, UpstreamRoots};
 
 use crate::policy::Policy;
 
@@ -26,6 +30,28 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
 /// The name errors and logs use for the embedded default.
 pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// `--config FILE`.
+    File(PathBuf),
+    /// The embedded default, with paths relative to this directory.
+    Embedded(PathBuf),
+}
+
+impl ConfigSource {
+    /// Reads and compiles the config.
+    ///
+    /// # Errors
+    /// Every problem, with file and line.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        match self {
+            ConfigSource::File(p) => Config::load(p),
+            ConfigSource::Embedded(base) => Config::embedded(base),
+        }
+    }
+}
 
 /// A compiled config generation.
 #[derive(Debug)]
@@ -149,50 +175,6 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// Which roots verify upstream servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamRoots {
-    /// The operating system's trust store (corporate CAs live there).
-    System,
-    /// Mozilla's roots compiled into airlock (webpki-roots).
-    Webpki,
-}
-
-/// `[tls]`, compiled.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    /// CA certificate PEM.
-    pub ca_cert: PathBuf,
-    /// CA private key PEM.
-    pub ca_key: PathBuf,
-    /// Base roots for upstream verification.
-    pub upstream_roots: UpstreamRoots,
-    /// Extra PEM bundles trusted upstream.
-    pub extra_upstream_roots: Vec<PathBuf>,
-    /// Lifetime of minted leaf certificates.
-    pub leaf_validity: Duration,
-}
-
-/// `[dns]`, compiled.
-#[derive(Debug, Clone, Default)]
-pub struct DnsSettings {
-    /// Normalised name → address.
-    pub resolve: HashMap<String, IpAddr>,
-    /// Refuse non-global addresses.
-    pub block_private: bool,
-    /// Exceptions to `block_private`.
-    pub allow_cidrs: Vec<IpNet>,
-}
-
-/// `[approval]`, compiled.
-#[derive(Debug, Clone)]
-pub struct ApprovalSettings {
-    /// How long a held request waits.
-    pub timeout: Duration,
-    /// The decider, if configured (without TLS roots: added per generation).
-    pub decider: Option<crate::approval::DeciderSettings>,
-}
-
 /// Where credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretBackend {
@@ -274,19 +256,6 @@ impl ScanSettings {
             Some(p) => format!("{n} patterns from {}", p.display()),
         }
     }
-}
-
-/// Where audit events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditOutput {
-    /// One JSON line per event on stdout.
-    Stdout,
-    /// On stderr.
-    Stderr,
-    /// Appended to this file.
-    File(PathBuf),
-    /// Nowhere (benchmarks).
-    Off,
 }
 
 impl Config {

@@ -6,11 +6,15 @@
 //!   backend meets.
 //! - [`CachedSource`]: TTL cache, one backend read per miss, fail closed.
 //!
+//! - [`inject`]: the headers a rule adds, built from those secrets, for the
+//!   rule's host only.
+//!
 //! This module does not decide which request gets which secret (policy
-//! does) and does not build headers.
+//! does).
 
 mod cache;
 mod file;
+pub mod inject;
 mod secret;
 mod source;
 mod vault;

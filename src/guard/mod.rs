@@ -20,8 +20,18 @@ use tokio::net::TcpStream;
 
 pub use classify::{IpClass, classify};
 
-use crate::config::DnsSettings;
 use crate::policy::Host;
+
+/// `[dns]`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSettings {
+    /// Normalised name → address.
+    pub resolve: HashMap<String, IpAddr>,
+    /// Refuse non-global addresses.
+    pub block_private: bool,
+    /// Exceptions to `block_private`.
+    pub allow_cidrs: Vec<IpNet>,
+}
 
 /// A socket address that passed the guard. Only this module builds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +132,7 @@ impl Guard {
     /// # Errors
     /// [`GuardError::Blocked`] or [`GuardError::SelfLoop`].
     pub fn check(&self, host: &Host, addr: SocketAddr) -> Result<CheckedAddr, GuardError> {
-        let ip = crate::policy::host::canonical_ip(addr.ip());
+        let ip = crate::host::canonical_ip(addr.ip());
         let addr = SocketAddr::new(ip, addr.port());
         if self.is_own(addr) {
             return Err(GuardError::SelfLoop {

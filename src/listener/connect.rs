@@ -23,12 +23,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::ConnGuard;
 use super::forward::{self, Target};
 use super::io::{IdleTimeout, Prefixed};
-use super::{ConnGuard, State};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::{self, ProxyError};
 use crate::policy::{Host, Scheme, parse_authority_form};
+use crate::state::State;
 use crate::upstream::ProxyBody;
 
 /// Handles one CONNECT request on the outer connection.
@@ -44,61 +45,50 @@ pub(crate) async fn handle(
     };
     let generation = state.generation();
     let sandbox = crate::identity::identify(&generation.config, req.headers());
-    let sandbox_name = sandbox
-        .as_ref()
-        .ok()
-        .and_then(|s| s.as_deref().map(str::to_owned));
-    let audit = |decision, reason: &'static str, status: StatusCode, rule: Option<String>| {
+    let sandbox_name = sandbox.as_ref().ok().and_then(Clone::clone);
+    // The tunnel decision's audit record; a refusal goes out through
+    // `super::fail`, which fills in decision, reason and status.
+    let event = |rule: Option<crate::policy::RuleRef>| {
         let mut ev = AuditEvent::new(
-            "connect",
-            peer.to_string(),
-            host.to_string(),
+            Kind::Connect,
+            peer,
+            host.clone(),
             port,
-            decision,
-            reason,
+            Outcome::Allow,
+            "tunnel_intercepted",
         );
-        ev.method = Some("CONNECT".into());
-        ev.status = Some(status.as_u16());
+        ev.method = Some(http::Method::CONNECT);
         ev.rule = rule;
         ev.sandbox.clone_from(&sandbox_name);
-        ev.rules_version.clone_from(&generation.config.version);
-        state.audit.emit(ev);
+        ev.rules_version = Arc::clone(&generation.version);
+        ev
     };
     let sandbox = match sandbox {
         Ok(s) => s,
-        Err(err) => {
-            audit("deny", err.code(), err.status(), None);
-            return err.into_response();
-        }
+        Err(err) => return super::fail(&state, event(None), None, err),
     };
     let Some(policy) = generation.config.policy_for(sandbox.as_deref()) else {
-        let err = ProxyError::ProxyAuth("unknown sandbox");
-        audit("deny", err.code(), err.status(), None);
-        return err.into_response();
+        return super::fail(
+            &state,
+            event(None),
+            None,
+            ProxyError::ProxyAuth("unknown sandbox"),
+        );
     };
     let matched = match policy.decide_host(&host, port, Scheme::Https) {
         Ok(m) => m,
-        Err(denied) => {
-            let err = ProxyError::from(denied);
-            audit("deny", err.code(), err.status(), None);
-            return err.into_response();
-        }
+        Err(denied) => return super::fail(&state, event(None), None, denied.into()),
     };
-    let rule = matched.first().map(|r| r.source.to_string());
+    let rule = matched.first().map(|r| r.source.clone());
     // Refuse private and loopback destinations before opening the tunnel, so
     // the client gets a clear 403 instead of a TLS session that fails later.
     // The connector checks again when it dials (and dials only what it checked).
     if let Err(g) = generation.guard.resolve(&host, port).await {
-        let err = ProxyError::from(g);
-        audit(
-            if err.is_denial() { "deny" } else { "error" },
-            err.code(),
-            err.status(),
-            rule,
-        );
-        return err.into_response();
+        return super::fail(&state, event(rule), None, g.into());
     }
-    audit("allow", "tunnel_intercepted", StatusCode::OK, rule);
+    let mut ev = event(rule);
+    ev.status = Some(StatusCode::OK.as_u16());
+    state.audit.emit(ev);
 
     let target = Target {
         host,

@@ -20,13 +20,11 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AuditOnce, Audited, Counted};
 use super::scanning::RequestScan;
-use super::{Generation, State};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::ProxyError;
 use crate::guard::GuardError;
-use crate::inject::misplaced_placeholder;
-use crate::policy::{Host, NormalPath, Policy, Rule, Scheme};
-use crate::scan::ScanError;
+use crate::policy::{Host, NormalPath, Policy, RequestFacts, Rule, Scheme, decide};
+use crate::state::{Generation, State};
 use crate::upstream::connector::ConnectError;
 use crate::upstream::headers::{is_websocket_upgrade, strip_hop_by_hop};
 use crate::upstream::{BoxError, ProxyBody, find_source};
@@ -49,20 +47,6 @@ pub struct Target {
     pub sandbox: Option<Arc<str>>,
     /// Set when TLS SNI named another host: every request gets 421.
     pub sni_mismatch: Option<String>,
-}
-
-impl Target {
-    fn target_str(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    fn policy_scheme(&self) -> Scheme {
-        if self.connect {
-            Scheme::Https
-        } else {
-            self.scheme
-        }
-    }
 }
 
 /// An absolute-form request on the proxy port (`GET http://host/path`).
@@ -90,17 +74,15 @@ pub(crate) async fn absolute_form(
         Ok(s) => s,
         Err(err) => {
             let mut ev = AuditEvent::new(
-                "request",
-                peer.to_string(),
-                host.to_string(),
+                Kind::Request,
+                peer,
+                host,
                 authority.port_u16().unwrap_or(scheme.default_port()),
-                "deny",
+                Outcome::Deny,
                 err.code(),
             );
-            ev.method = Some(req.method().to_string());
-            ev.status = Some(err.status().as_u16());
-            state.audit.emit(ev);
-            return err.into_response();
+            ev.method = Some(req.method().clone());
+            return super::fail(&state, ev, None, err);
         }
     };
     let port = authority.port_u16().unwrap_or(scheme.default_port());
@@ -123,67 +105,78 @@ struct Judged {
     websocket: bool,
 }
 
-/// Judges and forwards one request.
+/// What a forwarded request leaves for its audit record: the response to
+/// return, the bytes counted upstream, and the budget to charge.
+struct Forwarded {
+    response: http::response::Parts,
+    body: ProxyBody,
+    bytes_up: Arc<AtomicU64>,
+    budget: Option<(String, Arc<str>)>,
+}
+
+/// Judges and forwards one request. Every phase returns
+/// `Result<_, ProxyError>`; the one failure exit is [`super::fail`], which
+/// writes the audit record and the response.
 pub(crate) async fn forward(
     state: Arc<State>,
     target: Arc<Target>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let mut event = AuditEvent::new(
-        "request",
-        target.client.to_string(),
-        target.host.to_string(),
+        Kind::Request,
+        target.client,
+        target.host.clone(),
         target.port,
-        "allow",
+        Outcome::Allow,
         "rule_matched",
     );
-    event.method = Some(req.method().to_string());
+    event.method = Some(req.method().clone());
     let generation = state.generation();
-    event.rules_version.clone_from(&generation.config.version);
-    event.sandbox = target.sandbox.as_deref().map(str::to_owned);
+    event.rules_version = Arc::clone(&generation.version);
+    event.sandbox.clone_from(&target.sandbox);
+    match phases(&state, &generation, &target, req, &mut event).await {
+        Ok(done) => {
+            let mut audit = AuditOnce::new(event, state.audit.clone(), done.bytes_up, start);
+            if let Some((rule_key, sandbox_key)) = done.budget {
+                let st = Arc::clone(&state);
+                audit = audit.on_done(Box::new(move |bytes| {
+                    st.limiter.spend(&rule_key, &sandbox_key, bytes)
+                }));
+            }
+            Response::from_parts(done.response, Audited::new(done.body, audit).boxed_unsync())
+        }
+        Err(err) => super::fail(&state, event, Some(start), err),
+    }
+}
 
-    let Some(policy) = generation.config.policy_for(target.sandbox.as_deref()) else {
-        return fail(
-            &state,
-            event,
-            start,
-            ProxyError::ProxyAuth("this tunnel's sandbox is no longer configured"),
-        );
-    };
-    let judged = match judge(policy, &target, &req) {
+/// The request path, phase by phase; `event` gathers what the audit
+/// record says (path, rule, secrets).
+async fn phases(
+    state: &Arc<State>,
+    generation: &Generation,
+    target: &Target,
+    mut req: Request<Incoming>,
+    event: &mut AuditEvent,
+) -> Result<Forwarded, ProxyError> {
+    let policy = generation
+        .config
+        .policy_for(target.sandbox.as_deref())
+        .ok_or(ProxyError::ProxyAuth(
+            "this tunnel's sandbox is no longer configured",
+        ))?;
+    let judged = match judge(policy, target, &req) {
         Ok(j) => j,
         Err(err) => {
-            event.decision = "deny";
-            event.reason = err.code();
-            event.status = Some(err.status().as_u16());
             event.path = NormalPath::parse(req.uri().path())
                 .ok()
-                .map(|p| audit_path(&state, p.decoded()));
-            event.duration_ms = elapsed_ms(start);
-            state.audit.emit(event);
-            return err.into_response();
+                .map(|p| audit_path(state, p.decoded()));
+            return Err(err);
         }
     };
-    event.path = Some(audit_path(&state, judged.path.decoded()));
-    event.rule = Some(judged.rule.source.to_string());
-
-    let rule_key = judged.rule.source.to_string();
-    let sandbox_key: Arc<str> = target.sandbox.clone().unwrap_or_else(|| Arc::from(""));
-    if !judged.rule.limits.is_unlimited() {
-        let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        let len = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        if let Err(limited) =
-            state
-                .limiter
-                .admit(&rule_key, &sandbox_key, &judged.rule.limits, write, len)
-        {
-            return fail(&state, event, start, ProxyError::Limited(limited));
-        }
-    }
+    event.path = Some(audit_path(state, judged.path.decoded()));
+    event.rule = Some(judged.rule.source.clone());
+    let budget = admit(state, target, &judged, &req)?;
 
     let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -201,10 +194,7 @@ pub(crate) async fn forward(
         parts.headers.remove(RANGE);
         parts.headers.remove(IF_RANGE);
     }
-    parts.uri = match upstream_uri(&target, &judged.path, parts.uri.query()) {
-        Ok(u) => u,
-        Err(err) => return fail(&state, event, start, err),
-    };
+    parts.uri = upstream_uri(target, &judged.path, parts.uri.query())?;
     // The pooled client picks h2 or http/1.1 by ALPN; it wants 1.1 here.
     parts.version = Version::HTTP_11;
     let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
@@ -212,79 +202,33 @@ pub(crate) async fn forward(
     if judged.rule.approval {
         // Held before any secret is fetched or byte sent upstream. Boxed:
         // its futures are large and only approval rules need them.
-        let held = Box::pin(hold_for_approval(
-            &state,
-            &generation,
-            &target,
-            &judged,
-            &parts,
-            body,
-            &event,
-        ));
-        body = match held.await {
-            Ok(body) => body,
-            Err(err) => return fail(&state, event, start, err),
-        };
+        body = Box::pin(hold_for_approval(
+            state, generation, target, &judged, &parts, body, event,
+        ))
+        .await?;
     }
 
-    let mut injected = crate::inject::Applied::default();
-    if let Some(plan) = &judged.rule.inject {
-        let applied = match state.secrets() {
-            Some(secrets) => plan
-                .apply(
-                    &judged.rule.pattern,
-                    &target.host,
-                    &mut parts.headers,
-                    &secrets,
-                )
-                .await
-                .map_err(ProxyError::from),
-            None => Err(ProxyError::Credential(crate::inject::InjectError::Secret(
-                crate::credentials::SecretError::Config(
-                    "no secret backend is configured (the secrets file is missing)".into(),
-                ),
-            ))),
-        };
-        match applied {
-            Ok(applied) if applied.secrets().is_some() => {
-                state
-                    .audit
-                    .emit_derived(&event, ("inject", "inject", "credential_added"), |ev| {
-                        ev.secrets = applied.secrets().cloned();
-                    });
-                event.secrets = applied.secrets().cloned();
-                injected = applied;
-            }
-            Ok(_) => {}
-            Err(err) => return fail(&state, event, start, err),
-        }
-    }
+    let injected = inject(state, target, &judged, &mut parts.headers, event).await?;
+    // Loaded after injecting: a secret fetched just now is already among
+    // the values the scanner looks for.
     let scan = state.scanner().map(|scanner| {
         let s = &generation.config.scan;
-        RequestScan::new(scanner, s, state.audit.clone(), &event).skipping(&judged.rule.scan_skip)
+        RequestScan::new(scanner, s, state.audit.clone(), event).skipping(&judged.rule.scan_skip)
     });
     if let Some(scan) = &scan {
-        let checked = scan
-            .request_uri(&mut parts.uri)
-            .and_then(|()| scan.request_headers(&mut parts.headers, injected.headers()))
-            .and_then(|()| scan.request_placeholder_parts(injected.sandbox_parts()))
-            .map(|()| scan.limit_accept_encoding(&mut parts.headers));
-        if let Err(err) = checked {
-            return fail(&state, event, start, err);
-        }
+        scan.request_uri(&mut parts.uri)?;
+        scan.request_headers(&mut parts.headers, injected.headers())?;
+        scan.request_placeholder_parts(injected.sandbox_parts())?;
+        scan.limit_accept_encoding(&mut parts.headers);
         // A small body is judged whole before anything goes upstream.
-        let judged_body = scan
+        body = scan
             .request_body_judged(
                 &mut parts.headers,
                 body,
                 generation.config.scan.prejudge_bytes,
                 generation.config.proxy.header_read_timeout,
             )
-            .await;
-        body = match judged_body {
-            Ok(b) => b,
-            Err(err) => return fail(&state, event, start, err),
-        };
+            .await?;
     }
     let bytes_up = Arc::new(AtomicU64::new(0));
     let body = Counted::new(body, Arc::clone(&bytes_up)).boxed_unsync();
@@ -303,7 +247,7 @@ pub(crate) async fn forward(
                 .and_then(|s| s.body_failure())
                 .unwrap_or_else(|| upstream_error(&e));
             tracing::debug!(host = %target.host, error = %err, "upstream request failed");
-            return fail(&state, event, start, err);
+            return Err(err);
         }
     };
 
@@ -317,29 +261,84 @@ pub(crate) async fn forward(
         _ => {}
     }
     if injects && response.status() == StatusCode::PARTIAL_CONTENT {
-        return fail(&state, event, start, ProxyError::PartialForInjected);
+        return Err(ProxyError::PartialForInjected);
     }
     let (mut parts, body) = response.into_parts();
     event.status = Some(parts.status.as_u16());
     strip_hop_by_hop(&mut parts.headers, judged.websocket && switching);
     let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
     if let Some(scan) = scan.as_ref().filter(|_| !switching) {
-        let checked = scan
-            .response_headers(&mut parts.headers)
-            .and_then(|()| scan.response_body(&mut parts.headers, body));
-        body = match checked {
-            Ok(b) => b,
-            Err(err) => return fail(&state, event, start, err),
-        };
+        scan.response_headers(&mut parts.headers)?;
+        body = scan.response_body(&mut parts.headers, body)?;
     }
-    let mut audit = AuditOnce::new(event, state.audit.clone(), bytes_up, start);
-    if judged.rule.limits.budget.is_some() {
-        let st = Arc::clone(&state);
-        audit = audit.on_done(Box::new(move |bytes| {
-            st.limiter.spend(&rule_key, &sandbox_key, bytes)
-        }));
+    Ok(Forwarded {
+        response: parts,
+        body,
+        bytes_up,
+        budget,
+    })
+}
+
+/// Rate limit and byte budget: admits the request, and returns the budget
+/// key to charge when it is done (when the rule has a budget).
+fn admit(
+    state: &State,
+    target: &Target,
+    judged: &Judged,
+    req: &Request<Incoming>,
+) -> Result<Option<(String, Arc<str>)>, ProxyError> {
+    let limits = &judged.rule.limits;
+    if limits.is_unlimited() {
+        return Ok(None);
     }
-    Response::from_parts(parts, Audited::new(body, audit).boxed_unsync())
+    let rule_key = judged.rule.source.to_string();
+    let sandbox_key: Arc<str> = target.sandbox.clone().unwrap_or_else(|| Arc::from(""));
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let len = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    state
+        .limiter
+        .admit(&rule_key, &sandbox_key, limits, write, len)?;
+    Ok(limits.budget.is_some().then_some((rule_key, sandbox_key)))
+}
+
+/// Adds the rule's credentials for this host (fail closed: no backend or
+/// no secret, no request), and records the secret names.
+async fn inject(
+    state: &State,
+    target: &Target,
+    judged: &Judged,
+    headers: &mut http::HeaderMap,
+    event: &mut AuditEvent,
+) -> Result<crate::credentials::inject::Applied, ProxyError> {
+    let Some(plan) = &judged.rule.inject else {
+        return Ok(crate::credentials::inject::Applied::default());
+    };
+    let secrets = state.secrets().ok_or_else(|| {
+        ProxyError::Credential(crate::credentials::inject::InjectError::Secret(
+            crate::credentials::SecretError::Config(
+                "no secret backend is configured (the secrets file is missing)".into(),
+            ),
+        ))
+    })?;
+    let applied = plan
+        .apply(&judged.rule.pattern, &target.host, headers, &secrets)
+        .await?;
+    let Some(names) = applied.secrets() else {
+        // Nothing was added: nothing of it is exempt from the scan.
+        return Ok(crate::credentials::inject::Applied::default());
+    };
+    state.audit.emit_derived(
+        event,
+        (Kind::Inject, Outcome::Inject, "credential_added"),
+        |ev| {
+            ev.secrets = Some(names.clone());
+        },
+    );
+    event.secrets = Some(names.clone());
+    Ok(applied)
 }
 
 /// Holds an approval rule's request until someone decides: the body's
@@ -425,29 +424,20 @@ fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Ju
     }
     // The host is judged again on every request, by the rules in force now:
     // a host removed by a reload is cut off at a tunnel's next request.
-    let matched = policy.decide_host(&target.host, target.port, target.policy_scheme())?;
-    let rule = policy.decide_request(
-        &matched,
-        &target.target_str(),
-        req.method(),
-        &path,
-        websocket,
+    let rule = decide(
+        policy,
+        &RequestFacts {
+            host: &target.host,
+            port: target.port,
+            scheme: target.scheme,
+            connect: target.connect,
+            method: req.method(),
+            path: &path,
+            websocket,
+            headers: req.headers(),
+            uri: req.uri(),
+        },
     )?;
-    if let Some(p) = misplaced_placeholder(
-        policy.placeholders(),
-        rule.inject.as_deref(),
-        req.headers(),
-        req.uri(),
-    ) {
-        return Err(ProxyError::Placeholder(p.to_owned()));
-    }
-    if rule
-        .inject
-        .as_ref()
-        .is_some_and(|plan| target.scheme == Scheme::Http && !plan.over_plain_http)
-    {
-        return Err(ProxyError::InjectOverHttp);
-    }
     Ok(Judged {
         rule,
         path,
@@ -552,17 +542,9 @@ fn upstream_uri(
 }
 
 fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    if let Some(scan) = find_source::<ScanError>(e) {
-        return match scan {
-            ScanError::Blocked(b) => ProxyError::Leak {
-                pattern: b.label(),
-                place: "request body".into(),
-            },
-            other => ProxyError::Unscannable {
-                place: "request body",
-                reason: other.to_string(),
-            },
-        };
+    if let Some(failed) = find_source::<ProxyError>(e) {
+        // The request body's scanner stopped it (see `RequestScan::body_failure`).
+        return failed.clone();
     }
     if let Some(c) = find_source::<ConnectError>(e) {
         return match c {
@@ -582,24 +564,6 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
         cur = s.source();
     }
     ProxyError::Upstream(msg)
-}
-
-fn fail(
-    state: &State,
-    mut event: AuditEvent,
-    start: Instant,
-    err: ProxyError,
-) -> Response<ProxyBody> {
-    event.decision = if err.is_denial() { "deny" } else { "error" };
-    event.reason = err.code();
-    event.status = Some(err.status().as_u16());
-    event.duration_ms = elapsed_ms(start);
-    state.audit.emit(event);
-    err.into_response()
-}
-
-fn elapsed_ms(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn splice_upgrade(

@@ -22,27 +22,18 @@ use http::{HeaderMap, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use crate::audit::{AuditEvent, AuditSink};
-use crate::error::ProxyError;
+use crate::audit::{AuditEvent, AuditSink, Direction, Kind, Outcome};
+use crate::error::{Place, ProxyError, Side};
 use crate::scan::{
-    Confidence, ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanError, ScanMode,
-    Scanner,
+    Confidence, ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanMode, Scanner,
 };
 use crate::upstream::{BoxError, ProxyBody};
 
-/// Which way the bytes flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Out,
-    In,
-}
-
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::Out => "out",
-            Direction::In => "in",
-        }
+/// The audit log's direction for a side.
+fn flow(side: Side) -> Direction {
+    match side {
+        Side::Request => Direction::Out,
+        Side::Response => Direction::In,
     }
 }
 
@@ -77,7 +68,7 @@ impl RequestScan {
         template: &AuditEvent,
     ) -> Self {
         let mut template = template.clone();
-        template.kind = "finding";
+        template.kind = Kind::Finding;
         template.reason = "secret_found";
         template.status = None;
         Self {
@@ -105,28 +96,28 @@ impl RequestScan {
     }
 
     /// The least confidence acted on going `direction`.
-    fn min(&self, direction: Direction) -> Confidence {
+    fn min(&self, direction: Side) -> Confidence {
         match direction {
-            Direction::Out => self.outgoing_min,
-            Direction::In => self.incoming_min,
+            Side::Request => self.outgoing_min,
+            Side::Response => self.incoming_min,
         }
     }
 
-    fn sink(&self, direction: Direction, reason: &'static str) -> FindingSink {
+    fn sink(&self, direction: Side, reason: &'static str) -> FindingSink {
         let mode = match direction {
-            Direction::Out => self.outgoing,
-            Direction::In => self.incoming,
+            Side::Request => self.outgoing,
+            Side::Response => self.incoming,
         };
         self.sink_as(direction, reason, mode)
     }
 
     /// Like [`RequestScan::sink`], recording `mode` as the decision.
-    fn sink_as(&self, direction: Direction, reason: &'static str, mode: ScanMode) -> FindingSink {
+    fn sink_as(&self, direction: Side, reason: &'static str, mode: ScanMode) -> FindingSink {
         let audit = self.audit.clone();
         let template = Arc::clone(&self.template);
         Arc::new(move |f: &Finding| {
             let mut ev = AuditEvent::clone(&template);
-            ev.direction = Some(direction.as_str());
+            ev.direction = Some(flow(direction));
             ev.reason = reason;
             ev.decision = mode_str(mode);
             ev.pattern = Some(f.pattern_id.to_string());
@@ -144,8 +135,8 @@ impl RequestScan {
             incoming: self.incoming,
             outgoing_min: self.outgoing_min,
             incoming_min: self.incoming_min,
-            out_sink: self.sink(Direction::Out, "secret_in_websocket"),
-            in_sink: self.sink(Direction::In, "secret_in_websocket"),
+            out_sink: self.sink(Side::Request, "secret_in_websocket"),
+            in_sink: self.sink(Side::Response, "secret_in_websocket"),
         }
     }
 
@@ -154,12 +145,12 @@ impl RequestScan {
     fn check(
         &self,
         bytes: &[u8],
-        direction: Direction,
+        direction: Side,
         reason: &'static str,
     ) -> Result<Option<Vec<u8>>, String> {
         let mode = match direction {
-            Direction::Out => self.outgoing,
-            Direction::In => self.incoming,
+            Side::Request => self.outgoing,
+            Side::Response => self.incoming,
         };
         let min = self.min(direction);
         let (replacement, mut findings) = if mode == ScanMode::Redact {
@@ -168,7 +159,7 @@ impl RequestScan {
         } else {
             (None, self.scanner.scan_min(bytes, min))
         };
-        if direction == Direction::Out {
+        if direction == Side::Request {
             findings.retain(|f| !self.skip_out.contains(&f.pattern_id));
         }
         if findings.is_empty() {
@@ -188,17 +179,7 @@ impl RequestScan {
     /// Why the outgoing body was stopped, if it was: a leak, or a body
     /// that could not be scanned.
     pub(crate) fn body_failure(&self) -> Option<ProxyError> {
-        self.failed.get().map(|e| match e {
-            ProxyError::Leak { pattern, place } => ProxyError::Leak {
-                pattern: pattern.clone(),
-                place: place.clone(),
-            },
-            ProxyError::Unscannable { place, reason } => ProxyError::Unscannable {
-                place,
-                reason: reason.clone(),
-            },
-            other => ProxyError::Upstream(other.to_string()),
-        })
+        self.failed.get().cloned()
     }
 
     /// The request target (path and query).
@@ -216,7 +197,7 @@ impl RequestScan {
                 bytes.extend_from_slice(seg.as_bytes());
             }
         }
-        match self.check(&bytes, Direction::Out, "secret_in_url") {
+        match self.check(&bytes, Side::Request, "secret_in_url") {
             Ok(None) => Ok(()),
             Ok(Some(redacted)) => {
                 let mut parts = std::mem::take(uri).into_parts();
@@ -230,7 +211,7 @@ impl RequestScan {
             }
             Err(pattern) => Err(ProxyError::Leak {
                 pattern,
-                place: "URL".into(),
+                place: Place::Url,
             }),
         }
     }
@@ -241,16 +222,16 @@ impl RequestScan {
         headers: &mut HeaderMap,
         skip: &[HeaderName],
     ) -> Result<(), ProxyError> {
-        scan_headers(self, headers, skip, Direction::Out).map_err(|(pattern, name)| {
+        scan_headers(self, headers, skip, Side::Request).map_err(|(pattern, name)| {
             ProxyError::Leak {
                 pattern,
-                place: format!("header {name}"),
+                place: Place::Header(name.clone()),
             }
         })
     }
 
     /// What the sandbox wrote around placeholders airlock swapped (see
-    /// [`crate::inject::Applied::sandbox_parts`]). A finding refuses the
+    /// [`crate::credentials::inject::Applied::sandbox_parts`]). A finding refuses the
     /// request in block and redact mode alike: the header now carries the
     /// real credential, so the sandbox's part cannot be redacted on its own
     /// without rebuilding it. Log mode only records.
@@ -267,14 +248,14 @@ impl RequestScan {
                 ScanMode::Log => ScanMode::Log,
                 ScanMode::Block | ScanMode::Redact => ScanMode::Block,
             };
-            let sink = self.sink_as(Direction::Out, "secret_in_header", mode);
+            let sink = self.sink_as(Side::Request, "secret_in_header", mode);
             for f in &findings {
                 sink(f);
             }
             if mode == ScanMode::Block {
                 return Err(ProxyError::Leak {
                     pattern: first.label(),
-                    place: format!("header {name}"),
+                    place: Place::Header(name.clone()),
                 });
             }
         }
@@ -283,10 +264,10 @@ impl RequestScan {
 
     /// Response headers.
     pub(crate) fn response_headers(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
-        scan_headers(self, headers, &[], Direction::In).map_err(|(pattern, name)| {
+        scan_headers(self, headers, &[], Side::Response).map_err(|(pattern, name)| {
             ProxyError::ResponseLeak {
                 pattern,
-                place: format!("header {name}"),
+                place: Place::Header(name.clone()),
             }
         })
     }
@@ -323,9 +304,9 @@ impl RequestScan {
         headers: &mut HeaderMap,
         body: ProxyBody,
     ) -> Result<ProxyBody, ProxyError> {
-        self.wrap_body(headers, body, Direction::Out)
+        self.wrap_body(headers, body, Side::Request)
             .map_err(|reason| ProxyError::Unscannable {
-                place: "request body",
+                side: Side::Request,
                 reason,
             })
     }
@@ -403,7 +384,7 @@ impl RequestScan {
             Err(e) => Err(self
                 .body_failure()
                 .unwrap_or_else(|| ProxyError::Unscannable {
-                    place: "request body",
+                    side: Side::Request,
                     reason: e.to_string(),
                 })),
         }
@@ -415,9 +396,9 @@ impl RequestScan {
         headers: &mut HeaderMap,
         body: ProxyBody,
     ) -> Result<ProxyBody, ProxyError> {
-        self.wrap_body(headers, body, Direction::In)
+        self.wrap_body(headers, body, Side::Response)
             .map_err(|reason| ProxyError::Unscannable {
-                place: "response body",
+                side: Side::Response,
                 reason,
             })
     }
@@ -426,14 +407,14 @@ impl RequestScan {
         &self,
         headers: &mut HeaderMap,
         body: ProxyBody,
-        direction: Direction,
+        direction: Side,
     ) -> Result<ProxyBody, String> {
         if body.is_end_stream() {
             return Ok(body);
         }
         let mode = match direction {
-            Direction::Out => self.outgoing,
-            Direction::In => self.incoming,
+            Side::Request => self.outgoing,
+            Side::Response => self.incoming,
         };
         let coding = match headers.get(CONTENT_ENCODING) {
             None => ContentCoding::Identity,
@@ -458,28 +439,25 @@ impl RequestScan {
             headers.remove(CONTENT_LENGTH);
         }
         let wrapped = match direction {
-            Direction::Out => wrapped.skipping(self.skip_mask.clone()),
-            Direction::In => wrapped,
+            Side::Request => wrapped.skipping(self.skip_mask.clone()),
+            Side::Response => wrapped,
         };
         let wrapped = wrapped
             .with_min_confidence(self.min(direction))
             .with_sink(self.sink(direction, "secret_in_body"));
-        let slot = (direction == Direction::Out).then(|| Arc::clone(&self.failed));
+        let slot = (direction == Side::Request).then(|| Arc::clone(&self.failed));
         Ok(wrapped
-            .map_err(move |e| {
-                if let Some(slot) = &slot {
-                    let _first = slot.set(match &e {
-                        ScanError::Blocked(b) => ProxyError::Leak {
-                            pattern: b.label(),
-                            place: "request body".into(),
-                        },
-                        other => ProxyError::Unscannable {
-                            place: "request body",
-                            reason: other.to_string(),
-                        },
-                    });
+            .map_err(move |e| -> BoxError {
+                match &slot {
+                    // The reason, kept for forward (see `failed`), and the
+                    // same error up the chain.
+                    Some(slot) => {
+                        let err = ProxyError::from((e, Side::Request));
+                        let _first = slot.set(err.clone());
+                        Box::new(err)
+                    }
+                    None => Box::new(e),
                 }
-                Box::new(e) as BoxError
             })
             .boxed_unsync())
     }
@@ -489,7 +467,7 @@ fn scan_headers(
     scan: &RequestScan,
     headers: &mut HeaderMap,
     skip: &[HeaderName],
-    direction: Direction,
+    direction: Side,
 ) -> Result<(), (String, HeaderName)> {
     // Fast path: one scan over all values (most requests carry no secret);
     // only when something is found are the values scanned one by one.
@@ -537,10 +515,10 @@ fn scan_headers(
     Ok(())
 }
 
-fn mode_str(mode: ScanMode) -> &'static str {
+fn mode_str(mode: ScanMode) -> Outcome {
     match mode {
-        ScanMode::Block => "block",
-        ScanMode::Redact => "redact",
-        ScanMode::Log => "log",
+        ScanMode::Block => Outcome::Block,
+        ScanMode::Redact => Outcome::Redact,
+        ScanMode::Log => Outcome::Log,
     }
 }

@@ -4,12 +4,13 @@
 //! Lookup is by hash: the exact name (or address) in one map, then each
 //! parent suffix of the name in the wildcard map, so a decision costs
 //! O(labels in the name) map probes plus the few rules for that host, never a
-//! walk over every rule. `benches/policy.rs` measures it.
+//! walk over every rule. (No bench measures it on its own; `benches/e2e.rs`
+//! measures the whole request path.)
 //!
 //! This module decides; it does not resolve names (see [`crate::guard`]) or
 //! touch the network.
 
-pub mod host;
+mod decision;
 pub mod path;
 
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use globset::GlobSet;
 use http::Method;
 
-pub use host::{AuthorityError, Host, HostError, parse_authority_form};
+pub use crate::host::{AuthorityError, Host, HostError, HostPattern, parse_authority_form};
+pub use decision::{Decision, Refusal, RequestFacts, decide};
 pub use path::{NormalPath, PathError};
 
 /// Where a rule was written, for messages that tell an operator what to edit.
@@ -34,24 +36,6 @@ pub struct RuleRef {
 impl fmt::Display for RuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.file, self.line)
-    }
-}
-
-/// `api.github.com` (exact) or `*.github.com` (any subdomain, not the apex).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// This name or address only.
-    Exact(Host),
-    /// Any name ending in `.` + this suffix.
-    Subdomains(String),
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Exact(h) => write!(f, "{h}"),
-            HostPattern::Subdomains(s) => write!(f, "*.{s}"),
-        }
     }
 }
 
@@ -80,7 +64,7 @@ pub struct Rule {
     /// WebSocket upgrades allowed.
     pub websocket: bool,
     /// Credentials added to this rule's requests.
-    pub inject: Option<Arc<crate::inject::InjectionPlan>>,
+    pub inject: Option<Arc<crate::credentials::inject::InjectionPlan>>,
     /// Rate limit and byte budget.
     pub limits: crate::limits::Limits,
     /// `approval = "required"`: hold each request until approved.

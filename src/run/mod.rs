@@ -104,7 +104,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::{AuditOutput, Config, EMBEDDED_NAME};
-use crate::listener::Server;
+use crate::server::Server;
 use crate::tls::ca::{CaFiles, CertificateAuthority};
 
 pub use env::{

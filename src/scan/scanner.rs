@@ -1,5 +1,7 @@
-//! The compiled scanner: built once per pattern file and held-secret set,
-//! shared as `Arc<Scanner>`, searched many times.
+//! The compiled scanner: the patterns' automata built once per pattern file
+//! (once per config generation), the held values' small automaton rebuilt
+//! when a secret is fetched ([`Scanner::with_held`]), shared as
+//! `Arc<Scanner>`, searched many times.
 //!
 //! # How a search works
 //! 1. A keyword automaton (aho-corasick, patterns lowercased, run over an
@@ -161,24 +163,40 @@ impl Finding {
 #[error("cannot build the secret scanner: {0}")]
 pub struct BuildError(String);
 
+impl BuildError {
+    pub(crate) fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Compiled patterns plus held values. Cheap to share as `Arc<Scanner>`.
+///
+/// Two parts: the patterns' automata (`Base`), built once per pattern set
+/// (once per config generation), and the held values' literal automaton
+/// (`HeldLits`), small, rebuilt when a secret is fetched. A scanner with
+/// new held values ([`Scanner::with_held`]) shares the first and builds only
+/// the second.
 pub struct Scanner {
-    patterns: Arc<[Pattern]>,
-    held: Vec<HeldSecret>,
+    base: Arc<Base>,
+    held: Arc<HeldLits>,
     /// kind index → pattern id; `0..patterns.len()` are patterns, then held values.
     ids: Vec<Arc<str>>,
     /// kind index → `[REDACTED:<id>]`.
     markers: Vec<Bytes>,
+}
+
+/// What the patterns compile to.
+struct Base {
+    patterns: Arc<[Pattern]>,
+    /// pattern index → id.
+    ids: Vec<Arc<str>>,
+    /// pattern index → `[REDACTED:<id>]`.
+    markers: Vec<Bytes>,
     kw_ac: Option<Literals>,
     kw_targets: Vec<Vec<u32>>,
     kw_max: usize,
-    lit_ac: Option<Literals>,
-    /// literal → kinds (held values) it betrays.
-    lit_targets: Vec<Vec<u32>>,
-    lit_max: usize,
-    /// Tails that may be the start of a keyword / a held literal.
+    /// Tails that may be the start of a keyword.
     kw_partial: Partials,
-    lit_partial: Partials,
     /// Patterns whose secrets can start before their keyword.
     reaching: Vec<u32>,
     /// max over patterns of `max_keyword_len - 1 + lookbehind`.
@@ -189,13 +207,29 @@ pub struct Scanner {
     pre_keep: usize,
 }
 
+/// What the held values compile to.
+struct HeldLits {
+    values: Vec<HeldSecret>,
+    lit_ac: Option<Literals>,
+    /// literal → kinds (held values) it betrays.
+    lit_targets: Vec<Vec<u32>>,
+    lit_max: usize,
+    /// Tails that may be the start of a held literal.
+    lit_partial: Partials,
+}
+
 impl fmt::Debug for Scanner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scanner")
-            .field("patterns", &self.patterns.len())
+            .field("patterns", &self.base.patterns.len())
             .field(
                 "held",
-                &self.held.iter().map(HeldSecret::id).collect::<Vec<_>>(),
+                &self
+                    .held
+                    .values
+                    .iter()
+                    .map(HeldSecret::id)
+                    .collect::<Vec<_>>(),
             )
             .field("hold_back", &self.hold_back())
             .finish()
@@ -219,8 +253,18 @@ impl Scanner {
     ///
     /// # Errors
     /// As for [`Scanner::new`].
+    ///
+    /// Only the held values' automaton is built: the patterns' automata are
+    /// shared with `self`.
     pub fn with_held(&self, held: &[HeldSecret]) -> Result<Scanner, BuildError> {
-        Self::build(self.patterns.clone(), held.to_vec())
+        let lits = HeldLits::build(self.base.patterns.len(), held.to_vec())?;
+        Ok(Self::assemble(Arc::clone(&self.base), Arc::new(lits)))
+    }
+
+    /// True when both scanners use the same compiled patterns (one was made
+    /// from the other by [`Scanner::with_held`]).
+    pub fn shares_patterns_with(&self, other: &Scanner) -> bool {
+        Arc::ptr_eq(&self.base, &other.base)
     }
 
     pub(crate) fn for_pattern(p: Pattern) -> Result<Scanner, PatternError> {
@@ -235,100 +279,34 @@ impl Scanner {
     }
 
     fn build(patterns: Arc<[Pattern]>, held: Vec<HeldSecret>) -> Result<Scanner, BuildError> {
-        let mut ids: Vec<Arc<str>> = patterns.iter().map(|p| p.id.clone()).collect();
-        ids.extend(
-            held.iter()
-                .map(|h| Arc::<str>::from(format!("held:{}", h.id()))),
-        );
-        let markers = ids
+        let base = Base::build(patterns)?;
+        let lits = HeldLits::build(base.patterns.len(), held)?;
+        Ok(Self::assemble(Arc::new(base), Arc::new(lits)))
+    }
+
+    fn assemble(base: Arc<Base>, held: Arc<HeldLits>) -> Scanner {
+        let held_ids: Vec<Arc<str>> = held
+            .values
             .iter()
-            .map(|id| Bytes::from(format!("[REDACTED:{id}]")))
+            .map(|h| Arc::<str>::from(format!("held:{}", h.id())))
             .collect();
-
-        let mut kw_lits: Vec<Vec<u8>> = Vec::new();
-        let mut kw_targets: Vec<Vec<u32>> = Vec::new();
-        for (pi, p) in patterns.iter().enumerate() {
-            for kw in &p.keywords {
-                let pos = match kw_lits.iter().position(|l| l == kw.as_bytes()) {
-                    Some(pos) => pos,
-                    None => {
-                        kw_lits.push(kw.as_bytes().to_vec());
-                        kw_targets.push(Vec::new());
-                        kw_lits.len() - 1
-                    }
-                };
-                kw_targets[pos].push(pi as u32);
-            }
-        }
-        let kw_max = kw_lits.iter().map(Vec::len).max().unwrap_or(0);
-        let kw_ac = Literals::build(&kw_lits)?;
-        let kw_partial = Partials::new(kw_lits.into_iter().map(Zeroizing::new).collect(), true);
-
-        let mut lit_lits: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
-        let mut lit_targets: Vec<Vec<u32>> = Vec::new();
-        for (hi, h) in held.iter().enumerate() {
-            let kind = (patterns.len() + hi) as u32;
-            for lit in encodings(h.expose_secret()) {
-                match lit_lits.iter().position(|l| **l == *lit) {
-                    Some(pos) => {
-                        if !lit_targets[pos].contains(&kind) {
-                            lit_targets[pos].push(kind);
-                        }
-                    }
-                    None => {
-                        lit_lits.push(lit);
-                        lit_targets.push(vec![kind]);
-                    }
-                }
-            }
-        }
-        let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
-        let lit_ac = Literals::build(&lit_lits)?;
-        let lit_partial = Partials::new(lit_lits, false);
-
-        let reaching = (0..patterns.len() as u32)
-            .filter(|&pi| patterns[pi as usize].lookbehind() > 0)
+        let markers = base
+            .markers
+            .iter()
+            .cloned()
+            .chain(
+                held_ids
+                    .iter()
+                    .map(|id| Bytes::from(format!("[REDACTED:{id}]"))),
+            )
             .collect();
-        let hold_back = patterns
-            .iter()
-            .map(|p| p.max_keyword_len().saturating_sub(1) + p.lookbehind())
-            .max()
-            .unwrap_or(0);
-        let window_max = patterns
-            .iter()
-            .map(|p| 2 * p.max_len + p.max_keyword_len() + p.lookbehind())
-            .max()
-            .unwrap_or(0);
-        // A window starts `search_back` before its keyword; the frontier is
-        // no later than the keyword, and exactly `search_back` before it
-        // unless the lookbehind is declared (then it can be anywhere between).
-        let pre_keep = patterns
-            .iter()
-            .map(|p| match p.reach {
-                Reach::Declared { .. } => p.reach.search_back(p.max_len),
-                Reach::AtKeyword | Reach::Unbounded => 0,
-            })
-            .max()
-            .unwrap_or(0)
-            + CONTEXT;
-        Ok(Scanner {
-            patterns,
+        let ids = base.ids.iter().cloned().chain(held_ids).collect();
+        Scanner {
+            base,
             held,
             ids,
             markers,
-            kw_ac,
-            kw_targets,
-            kw_max,
-            lit_ac,
-            lit_targets,
-            lit_max,
-            kw_partial,
-            lit_partial,
-            reaching,
-            hold_back,
-            window_max,
-            pre_keep,
-        })
+        }
     }
 
     /// Scan a whole buffer (a header value, a URL, a small body).
@@ -432,7 +410,7 @@ impl Scanner {
     /// 36 bytes (`PRIVATE KEY----` after up to 21 bytes of
     /// `-----BEGIN ENCRYPTED `).
     pub fn hold_back(&self) -> usize {
-        self.hold_back.max(self.lit_max.saturating_sub(1))
+        self.base.hold_back.max(self.held.lit_max.saturating_sub(1))
     }
 
     /// Upper bound on the bytes a stream holds back (not counting the chunk
@@ -443,7 +421,7 @@ impl Scanner {
     /// holds back, already released, for the regex windows to look at
     /// ([`Scanner::context_kept`]).
     pub fn max_hold_back(&self) -> usize {
-        self.window_max.max(self.hold_back()) + MAX_CLUSTER_LEN as usize
+        self.base.window_max.max(self.hold_back()) + MAX_CLUSTER_LEN as usize
     }
 
     /// Released bytes a stream keeps for regex windows that start before its
@@ -451,12 +429,12 @@ impl Scanner {
     /// a match may consume before its secret), plus 4 bytes of look-around
     /// context.
     pub fn context_kept(&self) -> usize {
-        self.pre_keep
+        self.base.pre_keep
     }
 
     /// Number of patterns (not counting held values).
     pub fn pattern_count(&self) -> usize {
-        self.patterns.len()
+        self.base.patterns.len()
     }
 
     pub(crate) fn finding(&self, r: Raw) -> Finding {
@@ -484,7 +462,7 @@ impl Scanner {
 
     /// Where the first keyword (any case) or held literal in `bytes` ends.
     pub(crate) fn first_literal_end(&self, bytes: &[u8]) -> Option<usize> {
-        let kw = self.kw_ac.as_ref().and_then(|kw| {
+        let kw = self.base.kw_ac.as_ref().and_then(|kw| {
             // Short segments are the common case: lowercase on the stack.
             let mut small = [0u8; 256];
             let lower: std::borrow::Cow<'_, [u8]> = match small.get_mut(..bytes.len()) {
@@ -499,6 +477,7 @@ impl Scanner {
             kw.ac.find(&lower[..]).map(|m| m.end())
         });
         let lit = self
+            .held
             .lit_ac
             .as_ref()
             .and_then(|l| l.ac.find(bytes).map(|m| m.end()));
@@ -510,7 +489,7 @@ impl Scanner {
 
     /// Longest keyword or held literal.
     pub(crate) fn longest_literal(&self) -> usize {
-        self.kw_max.max(self.lit_max)
+        self.base.kw_max.max(self.held.lit_max)
     }
 
     /// What replaces a redacted run `original` whose first finding is of
@@ -520,6 +499,7 @@ impl Scanner {
     /// (merged with another finding) gets the marker.
     pub(crate) fn replacement(&self, kind: u32, original: &[u8], out: &mut Vec<u8>) {
         let last4 = self
+            .base
             .patterns
             .get(kind as usize)
             .is_some_and(|p| p.redact_last4);
@@ -552,6 +532,109 @@ impl Scanner {
 
     fn kinds(&self) -> usize {
         self.ids.len()
+    }
+}
+
+impl Base {
+    fn build(patterns: Arc<[Pattern]>) -> Result<Base, BuildError> {
+        let ids: Vec<Arc<str>> = patterns.iter().map(|p| p.id.clone()).collect();
+        let markers = ids
+            .iter()
+            .map(|id| Bytes::from(format!("[REDACTED:{id}]")))
+            .collect();
+
+        let mut kw_lits: Vec<Vec<u8>> = Vec::new();
+        let mut kw_targets: Vec<Vec<u32>> = Vec::new();
+        for (pi, p) in patterns.iter().enumerate() {
+            for kw in &p.keywords {
+                let pos = match kw_lits.iter().position(|l| l == kw.as_bytes()) {
+                    Some(pos) => pos,
+                    None => {
+                        kw_lits.push(kw.as_bytes().to_vec());
+                        kw_targets.push(Vec::new());
+                        kw_lits.len() - 1
+                    }
+                };
+                kw_targets[pos].push(pi as u32);
+            }
+        }
+        let kw_max = kw_lits.iter().map(Vec::len).max().unwrap_or(0);
+        let kw_ac = Literals::build(&kw_lits)?;
+        let kw_partial = Partials::new(kw_lits.into_iter().map(Zeroizing::new).collect(), true);
+
+        let reaching = (0..patterns.len() as u32)
+            .filter(|&pi| patterns[pi as usize].lookbehind() > 0)
+            .collect();
+        let hold_back = patterns
+            .iter()
+            .map(|p| p.max_keyword_len().saturating_sub(1) + p.lookbehind())
+            .max()
+            .unwrap_or(0);
+        let window_max = patterns
+            .iter()
+            .map(|p| 2 * p.max_len + p.max_keyword_len() + p.lookbehind())
+            .max()
+            .unwrap_or(0);
+        // A window starts `search_back` before its keyword; the frontier is
+        // no later than the keyword, and exactly `search_back` before it
+        // unless the lookbehind is declared (then it can be anywhere between).
+        let pre_keep = patterns
+            .iter()
+            .map(|p| match p.reach {
+                Reach::Declared { .. } => p.reach.search_back(p.max_len),
+                Reach::AtKeyword | Reach::Unbounded => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            + CONTEXT;
+        Ok(Base {
+            patterns,
+            ids,
+            markers,
+            kw_ac,
+            kw_targets,
+            kw_max,
+            kw_partial,
+            reaching,
+            hold_back,
+            window_max,
+            pre_keep,
+        })
+    }
+}
+
+impl HeldLits {
+    /// The held values' literals (each value in the encodings a leak would
+    /// take); their kinds follow the `patterns` pattern kinds.
+    fn build(patterns: usize, held: Vec<HeldSecret>) -> Result<HeldLits, BuildError> {
+        let mut lit_lits: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
+        let mut lit_targets: Vec<Vec<u32>> = Vec::new();
+        for (hi, h) in held.iter().enumerate() {
+            let kind = (patterns + hi) as u32;
+            for lit in encodings(h.expose_secret()) {
+                match lit_lits.iter().position(|l| **l == *lit) {
+                    Some(pos) => {
+                        if !lit_targets[pos].contains(&kind) {
+                            lit_targets[pos].push(kind);
+                        }
+                    }
+                    None => {
+                        lit_lits.push(lit);
+                        lit_targets.push(vec![kind]);
+                    }
+                }
+            }
+        }
+        let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
+        let lit_ac = Literals::build(&lit_lits)?;
+        let lit_partial = Partials::new(lit_lits, false);
+        Ok(HeldLits {
+            values: held,
+            lit_ac,
+            lit_targets,
+            lit_max,
+            lit_partial,
+        })
     }
 }
 
@@ -977,14 +1060,14 @@ impl Core {
         Core {
             min,
             strict: Vec::new(),
-            last_eval: vec![None; sc.patterns.len()],
+            last_eval: vec![None; sc.base.patterns.len()],
             pending: Vec::new(),
             cands: Vec::new(),
             last_end: vec![0; sc.kinds()],
             fold: Vec::new(),
             hits: Vec::new(),
             scratch: Vec::new(),
-            locs: vec![[None, None]; sc.patterns.len()],
+            locs: vec![[None, None]; sc.base.patterns.len()],
             skip: None,
         }
     }
@@ -1006,8 +1089,8 @@ impl Core {
     /// bytes).
     pub(crate) fn feed(&mut self, sc: &Scanner, view: View<'_>, from: usize) {
         let (hay, base) = (view.hay, view.base);
-        if let Some(ac) = &sc.kw_ac {
-            let rs = from.saturating_sub(sc.kw_max.saturating_sub(1));
+        if let Some(ac) = &sc.base.kw_ac {
+            let rs = from.saturating_sub(sc.base.kw_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
             self.fold.clear();
             // Copy and lowercase in one pass over the bytes.
@@ -1019,8 +1102,8 @@ impl Core {
                 }
                 let e = base + (rs + end) as u64;
                 let s = base + (rs + start) as u64;
-                for &pi in &sc.kw_targets[pid.as_usize()] {
-                    let p = &sc.patterns[pi as usize];
+                for &pi in &sc.base.kw_targets[pid.as_usize()] {
+                    let p = &sc.base.patterns[pi as usize];
                     let lp = p.max_len as u64;
                     let slot = &mut self.last_eval[pi as usize];
                     if slot.is_some_and(|(ls, le)| ls <= s && e <= le + lp) {
@@ -1036,15 +1119,15 @@ impl Core {
                 }
             }
         }
-        if let Some(ac) = &sc.lit_ac {
-            let rs = from.saturating_sub(sc.lit_max.saturating_sub(1));
+        if let Some(ac) = &sc.held.lit_ac {
+            let rs = from.saturating_sub(sc.held.lit_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
             ac.find_all(region, &mut self.hits);
             for &(end, start, pid) in &self.hits {
                 if rs + end <= from {
                     continue;
                 }
-                for &kind in &sc.lit_targets[pid.as_usize()] {
+                for &kind in &sc.held.lit_targets[pid.as_usize()] {
                     self.cands.push(Raw {
                         start: base + (rs + start) as u64,
                         end: base + (rs + end) as u64,
@@ -1069,7 +1152,7 @@ impl Core {
                 continue;
             }
             self.pending.swap_remove(i);
-            let p = &sc.patterns[pend.pattern as usize];
+            let p = &sc.base.patterns[pend.pattern as usize];
             let ctx = pend.search.min(CONTEXT as u64);
             let from = pend.search - ctx;
             let to = pend.end.min(avail_end);
@@ -1146,18 +1229,18 @@ impl Core {
         }
         // A keyword arriving later starts at the end or at a tail that is a
         // proper prefix of it.
-        for &pi in &sc.reaching {
-            f = f.min(first_finding(&sc.patterns[pi as usize], end, view));
+        for &pi in &sc.base.reaching {
+            f = f.min(first_finding(&sc.base.patterns[pi as usize], end, view));
         }
-        sc.kw_partial.each(view.hay, |m, kw| {
+        sc.base.kw_partial.each(view.hay, |m, kw| {
             let s = end - m as u64;
-            for &pi in &sc.kw_targets[kw as usize] {
-                f = f.min(first_finding(&sc.patterns[pi as usize], s, view));
+            for &pi in &sc.base.kw_targets[kw as usize] {
+                f = f.min(first_finding(&sc.base.patterns[pi as usize], s, view));
             }
             true
         });
         // Likewise a held literal; the longest such tail is the first found.
-        sc.lit_partial.each(view.hay, |m, _| {
+        sc.held.lit_partial.each(view.hay, |m, _| {
             f = f.min(end - m as u64);
             false
         });

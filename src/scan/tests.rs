@@ -293,6 +293,14 @@ fn with_held_replaces_the_held_set() {
     assert!(next.scan(b"held-Secret-Value-0001").is_empty());
     assert_eq!(ids(&next.scan(b"x brand-New-Held-Value y")), ["held:new"]);
     assert_eq!(next.pattern_count(), sc.pattern_count());
+    // The patterns' automata are shared, not rebuilt.
+    assert!(sc.shares_patterns_with(&next));
+    // And patterns still work in the new one.
+    let ghp = format!("ghp_{}", "A".repeat(36));
+    assert_eq!(
+        ids(&next.scan(format!("token={ghp}").as_bytes())),
+        ids(&sc.scan(format!("token={ghp}").as_bytes()))
+    );
 }
 
 // ------------------------------------------------------------ streaming

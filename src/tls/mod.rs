@@ -6,6 +6,33 @@ pub mod ca;
 pub mod issue;
 pub mod upstream;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which roots verify upstream servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamRoots {
+    /// The operating system's trust store (corporate CAs live there).
+    System,
+    /// Mozilla's roots compiled into airlock (webpki-roots).
+    Webpki,
+}
+
+/// `[tls]`, compiled.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// CA certificate PEM.
+    pub ca_cert: PathBuf,
+    /// CA private key PEM.
+    pub ca_key: PathBuf,
+    /// Base roots for upstream verification.
+    pub upstream_roots: UpstreamRoots,
+    /// Extra PEM bundles trusted upstream.
+    pub extra_upstream_roots: Vec<PathBuf>,
+    /// Lifetime of minted leaf certificates.
+    pub leaf_validity: Duration,
+}
+
 /// A TLS setup problem (CA files, PEM, roots).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

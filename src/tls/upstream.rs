@@ -10,7 +10,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::TlsError;
-use crate::config::{TlsSettings, UpstreamRoots};
+use super::{TlsSettings, UpstreamRoots};
 
 /// Builds the root store from `[tls]`.
 ///

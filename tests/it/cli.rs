@@ -289,3 +289,144 @@ fn explain_names_the_secret_path_but_never_fetches_it() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("DENY (inject_over_http)"), "{out}");
 }
+
+/// `airlock explain` and the proxy judge with the same function: for a
+/// sandbox-specific rule, a misplaced placeholder and a credential over
+/// plain http, explain's verdict is the proxy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_the_proxy_agree() {
+    use sha2::Digest as _;
+    let sha = |t: &str| -> String {
+        sha2::Sha256::digest(t.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let a = Origin::plain("127.0.0.6", echo("a")).await;
+    let b = Origin::plain("127.0.0.7", echo("b")).await;
+    let placeholder = "AIRLOCK_PLACEHOLDER_AGREE";
+    let proxy = ProxyBuilder::new()
+        .resolve("a.example.test", "127.0.0.6")
+        .resolve("b.example.test", "127.0.0.7")
+        .allow_loopback()
+        .secrets(&["backend = \"file\"", "file = \"secrets.toml\""])
+        .file("secrets.toml", "[\"tools/t\"]\ntoken = \"agree-secret-0123456789\"\n")
+        .file(
+            "a.toml",
+            &format!(
+                "[[host]]\nmatch = \"a.example.test\"\nports = [{}]\nmethods = [\"GET\"]\ndanger_inject_over_http = true\n\
+                 inject = {{ header = \"x-api-key\", placeholder = \"{placeholder}\", secret = \"tools/t#token\" }}\n",
+                a.port()
+            ),
+        )
+        .file(
+            "b.toml",
+            &format!(
+                "[[host]]\nmatch = \"b.example.test\"\nports = [{}]\n\
+                 inject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"tools/t#token\" }}\n",
+                b.port()
+            ),
+        )
+        .raw(&format!(
+            "[[sandbox]]\nid = \"agent-a\"\ntoken_sha256 = \"{}\"\ninclude = [\"a.toml\", \"b.toml\"]\n\n\
+             [[sandbox]]\nid = \"agent-b\"\ntoken_sha256 = \"{}\"\ninclude = [\"b.toml\"]\n",
+            sha("token-a"),
+            sha("token-b")
+        ))
+        .start()
+        .await;
+    let client = |id: &str, token: &str| {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::all(proxy.url())
+                    .unwrap()
+                    .basic_auth(id, token),
+            )
+            .build()
+            .unwrap()
+    };
+    let agents = [
+        ("agent-a", client("agent-a", "token-a")),
+        ("agent-b", client("agent-b", "token-b")),
+    ];
+    let a_url = format!("http://a.example.test:{}", a.port());
+    let b_url = format!("http://b.example.test:{}", b.port());
+    // (sandbox, method, URL, headers, the verdict both must give)
+    let cases: Vec<(usize, &str, String, Vec<(&str, &str)>, &str)> = vec![
+        (0, "GET", format!("{a_url}/x"), vec![], "ALLOW"),
+        (1, "GET", format!("{a_url}/x"), vec![], "host_not_allowed"),
+        (
+            0,
+            "POST",
+            format!("{a_url}/x"),
+            vec![],
+            "method_not_allowed",
+        ),
+        (
+            0,
+            "GET",
+            format!("{a_url}/x"),
+            vec![("x-api-key", placeholder)],
+            "ALLOW",
+        ),
+        (
+            0,
+            "GET",
+            format!("{a_url}/x"),
+            vec![("x-other", placeholder)],
+            "placeholder_misuse",
+        ),
+        (
+            0,
+            "GET",
+            format!("{a_url}/x?k={placeholder}"),
+            vec![],
+            "placeholder_misuse",
+        ),
+        (0, "GET", format!("{b_url}/x"), vec![], "inject_over_http"),
+        (1, "GET", format!("{b_url}/x"), vec![], "inject_over_http"),
+    ];
+    for (agent, method, url, headers, want) in cases {
+        let (sandbox, client) = &agents[agent];
+        let mut args = vec![
+            "explain",
+            "--config",
+            "airlock.toml",
+            "--sandbox",
+            sandbox,
+            "--method",
+            method,
+        ];
+        let header_args: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+        for h in &header_args {
+            args.extend(["--header", h.as_str()]);
+        }
+        args.push(&url);
+        let (code, out, err) = run(&args, proxy.dir.path());
+        let explained = match out.strip_prefix("DENY (") {
+            Some(rest) => rest.split(')').next().unwrap_or("").to_owned(),
+            None if out.starts_with("ALLOW ") => "ALLOW".to_owned(),
+            None => panic!("explain {args:?}: {out}{err}"),
+        };
+        assert_eq!(code, if want == "ALLOW" { 0 } else { 1 }, "{out}{err}");
+
+        let mut req = client.request(method.parse().unwrap(), &url);
+        for (n, v) in &headers {
+            req = req.header(*n, *v);
+        }
+        let r = req.send().await.unwrap();
+        let proxied = if r.status() == 200 {
+            "ALLOW".to_owned()
+        } else {
+            r.headers()
+                .get("airlock-error")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| format!("status {}", r.status()))
+        };
+        assert_eq!(
+            (explained.as_str(), proxied.as_str()),
+            (want, want),
+            "{sandbox} {method} {url} {headers:?}"
+        );
+    }
+}

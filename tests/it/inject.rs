@@ -503,7 +503,7 @@ async fn file_backend_injects_and_refuses_a_readable_file() {
     )
     .unwrap();
     let config = airlock::config::Config::load(&dir.path().join("airlock.toml")).unwrap();
-    let err = airlock::listener::Server::start(config)
+    let err = airlock::server::Server::start(config)
         .await
         .unwrap_err()
         .to_string();

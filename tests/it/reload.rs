@@ -1,4 +1,4 @@
-use airlock::config::reload::ConfigSource;
+use airlock::config::ConfigSource;
 
 use crate::support::client::connect;
 use crate::support::eventually;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use airlock::config::Config;
-use airlock::listener::Server;
+use airlock::server::Server;
 use airlock::tls::ca::{CaFiles, CertificateAuthority};
 use tempfile::TempDir;
 

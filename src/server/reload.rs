@@ -19,31 +19,9 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use super::{Config, ConfigErrors};
 use crate::audit::AuditEvent;
-use crate::listener::State;
-
-/// Where the config comes from.
-#[derive(Debug, Clone)]
-pub enum ConfigSource {
-    /// `--config FILE`.
-    File(PathBuf),
-    /// The embedded default, with paths relative to this directory.
-    Embedded(PathBuf),
-}
-
-impl ConfigSource {
-    /// Reads and compiles the config.
-    ///
-    /// # Errors
-    /// Every problem, with file and line.
-    pub fn load(&self) -> Result<Config, ConfigErrors> {
-        match self {
-            ConfigSource::File(p) => Config::load(p),
-            ConfigSource::Embedded(base) => Config::embedded(base),
-        }
-    }
-}
+use crate::config::{Config, ConfigSource};
+use crate::state::State;
 
 /// Loads `source` and installs it in `state` if it compiles. Returns the
 /// new rules version, or the errors (the old generation stays).

@@ -1,5 +1,9 @@
 //! Host names and IP literals, normalised once so that every comparison
-//! (rule match, SNI, `Host`, `:authority`, the address guard) sees one form.
+//! (rule match, SNI, `Host`, `:authority`, the address guard) sees one form,
+//! and the host patterns rules are written with.
+//!
+//! A leaf: policy, injection, TLS, the guard and the connector all use it,
+//! and it uses none of them.
 //!
 //! # Security
 //! A host is compared only after: lowercasing, removing one trailing dot,
@@ -248,6 +252,41 @@ fn valid_dns_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// `api.github.com` (exact) or `*.github.com` (any subdomain, not the apex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// This name or address only.
+    Exact(Host),
+    /// Any name ending in `.` + this suffix.
+    Subdomains(String),
+}
+
+impl HostPattern {
+    /// True when `host` is one of this pattern's hosts: equal to an exact
+    /// pattern, or a proper subdomain of a `*.` suffix (never the apex, never
+    /// an IP literal).
+    pub fn matches(&self, host: &Host) -> bool {
+        match (self, host) {
+            (HostPattern::Exact(h), host) => h == host,
+            (HostPattern::Subdomains(suffix), Host::Name(name)) => {
+                name.len() > suffix.len() + 1
+                    && name.ends_with(suffix.as_str())
+                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+            }
+            (HostPattern::Subdomains(_), Host::Ip(_)) => false,
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => write!(f, "{h}"),
+            HostPattern::Subdomains(s) => write!(f, "*.{s}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
 use crate::credentials::{CachedSource, SecretError, SecretRef};
-use crate::policy::{Host, HostPattern};
+use crate::host::{Host, HostPattern};
 
 /// One header to add.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ impl Applied {
 }
 
 /// Why injection did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InjectError {
     /// The secret could not be read (Vault down, missing, denied).
     #[error(transparent)]
@@ -241,7 +241,7 @@ impl InjectionPlan {
         headers: &mut HeaderMap,
         secrets: &CachedSource,
     ) -> Result<Applied, InjectError> {
-        if !host_matches(pattern, host) {
+        if !pattern.matches(host) {
             return Err(InjectError::WrongHost {
                 host: host.to_string(),
                 pattern: pattern.to_string(),
@@ -332,19 +332,6 @@ impl InjectionPlan {
         };
         applied.sandbox_parts = sandbox_parts;
         Ok(applied)
-    }
-}
-
-/// True when `host` is one of `pattern`'s hosts.
-pub fn host_matches(pattern: &HostPattern, host: &Host) -> bool {
-    match (pattern, host) {
-        (HostPattern::Exact(h), host) => h == host,
-        (HostPattern::Subdomains(suffix), Host::Name(name)) => {
-            name.len() > suffix.len() + 1
-                && name.ends_with(suffix.as_str())
-                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
-        }
-        (HostPattern::Subdomains(_), Host::Ip(_)) => false,
     }
 }
 
@@ -611,9 +598,9 @@ mod tests {
     #[test]
     fn wildcard_host_match_is_subdomains_only() {
         let p = HostPattern::Subdomains("example.test".into());
-        assert!(host_matches(&p, &Host::Name("a.example.test".into())));
-        assert!(!host_matches(&p, &Host::Name("example.test".into())));
-        assert!(!host_matches(&p, &Host::Name("evilexample.test".into())));
+        assert!(p.matches(&Host::Name("a.example.test".into())));
+        assert!(!p.matches(&Host::Name("example.test".into())));
+        assert!(!p.matches(&Host::Name("evilexample.test".into())));
     }
 
     #[test]
