@@ -845,10 +845,24 @@ impl Base64 {
     fn keep_tail(&mut self, hay: &[u8], base: u64) {
         let end = base + hay.len() as u64;
         let from = end.saturating_sub(LABEL_MAX as u64);
-        let tail: Vec<u8> = (from..end)
-            .filter_map(|q| self.byte_at(hay, base, q))
-            .collect();
-        self.tail = tail;
+        if from >= base {
+            // The common case: the input alone holds the tail.
+            let at = usize::try_from(from - base).unwrap_or(0);
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(hay.get(at..).unwrap_or_default());
+        } else {
+            let mut buf = [0u8; LABEL_MAX];
+            let mut n = 0;
+            for q in from..end {
+                if let Some(b) = self.byte_at(hay, base, q) {
+                    buf[n] = b;
+                    n += 1;
+                }
+            }
+            self.tail.clear();
+            self.tail.extend_from_slice(&buf[..n]);
+        }
         self.tail_end = end;
     }
 
