@@ -874,10 +874,15 @@ impl Base64 {
     /// separator right before it (a finding in it maps to the run's start).
     fn put_label(&self, seg: &mut Seg, hay: &[u8], base: u64, start: u64) {
         let from = start.saturating_sub(LABEL_MAX as u64);
-        let before: Vec<u8> = (from..start)
-            .filter_map(|q| self.byte_at(hay, base, q))
-            .collect();
-        for &b in label(&before) {
+        let mut before = [0u8; LABEL_MAX];
+        let mut n = 0;
+        for q in from..start {
+            if let Some(b) = self.byte_at(hay, base, q) {
+                before[n] = b;
+                n += 1;
+            }
+        }
+        for &b in label(&before[..n]) {
             seg.put(b, (start, start + 1));
         }
     }
