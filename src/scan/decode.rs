@@ -532,8 +532,23 @@ fn label(before: &[u8]) -> &[u8] {
     &before[i..]
 }
 
+/// Does `dec` hold an escape the percent or JSON layer would decode (`%XX`,
+/// or a backslash before one of JSON's escape letters)? A bare `%` or `\\`
+/// in decoded noise (one byte in 128) opens no segment, so it needs no
+/// nested scan.
 fn memchr_any(dec: &[u8]) -> bool {
-    dec.iter().any(|&b| b == b'%' || b == b'\\')
+    dec.iter().enumerate().any(|(i, &b)| match b {
+        b'%' => dec
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+        b'\\' => dec.get(i + 1).is_some_and(|n| {
+            matches!(
+                n,
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u'
+            )
+        }),
+        _ => false,
+    })
 }
 
 // ---------------------------------------------------------------- layers

@@ -1067,7 +1067,10 @@ impl Core {
             fold: Vec::new(),
             hits: Vec::new(),
             scratch: Vec::new(),
-            locs: vec![[None, None]; sc.base.patterns.len()],
+            // Filled on the first keyword hit: most streams (a request's
+            // headers, a small JSON reply) have none, and this is the
+            // largest part of a Core (a slot per pattern and regex).
+            locs: Vec::new(),
             skip: None,
         }
     }
@@ -1165,6 +1168,10 @@ impl Core {
             let Some(window) = view.range(from, to, &mut self.scratch) else {
                 continue;
             };
+            if self.locs.len() < sc.base.patterns.len() {
+                self.locs
+                    .resize_with(sc.base.patterns.len(), Default::default);
+            }
             let [locs, rlocs] = &mut self.locs[pend.pattern as usize];
             let at = ctx as usize;
             let hit = Hit {
