@@ -856,6 +856,20 @@ impl Base64 {
         self.tail.len().checked_sub(back).map(|i| self.tail[i])
     }
 
+    /// The up to [`LABEL_MAX`] stream bytes before offset `end` that the
+    /// input and the kept tail still hold, and how many there are.
+    fn bytes_before(&self, hay: &[u8], base: u64, end: u64) -> ([u8; LABEL_MAX], usize) {
+        let mut buf = [0u8; LABEL_MAX];
+        let mut n = 0;
+        for q in end.saturating_sub(LABEL_MAX as u64)..end {
+            if let Some(b) = self.byte_at(hay, base, q) {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+        (buf, n)
+    }
+
     /// Keep the last [`LABEL_MAX`] bytes seen for the next input's labels.
     fn keep_tail(&mut self, hay: &[u8], base: u64) {
         let end = base + hay.len() as u64;
@@ -867,14 +881,8 @@ impl Base64 {
             self.tail
                 .extend_from_slice(hay.get(at..).unwrap_or_default());
         } else {
-            let mut buf = [0u8; LABEL_MAX];
-            let mut n = 0;
-            for q in from..end {
-                if let Some(b) = self.byte_at(hay, base, q) {
-                    buf[n] = b;
-                    n += 1;
-                }
-            }
+            // Read from the old tail before it is replaced.
+            let (buf, n) = self.bytes_before(hay, base, end);
             self.tail.clear();
             self.tail.extend_from_slice(&buf[..n]);
         }
@@ -888,15 +896,7 @@ impl Base64 {
     /// So the nested scan starts with the run's label, the name and
     /// separator right before it (a finding in it maps to the run's start).
     fn put_label(&self, seg: &mut Seg, hay: &[u8], base: u64, start: u64) {
-        let from = start.saturating_sub(LABEL_MAX as u64);
-        let mut before = [0u8; LABEL_MAX];
-        let mut n = 0;
-        for q in from..start {
-            if let Some(b) = self.byte_at(hay, base, q) {
-                before[n] = b;
-                n += 1;
-            }
-        }
+        let (before, n) = self.bytes_before(hay, base, start);
         for &b in label(&before[..n]) {
             seg.put(b, (start, start + 1));
         }
