@@ -493,7 +493,7 @@ async fn benign_encoded_bodies_pass_intact() {
 /// A Kubernetes Secret's `data:` values are base64 and their names plain:
 /// a value that is a secret only beside its name (an AWS secret access
 /// key, a Mailgun key) is found under its name, and a named value with
-/// text glued after it is refused too.
+/// text glued after its value or before its name is refused too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_values_in_a_kubernetes_secret_and_glued() {
     let (_ca, origin, proxy) = setup().await;
@@ -531,6 +531,32 @@ async fn named_values_in_a_kubernetes_secret_and_glued() {
     assert_eq!(r.status(), 403);
     let text = r.text().await.unwrap();
     assert!(text.contains("pattern aws-secret-access-key"), "{text}");
+    // Glued before the name: `xAWS_SECRET_KEY=...`, `xmysql://...`.
+    let glued_before = pick(B64, 40);
+    let password = pick(
+        b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789",
+        20,
+    );
+    for (body, pattern) in [
+        (
+            format!("xAWS_SECRET_KEY={glued_before}Lorem ipsum"),
+            "aws-secret-access-key",
+        ),
+        (
+            format!("see xmysql://root:{password}@db.notreal.test/app"),
+            "mysql-url-password",
+        ),
+    ] {
+        let r = client::reqwest(&proxy)
+            .post(&url)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{pattern}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(&format!("pattern {pattern}")), "{text}");
+    }
     origin_never_saw(
         &origin,
         &[
@@ -539,6 +565,8 @@ async fn named_values_in_a_kubernetes_secret_and_glued() {
             v1.as_bytes(),
             v2.as_bytes(),
             glued.as_bytes(),
+            glued_before.as_bytes(),
+            password.as_bytes(),
         ],
     );
 }
