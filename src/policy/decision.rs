@@ -95,7 +95,7 @@ pub fn decide(policy: &Policy, facts: &RequestFacts<'_>) -> Decision {
     let matched = policy.decide_host(facts.host, facts.port, facts.policy_scheme())?;
     let rule = policy.decide_request(
         &matched,
-        &format!("{}:{}", facts.host, facts.port),
+        format_args!("{}:{}", facts.host, facts.port),
         facts.method,
         facts.path,
         facts.websocket,

@@ -317,9 +317,10 @@ impl Policy {
     /// The CONNECT-time (or first) decision: does any rule admit this host and port?
     pub fn decide_host(&self, host: &Host, port: u16, scheme: Scheme) -> Result<HostMatch, Denied> {
         let candidates = self.host_candidates(host);
-        let target = format!("{host}:{port}");
+        // Only a refusal names its target: no string on the allowed path.
+        let target = || format!("{host}:{port}");
         if candidates.is_empty() {
-            return Err(self.denied(Reason::HostNotAllowed, target, None, Vec::new()));
+            return Err(self.denied(Reason::HostNotAllowed, target(), None, Vec::new()));
         }
         let rules: Vec<Arc<Rule>> = candidates
             .iter()
@@ -333,7 +334,7 @@ impl Policy {
                 .filter_map(|&i| self.rules.get(i))
                 .map(|r| r.source.clone())
                 .collect();
-            return Err(self.denied(Reason::PortNotAllowed, target, None, refs));
+            return Err(self.denied(Reason::PortNotAllowed, target(), None, refs));
         }
         Ok(HostMatch { rules })
     }
@@ -342,17 +343,18 @@ impl Policy {
     pub fn decide_request(
         &self,
         matched: &HostMatch,
-        target: &str,
+        target: impl std::fmt::Display,
         method: &Method,
         path: &NormalPath,
         websocket: bool,
     ) -> Result<Arc<Rule>, Denied> {
-        let request = Some((method.clone(), path.decoded().to_owned()));
+        // Built only for a refusal: the allowed path allocates nothing here.
+        let request = || Some((method.clone(), path.decoded().to_owned()));
         let refs = || matched.rules.iter().map(|r| r.source.clone()).collect();
         if method.as_str().eq_ignore_ascii_case("TRACE")
             || method.as_str().eq_ignore_ascii_case("TRACK")
         {
-            return Err(self.denied(Reason::MethodRefused, target.to_owned(), request, refs()));
+            return Err(self.denied(Reason::MethodRefused, target.to_string(), request(), refs()));
         }
         let mut method_ok = false;
         let mut path_ok = false;
@@ -377,7 +379,7 @@ impl Policy {
         } else {
             Reason::WebsocketNotAllowed
         };
-        Err(self.denied(reason, target.to_owned(), request, refs()))
+        Err(self.denied(reason, target.to_string(), request(), refs()))
     }
 
     fn denied(
