@@ -349,9 +349,13 @@ impl AuditSink {
             AuditOutput::File(path) => Box::new(open_append(path)?),
         };
         let (tx, rx) = mpsc::channel(65_536);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("airlock-audit".into())
             .spawn(move || write_loop(rx, writer))?;
+        if let Ok(mut writers) = WRITERS.lock() {
+            writers.retain(|w| !w.is_finished());
+            writers.push(handle);
+        }
         Ok(Self {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -432,6 +436,32 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .open(path)
+}
+
+/// The writer threads started, so that a process about to exit can let
+/// them write what is still queued ([`finish_writers`]).
+static WRITERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits (at most `limit`) for every audit writer to write its queue and
+/// stop: each stops once the last [`AuditSink`] feeding it is dropped. Call
+/// it after the runtime (and the state in it) is gone, before exiting, so
+/// the decisions of the last requests are on disk. Returns whether all did.
+pub fn finish_writers(limit: std::time::Duration) -> bool {
+    let Ok(mut writers) = WRITERS.lock() else {
+        return false;
+    };
+    let until = std::time::Instant::now() + limit;
+    while writers.iter().any(|w| !w.is_finished()) {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    for w in writers.drain(..) {
+        let _joined = w.join();
+    }
+    true
 }
 
 /// How long the writer lets events gather after the first one wakes it.

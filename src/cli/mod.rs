@@ -215,6 +215,12 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         server.shutdown().await;
         Ok::<_, anyhow::Error>(())
     })?;
+    // The runtime's tasks hold the last audit senders: once they are gone
+    // the writers write what is queued and stop.
+    drop(runtime);
+    if !crate::audit::finish_writers(std::time::Duration::from_secs(5)) {
+        tracing::warn!("audit writer did not finish within 5 s: its last lines may be missing");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
