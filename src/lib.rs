@@ -46,6 +46,7 @@ pub mod server;
 pub mod admin;
 pub mod cli;
 pub mod run;
+pub mod learn;
 
 /// Installs ring as the process-wide rustls crypto provider.
 ///

@@ -95,6 +95,24 @@ impl State {
         if let Err(e) = self.approvals.set_decider(decider) {
             tracing::error!(error = %e, "approval decider not usable; keeping the previous one");
         }
+        let config = &generation.config;
+        let urls: Vec<String> = std::iter::once(&config.policy)
+            .chain(config.sandboxes.iter().map(|s| &s.policy))
+            .flat_map(|p| p.rules())
+            .filter_map(|r| match &r.decider {
+                Some(crate::approval::RuleDecider::Url(u)) => Some(u.clone()),
+                _ => None,
+            })
+            .collect();
+        let template = crate::approval::DeciderSettings {
+            url: String::new(),
+            timeout: config.approval.decider_timeout,
+            token: config.approval.decider_token.clone(),
+            tls: Some(Arc::clone(&generation.upstream_tls)),
+        };
+        if let Err(e) = self.approvals.set_rule_deciders(urls, &template) {
+            tracing::error!(error = %e, "a rule's decider is not usable; keeping the previous ones");
+        }
     }
 
     /// The credential cache, if a backend is configured.

@@ -39,6 +39,7 @@
 pub mod cli;
 pub mod client;
 mod decider;
+mod per_rule;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditEvent, AuditSink, Kind, Outcome};
 use decider::Decider;
 pub use decider::{DeciderError, DeciderSettings};
+pub use per_rule::RuleDecider;
 
 /// `[approval]`, compiled.
 #[derive(Debug, Clone)]
@@ -64,6 +66,10 @@ pub struct ApprovalSettings {
     pub timeout: Duration,
     /// The decider, if configured (without TLS roots: added per generation).
     pub decider: Option<crate::approval::DeciderSettings>,
+    /// Bound on each decider call (also for a rule's own `decider`).
+    pub decider_timeout: Duration,
+    /// Bearer token sent to deciders (also to a rule's own `decider`).
+    pub decider_token: Option<crate::credentials::SecretValue>,
 }
 
 /// The most body-preview bytes kept per held request.
@@ -327,6 +333,8 @@ pub struct Approvals {
     pending: Mutex<HashMap<String, Entry>>,
     grants: Mutex<HashMap<RouteKey, Grant>>,
     decider: ArcSwapOption<Decider>,
+    /// Rules' own deciders, by URL (see [`RuleDecider`]).
+    rule_deciders: arc_swap::ArcSwap<HashMap<String, Arc<Decider>>>,
     audit: AuditSink,
     rng: &'static dyn rustls::crypto::SecureRandom,
 }
@@ -360,6 +368,7 @@ impl Approvals {
             pending: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             decider: ArcSwapOption::empty(),
+            rule_deciders: arc_swap::ArcSwap::from_pointee(HashMap::new()),
             audit,
             rng: rustls::crypto::ring::default_provider().secure_random,
         }
@@ -391,10 +400,26 @@ impl Approvals {
     /// is dropped (the client went away; audited as `approval_withdrawn`).
     pub async fn decide(
         &self,
-        mut req: PendingRequest,
+        req: PendingRequest,
         timeout: Duration,
         audit: &AuditEvent,
     ) -> Verdict {
+        self.decide_by(req, timeout, audit, None).await
+    }
+
+    /// [`Approvals::decide`], by whom the rule says: `None` as `[approval]`
+    /// says (people, and the decider if one is set), [`RuleDecider::Person`]
+    /// people only, [`RuleDecider::Url`] that decider only.
+    pub async fn decide_by(
+        &self,
+        mut req: PendingRequest,
+        timeout: Duration,
+        audit: &AuditEvent,
+        by: Option<&RuleDecider>,
+    ) -> Verdict {
+        if let Some(RuleDecider::Url(url)) = by {
+            return self.decider_only(url, &req, timeout, audit).await;
+        }
         if let Some(grant) = self.granted(&req.route) {
             let by = format!("scope granted by {}", grant.by);
             self.emit(audit, Outcome::Allow, reason::GRANTED, Some(&by), None);
@@ -444,7 +469,10 @@ impl Approvals {
         };
         self.emit(audit, Outcome::Hold, reason::REQUESTED, None, None);
 
-        let decider = self.decider.load_full();
+        let decider = match by {
+            None => self.decider.load_full(),
+            Some(_) => None,
+        };
         let mut asking = decider.is_some();
         let ask = async {
             match &decider {

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `ca init`, `check`, `explain`, `scan`.
+//! The command line: `serve`, `ca init`, `check`, `explain`, `scan`, `run`,
+//! `approvals`, and the policy tools `learn`, `propose`, `replay`.
 //! `main` stays thin; each command returns an exit code.
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,48 @@ enum Command {
     Run(crate::run::RunArgs),
     /// List, approve or deny requests held for approval (through the admin API).
     Approvals(crate::approval::cli::ApprovalsArgs),
+    /// Run a command as `run` does, recording every request's decision to an audit log for `propose`.
+    Learn(LearnArgs),
+    /// Propose rules for what an audit log shows refused, as a diff against the rule files.
+    Propose {
+        /// The audit log (JSON lines), e.g. from `airlock learn`.
+        log: PathBuf,
+        /// The config whose rules the proposal extends (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Re-judge every request an audit log recorded under candidate rules and print what would change.
+    ///
+    /// Exit status: 0 when nothing would newly be allowed, 3 when something
+    /// would (newly allowed, or no longer held for approval), 1 when the log
+    /// or the config cannot be read.
+    Replay {
+        /// The audit log (JSON lines).
+        log: PathBuf,
+        /// The candidate config (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LearnArgs {
+    /// Config for the airlock the command runs behind (default: the embedded default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The audit log written (appended to), whatever `[audit]` says.
+    #[arg(long, default_value = "airlock-learn.log")]
+    audit: PathBuf,
+    /// Forward requests the rules refuse (marked `"learn":"permissive"` in
+    /// the audit log), for a throwaway environment only.
+    #[arg(long)]
+    permissive: bool,
+    /// Run the command without isolation (as `run --no-isolate`).
+    #[arg(long)]
+    no_isolate: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,11 +143,13 @@ enum CaCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run`'s stdout and stderr belong to the command: only warnings by default.
-    init_tracing(if matches!(cli.command, Command::Run(_)) {
-        "airlock=warn"
-    } else {
-        "airlock=info"
-    });
+    init_tracing(
+        if matches!(cli.command, Command::Run(_) | Command::Learn(_)) {
+            "airlock=warn"
+        } else {
+            "airlock=info"
+        },
+    );
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
         Command::Ca {
@@ -114,6 +159,9 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan(&args),
         Command::Run(args) => crate::run::main(&args),
         Command::Approvals(args) => approvals(&args),
+        Command::Learn(args) => learn(args),
+        Command::Propose { log, config } => propose(&log, config.as_deref()),
+        Command::Replay { log, config } => replay(&log, config.as_deref()),
         Command::Explain {
             config,
             url,
@@ -290,11 +338,31 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         eprintln!("airlock check: config refused");
         return Ok(ExitCode::FAILURE);
     }
+    let failures = crate::policy::rule_tests::run(&config.tests, |sandbox| match sandbox {
+        None => Some(&*config.policy),
+        Some(id) => config
+            .sandboxes
+            .iter()
+            .find(|s| &*s.id == id)
+            .map(|s| &*s.policy),
+    });
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("{f}");
+        }
+        eprintln!(
+            "airlock check: {} of {} policy tests failed",
+            failures.len(),
+            config.tests.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     print_out(&format!(
-        "ok: {} ({} rules from {} rule files; {}; listen {})\n",
+        "ok: {} ({} rules from {} rule files; {} policy tests passed; {}; listen {})\n",
         config.source,
         config.policy.len(),
         config.rule_files.len(),
+        config.tests.len(),
         config.scan.patterns_summary(),
         config.proxy.listen
     ));
@@ -477,4 +545,54 @@ fn approvals(args: &crate::approval::cli::ApprovalsArgs) -> anyhow::Result<ExitC
     let code = crate::approval::cli::main(args, &mut out)?;
     std::io::Write::flush(&mut out)?;
     Ok(code)
+}
+
+fn learn(args: LearnArgs) -> anyhow::Result<ExitCode> {
+    let run = crate::run::RunArgs {
+        config: args.config,
+        no_isolate: args.no_isolate,
+        isolate: false,
+        env_clear: false,
+        env: Vec::new(),
+        proxy: None,
+        ca: None,
+        netns_helper: None,
+        netns_port: None,
+        hide: Vec::new(),
+        isolate_init: false,
+        command: args.command,
+        learn: Some(crate::run::Learn {
+            audit: args.audit.clone(),
+            permissive: args.permissive,
+        }),
+    };
+    let code = crate::run::main(&run)?;
+    eprintln!(
+        "airlock learn: decisions recorded in {}; next: airlock propose {}",
+        args.audit.display(),
+        args.audit.display()
+    );
+    Ok(code)
+}
+
+fn propose(log: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let proposal = crate::learn::propose::run(log, &config)?;
+    if proposal.rules == 0 {
+        print_out("nothing to propose: every request in the log is allowed by the current rules\n");
+    } else {
+        print_out(&proposal.diff);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(log: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let report = crate::learn::replay::run(log, &config)?;
+    print_out(&report.text);
+    Ok(if report.widened {
+        ExitCode::from(crate::learn::replay::EXIT_WIDENED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -55,6 +55,8 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     let approval = compile_approval(&src, &raw, base, &proxy, &mut errors);
 
     let mut rules: Vec<Rule> = Vec::new();
+    let mut tests = Vec::new();
+    super::rule_tests::compile(name, text, &raw.test, None, &mut tests, &mut errors);
     let file_name: Arc<str> = Arc::from(name);
     for r in &raw.host {
         if let Some(rule) = compile_rule(
@@ -81,7 +83,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
                 &file,
                 &shown,
                 scan.pattern_set.as_deref(),
-                &mut rules,
+                (&mut rules, &mut tests, None),
                 &mut errors,
                 &mut version,
             );
@@ -119,7 +121,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
                     &file,
                     &shown,
                     scan.pattern_set.as_deref(),
-                    &mut own,
+                    (&mut own, &mut tests, Some(id.as_str())),
                     &mut errors,
                     &mut version,
                 );
@@ -135,6 +137,26 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         }));
     }
 
+    let every_rule = shared
+        .iter()
+        .chain(sandboxes.iter().flat_map(|s| s.policy.rules()));
+    let mut seen = std::collections::HashSet::new();
+    for rule in every_rule {
+        if !seen.insert(rule.source.to_string()) {
+            continue;
+        }
+        if let Some(t) = rule.approval_timeout.filter(|t| *t >= proxy.idle_timeout) {
+            errors.push(ConfigError {
+                file: rule.source.file.to_string(),
+                location: Some((rule.source.line, 1)),
+                message: format!(
+                    "host.approval_timeout ({}s) must be below proxy.idle_timeout ({}s): a held connection is silent and would be closed first",
+                    t.as_secs(),
+                    proxy.idle_timeout.as_secs()
+                ),
+            });
+        }
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -158,6 +180,8 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
             .map(|b| format!("{b:02x}"))
             .collect(),
         secret_files,
+        tests,
+        learn_permissive: false,
     })
 }
 
@@ -200,11 +224,18 @@ fn secret_files(
     out
 }
 
+/// Where a rule file's rules and tests go, and the sandbox that includes it.
+type RuleFileOut<'a> = (
+    &'a mut Vec<Rule>,
+    &'a mut Vec<crate::policy::rule_tests::RuleTest>,
+    Option<&'a str>,
+);
+
 fn compile_rule_file(
     path: &Path,
     shown: &str,
     patterns: Option<&crate::scan::PatternSet>,
-    rules: &mut Vec<Rule>,
+    (rules, tests, sandbox): RuleFileOut<'_>,
     errors: &mut Vec<ConfigError>,
     version: &mut Sha256,
 ) {
@@ -237,6 +268,7 @@ fn compile_rule_file(
             rules.push(rule);
         }
     }
+    super::rule_tests::compile(shown, &text, &raw.test, sandbox, tests, errors);
 }
 
 /// Shows an included file as the user would name it: relative to the config.
@@ -973,6 +1005,33 @@ fn compile_rule(
             false
         }
     };
+    let approval_timeout = r.approval_timeout.as_ref().map(|v| {
+        duration_field(
+            src,
+            "host.approval_timeout",
+            Some(v),
+            Duration::ZERO,
+            errors,
+        )
+    });
+    let decider = r.decider.as_ref().and_then(|v| {
+        crate::approval::RuleDecider::parse(v.get_ref())
+            .map_err(|m| errors.push(src.err(v, format!("host.decider: {m}"))))
+            .ok()
+    });
+    if !approval {
+        for (key, v) in [
+            ("approval_timeout", &r.approval_timeout),
+            ("decider", &r.decider),
+        ] {
+            if let Some(v) = v {
+                errors.push(src.err(
+                    v,
+                    format!("host.{key}: only for a rule with approval = \"required\""),
+                ));
+            }
+        }
+    }
     if write_rate.is_some() && !approval {
         tracing::warn!(
             rule = %format!("{}:{}", src.name, super::error::line_col(src.text, r.pattern.span().start).0),
@@ -1017,6 +1076,8 @@ fn compile_rule(
             budget,
         },
         approval,
+        approval_timeout,
+        decider,
         scan_skip: scan_skip.into(),
     })
 }
@@ -1098,7 +1159,12 @@ fn compile_approval(
             }
         }
     });
-    super::ApprovalSettings { timeout, decider }
+    super::ApprovalSettings {
+        timeout,
+        decider,
+        decider_timeout,
+        decider_token: token,
+    }
 }
 
 #[cfg(test)]

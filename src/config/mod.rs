@@ -8,6 +8,7 @@
 pub mod compile;
 pub mod error;
 pub mod raw;
+mod rule_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,11 @@ pub struct Config {
     /// Vault token and AppRole files, the admin and decider token files.
     /// `airlock run` hides them from the command (see `crate::run`).
     pub secret_files: Vec<SecretFile>,
+    /// The `[[test]]`s of the config and its rule files (run by `airlock check`).
+    pub tests: Vec<crate::policy::rule_tests::RuleTest>,
+    /// Set by `airlock learn --permissive` (never by a config file): requests
+    /// the rules refuse are forwarded, marked in the audit log.
+    pub learn_permissive: bool,
 }
 
 /// A file airlock reads a secret from (see [`Config::secret_files`]).

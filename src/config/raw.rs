@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// Sandboxes with their own identity, hosts and secrets.
     #[serde(default)]
     pub sandbox: Vec<RawSandbox>,
+    /// Policy tests (`[[test]]`), run by `airlock check`.
+    #[serde(default)]
+    pub test: Vec<RawTest>,
 }
 
 /// One `[[sandbox]]`.
@@ -204,6 +207,26 @@ pub struct RawRuleFile {
     /// The rules.
     #[serde(default)]
     pub host: Vec<RawHostRule>,
+    /// Policy tests (`[[test]]`), run by `airlock check`.
+    #[serde(default)]
+    pub test: Vec<RawTest>,
+}
+
+/// One `[[test]]`: a request and the decision the rules must give it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    /// `https://host[:port]/path` or `http://...`.
+    pub url: Spanned<String>,
+    /// Default `GET`.
+    pub method: Option<Spanned<String>>,
+    /// The sandbox the request comes from. Default: the sandbox whose
+    /// `include` read this file, else none.
+    pub sandbox: Option<Spanned<String>>,
+    /// `"allow"`, `"deny"` or `"approval"`.
+    pub expect: Spanned<String>,
+    /// A secret ref (`tools/github#token`) the deciding rule must inject.
+    pub inject: Option<Spanned<String>>,
 }
 
 /// One `[[host]]` rule.
@@ -228,8 +251,14 @@ pub struct RawHostRule {
     /// Allows injecting credentials into plain-HTTP (unencrypted) requests.
     /// Default false: such requests are refused.
     pub danger_inject_over_http: Option<bool>,
-    /// `"none"` (default); `"required"` is not built yet and is refused.
+    /// `"none"` (default) or `"required"`: held until approved.
     pub approval: Option<Spanned<String>>,
+    /// How long this rule's held requests wait. Default `[approval] timeout`.
+    pub approval_timeout: Option<Spanned<String>>,
+    /// Who decides this rule's held requests: a decider URL (only it
+    /// decides), or `"person"` (only a person decides). Default: as
+    /// `[approval]` says.
+    pub decider: Option<Spanned<String>>,
     /// Requests per rule and sandbox: `"60/minute"`, or `"unlimited"`.
     pub rate: Option<Spanned<String>>,
     /// Request-body bytes per rule and sandbox: `"10MB/hour"`.

@@ -388,8 +388,16 @@ async fn hold_for_approval(
     })
     .with_headers(&headers)
     .with_body_preview(&redact(&preview), more);
-    let timeout = generation.config.approval.timeout;
-    match state.approvals().decide(pending, timeout, event).await {
+    let timeout = judged
+        .rule
+        .approval_timeout
+        .unwrap_or(generation.config.approval.timeout);
+    let by = judged.rule.decider.as_ref();
+    match state
+        .approvals()
+        .decide_by(pending, timeout, event, by)
+        .await
+    {
         crate::approval::Verdict::Approved { .. } => Ok(rest),
         crate::approval::Verdict::Denied { reason, .. } => Err(ProxyError::ApprovalDenied(reason)),
         crate::approval::Verdict::Expired => Err(ProxyError::ApprovalExpired(timeout.as_secs())),

@@ -12,6 +12,7 @@
 
 mod decision;
 pub mod path;
+pub mod rule_tests;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -69,6 +70,10 @@ pub struct Rule {
     pub limits: crate::limits::Limits,
     /// `approval = "required"`: hold each request until approved.
     pub approval: bool,
+    /// `approval_timeout`: how long its held requests wait (`None`: `[approval] timeout`).
+    pub approval_timeout: Option<std::time::Duration>,
+    /// `decider`: who decides its held requests (`None`: as `[approval]` says).
+    pub decider: Option<crate::approval::RuleDecider>,
     /// `scan_skip`: pattern ids not blocked in this rule's outgoing
     /// requests (still scanned incoming).
     pub scan_skip: Arc<[Arc<str>]>,

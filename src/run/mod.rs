@@ -166,6 +166,19 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+    /// Set by `airlock learn`: where decisions are recorded, and whether
+    /// refused requests are forwarded.
+    #[arg(skip)]
+    pub learn: Option<Learn>,
+}
+
+/// `airlock learn`'s settings for the airlock `run` starts.
+#[derive(Debug, Clone)]
+pub struct Learn {
+    /// The audit log, whatever `[audit]` says.
+    pub audit: PathBuf,
+    /// Forward what the rules refuse (marked in the audit log).
+    pub permissive: bool,
 }
 
 /// Runs the command; returns its exit status.
@@ -269,7 +282,18 @@ fn run(args: &RunArgs, dispatch: &tracing::Dispatch) -> anyhow::Result<ExitCode>
             Vec::new(),
         ),
         _ => {
-            let config = load_config(args.config.as_deref())?;
+            let mut config = load_config(args.config.as_deref())?;
+            if let Some(learn) = &args.learn {
+                config.audit = AuditOutput::File(learn.audit.clone());
+                if learn.permissive {
+                    config.learn_permissive = true;
+                    eprintln!(
+                        "airlock learn: WARNING: --permissive forwards every request the rules refuse \
+                         (marked \"learn\":\"permissive\" in {}); use it only in a throwaway environment",
+                        learn.audit.display()
+                    );
+                }
+            }
             let ca = config.tls.ca_cert.clone();
             let mut files = config.secret_files.clone();
             // Not a secret, but the command must not rewrite the record of
