@@ -153,10 +153,15 @@ fn target_file(config: &Config) -> (String, String) {
     let path = config
         .rule_files
         .first()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| config.source.clone());
+        .cloned()
+        .unwrap_or_else(|| config.source.clone().into());
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    (path, text)
+    // Shown relative to the working directory when it is below it.
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or(path);
+    (shown.display().to_string(), text)
 }
 
 fn rule_text(config: &Config, host: &str, port: u16, connect: bool, seen: &Seen) -> String {

@@ -32,6 +32,8 @@ mod intercept;
 mod no_trace;
 /// The financial pack: cards blocked out, masked in, opt-out per rule, look-alike ids untouched.
 mod packs;
+/// `[[test]]` in rule files, learn → propose → apply, replay.
+mod policy_tools;
 /// The shape of src/: no cycle between top-level modules.
 mod modules;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.

@@ -1,0 +1,358 @@
+//! The policy tools through the binary: `[[test]]` entries run by `check`,
+//! `learn` → `propose` → apply → the same command passes, and `replay`'s
+//! report and exit status on a widening and a narrowing candidate.
+
+use std::path::Path;
+use std::time::Duration;
+
+use airlock::tls::ca::{CaFiles, CertificateAuthority};
+use tempfile::TempDir;
+
+use crate::support::ca::TestCa;
+use crate::support::origin::{Origin, echo};
+use crate::support::proxy::ProxyBuilder;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+async fn airlock(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("airlock {args:?} did not finish"))
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two HTTPS origins: `api.example.test` (allowed by `rules/api.toml`) and
+/// `new.example.test` (no rule), and a config that includes `rules/*.toml`.
+struct Setup {
+    _ca: TestCa,
+    api: Origin,
+    new: Origin,
+    dir: TempDir,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let ca = TestCa::new("origin ca");
+        let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
+        let new = Origin::https(&ca, "new.example.test", "127.0.0.3", echo("new")).await;
+        let builder = ProxyBuilder::new()
+            .resolve("api.example.test", "127.0.0.2")
+            .resolve("new.example.test", "127.0.0.3")
+            .allow_loopback()
+            .trust(&ca);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
+        let text = format!("include = [\"rules/*.toml\"]\n{}", builder.config_text());
+        std::fs::write(dir.path().join("airlock.toml"), text).unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(
+            dir.path().join("rules/api.toml"),
+            format!(
+                "[[host]]\nmatch = \"api.example.test\"\nports = [{}]\n",
+                api.port()
+            ),
+        )
+        .unwrap();
+        CertificateAuthority::init(&CaFiles::in_dir(dir.path()), false).unwrap();
+        Self {
+            _ca: ca,
+            api,
+            new,
+            dir,
+        }
+    }
+
+    fn url(origin: &Origin, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", origin.port())
+    }
+
+    async fn learn(&self, extra: &[&str], command: &[&str]) -> (i32, String, String) {
+        let mut args = vec!["learn", "--config", "airlock.toml", "--audit", "learn.log"];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(command);
+        airlock(self.dir.path(), &args).await
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+}
+
+fn curl(url: &str) -> Vec<String> {
+    ["curl", "-sS", "--max-time", "20", url]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// The `+` lines of a unified diff, applied: appended to the file its
+/// `+++` header names.
+fn apply(dir: &Path, diff: &str) {
+    let target = diff
+        .lines()
+        .find_map(|l| l.strip_prefix("+++ "))
+        .expect("a +++ header");
+    let added: String = diff
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .map(|l| format!("{}\n", &l[1..]))
+        .collect();
+    let target = dir.join(target);
+    let mut text = std::fs::read_to_string(&target).unwrap();
+    text.push_str(&added);
+    std::fs::write(&target, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learn_propose_apply_then_the_same_command_passes() {
+    let s = Setup::new().await;
+    let url = Setup::url(&s.new, "new.example.test", "/v1/items/12345");
+    let cmd = curl(&url);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+
+    let (code, _out, err) = s.learn(&[], &cmd).await;
+    assert_ne!(code, 0, "refused before the rule exists: {err}");
+    assert!(err.contains("airlock propose learn.log"), "{err}");
+    assert!(s.new.received().is_empty());
+    let log = std::fs::read_to_string(s.dir.path().join("learn.log")).unwrap();
+    assert!(log.contains("host_not_allowed"), "{log}");
+
+    let (code, diff, err) = airlock(
+        s.dir.path(),
+        &["propose", "learn.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        diff.contains("+++ ") && diff.contains("rules/api.toml"),
+        "{diff}"
+    );
+    assert!(diff.contains("+match = \"new.example.test\""), "{diff}");
+    assert!(
+        diff.contains(&format!("+ports = [{}]", s.new.port())),
+        "{diff}"
+    );
+    assert!(diff.contains("+access = \"read\""), "read-only: {diff}");
+    assert!(
+        diff.contains("+# proposed by `airlock propose`: 1 refused request"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("api.example.test"),
+        "allowed hosts are left out: {diff}"
+    );
+
+    apply(s.dir.path(), &diff);
+    let (code, out, err) = airlock(s.dir.path(), &["check", "--config", "airlock.toml"]).await;
+    assert_eq!(
+        code, 0,
+        "the applied proposal is a valid config: {out}{err}"
+    );
+
+    let (code, out, err) = s.learn(&[], &cmd).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from new: GET /v1/items/12345");
+    assert_eq!(s.new.received().len(), 1);
+
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["propose", "learn.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("nothing to propose"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reports_narrowing_and_exits_3_on_widening() {
+    let s = Setup::new().await;
+    let api = Setup::url(&s.api, "api.example.test", "/a/1");
+    let new = Setup::url(&s.new, "new.example.test", "/b");
+    let script = format!(
+        "curl -sS --max-time 20 {api}; curl -sS --max-time 20 -X POST {api}; curl -sS --max-time 20 {new}; true"
+    );
+    let (code, out, err) = s.learn(&[], &["sh", "-c", &script]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello from api: GET /a/1"), "{out}");
+
+    // Unchanged rules: nothing changes, exit 0.
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["replay", "learn.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(": 0 changes"), "{out}");
+
+    // Narrowing: read-only on the api host. POST newly denied; exit 0.
+    std::fs::create_dir(s.dir.path().join("narrow")).unwrap();
+    s.write(
+        "narrow/api.toml",
+        &format!(
+            "[[host]]\nmatch = \"api.example.test\"\nports = [{}]\naccess = \"read\"\n",
+            s.api.port()
+        ),
+    );
+    let narrow = std::fs::read_to_string(s.dir.path().join("airlock.toml"))
+        .unwrap()
+        .replace("rules/*.toml", "narrow/*.toml");
+    s.write("narrow.toml", &narrow);
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["replay", "learn.log", "--config", "narrow.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "narrowing only: {out}{err}");
+    assert!(
+        out.contains(&format!(
+            "newly denied: POST https://api.example.test:{}/a/1: method_not_allowed (was allowed by the rule at rules/api.toml:2)",
+            s.api.port()
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("newly allowed")),
+        "{out}"
+    );
+
+    // Widening: the new host allowed too. Exit 3, naming the rule.
+    std::fs::create_dir(s.dir.path().join("wide")).unwrap();
+    s.write(
+        "wide/api.toml",
+        &format!(
+            "[[host]]\nmatch = \"api.example.test\"\nports = [{}]\n\n[[host]]\nmatch = \"*.example.test\"\nports = [{}]\n",
+            s.api.port(),
+            s.new.port()
+        ),
+    );
+    let wide = narrow.replace("narrow/*.toml", "wide/*.toml");
+    s.write("wide.toml", &wide);
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["replay", "learn.log", "--config", "wide.toml"],
+    )
+    .await;
+    assert_eq!(code, 3, "widening: {out}{err}");
+    assert!(
+        out.contains(&format!(
+            "newly allowed: CONNECT new.example.test:{}: by the rule at wide/api.toml:6 (was host_not_allowed)",
+            s.new.port()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("the candidate widens what is allowed"),
+        "{out}"
+    );
+
+    // A malformed line: its number, exit 1, no panic.
+    let mut log = std::fs::read_to_string(s.dir.path().join("learn.log")).unwrap();
+    let lines = log.lines().count();
+    log.push_str("{\"ts\": 12\n");
+    s.write("bad.log", &log);
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["replay", "bad.log", "--config", "wide.toml"],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "bad.log:{}: not an airlock audit event",
+            lines + 1
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_runs_rule_file_tests_and_names_each_failure() {
+    let s = Setup::new().await;
+    s.write(
+        "rules/tests.toml",
+        "[[test]]\nurl = \"https://api.example.test/x\"\nexpect = \"deny\"\n\n\
+         [[test]]\nurl = \"https://other.example.test/\"\nexpect = \"deny\"\n\n\
+         [[test]]\nurl = \"https://other.example.test/\"\nmethod = \"post\"\nexpect = \"allow\"\n",
+    );
+    let (code, out, err) = airlock(s.dir.path(), &["check", "--config", "airlock.toml"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    // api.example.test is allowed on its own port only: 443 is refused.
+    assert!(!err.contains("rules/tests.toml:2:"), "{err}");
+    assert!(!err.contains("rules/tests.toml:6:"), "{err}");
+    assert!(
+        err.contains(
+            "rules/tests.toml:10: test POST https://other.example.test/: expected allow, got deny (host_not_allowed)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("1 of 3 policy tests failed"), "{err}");
+
+    s.write(
+        "rules/tests.toml",
+        &format!(
+            "[[test]]\nurl = \"https://api.example.test:{}/x\"\nmethod = \"DELETE\"\nexpect = \"allow\"\n\n\
+             [[test]]\nurl = \"https://api.example.test:{}/x\"\nexpect = \"approval\"\n",
+            s.api.port(),
+            s.api.port()
+        ),
+    );
+    let (code, out, err) = airlock(s.dir.path(), &["check", "--config", "airlock.toml"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("rules/tests.toml:7: test GET")
+            && err.contains("expected approval, got allow by the rule at rules/api.toml:2"),
+        "{err}"
+    );
+
+    s.write(
+        "rules/tests.toml",
+        "[[test]]\nurl = \"ftp://x\"\nexpect = \"allow\"\n\n[[test]]\nurl = \"https://x.test/\"\nexpect = \"maybe\"\n",
+    );
+    let (code, _out, err) = airlock(s.dir.path(), &["check", "--config", "airlock.toml"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rules/tests.toml:2:7: test: `ftp://x`: give an http:// or https:// URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules/tests.toml:7:10: test.expect: `maybe` is not valid"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rule_files_carry_tests_that_pass() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) = airlock(repo, &["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let n: usize = out
+        .split("; ")
+        .find_map(|p| p.strip_suffix(" policy tests passed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(n >= 20, "{out}");
+    for file in std::fs::read_dir(repo.join("rules/allow")).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("[[test]]"),
+            "{} has no [[test]]",
+            path.display()
+        );
+    }
+}
