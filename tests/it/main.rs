@@ -12,6 +12,8 @@ mod support;
 mod admin;
 /// The approval gate: held writes, approve/deny/expiry, scopes, a decider URL.
 mod approval;
+/// Per-rule approval_timeout and decider, falling back to [approval].
+mod approval_rules;
 /// The finding model on the path: shaped blocks outgoing, verified-only
 /// redaction incoming, per-direction confidence, built-in patterns.
 mod barrier;
