@@ -204,6 +204,9 @@ pub struct AuditEvent {
     pub duration_ms: u64,
     /// Who decided an approval (`admin API`, `decider`, ...), for `approval` events.
     pub by: Option<String>,
+    /// `permissive`: the rules refused this (the reason says why) and
+    /// `airlock learn --permissive` forwarded it anyway.
+    pub learn: Option<&'static str>,
 }
 
 /// The JSON line: field names, order and omissions as documented.
@@ -246,6 +249,8 @@ struct Line<'a> {
     duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learn: Option<&'static str>,
 }
 
 impl AuditEvent {
@@ -281,6 +286,7 @@ impl AuditEvent {
             bytes_down: 0,
             duration_ms: 0,
             by: None,
+            learn: None,
         }
     }
 
@@ -316,6 +322,7 @@ impl AuditEvent {
             bytes_down: self.bytes_down,
             duration_ms: self.duration_ms,
             by: self.by.as_deref(),
+            learn: self.learn,
         };
         serde_json::to_writer(out, &line)
     }
@@ -516,6 +523,7 @@ impl AuditEvent {
             bytes_down: 0,
             duration_ms: 0,
             by: None,
+            learn: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! line. A line that is not one is an error naming the file and line; fields
 //! this reader does not know are ignored.
 
+pub mod permissive;
 pub mod propose;
 pub mod replay;
 

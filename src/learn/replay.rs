@@ -98,7 +98,8 @@ pub fn run(log: &Path, config: &Config) -> anyhow::Result<Report> {
             .map(|s| format!(" (sandbox {s})"))
             .unwrap_or_default();
         let what = format!("{}{who}", req.describe());
-        let was_allowed = !r.policy_denied() || r.permissive();
+        // A request `learn --permissive` forwarded was refused by the rules.
+        let was_allowed = !r.policy_denied();
         let policy = match r.sandbox.as_deref() {
             None => Some(&config.policy),
             Some(id) => config.policy_for(Some(id)),

@@ -75,11 +75,17 @@ pub(crate) async fn handle(
             ProxyError::ProxyAuth("unknown sandbox"),
         );
     };
-    let matched = match policy.decide_host(&host, port, Scheme::Https) {
-        Ok(m) => m,
+    // `airlock learn --permissive` opens a refused tunnel all the same (the
+    // address guard still applies), marked in the audit event.
+    let mut permissive = None;
+    let rule = match policy.decide_host(&host, port, Scheme::Https) {
+        Ok(m) => m.first().map(|r| r.source.clone()),
+        Err(denied) if generation.config.learn_permissive => {
+            permissive = Some(denied.reason.as_str());
+            None
+        }
         Err(denied) => return super::fail(&state, event(None), None, denied.into()),
     };
-    let rule = matched.first().map(|r| r.source.clone());
     // Refuse private and loopback destinations before opening the tunnel, so
     // the client gets a clear 403 instead of a TLS session that fails later.
     // The connector checks again when it dials (and dials only what it checked).
@@ -88,6 +94,9 @@ pub(crate) async fn handle(
     }
     let mut ev = event(rule);
     ev.status = Some(StatusCode::OK.as_u16());
+    if let Some(reason) = permissive {
+        crate::learn::permissive::mark(&mut ev, reason);
+    }
     state.audit.emit(ev);
 
     let target = Target {

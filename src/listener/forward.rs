@@ -103,6 +103,8 @@ struct Judged {
     rule: Arc<Rule>,
     path: NormalPath,
     websocket: bool,
+    /// The refusal `airlock learn --permissive` overrode.
+    permissive: Option<&'static str>,
 }
 
 /// What a forwarded request leaves for its audit record: the response to
@@ -165,7 +167,8 @@ async fn phases(
         .ok_or(ProxyError::ProxyAuth(
             "this tunnel's sandbox is no longer configured",
         ))?;
-    let judged = match judge(policy, target, &req) {
+    let permissive = generation.config.learn_permissive;
+    let judged = match judge(policy, target, &req, permissive) {
         Ok(j) => j,
         Err(err) => {
             event.path = NormalPath::parse(req.uri().path())
@@ -175,7 +178,10 @@ async fn phases(
         }
     };
     event.path = Some(audit_path(state, judged.path.decoded()));
-    event.rule = Some(judged.rule.source.clone());
+    match judged.permissive {
+        Some(reason) => crate::learn::permissive::mark(event, reason),
+        None => event.rule = Some(judged.rule.source.clone()),
+    }
     let budget = admit(state, target, &judged, &req)?;
 
     let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
@@ -404,7 +410,12 @@ async fn hold_for_approval(
     }
 }
 
-fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Judged, ProxyError> {
+fn judge(
+    policy: &Policy,
+    target: &Target,
+    req: &Request<Incoming>,
+    permissive: bool,
+) -> Result<Judged, ProxyError> {
     if let Some(sni) = &target.sni_mismatch {
         return Err(ProxyError::Misdirected(format!(
             "TLS SNI `{sni}` does not match the CONNECT host `{}`",
@@ -445,11 +456,22 @@ fn judge(policy: &Policy, target: &Target, req: &Request<Incoming>) -> Result<Ju
             headers: req.headers(),
             uri: req.uri(),
         },
-    )?;
+    );
+    let (rule, overridden) = match rule {
+        Ok(rule) => (rule, None),
+        Err(refusal) if permissive => {
+            match crate::learn::permissive::override_refusal(&refusal, &target.host) {
+                Some((rule, reason)) => (rule, Some(reason)),
+                None => return Err(refusal.into()),
+            }
+        }
+        Err(refusal) => return Err(refusal.into()),
+    };
     Ok(Judged {
         rule,
         path,
         websocket,
+        permissive: overridden,
     })
 }
 

@@ -178,6 +178,72 @@ async fn learn_propose_apply_then_the_same_command_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_learn_forwards_marks_and_proposes_generalised_paths() {
+    let s = Setup::new().await;
+    let a = Setup::url(&s.new, "new.example.test", "/v1/items/12345");
+    let b = Setup::url(
+        &s.new,
+        "new.example.test",
+        "/v1/items/987/files/requests-2.31.0.tar.gz",
+    );
+    let c = Setup::url(&s.new, "new.example.test", "/v1/items");
+    let script = format!(
+        "curl -sS --max-time 20 {a} && curl -sS --max-time 20 {b} && curl -sS --max-time 20 -d x {c}"
+    );
+    let (code, out, err) = s.learn(&["--permissive"], &["sh", "-c", &script]).await;
+    assert_eq!(code, 0, "forwarded: {err}");
+    assert!(out.contains("hello from new: POST /v1/items"), "{out}");
+    assert_eq!(s.new.received().len(), 3);
+    assert!(
+        err.contains("WARNING: --permissive forwards every request the rules refuse"),
+        "{err}"
+    );
+    assert!(
+        err.contains("learn --permissive: forwarding what the rules refuse"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(s.dir.path().join("learn.log")).unwrap();
+    let marked: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"learn\":\"permissive\""))
+        .collect();
+    // Three CONNECTs and three requests, each with the refusal's reason.
+    assert_eq!(marked.len(), 6, "{log}");
+    assert!(
+        marked
+            .iter()
+            .all(|l| l.contains("\"reason\":\"host_not_allowed\"")),
+        "{log}"
+    );
+
+    let (code, diff, err) = airlock(
+        s.dir.path(),
+        &["propose", "learn.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(diff.contains("+methods = [\"GET\", \"POST\"]"), "{diff}");
+    assert!(
+        diff.contains(
+            "+paths = [\"/v1/items\", \"/v1/items/*\", \"/v1/items/*/files/requests-*.tar.gz\"]"
+        ),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("host_not_allowed (forwarded by learn --permissive)"),
+        "{diff}"
+    );
+
+    // Without --permissive the same script is refused again (not learnt yet).
+    let (code, _, _) = s.learn(&[], &["sh", "-c", &script]).await;
+    assert_ne!(code, 0);
+    apply(s.dir.path(), &diff);
+    let (code, out, err) = s.learn(&[], &["sh", "-c", &script]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s.new.received().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_reports_narrowing_and_exits_3_on_widening() {
     let s = Setup::new().await;
     let api = Setup::url(&s.api, "api.example.test", "/a/1");
