@@ -325,6 +325,39 @@ async fn replay_reports_narrowing_and_exits_3_on_widening() {
         "{out}"
     );
 
+    // Approval and injection changes on the same host and port.
+    std::fs::create_dir(s.dir.path().join("gate")).unwrap();
+    s.write(
+        "gate/api.toml",
+        &format!(
+            "[[host]]\nmatch = \"api.example.test\"\nports = [{p}]\naccess = \"read\"\n\
+             inject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"tools/api#token\" }}\n\n\
+             [[host]]\nmatch = \"api.example.test\"\nports = [{p}]\nmethods = [\"POST\"]\napproval = \"required\"\n",
+            p = s.api.port()
+        ),
+    );
+    let gate = narrow.replace("narrow/*.toml", "gate/*.toml");
+    s.write("gate.toml", &gate);
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["replay", "learn.log", "--config", "gate.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "nothing newly allowed: {out}{err}");
+    let port = s.api.port();
+    assert!(
+        out.contains(&format!(
+            "injection: GET https://api.example.test:{port}/a/1: nothing -> tools/api#token (rule at gate/api.toml:2)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "approval: POST https://api.example.test:{port}/a/1: would be held for approval (rule at gate/api.toml:8)"
+        )),
+        "{out}"
+    );
+
     // A malformed line: its number, exit 1, no panic.
     let mut log = std::fs::read_to_string(s.dir.path().join("learn.log")).unwrap();
     let lines = log.lines().count();
@@ -385,6 +418,32 @@ async fn check_runs_rule_file_tests_and_names_each_failure() {
         "{err}"
     );
 
+    // `inject`: the deciding rule must inject that secret.
+    s.write(
+        "rules/inject.toml",
+        &format!(
+            "[[host]]\nmatch = \"tok.example.test\"\n\
+             inject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"tools/tok#token\" }}\n\n\
+             [[test]]\nurl = \"https://tok.example.test/\"\nexpect = \"allow\"\ninject = \"tools/tok#token\"\n\n\
+             [[test]]\nurl = \"https://tok.example.test/\"\nexpect = \"allow\"\ninject = \"tools/other#token\"\n\n\
+             [[test]]\nurl = \"https://api.example.test:{}/\"\nexpect = \"allow\"\ninject = \"tools/tok#token\"\n",
+            s.api.port()
+        ),
+    );
+    let (code, out, err) = airlock(s.dir.path(), &["check", "--config", "airlock.toml"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("rules/inject.toml:6:"), "{err}");
+    assert!(
+        err.contains("rules/inject.toml:11: test GET https://tok.example.test/: expected the secret tools/other#token injected, got tools/tok#token by the rule at rules/inject.toml:2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules/inject.toml:16: test GET")
+            && err.contains("expected the secret tools/tok#token injected, got none"),
+        "{err}"
+    );
+    std::fs::remove_file(s.dir.path().join("rules/inject.toml")).unwrap();
+
     s.write(
         "rules/tests.toml",
         "[[test]]\nurl = \"ftp://x\"\nexpect = \"allow\"\n\n[[test]]\nurl = \"https://x.test/\"\nexpect = \"maybe\"\n",
@@ -398,6 +457,43 @@ async fn check_runs_rule_file_tests_and_names_each_failure() {
     assert!(
         err.contains("rules/tests.toml:7:10: test.expect: `maybe` is not valid"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propose_never_proposes_an_ip_literal_without_saying_so() {
+    let s = Setup::new().await;
+    s.write(
+        "crafted.log",
+        "{\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"connect\",\"client\":\"127.0.0.1:1\",\"host\":\"10.0.0.5\",\"port\":443,\"method\":\"CONNECT\",\"decision\":\"deny\",\"reason\":\"host_not_allowed\",\"status\":403,\"bytes_up\":0,\"bytes_down\":0,\"duration_ms\":0}\n\
+         {\"ts\":\"2026-01-01T00:00:01Z\",\"kind\":\"connect\",\"client\":\"127.0.0.1:2\",\"host\":\"new.example.test\",\"port\":443,\"method\":\"CONNECT\",\"decision\":\"deny\",\"reason\":\"host_not_allowed\",\"status\":403,\"bytes_up\":0,\"bytes_down\":0,\"duration_ms\":0}\n",
+    );
+    let (code, diff, err) = airlock(
+        s.dir.path(),
+        &["propose", "crafted.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        diff.contains("+# NOT PROPOSED: 10.0.0.5 is an IP literal, a private address"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+# match = \"10.0.0.5\""),
+        "commented out: {diff}"
+    );
+    assert!(!diff.contains("+match = \"10.0.0.5\""), "{diff}");
+    // A name [dns] resolve maps to loopback: proposed, with a note.
+    assert!(diff.contains("+match = \"new.example.test\""), "{diff}");
+    assert!(
+        diff.contains(
+            "+# note: [dns] resolve maps new.example.test to 127.0.0.3, a loopback address"
+        ),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+# only the tunnel (CONNECT) was seen"),
+        "{diff}"
     );
 }
 
