@@ -57,7 +57,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditEvent, AuditSink, Kind, Outcome};
 use decider::Decider;
 pub use decider::{DeciderError, DeciderSettings};
-pub use per_rule::RuleDecider;
+pub use per_rule::{RuleDecider, parse_rule_decider};
 
 /// `[approval]`, compiled.
 #[derive(Debug, Clone)]

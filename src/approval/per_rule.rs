@@ -25,28 +25,19 @@ use super::{
 };
 use crate::audit::{AuditEvent, Outcome};
 
-/// Who decides a rule's held requests (the rule's `decider`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuleDecider {
-    /// `"person"`: people only.
-    Person,
-    /// A decider URL: it alone.
-    Url(String),
-}
+pub use crate::policy::RuleDecider;
 
-impl RuleDecider {
-    /// Parses a rule's `decider`: `"person"` or an http(s) URL.
-    ///
-    /// # Errors
-    /// Neither; the message says what is valid.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s == "person" {
-            return Ok(RuleDecider::Person);
-        }
-        DeciderSettings::check_url(s)
-            .map(|()| RuleDecider::Url(s.to_owned()))
-            .map_err(|e| format!("`{s}`: {e}; or write \"person\" (people decide, no decider)"))
+/// Parses a rule's `decider`: `"person"` or an http(s) URL.
+///
+/// # Errors
+/// Neither; the message says what is valid.
+pub fn parse_rule_decider(s: &str) -> Result<RuleDecider, String> {
+    if s == "person" {
+        return Ok(RuleDecider::Person);
     }
+    DeciderSettings::check_url(s)
+        .map(|()| RuleDecider::Url(s.to_owned()))
+        .map_err(|e| format!("`{s}`: {e}; or write \"person\" (people decide, no decider)"))
 }
 
 impl Approvals {

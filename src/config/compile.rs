@@ -1015,7 +1015,7 @@ fn compile_rule(
         )
     });
     let decider = r.decider.as_ref().and_then(|v| {
-        crate::approval::RuleDecider::parse(v.get_ref())
+        crate::approval::parse_rule_decider(v.get_ref())
             .map_err(|m| errors.push(src.err(v, format!("host.decider: {m}"))))
             .ok()
     });

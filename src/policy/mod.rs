@@ -73,7 +73,7 @@ pub struct Rule {
     /// `approval_timeout`: how long its held requests wait (`None`: `[approval] timeout`).
     pub approval_timeout: Option<std::time::Duration>,
     /// `decider`: who decides its held requests (`None`: as `[approval]` says).
-    pub decider: Option<crate::approval::RuleDecider>,
+    pub decider: Option<RuleDecider>,
     /// `scan_skip`: pattern ids not blocked in this rule's outgoing
     /// requests (still scanned incoming).
     pub scan_skip: Arc<[Arc<str>]>,
@@ -99,6 +99,16 @@ impl Rule {
             .as_ref()
             .is_none_or(|set| set.is_match(path.decoded()))
     }
+}
+
+/// Who decides a rule's held requests (its `decider`; see
+/// `crate::approval` for how each is asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleDecider {
+    /// `"person"`: people only.
+    Person,
+    /// A decider URL: it alone.
+    Url(String),
 }
 
 /// How the request reached airlock, which sets the default port.
