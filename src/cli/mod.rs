@@ -29,6 +29,14 @@ enum Command {
         /// Config file (airlock.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Learn mode: say where decisions are recorded for `airlock propose`.
+        #[arg(long)]
+        learn: bool,
+        /// With --learn: forward requests the rules refuse (marked
+        /// `"learn":"permissive"` in the audit log, warned on stderr), for a
+        /// throwaway environment only; kept across reloads.
+        #[arg(long, requires = "learn")]
+        permissive: bool,
     },
     /// Manage airlock's CA.
     Ca {
@@ -151,7 +159,11 @@ pub fn main() -> ExitCode {
         },
     );
     let result = match cli.command {
-        Command::Serve { config } => serve(config.as_deref()),
+        Command::Serve {
+            config,
+            learn,
+            permissive,
+        } => serve(config.as_deref(), learn.then_some(permissive)),
         Command::Ca {
             command: CaCommand::Init { dir, force },
         } => ca_init(&dir, force),
@@ -206,10 +218,27 @@ fn load(config: Option<&Path>) -> anyhow::Result<Config> {
     loaded.map_err(|errs| anyhow::anyhow!("{errs}"))
 }
 
-fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `learn`: `None` without `--learn`, else whether `--permissive` was given.
+fn serve(config_path: Option<&Path>, learn: Option<bool>) -> anyhow::Result<ExitCode> {
     // Before any secret is read: no same-uid ptrace, no /proc/<pid>/mem.
     crate::run::make_undumpable()?;
-    let config = load(config_path)?;
+    let mut config = load(config_path)?;
+    if let Some(permissive) = learn {
+        let output = match &config.audit {
+            crate::config::AuditOutput::File(p) => p.display().to_string(),
+            other => format!("{other:?} (set [audit] output to a file to keep it)"),
+        };
+        eprintln!(
+            "airlock serve --learn: every decision is recorded to {output}; then: airlock propose AUDIT.log"
+        );
+        if permissive {
+            config.learn_permissive = true;
+            eprintln!(
+                "airlock serve --learn: WARNING: --permissive forwards every request the rules refuse \
+                 (marked \"learn\":\"permissive\" in the audit log); use it only in a throwaway environment"
+            );
+        }
+    }
     tracing::info!(config = %config.source, "config loaded");
     let files = CaFiles {
         cert: config.tls.ca_cert.clone(),

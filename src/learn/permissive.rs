@@ -56,3 +56,50 @@ pub fn override_refusal(refusal: &Refusal, host: &Host) -> Option<(Arc<Rule>, &'
     };
     Some((Arc::new(rule), denied.reason.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::override_refusal;
+    use crate::policy::{Denied, Host, Reason, Refusal, RuleRef};
+
+    fn denied(reason: Reason) -> Refusal {
+        Denied {
+            reason,
+            target: "x.test:443".into(),
+            request: None,
+            rules: Vec::new(),
+            rule_files: Arc::from(Vec::<String>::new()),
+        }
+        .into()
+    }
+
+    #[test]
+    fn only_host_port_method_path_and_upgrade_refusals_are_overridden() {
+        let host = Host::parse("x.test").unwrap();
+        for reason in [
+            Reason::HostNotAllowed,
+            Reason::PortNotAllowed,
+            Reason::MethodNotAllowed,
+            Reason::PathNotAllowed,
+            Reason::WebsocketNotAllowed,
+        ] {
+            let (rule, code) = override_refusal(&denied(reason), &host).unwrap();
+            assert_eq!(code, reason.as_str());
+            assert!(
+                rule.inject.is_none() && !rule.approval,
+                "no credential, no hold"
+            );
+        }
+        assert!(override_refusal(&denied(Reason::MethodRefused), &host).is_none());
+        assert!(override_refusal(&Refusal::Placeholder(Arc::from("P")), &host).is_none());
+        let r = RuleRef {
+            file: Arc::from("f"),
+            line: 1,
+        };
+        assert!(override_refusal(&Refusal::InjectOverHttp(r), &host).is_none());
+    }
+}

@@ -323,7 +323,19 @@ fn escape(seg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::generalise;
+    use super::{MAX_PATHS, fold, generalise};
+
+    #[test]
+    fn many_paths_fold_to_their_first_segment() {
+        let few: std::collections::BTreeSet<String> =
+            ["/a/x", "/b/y"].iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(fold(&few), few);
+        let many: std::collections::BTreeSet<String> = (0..=MAX_PATHS)
+            .map(|i| format!("/{}/p{i}", if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        let folded: Vec<String> = fold(&many).into_iter().collect();
+        assert_eq!(folded, ["/a/**", "/b/**"]);
+    }
 
     #[test]
     fn ids_hashes_uuids_and_versions_become_stars() {

@@ -30,12 +30,17 @@ use crate::state::State;
 /// The config did not compile or its trust store could not be read.
 pub fn reload(state: &State, source: &ConfigSource) -> Result<String, String> {
     let old = state.generation();
-    let result = source.load().map_err(|e| e.to_string()).and_then(|config| {
-        warn_fixed_settings(&old.config, &config);
-        let version = config.version.clone();
-        state.install(config).map_err(|e| format!("{e:#}"))?;
-        Ok(version)
-    });
+    let result = source
+        .load()
+        .map_err(|e| e.to_string())
+        .and_then(|mut config| {
+            // `serve --learn --permissive` is a process setting, not the file's.
+            config.learn_permissive = old.config.learn_permissive;
+            warn_fixed_settings(&old.config, &config);
+            let version = config.version.clone();
+            state.install(config).map_err(|e| format!("{e:#}"))?;
+            Ok(version)
+        });
     match &result {
         Ok(version) => {
             tracing::info!(version = %version, previous = %old.config.version, "config reloaded");

@@ -243,6 +243,93 @@ async fn permissive_learn_forwards_marks_and_proposes_generalised_paths() {
     assert_eq!(s.new.received().len(), 6);
 }
 
+/// `serve --learn --permissive`: forwarded and marked, and still so after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_learn_permissive_survives_a_reload() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let s = Setup::new().await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            "airlock.toml",
+            "--learn",
+            "--permissive",
+        ])
+        .current_dir(s.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut head = String::new();
+    let proxy_url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            head.push_str(&line);
+            head.push('\n');
+            if let Some(i) = line.find("HTTPS_PROXY=") {
+                return line[i + "HTTPS_PROXY=".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned();
+            }
+        }
+        panic!("airlock exited before it was ready");
+    })
+    .await
+    .unwrap();
+    assert!(
+        head.contains("WARNING: --permissive forwards every request the rules refuse"),
+        "{head}"
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let ca = s.dir.path().join("ca.pem");
+    let get = |path: &'static str| {
+        let url = Setup::url(&s.new, "new.example.test", path);
+        let proxy_url = proxy_url.clone();
+        let ca = ca.clone();
+        async move {
+            crate::support::client::curl(&[
+                "--proxy",
+                &proxy_url,
+                "--cacert",
+                ca.to_str().unwrap(),
+                &url,
+            ])
+            .await
+        }
+    };
+    let (code, out, err) = get("/one").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from new: GET /one");
+
+    // A rule edit reloads the config; permissive stays on.
+    let rules = s.dir.path().join("rules/api.toml");
+    let mut text = std::fs::read_to_string(&rules).unwrap();
+    text.push_str("\n[[host]]\nmatch = \"other.example.test\"\n");
+    std::fs::write(&rules, text).unwrap();
+    let audit = s.dir.path().join("audit.log");
+    crate::support::eventually("a reload", || {
+        std::fs::read_to_string(&audit)
+            .ok()
+            .filter(|a| a.contains("\"kind\":\"reload\",") && a.contains("\"reason\":\"reloaded\""))
+    })
+    .await;
+    let (code, out, err) = get("/two").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from new: GET /two");
+    crate::support::eventually("/two marked permissive", || {
+        std::fs::read_to_string(&audit)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("\"path\":\"/two\"") && l.contains("\"learn\":\"permissive\""))
+            .map(str::to_owned)
+    })
+    .await;
+    child.start_kill().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_reports_narrowing_and_exits_3_on_widening() {
     let s = Setup::new().await;
