@@ -108,6 +108,14 @@ pub fn run(log: &Path, config: &Config) -> anyhow::Result<Report> {
             Some(p) => judge(p, &req).map_err(|e| e.code().to_owned()),
             None => Err("sandbox_not_configured".to_owned()),
         };
+        // Placeholders travel in headers, which the log does not keep: a
+        // placeholder refusal the candidate's rules would admit cannot be
+        // re-judged (it is not reported as newly allowed).
+        if r.reason == "placeholder_misuse" && now.is_ok() {
+            skipped += 1;
+            judged -= 1;
+            continue;
+        }
         let mut note = |text: String, widening: bool| {
             let c = changes.entry(text).or_default();
             if c.count == 0 {

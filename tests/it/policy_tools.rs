@@ -585,6 +585,30 @@ async fn propose_never_proposes_an_ip_literal_without_saying_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_does_not_call_a_placeholder_refusal_newly_allowed() {
+    let s = Setup::new().await;
+    let port = s.api.port();
+    s.write(
+        "crafted.log",
+        &format!(
+            "{{\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"connect\",\"client\":\"127.0.0.1:1\",\"host\":\"api.example.test\",\"port\":{port},\"method\":\"CONNECT\",\"decision\":\"allow\",\"reason\":\"tunnel_intercepted\",\"bytes_up\":0,\"bytes_down\":0,\"duration_ms\":0}}\n\
+             {{\"ts\":\"2026-01-01T00:00:01Z\",\"kind\":\"request\",\"client\":\"127.0.0.1:1\",\"host\":\"api.example.test\",\"port\":{port},\"method\":\"GET\",\"path\":\"/x\",\"decision\":\"deny\",\"reason\":\"placeholder_misuse\",\"status\":403,\"bytes_up\":0,\"bytes_down\":0,\"duration_ms\":0}}\n"
+        ),
+    );
+    let (code, out, err) = airlock(
+        s.dir.path(),
+        &["replay", "crafted.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 recorded decisions re-judged")
+            && out.contains("(1 not re-judged): 0 changes"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_rule_files_carry_tests_that_pass() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (code, out, err) = airlock(repo, &["check"]).await;
