@@ -93,7 +93,9 @@ impl Setup {
 }
 
 fn curl(url: &str) -> Vec<String> {
-    ["curl", "-sS", "--max-time", "20", url]
+    // -f: a refusal fails curl whether it comes as the CONNECT's 403 or
+    // as a 403 inside the tunnel.
+    ["curl", "-fsS", "--max-time", "20", url]
         .iter()
         .map(|s| (*s).to_owned())
         .collect()
@@ -148,9 +150,10 @@ async fn learn_propose_apply_then_the_same_command_passes() {
     );
     assert!(diff.contains("+access = \"read\""), "read-only: {diff}");
     assert!(
-        diff.contains("+# proposed by `airlock propose`: 1 refused request"),
+        diff.contains("+# proposed by `airlock propose`: "),
         "{diff}"
     );
+    assert!(diff.contains("+# refused as: host_not_allowed"), "{diff}");
     assert!(
         !diff.contains("api.example.test"),
         "allowed hosts are left out: {diff}"
@@ -188,7 +191,7 @@ async fn permissive_learn_forwards_marks_and_proposes_generalised_paths() {
     );
     let c = Setup::url(&s.new, "new.example.test", "/v1/items");
     let script = format!(
-        "curl -sS --max-time 20 {a} && curl -sS --max-time 20 {b} && curl -sS --max-time 20 -d x {c}"
+        "curl -fsS --max-time 20 {a} && curl -fsS --max-time 20 {b} && curl -fsS --max-time 20 -d x {c}"
     );
     let (code, out, err) = s.learn(&["--permissive"], &["sh", "-c", &script]).await;
     assert_eq!(code, 0, "forwarded: {err}");
