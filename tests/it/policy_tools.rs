@@ -508,7 +508,19 @@ async fn check_runs_rule_file_tests_and_names_each_failure() {
         "{err}"
     );
 
-    // `inject`: the deciding rule must inject that secret.
+    // `inject`: the deciding rule must inject that secret. (A config whose
+    // rules inject wants its secrets file present and private.)
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(s.dir.path().join("secrets.local.toml"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"[\"tools/tok\"]\ntoken = \"t0k-value\"\n").unwrap();
+    }
     s.write(
         "rules/inject.toml",
         &format!(
