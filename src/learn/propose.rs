@@ -1,7 +1,8 @@
 //! `airlock propose AUDIT.log [--config F]`: the requests the rules refused
 //! (or that `airlock learn --permissive` forwarded anyway), turned into
 //! proposed `[[host]]` rules, printed as a unified diff that appends them to
-//! the config's first rule file.
+//! the config's first rule file (a sandbox's requests: to that sandbox's
+//! first own rule file, one rule per sandbox, host and port).
 //!
 //! - Requests the current rules (`--config`, judged by
 //!   [`crate::policy::decide`]) already allow are left out.
@@ -27,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -69,7 +70,7 @@ pub struct Proposal {
 pub fn run(log: &Path, config: &Config) -> anyhow::Result<Proposal> {
     let records = read_log(log)?;
     let mut tunnels = Tunnels::default();
-    let mut groups: BTreeMap<(String, u16, bool), Seen> = BTreeMap::new();
+    let mut groups: BTreeMap<(Option<String>, String, u16, bool), Seen> = BTreeMap::new();
     for (_, r) in &records {
         tunnels.see(r);
         if !r.judged() || !(r.policy_denied() || r.permissive()) {
@@ -86,7 +87,12 @@ pub fn run(log: &Path, config: &Config) -> anyhow::Result<Proposal> {
             continue;
         }
         let seen = groups
-            .entry((req.host.to_string(), req.port, req.connect))
+            .entry((
+                r.sandbox.clone(),
+                req.host.to_string(),
+                req.port,
+                req.connect,
+            ))
             .or_default();
         if seen.count == 0 {
             seen.first.clone_from(&r.ts);
@@ -114,54 +120,85 @@ pub fn run(log: &Path, config: &Config) -> anyhow::Result<Proposal> {
             seen.paths.insert(generalise(path.decoded()));
         }
     }
-    let mut body = String::new();
+    let mut bodies: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut rules = 0;
-    for ((host, port, connect), seen) in &groups {
+    for ((sandbox, host, port, connect), seen) in &groups {
         rules += 1;
+        let (target, shared_note) = target_file(config, sandbox.as_deref());
+        let body = bodies.entry(target).or_default();
         body.push('\n');
+        if let Some(note) = shared_note {
+            body.push_str(&note);
+        }
         body.push_str(&rule_text(config, host, *port, *connect, seen));
     }
-    if rules == 0 {
-        return Ok(Proposal::default());
-    }
-    let (target, existing) = target_file(config);
-    let old_lines = existing.lines().count();
-    let mut added: Vec<String> = body.lines().map(str::to_owned).collect();
-    if existing.is_empty() {
-        // No blank first line in a new file.
-        added.remove(0);
-    }
     let mut diff = String::new();
-    let _w = writeln!(diff, "--- {target}");
-    let _w = writeln!(diff, "+++ {target}");
-    let _w = writeln!(
-        diff,
-        "@@ -{},0 +{},{} @@",
-        old_lines,
-        old_lines + 1,
-        added.len()
-    );
-    for line in &added {
-        let _w = writeln!(diff, "+{line}");
+    for (target, body) in &bodies {
+        let existing = std::fs::read_to_string(target).unwrap_or_default();
+        let old_lines = existing.lines().count();
+        let mut added: Vec<&str> = body.lines().collect();
+        if existing.is_empty() && !added.is_empty() {
+            // No blank first line in a new file.
+            added.remove(0);
+        }
+        // Shown relative to the working directory when it is below it.
+        let shown = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| target.strip_prefix(cwd).ok().map(Path::to_path_buf))
+            .unwrap_or_else(|| target.clone());
+        let _w = writeln!(diff, "--- {}", shown.display());
+        let _w = writeln!(diff, "+++ {}", shown.display());
+        let _w = writeln!(
+            diff,
+            "@@ -{},0 +{},{} @@",
+            old_lines,
+            old_lines + 1,
+            added.len()
+        );
+        for line in &added {
+            let _w = writeln!(diff, "+{line}");
+        }
     }
     Ok(Proposal { diff, rules })
 }
 
-/// The file the proposal appends to: the first rule file read, else the
-/// config file itself; with its current text.
-fn target_file(config: &Config) -> (String, String) {
-    let path = config
-        .rule_files
-        .first()
-        .cloned()
-        .unwrap_or_else(|| config.source.clone().into());
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    // Shown relative to the working directory when it is below it.
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or(path);
-    (shown.display().to_string(), text)
+/// The file a rule proposed for `sandbox`'s requests goes to: that
+/// sandbox's first own rule file (its `include`), else the first shared
+/// rule file, else the config file itself. A sandbox's rule put in a shared
+/// file comes with a note: it would apply to every sandbox.
+fn target_file(config: &Config, sandbox: Option<&str>) -> (PathBuf, Option<String>) {
+    let shared = || {
+        config
+            .rule_files
+            .first()
+            .cloned()
+            .unwrap_or_else(|| config.source.clone().into())
+    };
+    let Some(id) = sandbox else {
+        return (shared(), None);
+    };
+    let own = config
+        .sandboxes
+        .iter()
+        .find(|s| &*s.id == id)
+        .and_then(|s| {
+            let common = config.policy.rule_files();
+            s.policy
+                .rule_files()
+                .iter()
+                .find(|f| !common.contains(f))
+                .and_then(|f| config.rule_files.iter().find(|p| p.ends_with(f.as_str())))
+                .cloned()
+        });
+    match own {
+        Some(path) => (path, None),
+        None => (
+            shared(),
+            Some(format!(
+                "# sandbox {id} has no rule file of its own: placed here, this rule would apply to every sandbox\n"
+            )),
+        ),
+    }
 }
 
 fn rule_text(config: &Config, host: &str, port: u16, connect: bool, seen: &Seen) -> String {

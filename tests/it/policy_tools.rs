@@ -624,6 +624,60 @@ async fn replay_does_not_call_a_placeholder_refusal_newly_allowed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propose_puts_a_sandboxs_rule_in_that_sandboxs_own_file() {
+    let s = Setup::new().await;
+    let mut config = std::fs::read_to_string(s.dir.path().join("airlock.toml")).unwrap();
+    let hash = "0".repeat(64);
+    config.push_str(&format!(
+        "\n[[sandbox]]\nid = \"agent-a\"\ntoken_sha256 = \"{hash}\"\ninclude = [\"sandbox-a/*.toml\"]\n\n\
+         [[sandbox]]\nid = \"agent-b\"\ntoken_sha256 = \"{hash}\"\n"
+    ));
+    s.write("airlock.toml", &config);
+    std::fs::create_dir(s.dir.path().join("sandbox-a")).unwrap();
+    s.write(
+        "sandbox-a/a.toml",
+        "[[host]]\nmatch = \"a-only.example.test\"\n",
+    );
+    let line = |sandbox: &str, host: &str| {
+        format!(
+            "{{\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"connect\",\"client\":\"127.0.0.1:1\",\"sandbox\":\"{sandbox}\",\"host\":\"{host}\",\"port\":443,\"method\":\"CONNECT\",\"decision\":\"deny\",\"reason\":\"host_not_allowed\",\"status\":403,\"bytes_up\":0,\"bytes_down\":0,\"duration_ms\":0}}\n"
+        )
+    };
+    s.write(
+        "crafted.log",
+        &[
+            line("agent-a", "new-a.example.test"),
+            line("agent-b", "new-b.example.test"),
+        ]
+        .concat(),
+    );
+    let (code, diff, err) = airlock(
+        s.dir.path(),
+        &["propose", "crafted.log", "--config", "airlock.toml"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let a = diff
+        .find("+++ sandbox-a/a.toml")
+        .unwrap_or_else(|| panic!("{diff}"));
+    let shared = diff
+        .find("+++ rules/api.toml")
+        .unwrap_or_else(|| panic!("{diff}"));
+    let a_hunk = &diff[a..if shared > a { shared } else { diff.len() }];
+    assert!(a_hunk.contains("+match = \"new-a.example.test\""), "{diff}");
+    assert!(
+        a_hunk.contains("@@ -2,0 +3,"),
+        "appended after the file's 2 lines: {diff}"
+    );
+    let b_hunk = &diff[shared..if a > shared { a } else { diff.len() }];
+    assert!(b_hunk.contains("+match = \"new-b.example.test\""), "{diff}");
+    assert!(
+        b_hunk.contains("+# sandbox agent-b has no rule file of its own: placed here, this rule would apply to every sandbox"),
+        "{diff}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_rule_files_carry_tests_that_pass() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (code, out, err) = airlock(repo, &["check"]).await;
