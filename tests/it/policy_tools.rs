@@ -638,6 +638,15 @@ async fn propose_puts_a_sandboxs_rule_in_that_sandboxs_own_file() {
         "sandbox-a/a.toml",
         "[[host]]\nmatch = \"a-only.example.test\"\n",
     );
+    // A [[test]] in a sandbox's own file is judged for that sandbox by default.
+    s.write(
+        "sandbox-a/tests.toml",
+        "[[test]]\nurl = \"https://a-only.example.test/\"\nexpect = \"allow\"\n\n\
+         [[test]]\nurl = \"https://a-only.example.test/\"\nsandbox = \"agent-b\"\nexpect = \"deny\"\n",
+    );
+    let (code, out, err) = airlock(s.dir.path(), &["check", "--config", "airlock.toml"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 policy tests passed"), "{out}");
     let line = |sandbox: &str, host: &str| {
         format!(
             "{{\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"connect\",\"client\":\"127.0.0.1:1\",\"sandbox\":\"{sandbox}\",\"host\":\"{host}\",\"port\":443,\"method\":\"CONNECT\",\"decision\":\"deny\",\"reason\":\"host_not_allowed\",\"status\":403,\"bytes_up\":0,\"bytes_down\":0,\"duration_ms\":0}}\n"
