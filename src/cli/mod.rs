@@ -43,7 +43,7 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
-    /// Validate config and rules without starting; non-zero exit on any problem.
+    /// Validate config and rules and run their `[[test]]`s, without starting; non-zero exit on any problem.
     Check {
         /// Config file (default: the embedded default).
         #[arg(long)]
