@@ -277,7 +277,10 @@ fn rule_text(config: &Config, host: &str, port: u16, connect: bool, seen: &Seen)
     }
     if !seen.connect_only {
         let paths = fold(&seen.paths);
-        let list: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+        let list: Vec<String> = paths
+            .iter()
+            .map(|p| toml::Value::String(p.clone()).to_string())
+            .collect();
         let _w = writeln!(rule, "paths = [{}]", list.join(", "));
     }
     if literal.is_some() {
@@ -360,7 +363,18 @@ fn escape(seg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::{MAX_PATHS, fold, generalise};
+
+    #[test]
+    fn proposed_paths_are_valid_toml_strings() {
+        for path in ["/a/b", "/a\\[1\\]", "/zero\u{200b}width", "/quote\"d"] {
+            let text = format!("p = {}", toml::Value::String(path.to_owned()));
+            let back: toml::Table = toml::from_str(&text).unwrap();
+            assert_eq!(back["p"].as_str(), Some(path), "{text}");
+        }
+    }
 
     #[test]
     fn many_paths_fold_to_their_first_segment() {
