@@ -17,8 +17,9 @@
 //! [`config::Config`] and nothing more; [`state`] holds what lives for the
 //! process and the generation built from one config; [`server`] is the
 //! composition root (binds, builds the state, starts the listener, the
-//! [`admin`] API and the reload watcher, drains); [`cli`] and [`run`] are the
-//! commands.
+//! [`admin`] API and the reload watcher, drains); [`cli`], [`run`] and [`learn`]
+//! (`learn`, `propose`, `replay`: the audit log read back through the
+//! policy) are the commands.
 //!
 //! See `docs/architecture.md` for the chart and the invariant → test table.
 

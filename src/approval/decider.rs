@@ -1,12 +1,13 @@
 //! The decider: an independent automated check asked about every held
-//! request, in parallel with the humans.
+//! request, in parallel with the humans (a rule's own `decider` is asked
+//! alone: see `per_rule`).
 //!
 //! airlock POSTs the [`PendingRequest`](super::PendingRequest) JSON to the
 //! configured URL and expects `{"decision": "allow" | "deny", "reason": "..."}`
 //! with a 2xx status. Anything else (a refused connection, a timeout, a 500,
 //! an unknown word, a body over 64 KiB) is *no decision*: the request keeps
-//! waiting for a human, and expires at the rule's timeout. A broken decider
-//! can never approve.
+//! waiting for a human, and expires at the rule's timeout (under a rule's
+//! own decider: the request is denied). A broken decider can never approve.
 
 use std::fmt;
 use std::sync::Arc;

@@ -112,10 +112,17 @@ impl Record {
 /// The file cannot be read, or a line is not an audit event (named
 /// `FILE:LINE`).
 pub fn read_log(path: &Path) -> anyhow::Result<Vec<(usize, Record)>> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the audit log {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: not an airlock audit event (not UTF-8: {e})",
+                path.display(),
+                i + 1
+            )
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -270,5 +277,41 @@ fn authority_host(h: &Host) -> String {
     match h {
         Host::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::read_log;
+
+    #[test]
+    fn a_bad_line_is_named_by_number_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = r#"{"ts":"t","kind":"connect","host":"a.test","port":443,"decision":"deny","reason":"host_not_allowed","new_field":1}"#;
+        for (bad, want) in [
+            (b"{\"ts\":1}".to_vec(), "log:3: not an airlock audit event"),
+            (
+                vec![0xff, 0xfe],
+                "log:3: not an airlock audit event (not UTF-8",
+            ),
+            (b"[1,2]".to_vec(), "log:3: not an airlock audit event"),
+            (
+                br#"{"ts":"t","kind":"k","decision":"d","reason":"r","port":70000}"#.to_vec(),
+                "log:3:",
+            ),
+        ] {
+            let mut text = format!("{good}\n\n").into_bytes();
+            text.extend_from_slice(&bad);
+            let path = dir.path().join("log");
+            std::fs::write(&path, &text).unwrap();
+            let err = read_log(&path).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        std::fs::write(dir.path().join("log"), format!("{good}\n")).unwrap();
+        let records = read_log(&dir.path().join("log")).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, 1);
     }
 }
