@@ -23,9 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::ConnGuard;
 use super::forward::{self, Target};
 use super::io::{IdleTimeout, Prefixed};
+use super::{ConnGuard, refused};
 use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::{self, ProxyError};
 use crate::policy::{Host, Scheme, parse_authority_form};
@@ -75,16 +75,25 @@ pub(crate) async fn handle(
             ProxyError::ProxyAuth("unknown sandbox"),
         );
     };
+    // A refusal opens a refused tunnel (see `super::refused`): the agent
+    // reads the explanation inside it; the host is never contacted.
     let matched = match policy.decide_host(&host, port, Scheme::Https) {
         Ok(m) => m,
-        Err(denied) => return super::fail(&state, event(None), None, denied.into()),
+        Err(denied) => {
+            let ev = event(None);
+            drop(generation);
+            return refused::refuse(state, peer, ev, conn, req, (host, port), denied.into()).await;
+        }
     };
     let rule = matched.first().map(|r| r.source.clone());
-    // Refuse private and loopback destinations before opening the tunnel, so
-    // the client gets a clear 403 instead of a TLS session that fails later.
-    // The connector checks again when it dials (and dials only what it checked).
+    // Refuse private and loopback destinations before opening the tunnel:
+    // the refusal is explained inside a refused tunnel, never a session to
+    // the address. The connector checks again when it dials (and dials
+    // only what it checked).
     if let Err(g) = generation.guard.resolve(&host, port).await {
-        return super::fail(&state, event(rule), None, g.into());
+        let ev = event(rule);
+        drop(generation);
+        return refused::refuse(state, peer, ev, conn, req, (host, port), g.into()).await;
     }
     let mut ev = event(rule);
     ev.status = Some(StatusCode::OK.as_u16());

@@ -206,16 +206,20 @@ async fn serve_with_curl_allows_denies_and_shuts_down_cleanly() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hello from api: GET /hello");
 
-    let (code, _out, err) = client::curl(&[
+    // A refused tunnel: curl reads the 403 and its explanation inside.
+    let (code, out, err) = client::curl(&[
         "--proxy",
         &proxy_url,
         "--cacert",
         ca_path.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
         "https://denied.example.test/",
     ])
     .await;
-    assert_ne!(code, 0);
-    assert!(err.contains("403"), "{err}");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("403"), "{out}");
+    assert!(out.contains("not on the allowlist"), "{out}");
     assert_eq!(origin.received().len(), 1);
 
     let pid = child.id().unwrap() as i32;
