@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod check;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
@@ -163,6 +165,9 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     crate::run::make_undumpable()?;
     let config = load(config_path)?;
     tracing::info!(config = %config.source, "config loaded");
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let files = CaFiles {
         cert: config.tls.ca_cert.clone(),
         key: config.tls.ca_key.clone(),
@@ -269,19 +274,12 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut problems = Vec::new();
-    let files = CaFiles {
-        cert: config.tls.ca_cert.clone(),
-        key: config.tls.ca_key.clone(),
-    };
-    if files.cert.exists() || files.key.exists() || config.source != EMBEDDED_NAME {
-        crate::install_crypto_provider();
-        if let Err(e) = CertificateAuthority::load(&files) {
-            problems.push(format!("CA: {e}"));
-        }
-    }
+    let mut problems = check::files(&config);
     if let Err(e) = crate::tls::upstream::root_store(&config.tls) {
         problems.push(format!("upstream roots: {e}"));
+    }
+    for w in &config.warnings {
+        eprintln!("{w}");
     }
     if !problems.is_empty() {
         for p in &problems {

@@ -434,3 +434,94 @@ async fn explain_and_the_proxy_agree() {
         );
     }
 }
+
+fn testdata(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/config/testdata")
+        .join(file)
+}
+
+/// `check` refuses what serve would refuse later, naming file:line: each
+/// finding from its testdata file, through the binary.
+#[test]
+fn check_catches_what_would_bite_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["ca", "init", "--dir", "certs"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    for (file, line, says) in [
+        (
+            "bad_unknown_method.toml",
+            3,
+            "`GTE` is not a known HTTP method",
+        ),
+        (
+            "bad_public_suffix.toml",
+            2,
+            "admits every name under the public suffix `co.uk`",
+        ),
+        (
+            "bad_url_match.toml",
+            2,
+            "match takes a host name, not a URL",
+        ),
+        ("bad_empty_include.toml", 1, "matches no rule file"),
+    ] {
+        std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+        let (code, _, err) = run(&["check", "--config", file], dir.path());
+        assert_eq!(code, 1, "{file}: {err}");
+        assert!(err.contains(&format!("{file}:{line}:")), "{file}: {err}");
+        assert!(err.contains(says), "{file}: {err}");
+    }
+
+    // The secrets file readable by others: the same refusal serve gives.
+    let file = "bad_secrets_mode.toml";
+    std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[\"tools/a\"]\ntoken = \"x\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(&["check", "--config", file], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("{file}:3: secrets.file:")), "{err}");
+    assert!(err.contains("is readable by others (mode 644)"), "{err}");
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = run(&["check", "--config", file], dir.path());
+    assert_eq!(code, 0, "{err}");
+
+    // The CA missing: with the hint serve gives.
+    let file = "bad_missing_ca.toml";
+    std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+    let (code, _, err) = run(&["check", "--config", file], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{file}:2: tls.ca_cert: CA ")),
+        "{err}"
+    );
+    assert!(err.contains("run `airlock ca init --dir "), "{err}");
+
+    // Warnings print with file:line; the config still passes (its
+    // injections need a secrets file, owner-only).
+    let local = dir.path().join("secrets.local.toml");
+    std::fs::write(&local, "[\"tools/a\"]\ntoken = \"x\"\n").unwrap();
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (file, line, says) in [
+        (
+            "warn_shadowed.toml",
+            5,
+            "warning: this rule can never match",
+        ),
+        (
+            "warn_inject_overlap.toml",
+            7,
+            "can match the same request with different injections",
+        ),
+    ] {
+        std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+        let (code, _, err) = run(&["check", "--config", file], dir.path());
+        assert_eq!(code, 0, "{file}: {err}");
+        assert!(
+            err.contains(&format!("{file}:{line}: warning: ")) && err.contains(says),
+            "{file}: {err}"
+        );
+    }
+}
