@@ -525,3 +525,145 @@ fn check_catches_what_would_bite_later() {
         );
     }
 }
+
+/// explain's guard verdict is serve's: for the same config, over allowed,
+/// denied, reserved-address and loopback cases (with and without
+/// `allow_cidrs`), over https and plain http, `airlock explain` and the
+/// running proxy give the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_guard_verdict_matches_serve() {
+    let ca = TestCa::new("origin ca");
+    let tls = Origin::https(&ca, "api.example.test", "127.0.0.3", echo("api")).await;
+    let plain = Origin::plain("127.0.0.4", echo("plain")).await;
+    let (tp, pp) = (tls.port(), plain.port());
+    let build = |open: bool| {
+        let mut b = ProxyBuilder::new()
+            .resolve("api.example.test", "127.0.0.3")
+            .resolve("plain.example.test", "127.0.0.4")
+            .resolve("docs.example.test", "198.51.100.7")
+            .trust(&ca)
+            .rule(&format!(
+                "match = \"api.example.test\"\nports = [{tp}]\naccess = \"read\""
+            ))
+            .rule(&format!("match = \"plain.example.test\"\nports = [{pp}]"))
+            .rule("match = \"docs.example.test\"");
+        if open {
+            b = b.allow_loopback();
+        }
+        b.start()
+    };
+    let closed = build(false).await;
+    let open = build(true).await;
+    let api = format!("https://api.example.test:{tp}/x");
+    let api_post = api.clone();
+    let plain_url = format!("http://plain.example.test:{pp}/x");
+    // (proxy, method, URL, the verdict both must give)
+    let cases = [
+        (&open, "GET", api.clone(), "ALLOW"),
+        (&open, "POST", api_post.clone(), "method_not_allowed"),
+        (&open, "GET", plain_url.clone(), "ALLOW"),
+        (
+            &open,
+            "GET",
+            "https://denied.example.test/".to_owned(),
+            "host_not_allowed",
+        ),
+        (
+            &open,
+            "GET",
+            "https://docs.example.test/".to_owned(),
+            "blocked_address",
+        ),
+        (&closed, "GET", api.clone(), "blocked_address"),
+        // Over CONNECT the guard answers before method and path.
+        (&closed, "POST", api_post, "blocked_address"),
+        (&closed, "GET", plain_url, "blocked_address"),
+        (
+            &closed,
+            "GET",
+            "https://docs.example.test/".to_owned(),
+            "blocked_address",
+        ),
+    ];
+    for (proxy, method, url, want) in cases {
+        let (code, out, err) = run(
+            &[
+                "explain",
+                "--config",
+                "airlock.toml",
+                "--method",
+                method,
+                &url,
+            ],
+            proxy.dir.path(),
+        );
+        let explained = match out.strip_prefix("DENY (") {
+            Some(rest) => rest.split(')').next().unwrap_or("").to_owned(),
+            None if out.starts_with("ALLOW ") => "ALLOW".to_owned(),
+            None => panic!("explain {method} {url}: {out}{err}"),
+        };
+        assert_eq!(code, if want == "ALLOW" { 0 } else { 1 }, "{out}{err}");
+        if want == "blocked_address" {
+            assert!(out.contains("guard: would be refused: "), "{out}");
+        }
+        if url.contains("docs.example.test") {
+            assert!(
+                out.contains("resolves to 198.51.100.7, a documentation address")
+                    && out.contains("allow with `allow_cidrs`"),
+                "{out}"
+            );
+        }
+        if want == "ALLOW" {
+            assert!(out.contains("  guard: resolves to 127.0.0."), "{out}");
+            assert!(out.contains("  approval: none\n"), "{out}");
+            assert!(out.contains("  rate: "), "{out}");
+        }
+
+        let r = client::reqwest(proxy)
+            .request(method.parse().unwrap(), &url)
+            .send()
+            .await
+            .unwrap();
+        let served = if r.status() == 200 {
+            "ALLOW".to_owned()
+        } else {
+            r.headers()
+                .get("airlock-error")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| format!("status {}", r.status()))
+        };
+        assert_eq!(
+            (explained.as_str(), served.as_str()),
+            (want, want),
+            "{method} {url}"
+        );
+    }
+
+    // The approval, rate and budget settings an allowed request gets.
+    std::fs::write(
+        open.dir.path().join("held.toml"),
+        "[dns]\nresolve = { \"held.example.test\" = \"8.8.8.8\" }\n\n[[host]]\nmatch = \"held.example.test\"\n\
+         approval = \"required\"\nrate = \"10/minute\"\nbudget = \"1MB/hour\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "explain",
+            "--config",
+            "held.toml",
+            "--method",
+            "POST",
+            "https://held.example.test/x",
+        ],
+        open.dir.path(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "  guard: resolves to 8.8.8.8: allowed\n",
+        "  approval: required: held until a person (admin API or `airlock approvals`) decides, at most 90 s\n",
+        "  rate: 10 requests per 60 s, per sandbox\n",
+        "  budget: 1048576 request-body bytes per 3600 s, per sandbox\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+}
