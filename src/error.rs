@@ -454,3 +454,80 @@ pub fn full(b: impl Into<Bytes>) -> ProxyBody {
 pub fn empty() -> ProxyBody {
     full(Bytes::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RFC 9209 error type for each kind of failure, as the README lists it.
+    #[test]
+    fn proxy_status_error_types() {
+        let guard_refusal = ProxyError::Guard(GuardError::Blocked {
+            host: "h".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            class: crate::guard::IpClass::Private,
+        });
+        let dns = ProxyError::Guard(GuardError::Resolve {
+            host: "h".into(),
+            reason: "r".into(),
+        });
+        let cases: Vec<(ProxyError, Option<&str>)> = vec![
+            (guard_refusal, Some("destination_ip_prohibited")),
+            (dns, Some("dns_error")),
+            (ProxyError::ApprovalExpired(1), Some("http_request_denied")),
+            (ProxyError::ProxyAuth("x"), Some("http_request_denied")),
+            (
+                ProxyError::Leak {
+                    pattern: "p".into(),
+                    place: Place::Url,
+                },
+                Some("http_request_denied"),
+            ),
+            (
+                ProxyError::Misdirected("m".into()),
+                Some("http_request_error"),
+            ),
+            (ProxyError::BodyTimeout(1), Some("http_request_error")),
+            (
+                ProxyError::Upstream("u".into()),
+                Some("destination_unavailable"),
+            ),
+            (
+                ProxyError::UpstreamTimeout("t".into()),
+                Some("http_response_timeout"),
+            ),
+            (
+                ProxyError::Unscannable {
+                    side: Side::Response,
+                    reason: "r".into(),
+                },
+                Some("http_response_content_coding"),
+            ),
+            (ProxyError::PartialForInjected, None),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.proxy_status_error(), want, "{err:?}");
+            let resp = err.into_response();
+            let value = resp.headers()[PROXY_STATUS_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            match want {
+                Some(t) => assert!(
+                    value.starts_with(&format!("airlock; error={t}; details=\"")),
+                    "{value}"
+                ),
+                None => assert!(value.starts_with("airlock; details=\""), "{value}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_status_details_are_an_sf_string() {
+        let v = proxy_status(None, "c", "a \"quoted\" \\ caf\u{e9}\nsecond line");
+        assert_eq!(
+            v.to_str().unwrap(),
+            "airlock; details=\"c: a \\\"quoted\\\" \\\\ caf?\""
+        );
+    }
+}

@@ -253,3 +253,27 @@ async fn plain_http_refusals_carry_proxy_status() {
     );
     assert_eq!(origin.received().len(), 0);
 }
+
+/// A refused tunnel keeps the handshake timeout of any tunnel: a client
+/// that opens one and sends nothing is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_refused_tunnel_is_closed_after_the_handshake_timeout() {
+    let proxy = ProxyBuilder::new()
+        .proxy_line("handshake_timeout = \"1s\"")
+        .rule("match = \"api.example.test\"")
+        .start()
+        .await;
+    let (mut s, r) = client::connect(proxy.addr, "denied.example.test:443").await;
+    assert_eq!(r.status, 200);
+    let mut rest = Vec::new();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await
+    .expect("closed within the handshake timeout")
+    .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(rest.is_empty());
+}
