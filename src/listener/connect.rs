@@ -82,7 +82,17 @@ pub(crate) async fn handle(
         Err(denied) => {
             let ev = event(None);
             drop(generation);
-            return refused::refuse(state, peer, ev, conn, req, (host, port), denied.into()).await;
+            // Boxed: the allowed path's future stays the size it was.
+            return Box::pin(refused::refuse(
+                state,
+                peer,
+                ev,
+                conn,
+                req,
+                (host, port),
+                denied.into(),
+            ))
+            .await;
         }
     };
     let rule = matched.first().map(|r| r.source.clone());
@@ -93,7 +103,16 @@ pub(crate) async fn handle(
     if let Err(g) = generation.guard.resolve(&host, port).await {
         let ev = event(rule);
         drop(generation);
-        return refused::refuse(state, peer, ev, conn, req, (host, port), g.into()).await;
+        return Box::pin(refused::refuse(
+            state,
+            peer,
+            ev,
+            conn,
+            req,
+            (host, port),
+            g.into(),
+        ))
+        .await;
     }
     let mut ev = event(rule);
     ev.status = Some(StatusCode::OK.as_u16());
