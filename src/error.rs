@@ -221,6 +221,44 @@ impl ProxyError {
         }
     }
 
+    /// The RFC 9209 error type for `Proxy-Status` (the registered types
+    /// only; `None` where none fits: a response airlock withheld).
+    pub fn proxy_status_error(&self) -> Option<&'static str> {
+        use crate::credentials::inject::InjectError;
+        Some(match self {
+            ProxyError::Guard(g) if g.is_refusal() => "destination_ip_prohibited",
+            ProxyError::Guard(GuardError::Resolve { .. }) => "dns_error",
+            ProxyError::Guard(_) => "destination_unavailable",
+            ProxyError::Denied(_)
+            | ProxyError::Placeholder(_)
+            | ProxyError::InjectOverHttp
+            | ProxyError::ApprovalDenied(_)
+            | ProxyError::ApprovalExpired(_)
+            | ProxyError::ProxyAuth(_)
+            | ProxyError::Limited(_)
+            | ProxyError::Leak { .. }
+            | ProxyError::Credential(InjectError::WrongHost { .. }) => "http_request_denied",
+            ProxyError::Misdirected(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::Path(_)
+            | ProxyError::NotProxyRequest
+            | ProxyError::Unsupported(_)
+            | ProxyError::BodyTimeout(_)
+            | ProxyError::Unscannable {
+                side: Side::Request,
+                ..
+            } => "http_request_error",
+            ProxyError::Credential(_) => "proxy_internal_error",
+            ProxyError::Unscannable {
+                side: Side::Response,
+                ..
+            } => "http_response_content_coding",
+            ProxyError::Upstream(_) => "destination_unavailable",
+            ProxyError::UpstreamTimeout(_) => "http_response_timeout",
+            ProxyError::ResponseLeak { .. } | ProxyError::PartialForInjected => return None,
+        })
+    }
+
     /// The status the sandbox sees.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -337,7 +375,10 @@ impl ProxyError {
             ProxyError::Limited(l) => Some(l.retry_after_secs),
             _ => None,
         };
-        let mut resp = text_response(status, code, self.agent_message());
+        let message = self.agent_message();
+        let proxy_status = proxy_status(self.proxy_status_error(), code, &message);
+        let mut resp = text_response(status, code, message);
+        resp.headers_mut().insert(PROXY_STATUS_HEADER, proxy_status);
         if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             resp.headers_mut().insert(
                 http::header::PROXY_AUTHENTICATE,
@@ -350,6 +391,39 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// The RFC 9209 `Proxy-Status` header on every response airlock makes
+/// for a failure: `airlock; error=<type>; details="<code>: <first line>"`.
+pub const PROXY_STATUS_HEADER: &str = "proxy-status";
+
+/// Builds a `Proxy-Status` value. `details` is an RFC 8941 string: only
+/// printable ASCII, with `"` and `\` escaped; anything else becomes `?`.
+pub fn proxy_status(error: Option<&'static str>, code: &str, message: &str) -> HeaderValue {
+    let first = message.lines().next().unwrap_or_default();
+    let mut details = String::with_capacity(code.len() + first.len() + 2);
+    details.push_str(code);
+    details.push_str(": ");
+    details.push_str(first);
+    let mut value = String::with_capacity(details.len() + 48);
+    value.push_str("airlock");
+    if let Some(error) = error {
+        value.push_str("; error=");
+        value.push_str(error);
+    }
+    value.push_str("; details=\"");
+    for c in details.chars().take(300) {
+        match c {
+            '"' | '\\' => {
+                value.push('\\');
+                value.push(c);
+            }
+            ' '..='~' => value.push(c),
+            _ => value.push('?'),
+        }
+    }
+    value.push('"');
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("airlock"))
 }
 
 /// A plain-text response with the `airlock-error` code.
@@ -379,4 +453,81 @@ pub fn full(b: impl Into<Bytes>) -> ProxyBody {
 /// An empty body.
 pub fn empty() -> ProxyBody {
     full(Bytes::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RFC 9209 error type for each kind of failure, as the README lists it.
+    #[test]
+    fn proxy_status_error_types() {
+        let guard_refusal = ProxyError::Guard(GuardError::Blocked {
+            host: "h".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            class: crate::guard::IpClass::Private,
+        });
+        let dns = ProxyError::Guard(GuardError::Resolve {
+            host: "h".into(),
+            reason: "r".into(),
+        });
+        let cases: Vec<(ProxyError, Option<&str>)> = vec![
+            (guard_refusal, Some("destination_ip_prohibited")),
+            (dns, Some("dns_error")),
+            (ProxyError::ApprovalExpired(1), Some("http_request_denied")),
+            (ProxyError::ProxyAuth("x"), Some("http_request_denied")),
+            (
+                ProxyError::Leak {
+                    pattern: "p".into(),
+                    place: Place::Url,
+                },
+                Some("http_request_denied"),
+            ),
+            (
+                ProxyError::Misdirected("m".into()),
+                Some("http_request_error"),
+            ),
+            (ProxyError::BodyTimeout(1), Some("http_request_error")),
+            (
+                ProxyError::Upstream("u".into()),
+                Some("destination_unavailable"),
+            ),
+            (
+                ProxyError::UpstreamTimeout("t".into()),
+                Some("http_response_timeout"),
+            ),
+            (
+                ProxyError::Unscannable {
+                    side: Side::Response,
+                    reason: "r".into(),
+                },
+                Some("http_response_content_coding"),
+            ),
+            (ProxyError::PartialForInjected, None),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.proxy_status_error(), want, "{err:?}");
+            let resp = err.into_response();
+            let value = resp.headers()[PROXY_STATUS_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            match want {
+                Some(t) => assert!(
+                    value.starts_with(&format!("airlock; error={t}; details=\"")),
+                    "{value}"
+                ),
+                None => assert!(value.starts_with("airlock; details=\""), "{value}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_status_details_are_an_sf_string() {
+        let v = proxy_status(None, "c", "a \"quoted\" \\ caf\u{e9}\nsecond line");
+        assert_eq!(
+            v.to_str().unwrap(),
+            "airlock; details=\"c: a \\\"quoted\\\" \\\\ caf?\""
+        );
+    }
 }

@@ -48,6 +48,9 @@ pub struct State {
     /// Where credentials come from, cached. `None` when no backend is set up
     /// (the file backend without its file): injections then fail closed.
     secrets: ArcSwapOption<CachedSource>,
+    /// Clients that aborted the handshake of a refused tunnel, by address
+    /// and target: their next CONNECT there gets a plain 403.
+    pub refused_aborts: moka::future::Cache<(std::net::IpAddr, crate::host::Host, u16), ()>,
 }
 
 /// Everything built from one config: swapped whole on reload, so a request
@@ -258,6 +261,10 @@ impl Generation {
     }
 }
 
+/// How long a client that aborted the handshake on a refused tunnel's
+/// leaf gets a plain `403` to CONNECT for the same target instead.
+pub const REFUSED_ABORT_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Builds the process state: CA, issuer, and the first generation.
 ///
 /// # Errors
@@ -288,6 +295,10 @@ pub fn build_state(
         scanner: ArcSwapOption::empty(),
         held: Mutex::new(Vec::new()),
         secrets: ArcSwapOption::empty(),
+        refused_aborts: moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(REFUSED_ABORT_MEMORY)
+            .build(),
     };
     state.configure_decider(&state.generation());
     state.rebuild_scanner();

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod check;
+mod explain;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
@@ -240,6 +243,9 @@ fn serve(config_path: Option<&Path>, learn: Option<bool>) -> anyhow::Result<Exit
         }
     }
     tracing::info!(config = %config.source, "config loaded");
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let files = CaFiles {
         cert: config.tls.ca_cert.clone(),
         key: config.tls.ca_key.clone(),
@@ -346,19 +352,12 @@ fn check(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut problems = Vec::new();
-    let files = CaFiles {
-        cert: config.tls.ca_cert.clone(),
-        key: config.tls.ca_key.clone(),
-    };
-    if files.cert.exists() || files.key.exists() || config.source != EMBEDDED_NAME {
-        crate::install_crypto_provider();
-        if let Err(e) = CertificateAuthority::load(&files) {
-            problems.push(format!("CA: {e}"));
-        }
-    }
+    let mut problems = check::files(&config);
     if let Err(e) = crate::tls::upstream::root_store(&config.tls) {
         problems.push(format!("upstream roots: {e}"));
+    }
+    for w in &config.warnings {
+        eprintln!("{w}");
     }
     if !problems.is_empty() {
         for p in &problems {
@@ -450,6 +449,18 @@ fn explain(config_path: Option<&Path>, ask: &Explain<'_>) -> anyhow::Result<Exit
         ));
         return Ok(ExitCode::from(1));
     };
+    // The proxy's order: over CONNECT the guard answers right after the
+    // host and port pass, before method and path; plain http is guarded
+    // when airlock dials, after the whole decision.
+    let mut verdict = None;
+    if scheme == Scheme::Https && policy.decide_host(&host, port, scheme).is_ok() {
+        let v = explain::guard(&config, &host, port)?;
+        if let explain::Verdict::Refused(e) = &v {
+            print_out(&explain::refused(e));
+            return Ok(ExitCode::from(1));
+        }
+        verdict = Some(v);
+    }
     let decision = decide(
         policy,
         &RequestFacts {
@@ -479,6 +490,14 @@ fn explain(config_path: Option<&Path>, ask: &Explain<'_>) -> anyhow::Result<Exit
             Ok(ExitCode::from(1))
         }
         Ok(rule) => {
+            let verdict = match verdict {
+                Some(v) => v,
+                None => explain::guard(&config, &host, port)?,
+            };
+            if let explain::Verdict::Refused(e) = &verdict {
+                print_out(&explain::refused(e));
+                return Ok(ExitCode::from(1));
+            }
             let mut out = format!(
                 "ALLOW {method} {scheme}://{host}:{port}{path}\n  rule: {} (match \"{}\")\n  judged path: {}\n  forwarded path: {}\n",
                 rule.source,
@@ -520,6 +539,8 @@ fn explain(config_path: Option<&Path>, ask: &Explain<'_>) -> anyhow::Result<Exit
                 config.scan.incoming_confidence,
                 config.scan.patterns_summary(),
             ));
+            out.push_str(&explain::guard_lines(&verdict));
+            out.push_str(&explain::settings_lines(&config, &rule));
             if !rule.scan_skip.is_empty() {
                 out.push_str(&format!(
                     "  scan_skip: {} (this rule's requests may send them; responses are still scanned)\n",

@@ -160,6 +160,14 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let mut warnings = super::lint::overlaps(&shared);
+    for sb in &sandboxes {
+        for w in super::lint::overlaps(sb.policy.rules()) {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
     let secret_files = secret_files(&raw, base, &tls, &secrets);
     Ok(Config {
         proxy,
@@ -182,6 +190,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         secret_files,
         tests,
         learn_permissive: false,
+        warnings,
     })
 }
 
@@ -308,8 +317,17 @@ fn expand_include(
                 .filter(|p| p.is_file())
                 .collect();
             files.sort();
-            if files.is_empty() {
-                tracing::warn!(pattern = %pattern.get_ref(), file = src.name, "include matches no rule file");
+            if files.is_empty() && src.name == super::EMBEDDED_NAME {
+                // The embedded default run outside a checkout: deny-all, said so.
+                tracing::warn!(pattern = %pattern.get_ref(), "include matches no rule file: every host is denied");
+            } else if files.is_empty() {
+                errors.push(src.err(
+                    pattern,
+                    format!(
+                        "include: `{}` matches no rule file: the rules it was meant to bring would be missing (a deny-all proxy by accident)",
+                        pattern.get_ref()
+                    ),
+                ));
             }
             files
         }
@@ -856,9 +874,23 @@ fn compile_rule(
     errors: &mut Vec<ConfigError>,
 ) -> Option<Rule> {
     let before = errors.len();
-    let pattern = match parse_host_pattern(r.pattern.get_ref()) {
-        Ok(p) => Some(p),
-        Err(msg) => {
+    let pattern = match (
+        super::lint::url_as_match(r.pattern.get_ref()),
+        parse_host_pattern(r.pattern.get_ref()),
+    ) {
+        (Some(msg), _) => {
+            errors.push(src.err(&r.pattern, msg));
+            None
+        }
+        (None, Ok(HostPattern::Subdomains(s))) => match super::lint::public_suffix_wildcard(&s) {
+            Some(msg) => {
+                errors.push(src.err(&r.pattern, msg));
+                None
+            }
+            None => Some(HostPattern::Subdomains(s)),
+        },
+        (None, Ok(p)) => Some(p),
+        (None, Err(msg)) => {
             errors.push(src.err(&r.pattern, format!("host.match: {msg}")));
             None
         }
@@ -908,6 +940,10 @@ fn compile_rule(
                             "host.methods: {upper} is always refused (it echoes credentials back)"
                         ),
                     ));
+                    continue;
+                }
+                if let Some(msg) = super::lint::unknown_method(&upper) {
+                    errors.push(src.err(list, msg));
                     continue;
                 }
                 match Method::from_bytes(upper.as_bytes()) {

@@ -6,6 +6,7 @@
 //! one and reloading it live is [`crate::state`] and [`crate::server`].
 
 pub mod compile;
+mod lint;
 pub mod error;
 pub mod raw;
 mod rule_tests;
@@ -51,6 +52,11 @@ impl ConfigSource {
             ConfigSource::File(p) => Config::load(p),
             ConfigSource::Embedded(base) => Config::embedded(base),
         }
+        .inspect(|config| {
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
+        })
     }
 }
 
@@ -92,6 +98,9 @@ pub struct Config {
     /// Set by `airlock learn --permissive` (never by a config file): requests
     /// the rules refuse are forwarded, marked in the audit log.
     pub learn_permissive: bool,
+    /// What `airlock check` warns about (shadowed and overlapping rules),
+    /// each starting with `file:line`; `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// A file airlock reads a secret from (see [`Config::secret_files`]).
@@ -429,6 +438,69 @@ mod tests {
         "2:18",
         "scan.prejudge_bytes: at most 16777216 (16 MiB)"
     );
+
+    bad!(
+        unknown_method,
+        "bad_unknown_method.toml",
+        "3:11",
+        "host.methods: `GTE` is not a known HTTP method"
+    );
+    bad!(
+        public_suffix,
+        "bad_public_suffix.toml",
+        "2:9",
+        "`*.co.uk` admits every name under the public suffix `co.uk`"
+    );
+    bad!(
+        url_match,
+        "bad_url_match.toml",
+        "2:9",
+        "match takes a host name, not a URL (write match = \"api.github.com\")"
+    );
+    bad!(
+        empty_include,
+        "bad_empty_include.toml",
+        "1:12",
+        "include: `no-such-dir/*.toml` matches no rule file"
+    );
+
+    /// Warnings: the config loads, and each warning names file:line.
+    fn warnings(file: &str) -> (String, Vec<String>) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/config/testdata")
+            .join(file);
+        let config = Config::load(&path).unwrap();
+        (path.display().to_string(), config.warnings)
+    }
+
+    #[test]
+    fn shadowed_rule_is_a_warning() {
+        let (path, w) = warnings("warn_shadowed.toml");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!(
+                "{path}:5: warning: this rule can never match: the earlier rule at {path}:2"
+            )),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn overlapping_rules_with_different_injections_are_a_warning() {
+        let (path, w) = warnings("warn_inject_overlap.toml");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!("{path}:7: warning: this rule and the earlier rule at {path}:2 can match the same request with different injections")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_rules_load_without_warnings() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::embedded(base).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
 
     #[test]
     fn prejudge_bytes_defaults_to_64_kib() {

@@ -29,7 +29,9 @@ pub enum IpClass {
     Unspecified,
     /// 255.255.255.255.
     Broadcast,
-    /// Documentation, benchmarking, reserved and other non-global ranges.
+    /// Documentation ranges: 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32.
+    Documentation,
+    /// Benchmarking, reserved and other non-global ranges.
     Reserved,
 }
 
@@ -46,6 +48,7 @@ impl IpClass {
             IpClass::Multicast => "multicast",
             IpClass::Unspecified => "unspecified",
             IpClass::Broadcast => "broadcast",
+            IpClass::Documentation => "documentation",
             IpClass::Reserved => "reserved",
         }
     }
@@ -78,9 +81,8 @@ fn classify_v4(ip: Ipv4Addr) -> IpClass {
         (224..=239, _, _) => IpClass::Multicast,
         (255, 255, 255) if ip == Ipv4Addr::BROADCAST => IpClass::Broadcast,
         (240..=255, _, _) => IpClass::Reserved,
-        (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) | (192, 88, 99) => {
-            IpClass::Reserved
-        }
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => IpClass::Documentation,
+        (192, 0, 0) | (192, 88, 99) => IpClass::Reserved,
         (198, 18..=19, _) => IpClass::Reserved,
         _ => IpClass::Public,
     }
@@ -104,7 +106,8 @@ fn classify_v6(ip: Ipv6Addr) -> IpClass {
         0xfec0..=0xfeff => IpClass::Reserved, // deprecated site-local
         // Global unicast is 2000::/3; Teredo (2001::/32) and documentation
         // (2001:db8::/32) within it are not destinations.
-        0x2001 if s[1] == 0 || s[1] == 0xdb8 => IpClass::Reserved,
+        0x2001 if s[1] == 0xdb8 => IpClass::Documentation,
+        0x2001 if s[1] == 0 => IpClass::Reserved,
         0x2000..=0x3fff => IpClass::Public,
         _ => IpClass::Reserved,
     }
@@ -162,7 +165,8 @@ mod tests {
     class!(zero, "0.0.0.0", IpClass::Unspecified);
     class!(multicast, "239.1.1.1", IpClass::Multicast);
     class!(broadcast, "255.255.255.255", IpClass::Broadcast);
-    class!(doc, "192.0.2.1", IpClass::Reserved);
+    class!(doc, "192.0.2.1", IpClass::Documentation);
+    class!(doc_2, "198.51.100.7", IpClass::Documentation);
     class!(v6_loopback, "::1", IpClass::Loopback);
     class!(v6_unspecified, "::", IpClass::Unspecified);
     class!(v6_mapped_private, "::ffff:10.0.0.1", IpClass::Private);
@@ -174,5 +178,5 @@ mod tests {
     class!(v6_multicast, "ff02::1", IpClass::Multicast);
     class!(v6_public, "2606:4700::1111", IpClass::Public);
     class!(v6_teredo, "2001:0:4136:e378::1", IpClass::Reserved);
-    class!(v6_doc, "2001:db8::1", IpClass::Reserved);
+    class!(v6_doc, "2001:db8::1", IpClass::Documentation);
 }

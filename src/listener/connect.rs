@@ -23,9 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::ConnGuard;
 use super::forward::{self, Target};
 use super::io::{IdleTimeout, Prefixed};
+use super::{ConnGuard, refused};
 use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::{self, ProxyError};
 use crate::policy::{Host, Scheme, parse_authority_form};
@@ -75,8 +75,10 @@ pub(crate) async fn handle(
             ProxyError::ProxyAuth("unknown sandbox"),
         );
     };
-    // `airlock learn --permissive` opens a refused tunnel all the same (the
-    // address guard still applies), marked in the audit event.
+    // `airlock learn --permissive` opens the tunnel all the same (the
+    // address guard still applies), marked in the audit event. Any other
+    // refusal opens a refused tunnel (see `super::refused`): the agent reads
+    // the explanation inside it; the host is never contacted.
     let mut permissive = None;
     let rule = match policy.decide_host(&host, port, Scheme::Https) {
         Ok(m) => m.first().map(|r| r.source.clone()),
@@ -84,13 +86,39 @@ pub(crate) async fn handle(
             permissive = Some(denied.reason.as_str());
             None
         }
-        Err(denied) => return super::fail(&state, event(None), None, denied.into()),
+        Err(denied) => {
+            let ev = event(None);
+            drop(generation);
+            // Boxed: the allowed path's future stays the size it was.
+            return Box::pin(refused::refuse(
+                state,
+                peer,
+                ev,
+                conn,
+                req,
+                (host, port),
+                denied.into(),
+            ))
+            .await;
+        }
     };
-    // Refuse private and loopback destinations before opening the tunnel, so
-    // the client gets a clear 403 instead of a TLS session that fails later.
-    // The connector checks again when it dials (and dials only what it checked).
+    // Refuse private and loopback destinations before opening the tunnel:
+    // the refusal is explained inside a refused tunnel, never a session to
+    // the address. The connector checks again when it dials (and dials
+    // only what it checked).
     if let Err(g) = generation.guard.resolve(&host, port).await {
-        return super::fail(&state, event(rule), None, g.into());
+        let ev = event(rule);
+        drop(generation);
+        return Box::pin(refused::refuse(
+            state,
+            peer,
+            ev,
+            conn,
+            req,
+            (host, port),
+            g.into(),
+        ))
+        .await;
     }
     let mut ev = event(rule);
     ev.status = Some(StatusCode::OK.as_u16());

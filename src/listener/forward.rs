@@ -659,7 +659,7 @@ async fn read_preview(mut body: ProxyBody, limit: usize) -> (Vec<u8>, bool, Prox
 /// The path as the audit log records it: a secret in a path segment is
 /// replaced by its marker, so the log never holds the value even when the
 /// request carrying it is refused.
-fn audit_path(state: &State, path: &str) -> String {
+pub(crate) fn audit_path(state: &State, path: &str) -> String {
     match state.scanner() {
         Some(scanner) => {
             let (redacted, findings) = scanner.redact(path.as_bytes());

@@ -11,6 +11,7 @@ pub mod body;
 pub mod connect;
 pub mod forward;
 pub mod io;
+pub(crate) mod refused;
 pub(crate) mod scanning;
 pub(crate) mod websocket;
 

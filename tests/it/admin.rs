@@ -1,7 +1,7 @@
 use tokio::io::AsyncWriteExt;
 
 use crate::support::ca::TestCa;
-use crate::support::client::{self, connect, read_response};
+use crate::support::client::{self, read_response};
 use crate::support::origin::{Origin, echo};
 use crate::support::proxy::ProxyBuilder;
 
@@ -40,7 +40,7 @@ async fn metrics_count_what_a_test_did() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "hello from api: GET /m");
-    let (_s, r) = connect(proxy.addr, "denied.example.test:443").await;
+    let r = client::refused(&proxy, "denied.example.test:443").await;
     assert_eq!(r.status, 403);
     crate::support::eventually("request counted", || {
         let m = proxy.server.state().audit.metrics().render();
@@ -60,7 +60,8 @@ async fn metrics_count_what_a_test_did() {
     );
     assert!(text.contains("airlock_decisions_total{kind=\"connect\",decision=\"deny\",reason=\"host_not_allowed\"} 1"), "{text}");
     assert!(
-        text.contains("airlock_cert_cache_misses_total 1\n"),
+        // One leaf for the allowed host, one for the refused tunnel.
+        text.contains("airlock_cert_cache_misses_total 2\n"),
         "{text}"
     );
     assert!(text.contains("airlock_active_tunnels "), "{text}");
@@ -126,7 +127,7 @@ async fn admin_is_unreachable_through_the_proxy() {
         format!("127.0.0.1:{port}"),
         format!("admin.example.test:{port}"),
     ] {
-        let (_s, r) = connect(proxy.addr, &target).await;
+        let r = client::refused(&proxy, &target).await;
         assert_eq!(r.status, 403, "{target}");
         assert!(r.head.contains("self_loop"), "{}", r.head);
     }

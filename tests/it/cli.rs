@@ -206,16 +206,20 @@ async fn serve_with_curl_allows_denies_and_shuts_down_cleanly() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hello from api: GET /hello");
 
-    let (code, _out, err) = client::curl(&[
+    // A refused tunnel: curl reads the 403 and its explanation inside.
+    let (code, out, err) = client::curl(&[
         "--proxy",
         &proxy_url,
         "--cacert",
         ca_path.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
         "https://denied.example.test/",
     ])
     .await;
-    assert_ne!(code, 0);
-    assert!(err.contains("403"), "{err}");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("403"), "{out}");
+    assert!(out.contains("not on the allowlist"), "{out}");
     assert_eq!(origin.received().len(), 1);
 
     let pid = child.id().unwrap() as i32;
@@ -429,4 +433,275 @@ async fn explain_and_the_proxy_agree() {
             "{sandbox} {method} {url} {headers:?}"
         );
     }
+}
+
+fn testdata(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/config/testdata")
+        .join(file)
+}
+
+/// `check` refuses what serve would refuse later, naming file:line: each
+/// finding from its testdata file, through the binary.
+#[test]
+fn check_catches_what_would_bite_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["ca", "init", "--dir", "certs"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    for (file, line, says) in [
+        (
+            "bad_unknown_method.toml",
+            3,
+            "`GTE` is not a known HTTP method",
+        ),
+        (
+            "bad_public_suffix.toml",
+            2,
+            "admits every name under the public suffix `co.uk`",
+        ),
+        (
+            "bad_url_match.toml",
+            2,
+            "match takes a host name, not a URL",
+        ),
+        ("bad_empty_include.toml", 1, "matches no rule file"),
+    ] {
+        std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+        let (code, _, err) = run(&["check", "--config", file], dir.path());
+        assert_eq!(code, 1, "{file}: {err}");
+        assert!(err.contains(&format!("{file}:{line}:")), "{file}: {err}");
+        assert!(err.contains(says), "{file}: {err}");
+    }
+
+    // The secrets file readable by others: the same refusal serve gives.
+    let file = "bad_secrets_mode.toml";
+    std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[\"tools/a\"]\ntoken = \"x\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(&["check", "--config", file], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("{file}:3: secrets.file:")), "{err}");
+    assert!(err.contains("is readable by others (mode 644)"), "{err}");
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = run(&["check", "--config", file], dir.path());
+    assert_eq!(code, 0, "{err}");
+
+    // The CA missing: with the hint serve gives.
+    let file = "bad_missing_ca.toml";
+    std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+    let (code, _, err) = run(&["check", "--config", file], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{file}:2: tls.ca_cert: CA ")),
+        "{err}"
+    );
+    assert!(err.contains("run `airlock ca init --dir "), "{err}");
+
+    // Warnings print with file:line; the config still passes (its
+    // injections need a secrets file, owner-only).
+    let local = dir.path().join("secrets.local.toml");
+    std::fs::write(&local, "[\"tools/a\"]\ntoken = \"x\"\n").unwrap();
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (file, line, says) in [
+        (
+            "warn_shadowed.toml",
+            5,
+            "warning: this rule can never match",
+        ),
+        (
+            "warn_inject_overlap.toml",
+            7,
+            "can match the same request with different injections",
+        ),
+    ] {
+        std::fs::copy(testdata(file), dir.path().join(file)).unwrap();
+        let (code, _, err) = run(&["check", "--config", file], dir.path());
+        assert_eq!(code, 0, "{file}: {err}");
+        assert!(
+            err.contains(&format!("{file}:{line}: warning: ")) && err.contains(says),
+            "{file}: {err}"
+        );
+    }
+}
+
+/// explain's guard verdict is serve's: for the same config, over allowed,
+/// denied, reserved-address and loopback cases (with and without
+/// `allow_cidrs`), over https and plain http, `airlock explain` and the
+/// running proxy give the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_guard_verdict_matches_serve() {
+    let ca = TestCa::new("origin ca");
+    let tls = Origin::https(&ca, "api.example.test", "127.0.0.3", echo("api")).await;
+    let plain = Origin::plain("127.0.0.4", echo("plain")).await;
+    let (tp, pp) = (tls.port(), plain.port());
+    let build = |open: bool| {
+        let mut b = ProxyBuilder::new()
+            .resolve("api.example.test", "127.0.0.3")
+            .resolve("plain.example.test", "127.0.0.4")
+            .resolve("docs.example.test", "198.51.100.7")
+            .trust(&ca)
+            .rule(&format!(
+                "match = \"api.example.test\"\nports = [{tp}]\naccess = \"read\""
+            ))
+            .rule(&format!("match = \"plain.example.test\"\nports = [{pp}]"))
+            .rule("match = \"docs.example.test\"");
+        if open {
+            b = b.allow_loopback();
+        }
+        b.start()
+    };
+    let closed = build(false).await;
+    let open = build(true).await;
+    let api = format!("https://api.example.test:{tp}/x");
+    let api_post = api.clone();
+    let plain_url = format!("http://plain.example.test:{pp}/x");
+    // (proxy, method, URL, the verdict both must give)
+    let cases = [
+        (&open, "GET", api.clone(), "ALLOW"),
+        (&open, "POST", api_post.clone(), "method_not_allowed"),
+        (&open, "GET", plain_url.clone(), "ALLOW"),
+        (
+            &open,
+            "GET",
+            "https://denied.example.test/".to_owned(),
+            "host_not_allowed",
+        ),
+        (
+            &open,
+            "GET",
+            "https://docs.example.test/".to_owned(),
+            "blocked_address",
+        ),
+        (&closed, "GET", api.clone(), "blocked_address"),
+        // Over CONNECT the guard answers before method and path.
+        (&closed, "POST", api_post, "blocked_address"),
+        (&closed, "GET", plain_url, "blocked_address"),
+        (
+            &closed,
+            "GET",
+            "https://docs.example.test/".to_owned(),
+            "blocked_address",
+        ),
+    ];
+    for (proxy, method, url, want) in cases {
+        let (code, out, err) = run(
+            &[
+                "explain",
+                "--config",
+                "airlock.toml",
+                "--method",
+                method,
+                &url,
+            ],
+            proxy.dir.path(),
+        );
+        let explained = match out.strip_prefix("DENY (") {
+            Some(rest) => rest.split(')').next().unwrap_or("").to_owned(),
+            None if out.starts_with("ALLOW ") => "ALLOW".to_owned(),
+            None => panic!("explain {method} {url}: {out}{err}"),
+        };
+        assert_eq!(code, if want == "ALLOW" { 0 } else { 1 }, "{out}{err}");
+        if want == "blocked_address" {
+            assert!(out.contains("guard: would be refused: "), "{out}");
+        }
+        if url.contains("docs.example.test") {
+            assert!(
+                out.contains("resolves to 198.51.100.7, a documentation address")
+                    && out.contains("allow with `allow_cidrs`"),
+                "{out}"
+            );
+        }
+        if want == "ALLOW" {
+            assert!(out.contains("  guard: resolves to 127.0.0."), "{out}");
+            assert!(out.contains("  approval: none\n"), "{out}");
+            assert!(out.contains("  rate: "), "{out}");
+        }
+
+        let r = client::reqwest(proxy)
+            .request(method.parse().unwrap(), &url)
+            .send()
+            .await
+            .unwrap();
+        let served = if r.status() == 200 {
+            "ALLOW".to_owned()
+        } else {
+            r.headers()
+                .get("airlock-error")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| format!("status {}", r.status()))
+        };
+        assert_eq!(
+            (explained.as_str(), served.as_str()),
+            (want, want),
+            "{method} {url}"
+        );
+    }
+
+    // The approval, rate and budget settings an allowed request gets.
+    std::fs::write(
+        open.dir.path().join("held.toml"),
+        "[dns]\nresolve = { \"held.example.test\" = \"8.8.8.8\" }\n\n[[host]]\nmatch = \"held.example.test\"\n\
+         approval = \"required\"\nrate = \"10/minute\"\nbudget = \"1MB/hour\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "explain",
+            "--config",
+            "held.toml",
+            "--method",
+            "POST",
+            "https://held.example.test/x",
+        ],
+        open.dir.path(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "  guard: resolves to 8.8.8.8: allowed\n",
+        "  approval: required: held until a person (admin API or `airlock approvals`) decides, at most 90 s\n",
+        "  rate: 10 requests per 60 s, per sandbox\n",
+        "  budget: 1048576 request-body bytes per 3600 s, per sandbox\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+}
+
+/// explain shows a rule's own decider and approval timeout, and falls back
+/// to `[approval]` for a rule without them.
+#[test]
+fn explain_shows_each_rules_own_approval_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("airlock.toml"),
+        "[dns]\nresolve = { \"shop.test\" = \"127.0.0.2\" }\nallow_cidrs = [\"127.0.0.2/32\"]\n\n\
+         [approval]\ntimeout = \"60s\"\ndecider = \"http://127.0.0.1:9/global\"\n\n\
+         [[host]]\nmatch = \"shop.test\"\npaths = [\"/payments/**\"]\napproval = \"required\"\ndecider = \"person\"\napproval_timeout = \"90s\"\n\n\
+         [[host]]\nmatch = \"shop.test\"\npaths = [\"/comments/**\"]\napproval = \"required\"\ndecider = \"http://127.0.0.1:9/own\"\napproval_timeout = \"3s\"\n\n\
+         [[host]]\nmatch = \"shop.test\"\npaths = [\"/other/**\"]\napproval = \"required\"\n",
+    )
+    .unwrap();
+    let explain = |path: &str| {
+        let url = format!("https://shop.test{path}");
+        let (code, out, err) = run(&["explain", "--config", "airlock.toml", &url], dir.path());
+        assert_eq!(code, 0, "{out}{err}");
+        out.lines()
+            .find(|l| l.trim_start().starts_with("approval:"))
+            .unwrap_or_else(|| panic!("no approval line: {out}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        explain("/payments/1"),
+        "approval: required: held until a person (admin API or `airlock approvals`) (the rule's decider) decides, at most 90 s (the rule's approval_timeout)"
+    );
+    assert_eq!(
+        explain("/comments/1"),
+        "approval: required: held until the decider http://127.0.0.1:9/own (the rule's own) decides, at most 3 s (the rule's approval_timeout)"
+    );
+    assert_eq!(
+        explain("/other/1"),
+        "approval: required: held until the decider http://127.0.0.1:9/global decides, at most 60 s"
+    );
 }

@@ -49,7 +49,8 @@ async fn denied_host_gets_403_text_and_origin_sees_nothing() {
         .start()
         .await;
     let target = format!("other.example.test:{}", origin.port());
-    let (_s, r) = connect(proxy.addr, &target).await;
+    // The CONNECT opens a refused tunnel: the refusal is read inside it.
+    let r = client::refused(&proxy, &target).await;
     assert_eq!(r.status, 403);
     let text = r.text();
     assert!(text.contains(&target), "{text}");
@@ -67,9 +68,11 @@ async fn denied_host_gets_403_text_and_origin_sees_nothing() {
         r.head
     );
 
-    // reqwest surfaces the refused tunnel as an error, and nothing arrives.
+    // reqwest reads the same 403 inside the tunnel, and nothing arrives.
     let url = format!("https://{target}/");
-    assert!(client::reqwest(&proxy).get(&url).send().await.is_err());
+    let resp = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("not on the allowlist"));
     assert!(origin.received().is_empty());
     let ev = proxy
         .audit_event("connect deny", |e| {
@@ -107,7 +110,7 @@ async fn wildcard_admits_subdomains_only() {
         assert_eq!(r.status, 200, "{host} is a subdomain");
     }
     for host in ["example.test", "example.test.evil.test", "evilexample.test"] {
-        let (_s, r) = connect(proxy.addr, &format!("{host}:{port}")).await;
+        let r = client::refused(&proxy, &format!("{host}:{port}")).await;
         assert_eq!(r.status, 403, "{host} must be denied");
     }
     assert_eq!(sub.received().len(), 1);
@@ -126,10 +129,10 @@ async fn ports_are_scoped() {
     // No `ports`: CONNECT defaults to 443 only.
     let (_s, r) = connect(proxy.addr, "api.example.test:443").await;
     assert_eq!(r.status, 200);
-    let (_s, r) = connect(proxy.addr, "api.example.test:22").await;
+    let r = client::refused(&proxy, "api.example.test:22").await;
     assert_eq!(r.status, 403);
     assert!(r.text().contains("not on this port"), "{}", r.text());
-    let (_s, r) = connect(proxy.addr, "alt.example.test:443").await;
+    let r = client::refused(&proxy, "alt.example.test:443").await;
     assert_eq!(r.status, 403);
     let (_s, r) = connect(proxy.addr, "alt.example.test:8443").await;
     assert_eq!(r.status, 200);

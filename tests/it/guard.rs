@@ -26,7 +26,7 @@ async fn ip_literals_in_every_encoding_are_denied() {
         "0.0.0.0:443",
         "10.0.0.1:443",
     ] {
-        let (_s, r) = connect(proxy.addr, target).await;
+        let r = client::refused(&proxy, target).await;
         assert_eq!(r.status, 403, "{target}: {}", r.text());
     }
 }
@@ -42,7 +42,7 @@ async fn ip_rule_matches_every_spelling_but_guard_still_applies() {
 
     // Default guard: loopback is refused even though a rule names it.
     let closed = ProxyBuilder::new().trust(&ca).rule(&rule).start().await;
-    let (_s, r) = connect(closed.addr, &format!("127.0.0.6:{port}")).await;
+    let r = client::refused(&closed, &format!("127.0.0.6:{port}")).await;
     assert_eq!(r.status, 403);
     assert!(r.head.contains("blocked_address"), "{}", r.head);
     assert!(r.text().contains("loopback"), "{}", r.text());
@@ -88,14 +88,16 @@ async fn loopback_blocked_by_default() {
         ))
         .start()
         .await;
-    let (_s, r) = connect(proxy.addr, &format!("api.example.test:{}", origin.port())).await;
+    let r = client::refused(&proxy, &format!("api.example.test:{}", origin.port())).await;
     assert_eq!(r.status, 403);
     assert!(r.text().contains("127.0.0.2"), "{}", r.text());
-    let err = client::reqwest(&proxy)
+    // A client that trusts airlock's CA reads the refusal inside the tunnel.
+    let resp = client::reqwest(&proxy)
         .get(format!("https://api.example.test:{}/", origin.port()))
         .send()
-        .await;
-    assert!(err.is_err());
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
     assert!(origin.received().is_empty());
     let ev = proxy
         .audit_event("guard deny", |e| e["reason"] == "blocked_address")
@@ -119,7 +121,7 @@ async fn metadata_address_refused_even_with_loopback_open() {
         "private.example.test",
         "mapped.example.test",
     ] {
-        let (_s, r) = connect(proxy.addr, &format!("{host}:443")).await;
+        let r = client::refused(&proxy, &format!("{host}:443")).await;
         assert_eq!(r.status, 403, "{host}");
         assert!(r.head.contains("blocked_address"), "{host}: {}", r.head);
     }

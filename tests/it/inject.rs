@@ -7,7 +7,7 @@ use http::Response;
 
 use crate::support::bao::Bao;
 use crate::support::ca::TestCa;
-use crate::support::client::{self, connect};
+use crate::support::client;
 use crate::support::origin::{self, Origin, echo, full, record};
 use crate::support::proxy::{ProxyBuilder, TestProxy};
 
@@ -453,7 +453,7 @@ async fn approle_login_through_config() {
         .start()
         .await;
     gets_the_bearer_token(&proxy, &api).await;
-    let (_s, r) = connect(proxy.addr, "denied.example.test:443").await;
+    let r = client::refused(&proxy, "denied.example.test:443").await;
     assert_eq!(r.status, 403);
 }
 

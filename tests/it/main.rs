@@ -40,6 +40,8 @@ mod policy_tools;
 mod modules;
 /// Absolute-form http://, origin-form refused, proxy credentials stripped.
 mod plain_http;
+/// Refused tunnels: a denied CONNECT explained inside TLS, Proxy-Status, bounds.
+mod refused;
 /// Rule edits apply without a restart; a broken edit keeps the last good rules.
 mod reload;
 /// Slow clients, silent tunnels, aborted bodies, untrusted or dead upstreams.

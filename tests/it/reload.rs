@@ -2,7 +2,7 @@ use airlock::config::ConfigSource;
 
 use crate::support::client::connect;
 use crate::support::eventually;
-use crate::support::proxy::ProxyBuilder;
+use crate::support::proxy::{ProxyBuilder, TestProxy};
 
 fn rules(hosts: &[&str]) -> ProxyBuilder {
     let mut b = ProxyBuilder::new()
@@ -15,8 +15,20 @@ fn rules(hosts: &[&str]) -> ProxyBuilder {
     b
 }
 
-async fn status(proxy: std::net::SocketAddr, target: &str) -> u16 {
-    connect(proxy, target).await.1.status
+/// 200 when the rules open a tunnel to `target`; for a refused tunnel
+/// (airlock answers CONNECT with 200 and the refusal inside), the status
+/// of the refusal read inside it.
+async fn status(proxy: &TestProxy, target: &str) -> u16 {
+    let (_s, r) = connect(proxy.addr, target).await;
+    if r.status != 200 {
+        return r.status;
+    }
+    let inner = crate::support::client::refused(proxy, target).await;
+    if inner.head.contains("airlock-error: host_not_allowed") {
+        inner.status
+    } else {
+        200
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,8 +38,8 @@ async fn rule_edit_applies_to_the_next_request_without_restart() {
         .server
         .watch_config(ConfigSource::File(proxy.config_path()));
     let before = proxy.server.state().generation().config.version.clone();
-    assert_eq!(status(proxy.addr, "api.example.test:443").await, 200);
-    assert_eq!(status(proxy.addr, "other.example.test:443").await, 403);
+    assert_eq!(status(&proxy, "api.example.test:443").await, 200);
+    assert_eq!(status(&proxy, "other.example.test:443").await, 403);
 
     // A tunnel opened under the old rules...
     let (mut old_tunnel, r) = connect(proxy.addr, "api.example.test:443").await;
@@ -49,8 +61,8 @@ async fn rule_edit_applies_to_the_next_request_without_restart() {
         (v != before).then_some(())
     })
     .await;
-    assert_eq!(status(proxy.addr, "other.example.test:443").await, 200);
-    assert_eq!(status(proxy.addr, "api.example.test:443").await, 403);
+    assert_eq!(status(&proxy, "other.example.test:443").await, 200);
+    assert_eq!(status(&proxy, "api.example.test:443").await, 403);
 
     // ...is judged by the new rules at its next request: plain HTTP inside
     // the tunnel to a host that is no longer allowed is refused.
@@ -81,6 +93,6 @@ async fn broken_edit_is_refused_and_the_last_good_rules_keep_working() {
     assert_eq!(ev["reason"], "reload_refused");
     assert_eq!(ev["rules_version"], good.as_str());
     assert_eq!(proxy.server.state().generation().config.version, good);
-    assert_eq!(status(proxy.addr, "api.example.test:443").await, 200);
-    assert_eq!(status(proxy.addr, "other.example.test:443").await, 403);
+    assert_eq!(status(&proxy, "api.example.test:443").await, 200);
+    assert_eq!(status(&proxy, "other.example.test:443").await, 403);
 }

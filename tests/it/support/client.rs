@@ -112,6 +112,17 @@ pub async fn tls_tunnel(
 
 use rustls::pki_types::pem::PemObject;
 
+/// CONNECT to a target airlock refuses: the tunnel opens (`200`), TLS is
+/// completed with airlock's leaf, and the response to `GET /` inside is
+/// returned (the refusal: 403, its explanation, `Proxy-Status`).
+pub async fn refused(proxy: &TestProxy, target: &str) -> RawResponse {
+    let mut tls = tls_tunnel(proxy, target, "refused.test", &[b"http/1.1"], false).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: refused.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut tls).await
+}
+
 #[derive(Debug)]
 struct AcceptAny;
 
