@@ -828,6 +828,10 @@ impl Base64 {
             match activated {
                 Some(start) => {
                     self.run = None;
+                    if !discard && let Some(end) = self.short_noise(sc, hay, base, start) {
+                        i = end;
+                        continue;
+                    }
                     let mut seg = pool.open(Codec::Base64, start, discard);
                     if !discard {
                         self.put_label(&mut seg, hay, base, start);
@@ -889,6 +893,86 @@ impl Base64 {
         self.tail_end = end;
     }
 
+    /// The label before offset `start` (see [`label`]), copied into `buf`.
+    fn label_before<'b>(
+        &self,
+        hay: &[u8],
+        base: u64,
+        start: u64,
+        buf: &'b mut [u8; LABEL_MAX],
+    ) -> &'b [u8] {
+        let at = start
+            .checked_sub(base)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s >= LABEL_MAX);
+        let n = match at.and_then(|s| hay.get(s - LABEL_MAX..s)) {
+            // The common case: the input alone holds the bytes before.
+            Some(before) => {
+                buf.copy_from_slice(before);
+                LABEL_MAX
+            }
+            None => {
+                let (before, n) = self.bytes_before(hay, base, start);
+                *buf = before;
+                n
+            }
+        };
+        let lab = label(&buf[..n]);
+        let from = n - lab.len();
+        &buf[from..n]
+    }
+
+    /// The fast path for the common base64 run: one that ends inside this
+    /// input, on one line, and decodes (with its label) to fewer than
+    /// [`SHORT`] bytes that [`worth_scanning`] rejects. Such a run would be
+    /// opened, decoded and closed as a segment without a nested scan and
+    /// without a finding, so it is skipped: returns the index of the byte
+    /// that ends it. `None`: take the segment path.
+    fn short_noise(&self, sc: &Scanner, hay: &[u8], base: u64, start: u64) -> Option<usize> {
+        let s = usize::try_from(start.checked_sub(base)?).ok()?;
+        let run = hay.get(s..)?;
+        // Longest run that can decode to under SHORT bytes, plus its end.
+        let limit = SHORT / 3 * 4 + 4;
+        let len = run
+            .iter()
+            .take(limit)
+            .position(|&b| CLASS[usize::from(b)] & B64 == 0)?;
+        // A line break may continue the run on the next line.
+        if matches!(run.get(len), Some(b'\n' | b'\r')) {
+            return None;
+        }
+        let mut buf = [0u8; SHORT];
+        let mut lab = [0u8; LABEL_MAX];
+        let label = self.label_before(hay, base, start, &mut lab);
+        let mut k = label.len();
+        buf.get_mut(..k)?.copy_from_slice(label);
+        let chars = run.get(..len)?;
+        let mut quads = chars.chunks_exact(4);
+        for q in quads.by_ref() {
+            let acc = q.iter().fold(0u32, |a, &b| (a << 6) | b64_val(b));
+            buf.get_mut(k..k + 3)?.copy_from_slice(&[
+                (acc >> 16) as u8,
+                (acc >> 8) as u8,
+                acc as u8,
+            ]);
+            k += 3;
+        }
+        let rest = quads.remainder();
+        let acc = rest.iter().fold(0u32, |a, &b| (a << 6) | b64_val(b));
+        let tail: &[u8] = match rest.len() {
+            2 => &[(acc >> 4) as u8],
+            3 => &[(acc >> 10) as u8, (acc >> 2) as u8],
+            _ => &[],
+        };
+        buf.get_mut(k..k + tail.len())?.copy_from_slice(tail);
+        k += tail.len();
+        // At SHORT decoded bytes the segment path starts a nested scan.
+        if k >= SHORT || worth_scanning(sc, &buf[..k]) {
+            return None;
+        }
+        Some(s + len)
+    }
+
     /// A Kubernetes Secret's `data:` or a JSON object holds a name and a
     /// base64 value (`AWS_SECRET_ACCESS_KEY: d0phbHJY...`): the name is
     /// plain text, the value decoded in a nested scan, and a pattern that
@@ -896,8 +980,8 @@ impl Base64 {
     /// So the nested scan starts with the run's label, the name and
     /// separator right before it (a finding in it maps to the run's start).
     fn put_label(&self, seg: &mut Seg, hay: &[u8], base: u64, start: u64) {
-        let (before, n) = self.bytes_before(hay, base, start);
-        for &b in label(&before[..n]) {
+        let mut buf = [0u8; LABEL_MAX];
+        for &b in self.label_before(hay, base, start, &mut buf) {
             seg.put(b, (start, start + 1));
         }
     }

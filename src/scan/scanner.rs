@@ -193,6 +193,8 @@ struct Base {
     /// pattern index → `[REDACTED:<id>]`.
     markers: Vec<Bytes>,
     kw_ac: Option<Literals>,
+    /// The keywords' first three bytes (lowercased), for short inputs.
+    kw_prefixes: Prefixes,
     kw_targets: Vec<Vec<u32>>,
     kw_max: usize,
     /// Tails that may be the start of a keyword.
@@ -211,6 +213,8 @@ struct Base {
 struct HeldLits {
     values: Vec<HeldSecret>,
     lit_ac: Option<Literals>,
+    /// The held literals' first three bytes, for short inputs.
+    lit_prefixes: Prefixes,
     /// literal → kinds (held values) it betrays.
     lit_targets: Vec<Vec<u32>>,
     lit_max: usize,
@@ -462,7 +466,15 @@ impl Scanner {
 
     /// Where the first keyword (any case) or held literal in `bytes` ends.
     pub(crate) fn first_literal_end(&self, bytes: &[u8]) -> Option<usize> {
-        let kw = self.base.kw_ac.as_ref().and_then(|kw| {
+        // Every occurrence of a literal holds its first three bytes: most
+        // short decoded segments (noise) have none of them, and this loop
+        // is far cheaper than setting up two automaton searches.
+        let kw_pair = self.base.kw_ac.is_some() && self.base.kw_prefixes.any_in(bytes);
+        let lit_pair = self.held.lit_ac.is_some() && self.held.lit_prefixes.any_in(bytes);
+        if !kw_pair && !lit_pair {
+            return None;
+        }
+        let kw = self.base.kw_ac.as_ref().filter(|_| kw_pair).and_then(|kw| {
             // Short segments are the common case: lowercase on the stack.
             let mut small = [0u8; 256];
             let lower: std::borrow::Cow<'_, [u8]> = match small.get_mut(..bytes.len()) {
@@ -480,6 +492,7 @@ impl Scanner {
             .held
             .lit_ac
             .as_ref()
+            .filter(|_| lit_pair)
             .and_then(|l| l.ac.find(bytes).map(|m| m.end()));
         match (kw, lit) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -560,6 +573,7 @@ impl Base {
         }
         let kw_max = kw_lits.iter().map(Vec::len).max().unwrap_or(0);
         let kw_ac = Literals::build(&kw_lits)?;
+        let kw_prefixes = Prefixes::new(&kw_lits, true);
         let kw_partial = Partials::new(kw_lits.into_iter().map(Zeroizing::new).collect(), true);
 
         let reaching = (0..patterns.len() as u32)
@@ -592,6 +606,7 @@ impl Base {
             ids,
             markers,
             kw_ac,
+            kw_prefixes,
             kw_targets,
             kw_max,
             kw_partial,
@@ -627,10 +642,12 @@ impl HeldLits {
         }
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
         let lit_ac = Literals::build(&lit_lits)?;
+        let lit_prefixes = Prefixes::new(&lit_lits, false);
         let lit_partial = Partials::new(lit_lits, false);
         Ok(HeldLits {
             values: held,
             lit_ac,
+            lit_prefixes,
             lit_targets,
             lit_max,
             lit_partial,
@@ -836,6 +853,60 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Which tails of a stream are proper prefixes of some literal (keywords,
 /// ASCII case-insensitively, or held literals, exactly)?
 ///
+/// The first three bytes of every literal of a set, hashed into a 64 Kibit
+/// table: a byte string in which no three adjacent bytes hit the table holds
+/// none of the literals. A literal shorter than three bytes makes every
+/// string a candidate. `fold`: bytes are compared ASCII-lowercased (the
+/// keywords, matched in any case); otherwise exactly (the held literals).
+/// (Pairs were tried first: a label such as `path=` holds the pair `at` of
+/// `ATATT3`, so nearly every short segment passed.)
+struct Prefixes {
+    bits: Box<[u64; 1024]>,
+    fold: bool,
+    /// A literal shorter than three bytes: nothing to look for.
+    any: bool,
+}
+
+impl Prefixes {
+    fn new<T: AsRef<[u8]>>(lits: &[T], fold: bool) -> Prefixes {
+        let mut set = Prefixes {
+            bits: Box::new([0; 1024]),
+            fold,
+            any: false,
+        };
+        for lit in lits {
+            match lit.as_ref() {
+                [a, b, c, ..] => {
+                    let i = set.index(*a, *b, *c);
+                    set.bits[i >> 6] |= 1 << (i & 63);
+                }
+                _ => set.any = true,
+            }
+        }
+        set
+    }
+
+    #[inline]
+    fn index(&self, a: u8, b: u8, c: u8) -> usize {
+        let [a, b, c] = if self.fold {
+            [a, b, c].map(|x| x.to_ascii_lowercase())
+        } else {
+            [a, b, c]
+        };
+        let key = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+        (key.wrapping_mul(0x9e37_79b1) >> 16) as usize
+    }
+
+    /// Could `bytes` hold one of the literals?
+    fn any_in(&self, bytes: &[u8]) -> bool {
+        self.any
+            || bytes.windows(3).any(|w| {
+                let i = self.index(w[0], w[1], w[2]);
+                self.bits[i >> 6] & (1 << (i & 63)) != 0
+            })
+    }
+}
+
 /// Every proper prefix of length `m >= 2` is filed under its last two bytes;
 /// the tail's last two bytes select the few candidates to compare. Cost per
 /// call: one binary search and a handful of short comparisons.

@@ -1103,3 +1103,38 @@ fn encoded_blobs_are_not_taken_for_glued_secrets() {
     assert_eq!(ids(&found), ["google-api-key"]);
     assert_eq!(found[0].confidence, Confidence::Shaped);
 }
+
+/// The three-byte prefilter of `first_literal_end` never hides a literal:
+/// every keyword (in any case) and every held literal, glued into noise,
+/// is found where a plain search finds it.
+#[test]
+fn literal_prefilter_never_hides_a_literal() {
+    let sc = scanner();
+    let mut lits: Vec<Vec<u8>> = Vec::new();
+    for p in rules().patterns.iter() {
+        for k in &p.keywords {
+            lits.push(k.as_bytes().to_vec());
+            lits.push(k.to_ascii_uppercase().into_bytes());
+        }
+    }
+    for h in held() {
+        lits.push(h.expose_secret().to_vec());
+    }
+    for lit in lits {
+        for pre in [&b""[..], b"\x00\xff", b"path=/api/v1/"] {
+            let mut s = pre.to_vec();
+            s.extend_from_slice(&lit);
+            s.extend_from_slice(b"\x01z");
+            // "short" is held but below the literal minimum: skip it.
+            let expect = sc.may_match(&s);
+            assert!(
+                expect || lit == b"short",
+                "{:?} not found in {:?}",
+                String::from_utf8_lossy(&lit),
+                String::from_utf8_lossy(&s)
+            );
+        }
+    }
+    // Noise without any literal's first three bytes is rejected.
+    assert!(!sc.may_match(b"\x00\x01\x02\x03\x04\x05\x06"));
+}
