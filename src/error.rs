@@ -108,6 +108,9 @@ pub enum ProxyError {
     /// The client did not prove a sandbox identity (407).
     #[error("proxy authentication: {0}")]
     ProxyAuth(&'static str),
+    /// `[audit] on_failure = "deny"` and the audit log cannot be written (503).
+    #[error("the audit log cannot be written, and [audit] on_failure = \"deny\"")]
+    AuditUnavailable,
     /// A rate limit or byte budget was reached (429 + Retry-After).
     #[error(transparent)]
     Limited(#[from] crate::limits::Limited),
@@ -208,6 +211,7 @@ impl ProxyError {
             ProxyError::Placeholder(_) => "placeholder_misuse",
             ProxyError::InjectOverHttp => "inject_over_http",
             ProxyError::ProxyAuth(_) => "proxy_auth_required",
+            ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::ApprovalDenied(_) => "approval_denied",
             ProxyError::ApprovalExpired(_) => "approval_expired",
             ProxyError::Limited(_) => "rate_limited",
@@ -248,7 +252,7 @@ impl ProxyError {
                 side: Side::Request,
                 ..
             } => "http_request_error",
-            ProxyError::Credential(_) => "proxy_internal_error",
+            ProxyError::Credential(_) | ProxyError::AuditUnavailable => "proxy_internal_error",
             ProxyError::Unscannable {
                 side: Side::Response,
                 ..
@@ -280,7 +284,9 @@ impl ProxyError {
             ProxyError::Credential(crate::credentials::inject::InjectError::WrongHost {
                 ..
             }) => StatusCode::FORBIDDEN,
-            ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Credential(_) | ProxyError::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Unscannable {
                 side: Side::Response,
                 ..
@@ -358,6 +364,12 @@ impl ProxyError {
                  Nothing was sent. airlock reads a small body whole and scans it before the \
                  request goes upstream; send the body promptly.\n"
             ),
+            ProxyError::AuditUnavailable => {
+                "airlock refused this request: its decision could not be recorded (the audit log \
+                 cannot be written), and airlock is set to refuse traffic then.\n\
+                 Nothing was sent. This is on airlock's side; retrying later may work.\n"
+                    .to_owned()
+            }
             ProxyError::NotProxyRequest => {
                 "airlock is a forward proxy: send requests to it as a proxy \
                  (HTTPS_PROXY=http://this-address), with CONNECT or an absolute http:// URL.\n"

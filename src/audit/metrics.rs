@@ -37,6 +37,7 @@ pub struct Metrics {
     reloads_refused: AtomicU64,
     active_tunnels: AtomicI64,
     audit_dropped: AtomicU64,
+    audit_write_errors: AtomicU64,
     rules_version: Mutex<String>,
 }
 
@@ -104,6 +105,11 @@ impl Metrics {
     /// An audit event was dropped (queue full).
     pub fn audit_dropped(&self) {
         self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write of the audit output failed.
+    pub fn audit_write_error(&self) {
+        self.audit_write_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The rules version now in force.
@@ -195,6 +201,12 @@ impl Metrics {
             "airlock_audit_dropped_total",
             "Audit events dropped because the queue was full.",
             load(&self.audit_dropped),
+        );
+        counter(
+            &mut out,
+            "airlock_audit_write_errors_total",
+            "Writes (batches of events) the audit output refused: a full disk, a closed pipe.",
+            load(&self.audit_write_errors),
         );
         out.push_str("# HELP airlock_scan_findings_total Secrets found, by pattern id.\n# TYPE airlock_scan_findings_total counter\n");
         if let Ok(m) = self.findings.lock() {

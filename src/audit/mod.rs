@@ -23,7 +23,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use http::Method;
@@ -341,6 +341,9 @@ pub struct AuditSink {
     tx: Option<mpsc::Sender<AuditEvent>>,
     dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// The last write or flush of the output failed (set and cleared by the
+    /// writer thread).
+    failing: Arc<AtomicBool>,
 }
 
 impl AuditSink {
@@ -356,9 +359,16 @@ impl AuditSink {
             AuditOutput::File(path) => Box::new(open_append(path)?),
         };
         let (tx, rx) = mpsc::channel(65_536);
+        let metrics = Arc::new(Metrics::default());
+        let failing = Arc::new(AtomicBool::new(false));
+        let health = Health {
+            failing: Arc::clone(&failing),
+            metrics: Arc::clone(&metrics),
+            errors: 0,
+        };
         let handle = std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || write_loop(rx, writer))?;
+            .spawn(move || write_loop(rx, writer, health))?;
         if let Ok(mut writers) = WRITERS.lock() {
             writers.retain(|w| !w.is_finished());
             writers.push(handle);
@@ -366,7 +376,8 @@ impl AuditSink {
         Ok(Self {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            failing,
         })
     }
 
@@ -376,7 +387,15 @@ impl AuditSink {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
+            failing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the audit output's last write failed (a full disk, a closed
+    /// pipe): decisions are not being recorded. Cleared by the next write
+    /// that succeeds.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// The counters fed by this sink.
@@ -476,20 +495,58 @@ pub fn finish_writers(limit: std::time::Duration) -> bool {
 /// batch instead of one per event on the request path.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
-fn write_loop(mut rx: mpsc::Receiver<AuditEvent>, writer: Box<dyn Write + Send>) {
+/// What the writer thread tells the rest of the process about its output.
+struct Health {
+    failing: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    errors: u64,
+}
+
+impl Health {
+    fn wrote(&mut self, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("audit output writable again: decisions are recorded");
+                }
+            }
+            Err(e) => {
+                self.failing.store(true, Ordering::Relaxed);
+                self.metrics.audit_write_error();
+                self.errors += 1;
+                // Warn on the 1st, 2nd, 4th, ... failure: loud, not a flood.
+                if self.errors.is_power_of_two() {
+                    tracing::error!(error = %e, failures = self.errors, "audit output cannot be written: decisions are not recorded");
+                }
+            }
+        }
+    }
+}
+
+fn write_loop(
+    mut rx: mpsc::Receiver<AuditEvent>,
+    writer: Box<dyn Write + Send>,
+    mut health: Health,
+) {
     let mut out = std::io::BufWriter::new(writer);
     while let Some(event) = rx.blocking_recv() {
         std::thread::sleep(GATHER);
         let mut next = Some(event);
+        let mut result = Ok(());
         while let Some(ev) = next {
-            if ev.write_json(&mut out).is_ok() {
-                let _newline = out.write_all(b"\n");
+            let line = ev
+                .write_json(&mut out)
+                .map_err(std::io::Error::other)
+                .and_then(|()| out.write_all(b"\n"));
+            if result.is_ok() {
+                result = line;
             }
             next = rx.try_recv().ok();
         }
         // Flush whenever the queue runs dry, so a line is on disk (and
         // visible to `tail -f` and tests) as soon as traffic pauses.
-        let _flushed = out.flush();
+        let flushed = out.flush();
+        health.wrote(result.and(flushed));
     }
 }
 
@@ -598,5 +655,80 @@ mod tests {
              \"decision\":\"deny\",\"reason\":\"reload_refused\",\"bytes_up\":0,\"bytes_down\":0,\
              \"duration_ms\":0}"
         );
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::{AuditEvent, Health, Metrics, write_loop};
+
+    /// An output that refuses every write while `full` is set (a full disk).
+    struct Disk {
+        full: Arc<AtomicBool>,
+        written: Arc<AtomicU64>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            self.written.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn wait(what: &str, f: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_flagged_counted_and_cleared_once_writes_succeed() {
+        let full = Arc::new(AtomicBool::new(true));
+        let written = Arc::new(AtomicU64::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let disk = Disk {
+            full: Arc::clone(&full),
+            written: Arc::clone(&written),
+        };
+        let health = Health {
+            failing: Arc::clone(&failing),
+            metrics: Arc::clone(&metrics),
+            errors: 0,
+        };
+        let writer = std::thread::spawn(move || write_loop(rx, Box::new(disk), health));
+        let event = || AuditEvent::reload(true, "airlock.toml", "v1", "reloaded");
+        tx.blocking_send(event()).unwrap();
+        wait("the failure to be flagged", || {
+            failing.load(Ordering::SeqCst)
+        });
+        assert!(
+            metrics
+                .render()
+                .contains("airlock_audit_write_errors_total 1")
+        );
+        // The disk has room again: the next event is written and the flag clears.
+        full.store(false, Ordering::SeqCst);
+        tx.blocking_send(event()).unwrap();
+        wait("the flag to clear", || !failing.load(Ordering::SeqCst));
+        assert!(written.load(Ordering::SeqCst) > 0);
+        drop(tx);
+        writer.join().unwrap();
     }
 }

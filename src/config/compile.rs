@@ -51,6 +51,20 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         Some("off") => AuditOutput::Off,
         Some(path) => AuditOutput::File(base.join(path)),
     };
+    let audit_deny_on_failure = match &raw.audit.on_failure {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "log" => false,
+            "deny" => true,
+            other => {
+                errors.push(src.err(
+                    v,
+                    format!("audit.on_failure: `{other}` is not \"log\" or \"deny\""),
+                ));
+                false
+            }
+        },
+    };
     let secrets = compile_secrets(&src, &raw, base, &mut errors);
     let approval = compile_approval(&src, &raw, base, &proxy, &mut errors);
 
@@ -175,6 +189,7 @@ pub(super) fn compile(text: &str, name: &str, base: &Path) -> Result<Config, Con
         dns,
         scan,
         audit,
+        audit_deny_on_failure,
         secrets,
         approval,
         policy: Arc::new(Policy::new(shared, hint_files)),

@@ -73,6 +73,10 @@ pub struct Config {
     pub scan: ScanSettings,
     /// `[audit]`.
     pub audit: AuditOutput,
+    /// `[audit] on_failure = "deny"`: refuse traffic (503) while the audit
+    /// output cannot be written. Default `"log"`: keep serving, count the
+    /// failures (`airlock_audit_write_errors_total`) and warn.
+    pub audit_deny_on_failure: bool,
     /// `[secrets]`.
     pub secrets: SecretsSettings,
     /// `[approval]`.

@@ -198,6 +198,9 @@ pub struct RawApproval {
 pub struct RawAudit {
     /// `"stdout"` (default), `"stderr"`, `"off"`, or a file path (appended).
     pub output: Option<String>,
+    /// `"log"` (default) or `"deny"`: what happens while decisions cannot
+    /// be written.
+    pub on_failure: Option<Spanned<String>>,
 }
 
 /// A rule file under `rules/`.

@@ -79,6 +79,9 @@ pub(crate) async fn handle(
     // address guard still applies), marked in the audit event. Any other
     // refusal opens a refused tunnel (see `super::refused`): the agent reads
     // the explanation inside it; the host is never contacted.
+    if generation.config.audit_deny_on_failure && state.audit.failing() {
+        return super::fail(&state, event(None), None, ProxyError::AuditUnavailable);
+    }
     let mut permissive = None;
     let rule = match policy.decide_host(&host, port, Scheme::Https) {
         Ok(m) => m.first().map(|r| r.source.clone()),

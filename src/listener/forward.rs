@@ -167,6 +167,11 @@ async fn phases(
         .ok_or(ProxyError::ProxyAuth(
             "this tunnel's sandbox is no longer configured",
         ))?;
+    // A decision that cannot be recorded is not made, when the operator
+    // says so (`[audit] on_failure = "deny"`).
+    if generation.config.audit_deny_on_failure && state.audit.failing() {
+        return Err(ProxyError::AuditUnavailable);
+    }
     let permissive = generation.config.learn_permissive;
     let judged = match judge(policy, target, &req, permissive) {
         Ok(j) => j,

@@ -12,6 +12,8 @@ mod support;
 mod admin;
 /// The approval gate: held writes, approve/deny/expiry, scopes, a decider URL.
 mod approval;
+/// A full disk under the audit log: counted by default, traffic refused with on_failure = "deny".
+mod audit_failure;
 /// Per-rule approval_timeout and decider, falling back to [approval].
 mod approval_rules;
 /// The finding model on the path: shaped blocks outgoing, verified-only

@@ -31,6 +31,8 @@ pub struct ProxyBuilder {
     secrets_lines: Vec<String>,
     files: Vec<(String, String)>,
     tail: Vec<String>,
+    /// `[audit]` lines other than the default `output = "audit.log"`.
+    audit_lines: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -94,6 +96,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Replaces the `[audit]` table's body (default: `output = "audit.log"`).
+    pub fn audit_line(mut self, line: &str) -> Self {
+        self.audit_lines.push(line.to_owned());
+        self
+    }
+
     /// Raw TOML appended at the end of the config (e.g. `[[sandbox]]` tables).
     pub fn raw(mut self, text: &str) -> Self {
         self.tail.push(text.to_owned());
@@ -144,7 +152,15 @@ impl ProxyBuilder {
                 t.push('\n');
             }
         }
-        t.push_str("\n[audit]\noutput = \"audit.log\"\n");
+        if self.audit_lines.is_empty() {
+            t.push_str("\n[audit]\noutput = \"audit.log\"\n");
+        } else {
+            t.push_str("\n[audit]\n");
+            for l in &self.audit_lines {
+                t.push_str(l);
+                t.push('\n');
+            }
+        }
         for r in &self.rules {
             t.push_str("\n[[host]]\n");
             t.push_str(r);
