@@ -460,6 +460,34 @@ fn compile_proxy(
         ));
     }
     let secs = Duration::from_secs;
+    let idle_timeout = duration_field(
+        src,
+        "proxy.idle_timeout",
+        p.idle_timeout.as_ref(),
+        secs(120),
+        errors,
+    );
+    // Below the idle timeout, which would close the silent tunnel first
+    // and leave the client with no answer at all.
+    let response_timeout = duration_field(
+        src,
+        "proxy.response_timeout",
+        p.response_timeout.as_ref(),
+        secs(60).min(idle_timeout.mul_f32(0.75)),
+        errors,
+    );
+    if let Some(v) = p.response_timeout.as_ref()
+        && response_timeout >= idle_timeout
+    {
+        errors.push(src.err(
+            v,
+            format!(
+                "proxy.response_timeout ({}s) must be below proxy.idle_timeout ({}s): the silent tunnel would be closed first, with no answer",
+                response_timeout.as_secs(),
+                idle_timeout.as_secs()
+            ),
+        ));
+    }
     ProxySettings {
         listen,
         admin,
@@ -471,13 +499,8 @@ fn compile_proxy(
             secs(10),
             errors,
         ),
-        idle_timeout: duration_field(
-            src,
-            "proxy.idle_timeout",
-            p.idle_timeout.as_ref(),
-            secs(120),
-            errors,
-        ),
+        idle_timeout,
+        response_timeout,
         connect_timeout: duration_field(
             src,
             "proxy.connect_timeout",

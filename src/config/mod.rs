@@ -131,6 +131,9 @@ pub struct ProxySettings {
     pub idle_timeout: Duration,
     /// Upstream TCP + TLS connect bound.
     pub connect_timeout: Duration,
+    /// How long the origin may send nothing back (no response head) while
+    /// airlock sends it nothing either: then 504 `upstream_timeout`.
+    pub response_timeout: Duration,
     /// Client's first TLS bytes + handshake bound inside a tunnel.
     pub handshake_timeout: Duration,
     /// Largest request head.

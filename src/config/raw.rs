@@ -78,6 +78,9 @@ pub struct RawProxy {
     pub idle_timeout: Option<Spanned<String>>,
     /// Time allowed to connect upstream (TCP + TLS). Default `10s`.
     pub connect_timeout: Option<Spanned<String>>,
+    /// Time the origin may stay silent before its response head, once the
+    /// request is sent. Default `60s` (and below `idle_timeout`).
+    pub response_timeout: Option<Spanned<String>>,
     /// Time allowed for the client's first TLS bytes and handshake inside a tunnel. Default `10s`.
     pub handshake_timeout: Option<Spanned<String>>,
     /// Largest request head accepted, in bytes. Default 65536.

@@ -152,6 +152,37 @@ pub(crate) async fn forward(
     }
 }
 
+/// Waits for `fut` (the origin's response head) until nothing has gone
+/// upstream for `limit` (checked every quarter of it, so the cut comes
+/// between `limit` and 1.25 x `limit` after the last byte sent): a request
+/// body still streaming upstream (`sent` grows) keeps the wait alive, so a
+/// long upload is never cut. `None`: the origin said nothing in time.
+async fn until_silent<F: std::future::Future>(
+    fut: F,
+    sent: &AtomicU64,
+    limit: std::time::Duration,
+) -> Option<F::Output> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut fut = std::pin::pin!(fut);
+    let tick = limit / 4;
+    let mut last = sent.load(Relaxed);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout(tick, &mut fut).await {
+            Ok(out) => return Some(out),
+            Err(_) => {
+                let now = sent.load(Relaxed);
+                if now != last {
+                    last = now;
+                    since = tokio::time::Instant::now();
+                } else if since.elapsed() >= limit {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// The request path, phase by phase; `event` gathers what the audit
 /// record says (path, rule, secrets).
 async fn phases(
@@ -250,7 +281,15 @@ async fn phases(
     } else {
         &generation.upstream.any
     };
-    let mut response = match client.request(outgoing).await {
+    let response_timeout = generation.config.proxy.response_timeout;
+    let head = until_silent(client.request(outgoing), &bytes_up, response_timeout).await;
+    let Some(head) = head else {
+        return Err(ProxyError::UpstreamTimeout(format!(
+            "the origin sent no response within {} s of the last byte sent to it",
+            response_timeout.as_secs()
+        )));
+    };
+    let mut response = match head {
         Ok(r) => r,
         Err(e) => {
             let err = scan

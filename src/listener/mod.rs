@@ -51,6 +51,7 @@ pub async fn accept_loop(
     let proxy = state.generation().config.proxy.clone();
     let limit = Arc::new(Semaphore::new(proxy.max_connections));
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "airlock listening");
+    let mut accept_failures: u64 = 0;
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -63,12 +64,21 @@ pub async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning, and say
+                // so on the 1st, 2nd, 4th, ... failure in a row, not 20
+                // times a second.
+                accept_failures += 1;
+                if accept_failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures = accept_failures, "accept failed: new connections wait until descriptors free up");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
+        if accept_failures > 0 {
+            tracing::info!(failures = accept_failures, "accepting again");
+            accept_failures = 0;
+        }
         let conn = ConnGuard {
             _permit: Arc::new(permit),
             _drain: drain_tx.clone(),

@@ -16,6 +16,8 @@ mod approval;
 mod audit_failure;
 /// Per-rule approval_timeout and decider, falling back to [approval].
 mod approval_rules;
+/// Broken neighbours: an origin dying mid-response or never answering, a client leaving mid-download, 10x max_connections.
+mod faults;
 /// The finding model on the path: shaped blocks outgoing, verified-only
 /// redaction incoming, per-direction confidence, built-in patterns.
 mod barrier;
