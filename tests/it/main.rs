@@ -56,6 +56,8 @@ mod run;
 mod sandbox;
 /// The scanner on the path: outgoing leaks blocked, incoming secrets redacted.
 mod scan;
+/// Mixed traffic through a real airlock process for SOAK_SECONDS (default 120): nothing grows without bound.
+mod soak;
 /// The Vault/OpenBao source itself: token, AppRole re-login, renewal, outage
 /// and recovery, timeout, not found/denied, single-flight.
 mod vault;
