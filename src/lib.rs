@@ -49,6 +49,10 @@ pub mod cli;
 pub mod run;
 pub mod learn;
 
+// The properties the fuzz targets check (`fuzz/`), replayed by `cargo test`.
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Installs ring as the process-wide rustls crypto provider.
 ///
 /// airlock uses ring everywhere (rustls, rcgen, the upstream client and the
