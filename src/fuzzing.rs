@@ -2,7 +2,10 @@
 //! function per parser that sees untrusted bytes. They live here, not in
 //! the fuzz crate, so that `cargo test` replays every committed input under
 //! `fuzz/corpus/` and `fuzz/artifacts/` on the stable toolchain (see the
-//! test at the end), and a crash found once stays a regression test.
+//! test at the end), and a crash found once stays a regression test: once
+//! fixed, its input is committed as `fuzz/corpus/<target>/crash-*` (the
+//! first: `authority`, a host that IDNA mapping turned into an all-digit
+//! name after the address check; see `host::tests`).
 //!
 //! Each function panics when its property fails (libFuzzer reports that as
 //! a crash) and returns quietly for inputs the parser refuses: refusing is
@@ -223,7 +226,11 @@ pub fn websocket(data: &[u8]) {
         let sent = drain.await.unwrap_or(0);
         // The frames upstream are re-encoded (a 2- to 14-byte head each)
         // around at most the payload bytes the client sent, plus a close.
-        assert!(sent <= 2 * data.len() + 256, "{sent} bytes upstream from {}", data.len());
+        assert!(
+            sent <= 2 * data.len() + 256,
+            "{sent} bytes upstream from {}",
+            data.len()
+        );
     });
 }
 

@@ -154,11 +154,23 @@ impl Host {
         } else {
             idna::domain_to_ascii(trimmed).map_err(|_| HostError::BadName(input.to_owned()))?
         };
+        // IDNA maps fullwidth digits and full stops and drops ignorable
+        // code points, so a name can spell an address only now
+        // ("１２７。０。０。１", "\u{34f}2130706433"): judged as that address,
+        // as a resolver would read it, never as a name.
+        let ascii = match ascii.strip_suffix('.') {
+            Some(t) if !t.is_empty() => t.to_owned(),
+            Some(_) => return Err(HostError::Empty),
+            None => ascii,
+        };
+        if looks_numeric(&ascii) {
+            return parse_ipv4_loose(&ascii)
+                .map(|v4| Host::Ip(IpAddr::V4(v4)))
+                .ok_or_else(|| HostError::BadIpLiteral(input.to_owned()));
+        }
         if !valid_dns_name(&ascii) {
             return Err(HostError::BadName(input.to_owned()));
         }
-        // Punycode output can itself end in a numeric label only if the
-        // input did, which `looks_numeric` already caught.
         Ok(Host::Name(ascii))
     }
 
@@ -315,6 +327,32 @@ mod tests {
     ip!(mapped_v6_hex, "[::ffff:7f00:1]", "127.0.0.1");
     ip!(bracketed_v6, "[::1]", "::1");
     ip!(bare_v6, "fd00::1", "fd00::1");
+    // Found by the `authority` fuzz target: IDNA mapping makes these
+    // numeric only after the first check; they are addresses, not names.
+    ip!(
+        fullwidth_digits,
+        "\u{ff11}\u{ff12}\u{ff17}\u{ff0e}\u{ff10}\u{ff0e}\u{ff10}\u{ff0e}\u{ff11}",
+        "127.0.0.1"
+    );
+    ip!(
+        ideographic_stops,
+        "127\u{3002}0\u{3002}0\u{3002}1",
+        "127.0.0.1"
+    );
+    ip!(ignorable_then_decimal, "\u{34f}2130706433", "127.0.0.1");
+
+    #[test]
+    fn a_name_that_maps_to_a_bad_address_is_refused() {
+        assert!(matches!(
+            Host::parse("\u{34f}44444444444444444444444"),
+            Err(HostError::BadIpLiteral(_))
+        ));
+        // A trailing ideographic full stop is a trailing dot.
+        assert_eq!(
+            Host::parse("api.example.test\u{3002}"),
+            Ok(Host::Name("api.example.test".into()))
+        );
+    }
 
     #[test]
     fn names_are_lowercased_and_trailing_dot_removed() {
