@@ -239,7 +239,10 @@ async fn a_slow_upload_longer_than_the_response_timeout_is_not_cut() {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; 20_000])), i + 1))
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; 20_000])),
+            i + 1,
+        ))
     });
     let resp = client::reqwest(&proxy)
         .post(format!("https://api.example.test:{}/upload", origin.port()))
@@ -266,7 +269,9 @@ fn response_timeout_must_be_below_the_idle_timeout() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("airlock.toml:3:20: proxy.response_timeout (30s) must be below proxy.idle_timeout (30s)"),
+        err.contains(
+            "airlock.toml:3:20: proxy.response_timeout (30s) must be below proxy.idle_timeout (30s)"
+        ),
         "{err}"
     );
 }

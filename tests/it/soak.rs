@@ -54,9 +54,8 @@ fn origin_handler() -> Handler {
             match path.as_str() {
                 "/down" => Response::new(full(Bytes::from(vec![b'd'; 1024 * 1024]))),
                 "/sse" => {
-                    let mut resp = Response::new(full(
-                        "data: one\n\ndata: two\n\ndata: three\n\n".to_owned(),
-                    ));
+                    let mut resp =
+                        Response::new(full("data: one\n\ndata: two\n\ndata: three\n\n".to_owned()));
                     resp.headers_mut()
                         .insert("content-type", "text/event-stream".parse().unwrap());
                     resp
@@ -250,8 +249,17 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
                 i += 1;
                 let (kind, outcome) = match i % 8 {
                     0 => ("keepalive", keep.get(format!("{base}/get")).send().await),
-                    1 => ("new_connection", client().get(format!("{base}/get")).send().await),
-                    2 => ("upload", keep.post(format!("{base}/up")).body(upload.clone()).send().await),
+                    1 => (
+                        "new_connection",
+                        client().get(format!("{base}/get")).send().await,
+                    ),
+                    2 => (
+                        "upload",
+                        keep.post(format!("{base}/up"))
+                            .body(upload.clone())
+                            .send()
+                            .await,
+                    ),
                     3 => ("download", keep.get(format!("{base}/down")).send().await),
                     4 => (
                         "secret_upload",
@@ -262,9 +270,14 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
                     ),
                     5 => (
                         "denied_host",
-                        keep.get("https://denied.soak.test/".to_owned()).send().await,
+                        keep.get("https://denied.soak.test/".to_owned())
+                            .send()
+                            .await,
                     ),
-                    6 => ("held", keep.post(format!("{base}/held")).body("x").send().await),
+                    6 => (
+                        "held",
+                        keep.post(format!("{base}/held")).body("x").send().await,
+                    ),
                     _ => ("sse", keep.get(format!("{base}/sse")).send().await),
                 };
                 let ok = match (kind, outcome) {
@@ -343,7 +356,10 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     // Fit over the last two thirds (the first third warms caches and pools).
     let tail: Vec<&Sample> = samples.iter().skip(samples.len() / 3).collect();
     let xs: Vec<f64> = tail.iter().map(|s| s.at / 60.0).collect();
-    let rss_slope = slope(&xs, &tail.iter().map(|s| s.rss_kib as f64).collect::<Vec<_>>());
+    let rss_slope = slope(
+        &xs,
+        &tail.iter().map(|s| s.rss_kib as f64).collect::<Vec<_>>(),
+    );
     // A short run (CI's 2 minutes) still fits part of the warm-up: a looser
     // bound there; the 30-minute run is held to 512 KiB per minute.
     let rss_limit = if seconds >= 600 { 512.0 } else { 1024.0 };
