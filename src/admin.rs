@@ -184,8 +184,16 @@ async fn route(
                  airlock_cert_cache_hits_total {}\n\
                  # HELP airlock_cert_cache_misses_total Leaf certificates minted.\n\
                  # TYPE airlock_cert_cache_misses_total counter\n\
-                 airlock_cert_cache_misses_total {minted}\n",
-                lookups.saturating_sub(minted)
+                 airlock_cert_cache_misses_total {minted}\n\
+                 # HELP airlock_cert_cache_entries Leaf certificates the cache holds.\n\
+                 # TYPE airlock_cert_cache_entries gauge\n\
+                 airlock_cert_cache_entries {}\n\
+                 # HELP airlock_tasks Tasks alive in airlock's runtime (connections, tunnels, relays, timers).\n\
+                 # TYPE airlock_tasks gauge\n\
+                 airlock_tasks {}\n",
+                lookups.saturating_sub(minted),
+                state.issuer.cached(),
+                tokio::runtime::Handle::current().metrics().num_alive_tasks(),
             ));
             if let Some(secrets) = state.secrets() {
                 text.push_str(&format!(

@@ -88,6 +88,12 @@ impl LeafIssuer {
         self.minted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many leaves the cache holds now (approximate: moka counts
+    /// lazily), for metrics.
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     fn mint(&self, host: &Host) -> Result<ServerConfig, TlsError> {
         let certified = Arc::new(self.mint_leaf(host)?);
         let mut config =
