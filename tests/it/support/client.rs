@@ -88,10 +88,22 @@ pub async fn tls_tunnel(
     alpn: &[&[u8]],
     verify_name: bool,
 ) -> TlsStream<TcpStream> {
-    let (s, r) = connect(proxy.addr, target).await;
+    tls_tunnel_via(proxy.addr, &proxy.ca_pem, target, sni, alpn, verify_name).await
+}
+
+/// [`tls_tunnel`] through any airlock (`proxy`), trusting `ca_pem`.
+pub async fn tls_tunnel_via(
+    proxy: SocketAddr,
+    ca_pem: &str,
+    target: &str,
+    sni: &str,
+    alpn: &[&[u8]],
+    verify_name: bool,
+) -> TlsStream<TcpStream> {
+    let (s, r) = connect(proxy, target).await;
     assert_eq!(r.status, 200, "CONNECT {target}: {}", r.text());
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(proxy.ca_pem.as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder()
