@@ -143,13 +143,16 @@ pub enum Subject {
     Host(Host),
     /// The config source (reload events).
     Config(String),
+    /// A refused host name that carried a secret, with the secret replaced
+    /// by `[REDACTED:<id>]` (never written as it came).
+    Redacted(String),
 }
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Subject::Host(h) => h.fmt(f),
-            Subject::Config(c) => f.write_str(c),
+            Subject::Config(c) | Subject::Redacted(c) => f.write_str(c),
         }
     }
 }

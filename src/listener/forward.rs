@@ -704,15 +704,12 @@ async fn read_preview(mut body: ProxyBody, limit: usize) -> (Vec<u8>, bool, Prox
 /// replaced by its marker, so the log never holds the value even when the
 /// request carrying it is refused.
 pub(crate) fn audit_path(state: &State, path: &str) -> String {
-    match state.scanner() {
-        Some(scanner) => {
-            let (redacted, findings) = scanner.redact(path.as_bytes());
-            if findings.is_empty() {
-                path.to_owned()
-            } else {
-                String::from_utf8_lossy(&redacted).into_owned()
-            }
-        }
-        None => path.to_owned(),
-    }
+    redacted(state, path).unwrap_or_else(|| path.to_owned())
+}
+
+/// `text` with every secret the scanner finds replaced by its marker;
+/// `None` when there is none (or no scanner).
+pub(crate) fn redacted(state: &State, text: &str) -> Option<String> {
+    let (redacted, findings) = state.scanner()?.redact(text.as_bytes());
+    (!findings.is_empty()).then(|| String::from_utf8_lossy(&redacted).into_owned())
 }

@@ -153,6 +153,15 @@ pub(crate) fn fail(
     };
     event.reason = err.code();
     event.status = Some(err.status().as_u16());
+    // A refused host is whatever the sandbox asked for: a secret written
+    // into a name (`<token>.example.test`) must not reach the audit log.
+    // Allowed hosts matched an operator's rule, so only refusals pay this.
+    if let Some(crate::audit::Subject::Host(host)) = &event.host
+        && let Some(name) = host.as_name()
+        && let Some(redacted) = forward::redacted(state, name)
+    {
+        event.host = Some(crate::audit::Subject::Redacted(redacted));
+    }
     if let Some(start) = start {
         event.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     }

