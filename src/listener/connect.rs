@@ -75,22 +75,36 @@ pub(crate) async fn handle(
             ProxyError::ProxyAuth("unknown sandbox"),
         );
     };
-    // `airlock learn --permissive` opens the tunnel all the same (the
-    // address guard still applies), marked in the audit event. Any other
-    // refusal opens a refused tunnel (see `super::refused`): the agent reads
-    // the explanation inside it; the host is never contacted.
     if generation.config.audit_deny_on_failure && state.audit.failing() {
         return super::fail(&state, event(None), None, ProxyError::AuditUnavailable);
     }
+    // `airlock learn --permissive` opens the tunnel all the same (the
+    // address guard still applies), marked in the audit event.
     let mut permissive = None;
-    let rule = match policy.decide_host(&host, port, Scheme::Https) {
-        Ok(m) => m.first().map(|r| r.source.clone()),
+    let decided = match policy.decide_host(&host, port, Scheme::Https) {
+        Ok(m) => Ok(m.first().map(|r| r.source.clone())),
         Err(denied) if generation.config.learn_permissive => {
             permissive = Some(denied.reason.as_str());
-            None
+            Ok(None)
         }
-        Err(denied) => {
-            let ev = event(None);
+        Err(denied) => Err((None, ProxyError::from(denied))),
+    };
+    // Refuse private and loopback destinations before opening the tunnel.
+    // The connector checks again when it dials (and dials only what it
+    // checked).
+    let checked = match decided {
+        Ok(rule) => match generation.guard.resolve(&host, port).await {
+            Ok(_) => Ok(rule),
+            Err(g) => Err((rule, ProxyError::from(g))),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    // A refusal opens a refused tunnel (see `super::refused`): the agent
+    // reads the explanation inside it; the host is never contacted.
+    let rule = match checked {
+        Ok(rule) => rule,
+        Err((rule, err)) => {
+            let ev = event(rule);
             drop(generation);
             // Boxed: the allowed path's future stays the size it was.
             return Box::pin(refused::refuse(
@@ -100,29 +114,11 @@ pub(crate) async fn handle(
                 conn,
                 req,
                 (host, port),
-                denied.into(),
+                err,
             ))
             .await;
         }
     };
-    // Refuse private and loopback destinations before opening the tunnel:
-    // the refusal is explained inside a refused tunnel, never a session to
-    // the address. The connector checks again when it dials (and dials
-    // only what it checked).
-    if let Err(g) = generation.guard.resolve(&host, port).await {
-        let ev = event(rule);
-        drop(generation);
-        return Box::pin(refused::refuse(
-            state,
-            peer,
-            ev,
-            conn,
-            req,
-            (host, port),
-            g.into(),
-        ))
-        .await;
-    }
     let mut ev = event(rule);
     ev.status = Some(StatusCode::OK.as_u16());
     if let Some(reason) = permissive {
