@@ -244,12 +244,9 @@ where
     serve_inner(state, Arc::new(target), TokioIo::new(tls), conn).await;
 }
 
-async fn serve_inner<I>(state: Arc<State>, target: Arc<Target>, io: TokioIo<I>, conn: ConnGuard)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let generation = state.generation();
-    let proxy = &generation.config.proxy;
+/// The h1/h2 server inside a tunnel (intercepted or refused), with the
+/// proxy's header bounds and timeouts.
+pub(crate) fn tunnel_server(proxy: &crate::config::ProxySettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -259,8 +256,16 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX))
-        .adaptive_window(true);
+        .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn serve_inner<I>(state: Arc<State>, target: Arc<Target>, io: TokioIo<I>, conn: ConnGuard)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = tunnel_server(&state.generation().config.proxy);
+    builder.http2().adaptive_window(true);
     let svc_state = Arc::clone(&state);
     let svc = service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&svc_state);

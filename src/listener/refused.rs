@@ -31,8 +31,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -160,18 +159,8 @@ async fn answer<I>(state: Arc<State>, tunnel: Arc<Refused>, io: TokioIo<I>, conn
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let proxy = state.generation().config.proxy.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(proxy.header_read_timeout)
-        .max_buf_size(proxy.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_REQUESTS)
-        .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX));
+    let mut builder = super::connect::tunnel_server(&state.generation().config.proxy);
+    builder.http2().max_concurrent_streams(MAX_REQUESTS);
     let count = Arc::new(AtomicU32::new(0));
     let (done_tx, mut done) = tokio::sync::watch::channel(false);
     let svc_state = Arc::clone(&state);
