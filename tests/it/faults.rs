@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::ca::TestCa;
 use crate::support::client::{self, read_response, tls_tunnel};
 use crate::support::origin::{Body, Handler, Origin, record};
-use crate::support::proxy::{ProxyBuilder, TestProxy};
+use crate::support::proxy::{ChildProxy, ProxyBuilder, TestProxy};
 
 /// A body that sends `chunks` of 64 KiB, then fails (the origin's
 /// connection is cut mid-body), or waits forever when `fail` is false.
@@ -296,47 +296,24 @@ async fn file_descriptors_exhausted_then_freed() {
             "match = \"api.example.test\"\nports = [{}]",
             origin.port()
         ));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();
-    std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
-    airlock::tls::ca::CertificateAuthority::init(
-        &airlock::tls::ca::CaFiles::in_dir(dir.path()),
-        false,
-    )
-    .unwrap();
-    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = tokio::process::Command::new("bash")
-        .args([
-            "-c",
-            &format!(
-                "ulimit -n 64 && exec {} serve --config airlock.toml",
-                env!("CARGO_BIN_EXE_airlock")
-            ),
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let addr = crate::support::eventually_async("airlock listening", || async move {
-        crate::support::listening_port(pid)
-    })
-    .await;
+    let mut airlock = ChildProxy::start(&builder, &ca, "ulimit -n 64 &&").await;
+    let (addr, dir) = (airlock.addr, airlock.dir.path().to_owned());
     // Hold more connections than the process has descriptors.
     let mut idle = Vec::new();
     for _ in 0..100 {
         idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
-    let log = dir.path().join("stderr.log");
+    let log = dir.join("stderr.log");
     crate::support::eventually("airlock to say why it stops accepting", || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("Too many open files").then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(child.try_wait().unwrap().is_none(), "airlock exited");
+    assert!(
+        airlock.child.try_wait().unwrap().is_none(),
+        "airlock exited"
+    );
     // A second of EMFILE is a handful of log lines, not a flood.
     let warnings = std::fs::read_to_string(&log)
         .unwrap()
@@ -344,13 +321,7 @@ async fn file_descriptors_exhausted_then_freed() {
         .count();
     assert!(warnings < 10, "{warnings} warnings in a second");
     drop(idle);
-    let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
-    let c = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
-        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let c = airlock.client(Duration::from_secs(5));
     let url = format!("https://api.example.test:{}/after", origin.port());
     crate::support::eventually_async("airlock to serve again", || {
         let c = c.clone();
@@ -361,7 +332,7 @@ async fn file_descriptors_exhausted_then_freed() {
         }
     })
     .await;
-    let _ = child.kill().await;
+    let _ = airlock.child.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -446,34 +446,9 @@ async fn memory_does_not_grow_with_body_size() {
             "match = \"api.example.test\"\nports = [{}]",
             origin.port()
         ));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();
-    std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
-    airlock::tls::ca::CertificateAuthority::init(
-        &airlock::tls::ca::CaFiles::in_dir(dir.path()),
-        false,
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["serve", "--config", "airlock.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let addr = crate::support::eventually_async("airlock listening", || async move {
-        crate::support::listening_port(pid)
-    })
-    .await;
-    let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
-    let c = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
-        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
-        .timeout(std::time::Duration::from_secs(600))
-        .build()
-        .unwrap();
+    let mut airlock = crate::support::proxy::ChildProxy::start(&builder, &ca, "").await;
+    let pid = airlock.pid;
+    let c = airlock.client(std::time::Duration::from_secs(600));
     let hwm = |pid: u32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
@@ -507,7 +482,7 @@ async fn memory_does_not_grow_with_body_size() {
     assert_eq!(n, SIZE);
     let peak_kib = hwm(pid);
     eprintln!("airlock peak RSS while moving 2 x 200 MiB with scanning: {peak_kib} KiB");
-    let _ = child.kill().await;
+    let _ = airlock.child.kill().await;
     assert!(
         peak_kib < 80 * 1024,
         "airlock peaked at {peak_kib} KiB while moving 2 x 200 MiB"

@@ -240,3 +240,66 @@ impl TestProxy {
         super::eventually(what, || self.audit().into_iter().find(|e| pred(e))).await
     }
 }
+
+/// `airlock serve` as a child process (its RSS, descriptors and limits are
+/// its own), from a [`ProxyBuilder`]'s config.
+pub struct ChildProxy {
+    pub dir: TempDir,
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+}
+
+impl ChildProxy {
+    /// Writes the config of `builder` (trusting the origin CA `ca`) and a
+    /// new airlock CA to a fresh directory, and starts `airlock serve`
+    /// there, run by bash after `shell_prefix` (e.g. `ulimit -n 64 &&`);
+    /// stderr goes to `stderr.log` in that directory.
+    pub async fn start(builder: &ProxyBuilder, ca: &TestCa, shell_prefix: &str) -> ChildProxy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();
+        std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
+        CertificateAuthority::init(&CaFiles::in_dir(dir.path()), false).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = tokio::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!(
+                    "{shell_prefix} exec {} serve --config airlock.toml",
+                    env!("CARGO_BIN_EXE_airlock")
+                ),
+            ])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let addr =
+            super::eventually_async(
+                "airlock listening",
+                || async move { super::listening_port(pid) },
+            )
+            .await;
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        ChildProxy {
+            dir,
+            child,
+            pid,
+            addr,
+            ca_pem,
+        }
+    }
+
+    /// A reqwest client that uses this airlock and trusts its CA.
+    pub fn client(&self, timeout: std::time::Duration) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{}", self.addr)).unwrap())
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()])
+            .timeout(timeout)
+            .build()
+            .unwrap()
+    }
+}
