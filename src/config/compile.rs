@@ -237,6 +237,13 @@ fn secret_files(
                 out.push(file("secrets.vault.role_id_file", role_id_file.clone()));
                 out.push(file("secrets.vault.secret_id_file", secret_id_file.clone()));
             }
+            // A service-account token is mounted readable by the pod's
+            // other users (Kubernetes' default 0644), and it is short-lived
+            // and audience-bound: not held to the 0600 rule.
+            VaultAuth::Kubernetes { .. } => {}
+            VaultAuth::Jwt { jwt_file, .. } => {
+                out.push(file("secrets.vault.jwt_file", jwt_file.clone()));
+            }
         },
     }
     if let Some(f) = &raw.proxy.admin_token_file {
@@ -788,6 +795,9 @@ fn prejudge_bytes(
     }
 }
 
+/// Where Kubernetes mounts a pod's service-account token.
+const KUBERNETES_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
 /// The largest `[scan] prejudge_bytes`.
 pub const MAX_PREJUDGE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -832,8 +842,52 @@ fn compile_secrets(
                         }
                     }
                 }
+                Some((a, method @ ("kubernetes" | "jwt"))) => {
+                    let kubernetes = method == "kubernetes";
+                    let jwt_file = match (&v.jwt_file, kubernetes) {
+                        (Some(f), _) => Some(base.join(f)),
+                        (None, true) => Some(PathBuf::from(KUBERNETES_TOKEN_FILE)),
+                        (None, false) => None,
+                    };
+                    match (&v.role, jwt_file) {
+                        (Some(role), Some(jwt_file)) if !role.trim().is_empty() => {
+                            let mount = v.mount.clone().unwrap_or_else(|| method.to_owned());
+                            let role = role.clone();
+                            if kubernetes {
+                                VaultAuth::Kubernetes {
+                                    mount,
+                                    role,
+                                    jwt_file,
+                                }
+                            } else {
+                                VaultAuth::Jwt {
+                                    mount,
+                                    role,
+                                    jwt_file,
+                                }
+                            }
+                        }
+                        (role, jwt_file) => {
+                            let mut missing = Vec::new();
+                            if role.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                                missing.push("role");
+                            }
+                            if jwt_file.is_none() {
+                                missing.push("jwt_file");
+                            }
+                            errors.push(src.err(
+                                a,
+                                format!(
+                                    "secrets.vault.auth: \"{method}\" needs {}",
+                                    missing.join(" and ")
+                                ),
+                            ));
+                            VaultAuth::Token { token_file: None }
+                        }
+                    }
+                }
                 Some((a, other)) => {
-                    errors.push(src.err(a, format!("secrets.vault.auth: `{other}` is not valid: use \"token\" or \"approle\"")));
+                    errors.push(src.err(a, format!("secrets.vault.auth: `{other}` is not valid: use \"token\", \"approle\", \"kubernetes\" or \"jwt\"")));
                     VaultAuth::Token { token_file: None }
                 }
             };
@@ -1292,5 +1346,64 @@ decider_token_file = "decider.token"
             c.secret_files[1],
             want("secrets.file", d.join("secrets.local.toml"))
         );
+    }
+
+    #[test]
+    fn kubernetes_and_jwt_logins_compile_with_their_defaults_and_name_what_is_missing() {
+        use crate::credentials::VaultAuth;
+        let d = std::path::Path::new("/etc/airlock");
+        let vault = |body: &str| format!("[secrets]\nbackend = \"vault\"\n[secrets.vault]\n{body}");
+        let auth_of = |c: &Config| match &c.secrets.backend {
+            super::super::SecretBackend::Vault(v) => v.auth.clone(),
+            other => panic!("{other:?}"),
+        };
+        let c = Config::from_text(
+            &vault("auth = \"kubernetes\"\nrole = \"airlock\"\n"),
+            "t.toml",
+            d,
+        )
+        .unwrap();
+        assert_eq!(
+            auth_of(&c),
+            VaultAuth::Kubernetes {
+                mount: "kubernetes".into(),
+                role: "airlock".into(),
+                jwt_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            }
+        );
+        let c = Config::from_text(
+            &vault("auth = \"jwt\"\nrole = \"r\"\nmount = \"oidc/\"\njwt_file = \"id.jwt\"\n"),
+            "t.toml",
+            d,
+        )
+        .unwrap();
+        assert_eq!(
+            auth_of(&c),
+            VaultAuth::Jwt {
+                mount: "oidc/".into(),
+                role: "r".into(),
+                jwt_file: d.join("id.jwt"),
+            }
+        );
+        assert!(
+            c.secret_files
+                .iter()
+                .any(|f| f.setting == "secrets.vault.jwt_file")
+        );
+        let err = Config::from_text(&vault("auth = \"jwt\"\n"), "t.toml", d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml:4") && err.contains("needs role and jwt_file"),
+            "{err}"
+        );
+        let err = Config::from_text(&vault("auth = \"kubernetes\"\n"), "t.toml", d)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"kubernetes\" needs role"), "{err}");
+        let err = Config::from_text(&vault("auth = \"oidc\"\n"), "t.toml", d)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"kubernetes\" or \"jwt\""), "{err}");
     }
 }

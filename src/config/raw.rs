@@ -142,7 +142,8 @@ pub struct RawSecrets {
 pub struct RawVault {
     /// `http(s)://host:port`. Default `http://127.0.0.1:8200`.
     pub address: Option<Spanned<String>>,
-    /// `"token"` (default: `VAULT_TOKEN` or `token_file`) or `"approle"`.
+    /// `"token"` (default: `VAULT_TOKEN` or `token_file`), `"approle"`,
+    /// `"kubernetes"` or `"jwt"`.
     pub auth: Option<Spanned<String>>,
     /// File holding the Vault token (instead of `VAULT_TOKEN`).
     pub token_file: Option<String>,
@@ -152,6 +153,14 @@ pub struct RawVault {
     pub role_id_file: Option<String>,
     /// File holding the AppRole secret id.
     pub secret_id_file: Option<String>,
+    /// Auth mount for `kubernetes` (default `kubernetes`) and `jwt`
+    /// (default `jwt`).
+    pub mount: Option<String>,
+    /// The Vault role, for `kubernetes` and `jwt`.
+    pub role: Option<String>,
+    /// File holding the JWT: for `jwt` (required) and `kubernetes`
+    /// (default: the pod's service-account token).
+    pub jwt_file: Option<String>,
     /// KV v2 mount. Default `secret`.
     pub kv_mount: Option<String>,
     /// Bound on every Vault call. Default `5s`.

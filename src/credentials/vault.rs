@@ -1,6 +1,6 @@
 //! [`VaultSource`]: secrets from HashiCorp Vault or OpenBao (KV v2), with
-//! token or AppRole login and a background task that keeps the login
-//! fresh.
+//! token, AppRole, Kubernetes or JWT login and a background task that
+//! keeps the login fresh.
 //!
 //! What it does not do: cache (that is [`super::CachedSource`]), or read
 //! dynamic secrets with leases (KV v2 only; [`Fetched::lease`] is `None`).
@@ -40,7 +40,7 @@ use super::{Fetched, SecretError, SecretRef, SecretSource, SecretValue};
 
 /// First retry delay after a failed login or renewal.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest retry delay: also the worst-case wait for a first AppRole login
+/// Longest retry delay: also the worst-case wait for a first login
 /// once Vault comes back after an outage at startup.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Proxy variables the HTTP client under `vaultrs` honours.
@@ -97,6 +97,29 @@ pub enum VaultAuth {
         /// File holding the secret id.
         secret_id_file: PathBuf,
     },
+    /// Kubernetes: log in with the pod's service-account token (a JWT Vault
+    /// checks with the cluster's TokenReview API), read from `jwt_file` at
+    /// every login, because the kubelet rotates the projected token. Logs
+    /// in again as AppRole does.
+    Kubernetes {
+        /// Auth mount, usually `kubernetes`.
+        mount: String,
+        /// The Vault role bound to the service account.
+        role: String,
+        /// Usually `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+        jwt_file: PathBuf,
+    },
+    /// JWT: log in with a JWT from `jwt_file` (an OIDC provider's token,
+    /// a workload identity), which Vault checks against the mount's keys.
+    /// Read at every login; logs in again as AppRole does.
+    Jwt {
+        /// Auth mount, usually `jwt`.
+        mount: String,
+        /// The Vault role whose bound claims the JWT must meet.
+        role: String,
+        /// File holding the JWT.
+        jwt_file: PathBuf,
+    },
 }
 
 impl VaultAuth {
@@ -104,6 +127,8 @@ impl VaultAuth {
         match self {
             Self::Token { .. } => "token",
             Self::AppRole { .. } => "approle",
+            Self::Kubernetes { .. } => "kubernetes",
+            Self::Jwt { .. } => "jwt",
         }
     }
 }
@@ -177,14 +202,18 @@ impl Session {
     }
 }
 
-/// How to log in, with the token itself for token auth.
+/// How to log in: the token itself for token auth, else a login method
+/// whose credentials are read from files at every login.
 enum Login {
     Token(SecretValue),
-    AppRole {
-        mount: String,
-        role_id_file: PathBuf,
-        secret_id_file: PathBuf,
-    },
+    Method(VaultAuth),
+}
+
+impl Login {
+    /// A login method can log in again when its token cannot be renewed.
+    fn relogs(&self) -> bool {
+        matches!(self, Login::Method(_))
+    }
 }
 
 struct Inner {
@@ -200,7 +229,8 @@ struct Inner {
 /// the KV mount, `key` a field of that secret, whose value must be a string.
 ///
 /// A background task keeps the token fresh (renew at ~2/3 of its TTL;
-/// AppRole logs in again when renewal fails) and stops when this value is
+/// AppRole, Kubernetes and JWT log in again when renewal fails or the
+/// token nears its max TTL) and stops when this value is
 /// dropped.
 pub struct VaultSource {
     inner: Arc<Inner>,
@@ -265,19 +295,12 @@ impl VaultSource {
             VaultAuth::Token { token_file } => {
                 Login::Token(read_token(token_file.as_deref(), env)?)
             }
-            VaultAuth::AppRole {
-                mount,
-                role_id_file,
-                secret_id_file,
-            } => {
+            method => {
                 // Fail fast on unreadable files; they are read again at login.
-                read_credential(&role_id_file, "role_id_file")?;
-                read_credential(&secret_id_file, "secret_id_file")?;
-                Login::AppRole {
-                    mount: mount.trim_matches('/').to_owned(),
-                    role_id_file,
-                    secret_id_file,
+                for (file, setting) in credential_files(&method) {
+                    read_credential(file, setting)?;
                 }
+                Login::Method(trim_mount(method))
             }
         };
         for name in PROXY_VARS {
@@ -466,8 +489,7 @@ impl Inner {
             return Some(Instant::now()); // learn the TTL
         }
         let expires_at = state.expires_at?;
-        let approle = matches!(self.login, Login::AppRole { .. });
-        if !state.renewable && !approle {
+        if !state.renewable && !self.login.relogs() {
             return None; // a plain token that cannot be renewed: use it until it expires
         }
         let now = Instant::now();
@@ -477,9 +499,9 @@ impl Inner {
 
     /// Logs in, learns the TTL, or renews, whichever is due.
     async fn refresh(&self) -> Result<(), SecretError> {
-        let approle = matches!(self.login, Login::AppRole { .. });
+        let relogs = self.login.relogs();
         let Some(session) = self.session.load_full() else {
-            return self.approle_login().await;
+            return self.login().await;
         };
         let state = session.state();
         if !state.known {
@@ -506,11 +528,7 @@ impl Inner {
             return Ok(());
         }
         if !state.renewable {
-            return if approle {
-                self.approle_login().await
-            } else {
-                Ok(())
-            };
+            return if relogs { self.login().await } else { Ok(()) };
         }
         let renewed = self
             .call(
@@ -523,9 +541,9 @@ impl Inner {
                 let ttl = Duration::from_secs(auth.lease_duration);
                 let renewable = auth.renewable;
                 drop(auth); // it holds the token in a plain String
-                if approle && ttl < state.granted / 2 {
+                if relogs && ttl < state.granted / 2 {
                     // Capped by the token's max TTL: a fresh login gets a full one.
-                    return self.approle_login().await;
+                    return self.login().await;
                 }
                 session.set_state(TokenState {
                     granted: state.granted.max(ttl),
@@ -534,37 +552,76 @@ impl Inner {
                 tracing::debug!(ttl = ?ttl, "vault: token renewed");
                 Ok(())
             }
-            Err(e) if approle => {
+            Err(e) if relogs => {
                 tracing::warn!(error = %e, "vault: token renewal failed; logging in again");
-                self.approle_login().await
+                self.login().await
             }
             Err(e) => Err(e),
         }
     }
 
-    async fn approle_login(&self) -> Result<(), SecretError> {
-        let Login::AppRole {
-            mount,
-            role_id_file,
-            secret_id_file,
-        } = &self.login
-        else {
+    /// Logs in with the configured method, reading its credentials from
+    /// their files now (so a rotated secret id or token is picked up).
+    async fn login(&self) -> Result<(), SecretError> {
+        let Login::Method(method) = &self.login else {
             return Ok(());
         };
-        let role_id = read_credential(role_id_file, "role_id_file")?;
-        let secret_id = read_credential(secret_id_file, "secret_id_file")?;
         let anonymous = self.client(None)?;
-        let auth = self
-            .call(
-                || "vault approle login".to_owned(),
-                vaultrs::auth::approle::login(
-                    &anonymous,
-                    mount,
-                    utf8(&role_id, role_id_file)?,
-                    utf8(&secret_id, secret_id_file)?,
-                ),
-            )
-            .await?;
+        let auth = match method {
+            VaultAuth::Token { .. } => return Ok(()),
+            VaultAuth::AppRole {
+                mount,
+                role_id_file,
+                secret_id_file,
+            } => {
+                let role_id = read_credential(role_id_file, "role_id_file")?;
+                let secret_id = read_credential(secret_id_file, "secret_id_file")?;
+                self.call(
+                    || "vault approle login".to_owned(),
+                    vaultrs::auth::approle::login(
+                        &anonymous,
+                        mount,
+                        utf8(&role_id, role_id_file)?,
+                        utf8(&secret_id, secret_id_file)?,
+                    ),
+                )
+                .await?
+            }
+            VaultAuth::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                let jwt = read_credential(jwt_file, "jwt_file")?;
+                self.call(
+                    || format!("vault kubernetes login (role `{role}`)"),
+                    vaultrs::auth::kubernetes::login(
+                        &anonymous,
+                        mount,
+                        role,
+                        utf8(&jwt, jwt_file)?,
+                    ),
+                )
+                .await?
+            }
+            VaultAuth::Jwt {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                let jwt = read_credential(jwt_file, "jwt_file")?;
+                self.call(
+                    || format!("vault jwt login (role `{role}`)"),
+                    vaultrs::auth::oidc::login(
+                        &anonymous,
+                        mount,
+                        utf8(&jwt, jwt_file)?,
+                        Some(role.clone()),
+                    ),
+                )
+                .await?
+            }
+        };
         let ttl = Duration::from_secs(auth.lease_duration);
         let renewable = auth.renewable;
         let token = SecretValue::from_string(auth.client_token);
@@ -573,9 +630,42 @@ impl Inner {
             client,
             token: Mutex::new(TokenState::new(ttl, renewable)),
         })));
-        tracing::info!(ttl = ?ttl, renewable, "vault: logged in with approle");
+        tracing::info!(ttl = ?ttl, renewable, method = method.name(), "vault: logged in");
         Ok(())
     }
+}
+
+/// The files a login method reads its credentials from, with the setting
+/// that names each.
+fn credential_files(auth: &VaultAuth) -> Vec<(&Path, &'static str)> {
+    match auth {
+        VaultAuth::Token { token_file } => token_file
+            .iter()
+            .map(|f| (f.as_path(), "token_file"))
+            .collect(),
+        VaultAuth::AppRole {
+            role_id_file,
+            secret_id_file,
+            ..
+        } => vec![
+            (role_id_file.as_path(), "role_id_file"),
+            (secret_id_file.as_path(), "secret_id_file"),
+        ],
+        VaultAuth::Kubernetes { jwt_file, .. } | VaultAuth::Jwt { jwt_file, .. } => {
+            vec![(jwt_file.as_path(), "jwt_file")]
+        }
+    }
+}
+
+/// The method with its mount written as vaultrs expects (no slashes).
+fn trim_mount(mut auth: VaultAuth) -> VaultAuth {
+    match &mut auth {
+        VaultAuth::Token { .. } => {}
+        VaultAuth::AppRole { mount, .. }
+        | VaultAuth::Kubernetes { mount, .. }
+        | VaultAuth::Jwt { mount, .. } => *mount = mount.trim_matches('/').to_owned(),
+    }
+    auth
 }
 
 /// The background task: renew or log in when due, back off on errors.
@@ -704,7 +794,7 @@ fn map_error(subject: String, e: ClientError) -> SecretError {
         },
         Some(400) => SecretError::Denied {
             subject,
-            reason: "vault returned 400 (for a login: the role id or secret id is wrong)".into(),
+            reason: "vault returned 400 (for a login: the credentials or the role are wrong, or the JWT is expired or does not meet the role's bound claims)".into(),
         },
         Some(code @ (401 | 403)) => SecretError::Denied {
             subject,

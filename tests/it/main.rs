@@ -61,3 +61,5 @@ mod soak;
 /// The Vault/OpenBao source itself: token, AppRole re-login, renewal, outage
 /// and recovery, timeout, not found/denied, single-flight.
 mod vault;
+/// Vault login methods for containers and clusters: JWT, Kubernetes.
+mod vault_login;

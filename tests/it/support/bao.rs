@@ -252,4 +252,77 @@ impl Bao {
             .await;
         resp["data"]["ttl"].as_u64().unwrap()
     }
+
+    /// Enables JWT auth at `jwt/`, trusting `public_key_pem`, with role
+    /// `airlock` for tokens whose `aud` is `airlock` (policy
+    /// [`READ_POLICY`], tokens with `token_ttl` / `token_max_ttl` seconds).
+    pub async fn enable_jwt(&self, public_key_pem: &str, token_ttl: u64, token_max_ttl: u64) {
+        self.write_policy().await;
+        self.api(Method::POST, "sys/auth/jwt", Some(json!({ "type": "jwt" })))
+            .await;
+        self.api(
+            Method::POST,
+            "auth/jwt/config",
+            Some(json!({ "jwt_validation_pubkeys": [public_key_pem] })),
+        )
+        .await;
+        self.api(
+            Method::POST,
+            "auth/jwt/role/airlock",
+            Some(json!({
+                "role_type": "jwt",
+                "user_claim": "sub",
+                "bound_audiences": ["airlock"],
+                "token_policies": [READ_POLICY],
+                "token_ttl": token_ttl,
+                "token_max_ttl": token_max_ttl,
+            })),
+        )
+        .await;
+    }
+
+    /// Enables Kubernetes auth at `kubernetes/`, whose TokenReview calls go
+    /// to `kubernetes_host`, with role `airlock` bound to service account
+    /// `airlock` in namespace `egress`.
+    pub async fn enable_kubernetes(&self, kubernetes_host: &str, ca_pem: &str, token_ttl: u64) {
+        self.write_policy().await;
+        self.api(
+            Method::POST,
+            "sys/auth/kubernetes",
+            Some(json!({ "type": "kubernetes" })),
+        )
+        .await;
+        self.api(
+            Method::POST,
+            "auth/kubernetes/config",
+            Some(json!({
+                "kubernetes_host": kubernetes_host,
+                "kubernetes_ca_cert": ca_pem,
+                "disable_local_ca_jwt": true,
+            })),
+        )
+        .await;
+        self.api(
+            Method::POST,
+            "auth/kubernetes/role/airlock",
+            Some(json!({
+                "bound_service_account_names": ["airlock"],
+                "bound_service_account_namespaces": ["egress"],
+                "token_policies": [READ_POLICY],
+                "token_ttl": token_ttl,
+            })),
+        )
+        .await;
+    }
+
+    /// Revokes every token logged in through `mount` (as an operator would
+    /// after a breach).
+    pub async fn revoke_logins(&self, mount: &str) {
+        self.api(
+            Method::PUT,
+            &format!("sys/leases/revoke-prefix/auth/{mount}/login"),
+            None,
+        )
+        .await;
+    }
 }
