@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy (without --config: the embedded default, paths relative to the working directory).
+    /// Run the proxy (without --config: the embedded default; in a checkout it uses rules/ and certs/ of the working directory, installed elsewhere /etc/airlock/rules/allow/ and a CA in $STATE_DIRECTORY, $XDG_STATE_HOME/airlock or /var/lib/airlock).
     Serve {
         /// Config file (airlock.toml).
         #[arg(long)]
@@ -216,7 +216,7 @@ fn init_tracing(default: &str) {
 fn load(config: Option<&Path>) -> anyhow::Result<Config> {
     let loaded = match config {
         Some(path) => Config::load(path),
-        None => Config::embedded(Path::new("")),
+        None => Config::embedded(&crate::config::Layout::detect()),
     };
     loaded.map_err(|errs| anyhow::anyhow!("{errs}"))
 }
@@ -287,7 +287,7 @@ fn serve(config_path: Option<&Path>, learn: Option<bool>) -> anyhow::Result<Exit
         let server = Server::start(config).await?;
         server.watch_config(match config_path {
             Some(p) => ConfigSource::File(p.to_path_buf()),
-            None => ConfigSource::Embedded(PathBuf::new()),
+            None => ConfigSource::Embedded(crate::config::Layout::detect()),
         });
         if let Some(admin) = server.admin_addr() {
             tracing::info!(%admin, "admin API: /healthz /readyz /metrics");

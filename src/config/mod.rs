@@ -26,9 +26,74 @@ pub use crate::tls::{TlsSettings, UpstreamRoots};
 
 use crate::policy::Policy;
 
-/// The embedded default, used by `airlock serve` without `--config`: paths
-/// are relative to the working directory (a checkout of this repository).
+/// The embedded default, used by `airlock serve` without `--config`: rule
+/// and secret paths are relative to [`Layout::rules`], the CA lives in
+/// [`Layout::state`].
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Where the embedded default finds its files.
+///
+/// In a checkout of this repository (the working directory has
+/// `rules/allow/`): the rules and `secrets.local.toml` there, the CA in
+/// `certs/`. Installed elsewhere (`cargo install`, a package, an image):
+/// the rules in `/etc/airlock/rules/allow/` and the CA in a state
+/// directory, so the binary works from any directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Base of `rules/allow/*.toml` and `secrets.local.toml`.
+    pub rules: PathBuf,
+    /// Directory of `ca.pem` and `ca-key.pem`.
+    pub state: PathBuf,
+}
+
+/// Where an installed airlock's rules live.
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/airlock";
+
+impl Layout {
+    /// A checkout's layout: everything relative to the working directory.
+    pub fn checkout() -> Self {
+        Self {
+            rules: PathBuf::new(),
+            state: PathBuf::from("certs"),
+        }
+    }
+
+    /// The layout for this process: a checkout when the working directory
+    /// has `rules/allow/`, else the installed layout.
+    pub fn detect() -> Self {
+        if Path::new("rules/allow").is_dir() {
+            return Self::checkout();
+        }
+        let root = rustix::process::geteuid().is_root();
+        Self::installed(|name| std::env::var_os(name), root)
+    }
+
+    /// The installed layout. The CA goes in the first of: systemd's
+    /// `$STATE_DIRECTORY`, `$XDG_STATE_HOME/airlock`, `/var/lib/airlock`
+    /// for root, `$HOME/.local/state/airlock` (the XDG default), and
+    /// `/var/lib/airlock` when nothing else is set.
+    pub fn installed(var: impl Fn(&str) -> Option<std::ffi::OsString>, root: bool) -> Self {
+        let set = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let system = PathBuf::from("/var/lib/airlock");
+        let state = if let Some(dirs) = var("STATE_DIRECTORY").filter(|v| !v.is_empty()) {
+            // systemd passes a colon-separated list; ours is the first.
+            let dirs = dirs.to_string_lossy().into_owned();
+            PathBuf::from(dirs.split(':').next().unwrap_or_default())
+        } else if let Some(xdg) = set("XDG_STATE_HOME") {
+            xdg.join("airlock")
+        } else if root {
+            system
+        } else if let Some(home) = set("HOME").filter(|h| h != Path::new("/")) {
+            home.join(".local/state/airlock")
+        } else {
+            system
+        };
+        Self {
+            rules: PathBuf::from(SYSTEM_CONFIG_DIR),
+            state,
+        }
+    }
+}
 
 /// The name errors and logs use for the embedded default.
 pub const EMBEDDED_NAME: &str = "<embedded default>";
@@ -38,8 +103,8 @@ pub const EMBEDDED_NAME: &str = "<embedded default>";
 pub enum ConfigSource {
     /// `--config FILE`.
     File(PathBuf),
-    /// The embedded default, with paths relative to this directory.
-    Embedded(PathBuf),
+    /// The embedded default, with its files where this layout says.
+    Embedded(Layout),
 }
 
 impl ConfigSource {
@@ -50,7 +115,7 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigErrors> {
         match self {
             ConfigSource::File(p) => Config::load(p),
-            ConfigSource::Embedded(base) => Config::embedded(base),
+            ConfigSource::Embedded(layout) => Config::embedded(layout),
         }
         .inspect(|config| {
             for w in &config.warnings {
@@ -308,12 +373,24 @@ impl Config {
         compile::compile(&text, &name, &base)
     }
 
-    /// The embedded default, with paths relative to `base`.
+    /// The embedded default, with its files where `layout` says.
     ///
     /// # Errors
     /// Problems in the rule files it includes (the default itself is tested).
-    pub fn embedded(base: &Path) -> Result<Self, ConfigErrors> {
-        compile::compile(EMBEDDED_DEFAULT, EMBEDDED_NAME, base)
+    pub fn embedded(layout: &Layout) -> Result<Self, ConfigErrors> {
+        let quoted = |path: PathBuf| toml::Value::String(path.display().to_string()).to_string();
+        // Written out whole, so warnings and refusals name the real place.
+        let text = EMBEDDED_DEFAULT
+            .replace(
+                "\"rules/allow/*.toml\"",
+                &quoted(layout.rules.join("rules/allow/*.toml")),
+            )
+            .replace("\"certs/ca.pem\"", &quoted(layout.state.join("ca.pem")))
+            .replace(
+                "\"certs/ca-key.pem\"",
+                &quoted(layout.state.join("ca-key.pem")),
+            );
+        compile::compile(&text, EMBEDDED_NAME, &layout.rules)
     }
 
     /// Compiles config text as if read from `name`, resolving paths from `base`.
@@ -351,6 +428,64 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This repository's own layout, wherever the tests run from.
+    fn in_repo() -> Layout {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Layout {
+            rules: repo.to_path_buf(),
+            state: repo.join("certs"),
+        }
+    }
+
+    #[test]
+    fn an_installed_airlock_keeps_its_ca_in_a_state_directory() {
+        use std::ffi::OsString;
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let state = |pairs, root| Layout::installed(env(pairs), root).state;
+        assert_eq!(
+            state(
+                &[
+                    ("STATE_DIRECTORY", "/var/lib/airlock:/x"),
+                    ("XDG_STATE_HOME", "/s")
+                ],
+                false
+            ),
+            Path::new("/var/lib/airlock")
+        );
+        assert_eq!(
+            state(&[("XDG_STATE_HOME", "/s"), ("HOME", "/home/a")], true),
+            Path::new("/s/airlock")
+        );
+        assert_eq!(
+            state(&[("HOME", "/root")], true),
+            Path::new("/var/lib/airlock")
+        );
+        assert_eq!(
+            state(&[("HOME", "/home/a")], false),
+            Path::new("/home/a/.local/state/airlock")
+        );
+        assert_eq!(
+            state(&[("HOME", "/")], false),
+            Path::new("/var/lib/airlock")
+        );
+        assert_eq!(state(&[], false), Path::new("/var/lib/airlock"));
+        let l = Layout::installed(env(&[("XDG_STATE_HOME", "/s\"q")]), false);
+        assert_eq!(l.rules, Path::new("/etc/airlock"));
+        // The embedded default follows the layout, whatever the path's characters.
+        let c = Config::embedded(&l).unwrap();
+        assert_eq!(c.tls.ca_cert, Path::new("/s\"q/airlock/ca.pem"));
+        assert_eq!(c.tls.ca_key, Path::new("/s\"q/airlock/ca-key.pem"));
+        let c = Config::embedded(&Layout::checkout()).unwrap();
+        assert_eq!(c.tls.ca_cert, Path::new("certs/ca.pem"));
+    }
 
     /// One file per kind of bad config, each with the line:col and the words
     /// the operator needs.
@@ -504,22 +639,19 @@ mod tests {
 
     #[test]
     fn the_shipped_rules_load_without_warnings() {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let c = Config::embedded(base).unwrap();
+        let c = Config::embedded(&in_repo()).unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
     fn prejudge_bytes_defaults_to_64_kib() {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let c = Config::embedded(base).unwrap();
+        let c = Config::embedded(&in_repo()).unwrap();
         assert_eq!(c.scan.prejudge_bytes, 64 * 1024);
     }
 
     #[test]
     fn embedded_default_compiles() {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let c = Config::embedded(base).unwrap();
+        let c = Config::embedded(&in_repo()).unwrap();
         assert_eq!(c.proxy.listen, "127.0.0.1:3128".parse().unwrap());
         assert!(c.policy.len() > 3, "ships an example allowlist");
         assert!(c.dns.block_private);

@@ -371,7 +371,7 @@ fn wait_for_audit_writer(limit: Duration) {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let mut config = match path {
         Some(p) => Config::load(p),
-        None => Config::embedded(Path::new("")),
+        None => Config::embedded(&crate::config::Layout::detect()),
     }
     .map_err(|errs| anyhow::anyhow!("{errs}"))?;
     config.proxy.listen = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));

@@ -139,7 +139,7 @@ fn start_watcher(
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or_else(|| PathBuf::from(".")),
         ),
-        ConfigSource::Embedded(base) => paths.push(base.join("rules/allow")),
+        ConfigSource::Embedded(layout) => paths.push(layout.rules.join("rules/allow")),
     }
     paths.sort();
     paths.dedup();

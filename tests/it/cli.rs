@@ -705,3 +705,49 @@ fn explain_shows_each_rules_own_approval_settings() {
         "approval: required: held until the decider http://127.0.0.1:9/global decides, at most 60 s"
     );
 }
+
+/// An installed binary run outside a checkout (no `rules/allow/` in the
+/// working directory): the embedded default looks for rules in
+/// /etc/airlock and keeps its CA in the state directory, never in the
+/// working directory.
+#[test]
+fn outside_a_checkout_the_ca_goes_to_the_state_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--", "true"])
+        .current_dir(work.path())
+        .env("XDG_STATE_HOME", state.path())
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let ca = state.path().join("airlock/ca.pem");
+    assert!(ca.is_file(), "{err}");
+    assert!(err.contains(&ca.display().to_string()), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::metadata(state.path().join("airlock/ca-key.pem")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o077, 0, "the CA key is private");
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "nothing written to the working directory"
+    );
+    // Rules come from /etc/airlock (none on a test machine: deny-all), and a
+    // refusal names that folder.
+    if !Path::new("/etc/airlock/rules/allow").exists() {
+        let out = std::process::Command::new(BIN)
+            .args(["explain", "https://api.github.com/zen"])
+            .current_dir(work.path())
+            .env("XDG_STATE_HOME", state.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("DENY") && text.contains("/etc/airlock/rules/allow/*.toml"),
+            "{text}"
+        );
+    }
+}
