@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): `/healthz`, `/readyz`,
 //! `/metrics` in Prometheus text format, and the approval API. With
-//! `[proxy] admin_token_file`, everything but `/healthz` requires
-//! `Authorization: Bearer <token>`.
+//! `[proxy] admin_token_file`, everything but `/healthz` and `/readyz`
+//! requires `Authorization: Bearer <token>`; `/readyz` without the token
+//! answers only its status and first line (a kubelet's probe carries no
+//! token), with it also the rules version, config and secret store.
 //!
 //! # Approvals
 //! - `GET /approvals`: the held requests, oldest first, as a JSON array of
@@ -108,6 +110,47 @@ pub async fn serve_with(
     }
 }
 
+/// `/readyz`: 200 when the secret store answers (the CA and the rules are
+/// good in any running generation), else 503. Only an authorized caller
+/// sees which rules, config and store, and why a store is down.
+async fn readiness(state: &State, authorized: bool) -> Response<ProxyBody> {
+    // CA loaded and rules valid are true of any running generation;
+    // the secret store is the part that can be down.
+    let generation = state.generation();
+    let secrets = match state.secrets() {
+        None => Ok("secrets none configured".to_owned()),
+        Some(cache) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(3), cache.health()).await {
+                Ok(Ok(())) => Ok(format!("secrets {} ok", cache.describe())),
+                Ok(Err(e)) => Err(format!("secrets {}: {e}", cache.describe())),
+                Err(_) => Err(format!(
+                    "secrets {}: health check timed out",
+                    cache.describe()
+                )),
+            }
+        }
+    };
+    let rules = format!(
+        "rules {}\nconfig {}\n",
+        generation.config.version, generation.config.source
+    );
+    let detail = |s: String| {
+        if authorized {
+            format!("{rules}{s}\n")
+        } else {
+            String::new()
+        }
+    };
+    match secrets {
+        Ok(s) => ok(format!("ready\n{}", detail(s)), "text/plain; charset=utf-8"),
+        Err(s) => text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("not ready\n{}", detail(s)),
+        ),
+    }
+}
+
 async fn route(
     state: &State,
     approvals: &Approvals,
@@ -126,55 +169,32 @@ async fn route(
     if path == "/healthz" {
         return ok("ok\n".into(), "text/plain; charset=utf-8");
     }
-    if let Some(token) = token {
-        let presented = req
-            .headers()
+    let authorized = token.is_none_or(|token| {
+        req.headers()
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        if !presented.is_some_and(|p| token.matches(p)) {
-            return text_response(
-                StatusCode::UNAUTHORIZED,
-                "admin_unauthorized",
-                "admin API: bearer token required\n".into(),
-            );
-        }
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|p| token.matches(p))
+    });
+    if path == "/readyz" {
+        return readiness(state, authorized).await;
+    }
+    if !authorized {
+        return text_response(
+            StatusCode::UNAUTHORIZED,
+            "admin_unauthorized",
+            "admin API: bearer token required\n".into(),
+        );
     }
     if approval_route {
-        return approvals_route(approvals, req).await;
+        // Each replica holds its own requests: say which one answered.
+        let replica = approvals.replica();
+        let mut resp = approvals_route(approvals, req).await;
+        if let Ok(v) = http::HeaderValue::from_str(&replica) {
+            resp.headers_mut().insert("airlock-replica", v);
+        }
+        return resp;
     }
     match path {
-        "/readyz" => {
-            // CA loaded and rules valid are true of any running generation;
-            // the secret store is the part that can be down.
-            let generation = state.generation();
-            let secrets = match state.secrets() {
-                None => Ok("secrets none configured".to_owned()),
-                Some(cache) => {
-                    match tokio::time::timeout(std::time::Duration::from_secs(3), cache.health())
-                        .await
-                    {
-                        Ok(Ok(())) => Ok(format!("secrets {} ok", cache.describe())),
-                        Ok(Err(e)) => Err(format!("secrets {}: {e}", cache.describe())),
-                        Err(_) => Err(format!(
-                            "secrets {}: health check timed out",
-                            cache.describe()
-                        )),
-                    }
-                }
-            };
-            let rules = format!(
-                "rules {}\nconfig {}\n",
-                generation.config.version, generation.config.source
-            );
-            match secrets {
-                Ok(s) => ok(format!("ready\n{rules}{s}\n"), "text/plain; charset=utf-8"),
-                Err(s) => text_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    format!("not ready\n{rules}{s}\n"),
-                ),
-            }
-        }
         "/metrics" => {
             let mut text = state.audit.metrics().render();
             let (lookups, minted) = (state.issuer.lookups(), state.issuer.minted());

@@ -91,6 +91,7 @@ impl State {
     /// Points the approval gate at this generation's decider (with the
     /// generation's upstream trust for an https decider).
     fn configure_decider(&self, generation: &Generation) {
+        self.approvals.set_replica(&generation.config.proxy.replica);
         let decider = generation.config.approval.decider.clone().map(|mut d| {
             d.tls = Some(Arc::clone(&generation.upstream_tls));
             d

@@ -272,8 +272,13 @@ fn render_table(list: &[PendingRequest], now_ms: u64) -> String {
     for row in &rows {
         line(&row.each_ref().map(String::as_str));
     }
+    // Each replica lists only the requests it holds.
+    let on = match list.first().map(|r| r.replica.as_str()) {
+        Some(name) if !name.is_empty() => format!(" on replica {}", sanitize(name)),
+        _ => String::new(),
+    };
     out.push_str(&format!(
-        "{} awaiting approval: `airlock approvals approve ID [--minutes N]` or `deny ID [--reason R]`\n",
+        "{} awaiting approval{on}: `airlock approvals approve ID [--minutes N]` or `deny ID [--reason R]`\n",
         list.len()
     ));
     out

@@ -130,6 +130,10 @@ pub struct PendingRequest {
     pub created_unix_ms: u64,
     /// When it expires if nobody decides.
     pub expires_unix_ms: u64,
+    /// The airlock replica holding it ([`crate::config::ProxySettings::replica`]):
+    /// only that replica's admin API can decide it.
+    #[serde(default)]
+    pub replica: String,
     /// What a scoped grant matches on. Not serialised (it repeats `url`).
     #[serde(skip)]
     route: RouteKey,
@@ -200,6 +204,7 @@ impl PendingRequest {
             body_truncated: false,
             created_unix_ms: 0,
             expires_unix_ms: 0,
+            replica: String::new(),
             route: RouteKey {
                 sandbox: facts.sandbox.map(str::to_owned),
                 method: facts.method.to_owned(),
@@ -337,6 +342,8 @@ pub struct Approvals {
     rule_deciders: arc_swap::ArcSwap<HashMap<String, Arc<Decider>>>,
     audit: AuditSink,
     rng: &'static dyn rustls::crypto::SecureRandom,
+    /// This process's replica name, stamped on every held request.
+    replica: arc_swap::ArcSwap<String>,
 }
 
 struct Entry {
@@ -371,7 +378,20 @@ impl Approvals {
             rule_deciders: arc_swap::ArcSwap::from_pointee(HashMap::new()),
             audit,
             rng: rustls::crypto::ring::default_provider().secure_random,
+            replica: arc_swap::ArcSwap::from_pointee(String::new()),
         }
+    }
+
+    /// Names this replica in the requests it holds (on start and reload).
+    pub fn set_replica(&self, name: &str) {
+        if **self.replica.load() != name {
+            self.replica.store(Arc::new(name.to_owned()));
+        }
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> String {
+        self.replica.load().as_ref().clone()
     }
 
     /// Installs (or, with `None`, removes) the decider; call on start and on
@@ -417,6 +437,7 @@ impl Approvals {
         audit: &AuditEvent,
         by: Option<&RuleDecider>,
     ) -> Verdict {
+        req.replica = self.replica();
         if let Some(RuleDecider::Url(url)) = by {
             return self.decider_only(url, &req, timeout, audit).await;
         }

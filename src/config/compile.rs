@@ -543,6 +543,33 @@ fn compile_proxy(
             secs(30),
             errors,
         ),
+        replica: match &p.replica {
+            Some(name) => {
+                let text = name.get_ref();
+                if text.is_empty()
+                    || text.len() > 253
+                    || !text.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    errors.push(src.err(
+                        name,
+                        "proxy.replica: use 1 to 253 visible ASCII characters (a pod or host name)",
+                    ));
+                }
+                text.clone()
+            }
+            None => host_name(),
+        },
+    }
+}
+
+/// The host name (in Kubernetes, the pod's name), the default replica name.
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "airlock".to_owned()
+    } else {
+        name
     }
 }
 

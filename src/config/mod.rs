@@ -207,6 +207,8 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout: Duration,
+    /// This process's name among replicas.
+    pub replica: String,
 }
 
 /// A sandbox identity with its own allowlist.

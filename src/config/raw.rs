@@ -89,6 +89,9 @@ pub struct RawProxy {
     pub max_connections: Option<Spanned<i64>>,
     /// How long SIGTERM waits for in-flight requests. Default `30s`.
     pub drain_timeout: Option<Spanned<String>>,
+    /// This process's name among replicas (in held requests, the decider's
+    /// request and `GET /approvals`). Default: the host name (a pod's name).
+    pub replica: Option<Spanned<String>>,
 }
 
 /// `[tls]`.

@@ -96,7 +96,20 @@ async fn admin_token_is_required_when_configured() {
         .await;
     let admin = proxy.server.admin_addr().unwrap();
     assert_eq!(get(admin, "/healthz", None).await.status, 200);
+    // A kubelet's readiness probe carries no token: it gets the status and
+    // nothing about the rules, the config or the secret store.
+    let ready = get(admin, "/readyz", None).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.text(), "ready\n");
+    let ready = get(admin, "/readyz", Some("t0ken-for-tests")).await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.text().contains("rules ") && ready.text().contains("config "),
+        "{}",
+        ready.text()
+    );
     assert_eq!(get(admin, "/metrics", None).await.status, 401);
+    assert_eq!(get(admin, "/approvals", None).await.status, 401);
     assert_eq!(get(admin, "/metrics", Some("wrong")).await.status, 401);
     assert_eq!(
         get(admin, "/metrics", Some("t0ken-for-tests")).await.status,

@@ -52,6 +52,8 @@ mod reload;
 mod resilience;
 /// `airlock run`: proxy and CA variables, exit status and signals, `--isolate` (network namespace).
 mod run;
+/// Two replicas behind one address: shared CA and decider, approvals held per replica.
+mod replicas;
 /// Sandbox identities (407, own hosts and secrets), rate limits, byte budgets.
 mod sandbox;
 /// The scanner on the path: outgoing leaks blocked, incoming secrets redacted.

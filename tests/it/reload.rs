@@ -190,8 +190,7 @@ async fn a_configmap_update_by_atomic_symlink_swap_reloads_live() {
         ("rules-extra.toml", &api),
     ]);
     eventually("second ConfigMap update in force", || {
-        (version() != second
-            && proxy.server.state().generation().config.rule_files.len() == 2)
+        (version() != second && proxy.server.state().generation().config.rule_files.len() == 2)
             .then_some(())
     })
     .await;
