@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod check;
 mod explain;
+mod health;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -76,6 +77,12 @@ enum Command {
     Run(crate::run::RunArgs),
     /// List, approve or deny requests held for approval (through the admin API).
     Approvals(crate::approval::cli::ApprovalsArgs),
+    /// GET an admin URL and exit 0 on 200, else 1 (a container HEALTHCHECK or exec probe: the image has no curl).
+    Healthcheck {
+        /// The admin API's /healthz or /readyz.
+        #[arg(default_value = health::DEFAULT_URL)]
+        url: String,
+    },
     /// Run a command as `run` does, recording every request's decision to an audit log for `propose`.
     Learn(LearnArgs),
     /// Propose rules for what an audit log shows refused, as a diff against the rule files.
@@ -174,6 +181,7 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan(&args),
         Command::Run(args) => crate::run::main(&args),
         Command::Approvals(args) => approvals(&args),
+        Command::Healthcheck { url } => Ok(health::healthcheck(&url)),
         Command::Learn(args) => learn(args),
         Command::Propose { log, config } => propose(&log, config.as_deref()),
         Command::Replay { log, config } => replay(&log, config.as_deref()),

@@ -224,4 +224,29 @@ async fn two_replicas_share_the_ca_and_the_decider_and_each_lists_only_what_it_h
         4,
         "a person rule never asks the decider"
     );
+
+    // The probes an image without curl runs: `airlock healthcheck URL`.
+    let probe = |url: String| {
+        std::process::Command::new(BIN)
+            .args(["healthcheck", &url])
+            .output()
+            .unwrap()
+    };
+    for path in ["/healthz", "/readyz"] {
+        let out = probe(format!("http://{}{path}", a.admin));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = probe(format!("http://{closed}/healthz"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("airlock healthcheck"));
+    let out = probe(format!("http://{}/nope", a.admin));
+    assert_eq!(out.status.code(), Some(1), "a 404 is not healthy");
 }
