@@ -1,5 +1,6 @@
 //! Leaf certificates: what a CONNECT to a name not yet in the cache costs
-//! (key pair + certificate signed by the CA + rustls server config) and
+//! (a certificate for the shared leaf key signed by the CA, and its rustls
+//! server config) and
 //! what a cached one costs. The load model in docs/scale.md uses both.
 //!
 //! `cargo bench --bench mint`

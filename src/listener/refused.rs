@@ -133,7 +133,7 @@ where
     let Ok(Ok(start)) = tokio::time::timeout(timeout, acceptor).await else {
         return;
     };
-    let config = match state.issuer.server_config(&tunnel.host).await {
+    let config = match state.issuer.refused_server_config(&tunnel.host).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, host = %tunnel.host, "cannot mint a leaf certificate");

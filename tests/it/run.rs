@@ -587,11 +587,14 @@ async fn isolate_works_unprivileged_through_a_user_namespace() {
     assert_eq!(rc_of(&stdout, "direct"), 7, "{stdout}\n{stderr}");
 }
 
-/// The embedded default: the CA is created in certs/, stdout is the
-/// command's alone, audit events go to stderr.
+/// The embedded default in a checkout: the CA is created in certs/, stdout
+/// is the command's alone, audit events go to stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_the_embedded_default_keeps_stdout_clean() {
     let dir = tempfile::tempdir().unwrap();
+    // A checkout's layout (rules/allow/, empty here: deny-all); outside one
+    // the CA would go to the state directory (`cli::outside_a_checkout_*`).
+    std::fs::create_dir_all(dir.path().join("rules/allow")).unwrap();
     let (code, out, err) = airlock(
         dir.path(),
         &[
