@@ -591,35 +591,28 @@ impl Inner {
                 mount,
                 role,
                 jwt_file,
-            } => {
-                let jwt = read_credential(jwt_file, "jwt_file")?;
-                self.call(
-                    || format!("vault kubernetes login (role `{role}`)"),
-                    vaultrs::auth::kubernetes::login(
-                        &anonymous,
-                        mount,
-                        role,
-                        utf8(&jwt, jwt_file)?,
-                    ),
-                )
-                .await?
             }
-            VaultAuth::Jwt {
+            | VaultAuth::Jwt {
                 mount,
                 role,
                 jwt_file,
             } => {
                 let jwt = read_credential(jwt_file, "jwt_file")?;
-                self.call(
-                    || format!("vault jwt login (role `{role}`)"),
-                    vaultrs::auth::oidc::login(
-                        &anonymous,
-                        mount,
-                        utf8(&jwt, jwt_file)?,
-                        Some(role.clone()),
-                    ),
-                )
-                .await?
+                let jwt = utf8(&jwt, jwt_file)?;
+                let what = || format!("vault {} login (role `{role}`)", method.name());
+                if matches!(method, VaultAuth::Kubernetes { .. }) {
+                    self.call(
+                        what,
+                        vaultrs::auth::kubernetes::login(&anonymous, mount, role, jwt),
+                    )
+                    .await?
+                } else {
+                    self.call(
+                        what,
+                        vaultrs::auth::oidc::login(&anonymous, mount, jwt, Some(role.clone())),
+                    )
+                    .await?
+                }
             }
         };
         let ttl = Duration::from_secs(auth.lease_duration);

@@ -238,16 +238,7 @@ async fn triple_percent_encoding_in_a_query_string() {
 async fn a_form_body_with_a_pem_key() {
     let (_ca, origin, proxy) = setup().await;
     let der: Vec<u8> = (0..900).map(|_| rand_u64() as u8).collect();
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let pem = format!(
-        "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
-        lines.join("\n")
-    );
+    let pem = crate::support::pem("RSA PRIVATE KEY", &der);
     // What a browser or curl --data-urlencode sends.
     let form: String = pem
         .bytes()

@@ -103,3 +103,19 @@ pub async fn api_origin(
     let proxy = configure(builder).start().await;
     (ca, origin, proxy)
 }
+
+/// `der` as PEM: base64 in 64-character lines between `-----BEGIN LABEL-----`
+/// and `-----END LABEL-----`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
