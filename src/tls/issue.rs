@@ -87,11 +87,7 @@ impl LeafIssuer {
     /// # Errors
     /// Minting failed.
     pub async fn server_config(&self, host: &Host) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
-        self.lookups
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.cache
-            .try_get_with(host.clone(), async { self.mint(host).map(Arc::new) })
-            .await
+        self.lookup(&self.cache, host).await
     }
 
     /// The server config for a refused tunnel to `host`: the same leaf,
@@ -103,9 +99,19 @@ impl LeafIssuer {
         &self,
         host: &Host,
     ) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
+        self.lookup(&self.refused, host).await
+    }
+
+    /// `host`'s leaf from `cache`, minted on a miss (once for concurrent
+    /// first lookups).
+    async fn lookup(
+        &self,
+        cache: &Cache<Host, Arc<ServerConfig>>,
+        host: &Host,
+    ) -> Result<Arc<ServerConfig>, Arc<TlsError>> {
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.refused
+        cache
             .try_get_with(host.clone(), async { self.mint(host).map(Arc::new) })
             .await
     }

@@ -111,13 +111,7 @@ async fn unwritable_audit_by_default_keeps_serving_and_counts_the_failures() {
 
 #[test]
 fn on_failure_takes_log_or_deny_and_names_the_line() {
-    let err = airlock::config::Config::from_text(
-        "[audit]\noutput = \"off\"\non_failure = \"maybe\"\n",
-        "airlock.toml",
-        std::path::Path::new("/nonexistent"),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = crate::support::config_errors("[audit]\noutput = \"off\"\non_failure = \"maybe\"\n");
     assert!(
         err.contains("airlock.toml:3:14: audit.on_failure: `maybe` is not \"log\" or \"deny\""),
         "{err}"

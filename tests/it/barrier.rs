@@ -182,14 +182,7 @@ async fn patterns_are_built_in_for_a_config_outside_the_repo() {
     let summary = format!("{builtin} patterns, built in");
     let ca = TestCa::new("origin ca");
     let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let builder = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ));
+    let builder = ProxyBuilder::for_origin(&ca, origin.port());
     let text = builder.config_text();
     assert!(!text.contains("patterns"), "{text}");
     let dir = tempfile::tempdir().unwrap();

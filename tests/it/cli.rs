@@ -156,14 +156,7 @@ fn ca_init_writes_a_private_key_and_refuses_to_overwrite() {
 async fn serve_with_curl_allows_denies_and_shuts_down_cleanly() {
     let ca = TestCa::new("origin ca");
     let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
-    let builder = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ));
+    let builder = ProxyBuilder::for_origin(&ca, origin.port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
     std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();

@@ -261,13 +261,9 @@ async fn a_slow_upload_longer_than_the_response_timeout_is_not_cut() {
 
 #[test]
 fn response_timeout_must_be_below_the_idle_timeout() {
-    let err = airlock::config::Config::from_text(
+    let err = crate::support::config_errors(
         "[proxy]\nidle_timeout = \"30s\"\nresponse_timeout = \"30s\"\n",
-        "airlock.toml",
-        std::path::Path::new("/nonexistent"),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         err.contains(
             "airlock.toml:3:20: proxy.response_timeout (30s) must be below proxy.idle_timeout (30s)"
@@ -288,14 +284,7 @@ async fn file_descriptors_exhausted_then_freed() {
         faulty(Arc::new(AtomicUsize::new(0))),
     )
     .await;
-    let builder = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ));
+    let builder = ProxyBuilder::for_origin(&ca, origin.port());
     let mut airlock = ChildProxy::start(&builder, &ca, "ulimit -n 64 &&").await;
     let (addr, dir) = (airlock.addr, airlock.dir.path().to_owned());
     // Hold more connections than the process has descriptors.

@@ -117,14 +117,7 @@ async fn untrusted_upstream_certificate_gets_502() {
     let trusted = TestCa::new("trusted ca");
     let rogue = TestCa::new("rogue ca");
     let origin = Origin::https(&rogue, "api.example.test", "127.0.0.2", echo("rogue")).await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&trusted)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ))
+    let proxy = ProxyBuilder::for_origin(&trusted, origin.port())
         .start()
         .await;
     let resp = client::reqwest(&proxy)

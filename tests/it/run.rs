@@ -33,14 +33,7 @@ impl Setup {
         let ca = TestCa::new("origin ca");
         let api = Origin::https(&ca, "api.example.test", "127.0.0.2", echo("api")).await;
         let plain = Origin::plain("127.0.0.1", echo("plain")).await;
-        let builder = ProxyBuilder::new()
-            .resolve("api.example.test", "127.0.0.2")
-            .allow_loopback()
-            .trust(&ca)
-            .rule(&format!(
-                "match = \"api.example.test\"\nports = [{}]",
-                api.port()
-            ));
+        let builder = ProxyBuilder::for_origin(&ca, api.port());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("upstream-ca-0.pem"), &ca.pem).unwrap();
         std::fs::write(dir.path().join("airlock.toml"), builder.config_text()).unwrap();

@@ -119,3 +119,11 @@ pub fn pem(label: &str, der: &[u8]) -> String {
         lines.join("\n")
     )
 }
+
+/// The errors `airlock.toml` holding `text` compiles to (panics if it
+/// compiles): what `check` and `serve` would print.
+pub fn config_errors(text: &str) -> String {
+    airlock::config::Config::from_text(text, "airlock.toml", std::path::Path::new("/nonexistent"))
+        .unwrap_err()
+        .to_string()
+}

@@ -40,6 +40,16 @@ impl ProxyBuilder {
         Self::default()
     }
 
+    /// The usual setup: `api.example.test` at 127.0.0.2 (loopback opened),
+    /// `ca` trusted upstream, and one rule allowing that host on `port`.
+    pub fn for_origin(ca: &TestCa, port: u16) -> Self {
+        Self::new()
+            .resolve("api.example.test", "127.0.0.2")
+            .allow_loopback()
+            .trust(ca)
+            .rule(&format!("match = \"api.example.test\"\nports = [{port}]"))
+    }
+
     /// Adds a `[[host]]` rule (the body, without the header line).
     pub fn rule(mut self, body: &str) -> Self {
         self.rules.push(body.to_owned());
