@@ -97,7 +97,10 @@
 
 use std::{collections::VecDeque, fmt};
 
-use super::scanner::{Confidence, Core, Raw, Scanner, View};
+use super::{
+    runs::Runs,
+    scanner::{Confidence, Core, Raw, Scanner, View},
+};
 
 /// Streams are decoded this many layers deep.
 pub const MAX_DEPTH: u8 = 3;
@@ -476,12 +479,9 @@ fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if sc.may_match(dec) {
         return true;
     }
-    if memchr_any(dec) {
-        return true;
-    }
     let mut run = 0u32;
     let mut hex = 0u32;
-    for &b in dec {
+    for (i, &b) in dec.iter().enumerate() {
         let c = CLASS[usize::from(b)];
         if c & B64 != 0 {
             run += 1;
@@ -490,10 +490,11 @@ fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
             }
         } else if b != b'\n' && b != b'\r' {
             run = 0;
+            if matches!(b, b'%' | b'\\') && escape_at(dec, i) {
+                return true;
+            }
         }
-        if c & HEXD != 0 {
-            hex += 1;
-        }
+        hex += u32::from(c & HEXD != 0);
     }
     hex >= 2 * MIN_HEX
 }
@@ -532,23 +533,22 @@ fn label(before: &[u8]) -> &[u8] {
     &before[i..]
 }
 
-/// Does `dec` hold an escape the percent or JSON layer would decode (`%XX`,
-/// or a backslash before one of JSON's escape letters)? A bare `%` or `\\`
-/// in decoded noise (one byte in 128) opens no segment, so it needs no
-/// nested scan.
-fn memchr_any(dec: &[u8]) -> bool {
-    dec.iter().enumerate().any(|(i, &b)| match b {
+/// Does the `%` or `\\` at `dec[i]` start an escape the percent or JSON
+/// layer would decode (`%XX`, or a backslash before one of JSON's escape
+/// letters)? A bare `%` or `\\` in decoded noise (one byte in 128) opens no
+/// segment, so it needs no nested scan.
+fn escape_at(dec: &[u8], i: usize) -> bool {
+    match dec[i] {
         b'%' => dec
             .get(i + 1..i + 3)
             .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
-        b'\\' => dec.get(i + 1).is_some_and(|n| {
+        _ => dec.get(i + 1).is_some_and(|n| {
             matches!(
                 n,
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u'
             )
         }),
-        _ => false,
-    })
+    }
 }
 
 // ---------------------------------------------------------------- layers
@@ -632,6 +632,8 @@ pub(crate) struct Decoders {
     pct: Esc,
     json: Esc,
     pools: [Pool; 4],
+    /// Where base64 and hex runs could start in the current input.
+    runs: Runs,
 }
 
 impl Decoders {
@@ -672,6 +674,7 @@ impl Decoders {
                 Pool::new(min),
                 Pool::new(min),
             ],
+            runs: Runs::default(),
         }
     }
 
@@ -711,8 +714,12 @@ impl Decoders {
         let d = self.depth + 1;
         let discard = self.discard();
         let [p0, p1, p2, p3] = &mut self.pools;
-        self.b64.feed(sc, hay, base, from, discard, d, p0, out);
-        self.hex.feed(sc, hay, base, from, discard, d, p1, out);
+        self.runs.compute(hay, from, MIN_B64, 2 * MIN_HEX);
+        let runs = &self.runs;
+        self.b64
+            .feed(sc, hay, base, from, discard, d, p0, runs, out);
+        self.hex
+            .feed(sc, hay, base, from, discard, d, p1, runs, out);
         self.pct.feed(sc, hay, base, from, discard, d, p2, out);
         self.json.feed(sc, hay, base, from, discard, d, p3, out);
     }
@@ -765,6 +772,7 @@ impl Base64 {
         discard: bool,
         depth: u8,
         pool: &mut Pool,
+        runs: &Runs,
         out: &mut Vec<Raw>,
     ) {
         let mut i = from;
@@ -782,10 +790,18 @@ impl Base64 {
             let mut k = 0;
             while k < rest.len() {
                 if run.is_none() {
-                    // A run that reaches MIN_B64 characters spans the byte
-                    // MIN_B64 - 1 ahead: skip while that byte ends runs,
-                    // else resume after the last byte that ends one.
-                    if let Some(&probe) = rest.get(k + MIN_B64 as usize - 1) {
+                    // A run that reaches MIN_B64 characters spans MIN_B64
+                    // bytes that do not end runs: jump to the next such
+                    // window.
+                    if let Some(p) = runs.next_b64(i + k) {
+                        if p > i + k {
+                            k = p - i;
+                            continue;
+                        }
+                    } else if let Some(&probe) = rest.get(k + MIN_B64 as usize - 1) {
+                        // Before the new input (a rewound segment): skip
+                        // while the byte MIN_B64 - 1 ahead ends runs, else
+                        // resume after the last byte that ends one.
                         if breaks(probe) {
                             k += MIN_B64 as usize;
                             continue;
@@ -806,12 +822,53 @@ impl Base64 {
                         nonhex = false;
                     }
                     nl = 0;
-                    len += 1;
-                    nonhex |= c & NONHEX != 0;
-                    if len >= MIN_B64 && (nonhex || len >= LONG_B64) {
+                    // The run's characters from here, in a tight loop: up
+                    // to the first byte that is not one, or to the one that
+                    // makes the run qualify.
+                    let mut seen = if nonhex { NONHEX } else { 0 };
+                    let mut e = k;
+                    let mut qualifies = false;
+                    // Eight at a time while all eight are run characters
+                    // (overshooting the qualifying byte changes nothing: a
+                    // run is decoded from its start).
+                    while let Some(w) = rest.get(e..e + 8) {
+                        let (mut all, mut any) = (B64, 0);
+                        for &n in w {
+                            let cn = CLASS[usize::from(n)];
+                            all &= cn;
+                            any |= cn;
+                        }
+                        if all == 0 {
+                            break;
+                        }
+                        seen |= any;
+                        len += 8;
+                        e += 8;
+                        if len >= MIN_B64 && (seen & NONHEX != 0 || len >= LONG_B64) {
+                            qualifies = true;
+                            break;
+                        }
+                    }
+                    while let Some(&n) = rest.get(e).filter(|_| !qualifies) {
+                        let cn = CLASS[usize::from(n)];
+                        if cn & B64 == 0 {
+                            break;
+                        }
+                        seen |= cn;
+                        len += 1;
+                        e += 1;
+                        if len >= MIN_B64 && (seen & NONHEX != 0 || len >= LONG_B64) {
+                            qualifies = true;
+                            break;
+                        }
+                    }
+                    nonhex = seen & NONHEX != 0;
+                    if qualifies {
                         activated = run;
                         break;
                     }
+                    k = e;
+                    continue;
                 } else if run.is_some() && (b == b'\n' || b == b'\r') {
                     if b == b'\n' {
                         nl += 1;
@@ -1078,6 +1135,7 @@ impl Hex {
         discard: bool,
         depth: u8,
         pool: &mut Pool,
+        runs: &Runs,
         out: &mut Vec<Raw>,
     ) {
         let mut k = from;
@@ -1092,8 +1150,15 @@ impl Hex {
                 while j < rest.len() {
                     if stretch.is_none() {
                         // As for base64: a stretch with `need` digits spans
-                        // the byte `need - 1` ahead.
-                        if let Some(&probe) = rest.get(j + need - 1) {
+                        // `need` run bytes; jump to the next such window
+                        // (before the new input: probe the byte `need - 1`
+                        // ahead).
+                        if let Some(p) = runs.next_hex(k + j) {
+                            if p > k + j {
+                                j = p - k;
+                                continue;
+                            }
+                        } else if let Some(&probe) = rest.get(j + need - 1) {
                             if breaks(probe) {
                                 j += need;
                                 continue;

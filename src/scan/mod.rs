@@ -79,6 +79,7 @@ pub mod decode;
 mod held;
 mod patterns;
 mod reach;
+mod runs;
 pub mod scanner;
 pub mod stream;
 

@@ -215,6 +215,9 @@ struct HeldLits {
     lit_ac: Option<Literals>,
     /// The held literals' first three bytes, for short inputs.
     lit_prefixes: Prefixes,
+    /// The keywords' and the held literals' first three bytes, case folded:
+    /// one pass rules out both for most short inputs.
+    any_prefixes: Prefixes,
     /// literal → kinds (held values) it betrays.
     lit_targets: Vec<Vec<u32>>,
     lit_max: usize,
@@ -261,7 +264,7 @@ impl Scanner {
     /// Only the held values' automaton is built: the patterns' automata are
     /// shared with `self`.
     pub fn with_held(&self, held: &[HeldSecret]) -> Result<Scanner, BuildError> {
-        let lits = HeldLits::build(self.base.patterns.len(), held.to_vec())?;
+        let lits = HeldLits::build(&self.base, held.to_vec())?;
         Ok(Self::assemble(Arc::clone(&self.base), Arc::new(lits)))
     }
 
@@ -284,7 +287,7 @@ impl Scanner {
 
     fn build(patterns: Arc<[Pattern]>, held: Vec<HeldSecret>) -> Result<Scanner, BuildError> {
         let base = Base::build(patterns)?;
-        let lits = HeldLits::build(base.patterns.len(), held)?;
+        let lits = HeldLits::build(&base, held)?;
         Ok(Self::assemble(Arc::new(base), Arc::new(lits)))
     }
 
@@ -469,6 +472,9 @@ impl Scanner {
         // Every occurrence of a literal holds its first three bytes: most
         // short decoded segments (noise) have none of them, and this loop
         // is far cheaper than setting up two automaton searches.
+        if !self.held.any_prefixes.any_in(bytes) {
+            return None;
+        }
         let kw_pair = self.base.kw_ac.is_some() && self.base.kw_prefixes.any_in(bytes);
         let lit_pair = self.held.lit_ac.is_some() && self.held.lit_prefixes.any_in(bytes);
         if !kw_pair && !lit_pair {
@@ -621,7 +627,8 @@ impl Base {
 impl HeldLits {
     /// The held values' literals (each value in the encodings a leak would
     /// take); their kinds follow the `patterns` pattern kinds.
-    fn build(patterns: usize, held: Vec<HeldSecret>) -> Result<HeldLits, BuildError> {
+    fn build(base: &Base, held: Vec<HeldSecret>) -> Result<HeldLits, BuildError> {
+        let patterns = base.patterns.len();
         let mut lit_lits: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
         let mut lit_targets: Vec<Vec<u32>> = Vec::new();
         for (hi, h) in held.iter().enumerate() {
@@ -643,11 +650,13 @@ impl HeldLits {
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
         let lit_ac = Literals::build(&lit_lits)?;
         let lit_prefixes = Prefixes::new(&lit_lits, false);
+        let any_prefixes = base.kw_prefixes.with(&lit_lits);
         let lit_partial = Partials::new(lit_lits, false);
         Ok(HeldLits {
             values: held,
             lit_ac,
             lit_prefixes,
+            any_prefixes,
             lit_targets,
             lit_max,
             lit_partial,
@@ -860,6 +869,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// keywords, matched in any case); otherwise exactly (the held literals).
 /// (Pairs were tried first: a label such as `path=` holds the pair `at` of
 /// `ATATT3`, so nearly every short segment passed.)
+#[derive(Clone)]
 struct Prefixes {
     bits: Box<[u64; 1024]>,
     fold: bool,
@@ -886,6 +896,22 @@ impl Prefixes {
         set
     }
 
+    /// This set plus `lits` (matched the way this set matches: folded if
+    /// it folds, so the union may only match more).
+    fn with<T: AsRef<[u8]>>(&self, lits: &[T]) -> Prefixes {
+        let mut set = self.clone();
+        for lit in lits {
+            match lit.as_ref() {
+                [a, b, c, ..] => {
+                    let i = set.index(*a, *b, *c);
+                    set.bits[i >> 6] |= 1 << (i & 63);
+                }
+                _ => set.any = true,
+            }
+        }
+        set
+    }
+
     #[inline]
     fn index(&self, a: u8, b: u8, c: u8) -> usize {
         let [a, b, c] = if self.fold {
@@ -899,11 +925,23 @@ impl Prefixes {
 
     /// Could `bytes` hold one of the literals?
     fn any_in(&self, bytes: &[u8]) -> bool {
-        self.any
-            || bytes.windows(3).any(|w| {
-                let i = self.index(w[0], w[1], w[2]);
-                self.bits[i >> 6] & (1 << (i & 63)) != 0
-            })
+        if self.any {
+            return true;
+        }
+        // The same key as `index`, rolled one byte at a time (each byte
+        // folded once, not three times).
+        let mut key = 0u32;
+        for (n, &b) in bytes.iter().enumerate() {
+            let b = if self.fold { b.to_ascii_lowercase() } else { b };
+            key = (key << 8 | u32::from(b)) & 0x00ff_ffff;
+            if n >= 2 {
+                let i = (key.wrapping_mul(0x9e37_79b1) >> 16) as usize;
+                if self.bits[i >> 6] & (1 << (i & 63)) != 0 {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 

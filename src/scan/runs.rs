@@ -1,0 +1,251 @@
+//! Where a base64 or hex run could start, 64 bytes at a time.
+//!
+//! The decoders' idle scans look for a stretch of bytes that a base64 run
+//! (at least [`MIN_B64`] characters, single line breaks allowed) or a hex
+//! run (at least `2 * MIN_HEX` digits with delimiters between them) could
+//! be made of. Benign text and JSON almost never hold such a stretch, so
+//! the cost of the idle scans is the cost of ruling it out.
+//!
+//! [`Runs`] rules it out once per input for both layers: it classifies the
+//! input into one bit per byte and class, 64 bytes per word, with plain
+//! comparisons the compiler turns into vector instructions, then keeps, per
+//! byte, whether the next `w` bytes are all in the class (`w` shifts and
+//! ANDs, done by doubling). A layer that is idle asks for the next position
+//! where a window starts and jumps there; the exact per-byte state machine
+//! only runs from there on. Bytes past the end of the input count as in the
+//! class, so a window that may continue into the next input is never
+//! skipped.
+//!
+//! [`MIN_B64`]: super::decode::MIN_B64
+
+/// One bit per byte: could the byte be part of a run of this class?
+#[derive(Default)]
+pub(crate) struct Runs {
+    /// Input offset of bit 0 of word 0.
+    from: usize,
+    /// Bytes covered (the input's end).
+    end: usize,
+    b64: Vec<u64>,
+    hex: Vec<u64>,
+}
+
+/// Base64 run bytes: both alphabets, and the line breaks a run may wrap
+/// at (must match `decode::CLASS`'s `B64` bit plus `\n` and `\r`).
+#[inline(always)]
+fn b64_byte(b: u8) -> bool {
+    let l = b | 0x20;
+    (l.wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'+')
+        | (b == b'/')
+        | (b == b'-')
+        | (b == b'_')
+        | (b == b'\n')
+        | (b == b'\r')
+}
+
+/// Hex run bytes: digits, delimiters and prefixes (must match
+/// `decode::CLASS`'s `HEXD | HEXC` bits).
+#[inline(always)]
+fn hex_byte(b: u8) -> bool {
+    let l = b | 0x20;
+    (b.wrapping_sub(b'0') < 10)
+        | (l.wrapping_sub(b'a') < 6)
+        | (l == b'x')
+        | (b == b'-')
+        | (b == b':')
+        | (b == b',')
+        | (b == b' ')
+        | (b == b'\\')
+}
+
+/// Eight 0/1 bytes to eight bits (byte `i` to bit `i`).
+#[inline(always)]
+fn pack8(bytes: [u8; 8]) -> u64 {
+    u64::from_le_bytes(bytes).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// The class bits of a 64-byte block.
+#[inline(always)]
+fn classify(block: &[u8; 64]) -> (u64, u64) {
+    let mut b = [0u8; 64];
+    let mut h = [0u8; 64];
+    for i in 0..64 {
+        b[i] = u8::from(b64_byte(block[i]));
+        h[i] = u8::from(hex_byte(block[i]));
+    }
+    let (mut mb, mut mh) = (0u64, 0u64);
+    for j in 0..8 {
+        let mut eb = [0u8; 8];
+        let mut eh = [0u8; 8];
+        eb.copy_from_slice(&b[8 * j..8 * j + 8]);
+        eh.copy_from_slice(&h[8 * j..8 * j + 8]);
+        mb |= pack8(eb) << (8 * j);
+        mh |= pack8(eh) << (8 * j);
+    }
+    (mb, mh)
+}
+
+/// Bit `i` set iff bits `i..i + w` of `x` are all set (`1 <= w <= 64`).
+#[inline(always)]
+fn windows(x: u128, w: u32) -> u64 {
+    let mut m = x;
+    let mut have = 1;
+    while have * 2 <= w {
+        m &= m >> have;
+        have *= 2;
+    }
+    if have < w {
+        m &= m >> (w - have);
+    }
+    m as u64
+}
+
+impl Runs {
+    /// Classify `hay[from..]`; `b64_w` and `hex_w` are the window lengths.
+    pub(crate) fn compute(&mut self, hay: &[u8], from: usize, b64_w: u32, hex_w: u32) {
+        self.from = from;
+        self.end = hay.len();
+        self.b64.clear();
+        self.hex.clear();
+        let rest = hay.get(from..).unwrap_or_default();
+        if rest.is_empty() {
+            return;
+        }
+        // Class bits of every block, then of the block after (past the
+        // end: all set).
+        let block = |j: usize| -> (u64, u64) {
+            let at = 64 * j;
+            match rest.get(at..at + 64) {
+                Some(s) => {
+                    let mut a = [0u8; 64];
+                    a.copy_from_slice(s);
+                    classify(&a)
+                }
+                None => {
+                    // The last, partial block: pad with a byte of both
+                    // classes.
+                    let mut a = [b'0'; 64];
+                    let tail = rest.get(at..).unwrap_or_default();
+                    a[..tail.len()].copy_from_slice(tail);
+                    classify(&a)
+                }
+            }
+        };
+        let blocks = rest.len().div_ceil(64);
+        let mut cur = block(0);
+        for j in 0..blocks {
+            let next = if j + 1 < blocks {
+                block(j + 1)
+            } else {
+                (u64::MAX, u64::MAX)
+            };
+            let b = u128::from(cur.0) | (u128::from(next.0) << 64);
+            let h = u128::from(cur.1) | (u128::from(next.1) << 64);
+            self.b64.push(windows(b, b64_w));
+            self.hex.push(windows(h, hex_w));
+            cur = next;
+        }
+    }
+
+    /// The first position `p >= at` where a base64 window starts, or the
+    /// input's end; `None` when `at` is outside the classified input.
+    pub(crate) fn next_b64(&self, at: usize) -> Option<usize> {
+        self.next(&self.b64, at)
+    }
+
+    /// As [`Runs::next_b64`], for hex.
+    pub(crate) fn next_hex(&self, at: usize) -> Option<usize> {
+        self.next(&self.hex, at)
+    }
+
+    fn next(&self, words: &[u64], at: usize) -> Option<usize> {
+        let rel = at.checked_sub(self.from)?;
+        if at >= self.end {
+            return None;
+        }
+        let mut j = rel / 64;
+        let mut w = words.get(j)? & (u64::MAX << (rel % 64));
+        loop {
+            if w != 0 {
+                let p = self.from + 64 * j + w.trailing_zeros() as usize;
+                return Some(p.min(self.end));
+            }
+            j += 1;
+            match words.get(j) {
+                Some(&x) => w = x,
+                None => return Some(self.end),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slow definition: the first `p >= at` whose next `w` bytes (past
+    /// the end: in the class) are all in the class.
+    fn naive(hay: &[u8], at: usize, w: usize, class: fn(u8) -> bool) -> usize {
+        (at..hay.len())
+            .find(|&p| (p..p + w).all(|i| hay.get(i).is_none_or(|&b| class(b))))
+            .unwrap_or(hay.len())
+    }
+
+    #[test]
+    fn the_classes_match_the_decoders_table() {
+        for b in 0..=255u8 {
+            let base64 = b.is_ascii_alphanumeric() || b"+/-_\n\r".contains(&b);
+            let hex = b.is_ascii_hexdigit() || b"-:, \\xX".contains(&b);
+            assert_eq!(b64_byte(b), base64, "byte {b:#04x}");
+            assert_eq!(hex_byte(b), hex, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn next_windows_agree_with_the_slow_definition() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"aZ09+/ \n\r\"x:,-_g.\\%";
+        for round in 0..400 {
+            let len = (rnd() % 400) as usize;
+            // Long runs of one class and short breaks, so windows occur.
+            let dense = round % 2 == 0;
+            let hay: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = rnd();
+                    if dense && r % 10 != 0 {
+                        b"0a9f"[(r % 4) as usize]
+                    } else {
+                        alphabet[(r % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            let from = if len == 0 { 0 } else { (rnd() as usize) % len };
+            let mut runs = Runs::default();
+            runs.compute(&hay, from, 16, 34);
+            for at in from..hay.len() {
+                assert_eq!(
+                    runs.next_b64(at),
+                    Some(naive(&hay, at, 16, b64_byte)),
+                    "b64 at {at} in {:?}",
+                    String::from_utf8_lossy(&hay)
+                );
+                assert_eq!(
+                    runs.next_hex(at),
+                    Some(naive(&hay, at, 34, hex_byte)),
+                    "hex at {at}"
+                );
+            }
+            if from > 0 {
+                assert_eq!(runs.next_b64(from - 1), None);
+            }
+            assert_eq!(runs.next_hex(hay.len()), None);
+        }
+    }
+}
