@@ -1358,9 +1358,13 @@ impl Esc {
     fn frontier(&self, pool: &Pool, end: u64) -> u64 {
         match &self.seg {
             Some(seg) => pool.frontier(seg, self.pos),
+            // An escape not yet judged starts at `scan` or later, and its
+            // segment may reach LITERAL_BEFORE bytes back from there (not
+            // from `end`: a `%` waiting for its two digits is up to two
+            // bytes before it).
             None => self
                 .tok_start
-                .max(end.saturating_sub(LITERAL_BEFORE))
+                .max(self.scan.min(end).saturating_sub(LITERAL_BEFORE))
                 .min(end),
         }
     }
