@@ -88,10 +88,13 @@
 //!   keyword, 11 KiB for a PEM keyword in one base64 layer. Per open
 //!   segment the state keeps the encoded span of each held decoded byte
 //!   (16 bytes each).
-//! - **Speed**: the idle scans are one table lookup per byte (base64, and
-//!   hex in its fast mode, which only starts the exact parser on a stretch
+//! - **Speed**: base64 and hex share one pass per input that finds, 64
+//!   bytes at a time and without branches, where a window of run bytes
+//!   long enough to qualify starts ([`super::runs`]); the idle scans jump
+//!   from window to window, and count a run's characters eight at a time.
+//!   Hex in its fast mode only starts the exact parser on a stretch
 //!   holding `2 * MIN_HEX` digits with at most 4 other run bytes between
-//!   them) and `memchr` for `%` and `\\`.
+//!   them. Percent and JSON look for `%` and `\\` with `memchr`.
 //! - **State**: one pooled nested scan per layer and depth, created on
 //!   first use (4 + 16 + 64 at most).
 

@@ -364,13 +364,20 @@ fn check_equivalence_min(
     let whole = sc.scan_min(input, min);
     prop_assert!(whole.iter().all(|f| f.confidence >= min));
 
+    // Log and redact modes ignore a value too deeply encoded to judge
+    // (only block mode refuses it), so they report the rest.
+    let judged: Vec<Finding> = whole
+        .iter()
+        .filter(|f| &*f.pattern_id != super::TOO_DEEP)
+        .cloned()
+        .collect();
     let (out, found, _) = stream_min(sc, ScanMode::Log, min, input, cuts);
-    prop_assert_eq!(&found, &whole, "log findings");
+    prop_assert_eq!(&found, &judged, "log findings");
     prop_assert!(out == input, "log output changed");
 
     let (out, found, _) = stream_min(sc, ScanMode::Redact, min, input, cuts);
     let (want, _) = sc.redact_min(input, min);
-    prop_assert_eq!(&found, &whole, "redact findings");
+    prop_assert_eq!(&found, &judged, "redact findings");
     prop_assert!(
         out == want,
         "redact output\n got: {:?}\nwant: {:?}",
