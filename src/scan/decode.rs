@@ -831,6 +831,9 @@ impl Base64 {
                     let mut seen = if nonhex { NONHEX } else { 0 };
                     let mut e = k;
                     let mut qualifies = false;
+                    let qualified = |len: u32, seen: u8| {
+                        len >= MIN_B64 && (seen & NONHEX != 0 || len >= LONG_B64)
+                    };
                     // Eight at a time while all eight are run characters
                     // (overshooting the qualifying byte changes nothing: a
                     // run is decoded from its start).
@@ -847,7 +850,7 @@ impl Base64 {
                         seen |= any;
                         len += 8;
                         e += 8;
-                        if len >= MIN_B64 && (seen & NONHEX != 0 || len >= LONG_B64) {
+                        if qualified(len, seen) {
                             qualifies = true;
                             break;
                         }
@@ -860,7 +863,7 @@ impl Base64 {
                         seen |= cn;
                         len += 1;
                         e += 1;
-                        if len >= MIN_B64 && (seen & NONHEX != 0 || len >= LONG_B64) {
+                        if qualified(len, seen) {
                             qualifies = true;
                             break;
                         }

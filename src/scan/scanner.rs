@@ -884,15 +884,7 @@ impl Prefixes {
             fold,
             any: false,
         };
-        for lit in lits {
-            match lit.as_ref() {
-                [a, b, c, ..] => {
-                    let i = set.index(*a, *b, *c);
-                    set.bits[i >> 6] |= 1 << (i & 63);
-                }
-                _ => set.any = true,
-            }
-        }
+        set.add(lits);
         set
     }
 
@@ -900,16 +892,20 @@ impl Prefixes {
     /// it folds, so the union may only match more).
     fn with<T: AsRef<[u8]>>(&self, lits: &[T]) -> Prefixes {
         let mut set = self.clone();
+        set.add(lits);
+        set
+    }
+
+    fn add<T: AsRef<[u8]>>(&mut self, lits: &[T]) {
         for lit in lits {
             match lit.as_ref() {
                 [a, b, c, ..] => {
-                    let i = set.index(*a, *b, *c);
-                    set.bits[i >> 6] |= 1 << (i & 63);
+                    let i = self.index(*a, *b, *c);
+                    self.bits[i >> 6] |= 1 << (i & 63);
                 }
-                _ => set.any = true,
+                _ => self.any = true,
             }
         }
-        set
     }
 
     #[inline]
