@@ -940,19 +940,22 @@ impl Base64 {
     /// Keep the last [`LABEL_MAX`] bytes seen for the next input's labels.
     fn keep_tail(&mut self, hay: &[u8], base: u64) {
         let end = base + hay.len() as u64;
-        let from = end.saturating_sub(LABEL_MAX as u64);
-        if from >= base {
-            // The common case: the input alone holds the tail.
-            let at = usize::try_from(from - base).unwrap_or(0);
-            self.tail.clear();
-            self.tail
-                .extend_from_slice(hay.get(at..).unwrap_or_default());
-        } else {
-            // Read from the old tail before it is replaced.
-            let (buf, n) = self.bytes_before(hay, base, end);
-            self.tail.clear();
-            self.tail.extend_from_slice(&buf[..n]);
+        let mut from = end.saturating_sub(LABEL_MAX as u64);
+        // A pending run may still open a segment, whose label is read from
+        // the LABEL_MAX bytes before the run's start: keep those too (the
+        // run is shorter than LONG_B64 characters, so this stays small).
+        if let Some(r) = self.run {
+            from = from.min(r.saturating_sub(LABEL_MAX as u64));
         }
+        let mut tail = Vec::with_capacity(usize::try_from(end - from).unwrap_or(0));
+        for q in from..end {
+            match self.byte_at(hay, base, q) {
+                Some(b) => tail.push(b),
+                // Only a contiguous stretch up to `end` is of use.
+                None => tail.clear(),
+            }
+        }
+        self.tail = tail;
         self.tail_end = end;
     }
 
