@@ -60,7 +60,12 @@
 //! The shipped file is compiled in ([`BUILTIN_PATTERNS`],
 //! [`PatternSet::builtin`]).
 
-use std::{fmt, ops::Range, path::Path, sync::Arc};
+use std::{
+    fmt,
+    ops::Range,
+    path::Path,
+    sync::{Arc, OnceLock},
+};
 
 use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::{self, Hir, HirKind};
@@ -166,7 +171,7 @@ pub struct Pattern {
     pub(crate) description: String,
     /// Lowercased keywords.
     pub(crate) keywords: Vec<String>,
-    pub(crate) regex: Regex,
+    pub(crate) regex: LazyRegex,
     /// The strict regex relaxed to catch the shapes of [`Confidence::Shaped`]
     /// findings: word boundaries and `(?:^|[^...])` guards dropped, exact
     /// repetitions of 16 or more accepted up to 2 shorter (see
@@ -174,7 +179,7 @@ pub struct Pattern {
     /// recognised only by the name before it (`mailgun ... <32 hex>`: a
     /// longer hex run there is another value, not a glued key). Its matches
     /// are never longer than the strict regex's can be.
-    pub(crate) relaxed: Option<Regex>,
+    pub(crate) relaxed: Option<LazyRegex>,
     pub(crate) max_len: usize,
     pub(crate) entropy: Option<f64>,
     pub(crate) secret_group: usize,
@@ -299,6 +304,71 @@ impl fmt::Debug for Pattern {
     }
 }
 
+/// A pattern's regex, compiled when a scan first needs it, or at load.
+///
+/// The built-in set's ~150 regexes (strict and relaxed) hold about 7 MB of
+/// NFAs once compiled (their bounded repetitions, `{3,128}`, `{0,4000}`,
+/// unroll into one state per repeat), and most of them only ever run if
+/// their keyword turns up. The built-in file is compiled into the binary and
+/// fully self-tested by the unit tests, so it is compiled lazily; a
+/// pattern file named by the config is compiled and self-tested at load, as
+/// its errors must name the file and line. Clones share the compiled regex.
+#[derive(Clone)]
+pub(crate) struct LazyRegex(Arc<LazyInner>);
+
+struct LazyInner {
+    source: Box<str>,
+    compiled: OnceLock<Option<Regex>>,
+}
+
+impl LazyRegex {
+    /// An already compiled regex.
+    fn compiled(regex: Regex) -> Self {
+        Self(Arc::new(LazyInner {
+            source: regex.as_str().into(),
+            compiled: OnceLock::from(Some(regex)),
+        }))
+    }
+
+    /// A regex compiled on first use.
+    fn deferred(source: String) -> Self {
+        Self(Arc::new(LazyInner {
+            source: source.into(),
+            compiled: OnceLock::new(),
+        }))
+    }
+
+    /// The compiled regex; `None` only if it does not compile, which a
+    /// deferred regex never does for the built-in file (a unit test compiles
+    /// every one). The scanner treats `None` as a finding: it fails closed.
+    pub(crate) fn get(&self) -> Option<&Regex> {
+        self.0
+            .compiled
+            .get_or_init(|| build_regex(&self.0.source).ok())
+            .as_ref()
+    }
+}
+
+/// The one way a pattern regex is compiled: bytes, Unicode off, size bound.
+fn build_regex(source: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(source)
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// How much of [`PatternSet::parse`]'s checking a file gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// A file named by the config: compile every regex and run every
+    /// example through the real scanner now, so that its errors name file
+    /// and line.
+    Check,
+    /// The built-in file, checked by the unit tests: regexes are compiled on
+    /// first use.
+    BuiltIn,
+}
+
 /// A validated, compiled pattern file. Build a [`Scanner`] from it.
 #[derive(Debug, Clone, Default)]
 pub struct PatternSet {
@@ -334,7 +404,9 @@ impl PatternSet {
     /// ships a broken file; the rules tests catch it first).
     pub fn builtin() -> Result<Self, PatternError> {
         static SET: std::sync::LazyLock<Result<PatternSet, PatternError>> =
-            std::sync::LazyLock::new(|| PatternSet::parse(BUILTIN_PATTERNS, BUILTIN_NAME));
+            std::sync::LazyLock::new(|| {
+                PatternSet::parse_as(BUILTIN_PATTERNS, BUILTIN_NAME, Trust::BuiltIn)
+            });
         SET.clone()
     }
 
@@ -343,6 +415,10 @@ impl PatternSet {
     /// # Errors
     /// As for [`PatternSet::load`].
     pub fn parse(text: &str, file: &str) -> Result<Self, PatternError> {
+        Self::parse_as(text, file, Trust::Check)
+    }
+
+    fn parse_as(text: &str, file: &str, trust: Trust) -> Result<Self, PatternError> {
         let err = |span: Range<usize>, key: String, message: String| {
             let (line, column) = line_col(text, span.start);
             PatternError {
@@ -433,23 +509,37 @@ impl PatternSet {
             }
             let max_len_v = max_len_v as usize;
 
-            let regex = RegexBuilder::new(p.regex.get_ref())
+            let source = p.regex.get_ref();
+            let invalid = |e: &dyn fmt::Display| {
+                err(p.regex.span(), key("regex"), format!("invalid regex: {e}"))
+            };
+            // Capture groups are counted on the parsed regex, which costs
+            // nothing to keep: a deferred regex is not compiled here.
+            let captures_len = regex_syntax::ParserBuilder::new()
                 .unicode(false)
-                .size_limit(REGEX_SIZE_LIMIT)
+                .utf8(false)
                 .build()
-                .map_err(|e| err(p.regex.span(), key("regex"), format!("invalid regex: {e}")))?;
+                .parse(source)
+                .map_err(|e| invalid(&e))?
+                .properties()
+                .explicit_captures_len()
+                + 1;
+            let regex = match trust {
+                Trust::Check => LazyRegex::compiled(build_regex(source).map_err(|e| invalid(&e))?),
+                Trust::BuiltIn => LazyRegex::deferred(source.clone()),
+            };
 
             let secret_group = match &p.secret_group {
                 None => 0,
                 Some(g) => {
                     let v = *g.get_ref();
-                    if v < 0 || v as usize >= regex.captures_len() {
+                    if v < 0 || v as usize >= captures_len {
                         return Err(err(
                             g.span(),
                             key("secret_group"),
                             format!(
                                 "secret_group = {v}, but the regex has only {} capture group(s)",
-                                regex.captures_len() - 1
+                                captures_len - 1
                             ),
                         ));
                     }
@@ -529,7 +619,7 @@ impl PatternSet {
             // ([`Pattern::glued`]). Not for cards: any long run of digits
             // holds 16-digit substrings, a tenth of which pass Luhn.
             let relaxed = if standalone || checksum != Some(Checksum::Card) {
-                relaxed_regex(p.regex.get_ref())
+                relaxed_regex(p.regex.get_ref(), trust)
                     .map_err(|e| err(p.regex.span(), key("regex"), e))?
             } else {
                 None
@@ -587,7 +677,12 @@ impl PatternSet {
         }
 
         // Self-test: each pattern alone, through the real scanner.
-        for (i, (p, (examples, shaped, counters))) in patterns.iter().zip(&spans).enumerate() {
+        let self_test = if trust == Trust::Check {
+            spans.as_slice()
+        } else {
+            &[]
+        };
+        for (i, (p, (examples, shaped, counters))) in patterns.iter().zip(self_test).enumerate() {
             let single = Scanner::for_pattern(p.clone()).map_err(|mut e| {
                 e.file = file.to_string();
                 e
@@ -725,9 +820,9 @@ const RELAX_MIN_REPEAT: u32 = 16;
 /// How many characters short of an exact length a shaped finding may be.
 const RELAX_SHORTER: u32 = 2;
 
-/// Compile the relaxed form of `regex` ([`relax`]); `None` when relaxing
-/// changes nothing.
-fn relaxed_regex(regex: &str) -> Result<Option<Regex>, String> {
+/// The relaxed form of `regex` ([`relax`]), compiled now or deferred as
+/// `trust` says; `None` when relaxing changes nothing.
+fn relaxed_regex(regex: &str, trust: Trust) -> Result<Option<LazyRegex>, String> {
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
@@ -738,12 +833,14 @@ fn relaxed_regex(regex: &str) -> Result<Option<Regex>, String> {
     if relaxed == hir {
         return Ok(None);
     }
-    RegexBuilder::new(&relaxed.to_string())
-        .unicode(false)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map(Some)
-        .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))
+    let source = relaxed.to_string();
+    Ok(Some(match trust {
+        Trust::Check => LazyRegex::compiled(
+            build_regex(&source)
+                .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))?,
+        ),
+        Trust::BuiltIn => LazyRegex::deferred(source),
+    }))
 }
 
 /// The shapes a strict regex misses on purpose but an exfiltration attempt
@@ -908,6 +1005,55 @@ mod tests {
         let mut bad = t.into_bytes();
         bad[10] = if bad[10] == b'x' { b'y' } else { b'x' };
         assert!(!github_checksum_ok(&bad));
+    }
+
+    #[test]
+    fn the_built_in_file_passes_the_full_check_and_every_deferred_regex_compiles() {
+        let checked = PatternSet::parse(BUILTIN_PATTERNS, BUILTIN_NAME)
+            .unwrap_or_else(|e| panic!("built-in file fails its own check: {e}"));
+        let deferred = PatternSet::builtin().expect("built-in patterns load");
+        assert_eq!(checked.len(), deferred.len());
+        for (c, d) in checked.iter().zip(deferred.iter()) {
+            assert_eq!(c.id, d.id);
+            assert_eq!(c.secret_group, d.secret_group);
+            let pairs = [
+                (Some(&c.regex), Some(&d.regex)),
+                (c.relaxed.as_ref(), d.relaxed.as_ref()),
+            ];
+            for pair in pairs {
+                match pair {
+                    (Some(c), Some(d)) => {
+                        let (c, d) = (c.get().expect("checked compiles"), d.get());
+                        let d = d.unwrap_or_else(|| {
+                            panic!("{}: deferred regex does not compile", c.as_str())
+                        });
+                        assert_eq!(c.as_str(), d.as_str());
+                        assert_eq!(c.captures_len(), d.captures_len());
+                    }
+                    (None, None) => {}
+                    _ => panic!("{}: relaxed form present in one load only", c.id),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_regex_that_does_not_compile_at_scan_time_counts_as_a_finding() {
+        let set = PatternSet::parse_as(
+            "[[pattern]]\nid = \"demo\"\ndescription = \"d\"\nkeywords = [\"dmo_\"]\n\
+             regex = 'dmo_[0-9]{10}'\nmax_len = 14\nexamples = [\"dmo_0123456789\"]\n",
+            "demo.toml",
+            Trust::BuiltIn,
+        )
+        .expect("loads");
+        let mut p = set.iter().next().expect("one pattern").clone();
+        // Compiles past the size limit: possible only for a broken build.
+        p.regex = LazyRegex::deferred("dmo_(?:[0-9]{1000}){1000}".into());
+        p.relaxed = None;
+        let scanner = Scanner::for_pattern(p).expect("scanner");
+        let found = scanner.scan_plain(b"x dmo_0123456789 y", Confidence::Verified);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(&*found[0].pattern_id, "demo");
     }
 
     #[test]
@@ -1083,7 +1229,11 @@ shaped_examples = ["xkk_abcdefghij0123456789zz"]
 
     #[test]
     fn relaxed_regex_drops_boundaries_and_shortens_exact_runs() {
-        let r = relaxed_regex(r"\bghp_[A-Za-z0-9]{36}\b").unwrap().unwrap();
+        let compiled = |r: &str| {
+            let lazy = relaxed_regex(r, Trust::Check).unwrap().unwrap();
+            lazy.get().expect("compiled at load").clone()
+        };
+        let r = compiled(r"\bghp_[A-Za-z0-9]{36}\b");
         let a = |n: usize| "a".repeat(n);
         assert!(r.is_match(format!("xghp_{}ybbb", a(36)).as_bytes()));
         // Greedy up to the strict length, never longer (max_len holds).
@@ -1091,13 +1241,15 @@ shaped_examples = ["xkk_abcdefghij0123456789zz"]
         assert_eq!(r.find(glued.as_bytes()).map(|m| m.len()), Some(40));
         assert!(r.is_match(format!("ghp_{}", a(34)).as_bytes()));
         assert!(!r.is_match(format!("ghp_{}", a(33)).as_bytes()));
-        let r = relaxed_regex(r"(?:^|[^0-9])([0-9]{8,10}:AA[a-z]{3})(?:[^a-z]|$)")
-            .unwrap()
-            .unwrap();
+        let r = compiled(r"(?:^|[^0-9])([0-9]{8,10}:AA[a-z]{3})(?:[^a-z]|$)");
         assert!(!r.as_str().contains('^'), "{}", r.as_str());
         assert!(r.is_match(b"x123456789:AAabcd"));
         // Nothing to relax: no second regex.
-        assert!(relaxed_regex(r"tok=[a-z]{4,8}").unwrap().is_none());
+        assert!(
+            relaxed_regex(r"tok=[a-z]{4,8}", Trust::Check)
+                .unwrap()
+                .is_none()
+        );
     }
 
     fn parse_err(text: &str) -> PatternError {

@@ -64,13 +64,13 @@ use std::{fmt, sync::Arc};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, packed};
 use bytes::Bytes;
-use regex::bytes::{CaptureLocations, Regex};
+use regex::bytes::CaptureLocations;
 use zeroize::Zeroizing;
 
 use super::{
     decode::{self, Chain},
     held::{HeldSecret, encodings},
-    patterns::{Pattern, PatternError, PatternSet},
+    patterns::{LazyRegex, Pattern, PatternError, PatternSet},
     reach::Reach,
 };
 
@@ -1454,7 +1454,7 @@ impl Hit<'_> {
     /// confidence `min` or above go to `out`.
     fn eval(
         &self,
-        regex: &Regex,
+        regex: &LazyRegex,
         at: usize,
         locs: &mut Option<CaptureLocations>,
         min: Confidence,
@@ -1462,6 +1462,22 @@ impl Hit<'_> {
         out: &mut Vec<Raw>,
     ) {
         let (window, origin, p) = (self.window, self.origin, self.p);
+        let Some(regex) = regex.get() else {
+            // A regex that cannot be compiled judges nothing: the keyword's
+            // window counts as a finding (fail closed).
+            let start = (origin + at as u64).max(self.first);
+            let end = origin + window.len() as u64;
+            if start < end {
+                out.push(Raw {
+                    start,
+                    end,
+                    kind: self.pi,
+                    chain: Chain::PLAIN,
+                    confidence: Confidence::Verified,
+                });
+            }
+            return;
+        };
         let mut push = |secret: (usize, usize), whole: (usize, usize)| {
             let (s, e) = secret;
             if whole.1 - whole.0 > p.max_len || (origin + s as u64) < self.first {
