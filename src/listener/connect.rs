@@ -136,16 +136,27 @@ pub(crate) async fn handle(
         sni_mismatch: None,
     };
     drop(generation);
+    let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let metrics = std::sync::Arc::clone(state.audit.metrics());
-                metrics.tunnel(1);
-                intercept(state, target, upgraded, conn).await;
-                metrics.tunnel(-1);
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT upgrade failed");
+                return;
             }
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        };
+        let metrics = std::sync::Arc::clone(state.audit.metrics());
+        metrics.tunnel(1);
+        // Boxed: a task keeps its future at the size of its largest state
+        // for as long as it runs. The TLS handshake's state (the ClientHello
+        // reader, the rustls connection being set up, timers) is large and
+        // brief; serving an open tunnel is small and long. Inline, every
+        // idle tunnel's task was 10 KiB; now the handshake's box is freed
+        // when it ends and the task keeps a pointer to what serves.
+        if let Some(serving) = Box::pin(intercept(state, target, upgraded, conn)).await {
+            serving.await;
         }
+        metrics.tunnel(-1);
     });
     Response::new(error::empty())
 }
@@ -168,58 +179,88 @@ fn connect_target(req: &Request<Incoming>) -> Result<(Host, u16), ProxyError> {
 
 type ClientIo = IdleTimeout<TcpStream>;
 
+/// An open tunnel's request loop (see [`serve_inner`]).
+type Serving = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 async fn intercept(
     state: Arc<State>,
     target: Target,
     upgraded: hyper::upgrade::Upgraded,
     conn: ConnGuard,
-) {
+) -> Option<Serving> {
     // Recover the raw client socket and any bytes the client sent before our
     // 200 (a pipelined ClientHello), so nothing is lost and no extra layer
     // sits on the hot path.
     match upgraded.downcast::<TokioIo<ClientIo>>() {
         Ok(parts) => {
             let io = Prefixed::new(parts.read_buf, parts.io.into_inner());
-            tunnel(state, target, io, conn).await;
+            tunnel(state, target, io, conn).await
         }
         Err(upgraded) => {
             let io = Prefixed::new(Bytes::new(), TokioIo::new(upgraded));
-            tunnel(state, target, io, conn).await;
+            tunnel(state, target, io, conn).await
         }
     }
 }
 
-async fn tunnel<S>(state: Arc<State>, mut target: Target, mut io: Prefixed<S>, conn: ConnGuard)
+/// Open the tunnel (first byte, TLS handshake) and return what serves it.
+async fn tunnel<S>(
+    state: Arc<State>,
+    mut target: Target,
+    io: Prefixed<S>,
+    conn: ConnGuard,
+) -> Option<Serving>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let inner = handshake(&state, &mut target, io).await?;
+    let target = Arc::new(target);
+    Some(match inner {
+        Inner::Plain(io) => Box::pin(serve_inner(state, target, TokioIo::new(io), conn)),
+        Inner::Tls(tls) => Box::pin(serve_inner(state, target, TokioIo::new(tls), conn)),
+    })
+}
+
+/// What a tunnel carries once its first bytes are read.
+enum Inner<S> {
+    /// Plain HTTP inside the tunnel, judged the same way.
+    Plain(Prefixed<S>),
+    /// TLS, terminated with a leaf for the tunnel's host.
+    Tls(tokio_rustls::server::TlsStream<Prefixed<S>>),
+}
+
+/// Read the tunnel's first byte and, for TLS, complete the handshake with a
+/// leaf for `target.host`; `None` when the client goes away, stalls past
+/// the handshake timeout or fails the handshake.
+async fn handshake<S>(state: &State, target: &mut Target, mut io: Prefixed<S>) -> Option<Inner<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = state.generation().config.proxy.handshake_timeout;
     let first = match tokio::time::timeout(timeout, io.first_byte()).await {
         Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "tunnel read failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(host = %target.host, "client sent nothing inside the tunnel in time");
-            return;
+            return None;
         }
     };
     if first != 0x16 {
-        // Not a TLS handshake: plain HTTP inside the tunnel, judged the same way.
         target.scheme = Scheme::Http;
-        serve_inner(state, Arc::new(target), TokioIo::new(io), conn).await;
-        return;
+        return Some(Inner::Plain(io));
     }
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match tokio::time::timeout(timeout, acceptor).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, host = %target.host, "bad ClientHello");
-            return;
+            return None;
         }
-        Err(_) => return,
+        Err(_) => return None,
     };
     if let Some(sni) = start.client_hello().server_name()
         && Host::parse(sni).ok().as_ref() != Some(&target.host)
@@ -230,18 +271,17 @@ where
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, host = %target.host, "cannot mint a leaf certificate");
-            return;
+            return None;
         }
     };
-    let tls = match tokio::time::timeout(timeout, start.into_stream(config)).await {
-        Ok(Ok(t)) => t,
+    match tokio::time::timeout(timeout, start.into_stream(config)).await {
+        Ok(Ok(t)) => Some(Inner::Tls(t)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, host = %target.host, "TLS handshake with the client failed");
-            return;
+            None
         }
-        Err(_) => return,
-    };
-    serve_inner(state, Arc::new(target), TokioIo::new(tls), conn).await;
+        Err(_) => None,
+    }
 }
 
 /// The h1/h2 server inside a tunnel (intercepted or refused), with the
@@ -260,30 +300,40 @@ pub(crate) fn tunnel_server(proxy: &crate::config::ProxySettings) -> auto::Build
     builder
 }
 
-async fn serve_inner<I>(state: Arc<State>, target: Arc<Target>, io: TokioIo<I>, conn: ConnGuard)
+/// Serve the requests inside an open tunnel until it closes or airlock
+/// drains. Not an `async fn`: one keeps its arguments beside its locals,
+/// so `io` would be stored twice for every open tunnel. The connection
+/// (which holds `io`) is boxed once and the returned future holds only the
+/// box and the drain signal.
+fn serve_inner<I>(
+    state: Arc<State>,
+    target: Arc<Target>,
+    io: TokioIo<I>,
+    conn: ConnGuard,
+) -> impl Future<Output = ()> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = tunnel_server(&state.generation().config.proxy);
     builder.http2().adaptive_window(true);
-    let svc_state = Arc::clone(&state);
     let svc = service_fn(move |req: Request<Incoming>| {
-        let state = Arc::clone(&svc_state);
+        let state = Arc::clone(&state);
         let target = Arc::clone(&target);
         async move { Ok::<_, Infallible>(forward::forward(state, target, req).await) }
     });
-    let served = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(served);
-    let mut shutdown = conn.shutdown.clone();
-    let result = tokio::select! {
-        r = served.as_mut() => r,
-        _ = shutdown.changed() => {
-            served.as_mut().graceful_shutdown();
-            served.await
+    let mut served = Box::pin(builder.serve_connection_with_upgrades(io, svc).into_owned());
+    async move {
+        let mut shutdown = conn.shutdown.clone();
+        let result = tokio::select! {
+            r = served.as_mut() => r,
+            _ = shutdown.changed() => {
+                served.as_mut().graceful_shutdown();
+                served.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "tunnel connection ended with an error");
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "tunnel connection ended with an error");
+        drop(conn);
     }
-    drop(conn);
 }
