@@ -194,6 +194,16 @@ pub struct Pattern {
 }
 
 impl Pattern {
+    /// A copy whose regexes compile into cells of their own: the load's
+    /// self-test runs on it, and what it compiles is freed with it.
+    fn detached(&self) -> Self {
+        Self {
+            regex: self.regex.detached(),
+            relaxed: self.relaxed.as_ref().map(LazyRegex::detached),
+            ..self.clone()
+        }
+    }
+
     /// The stable kebab-case id (`github-pat-classic`).
     pub fn id(&self) -> &str {
         &self.id
@@ -308,11 +318,13 @@ impl fmt::Debug for Pattern {
 ///
 /// The built-in set's ~150 regexes (strict and relaxed) hold about 7 MB of
 /// NFAs once compiled (their bounded repetitions, `{3,128}`, `{0,4000}`,
-/// unroll into one state per repeat), and most of them only ever run if
-/// their keyword turns up. The built-in file is compiled into the binary and
-/// fully self-tested by the unit tests, so it is compiled lazily; a
-/// pattern file named by the config is compiled and self-tested at load, as
-/// its errors must name the file and line. Clones share the compiled regex.
+/// unroll into one state per repeat), and each only runs once its keyword
+/// turns up. So a loaded set keeps regexes uncompiled until first use. The
+/// built-in file is fully checked by the unit tests; a file named by the
+/// config is compiled and self-tested at load ([`PatternSet::parse`]) so
+/// that its errors name file and line, one pattern at a time, each
+/// pattern's compiled regexes freed before the next (the heap then holds
+/// one pattern's worth, not the set's). Clones share the compiled regex.
 #[derive(Clone)]
 pub(crate) struct LazyRegex(Arc<LazyInner>);
 
@@ -322,20 +334,18 @@ struct LazyInner {
 }
 
 impl LazyRegex {
-    /// An already compiled regex.
-    fn compiled(regex: Regex) -> Self {
-        Self(Arc::new(LazyInner {
-            source: regex.as_str().into(),
-            compiled: OnceLock::from(Some(regex)),
-        }))
-    }
-
     /// A regex compiled on first use.
     fn deferred(source: String) -> Self {
         Self(Arc::new(LazyInner {
             source: source.into(),
             compiled: OnceLock::new(),
         }))
+    }
+
+    /// The same source in a cell of its own: what it compiles is freed
+    /// with it.
+    fn detached(&self) -> Self {
+        Self::deferred(self.0.source.to_string())
     }
 
     /// The compiled regex; `None` only if it does not compile, which a
@@ -357,16 +367,15 @@ fn build_regex(source: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-/// How much of [`PatternSet::parse`]'s checking a file gets.
+/// How much a pattern file is checked at load (its regexes are compiled on
+/// first use either way).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trust {
-    /// A file named by the config: compile every regex and run every
-    /// example through the real scanner now, so that its errors name file
-    /// and line.
+    /// Compile every regex and run every example through the real scanner
+    /// now, so that every error names file and line.
     Check,
-    /// The built-in file, checked by the unit tests: regexes are compiled on
-    /// first use.
-    BuiltIn,
+    /// No self-test: the built-in file, checked by the unit tests.
+    Checked,
 }
 
 /// A validated, compiled pattern file. Build a [`Scanner`] from it.
@@ -405,7 +414,7 @@ impl PatternSet {
     pub fn builtin() -> Result<Self, PatternError> {
         static SET: std::sync::LazyLock<Result<PatternSet, PatternError>> =
             std::sync::LazyLock::new(|| {
-                PatternSet::parse_as(BUILTIN_PATTERNS, BUILTIN_NAME, Trust::BuiltIn)
+                PatternSet::parse_as(BUILTIN_PATTERNS, BUILTIN_NAME, Trust::Checked)
             });
         SET.clone()
     }
@@ -524,10 +533,10 @@ impl PatternSet {
                 .properties()
                 .explicit_captures_len()
                 + 1;
-            let regex = match trust {
-                Trust::Check => LazyRegex::compiled(build_regex(source).map_err(|e| invalid(&e))?),
-                Trust::BuiltIn => LazyRegex::deferred(source.clone()),
-            };
+            if trust == Trust::Check {
+                build_regex(source).map_err(|e| invalid(&e))?;
+            }
+            let regex = LazyRegex::deferred(source.clone());
 
             let secret_group = match &p.secret_group {
                 None => 0,
@@ -683,7 +692,7 @@ impl PatternSet {
             &[]
         };
         for (i, (p, (examples, shaped, counters))) in patterns.iter().zip(self_test).enumerate() {
-            let single = Scanner::for_pattern(p.clone()).map_err(|mut e| {
+            let single = Scanner::for_pattern(p.detached()).map_err(|mut e| {
                 e.file = file.to_string();
                 e
             })?;
@@ -820,8 +829,9 @@ const RELAX_MIN_REPEAT: u32 = 16;
 /// How many characters short of an exact length a shaped finding may be.
 const RELAX_SHORTER: u32 = 2;
 
-/// The relaxed form of `regex` ([`relax`]), compiled now or deferred as
-/// `trust` says; `None` when relaxing changes nothing.
+/// The relaxed form of `regex` ([`relax`]), compiled on first use (and
+/// once now, to check it, as `trust` says); `None` when relaxing changes
+/// nothing.
 fn relaxed_regex(regex: &str, trust: Trust) -> Result<Option<LazyRegex>, String> {
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(false)
@@ -834,13 +844,11 @@ fn relaxed_regex(regex: &str, trust: Trust) -> Result<Option<LazyRegex>, String>
         return Ok(None);
     }
     let source = relaxed.to_string();
-    Ok(Some(match trust {
-        Trust::Check => LazyRegex::compiled(
-            build_regex(&source)
-                .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))?,
-        ),
-        Trust::BuiltIn => LazyRegex::deferred(source),
-    }))
+    if trust == Trust::Check {
+        build_regex(&source)
+            .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))?;
+    }
+    Ok(Some(LazyRegex::deferred(source)))
 }
 
 /// The shapes a strict regex misses on purpose but an exfiltration attempt
@@ -1043,7 +1051,7 @@ mod tests {
             "[[pattern]]\nid = \"demo\"\ndescription = \"d\"\nkeywords = [\"dmo_\"]\n\
              regex = 'dmo_[0-9]{10}'\nmax_len = 14\nexamples = [\"dmo_0123456789\"]\n",
             "demo.toml",
-            Trust::BuiltIn,
+            Trust::Checked,
         )
         .expect("loads");
         let mut p = set.iter().next().expect("one pattern").clone();
