@@ -194,14 +194,20 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// A copy whose regexes compile into cells of their own: the load's
-    /// self-test runs on it, and what it compiles is freed with it.
-    fn detached(&self) -> Self {
-        Self {
-            regex: self.regex.detached(),
-            relaxed: self.relaxed.as_ref().map(LazyRegex::detached),
+    /// A copy with its regexes compiled now, in cells of its own: the
+    /// load's self-test runs on it, and they are freed with it. The error
+    /// says which regex failed (`true`: the relaxed form).
+    fn compiled_copy(&self) -> Result<Self, (bool, regex::Error)> {
+        let regex = build_regex(&self.regex.0.source).map_err(|e| (false, e))?;
+        let relaxed = match &self.relaxed {
+            Some(r) => Some(build_regex(&r.0.source).map_err(|e| (true, e))?),
+            None => None,
+        };
+        Ok(Self {
+            regex: LazyRegex::compiled(regex),
+            relaxed: relaxed.map(LazyRegex::compiled),
             ..self.clone()
-        }
+        })
     }
 
     /// The stable kebab-case id (`github-pat-classic`).
@@ -342,10 +348,12 @@ impl LazyRegex {
         }))
     }
 
-    /// The same source in a cell of its own: what it compiles is freed
-    /// with it.
-    fn detached(&self) -> Self {
-        Self::deferred(self.0.source.to_string())
+    /// A regex compiled already, in a cell of its own.
+    fn compiled(regex: Regex) -> Self {
+        Self(Arc::new(LazyInner {
+            source: regex.as_str().into(),
+            compiled: OnceLock::from(Some(regex)),
+        }))
     }
 
     /// The compiled regex; `None` only if it does not compile, which a
@@ -533,9 +541,7 @@ impl PatternSet {
                 .properties()
                 .explicit_captures_len()
                 + 1;
-            if trust == Trust::Check {
-                build_regex(source).map_err(|e| invalid(&e))?;
-            }
+            // Compiled by the self-test below (once), and then on first use.
             let regex = LazyRegex::deferred(source.clone());
 
             let secret_group = match &p.secret_group {
@@ -628,7 +634,7 @@ impl PatternSet {
             // ([`Pattern::glued`]). Not for cards: any long run of digits
             // holds 16-digit substrings, a tenth of which pass Luhn.
             let relaxed = if standalone || checksum != Some(Checksum::Card) {
-                relaxed_regex(p.regex.get_ref(), trust)
+                relaxed_regex(p.regex.get_ref())
                     .map_err(|e| err(p.regex.span(), key("regex"), e))?
             } else {
                 None
@@ -682,7 +688,12 @@ impl PatternSet {
                     .map(|s| s.get_ref().clone())
                     .collect(),
             });
-            spans.push((p.examples, p.shaped_examples, p.counter_examples));
+            spans.push((
+                p.regex.span(),
+                p.examples,
+                p.shaped_examples,
+                p.counter_examples,
+            ));
         }
 
         // Self-test: each pattern alone, through the real scanner.
@@ -691,8 +702,18 @@ impl PatternSet {
         } else {
             &[]
         };
-        for (i, (p, (examples, shaped, counters))) in patterns.iter().zip(self_test).enumerate() {
-            let single = Scanner::for_pattern(p.detached()).map_err(|mut e| {
+        for (i, (p, (regex_span, examples, shaped, counters))) in
+            patterns.iter().zip(self_test).enumerate()
+        {
+            let copy = p.compiled_copy().map_err(|(relaxed, e)| {
+                let message = if relaxed {
+                    format!("cannot compile the relaxed form of the regex: {e}")
+                } else {
+                    format!("invalid regex: {e}")
+                };
+                err(regex_span.clone(), format!("pattern[{i}].regex"), message)
+            })?;
+            let single = Scanner::for_pattern(copy).map_err(|mut e| {
                 e.file = file.to_string();
                 e
             })?;
@@ -829,10 +850,9 @@ const RELAX_MIN_REPEAT: u32 = 16;
 /// How many characters short of an exact length a shaped finding may be.
 const RELAX_SHORTER: u32 = 2;
 
-/// The relaxed form of `regex` ([`relax`]), compiled on first use (and
-/// once now, to check it, as `trust` says); `None` when relaxing changes
-/// nothing.
-fn relaxed_regex(regex: &str, trust: Trust) -> Result<Option<LazyRegex>, String> {
+/// The relaxed form of `regex` ([`relax`]), compiled on first use; `None`
+/// when relaxing changes nothing.
+fn relaxed_regex(regex: &str) -> Result<Option<LazyRegex>, String> {
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
@@ -843,12 +863,7 @@ fn relaxed_regex(regex: &str, trust: Trust) -> Result<Option<LazyRegex>, String>
     if relaxed == hir {
         return Ok(None);
     }
-    let source = relaxed.to_string();
-    if trust == Trust::Check {
-        build_regex(&source)
-            .map_err(|e| format!("cannot compile the relaxed form of the regex: {e}"))?;
-    }
-    Ok(Some(LazyRegex::deferred(source)))
+    Ok(Some(LazyRegex::deferred(relaxed.to_string())))
 }
 
 /// The shapes a strict regex misses on purpose but an exfiltration attempt
@@ -1238,8 +1253,8 @@ shaped_examples = ["xkk_abcdefghij0123456789zz"]
     #[test]
     fn relaxed_regex_drops_boundaries_and_shortens_exact_runs() {
         let compiled = |r: &str| {
-            let lazy = relaxed_regex(r, Trust::Check).unwrap().unwrap();
-            lazy.get().expect("compiled at load").clone()
+            let lazy = relaxed_regex(r).unwrap().unwrap();
+            lazy.get().expect("compiles").clone()
         };
         let r = compiled(r"\bghp_[A-Za-z0-9]{36}\b");
         let a = |n: usize| "a".repeat(n);
@@ -1253,11 +1268,7 @@ shaped_examples = ["xkk_abcdefghij0123456789zz"]
         assert!(!r.as_str().contains('^'), "{}", r.as_str());
         assert!(r.is_match(b"x123456789:AAabcd"));
         // Nothing to relax: no second regex.
-        assert!(
-            relaxed_regex(r"tok=[a-z]{4,8}", Trust::Check)
-                .unwrap()
-                .is_none()
-        );
+        assert!(relaxed_regex(r"tok=[a-z]{4,8}").unwrap().is_none());
     }
 
     fn parse_err(text: &str) -> PatternError {
@@ -1293,6 +1304,16 @@ counter_examples = ["dmo_short"]
                 "bad_regex",
                 "regex = '\\bdmo_[a-z0-9]{10}\\b'",
                 "regex = 'dmo_[a-z'",
+                6,
+                "regex",
+                "invalid regex",
+            ),
+            (
+                // Parses, but compiles past the size limit: found by the
+                // load's compile, still at the regex's line.
+                "regex_too_big",
+                "regex = '\\bdmo_[a-z0-9]{10}\\b'",
+                "regex = 'dmo_(?:[a-z0-9]{1000}){1000}'",
                 6,
                 "regex",
                 "invalid regex",
