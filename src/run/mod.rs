@@ -494,7 +494,7 @@ async fn supervise(launch: &Launch<'_>, proxy: Proxy) -> anyhow::Result<ExitCode
     };
     let result = match spawned {
         Ok(mut child) => {
-            let status = signals.forward_until_exit(&mut child).await;
+            let status = signals.forward_until_exit(&mut child, false).await;
             status.map(exit_code).context("cannot wait for the command")
         }
         Err(code) => Ok(code),
@@ -613,7 +613,11 @@ fn supervise_blocking(
                     .map(|pid| tokio::spawn(isolate::reap_orphans(pid)))
             })
             .flatten();
-        let status = signals.forward_until_exit(&mut child).await;
+        // The helper's child is the init, PID 1 of its namespace: the
+        // kernel drops a signal PID 1 has no handler for, so one that
+        // arrives while the init is still starting waits for its handler.
+        let child_is_init = std::process::id() != 1;
+        let status = signals.forward_until_exit(&mut child, child_is_init).await;
         if let Some(r) = reaper {
             r.abort();
         }
@@ -685,10 +689,13 @@ impl Signals {
         Ok(Self { streams })
     }
 
-    /// Waits for `child`, forwarding every signal that arrives meanwhile.
+    /// Waits for `child`, forwarding every signal that arrives meanwhile;
+    /// with `wait_for_handler`, each only once the child catches it (see
+    /// [`until_caught`]).
     async fn forward_until_exit(
         &mut self,
         child: &mut tokio::process::Child,
+        wait_for_handler: bool,
     ) -> std::io::Result<ExitStatus> {
         let pid = child
             .id()
@@ -708,6 +715,9 @@ impl Signals {
                             continue;
                         }
                         tracing::debug!(signal = ?sig, "forwarding to the command");
+                        if wait_for_handler {
+                            until_caught(pid, sig).await;
+                        }
                         if let Err(e) = rustix::process::kill_process(pid, sig) {
                             tracing::debug!(error = %e, "forwarding failed (the command is exiting)");
                         }
@@ -717,6 +727,44 @@ impl Signals {
         }
     }
 }
+
+/// Waits until `pid` catches `sig` (`SigCgt` in `/proc/PID/status`), has
+/// exited, or [`HANDLER_WAIT`] has passed. The isolation init is PID 1 of
+/// its namespace, and the kernel discards a signal PID 1 has no handler for:
+/// a `SIGTERM` forwarded while the init was still starting was lost, and
+/// `airlock run` waited for the command to end by itself. Reads `/proc`
+/// synchronously: the helper that calls this may start no thread.
+async fn until_caught(pid: rustix::process::Pid, sig: rustix::process::Signal) {
+    let Some(bit) = u32::try_from(sig.as_raw() - 1)
+        .ok()
+        .and_then(|n| 1u64.checked_shl(n))
+    else {
+        return;
+    };
+    let path = format!("/proc/{}/status", pid.as_raw_nonzero());
+    let deadline = tokio::time::Instant::now() + HANDLER_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let Ok(status) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let caught = field("SigCgt:").and_then(|v| u64::from_str_radix(v, 16).ok());
+        let exited = field("State:").is_some_and(|v| v.starts_with('Z') || v.starts_with('X'));
+        if exited || caught.is_some_and(|c| c & bit != 0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// How long a forwarded signal waits for the isolation init's handler: its
+/// start (mount `/proc`, drop capabilities, a runtime) takes milliseconds.
+const HANDLER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Ctrl-C and Ctrl-\\ go to the terminal's whole foreground process group,
 /// the command included: forwarding them again would deliver them twice.
@@ -794,5 +842,64 @@ impl RunDir {
 impl Drop for RunDir {
     fn drop(&mut self) {
         let _removed = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::until_caught;
+
+    fn pid(child: &tokio::process::Child) -> rustix::process::Pid {
+        child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a running child")
+    }
+
+    /// A signal forwarded to a child that has not set its handler yet waits
+    /// for it: the shell sets its `TERM` trap only after a pause, and the
+    /// signal still reaches the trap (exit 7), not the default action.
+    #[tokio::test]
+    async fn a_forwarded_signal_waits_for_the_childs_handler() {
+        let mut child = tokio::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 0.3; trap 'exit 7' TERM; while :; do sleep 0.05; done",
+            ])
+            .spawn()
+            .expect("sh runs");
+        let pid = pid(&child);
+        until_caught(pid, rustix::process::Signal::TERM).await;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
+        let status = child.wait().await.expect("wait");
+        assert_eq!(
+            status.code(),
+            Some(7),
+            "{status:?} (signal {:?})",
+            status.signal()
+        );
+    }
+
+    /// A child that has exited is not waited for.
+    #[tokio::test]
+    async fn an_exited_child_is_not_waited_for() {
+        let mut child = tokio::process::Command::new("true")
+            .spawn()
+            .expect("true runs");
+        let pid = pid(&child);
+        // Exited but not reaped: a zombie.
+        while std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw_nonzero())).is_ok_and(
+            |s| {
+                !s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            },
+        ) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        until_caught(pid, rustix::process::Signal::TERM).await;
+        assert!(child.wait().await.expect("wait").success());
     }
 }
