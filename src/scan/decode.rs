@@ -947,15 +947,25 @@ impl Base64 {
         if let Some(r) = self.run {
             from = from.min(r.saturating_sub(LABEL_MAX as u64));
         }
-        let mut tail = Vec::with_capacity(usize::try_from(end - from).unwrap_or(0));
-        for q in from..end {
-            match self.byte_at(hay, base, q) {
-                Some(b) => tail.push(b),
-                // Only a contiguous stretch up to `end` is of use.
-                None => tail.clear(),
+        if from >= base {
+            // The common case: the input alone holds the tail; the buffer
+            // is reused, so a feed allocates nothing here.
+            let at = usize::try_from(from - base).unwrap_or(0);
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(hay.get(at..).unwrap_or_default());
+        } else {
+            // Part of it is in the old tail: read it before replacing it.
+            let mut tail = Vec::with_capacity(usize::try_from(end - from).unwrap_or(0));
+            for q in from..end {
+                match self.byte_at(hay, base, q) {
+                    Some(b) => tail.push(b),
+                    // Only a contiguous stretch up to `end` is of use.
+                    None => tail.clear(),
+                }
             }
+            self.tail = tail;
         }
-        self.tail = tail;
         self.tail_end = end;
     }
 
