@@ -559,11 +559,12 @@ fn escape_at(dec: &[u8], i: usize) -> bool {
 /// base64 / base64url runs.
 struct Base64 {
     /// Idle: the current run (start, characters, has a non-hex character,
-    /// line breaks since the last character).
+    /// `\n` and `\r` since the last character).
     run: Option<u64>,
     len: u32,
     nonhex: bool,
     nl: u8,
+    cr: u8,
     seg: Option<Seg>,
     acc: u32,
     n: u8,
@@ -649,6 +650,7 @@ impl Decoders {
                 len: 0,
                 nonhex: false,
                 nl: 0,
+                cr: 0,
                 seg: None,
                 acc: 0,
                 n: 0,
@@ -788,7 +790,8 @@ impl Base64 {
             let Some(rest) = hay.get(i..) else { break };
             let mut activated = None;
             // Locals, so the loop runs in registers.
-            let (mut run, mut len, mut nonhex, mut nl) = (self.run, self.len, self.nonhex, self.nl);
+            let (mut run, mut len, mut nonhex, mut nl, mut cr) =
+                (self.run, self.len, self.nonhex, self.nl, self.cr);
             let breaks = |b: u8| CLASS[usize::from(b)] & B64 == 0 && b != b'\n' && b != b'\r';
             let mut k = 0;
             while k < rest.len() {
@@ -825,6 +828,7 @@ impl Base64 {
                         nonhex = false;
                     }
                     nl = 0;
+                    cr = 0;
                     // The run's characters from here, in a tight loop: up
                     // to the first byte that is not one, or to the one that
                     // makes the run qualify.
@@ -876,18 +880,21 @@ impl Base64 {
                     k = e;
                     continue;
                 } else if run.is_some() && (b == b'\n' || b == b'\r') {
-                    if b == b'\n' {
-                        nl += 1;
-                        if nl >= 2 {
-                            run = None;
-                        }
+                    // A wrapped run breaks its lines with `\n` or `\r\n`; a
+                    // blank line ends it, and so do three `\r`: left
+                    // pending through any number of them, a run kept the
+                    // whole stream held back behind its start.
+                    let count = if b == b'\n' { &mut nl } else { &mut cr };
+                    *count += 1;
+                    if nl >= 2 || cr >= 3 {
+                        run = None;
                     }
                 } else {
                     run = None;
                 }
                 k += 1;
             }
-            (self.run, self.len, self.nonhex, self.nl) = (run, len, nonhex, nl);
+            (self.run, self.len, self.nonhex, self.nl, self.cr) = (run, len, nonhex, nl, cr);
             match activated {
                 Some(start) => {
                     self.run = None;

@@ -628,3 +628,34 @@ fn a_named_base64_value_is_found_under_its_name_at_every_cut() {
         );
     }
 }
+
+/// A pending base64 run (one character, then padding that neither ends nor
+/// extends it) must not hold the stream back behind its start: 1 MiB of
+/// `\r` after `x A` was held back whole, a body buffered in full. Every
+/// padding an agent might try stays within the stream's bound.
+#[test]
+fn padding_after_a_run_start_never_holds_the_stream_back() {
+    let sc = scanner();
+    let pads: &[&[u8]] = &[
+        b"\r", b"\r\n", b"\n", b" ", b"-", b":", b"=", b"%", b"\\", b"a ", b"0 ", b"0-", b"0x",
+        b"A\r\n", b"A\n", b"ab\r", b"A\r",
+    ];
+    for pad in pads {
+        let mut st = ScanState::new(sc.clone(), ScanMode::Block);
+        st.push(Bytes::from_static(b"x A"));
+        let mut v = Vec::new();
+        while v.len() < 16 * 1024 {
+            v.extend_from_slice(pad);
+        }
+        let chunk = Bytes::from(v);
+        for _ in 0..64 {
+            st.push(chunk.clone());
+            let held = st.seen() - st.emitted();
+            assert!(
+                held <= sc.max_hold_back() as u64,
+                "padding {:?}: {held} bytes held back",
+                String::from_utf8_lossy(pad)
+            );
+        }
+    }
+}
