@@ -489,6 +489,74 @@ async fn memory_does_not_grow_with_body_size() {
     );
 }
 
+/// airlock as its own process: one base64 character, then 96 MiB of `\r`
+/// (padding that neither ended nor extended the run), used to keep the
+/// whole upload held back behind the run's start. The body streams through
+/// with peak memory far below its size, and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carriage_return_padding_does_not_make_airlock_hold_the_body() {
+    const SIZE: usize = 96 * 1024 * 1024;
+    let handler: origin::Handler = Arc::new(|req, _rec| {
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len());
+            }
+            let mut resp = Response::new(BodyExt::boxed(
+                http_body_util::Empty::new().map_err(|never| match never {}),
+            ));
+            resp.headers_mut()
+                .insert("x-received", n.to_string().parse().unwrap());
+            resp
+        })
+    });
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https(&ca, "api.example.test", "127.0.0.2", handler).await;
+    let builder = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .scan(&[])
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ));
+    let mut airlock = crate::support::proxy::ChildProxy::start(&builder, &ca, "").await;
+    let pid = airlock.pid;
+    let c = airlock.client(std::time::Duration::from_secs(600));
+    let chunk = Bytes::from(vec![b'\r'; 64 * 1024]);
+    let head = Bytes::from_static(b"x A");
+    let upload = futures_util::stream::iter(
+        std::iter::once(head)
+            .chain((0..SIZE / chunk.len()).map(move |_| chunk.clone()))
+            .map(Ok::<_, std::io::Error>),
+    );
+    let r = c
+        .post(format!("https://api.example.test:{}/big", origin.port()))
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-received"], (SIZE + 3).to_string().as_str());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = airlock.child.kill().await;
+    assert!(
+        peak_kib < 80 * 1024,
+        "airlock peaked at {peak_kib} KiB moving a {SIZE}-byte padded body"
+    );
+}
+
 // ------------------------------------------------------------ WebSocket
 
 /// One frame; masked (as a client must) when `mask` is given.
