@@ -449,18 +449,6 @@ async fn memory_does_not_grow_with_body_size() {
     let mut airlock = crate::support::proxy::ChildProxy::start(&builder, &ca, "").await;
     let pid = airlock.pid;
     let c = airlock.client(std::time::Duration::from_secs(600));
-    let hwm = |pid: u32| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .unwrap()
-    };
     let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
     let upload = futures_util::stream::iter(
         (0..SIZE / chunk.len()).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
@@ -480,13 +468,27 @@ async fn memory_does_not_grow_with_body_size() {
         n += c.unwrap().len();
     }
     assert_eq!(n, SIZE);
-    let peak_kib = hwm(pid);
+    let peak_kib = peak_rss_kib(pid);
     eprintln!("airlock peak RSS while moving 2 x 200 MiB with scanning: {peak_kib} KiB");
     let _ = airlock.child.kill().await;
     assert!(
         peak_kib < 80 * 1024,
         "airlock peaked at {peak_kib} KiB while moving 2 x 200 MiB"
     );
+}
+
+/// A process's peak resident memory so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// airlock as its own process: one base64 character, then 96 MiB of `\r`
@@ -540,16 +542,7 @@ async fn carriage_return_padding_does_not_make_airlock_hold_the_body() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-received"], (SIZE + 3).to_string().as_str());
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
+    let peak_kib = peak_rss_kib(pid);
     let _ = airlock.child.kill().await;
     assert!(
         peak_kib < 80 * 1024,
