@@ -1,6 +1,7 @@
 //! The barrier property: every example of every shipped pattern, under
 //! every transformation an agent could cheaply apply (glue on either side,
-//! each encoding nested up to three deep, gzip, any chunking), is blocked
+//! each encoding nested up to three deep, glue before the encoding, gzip,
+//! any chunking), is blocked
 //! by an outgoing body scan before its bytes are released.
 
 use std::{convert::Infallible, sync::Arc, sync::OnceLock};
@@ -41,6 +42,11 @@ fn examples() -> &'static [(String, String)] {
 
 const GLUE: [&str; 4] = ["", "a", "Lorem", "7"];
 
+/// Glued before the outermost encoding: one to three characters of its
+/// alphabet shift a base64 run's quads or a hex run's pairs, and so does a
+/// line that ends in them.
+const OUTER: [&str; 5] = ["", "x", "Zq", "9c0", "8m\n"];
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -49,13 +55,18 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// The body an agent would send: the example glued to `pre`/`post`, encoded
-/// by `encs` (outermost first), inside a JSON value.
-fn carrier(example: &str, pre: &str, post: &str, encs: &[Enc]) -> Vec<u8> {
+/// by `encs` (outermost first), with `outer` glued before the encoding,
+/// inside a JSON value.
+fn carrier(example: &str, pre: &str, post: &str, encs: &[Enc], outer: &str) -> Vec<u8> {
     let mut v = format!("{pre}{example}{post}").into_bytes();
     for e in encs.iter().rev() {
         v = e.apply(&v);
     }
     let mut body = b"{\"note\":\"please keep this: ".to_vec();
+    // Before a plain value, outer glue is the same as `pre`.
+    if !encs.is_empty() {
+        body.extend_from_slice(outer.as_bytes());
+    }
     body.extend_from_slice(&v);
     body.extend_from_slice(b"\",\"id\":42}\n");
     body
@@ -98,22 +109,24 @@ fn outgoing_scan(body: &[u8], gz: bool, cut: usize) -> Option<ScanError> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn assert_blocked(
     id: &str,
     example: &str,
     pre: &str,
     post: &str,
     encs: &[Enc],
+    outer: &str,
     gz: bool,
     cut: usize,
 ) {
-    let body = carrier(example, pre, post, encs);
+    let body = carrier(example, pre, post, encs, outer);
     match outgoing_scan(&body, gz, cut) {
         // Too deep to scan is refused too: nothing of it leaves.
         Some(ScanError::Blocked(_) | ScanError::TooDeep { .. }) => {}
         other => panic!(
-            "{id} example {example:?} glued {pre:?}/{post:?}, encoded {encs:?}, gzip {gz}, \
-             cut {cut}: not blocked ({other:?})"
+            "{id} example {example:?} glued {pre:?}/{post:?}, encoded {encs:?} after \
+             {outer:?}, gzip {gz}, cut {cut}: not blocked ({other:?})"
         ),
     }
 }
@@ -122,22 +135,28 @@ fn assert_blocked(
 /// on either or both sides, with and without gzip: a deterministic sweep.
 #[test]
 fn every_example_under_every_single_encoding_is_blocked() {
-    const GLUED: [(&str, &str); 4] = [("", ""), ("a", ""), ("", "Lorem"), ("7", "x")];
+    const GLUED: [(&str, &str, &str); 5] = [
+        ("", "", ""),
+        ("a", "", "x"),
+        ("", "Lorem", "Zq"),
+        ("7", "x", "9c0"),
+        ("", "", "8m\n"),
+    ];
     let mut cases = 0;
     let mut fails = Vec::new();
     for (id, ex) in examples() {
         for enc in std::iter::once(None).chain(ENCS.iter().map(Some)) {
             let encs: Vec<Enc> = enc.into_iter().copied().collect();
-            for (pre, post) in GLUED {
+            for (pre, post, outer) in GLUED {
                 let gz = cases % 2 == 1;
                 let cut = 1 + (cases * 37) % 700;
-                let body = carrier(ex, pre, post, &encs);
+                let body = carrier(ex, pre, post, &encs, outer);
                 if !matches!(
                     outgoing_scan(&body, gz, cut),
                     Some(ScanError::Blocked(_) | ScanError::TooDeep { .. })
                 ) {
                     fails.push(format!(
-                        "{id} {ex:?} {pre:?}/{post:?} {encs:?} gz={gz} cut={cut}"
+                        "{id} {ex:?} {pre:?}/{post:?} {encs:?} after {outer:?} gz={gz} cut={cut}"
                     ));
                 }
                 cases += 1;
@@ -159,13 +178,14 @@ fn every_example_under_every_single_encoding_is_blocked() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
-    /// Any example, any glue, any nesting of up to three encodings, gzip or
+    /// Any example, any glue (inside and before the encoding), any nesting of up to three encodings, gzip or
     /// not, any chunking down to one byte: blocked.
     #[test]
     fn every_example_under_any_transformation_is_blocked(
         which in any::<prop::sample::Index>(),
         pre in prop::sample::select(GLUE.to_vec()),
         post in prop::sample::select(GLUE.to_vec()),
+        outer in prop::sample::select(OUTER.to_vec()),
         encs in prop::collection::vec(prop::sample::select(ENCS.to_vec()), 0..=3),
         gz in any::<bool>(),
         cut in prop_oneof![Just(1usize), 2usize..64, 64usize..4096],
@@ -176,6 +196,6 @@ proptest! {
         // inside longer digit runs (order and snowflake ids would be taken
         // for cards).
         prop_assume!(!(id == "payment-card" && post.starts_with(|c: char| c.is_ascii_digit())));
-        assert_blocked(id, ex, pre, post, &encs, gz, cut);
+        assert_blocked(id, ex, pre, post, &encs, outer, gz, cut);
     }
 }

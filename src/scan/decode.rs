@@ -21,11 +21,18 @@
 //!   `0-9a-fA-F-` (so UUIDs and hex digests are not decoded as base64), or
 //!   at least [`LONG_B64`] characters in any case. A single line break
 //!   inside a run is skipped (MIME and PEM wrap lines); a blank line, `=`
-//!   padding or any other byte ends the run. The run is decoded from its
-//!   first character.
+//!   padding or any other byte ends the run. The run is decoded in four
+//!   phases, cut into quads from its first, second, third and fourth
+//!   character: one to three alphabet characters glued before an encoded
+//!   secret (`xQUtJQ...`, or a line ending in `89m` before it) shift its
+//!   quads, and one phase lines them up again.
 //! - **hex**: consecutive byte tokens `HH`, `\xHH` or `0xHH`, each
 //!   optionally followed by one delimiter (`-`, `:`, `,`, space, or `, `),
-//!   at least [`MIN_HEX`] bytes long (longer than a UUID or an MD5).
+//!   at least [`MIN_HEX`] bytes long (longer than a UUID or an MD5). Three
+//!   instances cut runs into pairs ([`Align`]): from the first digit; runs of
+//!   plain digits from their second; and from the second digit, then
+//!   across delimiters. Whatever digits are glued before an encoded secret
+//!   (`a414b...`, `200 a414b...`, `9c04b-49-...`), one lines its pairs up.
 //! - **percent**: a token (bytes up to ASCII whitespace, a control byte, a
 //!   quote, `<`, `>` or a backtick) that contains a `%XX` escape; `+` decodes
 //!   to a space. The segment starts at the token's start, or
@@ -68,7 +75,10 @@
 //! # Bounds
 //! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, JSON
 //!   escapes ≥ 2→1 except `\uXXXX` 6→3); a decoded stream is never larger
-//!   than its encoded input, so no layer multiplies the work.
+//!   than its encoded input. The phases multiply it by a constant: a base64
+//!   run's four phases decode to 3× its size, a hex run's three instances
+//!   to at most 1.5×. (Noise decoded in the wrong phase rarely holds
+//!   another run, so a deeper layer seldom opens a segment in it.)
 //! - **Depth**: streams are decoded to depth [`MAX_DEPTH`] (3). At depth 3 a
 //!   segment that would need a fourth decoding is reported as a pseudo
 //!   finding [`TOO_DEEP`] with its chain: outgoing (block mode) refuses the
@@ -95,8 +105,9 @@
 //!   Hex in its fast mode only starts the exact parser on a stretch
 //!   holding `2 * MIN_HEX` digits with at most 4 other run bytes between
 //!   them. Percent and JSON look for `%` and `\\` with `memchr`.
-//! - **State**: one pooled nested scan per layer and depth, created on
-//!   first use (4 + 16 + 64 at most).
+//! - **State**: one pooled nested scan per base64 phase, hex instance,
+//!   percent and JSON layer, and depth, created on first use (9 + 81 + 729
+//!   at most, for a stream crafted to nest segments in every phase).
 
 use std::{collections::VecDeque, fmt};
 
@@ -122,6 +133,9 @@ pub const MIN_HEX: u32 = 17;
 pub const LITERAL_BEFORE: u64 = 256;
 /// Decoded bytes buffered before a segment is handed to a nested scan.
 pub const SHORT: usize = 128;
+
+/// The ways to cut a base64 run into quads (see [`Base64::segs`]).
+const PHASES: usize = 4;
 
 /// One decoding step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,11 +579,18 @@ struct Base64 {
     nonhex: bool,
     nl: u8,
     cr: u8,
-    seg: Option<Seg>,
-    acc: u32,
-    n: u8,
-    qstart: u64,
-    qlast: u64,
+    /// Active: one segment per phase. An agent can glue one to three
+    /// alphabet characters before an encoded secret (`xQUtJQ...`, or a line
+    /// ending in `89m` before it), and a run cut into quads from its first
+    /// character then decodes to noise; phase `p` cuts it from its `p`-th
+    /// character, so one of the four lines the secret's quads up.
+    segs: [Option<Seg>; PHASES],
+    /// Active: the last four characters' 6-bit values (newest lowest),
+    /// their stream offsets (character `i` at `pos[i % 4]`), and how many
+    /// characters the run has had.
+    bits: u32,
+    pos: [u64; PHASES],
+    chars: u64,
     /// Active: line breaks since the last character.
     anl: u8,
     /// The last [`LABEL_MAX`] bytes of the stream before the current
@@ -594,9 +615,27 @@ enum HexPhase {
     Prefix,
     /// After the first digit.
     Digit(u8),
+    /// The odd phase, after a run's first digit: a digit must follow.
+    Lead,
+}
+
+/// An agent can glue a digit before a hex-encoded secret (`a414b4941...`,
+/// `200 a414b...`, or `9c036-37-...` before a delimited one), and cut into
+/// pairs from its first digit the run decodes to noise. Three instances of
+/// the hex layer cut every run so that one of them lines its pairs up.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Align {
+    /// From the run's first digit, across delimiters and `\x`/`0x` tokens.
+    Even,
+    /// Runs of plain digits only, each from its second digit.
+    OddPlain,
+    /// From the run's second digit, then across delimiters.
+    OddDelimited,
 }
 
 struct Hex {
+    /// Where this instance cuts a run into pairs (see [`Align`]).
+    align: Align,
     /// Fast mode: the current stretch of bytes a run could be made of
     /// (digits, and at most 4 other run bytes in a row), and its digits.
     /// The exact parser runs only once a stretch has a run's worth of
@@ -632,10 +671,15 @@ pub(crate) struct Decoders {
     /// The least confidence the nested scans keep.
     min: Confidence,
     b64: Base64,
-    hex: Hex,
+    /// The hex layer, one instance per [`Align`].
+    hex: [Hex; 3],
     pct: Esc,
     json: Esc,
-    pools: [Pool; 4],
+    /// The nested scans: of the base64 phases, of the hex instances, and of
+    /// percent and JSON.
+    b64_pools: [Pool; PHASES],
+    hex_pools: [Pool; 3],
+    pools: [Pool; 2],
     /// Where base64 and hex runs could start in the current input.
     runs: Runs,
 }
@@ -651,34 +695,20 @@ impl Decoders {
                 nonhex: false,
                 nl: 0,
                 cr: 0,
-                seg: None,
-                acc: 0,
-                n: 0,
-                qstart: 0,
-                qlast: 0,
+                segs: [None, None, None, None],
+                bits: 0,
+                pos: [0; PHASES],
+                chars: 0,
                 anl: 0,
                 tail: Vec::new(),
                 tail_end: 0,
             },
-            hex: Hex {
-                stretch: None,
-                digits: 0,
-                gap: 0,
-                exact: false,
-                run: None,
-                count: 0,
-                phase: HexPhase::Idle,
-                tstart: 0,
-                seg: None,
-            },
+            hex: [Align::Even, Align::OddPlain, Align::OddDelimited].map(Hex::new),
             pct: Esc::new(Codec::Percent),
             json: Esc::new(Codec::Json),
-            pools: [
-                Pool::new(min),
-                Pool::new(min),
-                Pool::new(min),
-                Pool::new(min),
-            ],
+            b64_pools: std::array::from_fn(|_| Pool::new(min)),
+            hex_pools: std::array::from_fn(|_| Pool::new(min)),
+            pools: std::array::from_fn(|_| Pool::new(min)),
             runs: Runs::default(),
         }
     }
@@ -689,16 +719,16 @@ impl Decoders {
         self.hex = fresh.hex;
         self.pct = fresh.pct;
         self.json = fresh.json;
-        for p in &mut self.pools {
+        let pools = self.b64_pools.iter_mut().chain(&mut self.hex_pools);
+        for p in pools.chain(&mut self.pools) {
             if let Some(s) = p.sub.as_mut() {
                 s.reset();
             }
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn b64_active(&self) -> bool {
-        self.b64.seg.is_some()
+        self.b64.segs.iter().any(Option::is_some)
     }
 
     fn discard(&self) -> bool {
@@ -718,13 +748,15 @@ impl Decoders {
     ) {
         let d = self.depth + 1;
         let discard = self.discard();
-        let [p0, p1, p2, p3] = &mut self.pools;
+        let [p2, p3] = &mut self.pools;
         self.runs.compute(hay, from, MIN_B64, 2 * MIN_HEX);
         let runs = &self.runs;
+        let p0 = &mut self.b64_pools;
         self.b64
             .feed(sc, hay, base, from, discard, d, p0, runs, out);
-        self.hex
-            .feed(sc, hay, base, from, discard, d, p1, runs, out);
+        for (hex, pool) in self.hex.iter_mut().zip(&mut self.hex_pools) {
+            hex.feed(sc, hay, base, from, discard, d, pool, runs, out);
+        }
         self.pct.feed(sc, hay, base, from, discard, d, p2, out);
         self.json.feed(sc, hay, base, from, discard, d, p3, out);
     }
@@ -733,9 +765,11 @@ impl Decoders {
     pub(crate) fn finish(&mut self, sc: &Scanner, hay: &[u8], base: u64, out: &mut Vec<Raw>) {
         let d = self.depth + 1;
         let discard = self.discard();
-        let [p0, p1, p2, p3] = &mut self.pools;
-        self.b64.end_run(sc, d, p0, out);
-        self.hex.end_run(sc, d, p1, out);
+        let [p2, p3] = &mut self.pools;
+        self.b64.end_run(sc, d, &mut self.b64_pools, out);
+        for (hex, pool) in self.hex.iter_mut().zip(&mut self.hex_pools) {
+            hex.end_run(sc, d, pool, out);
+        }
         self.pct.finish(sc, hay, base, discard, d, p2, out);
         self.json.finish(sc, hay, base, discard, d, p3, out);
     }
@@ -743,19 +777,26 @@ impl Decoders {
     /// No finding not yet reported starts before this offset (`end`: the
     /// stream's end so far).
     pub(crate) fn frontier(&self, end: u64) -> u64 {
-        let [p0, p1, p2, p3] = &self.pools;
-        let b = match (&self.b64.seg, self.b64.run) {
-            (Some(seg), _) => p0.frontier(seg, self.b64.pending(end)),
-            (None, Some(r)) => r,
-            (None, None) => end,
+        let [p2, p3] = &self.pools;
+        let b = if self.b64_active() {
+            let pending = self.b64.pending(end);
+            self.b64
+                .segs
+                .iter()
+                .zip(&self.b64_pools)
+                .filter_map(|(seg, pool)| Some(pool.frontier(seg.as_ref()?, pending)))
+                .min()
+                .unwrap_or(pending)
+        } else {
+            self.b64.run.unwrap_or(end)
         };
-        let h = match (&self.hex.seg, self.hex.run) {
-            (Some(seg), _) if seg.started || (seg.discard && self.hex.count >= MIN_HEX) => {
-                p1.frontier(seg, self.hex.pending(end))
-            }
-            (_, Some(r)) => r,
-            (_, None) => self.hex.stretch.unwrap_or(end),
-        };
+        let h = self
+            .hex
+            .iter()
+            .zip(&self.hex_pools)
+            .map(|(hex, pool)| hex.frontier(pool, end))
+            .min()
+            .unwrap_or(end);
         b.min(h)
             .min(self.pct.frontier(p2, end))
             .min(self.json.frontier(p3, end))
@@ -763,8 +804,13 @@ impl Decoders {
 }
 
 impl Base64 {
+    /// The first character some phase has not decoded yet (at most the
+    /// last three).
     fn pending(&self, end: u64) -> u64 {
-        if self.n > 0 { self.qstart } else { end }
+        match self.chars {
+            0 => end,
+            c => self.pos[((c - c.min(3)) % 4) as usize],
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -776,14 +822,14 @@ impl Base64 {
         from: usize,
         discard: bool,
         depth: u8,
-        pool: &mut Pool,
+        pools: &mut [Pool; PHASES],
         runs: &Runs,
         out: &mut Vec<Raw>,
     ) {
         let mut i = from;
         while i < hay.len() {
-            if self.seg.is_some() {
-                i = self.active(sc, hay, base, i, depth, pool, out);
+            if self.segs.iter().any(Option::is_some) {
+                i = self.active(sc, hay, base, i, depth, pools, out);
                 continue;
             }
             // Idle: count the run; activate when it qualifies.
@@ -902,21 +948,37 @@ impl Base64 {
                         i = end;
                         continue;
                     }
-                    let mut seg = pool.open(Codec::Base64, start, discard);
-                    if !discard {
-                        self.put_label(&mut seg, hay, base, start);
+                    // A Kubernetes Secret's `data:` or a JSON object holds a
+                    // name and a base64 value (`AWS_SECRET_ACCESS_KEY:
+                    // d0phbHJY...`): a pattern that needs the name beside
+                    // the value would see neither with the other. So every
+                    // phase's nested scan starts with the run's label, the
+                    // name and separator right before it (a finding in it
+                    // maps to the run's start).
+                    let mut buf = [0u8; LABEL_MAX];
+                    let label = match discard {
+                        true => &[][..],
+                        false => self.label_before(hay, base, start, &mut buf),
+                    };
+                    for (slot, pool) in self.segs.iter_mut().zip(pools.iter_mut()) {
+                        let mut seg = pool.open(Codec::Base64, start, discard);
+                        for &b in label {
+                            seg.put(b, (start, start + 1));
+                        }
+                        *slot = Some(seg);
                     }
-                    self.seg = Some(seg);
-                    self.acc = 0;
-                    self.n = 0;
+                    self.bits = 0;
+                    self.chars = 0;
                     self.anl = 0;
                     i = usize::try_from(start.saturating_sub(base)).unwrap_or(i);
                 }
                 None => break,
             }
         }
-        if let Some(seg) = self.seg.as_mut() {
-            pool.flush(sc, seg, depth, out);
+        for (seg, pool) in self.segs.iter_mut().zip(pools.iter_mut()) {
+            if let Some(seg) = seg.as_mut() {
+                pool.flush(sc, seg, depth, out);
+            }
         }
         self.keep_tail(hay, base);
     }
@@ -1006,67 +1068,83 @@ impl Base64 {
     }
 
     /// The fast path for the common base64 run: one that ends inside this
-    /// input, on one line, and decodes (with its label) to fewer than
-    /// [`SHORT`] bytes that [`worth_scanning`] rejects. Such a run would be
-    /// opened, decoded and closed as a segment without a nested scan and
-    /// without a finding, so it is skipped: returns the index of the byte
-    /// that ends it. `None`: take the segment path.
+    /// input and decodes (with its label, in every phase) to fewer than
+    /// [`SHORT`] bytes that [`worth_scanning`] rejects. Such a run would be opened, decoded
+    /// and closed as a segment without a nested scan and without a finding,
+    /// so it is skipped: returns the index of the byte that ends it, by the
+    /// same rule as [`Base64::active`] (`\r` skipped, a second `\n` with no
+    /// character between, or any other byte outside the alphabet). `None`:
+    /// take the segment path.
+    ///
+    /// Line breaks are followed, not refused: a log line that ends in a
+    /// base64 character (`took=89ms`) joins the next line's timestamp into
+    /// one run, and refusing every such run sent each log line through the
+    /// segment path (measured: a third of the scan of a plain log).
     fn short_noise(&self, sc: &Scanner, hay: &[u8], base: u64, start: u64) -> Option<usize> {
         let s = usize::try_from(start.checked_sub(base)?).ok()?;
         let run = hay.get(s..)?;
-        // Longest run that can decode to under SHORT bytes, plus its end.
+        // Most characters a run can have and still decode to under SHORT
+        // bytes; line breaks may add as many bytes again before this path
+        // leaves it to the segment.
         let limit = SHORT / 3 * 4 + 4;
-        let len = run
-            .iter()
-            .take(limit)
-            .position(|&b| CLASS[usize::from(b)] & B64 == 0)?;
-        // A line break may continue the run on the next line.
-        if matches!(run.get(len), Some(b'\n' | b'\r')) {
-            return None;
-        }
-        let mut buf = [0u8; SHORT];
         let mut lab = [0u8; LABEL_MAX];
         let label = self.label_before(hay, base, start, &mut lab);
-        let mut k = label.len();
-        buf.get_mut(..k)?.copy_from_slice(label);
-        let chars = run.get(..len)?;
-        let mut quads = chars.chunks_exact(4);
-        for q in quads.by_ref() {
-            let acc = q.iter().fold(0u32, |a, &b| (a << 6) | b64_val(b));
-            buf.get_mut(k..k + 3)?.copy_from_slice(&[
-                (acc >> 16) as u8,
-                (acc >> 8) as u8,
-                acc as u8,
-            ]);
-            k += 3;
+        // Every phase, as the segment path decodes them (see `segs`).
+        let mut bufs = [[0u8; SHORT]; PHASES];
+        for buf in &mut bufs {
+            buf.get_mut(..label.len())?.copy_from_slice(label);
         }
-        let rest = quads.remainder();
-        let acc = rest.iter().fold(0u32, |a, &b| (a << 6) | b64_val(b));
-        let tail: &[u8] = match rest.len() {
-            2 => &[(acc >> 4) as u8],
-            3 => &[(acc >> 10) as u8, (acc >> 2) as u8],
-            _ => &[],
-        };
-        buf.get_mut(k..k + tail.len())?.copy_from_slice(tail);
-        k += tail.len();
-        // At SHORT decoded bytes the segment path starts a nested scan.
-        if k >= SHORT || worth_scanning(sc, &buf[..k]) {
-            return None;
+        let mut lens = [label.len(); PHASES];
+        let (mut bits, mut chars, mut newlines) = (0u32, 0usize, 0u8);
+        let mut end = None;
+        for (j, &b) in run.iter().enumerate().take(2 * limit) {
+            if CLASS[usize::from(b)] & B64 != 0 {
+                newlines = 0;
+                bits = (bits << 6) | b64_val(b);
+                chars += 1;
+                if chars > limit {
+                    return None;
+                }
+                if chars >= 4 {
+                    let ph = chars % 4;
+                    let k = lens[ph];
+                    bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&[
+                        (bits >> 16) as u8,
+                        (bits >> 8) as u8,
+                        bits as u8,
+                    ]);
+                    lens[ph] += 3;
+                }
+            } else if b == b'\n' {
+                newlines += 1;
+                if newlines >= 2 {
+                    end = Some(j);
+                    break;
+                }
+            } else if b != b'\r' {
+                end = Some(j);
+                break;
+            }
         }
-        Some(s + len)
-    }
-
-    /// A Kubernetes Secret's `data:` or a JSON object holds a name and a
-    /// base64 value (`AWS_SECRET_ACCESS_KEY: d0phbHJY...`): the name is
-    /// plain text, the value decoded in a nested scan, and a pattern that
-    /// needs the name beside the value would see neither with the other.
-    /// So the nested scan starts with the run's label, the name and
-    /// separator right before it (a finding in it maps to the run's start).
-    fn put_label(&self, seg: &mut Seg, hay: &[u8], base: u64, start: u64) {
-        let mut buf = [0u8; LABEL_MAX];
-        for &b in self.label_before(hay, base, start, &mut buf) {
-            seg.put(b, (start, start + 1));
+        // The run reaches the input's end (it may go on in the next one), or
+        // is longer than this path looks: the segment path decides.
+        let end = end?;
+        for (ph, (buf, k)) in bufs.iter_mut().zip(lens).enumerate() {
+            let r = chars.saturating_sub(ph) % 4;
+            let acc = bits & ((1 << (6 * r)) - 1);
+            let tail: &[u8] = match r {
+                2 => &[(acc >> 4) as u8],
+                3 => &[(acc >> 10) as u8, (acc >> 2) as u8],
+                _ => &[],
+            };
+            let k2 = k + tail.len();
+            buf.get_mut(k..k2)?.copy_from_slice(tail);
+            // At SHORT decoded bytes the segment path starts a nested scan.
+            if k2 >= SHORT || worth_scanning(sc, &buf[..k2]) {
+                return None;
+            }
         }
+        Some(s + end)
     }
 
     /// Decode from `i` until the run ends (returns the index of the byte
@@ -1079,41 +1157,39 @@ impl Base64 {
         base: u64,
         i: usize,
         depth: u8,
-        pool: &mut Pool,
+        pools: &mut [Pool; PHASES],
         out: &mut Vec<Raw>,
     ) -> usize {
-        let Some(seg) = self.seg.as_mut() else {
-            return i;
-        };
         let mut k = i;
         while let Some(&b) = hay.get(k) {
             let p = base + k as u64;
             if CLASS[usize::from(b)] & B64 != 0 {
                 self.anl = 0;
-                if self.n == 0 {
-                    self.qstart = p;
-                }
-                self.qlast = p;
-                self.acc = (self.acc << 6) | b64_val(b);
-                self.n += 1;
-                if self.n == 4 {
-                    let span = (self.qstart, p + 1);
-                    seg.put((self.acc >> 16) as u8, span);
-                    seg.put((self.acc >> 8) as u8, span);
-                    seg.put(self.acc as u8, span);
-                    self.n = 0;
-                    self.acc = 0;
+                self.bits = (self.bits << 6) | b64_val(b);
+                let c = self.chars;
+                self.pos[(c % 4) as usize] = p;
+                self.chars += 1;
+                // Character `c` ends a quad of the phase that started one
+                // three characters ago.
+                if c >= 3
+                    && let Some(seg) = self.segs[((c + 1) % 4) as usize].as_mut()
+                {
+                    let span = (self.pos[((c + 1) % 4) as usize], p + 1);
+                    let acc = self.bits;
+                    seg.put((acc >> 16) as u8, span);
+                    seg.put((acc >> 8) as u8, span);
+                    seg.put(acc as u8, span);
                 }
             } else if b == b'\n' || b == b'\r' {
                 if b == b'\n' {
                     self.anl += 1;
                     if self.anl >= 2 {
-                        self.end_run(sc, depth, pool, out);
+                        self.end_run(sc, depth, pools, out);
                         return k;
                     }
                 }
             } else {
-                self.end_run(sc, depth, pool, out);
+                self.end_run(sc, depth, pools, out);
                 return k;
             }
             k += 1;
@@ -1121,32 +1197,69 @@ impl Base64 {
         hay.len()
     }
 
-    fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
+    fn end_run(&mut self, sc: &Scanner, depth: u8, pools: &mut [Pool; PHASES], out: &mut Vec<Raw>) {
         self.run = None;
-        let Some(mut seg) = self.seg.take() else {
-            return;
-        };
-        let span = (self.qstart, self.qlast + 1);
-        match self.n {
-            2 => seg.put((self.acc >> 4) as u8, span),
-            3 => {
-                seg.put((self.acc >> 10) as u8, span);
-                seg.put((self.acc >> 2) as u8, span);
+        let c = self.chars;
+        for (ph, (slot, pool)) in self.segs.iter_mut().zip(pools.iter_mut()).enumerate() {
+            let Some(mut seg) = slot.take() else {
+                continue;
+            };
+            // The characters of this phase's unfinished quad.
+            let r = c.saturating_sub(ph as u64) % 4;
+            if r >= 2 {
+                let span = (
+                    self.pos[((c - r) % 4) as usize],
+                    self.pos[((c - 1) % 4) as usize] + 1,
+                );
+                let acc = self.bits & ((1 << (6 * r)) - 1);
+                match r {
+                    2 => seg.put((acc >> 4) as u8, span),
+                    _ => {
+                        seg.put((acc >> 10) as u8, span);
+                        seg.put((acc >> 2) as u8, span);
+                    }
+                }
             }
-            _ => {}
+            pool.close(sc, seg, depth, out);
         }
-        self.n = 0;
-        self.acc = 0;
-        pool.close(sc, seg, depth, out);
+        self.bits = 0;
+        self.chars = 0;
     }
 }
 
 impl Hex {
+    fn new(align: Align) -> Hex {
+        Hex {
+            align,
+            stretch: None,
+            digits: 0,
+            gap: 0,
+            exact: false,
+            run: None,
+            count: 0,
+            phase: HexPhase::Idle,
+            tstart: 0,
+            seg: None,
+        }
+    }
+
+    fn frontier(&self, pool: &Pool, end: u64) -> u64 {
+        match (&self.seg, self.run) {
+            (Some(seg), _) if seg.started || (seg.discard && self.count >= MIN_HEX) => {
+                pool.frontier(seg, self.pending(end))
+            }
+            (_, Some(r)) => r,
+            (_, None) => self.stretch.unwrap_or(end),
+        }
+    }
+
     fn pending(&self, end: u64) -> u64 {
         match self.phase {
-            HexPhase::Backslash | HexPhase::Zero | HexPhase::Prefix | HexPhase::Digit(_) => {
-                self.tstart
-            }
+            HexPhase::Backslash
+            | HexPhase::Zero
+            | HexPhase::Prefix
+            | HexPhase::Digit(_)
+            | HexPhase::Lead => self.tstart,
             _ => end,
         }
     }
@@ -1258,6 +1371,18 @@ impl Hex {
     }
 
     fn start_token(&mut self, b: u8, p: u64) {
+        if self.align != Align::Even {
+            // A run starts with the digit the odd instances skip; `\x41`
+            // and `0x41` runs are the even instance's alone.
+            if self.run.is_none() && hex_val(b).is_some() {
+                self.run = Some(p);
+                self.count = 0;
+                self.seg = None;
+                self.tstart = p;
+                self.phase = HexPhase::Lead;
+            }
+            return;
+        }
         let phase = match b {
             b'\\' => HexPhase::Backslash,
             b'0' => HexPhase::Zero,
@@ -1279,6 +1404,18 @@ impl Hex {
     fn step(&mut self, b: u8, p: u64, discard: bool) -> bool {
         match self.phase {
             HexPhase::Idle => false,
+            HexPhase::Next | HexPhase::Delim(_) if self.align == Align::OddPlain => {
+                match hex_val(b) {
+                    // The odd phase's runs are plain digits: a delimiter ends
+                    // one, and the digits after it are a run of their own.
+                    Some(v) => {
+                        self.tstart = p;
+                        self.phase = HexPhase::Digit(v);
+                        true
+                    }
+                    None => false,
+                }
+            }
             HexPhase::Next | HexPhase::Delim(_) => {
                 let after_comma = self.phase == HexPhase::Delim(b',');
                 let after_byte = self.phase == HexPhase::Next;
@@ -1321,6 +1458,14 @@ impl Hex {
                     false
                 }
             }
+            HexPhase::Lead => match hex_val(b) {
+                Some(v) => {
+                    self.tstart = p;
+                    self.phase = HexPhase::Digit(v);
+                    true
+                }
+                None => false,
+            },
             HexPhase::Prefix => match hex_val(b) {
                 Some(v) => {
                     self.phase = HexPhase::Digit(v);

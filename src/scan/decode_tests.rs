@@ -659,3 +659,52 @@ fn padding_after_a_run_start_never_holds_the_stream_back() {
         }
     }
 }
+
+/// Glue before an encoding: one to three alphabet characters (or a line
+/// that ends in them) before a base64 or hex encoded secret shift its
+/// quads or pairs, and the run decoded from its first character is noise.
+/// Every glue length, on the same line or the line before, is found at
+/// every cut (each was a leak: `took=89m\n<base64>`, `a414b49...`,
+/// `9c04b-49-...`).
+#[test]
+fn glue_before_an_encoding_never_hides_it() {
+    let sc = scanner();
+    for (secret, id) in [
+        (fresh_aws(), "aws-access-key-id"),
+        (fresh_ghp(), "github-pat-classic"),
+    ] {
+        let payload = format!("key {secret} end");
+        let b64 = STANDARD.encode(&payload);
+        let url = URL_SAFE_NO_PAD.encode(&payload);
+        let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
+        let dashed: Vec<String> = payload.bytes().map(|b| format!("{b:02x}")).collect();
+        let dashed = dashed.join("-");
+        for (enc, chain, glue) in [
+            (&b64, "base64", "xQ9"),
+            (&url, "base64", "a-_"),
+            (&hex, "hex", "a4f"),
+            (&dashed, "hex", "9c0"),
+        ] {
+            for n in 0..=glue.len() {
+                let g = &glue[..n];
+                for before in [
+                    format!("INFO status=200 {g}"),
+                    format!("took=89{g}\n"),
+                    format!("took=89{g}\r\n"),
+                ] {
+                    let body = format!("{before}{enc}\n");
+                    let whole = equivalent(&sc, body.as_bytes(), 7).unwrap();
+                    assert!(
+                        whole
+                            .iter()
+                            .any(|f| &*f.pattern_id == id && f.chain.to_string() == chain),
+                        "{id} {chain} after {before:?}: {whole:?}"
+                    );
+                    for cut in [1, 3, 16, 64] {
+                        equivalent(&sc, body.as_bytes(), cut).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}

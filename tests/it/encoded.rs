@@ -191,6 +191,45 @@ async fn hex_with_and_without_delimiters() {
     origin_never_saw(&origin, &forms);
 }
 
+/// Characters glued before an encoding shift a base64 run's quads or a
+/// hex run's pairs (`took=89m` on the line before, `xQ` or `a` on the same
+/// one): each was a leak, each is refused with its chain, and the origin
+/// never sees a piece of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_before_an_encoding_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms = Vec::new();
+    for (glue, enc) in [
+        ("took=89m\n", "base64"),
+        ("status=200 xQ", "base64"),
+        ("id=a", "hex"),
+        ("dump: 9c0", "hex-"),
+    ] {
+        let aws = fresh_aws();
+        let payload = format!("key {aws} end");
+        let encoded = match enc {
+            "base64" => STANDARD.encode(&payload),
+            "hex" => hex(payload.as_bytes(), "", ""),
+            _ => hex(payload.as_bytes(), "", "-"),
+        };
+        let body = format!("INFO {glue}{encoded}\n");
+        let chain = enc.trim_end_matches('-');
+        refused(
+            &proxy,
+            &origin,
+            "text/plain",
+            body,
+            "aws-access-key-id",
+            chain,
+        )
+        .await;
+        forms.push(aws);
+        forms.push(encoded);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
+    origin_never_saw(&origin, &forms);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triple_percent_encoding_in_a_query_string() {
     let (_ca, origin, proxy) = setup().await;
