@@ -663,9 +663,9 @@ fn padding_after_a_run_start_never_holds_the_stream_back() {
 /// Glue before an encoding: one to three alphabet characters (or a line
 /// that ends in them) before a base64 or hex encoded secret shift its
 /// quads or pairs, and the run decoded from its first character is noise.
-/// Every glue length, on the same line or the line before, is found at
-/// every cut (each was a leak: `took=89m\n<base64>`, `a414b49...`,
-/// `9c04b-49-...`).
+/// Every glue length, on the same line or the line before, is found, and
+/// streaming at cuts down to one byte finds what the whole buffer finds
+/// (each was a leak: `took=89m\n<base64>`, `a414b49...`, `9c04b-49-...`).
 #[test]
 fn glue_before_an_encoding_never_hides_it() {
     let sc = scanner();

@@ -121,6 +121,20 @@ async fn refused(
     );
 }
 
+/// POST a text body carrying an AWS key; expect a 403 naming the pattern
+/// and `chain`.
+async fn refused_aws_text(proxy: &TestProxy, origin: &Origin, body: String, chain: &str) {
+    refused(
+        proxy,
+        origin,
+        "text/plain",
+        body,
+        "aws-access-key-id",
+        chain,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn base64_and_base64url_in_a_json_body() {
     let (_ca, origin, proxy) = setup().await;
@@ -175,15 +189,7 @@ async fn hex_with_and_without_delimiters() {
         let aws = fresh_aws();
         let h = hex(format!("id {aws} ok").as_bytes(), pre, sep);
         let body = format!("dump: {h}\n");
-        refused(
-            &proxy,
-            &origin,
-            "text/plain",
-            body,
-            "aws-access-key-id",
-            "hex",
-        )
-        .await;
+        refused_aws_text(&proxy, &origin, body, "hex").await;
         forms.push(aws);
         forms.push(h);
     }
@@ -213,16 +219,7 @@ async fn glue_before_an_encoding_is_refused() {
             _ => hex(payload.as_bytes(), "", "-"),
         };
         let body = format!("INFO {glue}{encoded}\n");
-        let chain = enc.trim_end_matches('-');
-        refused(
-            &proxy,
-            &origin,
-            "text/plain",
-            body,
-            "aws-access-key-id",
-            chain,
-        )
-        .await;
+        refused_aws_text(&proxy, &origin, body, enc.trim_end_matches('-')).await;
         forms.push(aws);
         forms.push(encoded);
     }
