@@ -461,6 +461,13 @@ impl Scanner {
         self.markers.get(kind as usize).unwrap_or(&TOO_DEEP)
     }
 
+    /// The first gate of [`Scanner::may_match`]: the keywords' and held
+    /// literals' first three bytes, case folded. Bytes in which no three
+    /// adjacent ones are in it cannot match.
+    pub(crate) fn literal_gate(&self) -> &Prefixes {
+        &self.held.any_prefixes
+    }
+
     /// Could `bytes` (a whole stream) hold a finding? False only if it
     /// contains no keyword (any case) and no held literal.
     pub(crate) fn may_match(&self, bytes: &[u8]) -> bool {
@@ -870,7 +877,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// (Pairs were tried first: a label such as `path=` holds the pair `at` of
 /// `ATATT3`, so nearly every short segment passed.)
 #[derive(Clone)]
-struct Prefixes {
+pub(crate) struct Prefixes {
     bits: Box<[u64; 1024]>,
     fold: bool,
     /// A literal shorter than three bytes: nothing to look for.
@@ -916,6 +923,20 @@ impl Prefixes {
             [a, b, c]
         };
         let key = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+        Self::slot(key)
+    }
+
+    /// The table, whether it folds case, and whether it matches anything
+    /// (see [`Prefixes::index`] for the key): for a caller that rolls the
+    /// key in its own loop.
+    pub(crate) fn parts(&self) -> (&[u64; 1024], bool, bool) {
+        (&self.bits, self.fold, self.any)
+    }
+
+    /// The table index of three bytes rolled into `key` (`a << 16 | b << 8
+    /// | c`, already folded if this set folds).
+    #[inline]
+    pub(crate) fn slot(key: u32) -> usize {
         (key.wrapping_mul(0x9e37_79b1) >> 16) as usize
     }
 
@@ -931,7 +952,7 @@ impl Prefixes {
             let b = if self.fold { b.to_ascii_lowercase() } else { b };
             key = (key << 8 | u32::from(b)) & 0x00ff_ffff;
             if n >= 2 {
-                let i = (key.wrapping_mul(0x9e37_79b1) >> 16) as usize;
+                let i = Self::slot(key);
                 if self.bits[i >> 6] & (1 << (i & 63)) != 0 {
                     return true;
                 }
