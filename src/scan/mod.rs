@@ -32,10 +32,12 @@
 //!   encrypted payloads: what the bytes do not show, it cannot see.
 //!   (WebSocket messages are scanned by the proxy's relay,
 //!   `listener::websocket`, with a [`ScanState`] per message.)
-//! - Encodings beyond the decoded ones (base32, base85, rot13, quoted-
-//!   printable, split across fields, character-by-character, a base64 run
-//!   glued to other base64 characters before it so its alignment is lost)
-//!   defeat it; the regex patterns only catch the shapes they describe.
+//! - Encodings beyond the decoded ones (base32, base85, rot13, reversed),
+//!   separators inside an encoding (`QUtJ QUlP ...`: each piece is shorter
+//!   than a run), a value written one character at a time or split across
+//!   fields or requests defeat it (`tests::the_documented_limits_are_real`);
+//!   the regex patterns only catch the shapes they describe. Characters
+//!   glued before a base64 or hex run do not: every phase is decoded.
 //! - It does not decide what to do with a finding beyond block / redact /
 //!   log; auditing is the caller's (via the [`FindingSink`] callback).
 //!

@@ -1201,3 +1201,36 @@ proptest! {
         );
     }
 }
+
+/// What the README and the module doc say gets past the scanner does: an
+/// encoding it does not decode, separators inside an encoding, one
+/// character at a time, reversed, split across fields. (If one of these starts being found,
+/// the limit is gone: say so there and move it to the barrier tests.)
+#[test]
+fn the_documented_limits_are_real() {
+    let sc = scanner();
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    assert!(!sc.scan(format!("id {key} ").as_bytes()).is_empty());
+    let base64 = STANDARD.encode(format!("id {key}"));
+    assert!(!sc.scan(format!("v={base64} ").as_bytes()).is_empty());
+    let spaced: Vec<&str> = base64
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let one_by_one: Vec<String> = key.chars().map(String::from).collect();
+    let reversed: String = key.chars().rev().collect();
+    for evasion in [
+        // base32 and rot13 of the key
+        "IFFUSQKJJ5JUMT2EJZHDORKYIFGVATCF".to_string(),
+        "NXVNVBFSBQAA7RKNZCYR".to_string(),
+        spaced.join(" "),
+        one_by_one.join(" "),
+        reversed,
+        // split across two JSON fields
+        format!("{{\"a\":\"{}\",\"b\":\"{}\"}}", &key[..10], &key[10..]),
+    ] {
+        let text = format!("v={evasion} ");
+        assert!(sc.scan(text.as_bytes()).is_empty(), "{text}");
+    }
+}
