@@ -258,8 +258,7 @@ async fn phases(
         RequestScan::new(scanner, s, state.audit.clone(), event).skipping(&judged.rule.scan_skip)
     });
     if let Some(scan) = &scan {
-        scan.request_uri(&mut parts.uri)?;
-        scan.request_headers(&mut parts.headers, injected.headers())?;
+        scan.request_head(&mut parts.uri, &mut parts.headers, injected.headers())?;
         scan.request_placeholder_parts(injected.sandbox_parts())?;
         scan.limit_accept_encoding(&mut parts.headers);
         // A small body is judged whole before anything goes upstream.

@@ -182,21 +182,56 @@ impl RequestScan {
         self.failed.get().cloned()
     }
 
-    /// The request target (path and query).
-    pub(crate) fn request_uri(&self, uri: &mut Uri) -> Result<(), ProxyError> {
+    /// The request target and headers (except `skip`): [`Self::request_uri`]
+    /// then [`Self::request_headers`], with one scan over both first. Most
+    /// requests carry no secret, and a scan's fixed cost (its state, its
+    /// buffers) was paid twice; only when the joint scan finds something
+    /// are the two judged apart, so a refusal still names its place. (In
+    /// redact mode each is rewritten on its own, so they are judged apart.)
+    pub(crate) fn request_head(
+        &self,
+        uri: &mut Uri,
+        headers: &mut HeaderMap,
+        skip: &[HeaderName],
+    ) -> Result<(), ProxyError> {
+        if self.outgoing != ScanMode::Redact {
+            let mut all = self.uri_bytes(uri);
+            // A blank line ends every decoder's run, as between values.
+            all.extend_from_slice(b"\n\n");
+            header_values(headers, skip, &mut all);
+            if self.scanner.scan_min(&all, self.outgoing_min).is_empty() {
+                return Ok(());
+            }
+        }
+        self.request_uri(uri)?;
+        self.request_headers(headers, skip)
+    }
+
+    /// The bytes of the request target that are scanned.
+    fn uri_bytes(&self, uri: &Uri) -> Vec<u8> {
         let Some(pq) = uri.path_and_query() else {
-            return Ok(());
+            return Vec::new();
         };
         // Each path segment is also scanned on its own (after a blank line,
         // which ends every decoder's run), so that `/x/<base64>` is decoded
         // from the segment's start rather than from the first `/`.
-        let mut bytes = pq.as_str().as_bytes().to_vec();
+        let mut bytes = Vec::with_capacity(2 * pq.as_str().len() + 512);
+        bytes.extend_from_slice(pq.as_str().as_bytes());
         if self.outgoing != ScanMode::Redact {
             for seg in pq.path().split('/').filter(|s| !s.is_empty()) {
                 bytes.extend_from_slice(b"\n\n");
                 bytes.extend_from_slice(seg.as_bytes());
             }
         }
+        bytes
+    }
+
+    /// The request target (path and query).
+    pub(crate) fn request_uri(&self, uri: &mut Uri) -> Result<(), ProxyError> {
+        if uri.path_and_query().is_none() {
+            return Ok(());
+        }
+        let bytes = self.uri_bytes(uri);
         match self.check(&bytes, Side::Request, "secret_in_url") {
             Ok(None) => Ok(()),
             Ok(Some(redacted)) => {
@@ -463,6 +498,18 @@ impl RequestScan {
     }
 }
 
+/// The values of `headers` (except `skip`), each followed by a blank line,
+/// which ends every decoder's run: one value's tail cannot shift the
+/// base64 alignment of the next.
+fn header_values(headers: &HeaderMap, skip: &[HeaderName], out: &mut Vec<u8>) {
+    for (name, value) in headers.iter() {
+        if !skip.contains(name) {
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\n\n");
+        }
+    }
+}
+
 fn scan_headers(
     scan: &RequestScan,
     headers: &mut HeaderMap,
@@ -472,14 +519,7 @@ fn scan_headers(
     // Fast path: one scan over all values (most requests carry no secret);
     // only when something is found are the values scanned one by one.
     let mut all = Vec::with_capacity(512);
-    for (name, value) in headers.iter() {
-        if !skip.contains(name) {
-            all.extend_from_slice(value.as_bytes());
-            // A blank line ends every decoder's run: one value's tail
-            // cannot shift the base64 alignment of the next.
-            all.extend_from_slice(b"\n\n");
-        }
-    }
+    header_values(headers, skip, &mut all);
     if scan.scanner.scan_min(&all, scan.min(direction)).is_empty() {
         return Ok(());
     }

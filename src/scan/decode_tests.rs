@@ -708,3 +708,52 @@ fn glue_before_an_encoding_never_hides_it() {
         }
     }
 }
+
+/// A request part as the proxy joins them: a fresh secret (bare or
+/// encoded up to two deep, with characters glued on either side) or benign
+/// text of the kinds a request head carries.
+fn head_part() -> impl Strategy<Value = Vec<u8>> {
+    (
+        0usize..5,
+        prop::collection::vec(prop::sample::select(ENCS.to_vec()), 0..=2),
+        "[a-zA-Z0-9%=/]{0,4}",
+        "[a-zA-Z0-9%=/]{0,4}",
+    )
+        .prop_map(|(which, encs, pre, post)| {
+            let core = match which {
+                0 => fresh_aws(),
+                1 => fresh_ghp(),
+                2 => "/api/v1/items/4711?q=a%2Fb&page=2".to_string(),
+                3 => "Mozilla/5.0 (X11; Linux x86_64) curl/8.5.0".to_string(),
+                _ => "application/json; charset=utf-8".to_string(),
+            };
+            let mut out = pre.into_bytes();
+            out.extend_from_slice(&nest(core.as_bytes(), &encs));
+            out.extend_from_slice(post.as_bytes());
+            out
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// The proxy scans a request's URL and header values joined by blank
+    /// lines and judges them apart only when the joint scan finds
+    /// something: what either part alone holds, the joint scan finds too
+    /// (at both confidence floors).
+    #[test]
+    fn joining_parts_with_a_blank_line_hides_nothing(
+        parts in prop::collection::vec(head_part(), 2..4),
+    ) {
+        let sc = scanner();
+        let joined = parts.join(&b"\n\n"[..]);
+        for min in [Confidence::Shaped, Confidence::Verified] {
+            let alone = parts.iter().any(|p| !sc.scan_min(p, min).is_empty());
+            let together = !sc.scan_min(&joined, min).is_empty();
+            prop_assert!(
+                !alone || together,
+                "{:?} at {:?}", String::from_utf8_lossy(&joined), min
+            );
+        }
+    }
+}
