@@ -1111,12 +1111,9 @@ fn encoded_blobs_are_not_taken_for_glued_secrets() {
     assert_eq!(found[0].confidence, Confidence::Shaped);
 }
 
-/// The three-byte prefilter of `first_literal_end` never hides a literal:
-/// every keyword (in any case) and every held literal, glued into noise,
-/// is found where a plain search finds it.
-#[test]
-fn literal_prefilter_never_hides_a_literal() {
-    let sc = scanner();
+/// Every literal the scanner looks for: each keyword as written and in
+/// upper case, and each held value.
+fn literals() -> Vec<Vec<u8>> {
     let mut lits: Vec<Vec<u8>> = Vec::new();
     for p in rules().patterns.iter() {
         for k in &p.keywords {
@@ -1127,7 +1124,16 @@ fn literal_prefilter_never_hides_a_literal() {
     for h in held() {
         lits.push(h.expose_secret().to_vec());
     }
-    for lit in lits {
+    lits
+}
+
+/// The three-byte prefilter of `first_literal_end` never hides a literal:
+/// every keyword (in any case) and every held literal, glued into noise,
+/// is found where a plain search finds it.
+#[test]
+fn literal_prefilter_never_hides_a_literal() {
+    let sc = scanner();
+    for lit in literals() {
         for pre in [&b""[..], b"\x00\xff", b"path=/api/v1/"] {
             let mut s = pre.to_vec();
             s.extend_from_slice(&lit);
@@ -1150,18 +1156,8 @@ fn literal_prefilter_never_hides_a_literal() {
 /// both cases, held values), escapes, hex and base64 characters, line
 /// breaks, and bytes that are none of these.
 fn worth_piece() -> impl Strategy<Value = Vec<u8>> {
-    let mut lits: Vec<Vec<u8>> = Vec::new();
-    for p in rules().patterns.iter() {
-        for k in &p.keywords {
-            lits.push(k.as_bytes().to_vec());
-            lits.push(k.to_ascii_uppercase().into_bytes());
-        }
-    }
-    for h in held() {
-        lits.push(h.expose_secret().to_vec());
-    }
     prop_oneof![
-        prop::sample::select(lits),
+        prop::sample::select(literals()),
         prop::collection::vec(any::<u8>(), 0..12),
         "[0-9a-f]{1,40}".prop_map(String::into_bytes),
         "[A-Za-z0-9+/_-]{1,20}".prop_map(String::into_bytes),
