@@ -192,6 +192,68 @@ async fn outgoing_secrets_are_blocked_wherever_they_are() {
     );
 }
 
+/// The URL and the headers are scanned in one pass first, then apart when
+/// it finds something: a refusal still names the place that holds the
+/// secret (the URL before a header), base64-looking text at the URL's end
+/// does not hide a base64 secret in the first header, and a benign request
+/// with both goes through untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_and_headers_scanned_together_still_name_the_place() {
+    use base64::Engine as _;
+    let aws = aws();
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let c = client::reqwest(&proxy);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("key {aws} end"));
+
+    // Secret in a header, the URL ending in base64 characters.
+    let r = c
+        .get(format!("{url}/QUtJQUlPU0ZPRE5ON0VY"))
+        .header("x-debug", &encoded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("header x-debug") && text.contains("aws-access-key-id"),
+        "{text}"
+    );
+
+    // Secret in both: the URL is named.
+    let r = c
+        .get(format!("{url}?k={aws}"))
+        .header("x-debug", format!("key={aws}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("URL") && !text.contains("header x-debug"),
+        "{text}"
+    );
+
+    // Benign URL and headers with base64 in both: sent as they are.
+    let r = c
+        .get(format!("{url}/aGVsbG8gd29ybGQsIGhlbGxvIGFnYWlu?q=a%2Fb"))
+        .header("x-trace", "dGhpcyBpcyBqdXN0IGEgdHJhY2UgaWQ=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = origin.received();
+    let last = got.last().unwrap();
+    assert!(
+        last.target
+            .ends_with("/aGVsbG8gd29ybGQsIGhlbGxvIGFnYWlu?q=a%2Fb"),
+        "{}",
+        last.target
+    );
+    assert_eq!(last.headers["x-trace"], "dGhpcyBpcyBqdXN0IGEgdHJhY2UgaWQ=");
+    origin_never_saw(&origin, aws);
+}
+
 /// A secret deep inside a large streamed body: the origin gets the bytes
 /// before it at most, never the secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
