@@ -21,9 +21,8 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -101,12 +100,8 @@ async fn serve_client(state: Arc<State>, stream: TcpStream, peer: SocketAddr, co
         let conn = svc_conn.clone();
         async move { Ok::<_, Infallible>(dispatch(state, peer, conn, req).await) }
     });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(proxy.header_read_timeout)
-        .max_buf_size(proxy.max_header_bytes.max(8192))
-        .keep_alive(true);
+    let mut builder = connect::h1_server(proxy);
+    builder.keep_alive(true);
     let served = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(served);
     let mut shutdown = conn.shutdown.clone();

@@ -494,3 +494,52 @@ async fn one_leaf_is_minted_per_host_under_concurrency() {
     assert_eq!(proxy.server.state().issuer.minted(), 1);
     assert_eq!(origin.received().len(), 20);
 }
+
+/// The tunnel's server follows ALPN when the client named a protocol, and
+/// sniffs the h2 preface when it did not: each way, the request reaches the
+/// origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_serves_what_alpn_chose_and_sniffs_without_it() {
+    let (_ca, origin, proxy) = api_setup("").await;
+    let target = format!("api.example.test:{}", origin.port());
+    let request = format!("GET /named HTTP/1.1\r\nHost: {target}\r\n\r\n");
+
+    // ALPN http/1.1 and no ALPN at all: plain http/1.1 bytes are answered.
+    for alpn in [&[b"http/1.1".as_slice()][..], &[]] {
+        let mut tls = tls_tunnel(&proxy, &target, "api.example.test", alpn, true).await;
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let r = read_response(&mut tls).await;
+        assert_eq!(r.status, 200, "alpn {alpn:?}: {}", r.text());
+    }
+
+    // No ALPN, then h2 anyway (prior knowledge inside TLS): still served.
+    let tls = tls_tunnel(&proxy, &target, "api.example.test", &[], true).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{target}/sniffed"))
+        .body(full(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // ALPN http/1.1 binds the client to it: an h2 preface is not served
+    // as h2, and nothing reaches the origin from that tunnel.
+    let mut tls = tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"\0"),
+        "an h2 frame came back on an http/1.1 tunnel: {answer:?}"
+    );
+
+    let paths: Vec<String> = origin.received().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(paths, ["/named", "/named", "/sniffed"]);
+}
