@@ -5,6 +5,7 @@
 //! (method, path, upgrade) → hop-by-hop strip → upstream → response.
 //! Every outcome emits one audit event.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -600,10 +601,10 @@ fn upstream_uri(
     let mut s = String::with_capacity(64);
     s.push_str(scheme);
     s.push_str("://");
-    s.push_str(&target.host.to_string());
+    // Written in place: no temporary string per request.
+    let _ = write!(s, "{}", target.host);
     if target.port != target.scheme.default_port() {
-        s.push(':');
-        s.push_str(&target.port.to_string());
+        let _ = write!(s, ":{}", target.port);
     }
     s.push_str(path.encoded());
     if let Some(q) = query {

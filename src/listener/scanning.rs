@@ -54,8 +54,9 @@ pub(crate) struct RequestScan {
     /// failed body as a bare stream reset, so the reason travels here rather
     /// than in the error chain.
     failed: Arc<OnceLock<ProxyError>>,
-    /// The rule's `scan_skip`: pattern ids its outgoing requests may carry.
-    skip_out: Arc<[Arc<str>]>,
+    /// The rule's `scan_skip`: pattern ids its outgoing requests may carry
+    /// (`None` for most rules: no allocation per request).
+    skip_out: Option<Arc<[Arc<str>]>>,
     skip_mask: Option<Arc<[bool]>>,
 }
 
@@ -80,7 +81,7 @@ impl RequestScan {
             audit,
             template: Arc::new(template),
             failed: Arc::new(OnceLock::new()),
-            skip_out: Arc::from(Vec::new()),
+            skip_out: None,
             skip_mask: None,
         }
     }
@@ -90,7 +91,7 @@ impl RequestScan {
     pub(crate) fn skipping(mut self, ids: &Arc<[Arc<str>]>) -> Self {
         if !ids.is_empty() {
             self.skip_mask = self.scanner.skip_mask(ids);
-            self.skip_out = Arc::clone(ids);
+            self.skip_out = Some(Arc::clone(ids));
         }
         self
     }
@@ -159,8 +160,10 @@ impl RequestScan {
         } else {
             (None, self.scanner.scan_min(bytes, min))
         };
-        if direction == Side::Request {
-            findings.retain(|f| !self.skip_out.contains(&f.pattern_id));
+        if direction == Side::Request
+            && let Some(skip) = &self.skip_out
+        {
+            findings.retain(|f| !skip.contains(&f.pattern_id));
         }
         if findings.is_empty() {
             return Ok(None);

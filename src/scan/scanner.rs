@@ -1164,6 +1164,8 @@ pub(crate) struct Core {
     cands: Vec<Raw>,
     /// Per kind: end of the last kept finding (dedup).
     last_end: Vec<u64>,
+    /// How many kinds `last_end` holds once sized.
+    kinds: usize,
     fold: Vec<u8>,
     /// Keyword hits of the current feed: (end, start, keyword).
     hits: Vec<(usize, usize, aho_corasick::PatternID)>,
@@ -1186,10 +1188,13 @@ impl Core {
         Core {
             min,
             strict: Vec::new(),
-            last_eval: vec![None; sc.base.patterns.len()],
+            // Both sized on the first keyword hit or finding: most streams
+            // have neither, and a request makes several streams.
+            last_eval: Vec::new(),
             pending: Vec::new(),
             cands: Vec::new(),
-            last_end: vec![0; sc.kinds()],
+            last_end: Vec::new(),
+            kinds: sc.kinds(),
             fold: Vec::new(),
             hits: Vec::new(),
             scratch: Vec::new(),
@@ -1225,6 +1230,9 @@ impl Core {
             // Copy and lowercase in one pass over the bytes.
             self.fold.extend(region.iter().map(u8::to_ascii_lowercase));
             ac.find_all(&self.fold, &mut self.hits);
+            if !self.hits.is_empty() && self.last_eval.is_empty() {
+                self.last_eval = vec![None; sc.base.patterns.len()];
+            }
             for &(end, start, pid) in &self.hits {
                 if rs + end <= from {
                     continue;
@@ -1393,6 +1401,9 @@ impl Core {
             }
         }
         let mut batch: Vec<Raw> = out.drain(first..).collect();
+        if !batch.is_empty() && self.last_end.is_empty() {
+            self.last_end = vec![0; self.kinds];
+        }
         batch.sort_unstable_by(|a, b| {
             a.start
                 .cmp(&b.start)
