@@ -42,6 +42,23 @@ async fn raw_h1(proxy: &TestProxy, port: u16, request: &str) -> client::RawRespo
     read_response(&mut tls).await
 }
 
+/// An h2 client inside a verified tunnel to `target`, offering `alpn`.
+async fn h2_tunnel(
+    proxy: &TestProxy,
+    target: &str,
+    alpn: &[&[u8]],
+) -> hyper::client::conn::http2::SendRequest<origin::Body> {
+    let tls = tls_tunnel(proxy, target, "api.example.test", alpn, true).await;
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_and_path_rules_are_enforced_on_normalised_paths() {
     let (_ca, origin, proxy) =
@@ -337,14 +354,7 @@ async fn grpc_style_trailers_cross_h2() {
     });
     let (_ca, origin, proxy) = api_setup_with("", handler).await;
     let target = format!("api.example.test:{}", origin.port());
-    let tls = tls_tunnel(&proxy, &target, "api.example.test", &[b"h2"], true).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_tunnel(&proxy, &target, &[b"h2"]).await;
     let req = http::Request::post(format!("https://{target}/pkg.Svc/Method"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -513,14 +523,7 @@ async fn a_tunnel_serves_what_alpn_chose_and_sniffs_without_it() {
     }
 
     // No ALPN, then h2 anyway (prior knowledge inside TLS): still served.
-    let tls = tls_tunnel(&proxy, &target, "api.example.test", &[], true).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_tunnel(&proxy, &target, &[]).await;
     let req = http::Request::get(format!("https://{target}/sniffed"))
         .body(full(Bytes::new()))
         .unwrap();
