@@ -543,6 +543,19 @@ async fn a_tunnel_serves_what_alpn_chose_and_sniffs_without_it() {
         "an h2 frame came back on an http/1.1 tunnel: {answer:?}"
     );
 
+    // And the reverse: ALPN h2, then http/1.1 bytes. No HTTP answer comes
+    // back and nothing reaches the origin.
+    let mut tls = tls_tunnel(&proxy, &target, "api.example.test", &[b"h2"], true).await;
+    tls.write_all(request.replace("/named", "/confused").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "an http/1.1 answer came back on an h2 tunnel: {answer:?}"
+    );
+
     let paths: Vec<String> = origin.received().iter().map(|r| r.target.clone()).collect();
     assert_eq!(paths, ["/named", "/named", "/sniffed"]);
 }
