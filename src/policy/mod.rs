@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use globset::GlobSet;
 use http::Method;
+use smallvec::SmallVec;
 
 pub use crate::host::{AuthorityError, Host, HostError, HostPattern, parse_authority_form};
 pub use decision::{Decision, Refusal, RequestFacts, decide};
@@ -240,7 +241,8 @@ impl fmt::Display for Denied {
 /// decision, reused for every request inside that tunnel.
 #[derive(Debug, Clone)]
 pub struct HostMatch {
-    rules: Vec<Arc<Rule>>,
+    /// Almost always one or two rules: kept inline, no allocation.
+    rules: SmallVec<[Arc<Rule>; 2]>,
 }
 
 impl HostMatch {
@@ -313,8 +315,11 @@ impl Policy {
     }
 
     /// Rule indices naming `host`, in config order.
-    fn host_candidates(&self, host: &Host) -> Vec<usize> {
-        let mut out: Vec<usize> = self.exact.get(host).cloned().unwrap_or_default();
+    fn host_candidates(&self, host: &Host) -> SmallVec<[usize; 8]> {
+        let mut out: SmallVec<[usize; 8]> = SmallVec::new();
+        if let Some(ids) = self.exact.get(host) {
+            out.extend_from_slice(ids);
+        }
         if let Host::Name(name) = host {
             let mut rest = name.as_str();
             while let Some(dot) = rest.find('.') {
@@ -337,7 +342,7 @@ impl Policy {
         if candidates.is_empty() {
             return Err(self.denied(Reason::HostNotAllowed, target(), None, Vec::new()));
         }
-        let rules: Vec<Arc<Rule>> = candidates
+        let rules: SmallVec<[Arc<Rule>; 2]> = candidates
             .iter()
             .filter_map(|&i| self.rules.get(i))
             .filter(|r| r.admits_port(port, scheme.default_port()))

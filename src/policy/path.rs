@@ -9,6 +9,8 @@
 //! judged. Encoded `/` or `\`, NUL and control bytes are refused rather than
 //! guessed at, since origins disagree on what they mean.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// Bytes re-encoded in a forwarded segment: everything but RFC 3986 `pchar`
@@ -73,37 +75,42 @@ impl NormalPath {
     /// ```
     pub fn parse(raw: &str) -> Result<Self, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-        let mut segments: Vec<String> = Vec::new();
+        // Segments are appended to `decoded` as they are judged, and `..`
+        // cuts back to the last `/`: a decoded segment holds no `/` (that
+        // is refused below), so that removes exactly one segment. A segment
+        // without `%` is borrowed, not copied: no allocation per segment.
+        let mut decoded = String::with_capacity(raw.len() + 1);
         let mut trailing_slash = false;
         for raw_segment in rest.split('/') {
             trailing_slash = false;
             let without_params = raw_segment.split(';').next().unwrap_or("");
-            let bytes: Vec<u8> = percent_decode_str(without_params).collect();
+            let bytes: Cow<'_, [u8]> = percent_decode_str(without_params).into();
             if bytes.iter().any(|&b| b == b'/' || b == b'\\') {
                 return Err(PathError::EncodedSeparator);
             }
             if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
                 return Err(PathError::Control);
             }
-            let segment = String::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
-            match segment.as_str() {
+            let segment = std::str::from_utf8(&bytes).map_err(|_| PathError::NotUtf8)?;
+            match segment {
                 "" | "." => trailing_slash = true,
                 ".." => {
-                    segments.pop().ok_or(PathError::AboveRoot)?;
+                    let last = decoded.rfind('/').ok_or(PathError::AboveRoot)?;
+                    decoded.truncate(last);
                     trailing_slash = true;
                 }
-                _ => segments.push(segment),
+                _ => {
+                    decoded.push('/');
+                    decoded.push_str(segment);
+                }
             }
         }
-        let mut decoded = String::with_capacity(raw.len());
-        let mut encoded = String::with_capacity(raw.len());
-        for s in &segments {
-            decoded.push('/');
-            decoded.push_str(s);
+        let mut encoded = String::with_capacity(decoded.len() + 1);
+        for s in decoded.split('/').skip(1) {
             encoded.push('/');
             encoded.extend(utf8_percent_encode(s, SEGMENT));
         }
-        if trailing_slash || segments.is_empty() {
+        if trailing_slash || decoded.is_empty() {
             decoded.push('/');
             encoded.push('/');
         }
@@ -123,6 +130,8 @@ impl NormalPath {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn judged(raw: &str) -> Result<(String, String), PathError> {
@@ -151,6 +160,71 @@ mod tests {
     norm!(utf8, "/caf%C3%A9", "/café", "/caf%C3%A9");
     norm!(trailing_dotdot, "/a/b/..", "/a/", "/a/");
 
+    norm!(dotdot_to_root, "/a/b/../../c", "/c", "/c");
+    norm!(dotdot_keeps_earlier, "/a/bb/../c/./d/..", "/a/c/", "/a/c/");
+    norm!(dotdot_after_empty, "/a//..//b", "/b", "/b");
+    norm!(dotdot_of_encoded, "/a%20b/c/..", "/a b/", "/a%20b/");
+
+    /// The segment-list normaliser this one replaced: one `String` per
+    /// segment, `..` pops the list. Kept as the reference.
+    fn by_segments(raw: &str) -> Result<(String, String), PathError> {
+        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        let mut segments: Vec<String> = Vec::new();
+        let mut trailing_slash = false;
+        for raw_segment in rest.split('/') {
+            trailing_slash = false;
+            let without_params = raw_segment.split(';').next().unwrap_or("");
+            let bytes: Vec<u8> = percent_decode_str(without_params).collect();
+            if bytes.iter().any(|&b| b == b'/' || b == b'\\') {
+                return Err(PathError::EncodedSeparator);
+            }
+            if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+                return Err(PathError::Control);
+            }
+            let segment = String::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
+            match segment.as_str() {
+                "" | "." => trailing_slash = true,
+                ".." => {
+                    segments.pop().ok_or(PathError::AboveRoot)?;
+                    trailing_slash = true;
+                }
+                _ => segments.push(segment),
+            }
+        }
+        let (mut decoded, mut encoded) = (String::new(), String::new());
+        for s in &segments {
+            decoded.push('/');
+            decoded.push_str(s);
+            encoded.push('/');
+            encoded.extend(utf8_percent_encode(s, SEGMENT));
+        }
+        if trailing_slash || segments.is_empty() {
+            decoded.push('/');
+            encoded.push('/');
+        }
+        Ok((decoded, encoded))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_the_segment_list_normaliser(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "", ".", "..", "%2e", "%2E%2e", ".;x", "..;y=1", "%2F", "%5c", "%00",
+                        "%ff", "%C3%A9", "a%20b", "%3B", ";p", "%", "%4", "é", "a.b",
+                    ]).prop_map(str::to_owned),
+                    "[a-c]{1,3}",
+                ],
+                0..8,
+            ),
+            lead in proptest::bool::ANY,
+        ) {
+            let raw = format!("{}{}", if lead { "/" } else { "" }, parts.join("/"));
+            proptest::prop_assert_eq!(judged(&raw), by_segments(&raw), "{}", raw);
+        }
+    }
+
     #[test]
     fn refusals() {
         assert_eq!(judged("/a%2Fb"), Err(PathError::EncodedSeparator));
@@ -158,6 +232,10 @@ mod tests {
         assert_eq!(judged("/a%00b"), Err(PathError::Control));
         assert_eq!(judged("/%ff"), Err(PathError::NotUtf8));
         assert_eq!(judged("/../etc"), Err(PathError::AboveRoot));
+        assert_eq!(judged("/a/../.."), Err(PathError::AboveRoot));
+        assert_eq!(judged("/a/%2e%2e/%2E%2E/b"), Err(PathError::AboveRoot));
+        // The first refusal met decides, as before: a separator before bad UTF-8.
+        assert_eq!(judged("/%ff%2F"), Err(PathError::EncodedSeparator));
         assert_eq!(judged("relative"), Err(PathError::NotAbsolute));
     }
 }
