@@ -700,7 +700,9 @@ struct Base64 {
     /// The last [`LABEL_MAX`] bytes of the stream before the current
     /// input (ending at `tail_end`): where a run's label is read from when
     /// the run starts at the head of the input.
-    tail: Vec<u8>,
+    /// Inline up to a label's length: the usual tail, kept without an
+    /// allocation per stream.
+    tail: smallvec::SmallVec<[u8; LABEL_MAX]>,
     tail_end: u64,
 }
 
@@ -804,7 +806,7 @@ impl Decoders {
                 pos: [0; PHASES],
                 chars: 0,
                 anl: 0,
-                tail: Vec::new(),
+                tail: smallvec::SmallVec::new(),
                 tail_end: 0,
             },
             hex: [Align::Even, Align::OddPlain, Align::OddDelimited].map(Hex::new),
@@ -1129,7 +1131,8 @@ impl Base64 {
                 .extend_from_slice(hay.get(at..).unwrap_or_default());
         } else {
             // Part of it is in the old tail: read it before replacing it.
-            let mut tail = Vec::with_capacity(usize::try_from(end - from).unwrap_or(0));
+            let mut tail =
+                smallvec::SmallVec::with_capacity(usize::try_from(end - from).unwrap_or(0));
             for q in from..end {
                 match self.byte_at(hay, base, q) {
                     Some(b) => tail.push(b),

@@ -18,6 +18,8 @@
 //!
 //! [`MIN_B64`]: super::decode::MIN_B64
 
+use smallvec::SmallVec;
+
 /// One bit per byte: could the byte be part of a run of this class?
 #[derive(Default)]
 pub(crate) struct Runs {
@@ -25,8 +27,10 @@ pub(crate) struct Runs {
     from: usize,
     /// Bytes covered (the input's end).
     end: usize,
-    b64: Vec<u64>,
-    hex: Vec<u64>,
+    /// Inline for inputs up to 512 bytes (a request head, a small reply):
+    /// a request's several streams allocate nothing here.
+    b64: SmallVec<[u64; 8]>,
+    hex: SmallVec<[u64; 8]>,
 }
 
 /// Base64 run bytes: both alphabets, and the line breaks a run may wrap
@@ -133,6 +137,8 @@ impl Runs {
             }
         };
         let blocks = rest.len().div_ceil(64);
+        self.b64.reserve(blocks);
+        self.hex.reserve(blocks);
         let mut cur = block(0);
         for j in 0..blocks {
             let next = if j + 1 < blocks {

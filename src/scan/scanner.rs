@@ -1154,6 +1154,19 @@ fn first_finding(p: &Pattern, s: u64, view: View<'_>) -> u64 {
     }
 }
 
+thread_local! {
+    /// The lowercased copy of the bytes a feed searches for keywords. Only
+    /// the keyword search reads it, and no other scan runs inside that (the
+    /// nested decoder scans come after), so one buffer per thread serves
+    /// every stream: no allocation per stream, and a finished stream does
+    /// not keep a copy of its last chunk.
+    static FOLD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest [`FOLD`] kept between feeds (a body chunk is at most 16 KiB
+/// plus the keyword overlap, as a rule).
+const FOLD_KEEP: usize = 64 * 1024;
+
 /// The search state shared by whole-buffer and streaming scans. It sees the
 /// stream through a [`View`].
 pub(crate) struct Core {
@@ -1166,7 +1179,6 @@ pub(crate) struct Core {
     last_end: Vec<u64>,
     /// How many kinds `last_end` holds once sized.
     kinds: usize,
-    fold: Vec<u8>,
     /// Keyword hits of the current feed: (end, start, keyword).
     hits: Vec<(usize, usize, aho_corasick::PatternID)>,
     /// A window assembled from `pre` and `hay`.
@@ -1195,7 +1207,6 @@ impl Core {
             cands: Vec::new(),
             last_end: Vec::new(),
             kinds: sc.kinds(),
-            fold: Vec::new(),
             hits: Vec::new(),
             scratch: Vec::new(),
             // Filled on the first keyword hit: most streams (a request's
@@ -1226,10 +1237,17 @@ impl Core {
         if let Some(ac) = &sc.base.kw_ac {
             let rs = from.saturating_sub(sc.base.kw_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
-            self.fold.clear();
-            // Copy and lowercase in one pass over the bytes.
-            self.fold.extend(region.iter().map(u8::to_ascii_lowercase));
-            ac.find_all(&self.fold, &mut self.hits);
+            FOLD.with_borrow_mut(|fold| {
+                fold.clear();
+                // Copy and lowercase in one pass over the bytes.
+                fold.extend(region.iter().map(u8::to_ascii_lowercase));
+                ac.find_all(fold, &mut self.hits);
+                if fold.capacity() > FOLD_KEEP {
+                    // A rare large chunk: do not keep its size for the
+                    // thread's life.
+                    *fold = Vec::new();
+                }
+            });
             if !self.hits.is_empty() && self.last_eval.is_empty() {
                 self.last_eval = vec![None; sc.base.patterns.len()];
             }
