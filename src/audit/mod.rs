@@ -212,17 +212,27 @@ pub struct AuditEvent {
     pub learn: Option<&'static str>,
 }
 
+/// A value written as its `Display` form, escaped into the JSON string as
+/// it is formatted: no `String` per field and line.
+struct Shown<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
 /// The JSON line: field names, order and omissions as documented.
 #[derive(Serialize)]
 struct Line<'a> {
-    ts: String,
+    ts: &'a str,
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<String>,
+    client: Option<Shown<'a, SocketAddr>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sandbox: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<String>,
+    host: Option<Shown<'a, Subject>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,7 +240,7 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<String>,
+    rule: Option<Shown<'a, RuleRef>>,
     decision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     secrets: Option<&'a crate::credentials::inject::SecretNames>,
@@ -299,19 +309,26 @@ impl AuditEvent {
     /// # Errors
     /// The writer failed.
     pub fn write_json(&self, out: impl Write) -> serde_json::Result<()> {
-        let ts = time::OffsetDateTime::from(self.ts)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        // An RFC 3339 stamp is at most 35 bytes: written on the stack.
+        // The length is what the cursor moved: `format_into`'s own count
+        // comes up short for fractional seconds.
+        let mut stamp = [0u8; 48];
+        let mut cursor = &mut stamp[..];
+        let written = time::OffsetDateTime::from(self.ts)
+            .format_into(&mut cursor, &time::format_description::well_known::Rfc3339)
+            .is_ok();
+        let n = if written { 48 - cursor.len() } else { 0 };
+        let ts = std::str::from_utf8(stamp.get(..n).unwrap_or_default()).unwrap_or_default();
         let line = Line {
             ts,
             kind: self.kind.as_str(),
-            client: self.client.map(|c| c.to_string()),
+            client: self.client.as_ref().map(Shown),
             sandbox: self.sandbox.as_deref(),
-            host: self.host.as_ref().map(ToString::to_string),
+            host: self.host.as_ref().map(Shown),
             port: self.port,
             method: self.method.as_ref().map(Method::as_str),
             path: self.path.as_deref(),
-            rule: self.rule.as_ref().map(ToString::to_string),
+            rule: self.rule.as_ref().map(Shown),
             decision: self.decision.as_str(),
             secrets: self.secrets.as_ref(),
             pattern: self.pattern.as_deref(),
@@ -629,6 +646,18 @@ mod tests {
              \"rules_version\":\"0123abcd\",\"reason\":\"rule_matched\",\"status\":200,\
              \"bytes_up\":1,\"bytes_down\":2,\"duration_ms\":3}"
         );
+
+        // The stamp written on the stack is the one `format` makes, with
+        // and without fractional seconds.
+        for nanos in [0, 1, 250_000_000, 999_999_999] {
+            let mut e = ev.clone();
+            e.ts = UNIX_EPOCH + Duration::new(4_102_444_799, nanos);
+            let json: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+            let want = time::OffsetDateTime::from(e.ts)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            assert_eq!(json["ts"], want.as_str());
+        }
 
         let mut finding = ev.clone();
         finding.kind = Kind::Finding;
