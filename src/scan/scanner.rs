@@ -1163,8 +1163,10 @@ thread_local! {
     static FOLD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The largest [`FOLD`] kept between feeds (a body chunk is at most 16 KiB
-/// plus the keyword overlap, as a rule).
+/// The largest [`FOLD`] kept between feeds. Request heads and most chunks
+/// fit; a larger chunk (hyper's reads grow towards 400 KiB on a fast
+/// download) gets a copy of its own for that feed, freed after it, so a
+/// thread does not keep a large download's chunk size for its life.
 const FOLD_KEEP: usize = 64 * 1024;
 
 /// The search state shared by whole-buffer and streaming scans. It sees the
