@@ -538,7 +538,7 @@ async fn soak_mixed_traffic_grows_nothing_without_bound() {
     // (CI's 2 minutes) is still in the allocator's warm-up: its floor moves
     // in steps as the allocator meets new peaks of bodies in flight, toward
     // the ~50 MiB the 30-minute run levels at (steps of 1.7 and 5 MiB came
-    // inside the window in two CI runs, 1.1 and 5.1 MiB/min), so its slope
+    // inside the window in two runs here, 1.1 and 5.1 MiB/min), so its slope
     // cannot tell a leak from warm-up. It is held to a ceiling instead:
     // 80 MiB at any sample, which a leaked upload body (one request in
     // nine, 256 KiB each: ~45 MiB over a CI run) would cross. Under CI's
