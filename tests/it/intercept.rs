@@ -8,7 +8,7 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::ca::TestCa;
-use crate::support::client::{self, read_response, tls_tunnel};
+use crate::support::client::{self, h2_tunnel, read_response, tls_tunnel};
 use crate::support::origin::{self, Origin, echo, full, record};
 use crate::support::proxy::{ProxyBuilder, TestProxy};
 
@@ -40,23 +40,6 @@ async fn raw_h1(proxy: &TestProxy, port: u16, request: &str) -> client::RawRespo
     let mut tls = tls_tunnel(proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
     tls.write_all(request.as_bytes()).await.unwrap();
     read_response(&mut tls).await
-}
-
-/// An h2 client inside a verified tunnel to `target`, offering `alpn`.
-async fn h2_tunnel(
-    proxy: &TestProxy,
-    target: &str,
-    alpn: &[&[u8]],
-) -> hyper::client::conn::http2::SendRequest<origin::Body> {
-    let tls = tls_tunnel(proxy, target, "api.example.test", alpn, true).await;
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,6 +122,23 @@ pub async fn tls_tunnel_via(
         .unwrap()
 }
 
+/// An h2 client inside a verified tunnel to `target`, offering `alpn`.
+pub async fn h2_tunnel(
+    proxy: &TestProxy,
+    target: &str,
+    alpn: &[&[u8]],
+) -> hyper::client::conn::http2::SendRequest<super::origin::Body> {
+    let tls = tls_tunnel(proxy, target, "api.example.test", alpn, true).await;
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 use rustls::pki_types::pem::PemObject;
 
 /// CONNECT to a target airlock refuses: the tunnel opens (`200`), TLS is
