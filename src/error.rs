@@ -49,8 +49,10 @@ impl fmt::Display for Side {
 pub enum Place {
     /// The request target (path and query).
     Url,
-    /// One header, by name.
+    /// One header, by name (its name and value are read as one line).
     Header(HeaderName),
+    /// One trailer (a header sent after the body), by name.
+    Trailer(HeaderName),
     /// The body.
     Body(Side),
 }
@@ -60,6 +62,7 @@ impl fmt::Display for Place {
         match self {
             Place::Url => f.write_str("URL"),
             Place::Header(name) => write!(f, "header {name}"),
+            Place::Trailer(name) => write!(f, "trailer {name}"),
             Place::Body(side) => write!(f, "{side} body"),
         }
     }
@@ -176,6 +179,14 @@ impl From<(ScanError, Side)> for ProxyError {
             ScanError::Blocked(b) => ProxyError::ResponseLeak {
                 pattern: b.label(),
                 place: Place::Body(side),
+            },
+            ScanError::Trailer { name, leak } if side == Side::Request => ProxyError::Leak {
+                pattern: leak.label(),
+                place: Place::Trailer(name),
+            },
+            ScanError::Trailer { name, leak } => ProxyError::ResponseLeak {
+                pattern: leak.label(),
+                place: Place::Trailer(name),
             },
             other => ProxyError::Unscannable {
                 side,

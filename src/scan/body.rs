@@ -124,6 +124,14 @@ pub enum ScanError {
         /// Encoded bytes so far.
         encoded: u64,
     },
+    /// A secret was found in a trailer, in block mode.
+    #[error("secret leak blocked in trailer {name} (pattern {})", leak.label())]
+    Trailer {
+        /// The trailer's name.
+        name: http::HeaderName,
+        /// What was found.
+        leak: LeakBlocked,
+    },
     /// The wrapped body failed.
     #[error("body error: {0}")]
     Body(Box<dyn StdError + Send + Sync>),
@@ -310,8 +318,10 @@ where
                     Ok(data) => on_data(&mut Parts::from(&mut this), data),
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
-                            *this.trailers = Some(t);
-                            finish(&mut Parts::from(&mut this))
+                            let mut parts = Parts::from(&mut this);
+                            finish(&mut parts)
+                                .and_then(|()| scan_trailers(&mut parts, t))
+                                .map(|kept| *this.trailers = Some(kept))
                         } else {
                             Ok(())
                         }
@@ -456,6 +466,64 @@ fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError>
         p.ready.push_back(out.data);
     }
     Ok(())
+}
+
+/// Trailers are headers that come after the body, and a way around its
+/// scan: each is scanned as its `name: value` line (as a header is), with
+/// the body's mode, confidence and skipped kinds. Block: a finding fails
+/// the body, so the trailers never leave. Redact: the value is rewritten;
+/// a trailer whose name holds the secret is dropped (a name cannot carry
+/// the marker). Log: the findings are recorded.
+fn scan_trailers(p: &mut Parts<'_>, trailers: HeaderMap) -> Result<HeaderMap, ScanError> {
+    let mut kept = HeaderMap::with_capacity(trailers.len());
+    let mut name: Option<http::HeaderName> = None;
+    for (n, value) in trailers {
+        if let Some(n) = n {
+            name = Some(n);
+        }
+        let Some(name) = &name else { continue };
+        let mut line = Vec::with_capacity(name.as_str().len() + 2 + value.len());
+        line.extend_from_slice(name.as_str().as_bytes());
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(value.as_bytes());
+        let mut state = ScanState::with_min_confidence(
+            p.state.scanner(),
+            p.state.mode(),
+            p.state.min_confidence(),
+        )
+        .skipping(p.state.core_mut().skip.clone());
+        let first = state.push(Bytes::from(line));
+        let last = state.finish();
+        let found = !first.findings.is_empty() || !last.findings.is_empty();
+        if let Some(sink) = p.sink {
+            for f in first.findings.iter().chain(&last.findings) {
+                sink(f);
+            }
+        }
+        if let Some(f) = state.blocked() {
+            return Err(ScanError::Trailer {
+                name: name.clone(),
+                leak: LeakBlocked {
+                    pattern_id: f.pattern_id.clone(),
+                    chain: f.chain,
+                },
+            });
+        }
+        if !found || state.mode() == ScanMode::Log {
+            kept.append(name.clone(), value);
+            continue;
+        }
+        let mut out = first.data.to_vec();
+        out.extend_from_slice(&last.data);
+        let rewritten = out
+            .strip_prefix(name.as_str().as_bytes())
+            .and_then(|rest| rest.strip_prefix(b": "))
+            .and_then(|v| http::HeaderValue::from_bytes(v).ok());
+        if let Some(v) = rewritten {
+            kept.append(name.clone(), v);
+        }
+    }
+    Ok(kept)
 }
 
 /// Original-forward: move encoded frames whose decoded bytes are cleared.

@@ -987,3 +987,126 @@ async fn a_base64_secret_in_a_websocket_message_is_blocked() {
         }
     }
 }
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An origin that records each request's trailers and answers with
+/// trailers of its own (`x-echo: <reply>`).
+fn trailer_origin(
+    seen: Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
+    reply: String,
+) -> origin::Handler {
+    Arc::new(move |req, rec| {
+        let seen = Arc::clone(&seen);
+        let reply = reply.clone();
+        Box::pin(async move {
+            rec.record_head(&req);
+            if let Ok(done) = req.into_body().collect().await
+                && let Some(t) = done.trailers()
+            {
+                seen.lock().unwrap().push(t.clone());
+            }
+            let mut t = http::HeaderMap::new();
+            t.insert("x-echo", reply.parse().unwrap());
+            let frames = vec![
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(
+                    b"done",
+                ))),
+                Ok(Frame::trailers(t)),
+            ];
+            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        })
+    })
+}
+
+/// Trailers are headers sent after the body: a secret in a request
+/// trailer's value or name is refused (small body: before the origin sees
+/// the request; large body: the stream is reset before the trailers
+/// leave), and one in a response trailer is redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_trailers_are_caught_both_ways() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (_ca, origin, proxy) =
+        setup(trailer_origin(Arc::clone(&seen), github().to_owned()), &[]).await;
+    let target = format!("api.example.test:{}", origin.port());
+    let mut send = client::h2_tunnel(&proxy, &target, &[b"h2"]).await;
+    let post = |body: Bytes, name: &str, value: &str| {
+        let mut t = http::HeaderMap::new();
+        t.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        let frames = vec![
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(body)),
+            Ok(Frame::trailers(t)),
+        ];
+        http::Request::post(format!("https://{target}/trailers"))
+            .header("te", "trailers")
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .unwrap()
+    };
+
+    let small = Bytes::from_static(b"hello");
+    for (name, value) in [
+        ("x-note".to_owned(), format!("key {}", aws())),
+        (format!("x-{}", hex(aws())), "1".to_owned()),
+    ] {
+        let resp = send
+            .send_request(post(small.clone(), &name, &value))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "trailer {name}");
+        let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        assert!(text.contains("aws-access-key-id"), "{text}");
+    }
+    assert!(
+        origin.received().is_empty(),
+        "a refused small request never starts"
+    );
+
+    // Past the prejudge bound the body streams; its trailers never leave.
+    let large = Bytes::from(vec![b'a'; 200 * 1024]);
+    let sent = send
+        .send_request(post(large, "x-note", &format!("key {}", aws())))
+        .await;
+    if let Ok(resp) = sent {
+        assert_ne!(resp.status(), 200);
+    }
+    proxy
+        .audit_event("trailer block", |e| {
+            e["kind"] == "finding"
+                && e["decision"] == "block"
+                && e["pattern"] == "aws-access-key-id"
+        })
+        .await;
+    for t in seen.lock().unwrap().iter() {
+        for (name, v) in t {
+            assert!(
+                !contains(v.as_bytes(), &aws().as_bytes()[..8])
+                    && !name.as_str().contains(&hex(aws())[..16]),
+                "a trailer carried the key to the origin"
+            );
+        }
+    }
+
+    // A clean request: its trailer arrives, and the origin's reply trailer
+    // (a GitHub token) is redacted.
+    let mut send = client::h2_tunnel(&proxy, &target, &[b"h2"]).await;
+    let resp = send
+        .send_request(post(Bytes::from_static(b"fine"), "x-checksum", "abc"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let done = resp.into_body().collect().await.unwrap();
+    let trailers = done.trailers().cloned().expect("reply trailers");
+    assert_eq!(&done.to_bytes()[..], b"done");
+    let echoed = trailers["x-echo"].to_str().unwrap();
+    assert!(
+        !echoed.contains(github()) && echoed.contains("[REDACTED:github-pat-classic]"),
+        "{echoed}"
+    );
+    assert_eq!(seen.lock().unwrap().last().unwrap()["x-checksum"], "abc");
+}
