@@ -141,6 +141,30 @@ impl RequestScan {
         }
     }
 
+    /// Outgoing, the findings of the rule's `scan_skip` kinds go.
+    fn drop_skipped(&self, findings: &mut Vec<Finding>, direction: Side) {
+        if direction == Side::Request
+            && let Some(skip) = &self.skip_out
+        {
+            findings.retain(|f| !skip.contains(&f.pattern_id));
+        }
+    }
+
+    /// What `bytes` holds that this request acts on going `direction`.
+    fn findings(&self, bytes: &[u8], direction: Side) -> Vec<Finding> {
+        let mut findings = self.scanner.scan_min(bytes, self.min(direction));
+        self.drop_skipped(&mut findings, direction);
+        findings
+    }
+
+    /// Audit `findings`.
+    fn record(&self, findings: &[Finding], direction: Side, reason: &'static str) {
+        let sink = self.sink(direction, reason);
+        for f in findings {
+            sink(f);
+        }
+    }
+
     /// Scans `bytes`; returns the replacement in redact mode, or the
     /// blocking pattern id in block mode.
     fn check(
@@ -160,18 +184,11 @@ impl RequestScan {
         } else {
             (None, self.scanner.scan_min(bytes, min))
         };
-        if direction == Side::Request
-            && let Some(skip) = &self.skip_out
-        {
-            findings.retain(|f| !skip.contains(&f.pattern_id));
-        }
+        self.drop_skipped(&mut findings, direction);
         if findings.is_empty() {
             return Ok(None);
         }
-        let sink = self.sink(direction, reason);
-        for f in &findings {
-            sink(f);
-        }
+        self.record(&findings, direction, reason);
         match mode {
             ScanMode::Block => Err(findings.first().map(Finding::label).unwrap_or_default()),
             ScanMode::Redact => Ok(replacement),
@@ -197,15 +214,22 @@ impl RequestScan {
         headers: &mut HeaderMap,
         skip: &[HeaderName],
     ) -> Result<(), ProxyError> {
-        if self.outgoing != ScanMode::Redact {
-            let mut all = self.uri_bytes(uri);
-            // A blank line ends every decoder's run, as between values.
-            all.extend_from_slice(b"\n\n");
-            header_values(headers, skip, &mut all);
-            if self.scanner.scan_min(&all, self.outgoing_min).is_empty() {
-                return Ok(());
-            }
+        if self.outgoing == ScanMode::Redact {
+            self.request_uri(uri)?;
+            return self.request_headers(headers, skip);
         }
+        let mut all = self.uri_bytes(uri);
+        // A blank line ends every decoder's run, as between values.
+        all.extend_from_slice(b"\n\n");
+        header_lines(headers, skip, &mut all);
+        if self.findings(&all, Side::Request).is_empty() {
+            return Ok(());
+        }
+        // Judged apart now. What only the joined text matched is an
+        // artifact of joining: a blank line ends every decoder's run and
+        // no literal or token spans it, so only a pattern that reads a
+        // keyword's context across whitespace can match there, and that
+        // context could as well have been left out.
         self.request_uri(uri)?;
         self.request_headers(headers, skip)
     }
@@ -263,7 +287,7 @@ impl RequestScan {
         scan_headers(self, headers, skip, Side::Request).map_err(|(pattern, name)| {
             ProxyError::Leak {
                 pattern,
-                place: Place::Header(name.clone()),
+                place: Place::Header(name),
             }
         })
     }
@@ -305,7 +329,7 @@ impl RequestScan {
         scan_headers(self, headers, &[], Side::Response).map_err(|(pattern, name)| {
             ProxyError::ResponseLeak {
                 pattern,
-                place: Place::Header(name.clone()),
+                place: Place::Header(name),
             }
         })
     }
@@ -501,16 +525,24 @@ impl RequestScan {
     }
 }
 
-/// The values of `headers` (except `skip`), each followed by a blank line,
-/// which ends every decoder's run: one value's tail cannot shift the
-/// base64 alignment of the next.
-fn header_values(headers: &HeaderMap, skip: &[HeaderName], out: &mut Vec<u8>) {
+/// Each header of `headers` (except `skip`) as its wire line, `name:
+/// value`, followed by a blank line, which ends every decoder's run: one
+/// value's tail cannot shift the base64 alignment of the next. The name is
+/// read with its value: it can carry a secret itself (lowercased, or hex),
+/// and it is the context some patterns need (`x-aws-secret-access-key:`).
+fn header_lines(headers: &HeaderMap, skip: &[HeaderName], out: &mut Vec<u8>) {
     for (name, value) in headers.iter() {
         if !skip.contains(name) {
-            out.extend_from_slice(value.as_bytes());
+            header_line(name, value, out);
             out.extend_from_slice(b"\n\n");
         }
     }
+}
+
+fn header_line(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
 }
 
 fn scan_headers(
@@ -519,39 +551,47 @@ fn scan_headers(
     skip: &[HeaderName],
     direction: Side,
 ) -> Result<(), (String, HeaderName)> {
-    // Fast path: one scan over all values (most requests carry no secret);
-    // only when something is found are the values scanned one by one.
+    // Fast path: one scan over all lines (most requests carry no secret);
+    // only when something is found are the lines scanned one by one.
     let mut all = Vec::with_capacity(512);
-    header_values(headers, skip, &mut all);
-    if scan.scanner.scan_min(&all, scan.min(direction)).is_empty() {
+    header_lines(headers, skip, &mut all);
+    if scan.findings(&all, direction).is_empty() {
         return Ok(());
     }
-    let mut replace: Vec<(HeaderName, usize, HeaderValue)> = Vec::new();
+    let mut replace: Vec<(HeaderName, usize, Option<HeaderValue>)> = Vec::new();
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|n| !skip.contains(n))
         .cloned()
         .collect();
+    let mut line = Vec::new();
     for name in names {
         for (i, value) in headers.get_all(&name).iter().enumerate() {
-            match scan.check(value.as_bytes(), direction, "secret_in_header") {
+            line.clear();
+            header_line(&name, value, &mut line);
+            match scan.check(&line, direction, "secret_in_header") {
                 Ok(None) => {}
                 Ok(Some(redacted)) => {
-                    if let Ok(v) = HeaderValue::from_bytes(&redacted) {
-                        replace.push((name.clone(), i, v));
-                    }
+                    // The value after the unchanged `name: `; when the
+                    // name itself was rewritten, the header goes.
+                    let value = redacted
+                        .strip_prefix(name.as_str().as_bytes())
+                        .and_then(|rest| rest.strip_prefix(b": "))
+                        .and_then(|v| HeaderValue::from_bytes(v).ok());
+                    replace.push((name.clone(), i, value));
                 }
                 Err(pattern) => return Err((pattern, name)),
             }
         }
     }
     for (name, index, value) in replace {
-        let mut values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        let mut values: Vec<Option<HeaderValue>> =
+            headers.get_all(&name).iter().cloned().map(Some).collect();
         if let Some(slot) = values.get_mut(index) {
             *slot = value;
         }
         headers.remove(&name);
-        for v in values {
+        for v in values.into_iter().flatten() {
             headers.append(name.clone(), v);
         }
     }

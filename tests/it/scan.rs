@@ -992,6 +992,59 @@ fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A header is scanned as its wire line, `name: value`: a secret in the
+/// name (which HTTP lowercases: hex, or a lowercased token, glued to `x-`)
+/// is found, and so is a secret whose pattern needs its name for context
+/// (an AWS secret access key under `x-aws-secret-access-key`). None of it
+/// reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_are_scanned_with_their_values() {
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let url = format!("https://api.example.test:{}/names", origin.port());
+    let c = client::reqwest(&proxy);
+    let aws_secret = crate::support::fresh::pick(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+        40,
+    );
+    let cases: Vec<(String, String, &str)> = vec![
+        (format!("x-{}", hex(aws())), "1".into(), "aws-access-key-id"),
+        (
+            format!("x-{}", github().to_lowercase()),
+            "1".into(),
+            "github-pat-classic",
+        ),
+        (
+            "x-aws-secret-access-key".into(),
+            aws_secret.clone(),
+            "aws-secret-access-key",
+        ),
+    ];
+    for (name, value, pattern) in &cases {
+        let r = c
+            .get(&url)
+            .header(name.as_str(), value.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "header {name}");
+        assert_eq!(r.headers()["airlock-error"], "secret_blocked");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(pattern), "{name}: {text}");
+    }
+    // A benign header name of hex-looking words still goes through.
+    let r = c
+        .get(&url)
+        .header("x-request-id", "0af7651916cd43dd8448eb211c80319c")
+        .header("x-cache-status", "hit")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = origin.received();
+    assert_eq!(got.len(), 1, "only the benign request reached the origin");
+    origin_never_saw(&origin, &aws_secret);
+}
+
 /// An origin that records each request's trailers and answers with
 /// trailers of its own (`x-echo: <reply>`).
 fn trailer_origin(
