@@ -53,6 +53,10 @@ pub enum Place {
     Header(HeaderName),
     /// One trailer (a header sent after the body), by name.
     Trailer(HeaderName),
+    /// The request method (an extension method is any token).
+    Method,
+    /// The host name (under a wildcard rule, the agent's to choose).
+    Host,
     /// The body.
     Body(Side),
 }
@@ -63,6 +67,8 @@ impl fmt::Display for Place {
             Place::Url => f.write_str("URL"),
             Place::Header(name) => write!(f, "header {name}"),
             Place::Trailer(name) => write!(f, "trailer {name}"),
+            Place::Method => f.write_str("method"),
+            Place::Host => f.write_str("host name"),
             Place::Body(side) => write!(f, "{side} body"),
         }
     }

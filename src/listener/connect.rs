@@ -93,12 +93,18 @@ pub(crate) async fn handle(
     // Refuse private and loopback destinations before opening the tunnel.
     // The connector checks again when it dials (and dials only what it
     // checked).
-    let checked = match decided {
-        Ok(rule) => match generation.guard.resolve(&host, port).await {
+    // Under a wildcard rule the name is the agent's to write: one that
+    // carries a secret is refused before DNS or the origin hear it.
+    let leak = state
+        .scanner()
+        .and_then(|sc| super::scanning::host_leak(&sc, &generation.config.scan, &host));
+    let checked = match (decided, leak) {
+        (Ok(rule), Some(err)) => Err((rule, err)),
+        (Ok(rule), None) => match generation.guard.resolve(&host, port).await {
             Ok(_) => Ok(rule),
             Err(g) => Err((rule, ProxyError::from(g))),
         },
-        Err(refusal) => Err(refusal),
+        (Err(refusal), _) => Err(refusal),
     };
     // A refusal opens a refused tunnel (see `super::refused`): the agent
     // reads the explanation inside it; the host is never contacted.
@@ -122,6 +128,14 @@ pub(crate) async fn handle(
     };
     let mut ev = event(rule);
     ev.status = Some(StatusCode::OK.as_u16());
+    // Outgoing log mode lets a secret in the name through; the audit log
+    // still never holds it, here or in the tunnel's requests.
+    let audit_host = (generation.config.scan.outgoing.mode() == crate::scan::ScanMode::Log)
+        .then(|| forward::redacted_host(&state, &host))
+        .flatten();
+    if let Some(redacted) = &audit_host {
+        ev.host = Some(crate::audit::Subject::Redacted(redacted.clone()));
+    }
     if let Some(reason) = permissive {
         crate::learn::permissive::mark(&mut ev, reason);
     }
@@ -135,6 +149,7 @@ pub(crate) async fn handle(
         sandbox,
         client: peer,
         sni_mismatch: None,
+        audit_host: audit_host.map(Arc::from),
     };
     drop(generation);
     let upgrade = hyper::upgrade::on(req);

@@ -48,6 +48,9 @@ pub struct Target {
     pub sandbox: Option<Arc<str>>,
     /// Set when TLS SNI named another host: every request gets 421.
     pub sni_mismatch: Option<String>,
+    /// The host as the audit log writes it, when a secret in it went
+    /// through (outgoing log mode) or is about to be refused.
+    pub audit_host: Option<Arc<str>>,
 }
 
 /// An absolute-form request on the proxy port (`GET http://host/path`).
@@ -87,6 +90,7 @@ pub(crate) async fn absolute_form(
         }
     };
     let port = authority.port_u16().unwrap_or(scheme.default_port());
+    let audit_host = redacted_host(&state, &host).map(Arc::from);
     let target = Arc::new(Target {
         host,
         port,
@@ -95,6 +99,7 @@ pub(crate) async fn absolute_form(
         sandbox,
         client: peer,
         sni_mismatch: None,
+        audit_host,
     });
     forward(state, target, req).await
 }
@@ -135,6 +140,9 @@ pub(crate) async fn forward(
         "rule_matched",
     );
     event.method = Some(req.method().clone());
+    if let Some(host) = &target.audit_host {
+        event.host = Some(crate::audit::Subject::Redacted(host.to_string()));
+    }
     let generation = state.generation();
     event.rules_version = Arc::clone(&generation.version);
     event.sandbox.clone_from(&target.sandbox);
@@ -259,6 +267,11 @@ async fn phases(
         RequestScan::new(scanner, s, state.audit.clone(), event).skipping(&judged.rule.scan_skip)
     });
     if let Some(scan) = &scan {
+        if !target.connect {
+            // A tunnel's host was scanned at its CONNECT.
+            scan.request_host(&target.host)?;
+        }
+        scan.request_method(&parts.method)?;
         scan.request_head(&mut parts.uri, &mut parts.headers, injected.headers())?;
         scan.request_placeholder_parts(injected.sandbox_parts())?;
         scan.limit_accept_encoding(&mut parts.headers);
@@ -705,6 +718,16 @@ async fn read_preview(mut body: ProxyBody, limit: usize) -> (Vec<u8>, bool, Prox
 /// request carrying it is refused.
 pub(crate) fn audit_path(state: &State, path: &str) -> String {
     redacted(state, path).unwrap_or_else(|| path.to_owned())
+}
+
+/// A host name fit for the audit log: `None` when it carries no secret;
+/// else with the secret replaced by its marker, or, when the secret is
+/// split across labels, `[REDACTED:<id>]` for the whole name.
+pub(crate) fn redacted_host(state: &State, host: &crate::policy::Host) -> Option<String> {
+    let scanner = state.scanner()?;
+    let text = super::scanning::host_text(host)?;
+    let first = scanner.scan(&text).into_iter().next()?;
+    redacted(state, host.as_name()?).or_else(|| Some(format!("[REDACTED:{}]", first.pattern_id)))
 }
 
 /// `text` with every secret the scanner finds replaced by its marker;

@@ -150,10 +150,10 @@ pub(crate) fn fail(
     event.status = Some(err.status().as_u16());
     // A refused host is whatever the sandbox asked for: a secret written
     // into a name (`<token>.example.test`) must not reach the audit log.
-    // Allowed hosts matched an operator's rule, so only refusals pay this.
+    // A host that carries one is always refused (even under a wildcard
+    // rule), so only refusals pay this.
     if let Some(crate::audit::Subject::Host(host)) = &event.host
-        && let Some(name) = host.as_name()
-        && let Some(redacted) = forward::redacted(state, name)
+        && let Some(redacted) = forward::redacted_host(state, host)
     {
         event.host = Some(crate::audit::Subject::Redacted(redacted));
     }

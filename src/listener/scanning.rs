@@ -293,33 +293,64 @@ impl RequestScan {
     }
 
     /// What the sandbox wrote around placeholders airlock swapped (see
-    /// [`crate::credentials::inject::Applied::sandbox_parts`]). A finding refuses the
-    /// request in block and redact mode alike: the header now carries the
-    /// real credential, so the sandbox's part cannot be redacted on its own
-    /// without rebuilding it. Log mode only records.
+    /// [`crate::credentials::inject::Applied::sandbox_parts`]). The header
+    /// now carries the real credential, so the sandbox's part cannot be
+    /// redacted on its own without rebuilding it: see [`Self::unredactable`].
     pub(crate) fn request_placeholder_parts(
         &self,
         parts: &[(HeaderName, Vec<u8>)],
     ) -> Result<(), ProxyError> {
         for (name, bytes) in parts {
-            let findings = self.scanner.scan_min(bytes, self.outgoing_min);
-            let Some(first) = findings.first() else {
-                continue;
-            };
-            let mode = match self.outgoing {
-                ScanMode::Log => ScanMode::Log,
-                ScanMode::Block | ScanMode::Redact => ScanMode::Block,
-            };
-            let sink = self.sink_as(Side::Request, "secret_in_header", mode);
-            for f in &findings {
-                sink(f);
-            }
-            if mode == ScanMode::Block {
-                return Err(ProxyError::Leak {
-                    pattern: first.label(),
-                    place: Place::Header(name.clone()),
-                });
-            }
+            self.unredactable(bytes, "secret_in_header", || Place::Header(name.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// The method, which the agent writes too: an extension method is any
+    /// token (`AKIA...` is one). See [`Self::unredactable`].
+    pub(crate) fn request_method(&self, method: &http::Method) -> Result<(), ProxyError> {
+        if is_standard(method) {
+            return Ok(());
+        }
+        self.unredactable(method.as_str().as_bytes(), "secret_in_method", || {
+            Place::Method
+        })
+    }
+
+    /// The host of a request that did not come through a CONNECT (plain
+    /// HTTP, absolute-form). See [`host_text`] and [`Self::unredactable`].
+    pub(crate) fn request_host(&self, host: &crate::policy::Host) -> Result<(), ProxyError> {
+        match host_text(host) {
+            Some(text) => self.unredactable(&text, "secret_in_host", || Place::Host),
+            None => Ok(()),
+        }
+    }
+
+    /// Outgoing bytes that cannot be rewritten: a finding refuses the
+    /// request in block and redact mode alike; log mode only records.
+    fn unredactable(
+        &self,
+        bytes: &[u8],
+        reason: &'static str,
+        place: impl FnOnce() -> Place,
+    ) -> Result<(), ProxyError> {
+        let findings = self.findings(bytes, Side::Request);
+        let Some(first) = findings.first() else {
+            return Ok(());
+        };
+        let mode = match self.outgoing {
+            ScanMode::Log => ScanMode::Log,
+            ScanMode::Block | ScanMode::Redact => ScanMode::Block,
+        };
+        let sink = self.sink_as(Side::Request, reason, mode);
+        for f in &findings {
+            sink(f);
+        }
+        if mode == ScanMode::Block {
+            return Err(ProxyError::Leak {
+                pattern: first.label(),
+                place: place(),
+            });
         }
         Ok(())
     }
@@ -596,6 +627,57 @@ fn scan_headers(
         }
     }
     Ok(())
+}
+
+/// The methods of RFC 9110 and PATCH: fixed words, nothing to scan.
+fn is_standard(method: &http::Method) -> bool {
+    use http::Method as M;
+    [
+        M::GET,
+        M::HEAD,
+        M::POST,
+        M::PUT,
+        M::DELETE,
+        M::OPTIONS,
+        M::PATCH,
+        M::CONNECT,
+        M::TRACE,
+    ]
+    .contains(method)
+}
+
+/// What of a host name is scanned: the name, then its labels run together
+/// (a label holds 63 bytes at most, so a long secret is split across
+/// labels). `None` for an IP address, which carries nothing.
+pub(crate) fn host_text(host: &crate::policy::Host) -> Option<Vec<u8>> {
+    let name = host.as_name()?;
+    let mut text = Vec::with_capacity(2 * name.len() + 2);
+    text.extend_from_slice(name.as_bytes());
+    text.extend_from_slice(b"\n\n");
+    text.extend(name.bytes().filter(|&b| b != b'.'));
+    Some(text)
+}
+
+/// The first secret in a host name, as the refusal to send it: the host is
+/// scanned before it is resolved or dialled, since a name reaches DNS and
+/// the origin (SNI, `Host`). Outgoing log mode only records it (`None`).
+pub(crate) fn host_leak(
+    scanner: &Scanner,
+    settings: &crate::config::ScanSettings,
+    host: &crate::policy::Host,
+) -> Option<ProxyError> {
+    if settings.outgoing.mode() == ScanMode::Log {
+        return None;
+    }
+    let text = host_text(host)?;
+    let first = scanner
+        .scan_min(&text, settings.outgoing_confidence)
+        .into_iter()
+        .next()?;
+    Some(ProxyError::Leak {
+        pattern: first.label(),
+        place: Place::Host,
+    })
 }
 
 fn mode_str(mode: ScanMode) -> Outcome {

@@ -1163,3 +1163,152 @@ async fn secrets_in_trailers_are_caught_both_ways() {
     );
     assert_eq!(seen.lock().unwrap().last().unwrap()["x-checksum"], "abc");
 }
+
+/// The request method is the agent's to write too: an extension method
+/// (any token: `AKIA...` is one) is scanned with the URL, and one that
+/// holds a secret never reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_as_the_request_method_is_blocked() {
+    use tokio::io::AsyncWriteExt;
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let target = format!("api.example.test:{}", origin.port());
+    for method in [aws().to_owned(), format!("X{}", hex(aws()).to_uppercase())] {
+        let mut tls =
+            client::tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
+        tls.write_all(
+            format!("{method} /m HTTP/1.1\r\nhost: {target}\r\ncontent-length: 0\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let r = client::read_response(&mut tls).await;
+        assert_eq!(r.status, 403, "method {method}: {}", r.text());
+        assert!(r.text().contains("aws-access-key-id"), "{}", r.text());
+    }
+    // An ordinary extension method still goes through.
+    let mut tls =
+        client::tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
+    tls.write_all(
+        format!("PROPFIND /m HTTP/1.1\r\nhost: {target}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client::read_response(&mut tls).await.status, 200);
+    let got = origin.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].method.as_str(), "PROPFIND");
+}
+
+/// Under a wildcard rule the agent picks the host name, and a name can
+/// carry a secret to the origin (its SNI, its `Host`) and to DNS: the
+/// host is scanned before anything is resolved or sent, whole and with its
+/// labels run together (a label holds 63 bytes, so a long secret comes in
+/// pieces), over a CONNECT and in a plain HTTP request alike; the audit
+/// log records the name redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_wildcard_host_name_is_blocked() {
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https(&ca, "*.example.test", "127.0.0.2", echo("api")).await;
+    let plain = Origin::plain("127.0.0.5", echo("plain")).await;
+    let key = hex(aws());
+    let whole = format!("{key}.example.test");
+    let split = format!("{}.{}.example.test", &key[..20], &key[20..]);
+    let proxy = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .resolve(&whole, "127.0.0.2")
+        .resolve(&split, "127.0.0.2")
+        .resolve(&format!("{key}.plain.test"), "127.0.0.5")
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&format!(
+            "match = \"*.example.test\"\nports = [{}]",
+            origin.port()
+        ))
+        .rule(&format!(
+            "match = \"*.plain.test\"\nports = [{}]",
+            plain.port()
+        ))
+        .start()
+        .await;
+    let c = client::reqwest(&proxy);
+    for name in [&whole, &split] {
+        let r = c
+            .get(format!("https://{name}:{}/h", origin.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("aws-access-key-id") && text.contains("host name"),
+            "{text}"
+        );
+    }
+    assert_eq!(origin.connections(), 0, "the origin never heard the name");
+    let r = c
+        .get(format!("http://{key}.plain.test:{}/h", plain.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("aws-access-key-id"));
+    assert!(plain.received().is_empty());
+
+    let r = c
+        .get(format!("https://api.example.test:{}/h", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    proxy
+        .audit_event("a refused host", |e| {
+            e["reason"] == "secret_blocked"
+                && e["host"]
+                    .as_str()
+                    .is_some_and(|h| h.contains("[REDACTED:aws-access-key-id]"))
+        })
+        .await;
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(
+        !log.contains(&key[..20]) && !log.contains(&key[20..]),
+        "the audit log holds a piece of the key"
+    );
+}
+
+/// Outgoing `log` mode lets a secret in a host name through, as it does a
+/// secret anywhere else; the audit log still records the name redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_mode_lets_a_secret_host_through_and_never_writes_it() {
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https(&ca, "*.example.test", "127.0.0.2", echo("api")).await;
+    let key = hex(aws());
+    let name = format!("{key}.example.test");
+    let proxy = ProxyBuilder::new()
+        .resolve(&name, "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .scan(&["outgoing = \"log\""])
+        .rule(&format!(
+            "match = \"*.example.test\"\nports = [{}]",
+            origin.port()
+        ))
+        .start()
+        .await;
+    let r = client::reqwest(&proxy)
+        .get(format!("https://{name}:{}/h", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ev = proxy
+        .audit_event("the request", |e| e["kind"] == "request")
+        .await;
+    assert!(
+        ev["host"]
+            .as_str()
+            .is_some_and(|h| h.contains("[REDACTED:aws-access-key-id]")),
+        "{ev}"
+    );
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(!log.contains(&key[..16]), "the audit log holds the key");
+}
