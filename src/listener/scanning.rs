@@ -509,15 +509,7 @@ impl RequestScan {
             Side::Request => self.outgoing,
             Side::Response => self.incoming,
         };
-        let coding = match headers.get(CONTENT_ENCODING) {
-            None => ContentCoding::Identity,
-            Some(v) => ContentCoding::from_header(v.as_bytes()).ok_or_else(|| {
-                format!(
-                    "Content-Encoding `{}` is not one airlock can decode (gzip, deflate, br)",
-                    String::from_utf8_lossy(v.as_bytes())
-                )
-            })?,
-        };
+        let coding = content_coding(headers)?;
         let scanner = Arc::clone(&self.scanner);
         let wrapped = if coding == ContentCoding::Identity {
             ScanBody::new(body, scanner, mode)
@@ -627,6 +619,37 @@ fn scan_headers(
         }
     }
     Ok(())
+}
+
+/// The body's one content coding. `Content-Encoding` is a list, and
+/// several fields are one list (`gzip` twice is `gzip, gzip`: the origin
+/// decodes twice), so every item of every field counts; `identity` adds
+/// nothing. More than one layer is refused: airlock decodes one, and does
+/// not send what it cannot scan.
+fn content_coding(headers: &HeaderMap) -> Result<ContentCoding, String> {
+    let mut coding = ContentCoding::Identity;
+    let mut layers = 0;
+    for value in headers.get_all(CONTENT_ENCODING) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let c = ContentCoding::from_header(item).ok_or_else(|| {
+                format!(
+                    "Content-Encoding `{}` is not one airlock can decode (gzip, deflate, br)",
+                    String::from_utf8_lossy(item.trim_ascii())
+                )
+            })?;
+            if c != ContentCoding::Identity {
+                layers += 1;
+                coding = c;
+            }
+        }
+    }
+    if layers > 1 {
+        return Err(format!(
+            "Content-Encoding stacks {layers} codings; airlock decodes one, and does not send \
+             what it cannot scan"
+        ));
+    }
+    Ok(coding)
 }
 
 /// The methods of RFC 9110 and PATCH: fixed words, nothing to scan.

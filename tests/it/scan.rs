@@ -1312,3 +1312,36 @@ async fn log_mode_lets_a_secret_host_through_and_never_writes_it() {
     let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
     assert!(!log.contains(&key[..16]), "the audit log holds the key");
 }
+
+/// `Content-Encoding` in two header fields is one list (`gzip, gzip`): the
+/// origin decodes twice, so airlock must not read the first field alone
+/// (it decoded once and scanned compressed bytes, and `identity` then
+/// `gzip` let it scan nothing). A list it cannot decode whole is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_encoding_split_across_fields_is_read_whole() {
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let url = format!("https://api.example.test:{}/enc", origin.port());
+    let c = client::reqwest(&proxy);
+    let once = gzip(format!("data {} data", aws()).as_bytes());
+    let twice = gzip(&once);
+    for (fields, body, status) in [
+        (&["gzip", "gzip"][..], twice.clone(), 400),
+        (&["identity", "gzip"][..], once.clone(), 403),
+        (&["gzip", "identity"][..], once.clone(), 403),
+    ] {
+        let mut req = c.post(&url).body(body);
+        for f in fields {
+            req = req.header("content-encoding", *f);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{fields:?}");
+        let text = r.text().await.unwrap();
+        let why = if status == 400 {
+            "stacks 2 codings"
+        } else {
+            "aws-access-key-id"
+        };
+        assert!(text.contains(why), "{fields:?}: {text}");
+    }
+    assert!(origin.received().is_empty(), "{:?}", origin.received());
+}
