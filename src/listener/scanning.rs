@@ -1,8 +1,9 @@
 //! Where the secret scanner meets the request path: the URL, the headers
 //! and the body going out, and the headers and body coming back.
 //!
-//! Outgoing (default `block`): a secret in the URL or a header stops the
-//! request before anything is sent. A small body (`[scan] prejudge_bytes`)
+//! Outgoing (default `block`): a secret in the URL, an extension method, a
+//! header (read as its `name: value` line) or the host name stops the
+//! request before anything is sent (the host's at the CONNECT, before DNS). A small body (`[scan] prejudge_bytes`)
 //! is read and scanned whole first, so a secret in it stops the request
 //! before a connection to the origin is opened; in a larger body a secret
 //! aborts the upstream stream before any byte of it leaves (the scanner

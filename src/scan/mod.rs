@@ -35,7 +35,8 @@
 //! - Encodings beyond the decoded ones (base32, base85, rot13, reversed),
 //!   separators inside an encoding (`QUtJ QUlP ...`: each piece is shorter
 //!   than a run), a value written one character at a time or split across
-//!   fields or requests defeat it (`tests::the_documented_limits_are_real`);
+//!   fields or requests, a body compressed without a `Content-Encoding`
+//!   saying so defeat it (`tests::the_documented_limits_are_real`);
 //!   the regex patterns only catch the shapes they describe. Characters
 //!   glued before a base64 or hex run do not: every phase is decoded.
 //! - It does not decide what to do with a finding beyond block / redact /

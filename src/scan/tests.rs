@@ -1200,7 +1200,8 @@ proptest! {
 
 /// What the README and the module doc say gets past the scanner does: an
 /// encoding it does not decode, separators inside an encoding, one
-/// character at a time, reversed, split across fields. (If one of these starts being found,
+/// character at a time, reversed, split across fields, compressed without
+/// a `Content-Encoding` saying so. (If one of these starts being found,
 /// the limit is gone: say so there and move it to the barrier tests.)
 #[test]
 fn the_documented_limits_are_real() {
@@ -1216,6 +1217,10 @@ fn the_documented_limits_are_real() {
         .collect();
     let one_by_one: Vec<String> = key.chars().map(String::from).collect();
     let reversed: String = key.chars().rev().collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, format!("id {key} ").as_bytes()).unwrap();
+    let gzipped = gz.finish().unwrap();
+    assert!(sc.scan(&gzipped).is_empty(), "undeclared gzip");
     for evasion in [
         // base32 and rot13 of the key
         "IFFUSQKJJ5JUMT2EJZHDORKYIFGVATCF".to_string(),

@@ -1046,7 +1046,8 @@ async fn header_names_are_scanned_with_their_values() {
 }
 
 /// An origin that records each request's trailers and answers with
-/// trailers of its own (`x-echo: <reply>`).
+/// trailers of its own (`x-echo: <reply>`, and `x-<hex of an AWS key>: 1`),
+/// after a header named for the key too.
 fn trailer_origin(
     seen: Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
     reply: String,
@@ -1061,15 +1062,22 @@ fn trailer_origin(
             {
                 seen.lock().unwrap().push(t.clone());
             }
+            let named =
+                http::HeaderName::from_bytes(format!("x-{}", hex(aws())).as_bytes()).unwrap();
             let mut t = http::HeaderMap::new();
             t.insert("x-echo", reply.parse().unwrap());
+            t.insert(named.clone(), "1".parse().unwrap());
             let frames = vec![
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(
                     b"done",
                 ))),
                 Ok(Frame::trailers(t)),
             ];
-            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            let mut resp =
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+            resp.headers_mut().insert(named, "1".parse().unwrap());
+            resp.headers_mut().insert("x-plain", "1".parse().unwrap());
+            resp
         })
     })
 }
@@ -1077,7 +1085,8 @@ fn trailer_origin(
 /// Trailers are headers sent after the body: a secret in a request
 /// trailer's value or name is refused (small body: before the origin sees
 /// the request; large body: the stream is reset before the trailers
-/// leave), and one in a response trailer is redacted.
+/// leave); one in a response trailer's value is redacted, and a response
+/// header or trailer whose name holds one is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_in_trailers_are_caught_both_ways() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1153,8 +1162,12 @@ async fn secrets_in_trailers_are_caught_both_ways() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let leaked = |h: &http::HeaderMap| h.keys().any(|k| k.as_str().contains(&hex(aws())[..16]));
+    assert!(!leaked(resp.headers()), "{:?}", resp.headers());
+    assert_eq!(resp.headers()["x-plain"], "1");
     let done = resp.into_body().collect().await.unwrap();
     let trailers = done.trailers().cloned().expect("reply trailers");
+    assert!(!leaked(&trailers), "{trailers:?}");
     assert_eq!(&done.to_bytes()[..], b"done");
     let echoed = trailers["x-echo"].to_str().unwrap();
     assert!(
