@@ -327,6 +327,10 @@ async fn phases(
         return Err(ProxyError::PartialForInjected);
     }
     let (mut parts, body) = response.into_parts();
+    // An h1 origin's own reason phrase would be written back as it came,
+    // unscanned (an echo of the injected credential fits in one): the
+    // sandbox gets the standard phrase for the status.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     event.status = Some(parts.status.as_u16());
     strip_hop_by_hop(&mut parts.headers, judged.websocket && switching);
     let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();

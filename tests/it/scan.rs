@@ -1358,3 +1358,52 @@ async fn content_encoding_split_across_fields_is_read_whole() {
     }
     assert!(origin.received().is_empty(), "{:?}", origin.received());
 }
+
+/// An HTTP/1.1 status line's reason phrase is the origin's to write, and
+/// an origin that echoes what it got (the injected credential, say) can
+/// put it there: airlock answers with the standard phrase instead, never
+/// the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_reason_phrase_never_reaches_the_sandbox() {
+    use tokio::io::AsyncWriteExt;
+    let handler: origin::Handler = Arc::new(|req, rec| {
+        Box::pin(async move {
+            record(req, &rec).await;
+            let mut resp = Response::new(full("ok"));
+            let phrase = format!("OK {}", github()).into_bytes();
+            resp.extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::try_from(phrase).unwrap());
+            resp
+        })
+    });
+    let ca = TestCa::new("origin ca");
+    let origin = Origin::https_alpn(
+        &ca,
+        "api.example.test",
+        "127.0.0.2",
+        handler,
+        &[b"http/1.1"],
+    )
+    .await;
+    let proxy = ProxyBuilder::new()
+        .resolve("api.example.test", "127.0.0.2")
+        .allow_loopback()
+        .trust(&ca)
+        .rule(&format!(
+            "match = \"api.example.test\"\nports = [{}]",
+            origin.port()
+        ))
+        .start()
+        .await;
+    let target = format!("api.example.test:{}", origin.port());
+    let mut tls =
+        client::tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
+    tls.write_all(format!("GET /r HTTP/1.1\r\nhost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let r = client::read_response(&mut tls).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.head.contains(&github()[..12]), "{}", r.head);
+    assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
+    assert_eq!(origin.received().len(), 1);
+}
