@@ -139,7 +139,7 @@ pub(crate) async fn forward(
         Outcome::Allow,
         "rule_matched",
     );
-    event.method = Some(req.method().clone());
+    event.method = audit_method(&state, req.method());
     if let Some(host) = &target.audit_host {
         event.host = Some(crate::audit::Subject::Redacted(host.to_string()));
     }
@@ -722,6 +722,18 @@ async fn read_preview(mut body: ProxyBody, limit: usize) -> (Vec<u8>, bool, Prox
 /// request carrying it is refused.
 pub(crate) fn audit_path(state: &State, path: &str) -> String {
     redacted(state, path).unwrap_or_else(|| path.to_owned())
+}
+
+/// The method as the audit log writes it: `None` for an extension method
+/// that carries a secret (the finding's pattern says what it was).
+fn audit_method(state: &State, method: &Method) -> Option<Method> {
+    if !super::scanning::is_standard(method)
+        && let Some(scanner) = state.scanner()
+        && !scanner.scan(method.as_str().as_bytes()).is_empty()
+    {
+        return None;
+    }
+    Some(method.clone())
 }
 
 /// A host name fit for the audit log: `None` when it carries no secret;

@@ -654,7 +654,7 @@ fn content_coding(headers: &HeaderMap) -> Result<ContentCoding, String> {
 }
 
 /// The methods of RFC 9110 and PATCH: fixed words, nothing to scan.
-fn is_standard(method: &http::Method) -> bool {
+pub(crate) fn is_standard(method: &http::Method) -> bool {
     use http::Method as M;
     [
         M::GET,

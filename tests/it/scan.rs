@@ -1210,6 +1210,16 @@ async fn a_secret_as_the_request_method_is_blocked() {
     let got = origin.received();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].method.as_str(), "PROPFIND");
+    proxy
+        .audit_event("the refused method", |e| {
+            e["kind"] == "request" && e["reason"] == "secret_blocked" && e["path"] == "/m"
+        })
+        .await;
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(
+        !log.contains(aws()) && !log.contains(&hex(aws()).to_uppercase()[..16]),
+        "the audit log holds the method"
+    );
 }
 
 /// Under a wildcard rule the agent picks the host name, and a name can
