@@ -277,7 +277,7 @@ where
             return None;
         }
         Err(_) => {
-            tracing::debug!(host = %target.host, "client sent nothing inside the tunnel in time");
+            tracing::debug!(host = %target.shown_host(), "client sent nothing inside the tunnel in time");
             return None;
         }
     };
@@ -289,7 +289,7 @@ where
     let start = match tokio::time::timeout(timeout, acceptor).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, host = %target.host, "bad ClientHello");
+            tracing::debug!(error = %e, host = %target.shown_host(), "bad ClientHello");
             return None;
         }
         Err(_) => return None,
@@ -302,14 +302,14 @@ where
     let config = match state.issuer.server_config(&target.host).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, host = %target.host, "cannot mint a leaf certificate");
+            tracing::error!(error = %e, host = %target.shown_host(), "cannot mint a leaf certificate");
             return None;
         }
     };
     match tokio::time::timeout(timeout, start.into_stream(config)).await {
         Ok(Ok(t)) => Some(Inner::Tls(t)),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, host = %target.host, "TLS handshake with the client failed");
+            tracing::debug!(error = %e, host = %target.shown_host(), "TLS handshake with the client failed");
             None
         }
         Err(_) => None,

@@ -53,6 +53,15 @@ pub struct Target {
     pub audit_host: Option<Arc<str>>,
 }
 
+impl Target {
+    /// The host as logs write it: redacted when it carries a secret.
+    pub(crate) fn shown_host(&self) -> String {
+        self.audit_host
+            .as_deref()
+            .map_or_else(|| self.host.to_string(), str::to_owned)
+    }
+}
+
 /// An absolute-form request on the proxy port (`GET http://host/path`).
 pub(crate) async fn absolute_form(
     state: Arc<State>,
@@ -309,7 +318,7 @@ async fn phases(
                 .as_ref()
                 .and_then(|s| s.body_failure())
                 .unwrap_or_else(|| upstream_error(&e));
-            tracing::debug!(host = %target.host, error = %err, "upstream request failed");
+            tracing::debug!(host = %target.shown_host(), error = %err, "upstream request failed");
             return Err(err);
         }
     };
@@ -744,6 +753,11 @@ pub(crate) fn redacted_host(state: &State, host: &crate::policy::Host) -> Option
     let text = super::scanning::host_text(host)?;
     let first = scanner.scan(&text).into_iter().next()?;
     redacted(state, host.as_name()?).or_else(|| Some(format!("[REDACTED:{}]", first.pattern_id)))
+}
+
+/// A host as logs write it: redacted when it carries a secret.
+pub(crate) fn shown_host(state: &State, host: &crate::policy::Host) -> String {
+    redacted_host(state, host).unwrap_or_else(|| host.to_string())
 }
 
 /// `text` with every secret the scanner finds replaced by its marker;

@@ -136,7 +136,8 @@ where
     let config = match state.issuer.refused_server_config(&tunnel.host).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, host = %tunnel.host, "cannot mint a leaf certificate");
+            let host = super::forward::shown_host(&state, &tunnel.host);
+            tracing::error!(error = %e, %host, "cannot mint a leaf certificate");
             return;
         }
     };
@@ -145,7 +146,9 @@ where
         Ok(Err(e)) => {
             // Most likely the client does not trust airlock's CA: its next
             // CONNECT to this target gets the plain 403.
-            tracing::debug!(error = %e, host = %tunnel.host, "client refused the refused tunnel's leaf");
+            // A refused name is the sandbox's to write: logged redacted.
+            let host = super::forward::shown_host(&state, &tunnel.host);
+            tracing::debug!(error = %e, %host, "client refused the refused tunnel's leaf");
             state.refused_aborts.insert(tunnel.key.clone(), ()).await;
         }
         Err(_) => {}

@@ -1417,3 +1417,46 @@ async fn the_origins_reason_phrase_never_reaches_the_sandbox() {
     assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
     assert_eq!(origin.received().len(), 1);
 }
+
+/// A host name the sandbox wrote is kept out of airlock's own logs as it is
+/// out of the audit log: with debug logging on, a refused tunnel (no rule,
+/// or a wildcard rule and a name carrying a key) whose client then rejects
+/// airlock's leaf logs the name redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_host_name_is_not_written_to_the_debug_log() {
+    let ca = TestCa::new("origin ca");
+    let builder = ProxyBuilder::new()
+        .allow_loopback()
+        .trust(&ca)
+        .rule("match = \"*.example.test\"");
+    let airlock = crate::support::proxy::ChildProxy::start(&builder, &ca, "RUST_LOG=debug").await;
+    let key = hex(aws());
+    for name in [format!("{key}.evil.test"), format!("{key}.example.test")] {
+        let (s, r) = client::connect(airlock.addr, &format!("{name}:443")).await;
+        assert_eq!(r.status, 200, "a refused tunnel still opens");
+        // A client that trusts nothing: it rejects airlock's leaf.
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from(name.clone()).unwrap(),
+                s,
+            )
+            .await;
+        assert!(tls.is_err());
+    }
+    let dir = airlock.dir.path().to_owned();
+    let logged = crate::support::eventually("the debug line", || {
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        (log.matches("client refused the refused tunnel's leaf")
+            .count()
+            >= 2)
+            .then_some(log)
+    })
+    .await;
+    assert!(!logged.contains(&key[..16]), "{logged}");
+    assert!(logged.contains("[REDACTED:aws-access-key-id]"), "{logged}");
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(!audit.contains(&key[..16]), "{audit}");
+}
