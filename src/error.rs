@@ -51,8 +51,9 @@ pub enum Place {
     Url,
     /// One header, by name (its name and value are read as one line).
     Header(HeaderName),
-    /// One trailer (a header sent after the body), by name.
-    Trailer(HeaderName),
+    /// One trailer (a header sent after the body), by name; `None` when
+    /// the name itself holds the secret.
+    Trailer(Option<HeaderName>),
     /// The request method (an extension method is any token).
     Method,
     /// The host name (under a wildcard rule, the agent's to choose).
@@ -66,7 +67,8 @@ impl fmt::Display for Place {
         match self {
             Place::Url => f.write_str("URL"),
             Place::Header(name) => write!(f, "header {name}"),
-            Place::Trailer(name) => write!(f, "trailer {name}"),
+            Place::Trailer(Some(name)) => write!(f, "trailer {name}"),
+            Place::Trailer(None) => f.write_str("a trailer's name"),
             Place::Method => f.write_str("method"),
             Place::Host => f.write_str("host name"),
             Place::Body(side) => write!(f, "{side} body"),

@@ -1,5 +1,6 @@
 //! [`ScanBody`]: an `http_body::Body` wrapper that scans each data frame as it
-//! passes, through a [`ScanState`]. Trailers pass through; the body is never
+//! passes, through a [`ScanState`]; its trailers (headers sent after the
+//! body) are scanned too, each as its `name: value` line. The body is never
 //! buffered whole.
 //!
 //! - [`ScanMode::Block`]: the first finding makes the body yield
@@ -125,10 +126,11 @@ pub enum ScanError {
         encoded: u64,
     },
     /// A secret was found in a trailer, in block mode.
-    #[error("secret leak blocked in trailer {name} (pattern {})", leak.label())]
+    #[error("secret leak blocked in {} (pattern {})", crate::error::Place::Trailer(name.clone()), leak.label())]
     Trailer {
-        /// The trailer's name.
-        name: http::HeaderName,
+        /// The trailer's name; `None` when the name itself holds the
+        /// secret (so that this error, logged, does not).
+        name: Option<http::HeaderName>,
         /// What was found.
         leak: LeakBlocked,
     },
@@ -501,8 +503,13 @@ fn scan_trailers(p: &mut Parts<'_>, trailers: HeaderMap) -> Result<HeaderMap, Sc
             }
         }
         if let Some(f) = state.blocked() {
+            let scanner = p.state.scanner();
+            let named = scanner
+                .scan_min(name.as_str().as_bytes(), p.state.min_confidence())
+                .is_empty()
+                .then(|| name.clone());
             return Err(ScanError::Trailer {
-                name: name.clone(),
+                name: named,
                 leak: LeakBlocked {
                     pattern_id: f.pattern_id.clone(),
                     chain: f.chain,

@@ -1123,6 +1123,9 @@ async fn secrets_in_trailers_are_caught_both_ways() {
         let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
             .into_owned();
         assert!(text.contains("aws-access-key-id"), "{text}");
+        // A name that holds the key is not repeated in the refusal (nor
+        // in a log line that prints it).
+        assert!(!text.contains(&hex(aws())[..16]), "{text}");
     }
     assert!(
         origin.received().is_empty(),
