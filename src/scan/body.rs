@@ -126,7 +126,11 @@ pub enum ScanError {
         encoded: u64,
     },
     /// A secret was found in a trailer, in block mode.
-    #[error("secret leak blocked in {} (pattern {})", crate::error::Place::Trailer(name.clone()), leak.label())]
+    #[error(
+        "secret leak blocked in {} (pattern {})",
+        name.as_ref().map_or_else(|| "a trailer's name".to_owned(), |n| format!("trailer {n}")),
+        leak.label()
+    )]
     Trailer {
         /// The trailer's name; `None` when the name itself holds the
         /// secret (so that this error, logged, does not).
