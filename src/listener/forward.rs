@@ -343,9 +343,13 @@ async fn phases(
     event.status = Some(parts.status.as_u16());
     strip_hop_by_hop(&mut parts.headers, judged.websocket && switching);
     let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
-    if let Some(scan) = scan.as_ref().filter(|_| !switching) {
+    if let Some(scan) = &scan {
+        // A 101's headers too (its messages are the relay's to scan): an
+        // origin could echo a credential there.
         scan.response_headers(&mut parts.headers)?;
-        body = scan.response_body(&mut parts.headers, body)?;
+        if !switching {
+            body = scan.response_body(&mut parts.headers, body)?;
+        }
     }
     Ok(Forwarded {
         response: parts,

@@ -699,7 +699,12 @@ fn ws_origin(frames: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> origin::Handler {
                     }
                 }
             });
-            origin::switching_to_websocket()
+            // An origin that echoes a credential in its 101's headers.
+            let mut switching = origin::switching_to_websocket();
+            switching
+                .headers_mut()
+                .insert("x-echo", github.parse().unwrap());
+            switching
         })
     })
 }
@@ -755,6 +760,13 @@ async fn ws_session() -> WsSession {
     tls.write_all(upgrade.as_bytes()).await.unwrap();
     let r = client::read_response(&mut tls).await;
     assert_eq!(r.status, 101, "{}", r.head);
+    // The 101's headers are scanned as any response's are.
+    assert!(!r.head.contains(&github()[..12]), "{}", r.head);
+    assert!(
+        r.head.contains("x-echo: [REDACTED:github-pat-classic]"),
+        "{}",
+        r.head
+    );
     WsSession {
         _ca: ca,
         origin,
