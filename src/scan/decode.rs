@@ -241,7 +241,7 @@ static CLASS: [u8; 256] = {
         if hex {
             c |= HEXD;
         }
-        if matches!(b, b'-' | b':' | b',' | b' ' | b'\\' | b'x' | b'X') {
+        if matches!(b, b'-' | b':' | b',' | b' ' | b'=' | b'\\' | b'x' | b'X') {
             c |= HEXC;
         }
         t[i] = c;
@@ -1526,7 +1526,7 @@ impl Hex {
             HexPhase::Next | HexPhase::Delim(_) => {
                 let after_comma = self.phase == HexPhase::Delim(b',');
                 let after_byte = self.phase == HexPhase::Next;
-                if after_byte && matches!(b, b'-' | b':' | b',' | b' ') {
+                if after_byte && matches!(b, b'-' | b':' | b',' | b' ' | b'=') {
                     self.phase = HexPhase::Delim(b);
                     return true;
                 }

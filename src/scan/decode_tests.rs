@@ -86,11 +86,13 @@ pub(crate) enum Enc {
     HexColon,
     HexBackslash,
     HexZeroX,
+    /// Quoted-printable's escapes: `=41=4B...`.
+    HexQp,
     Percent,
     Json,
 }
 
-pub(crate) const ENCS: [Enc; 9] = [
+pub(crate) const ENCS: [Enc; 10] = [
     Enc::B64,
     Enc::B64Url,
     Enc::Hex,
@@ -98,6 +100,7 @@ pub(crate) const ENCS: [Enc; 9] = [
     Enc::HexColon,
     Enc::HexBackslash,
     Enc::HexZeroX,
+    Enc::HexQp,
     Enc::Percent,
     Enc::Json,
 ];
@@ -119,6 +122,10 @@ impl Enc {
             Enc::HexColon => hex(":", ""),
             Enc::HexBackslash => hex("", "\\x"),
             Enc::HexZeroX => hex(", ", "0x"),
+            Enc::HexQp => data
+                .iter()
+                .flat_map(|b| format!("={b:02X}").into_bytes())
+                .collect(),
             Enc::Percent => data
                 .iter()
                 .flat_map(|b| format!("%{b:02X}").into_bytes())
@@ -140,7 +147,12 @@ impl Enc {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Enc::B64 | Enc::B64Url => "base64",
-            Enc::Hex | Enc::HexDash | Enc::HexColon | Enc::HexBackslash | Enc::HexZeroX => "hex",
+            Enc::Hex
+            | Enc::HexDash
+            | Enc::HexColon
+            | Enc::HexBackslash
+            | Enc::HexZeroX
+            | Enc::HexQp => "hex",
             Enc::Percent => "percent",
             Enc::Json => "json",
         }

@@ -60,6 +60,7 @@ fn hex_byte(b: u8) -> bool {
         | (b == b':')
         | (b == b',')
         | (b == b' ')
+        | (b == b'=')
         | (b == b'\\')
 }
 
@@ -202,7 +203,7 @@ mod tests {
     fn the_classes_match_the_decoders_table() {
         for b in 0..=255u8 {
             let base64 = b.is_ascii_alphanumeric() || b"+/-_\n\r".contains(&b);
-            let hex = b.is_ascii_hexdigit() || b"-:, \\xX".contains(&b);
+            let hex = b.is_ascii_hexdigit() || b"-:, =\\xX".contains(&b);
             assert_eq!(b64_byte(b), base64, "byte {b:#04x}");
             assert_eq!(hex_byte(b), hex, "byte {b:#04x}");
         }

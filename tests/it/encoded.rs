@@ -185,9 +185,20 @@ async fn base64_and_base64url_in_a_json_body() {
 async fn hex_with_and_without_delimiters() {
     let (_ca, origin, proxy) = setup().await;
     let mut forms = Vec::new();
-    for (pre, sep) in [("", ""), ("", "-"), ("", ":"), ("\\x", ""), ("0x", ", ")] {
+    // The last: quoted-printable's escapes (`=41=4B...`).
+    for (pre, sep) in [
+        ("", ""),
+        ("", "-"),
+        ("", ":"),
+        ("\\x", ""),
+        ("0x", ", "),
+        ("=", ""),
+    ] {
         let aws = fresh_aws();
-        let h = hex(format!("id {aws} ok").as_bytes(), pre, sep);
+        let mut h = hex(format!("id {aws} ok").as_bytes(), pre, sep);
+        if pre == "=" {
+            h = h.to_uppercase();
+        }
         let body = format!("dump: {h}\n");
         refused_aws_text(&proxy, &origin, body, "hex").await;
         forms.push(aws);
