@@ -1401,25 +1401,8 @@ async fn the_origins_reason_phrase_never_reaches_the_sandbox() {
             resp
         })
     });
-    let ca = TestCa::new("origin ca");
-    let origin = Origin::https_alpn(
-        &ca,
-        "api.example.test",
-        "127.0.0.2",
-        handler,
-        &[b"http/1.1"],
-    )
-    .await;
-    let proxy = ProxyBuilder::new()
-        .resolve("api.example.test", "127.0.0.2")
-        .allow_loopback()
-        .trust(&ca)
-        .rule(&format!(
-            "match = \"api.example.test\"\nports = [{}]",
-            origin.port()
-        ))
-        .start()
-        .await;
+    let (_ca, origin, proxy) =
+        crate::support::api_origin_alpn(handler, &[b"http/1.1"], "", |b| b).await;
     let target = format!("api.example.test:{}", origin.port());
     let mut tls =
         client::tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;

@@ -90,8 +90,19 @@ pub async fn api_origin(
     rule_extra: &str,
     configure: impl FnOnce(proxy::ProxyBuilder) -> proxy::ProxyBuilder,
 ) -> (ca::TestCa, origin::Origin, proxy::TestProxy) {
+    api_origin_alpn(handler, &[b"h2", b"http/1.1"], rule_extra, configure).await
+}
+
+/// [`api_origin`] with an origin that offers `alpn` only.
+pub async fn api_origin_alpn(
+    handler: origin::Handler,
+    alpn: &[&[u8]],
+    rule_extra: &str,
+    configure: impl FnOnce(proxy::ProxyBuilder) -> proxy::ProxyBuilder,
+) -> (ca::TestCa, origin::Origin, proxy::TestProxy) {
     let ca = ca::TestCa::new("origin ca");
-    let origin = origin::Origin::https(&ca, "api.example.test", "127.0.0.2", handler).await;
+    let origin =
+        origin::Origin::https_alpn(&ca, "api.example.test", "127.0.0.2", handler, alpn).await;
     let builder = proxy::ProxyBuilder::new()
         .resolve("api.example.test", "127.0.0.2")
         .allow_loopback()
