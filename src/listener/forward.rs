@@ -444,21 +444,32 @@ async fn hold_for_approval(
         }
     };
     let text = |bytes: &[u8]| String::from_utf8_lossy(&redact(bytes)).into_owned();
-    let mut headers = parts.headers.clone();
-    for value in headers.values_mut() {
-        let shown = redact(value.as_bytes());
-        if shown != value.as_bytes() {
-            *value = http::HeaderValue::from_bytes(&shown)
-                .unwrap_or(http::HeaderValue::from_static("[REDACTED]"));
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // A name can carry a secret too: such a header is not shown.
+        if redact(name.as_str().as_bytes()) != name.as_str().as_bytes() {
+            continue;
         }
+        let shown = redact(value.as_bytes());
+        let value = if shown == value.as_bytes() {
+            value.clone()
+        } else {
+            http::HeaderValue::from_bytes(&shown)
+                .unwrap_or(http::HeaderValue::from_static("[REDACTED]"))
+        };
+        headers.append(name.clone(), value);
     }
     let rule = judged.rule.source.to_string();
-    let host = target.host.to_string();
+    let host = target.shown_host();
+    let method = match audit_method(state, &parts.method) {
+        Some(_) => parts.method.as_str(),
+        None => "[REDACTED]",
+    };
     let path = text(judged.path.encoded().as_bytes());
     let query = parts.uri.query().map(|q| text(q.as_bytes()));
     let pending = crate::approval::PendingRequest::new(&crate::approval::RequestFacts {
         sandbox: target.sandbox.as_deref(),
-        method: parts.method.as_str(),
+        method,
         scheme: target.scheme.as_str(),
         host: &host,
         port: target.port,

@@ -294,6 +294,8 @@ async fn a_held_request_shows_no_secret_anywhere() {
     let waiter = tokio::spawn(async move {
         c.post(url)
             .header("x-note", format!("see {token}"))
+            // A name can carry one too (hex of the token).
+            .header(format!("x-{}", hex_of(token)), "1")
             .body(format!("token={token}"))
             .send()
             .await
@@ -302,7 +304,7 @@ async fn a_held_request_shows_no_secret_anywhere() {
     let p = g.wait_pending().await;
     let shown = p.to_string();
     assert!(
-        !shown.contains(&token[..12]),
+        !shown.contains(&token[..12]) && !shown.contains(&hex_of(token)[..16]),
         "a secret shown to the approver: {shown}"
     );
     assert!(shown.contains("[REDACTED:"), "{shown}");
@@ -313,4 +315,8 @@ async fn a_held_request_shows_no_secret_anywhere() {
     .await;
     assert_eq!(waiter.await.unwrap().status(), 403);
     assert_eq!(g.origin.received().len(), 0);
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
