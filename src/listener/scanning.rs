@@ -27,6 +27,7 @@ use crate::audit::{AuditEvent, AuditSink, Direction, Kind, Outcome};
 use crate::error::{Place, ProxyError, Side};
 use crate::scan::{
     Confidence, ContentCoding, EncodedForward, Finding, FindingSink, ScanBody, ScanMode, Scanner,
+    header_line, redacted_value,
 };
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -563,12 +564,6 @@ fn header_lines(headers: &HeaderMap, skip: &[HeaderName], out: &mut Vec<u8>) {
     }
 }
 
-fn header_line(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-}
-
 fn scan_headers(
     scan: &RequestScan,
     headers: &mut HeaderMap,
@@ -596,13 +591,7 @@ fn scan_headers(
             match scan.check(&line, direction, "secret_in_header") {
                 Ok(None) => {}
                 Ok(Some(redacted)) => {
-                    // The value after the unchanged `name: `; when the
-                    // name itself was rewritten, the header goes.
-                    let value = redacted
-                        .strip_prefix(name.as_str().as_bytes())
-                        .and_then(|rest| rest.strip_prefix(b": "))
-                        .and_then(|v| HeaderValue::from_bytes(v).ok());
-                    replace.push((name.clone(), i, value));
+                    replace.push((name.clone(), i, redacted_value(&name, &redacted)));
                 }
                 Err(pattern) => return Err((pattern, name)),
             }

@@ -489,9 +489,7 @@ fn scan_trailers(p: &mut Parts<'_>, trailers: HeaderMap) -> Result<HeaderMap, Sc
         }
         let Some(name) = &name else { continue };
         let mut line = Vec::with_capacity(name.as_str().len() + 2 + value.len());
-        line.extend_from_slice(name.as_str().as_bytes());
-        line.extend_from_slice(b": ");
-        line.extend_from_slice(value.as_bytes());
+        header_line(name, &value, &mut line);
         let mut state = ScanState::with_min_confidence(
             p.state.scanner(),
             p.state.mode(),
@@ -526,15 +524,29 @@ fn scan_trailers(p: &mut Parts<'_>, trailers: HeaderMap) -> Result<HeaderMap, Sc
         }
         let mut out = first.data.to_vec();
         out.extend_from_slice(&last.data);
-        let rewritten = out
-            .strip_prefix(name.as_str().as_bytes())
-            .and_then(|rest| rest.strip_prefix(b": "))
-            .and_then(|v| http::HeaderValue::from_bytes(v).ok());
-        if let Some(v) = rewritten {
+        if let Some(v) = redacted_value(name, &out) {
             kept.append(name.clone(), v);
         }
     }
     Ok(kept)
+}
+
+/// A header or trailer as the scanner reads it: its wire line, `name:
+/// value`. The name can carry a secret itself, and it is the context some
+/// patterns need (`x-aws-secret-access-key: ...`).
+pub fn header_line(name: &http::HeaderName, value: &http::HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// The value of a redacted [`header_line`]: what follows the unchanged
+/// `name: `. `None` when the name itself was rewritten (a name cannot carry
+/// the marker: the field goes) or the rest is not a valid value.
+pub fn redacted_value(name: &http::HeaderName, line: &[u8]) -> Option<http::HeaderValue> {
+    line.strip_prefix(name.as_str().as_bytes())
+        .and_then(|rest| rest.strip_prefix(b": "))
+        .and_then(|v| http::HeaderValue::from_bytes(v).ok())
 }
 
 /// Original-forward: move encoded frames whose decoded bytes are cleared.

@@ -86,7 +86,10 @@ mod runs;
 pub mod scanner;
 pub mod stream;
 
-pub use body::{ContentCoding, EncodedForward, FindingSink, LeakBlocked, ScanBody, ScanError};
+pub use body::{
+    ContentCoding, EncodedForward, FindingSink, LeakBlocked, ScanBody, ScanError, header_line,
+    redacted_value,
+};
 pub use decode::{Chain, MAX_DEPTH, TOO_DEEP};
 pub use held::{HeldSecret, MIN_HELD_LEN};
 pub use patterns::{
