@@ -1,6 +1,7 @@
 //! Decode, then scan: secrets written as base64 / base64url, hex (with or
-//! without delimiters), percent-encoding (with `+` for space) or JSON string
-//! escapes, nested up to [`MAX_DEPTH`] layers, are found in a stream without
+//! without delimiters), percent-encoding (with `+` for space), JSON string
+//! escapes, HTML character references or character codes (decimal byte
+//! values), nested up to [`MAX_DEPTH`] layers, are found in a stream without
 //! buffering it, with the same findings whatever the chunking.
 //!
 //! # Design
@@ -42,6 +43,15 @@
 //! - **json**: likewise, a run of bytes up to an unescaped `"` or a control
 //!   byte that contains a JSON escape (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`,
 //!   `\r`, `\t`, `\uXXXX`; a surrogate decodes to U+FFFD).
+//! - **html**: likewise, a token that contains a numeric character
+//!   reference (`&#65;`, `&#x41;`, the `;` optional).
+//! - **charcodes**: at least [`MIN_CODES`] numbers of one to three digits
+//!   whose values are bytes, each followed by separators (`,`, `;`, space,
+//!   tab, line breaks) that with the number take at most 8 bytes:
+//!   `[65, 75, 73, ...]`, `String.fromCharCode(65,75,...)`, a pretty-printed
+//!   JSON array. Digits glued before the list only change its first number,
+//!   which is read from its last three digits (or two, when those are over
+//!   255).
 //!
 //! Multipart bodies need no codec of their own: a part's content is bytes of
 //! the stream like any other, a base64 `Content-Transfer-Encoding` part is a
@@ -74,7 +84,8 @@
 //!
 //! # Bounds
 //! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, JSON
-//!   escapes ≥ 2→1 except `\uXXXX` 6→3); a decoded stream is never larger
+//!   escapes ≥ 2→1 except `\uXXXX` 6→3, character codes ≥ 2→1, references
+//!   ≥ 3→1 and at most 10→4); a decoded stream is never larger
 //!   than its encoded input. The phases multiply it by a constant: a base64
 //!   run's four phases decode to 3× its size, a hex run's three instances
 //!   to at most 1.5×. (Noise decoded in the wrong phase rarely holds
@@ -86,16 +97,16 @@
 //!   modes ignore it.
 //! - **Hold-back on benign input**: at most the plain scanner's tail, a
 //!   base64 candidate (< [`LONG_B64`] characters, plus single line breaks),
-//!   a short segment (< [`SHORT`] decoded bytes: at most 6 encoded bytes
-//!   each), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
+//!   a short segment (< [`SHORT`] decoded bytes: at most 8 encoded bytes
+//!   each, a character code with its separators), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
 //!   under 1 KiB. A line break ends every candidate but a base64 run.
 //! - **Hold-back in general**: a nested scan holds back at most
 //!   [`Scanner::max_hold_back`] decoded bytes (below 40 KiB; in practice a
 //!   pending keyword's regex window, at most `2 * max_len` plus the keyword),
-//!   which map back to at most 6 encoded bytes each per layer (`0x41, ` or
-//!   `\u0041`, the widest units): at most `40 KiB * 6^3` (under 9 MiB) for
-//!   a crafted stream nesting the widest codecs three deep around a
-//!   keyword, 11 KiB for a PEM keyword in one base64 layer. Per open
+//!   which map back to at most 10 encoded bytes each per layer
+//!   (`&#0000065;`, the widest unit): at most `40 KiB * 10^3` (under
+//!   40 MiB) for a crafted stream nesting the widest codecs three deep
+//!   around a keyword, 11 KiB for a PEM keyword in one base64 layer. Per open
 //!   segment the state keeps the encoded span of each held decoded byte
 //!   (16 bytes each).
 //! - **Speed**: base64 and hex share one pass per input that finds, 64
@@ -104,10 +115,13 @@
 //!   from window to window, and count a run's characters eight at a time.
 //!   Hex in its fast mode only starts the exact parser on a stretch
 //!   holding `2 * MIN_HEX` digits with at most 4 other run bytes between
-//!   them. Percent and JSON look for `%` and `\\` with `memchr`.
+//!   them. Percent, JSON and HTML look for `%`, `\\` and `&` with `memchr`.
+//!   Character codes probe one byte in 33 for a window of digits and
+//!   separators long enough to hold a run.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
-//!   percent and JSON layer, and depth, created on first use (9 + 81 + 729
-//!   at most, for a stream crafted to nest segments in every phase).
+//!   percent, JSON, HTML and character-code layer, and depth, created on
+//!   first use (11 + 121 + 1331 at most, for a stream crafted to nest
+//!   segments in every phase).
 
 use std::{collections::VecDeque, fmt};
 
@@ -144,6 +158,8 @@ enum Codec {
     Hex = 2,
     Percent = 3,
     Json = 4,
+    CharCodes = 5,
+    Html = 6,
 }
 
 impl Codec {
@@ -153,6 +169,8 @@ impl Codec {
             2 => "hex",
             3 => "percent",
             4 => "json",
+            5 => "charcodes",
+            6 => "html",
             _ => "?",
         }
     }
@@ -526,7 +544,35 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if lane(2) > 0 && has_escape(dec) {
         return true;
     }
+    if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
+        return true;
+    }
     lane(1) >= u64::from(2 * MIN_HEX) || (hit & 1 != 0 && sc.may_match(dec))
+}
+
+/// Could `dec` hold a character-code run? (The layer's fast test: a
+/// stretch of run bytes with [`MIN_CODES`] digits, at most `CODE_GAP`
+/// bytes apart.)
+fn code_stretch(dec: &[u8]) -> bool {
+    let (mut digits, mut gap, mut open) = (0u32, 0u8, false);
+    for &b in dec {
+        if b.is_ascii_digit() {
+            if !open {
+                open = true;
+                digits = 0;
+            }
+            gap = 0;
+            digits += 1;
+            if digits >= MIN_CODES {
+                return true;
+            }
+        } else if code_sep(b) && open && gap < CODE_GAP {
+            gap += 1;
+        } else {
+            open = false;
+        }
+    }
+    false
 }
 
 /// The longest base64 run in `dec`; line breaks neither end nor count.
@@ -545,7 +591,7 @@ fn longest_b64_run(dec: &[u8]) -> u32 {
 
 /// Does `dec` hold an escape the percent or JSON layer would decode?
 fn has_escape(dec: &[u8]) -> bool {
-    (0..dec.len()).any(|i| matches!(dec[i], b'%' | b'\\') && escape_at(dec, i))
+    (0..dec.len()).any(|i| matches!(dec[i], b'%' | b'\\' | b'&') && escape_at(dec, i))
 }
 
 /// Per byte, for [`worth_scanning`]: the byte as the literal gate keys it
@@ -568,7 +614,7 @@ static GATE_FOLDED: [u8; 256] = gate_keys(true);
 static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
-/// 21, 42: a base64 character, a hex digit, `%` or `\\`).
+/// 21, 42: a base64 character, a hex digit, `%`, `\\` or `&`).
 static COUNTS: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
@@ -580,7 +626,7 @@ static COUNTS: [u64; 256] = {
         if c & HEXD != 0 {
             t[i] |= 1 << 21;
         }
-        if i == b'%' as usize || i == b'\\' as usize {
+        if i == b'%' as usize || i == b'\\' as usize || i == b'&' as usize {
             t[i] |= 1 << 42;
         }
         i += 1;
@@ -610,13 +656,13 @@ pub(crate) fn worth_scanning_by_parts(sc: &Scanner, dec: &[u8]) -> bool {
             }
         } else if b != b'\n' && b != b'\r' {
             run = 0;
-            if matches!(b, b'%' | b'\\') && escape_at(dec, i) {
+            if matches!(b, b'%' | b'\\' | b'&') && escape_at(dec, i) {
                 return true;
             }
         }
         hex += u32::from(c & HEXD != 0);
     }
-    hex >= 2 * MIN_HEX
+    hex >= 2 * MIN_HEX || code_stretch(dec)
 }
 
 /// Longest label (name and separator) read before a base64 run.
@@ -653,15 +699,23 @@ fn label(before: &[u8]) -> &[u8] {
     &before[i..]
 }
 
-/// Does the `%` or `\\` at `dec[i]` start an escape the percent or JSON
-/// layer would decode (`%XX`, or a backslash before one of JSON's escape
-/// letters)? A bare `%` or `\\` in decoded noise (one byte in 128) opens no
-/// segment, so it needs no nested scan.
+/// Does the `%`, `\\` or `&` at `dec[i]` start an escape the percent, JSON
+/// or HTML layer would decode (`%XX`, a backslash before one of JSON's
+/// escape letters, `&#`)? A bare `%`, `\\` or `&` in decoded noise (one
+/// byte in 85) opens no segment, so it needs no nested scan.
 fn escape_at(dec: &[u8], i: usize) -> bool {
     match dec[i] {
         b'%' => dec
             .get(i + 1..i + 3)
             .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+        // `&#` and a digit, or `&#x`: a superset of the references the
+        // HTML layer decodes.
+        b'&' => {
+            dec.get(i + 1) == Some(&b'#')
+                && dec
+                    .get(i + 2)
+                    .is_some_and(|n| n.is_ascii_digit() || matches!(n, b'x' | b'X'))
+        }
         _ => dec.get(i + 1).is_some_and(|n| {
             matches!(
                 n,
@@ -781,11 +835,13 @@ pub(crate) struct Decoders {
     hex: [Hex; 3],
     pct: Esc,
     json: Esc,
+    html: Esc,
+    codes: Codes,
     /// The nested scans: of the base64 phases, of the hex instances, and of
-    /// percent and JSON.
+    /// percent, JSON, HTML references and character codes.
     b64_pools: [Pool; PHASES],
     hex_pools: [Pool; 3],
-    pools: [Pool; 2],
+    pools: [Pool; 4],
     /// Where base64 and hex runs could start in the current input.
     runs: Runs,
 }
@@ -812,6 +868,8 @@ impl Decoders {
             hex: [Align::Even, Align::OddPlain, Align::OddDelimited].map(Hex::new),
             pct: Esc::new(Codec::Percent),
             json: Esc::new(Codec::Json),
+            html: Esc::new(Codec::Html),
+            codes: Codes::new(),
             b64_pools: std::array::from_fn(|_| Pool::new(min)),
             hex_pools: std::array::from_fn(|_| Pool::new(min)),
             pools: std::array::from_fn(|_| Pool::new(min)),
@@ -825,6 +883,8 @@ impl Decoders {
         self.hex = fresh.hex;
         self.pct = fresh.pct;
         self.json = fresh.json;
+        self.html = fresh.html;
+        self.codes = fresh.codes;
         let pools = self.b64_pools.iter_mut().chain(&mut self.hex_pools);
         for p in pools.chain(&mut self.pools) {
             if let Some(s) = p.sub.as_mut() {
@@ -855,7 +915,7 @@ impl Decoders {
     ) {
         let d = self.depth + 1;
         let discard = self.discard();
-        let [p2, p3] = &mut self.pools;
+        let [p2, p3, p4, p5] = &mut self.pools;
         self.runs.compute(hay, from, MIN_B64, 2 * MIN_HEX);
         let runs = &self.runs;
         let p0 = &mut self.b64_pools;
@@ -866,25 +926,31 @@ impl Decoders {
         }
         self.pct.feed(sc, hay, base, from, discard, d, p2, out);
         self.json.feed(sc, hay, base, from, discard, d, p3, out);
+        self.html.feed(sc, hay, base, from, discard, d, p5, out);
+        self.codes
+            .feed(sc, hay, base, from, discard, d, p4, runs, out);
     }
 
     /// End of stream: close every open segment.
     pub(crate) fn finish(&mut self, sc: &Scanner, hay: &[u8], base: u64, out: &mut Vec<Raw>) {
         let d = self.depth + 1;
         let discard = self.discard();
-        let [p2, p3] = &mut self.pools;
+        let [p2, p3, p4, p5] = &mut self.pools;
         self.b64.end_run(sc, d, &mut self.b64_pools, out);
         for (hex, pool) in self.hex.iter_mut().zip(&mut self.hex_pools) {
             hex.end_run(sc, d, pool, out);
         }
         self.pct.finish(sc, hay, base, discard, d, p2, out);
         self.json.finish(sc, hay, base, discard, d, p3, out);
+        self.html.finish(sc, hay, base, discard, d, p5, out);
+        let end = base + hay.len() as u64;
+        self.codes.finish(sc, end, discard, d, p4, out);
     }
 
     /// No finding not yet reported starts before this offset (`end`: the
     /// stream's end so far).
     pub(crate) fn frontier(&self, end: u64) -> u64 {
-        let [p2, p3] = &self.pools;
+        let [p2, p3, p4, p5] = &self.pools;
         let b = match &self.b64.segs {
             Some(segs) => {
                 let pending = self.b64.pending(end);
@@ -906,6 +972,8 @@ impl Decoders {
         b.min(h)
             .min(self.pct.frontier(p2, end))
             .min(self.json.frontier(p3, end))
+            .min(self.html.frontier(p5, end))
+            .min(self.codes.frontier(p4, end))
     }
 }
 
@@ -1615,6 +1683,327 @@ impl Hex {
     }
 }
 
+// ---------------------------------------------------------------- char codes
+
+/// Where the character-code layer is inside a run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CodePhase {
+    Idle,
+    /// After a token: its separators.
+    Next,
+    /// The digits of a token (`n` of them; `v` is the value of the last
+    /// three).
+    Digits {
+        v: u16,
+        n: u8,
+    },
+}
+
+/// Character codes: byte values written as a list of decimal numbers
+/// (`65,75,73`, `[65, 75, 73]`, `String.fromCharCode(65, 75, ...)`, a
+/// pretty-printed JSON array). A run is at least [`MIN_CODES`] consecutive
+/// numbers of at most three digits whose values are bytes (0-255); a
+/// number and the separators after it (`,`, `;`, space, tab, line breaks)
+/// take at most [`CODE_UNIT`] bytes. Digits glued before a list
+/// (`99965,75,...`) make its first number longer than a byte: it is read
+/// from its last three digits, or its last two when those are over 255.
+struct Codes {
+    /// Fast mode, as for hex: a stretch of bytes a run could be made of,
+    /// its digits, the bytes since its last digit.
+    stretch: Option<u64>,
+    digits: u32,
+    gap: u8,
+    exact: bool,
+    run: Option<u64>,
+    count: u32,
+    phase: CodePhase,
+    tstart: u64,
+    /// Bytes of the current unit (the last number and its separators).
+    unit: u64,
+    seg: Option<Seg>,
+}
+
+/// Fewest numbers a character-code run decodes (as for hex).
+pub const MIN_CODES: u32 = MIN_HEX;
+/// Widest unit of a character-code run: a number and its separators
+/// (`122,\r\n  ` in a JSON array pretty-printed with two spaces).
+const CODE_UNIT: u64 = 8;
+/// Most bytes between two digits of a run.
+const CODE_GAP: u8 = CODE_UNIT as u8 - 1;
+
+fn code_sep(b: u8) -> bool {
+    matches!(b, b',' | b';' | b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A byte a character-code run cannot hold.
+fn code_break(b: u8) -> bool {
+    !b.is_ascii_digit() && !code_sep(b)
+}
+
+impl Codes {
+    fn new() -> Codes {
+        Codes {
+            stretch: None,
+            digits: 0,
+            gap: 0,
+            exact: false,
+            run: None,
+            count: 0,
+            phase: CodePhase::Idle,
+            tstart: 0,
+            unit: 0,
+            seg: None,
+        }
+    }
+
+    fn frontier(&self, pool: &Pool, end: u64) -> u64 {
+        match (&self.seg, self.run) {
+            (Some(seg), _) if seg.started || (seg.discard && self.count >= MIN_CODES) => {
+                pool.frontier(seg, self.pending(end))
+            }
+            (_, Some(r)) => r,
+            (_, None) => self.stretch.unwrap_or(end),
+        }
+    }
+
+    /// Where the number not yet decoded starts.
+    fn pending(&self, end: u64) -> u64 {
+        match self.phase {
+            CodePhase::Digits { .. } => self.tstart,
+            _ => end,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        from: usize,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        runs: &Runs,
+        out: &mut Vec<Raw>,
+    ) {
+        let mut k = from;
+        while k < hay.len() {
+            if !self.exact {
+                let Some(rest) = hay.get(k..) else { break };
+                let mut replay = None;
+                let (mut stretch, mut digits, mut gap) = (self.stretch, self.digits, self.gap);
+                // A run of MIN_CODES numbers, one of them over 9, spans at
+                // least this many run bytes (its digits and a separator
+                // after each but the last); the hex windows of `runs` are
+                // this long, over a superset of the bytes. (A run of
+                // numbers 0-9 alone decodes to control bytes no secret
+                // holds.)
+                let need = 2 * MIN_CODES as usize;
+                let mut j = 0;
+                while j < rest.len() {
+                    if stretch.is_none() {
+                        // Jump to the next window of the shared bitmap,
+                        // then probe for one of this layer's bytes (a
+                        // UUID or a hex digest is a hex window only).
+                        if let Some(p) = runs.next_hex(k + j)
+                            && p > k + j
+                        {
+                            j = p - k;
+                            continue;
+                        }
+                        if let Some(&probe) = rest.get(j + need - 1) {
+                            if code_break(probe) {
+                                j += need;
+                                continue;
+                            }
+                            let window = rest.get(j..j + need - 1).unwrap_or_default();
+                            if let Some(q) = window.iter().rposition(|&b| code_break(b)) {
+                                j += q + 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let b = rest[j];
+                    if b.is_ascii_digit() {
+                        if stretch.is_none() {
+                            stretch = Some(base + (k + j) as u64);
+                            digits = 0;
+                        }
+                        gap = 0;
+                        digits += 1;
+                        if digits >= MIN_CODES {
+                            replay = stretch;
+                            break;
+                        }
+                    } else if code_sep(b) && stretch.is_some() && gap < CODE_GAP {
+                        gap += 1;
+                    } else {
+                        stretch = None;
+                        digits = 0;
+                        gap = 0;
+                    }
+                    j += 1;
+                }
+                (self.stretch, self.digits, self.gap) = (stretch, digits, gap);
+                let Some(start) = replay else {
+                    break;
+                };
+                self.exact = true;
+                self.stretch = None;
+                self.digits = 0;
+                self.phase = CodePhase::Idle;
+                k = usize::try_from(start.saturating_sub(base)).unwrap_or(k);
+                continue;
+            }
+            let Some(&b) = hay.get(k) else { break };
+            let p = base + k as u64;
+            if !self.step(sc, b, p, discard, depth, pool, out) {
+                self.end_run(sc, depth, pool, out);
+                self.start(b, p);
+            }
+            if self.phase == CodePhase::Idle && code_break(b) {
+                // Back to the fast mode after this byte.
+                self.exact = false;
+            }
+            k += 1;
+        }
+        if let Some(seg) = self.seg.as_mut()
+            && (seg.started || (seg.discard && self.count >= MIN_CODES))
+        {
+            pool.flush(sc, seg, depth, out);
+        }
+    }
+
+    /// A digit starts a number, and a run if none is open.
+    fn start(&mut self, b: u8, p: u64) {
+        if !b.is_ascii_digit() {
+            self.phase = CodePhase::Idle;
+            return;
+        }
+        if self.run.is_none() {
+            self.run = Some(p);
+            self.count = 0;
+            self.seg = None;
+        }
+        self.tstart = p;
+        self.phase = CodePhase::Digits {
+            v: u16::from(b - b'0'),
+            n: 1,
+        };
+    }
+
+    /// One byte in a run. False: the run ended before this byte.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        sc: &Scanner,
+        b: u8,
+        p: u64,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) -> bool {
+        match self.phase {
+            CodePhase::Idle => {
+                self.start(b, p);
+                true
+            }
+            CodePhase::Digits { v, n } if b.is_ascii_digit() => {
+                let v3 = (v % 100) * 10 + u16::from(b - b'0');
+                if n < 3 {
+                    self.phase = CodePhase::Digits { v: v3, n: n + 1 };
+                } else {
+                    // Longer than a byte: only a run's first number may
+                    // be (digits glued before the list). Keep its last
+                    // three digits, in a run of their own.
+                    if self.count > 0 {
+                        self.end_run(sc, depth, pool, out);
+                    }
+                    self.tstart = p - 2;
+                    self.run = Some(self.tstart);
+                    self.count = 0;
+                    self.phase = CodePhase::Digits { v: v3, n: 3 };
+                }
+                true
+            }
+            CodePhase::Digits { v, .. } => {
+                let v = if v <= 255 {
+                    v
+                } else {
+                    if self.count > 0 {
+                        // Not a byte: the run ends before this number,
+                        // and the next one starts with it.
+                        let t = self.tstart;
+                        self.end_run(sc, depth, pool, out);
+                        self.run = Some(t);
+                        self.tstart = t;
+                    }
+                    v % 100
+                };
+                self.byte(v as u8, p, discard);
+                self.separator(b)
+            }
+            CodePhase::Next if b.is_ascii_digit() => {
+                self.start(b, p);
+                true
+            }
+            CodePhase::Next => self.separator(b),
+        }
+    }
+
+    /// After a number: `b` must be one of its separators.
+    fn separator(&mut self, b: u8) -> bool {
+        self.unit += 1;
+        code_sep(b) && self.unit <= CODE_UNIT
+    }
+
+    /// A number ends before `end`: one decoded byte.
+    fn byte(&mut self, v: u8, end: u64, discard: bool) {
+        self.phase = CodePhase::Next;
+        self.unit = end - self.tstart;
+        self.count += 1;
+        let run = self.run.unwrap_or(self.tstart);
+        let seg = self
+            .seg
+            .get_or_insert_with(|| Seg::new(Codec::CharCodes, run, discard));
+        // `SHORT > MIN_CODES`: a run starts its nested scan only once it
+        // is a segment.
+        seg.put(v, (self.tstart, end));
+    }
+
+    fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
+        self.phase = CodePhase::Idle;
+        self.run = None;
+        let count = self.count;
+        self.count = 0;
+        if let Some(seg) = self.seg.take()
+            && count >= MIN_CODES
+        {
+            pool.close(sc, seg, depth, out);
+        }
+    }
+
+    /// End of stream: a number the stream ends with is complete.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        sc: &Scanner,
+        end: u64,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        if matches!(self.phase, CodePhase::Digits { .. }) {
+            // A byte no number continues completes it.
+            self.step(sc, b'.', end, discard, depth, pool, out);
+        }
+        self.end_run(sc, depth, pool, out);
+    }
+}
+
 impl Esc {
     fn new(codec: Codec) -> Esc {
         Esc {
@@ -1630,6 +2019,15 @@ impl Esc {
         match self.codec {
             Codec::Json => json_delim(b),
             _ => pct_delim(b),
+        }
+    }
+
+    /// The byte every escape of this codec starts with.
+    fn trigger(&self) -> u8 {
+        match self.codec {
+            Codec::Json => b'\\',
+            Codec::Html => b'&',
+            _ => b'%',
         }
     }
 
@@ -1665,6 +2063,19 @@ impl Esc {
                     _ => Some(false),
                 }
             }
+            Codec::Html => {
+                if *hay.get(x + 1)? != b'#' {
+                    return Some(false);
+                }
+                let n = *hay.get(x + 2)?;
+                if n.is_ascii_digit() {
+                    return Some(true);
+                }
+                if n != b'x' && n != b'X' {
+                    return Some(false);
+                }
+                Some(hay.get(x + 3)?.is_ascii_hexdigit())
+            }
             _ => {
                 let a = *hay.get(x + 1)?;
                 if hex_val(a).is_none() {
@@ -1689,11 +2100,7 @@ impl Esc {
         out: &mut Vec<Raw>,
     ) {
         let end = base + hay.len() as u64;
-        let trigger = if self.codec == Codec::Json {
-            b'\\'
-        } else {
-            b'%'
-        };
+        let trigger = self.trigger();
         let idx = |p: u64| usize::try_from(p.saturating_sub(base)).unwrap_or(usize::MAX);
         if self.seg.is_none() && self.scan < base + from as u64 {
             // Never behind the kept bytes (the first feed).
@@ -1775,21 +2182,25 @@ impl Esc {
         pool: &mut Pool,
         out: &mut Vec<Raw>,
     ) -> bool {
-        let json = self.codec == Codec::Json;
+        let codec = self.codec;
         let mut k = usize::try_from(self.pos.saturating_sub(base)).unwrap_or(usize::MAX);
         let mut ended = None;
         if let Some(seg) = self.seg.as_mut() {
             while let Some(&b) = hay.get(k) {
                 let p = base + k as u64;
-                let delim = if json { json_delim(b) } else { pct_delim(b) };
+                let delim = if codec == Codec::Json {
+                    json_delim(b)
+                } else {
+                    pct_delim(b)
+                };
                 if delim {
                     ended = Some(p);
                     break;
                 }
-                let used = if json {
-                    json_unit(hay, k, eof, seg, p)
-                } else {
-                    pct_unit(hay, k, eof, seg, p)
+                let used = match codec {
+                    Codec::Json => json_unit(hay, k, eof, seg, p),
+                    Codec::Html => html_unit(hay, k, eof, seg, p),
+                    _ => pct_unit(hay, k, eof, seg, p),
                 };
                 match used {
                     Some(n) => k += n,
@@ -1862,6 +2273,65 @@ fn pct_unit(hay: &[u8], k: usize, eof: bool, seg: &mut Seg, p: u64) -> Option<us
             Some(1)
         }
     }
+}
+
+/// Decode one unit at `hay[k]`: an HTML numeric character reference
+/// (`&#65;`, `&#x41;`; the `;` may be left out, as browsers allow) or a
+/// literal byte. `None`: a reference is cut by the end of the input.
+fn html_unit(hay: &[u8], k: usize, eof: bool, seg: &mut Seg, p: u64) -> Option<usize> {
+    let b = *hay.get(k)?;
+    let literal = |seg: &mut Seg| {
+        seg.put(b, (p, p + 1));
+        Some(1)
+    };
+    if b != b'&' {
+        return literal(seg);
+    }
+    let Some(&hash) = hay.get(k + 1) else {
+        return if eof { literal(seg) } else { None };
+    };
+    if hash != b'#' {
+        return literal(seg);
+    }
+    let Some(&mark) = hay.get(k + 2) else {
+        return if eof { literal(seg) } else { None };
+    };
+    let (radix, first, most) = if mark == b'x' || mark == b'X' {
+        (16, k + 3, 6)
+    } else {
+        (10, k + 2, 7)
+    };
+    let mut v: u32 = 0;
+    let mut j = first;
+    loop {
+        let Some(&d) = hay.get(j) else {
+            if !eof {
+                return None;
+            }
+            break;
+        };
+        match char::from(d).to_digit(radix) {
+            Some(x) if j - first < most => {
+                v = v * radix + x;
+                j += 1;
+            }
+            _ => break,
+        }
+    }
+    if j == first || hay.get(j).is_some_and(|d| char::from(*d).is_digit(radix)) {
+        // No digits, or more than a character has.
+        return literal(seg);
+    }
+    if hay.get(j) == Some(&b';') {
+        j += 1;
+    }
+    let c = char::from_u32(v).unwrap_or('\u{fffd}');
+    let mut utf8 = [0u8; 4];
+    let end = p + (j - k) as u64;
+    for &x in c.encode_utf8(&mut utf8).as_bytes() {
+        seg.put(x, (p, end));
+    }
+    Some(j - k)
 }
 
 /// Decode one unit at `hay[k]` (a JSON escape or a literal byte).

@@ -90,9 +90,17 @@ pub(crate) enum Enc {
     HexQp,
     Percent,
     Json,
+    /// Decimal character codes: `65, 75, 73` (a Python list's items).
+    Codes,
+    /// `65,75,73` (a JSON array, `String.fromCharCode`'s arguments).
+    CodesCompact,
+    /// HTML decimal character references: `&#65;&#75;`.
+    EntDec,
+    /// HTML hex character references: `&#x41;&#x4b;`.
+    EntHex,
 }
 
-pub(crate) const ENCS: [Enc; 10] = [
+pub(crate) const ENCS: [Enc; 14] = [
     Enc::B64,
     Enc::B64Url,
     Enc::Hex,
@@ -103,6 +111,10 @@ pub(crate) const ENCS: [Enc; 10] = [
     Enc::HexQp,
     Enc::Percent,
     Enc::Json,
+    Enc::Codes,
+    Enc::CodesCompact,
+    Enc::EntDec,
+    Enc::EntHex,
 ];
 
 impl Enc {
@@ -110,6 +122,14 @@ impl Enc {
         let hex = |sep: &str, pre: &str| {
             data.iter()
                 .map(|b| format!("{pre}{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(sep)
+                .into_bytes()
+        };
+        let codes = |sep: &str, pre: &str| {
+            let end = if pre.is_empty() { "" } else { ";" };
+            data.iter()
+                .map(|b| format!("{pre}{b}{end}"))
                 .collect::<Vec<_>>()
                 .join(sep)
                 .into_bytes()
@@ -140,6 +160,13 @@ impl Enc {
                     _ => format!("\\u{b:04x}").into_bytes(),
                 })
                 .collect(),
+            Enc::Codes => codes(", ", ""),
+            Enc::CodesCompact => codes(",", ""),
+            Enc::EntDec => codes("", "&#"),
+            Enc::EntHex => data
+                .iter()
+                .flat_map(|b| format!("&#x{b:02x};").into_bytes())
+                .collect(),
         }
     }
 
@@ -155,6 +182,8 @@ impl Enc {
             | Enc::HexQp => "hex",
             Enc::Percent => "percent",
             Enc::Json => "json",
+            Enc::Codes | Enc::CodesCompact => "charcodes",
+            Enc::EntDec | Enc::EntHex => "html",
         }
     }
 }
@@ -767,5 +796,81 @@ proptest! {
                 "{:?} at {:?}", String::from_utf8_lossy(&joined), min
             );
         }
+    }
+}
+
+/// Character codes and HTML references in the forms tools write them:
+/// a Python list, a pretty-printed JSON array, `String.fromCharCode`, a
+/// Node `Buffer` as JSON, digits glued before the list, references mixed
+/// with literal characters and without their `;`.
+#[test]
+fn character_codes_in_the_forms_agents_write() {
+    let sc = scanner();
+    let aws = fresh_aws();
+    let codes: Vec<String> = aws.bytes().map(|b| b.to_string()).collect();
+    let pretty = format!("[\n  {}\n]", codes.join(",\n  "));
+    let crlf = format!("[\r\n  {}\r\n]", codes.join(",\r\n  "));
+    let mixed: String = aws
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 2 == 0 {
+                format!("&#{b};")
+            } else {
+                (b as char).to_string()
+            }
+        })
+        .collect();
+    let cases = [
+        (format!("key = [{}]", codes.join(", ")), "charcodes"),
+        (format!("{{\"data\":{pretty}}}"), "charcodes"),
+        (format!("{{\"data\":{crlf}}}"), "charcodes"),
+        (
+            format!("String.fromCharCode({})", codes.join(",")),
+            "charcodes",
+        ),
+        (
+            format!("{{\"type\":\"Buffer\",\"data\":[{}]}}", codes.join(",")),
+            "charcodes",
+        ),
+        (format!("id=2025999{}", codes.join(";")), "charcodes"),
+        (format!("<p title=\"{mixed}\">"), "html"),
+        (
+            format!(
+                "<p>{}</p>",
+                codes.iter().map(|c| format!("&#{c}")).collect::<String>()
+            ),
+            "html",
+        ),
+        (
+            format!("v={}", Enc::EntHex.apply(aws.as_bytes()).escape_ascii()),
+            "html",
+        ),
+    ];
+    for (text, chain) in &cases {
+        let found = sc.scan(text.as_bytes());
+        assert!(
+            found
+                .iter()
+                .any(|f| &*f.pattern_id == "aws-access-key-id" && f.chain.to_string() == *chain),
+            "{text:?}: {found:?}"
+        );
+        for cut in [1, 2, 3, 7] {
+            equivalent(&sc, text.as_bytes(), cut).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        }
+    }
+    // Numbers that are not byte values, or too far apart, are no run.
+    for benign in [
+        format!(
+            "[{}]",
+            codes
+                .iter()
+                .map(|c| format!("{c}00"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        format!("[{}]", codes.join(",          ")),
+    ] {
+        assert!(sc.scan(benign.as_bytes()).is_empty(), "{benign}");
     }
 }

@@ -1,4 +1,5 @@
-//! Where a base64 or hex run could start, 64 bytes at a time.
+//! Where a base64, hex or character-code run could start, 64 bytes at a
+//! time.
 //!
 //! The decoders' idle scans look for a stretch of bytes that a base64 run
 //! (at least [`MIN_B64`] characters, single line breaks allowed) or a hex
@@ -49,7 +50,9 @@ fn b64_byte(b: u8) -> bool {
 }
 
 /// Hex run bytes: digits, delimiters and prefixes (must match
-/// `decode::CLASS`'s `HEXD | HEXC` bits).
+/// `decode::CLASS`'s `HEXD | HEXC` bits), and the separators a character
+/// code run has besides (`;`, tab, line breaks), so that one bitmap serves
+/// both layers.
 #[inline(always)]
 fn hex_byte(b: u8) -> bool {
     let l = b | 0x20;
@@ -62,6 +65,10 @@ fn hex_byte(b: u8) -> bool {
         | (b == b' ')
         | (b == b'=')
         | (b == b'\\')
+        | (b == b';')
+        | (b == b'\t')
+        | (b == b'\n')
+        | (b == b'\r')
 }
 
 /// Eight 0/1 bytes to eight bits (byte `i` to bit `i`).
@@ -203,7 +210,7 @@ mod tests {
     fn the_classes_match_the_decoders_table() {
         for b in 0..=255u8 {
             let base64 = b.is_ascii_alphanumeric() || b"+/-_\n\r".contains(&b);
-            let hex = b.is_ascii_hexdigit() || b"-:, =\\xX".contains(&b);
+            let hex = b.is_ascii_hexdigit() || b"-:, =\\xX;\t\n\r".contains(&b);
             assert_eq!(b64_byte(b), base64, "byte {b:#04x}");
             assert_eq!(hex_byte(b), hex, "byte {b:#04x}");
         }

@@ -1230,6 +1230,16 @@ fn the_documented_limits_are_real() {
         reversed,
         // split across two JSON fields
         format!("{{\"a\":\"{}\",\"b\":\"{}\"}}", &key[..10], &key[10..]),
+        // octal escapes
+        key.bytes().map(|b| format!("\\{b:o}")).collect(),
+        // character codes spread wider than a number and seven separators
+        format!(
+            "[\n    {}\n]",
+            key.bytes()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(",\n        ")
+        ),
     ] {
         let text = format!("v={evasion} ");
         assert!(sc.scan(text.as_bytes()).is_empty(), "{text}");

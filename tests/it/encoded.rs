@@ -208,6 +208,90 @@ async fn hex_with_and_without_delimiters() {
     origin_never_saw(&origin, &forms);
 }
 
+/// Character codes (`[65, 75, 73, ...]`, `String.fromCharCode(...)`, a
+/// pretty-printed JSON array, digits glued before them) and HTML character
+/// references (`&#65;`, `&#x41;`, mixed with literal characters), in a
+/// body, a query string and a header: each is refused naming its chain,
+/// and the origin never sees a piece of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn character_codes_and_html_references() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms = Vec::new();
+    let codes = |s: &str| -> Vec<String> { s.bytes().map(|b| b.to_string()).collect() };
+    for form in 0..5 {
+        let aws = fresh_aws();
+        let c = codes(&aws);
+        let (body, chain) = match form {
+            0 => (format!("{{\"key\": [{}]}}", c.join(", ")), "charcodes"),
+            1 => (
+                format!("eval(String.fromCharCode({}))", c.join(",")),
+                "charcodes",
+            ),
+            2 => (
+                format!("{{\"key\": [\n  {}\n]}}", c.join(",\n  ")),
+                "charcodes",
+            ),
+            3 => (
+                format!(
+                    "<b>{}</b>",
+                    c.iter().map(|x| format!("&#{x};")).collect::<String>()
+                ),
+                "html",
+            ),
+            _ => {
+                let mixed: String = aws
+                    .bytes()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        if i % 3 == 0 {
+                            format!("&#x{b:x};")
+                        } else {
+                            (b as char).to_string()
+                        }
+                    })
+                    .collect();
+                (format!("<a title=\"{mixed}\">"), "html")
+            }
+        };
+        refused_aws_text(&proxy, &origin, body.clone(), chain).await;
+        forms.push(aws);
+        forms.push(body);
+    }
+    // Digits glued before the list, in a query string.
+    let aws = fresh_aws();
+    let query = format!("7{}", codes(&aws).join(","));
+    let url = format!("https://api.example.test:{}/q?ids={query}", origin.port());
+    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("pattern aws-access-key-id, decoded charcodes"),
+        "{text}"
+    );
+    forms.push(aws);
+    // HTML references in a header value.
+    let aws = fresh_aws();
+    let header: String = codes(&aws).iter().map(|x| format!("&#{x}")).collect();
+    let url = format!("https://api.example.test:{}/h", origin.port());
+    let r = client::reqwest(&proxy)
+        .get(&url)
+        .header("x-note", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("pattern aws-access-key-id, decoded html"),
+        "{text}"
+    );
+    forms.push(aws);
+    forms.push(header);
+    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
+    origin_never_saw(&origin, &forms);
+    assert!(origin.received().is_empty());
+}
+
 /// Characters glued before an encoding shift a base64 run's quads or a
 /// hex run's pairs (`took=89m` on the line before, `xQ` or `a` on the same
 /// one): each was a leak, each is refused with its chain, and the origin
@@ -503,6 +587,19 @@ async fn benign_encoded_bodies_pass_intact() {
         ));
     }
     bodies.push(lock.into_bytes());
+    // A file as a Node `Buffer` in JSON (random bytes as decimal codes),
+    // numeric arrays, and HTML with character references.
+    let file: Vec<String> = (0..4096).map(|_| (rand_u64() as u8).to_string()).collect();
+    bodies.push(format!("{{\"type\":\"Buffer\",\"data\":[{}]}}", file.join(",")).into_bytes());
+    let pixels: Vec<String> = (0..2000)
+        .map(|i| format!("[{}, {}, {}]", i % 256, (i * 7) % 256, 255))
+        .collect();
+    bodies.push(format!("{{\"pixels\":[{}]}}", pixels.join(", ")).into_bytes());
+    bodies.push(
+        "<p>&#169; 2026 caf&#233; &#x2014; na&#xEF;ve &#8220;quoted&#8221; &amp; more</p>\n"
+            .repeat(200)
+            .into_bytes(),
+    );
     for (n, body) in bodies.iter().enumerate() {
         let r = c
             .post(format!("{url}/{n}"))
