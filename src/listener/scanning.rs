@@ -513,7 +513,10 @@ impl RequestScan {
         };
         let coding = content_coding(headers)?;
         let scanner = Arc::clone(&self.scanner);
-        let wrapped = if coding == ContentCoding::Identity {
+        let wrapped = if coding == ContentCoding::Identity && direction == Side::Request {
+            // Compressed without saying so: read by its first bytes.
+            ScanBody::sniffing(body, scanner, mode)
+        } else if coding == ContentCoding::Identity {
             ScanBody::new(body, scanner, mode)
         } else if mode == ScanMode::Redact {
             headers.remove(CONTENT_ENCODING);

@@ -27,6 +27,9 @@
 //!   redacted) bytes. The caller must then drop `Content-Encoding` and
 //!   `Content-Length`. Use it to redact an encoded response.
 //!
+//! [`ScanBody::sniffing`] does the same for a body sent without a
+//! `Content-Encoding` whose first bytes are a gzip or zlib header.
+//!
 //! Fail closed: a body that does not decode, or whose decoded size passes
 //! both 10 MiB and 100 times its encoded size (a decompression bomb), or
 //! where 1 KiB of input decodes to more than 16 MiB, ends with
@@ -272,6 +275,22 @@ where
         body
     }
 
+    /// Scan a body sent without a `Content-Encoding`, and if its first bytes
+    /// are a gzip member's (`1f 8b 08`) or a zlib stream's (`78 01`, `78 9c`,
+    /// `78 da`: what `gzip` and `zlib.compress` write), scan what it
+    /// decodes to instead, forwarding the original frames: compressing a
+    /// secret must not be a way to send it. Not for redact mode, which
+    /// would have to rewrite the compressed bytes (it scans as
+    /// [`ScanBody::new`] does).
+    pub fn sniffing(inner: B, scanner: Arc<Scanner>, mode: ScanMode) -> ScanBody<B> {
+        let mut body = ScanBody::new(inner, scanner, mode);
+        if mode != ScanMode::Redact {
+            body.decoder = Some(Decoder::Sniff(Vec::new()));
+            body.forward = EncodedForward::Original;
+        }
+        body
+    }
+
     /// Drop the findings of the kinds set in `mask` ([`ScanState::skipping`]).
     pub fn skipping(mut self, mask: Option<Arc<[bool]>>) -> ScanBody<B> {
         self.state.core_mut().skip = mask;
@@ -347,7 +366,9 @@ where
         if self.failed {
             return true;
         }
-        let flushed = self.ready.is_empty() && self.queued.is_empty() && self.trailers.is_none();
+        let sniffing = matches!(&self.decoder, Some(Decoder::Sniff(head)) if !head.is_empty());
+        let flushed =
+            self.ready.is_empty() && self.queued.is_empty() && self.trailers.is_none() && !sniffing;
         (self.inner_done && flushed)
             || (self.inner.is_end_stream()
                 && flushed
@@ -371,7 +392,7 @@ struct Parts<'a> {
     state: &'a mut ScanState,
     sink: &'a Option<FindingSink>,
     decoder: &'a mut Option<Decoder>,
-    forward: EncodedForward,
+    forward: &'a mut EncodedForward,
     queued: &'a mut VecDeque<(Bytes, u64)>,
     ready: &'a mut VecDeque<Bytes>,
     inner_done: &'a mut bool,
@@ -385,7 +406,7 @@ impl<'a, 'b, B> From<&'a mut ScanBodyProj<'b, B>> for Parts<'a> {
             state: p.state,
             sink: p.sink,
             decoder: p.decoder,
-            forward: *p.forward,
+            forward: p.forward,
             queued: p.queued,
             ready: p.ready,
             inner_done: p.inner_done,
@@ -398,6 +419,15 @@ impl<'a, 'b, B> From<&'a mut ScanBodyProj<'b, B>> for Parts<'a> {
 fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
     if data.is_empty() {
         return Ok(());
+    }
+    if let Some(Decoder::Sniff(head)) = p.decoder.as_mut() {
+        head.extend_from_slice(&data);
+        if head.len() < SNIFF_LEN {
+            return Ok(());
+        }
+        let head = Bytes::from(std::mem::take(head));
+        sniffed(p, &head);
+        return on_data(p, head);
     }
     if p.decoder.is_none() {
         let out = p.state.push(data);
@@ -417,14 +447,38 @@ fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
         None => Vec::new(),
     };
     scan_decoded(p, held)?;
-    if p.forward == EncodedForward::Original {
+    if *p.forward == EncodedForward::Original {
         p.queued.push_back((data, p.state.seen()));
         release_queued(p, false);
     }
     Ok(())
 }
 
+/// Bytes that tell a compressed body from a plain one.
+const SNIFF_LEN: usize = 3;
+
+/// Choose how to read a body sent without a `Content-Encoding` from its
+/// first bytes: as gzip, as zlib, or as it is.
+fn sniffed(p: &mut Parts<'_>, head: &[u8]) {
+    *p.decoder = match head {
+        [0x1f, 0x8b, 0x08, ..] => Some(Decoder::Gzip(flate2::write::GzDecoder::new(sink()))),
+        [0x78, 0x01 | 0x9c | 0xda, ..] => {
+            Some(Decoder::Zlib(flate2::write::ZlibDecoder::new(sink())))
+        }
+        _ => None,
+    };
+    if p.decoder.is_none() {
+        *p.forward = EncodedForward::Decoded;
+    }
+}
+
 fn finish(p: &mut Parts<'_>) -> Result<(), ScanError> {
+    if let Some(Decoder::Sniff(head)) = p.decoder.as_mut() {
+        // Shorter than a header: as it is.
+        let head = Bytes::from(std::mem::take(head));
+        sniffed(p, &head);
+        on_data(p, head)?;
+    }
     *p.inner_done = true;
     if let Some(dec) = p.decoder.take() {
         let rest = dec.finish()?;
@@ -468,7 +522,7 @@ fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError>
             chain: f.chain,
         }));
     }
-    if p.forward == EncodedForward::Decoded && !out.data.is_empty() {
+    if *p.forward == EncodedForward::Decoded && !out.data.is_empty() {
         p.ready.push_back(out.data);
     }
     Ok(())
@@ -597,6 +651,9 @@ enum Decoder {
     Brotli(Box<brotli::DecompressorWriter<CappedSink>>),
     /// `deflate`: waiting for two bytes to tell zlib from raw deflate.
     DeflateSniff(Vec<u8>),
+    /// No `Content-Encoding`: waiting for [`SNIFF_LEN`] bytes to tell a
+    /// compressed body from a plain one ([`ScanBody::sniffing`]).
+    Sniff(Vec<u8>),
 }
 
 impl Decoder {
@@ -617,6 +674,7 @@ impl Decoder {
             Decoder::Zlib(_) | Decoder::RawDeflate(_) | Decoder::DeflateSniff(_) => {
                 ContentCoding::Deflate
             }
+            Decoder::Sniff(_) => ContentCoding::Identity,
             Decoder::Brotli(_) => ContentCoding::Brotli,
         }
     }
@@ -627,7 +685,7 @@ impl Decoder {
             Decoder::Zlib(d) => Some(d.get_mut()),
             Decoder::RawDeflate(d) => Some(d.get_mut()),
             Decoder::Brotli(d) => Some(d.get_mut()),
-            Decoder::DeflateSniff(_) => None,
+            Decoder::DeflateSniff(_) | Decoder::Sniff(_) => None,
         }
     }
 
@@ -668,7 +726,7 @@ impl Decoder {
             Decoder::Zlib(d) => d.write_all(input),
             Decoder::RawDeflate(d) => d.write_all(input),
             Decoder::Brotli(d) => d.write_all(input),
-            Decoder::DeflateSniff(_) => Ok(()),
+            Decoder::DeflateSniff(_) | Decoder::Sniff(_) => Ok(()),
         };
         if let Err(e) = res {
             return Err(self.error(&e));
@@ -686,7 +744,7 @@ impl Decoder {
             Decoder::Gzip(d) => d.flush(),
             Decoder::Zlib(d) => d.flush(),
             Decoder::RawDeflate(d) => d.flush(),
-            Decoder::Brotli(_) | Decoder::DeflateSniff(_) => Ok(()),
+            Decoder::Brotli(_) | Decoder::DeflateSniff(_) | Decoder::Sniff(_) => Ok(()),
         };
         if let Err(e) = res {
             return Err(self.error(&e));
@@ -711,6 +769,8 @@ impl Decoder {
                 .map_err(|_| fail("truncated stream".into())),
             Decoder::DeflateSniff(head) if head.is_empty() => Ok(Vec::new()),
             Decoder::DeflateSniff(_) => Err(fail("truncated stream".into())),
+            // `finish` settles a sniffing body before this.
+            Decoder::Sniff(_) => Ok(Vec::new()),
         }
     }
 }

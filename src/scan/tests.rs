@@ -699,6 +699,74 @@ fn brotli(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A body compressed without a `Content-Encoding` (`gzip -c key | curl
+/// --data-binary @-`, Python's `zlib.compress`) is read by its first
+/// bytes: a secret inside is blocked however the frames are cut, a benign
+/// one passes byte for byte, and plain bodies (also ones shorter than the
+/// sniffed bytes, or starting with `x`) pass as they are.
+#[tokio::test]
+async fn undeclared_gzip_and_zlib_bodies_are_read() {
+    let sc = scanner();
+    let benign = b"just some text that is fine\n".repeat(500);
+    let mut leaky = benign.clone();
+    leaky.extend_from_slice(b"token: AKIAIOSFODNN7EXAMPLE\n");
+    for enc in [gzip as fn(&[u8]) -> Vec<u8>, zlib] {
+        for cut in [1, 2, 3, 100, 1 << 20] {
+            let body = ScanBody::sniffing(
+                body_of(split(&enc(&leaky), cut)),
+                sc.clone(),
+                ScanMode::Block,
+            );
+            let (data, _, err) = drain(body).await;
+            assert!(matches!(err, Some(ScanError::Blocked(_))), "{cut}: {err:?}");
+            assert!(data.len() < enc(&leaky).len());
+            let encoded = enc(&benign);
+            let body =
+                ScanBody::sniffing(body_of(split(&encoded, cut)), sc.clone(), ScanMode::Block);
+            let (data, _, err) = drain(body).await;
+            assert!(err.is_none(), "{cut}: {err:?}");
+            assert_eq!(data, encoded);
+        }
+    }
+    for plain in [
+        &b""[..],
+        b"x",
+        b"\x1f\x8b",
+        b"x^2 + y^2 = z^2",
+        b"xyz",
+        &benign,
+    ] {
+        for cut in [1, 2, 100] {
+            let body = ScanBody::sniffing(body_of(split(plain, cut)), sc.clone(), ScanMode::Block);
+            let (data, _, err) = drain(body).await;
+            assert!(err.is_none(), "{plain:?}: {err:?}");
+            assert_eq!(data, plain);
+        }
+    }
+    let body = ScanBody::sniffing(
+        body_of(split(b"id AKIAIOSFODNN7EXAMPLE", 1)),
+        sc.clone(),
+        ScanMode::Block,
+    );
+    assert!(matches!(drain(body).await.2, Some(ScanError::Blocked(_))));
+    // The documented limit: raw deflate and brotli have no header to be
+    // known by, so undeclared they pass unread.
+    for enc in [raw_deflate as fn(&[u8]) -> Vec<u8>, brotli] {
+        let body = ScanBody::sniffing(
+            body_of(split(&enc(&leaky), 100)),
+            sc.clone(),
+            ScanMode::Block,
+        );
+        assert!(drain(body).await.2.is_none());
+    }
+    // A corrupt stream after a gzip header is refused, not sent unread.
+    let mut corrupt = gzip(&leaky);
+    corrupt.truncate(40);
+    corrupt.extend_from_slice(&[0xff; 64]);
+    let body = ScanBody::sniffing(body_of(split(&corrupt, 7)), sc.clone(), ScanMode::Block);
+    assert!(drain(body).await.2.is_some());
+}
+
 #[tokio::test]
 async fn encoded_bodies_are_scanned_decoded() {
     let sc = scanner();

@@ -1458,3 +1458,100 @@ async fn a_secret_host_name_is_not_written_to_the_debug_log() {
     let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
     assert!(!audit.contains(&key[..16]), "{audit}");
 }
+
+/// A body compressed without a `Content-Encoding` that says so (`gzip -c
+/// key | curl --data-binary @-`, Python's `zlib.compress`) reached the
+/// origin with its secret: now a whole outgoing body that starts like a
+/// gzip member or a zlib stream is read decompressed, small (judged before
+/// anything is sent) or large (streamed), while a benign `.gz` upload goes
+/// through byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_compressed_without_saying_so_is_read() {
+    let aws = aws();
+    let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let c = client::reqwest(&proxy);
+    let zlib = |data: &[u8]| {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let leaky = format!("config\naws_access_key_id = {aws}\n");
+    for (n, body) in [gzip(leaky.as_bytes()), zlib(leaky.as_bytes())]
+        .into_iter()
+        .enumerate()
+    {
+        let r = c
+            .post(format!("{url}/small{n}"))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{n}");
+        assert_eq!(r.headers()["airlock-error"], "secret_blocked");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("aws-access-key-id"), "{text}");
+    }
+    // A gzip header before what does not decompress: refused, not sent.
+    let mut corrupt = gzip(leaky.as_bytes());
+    corrupt.truncate(12);
+    corrupt.extend_from_slice(&[0xff; 64]);
+    let r = c
+        .post(format!("{url}/corrupt"))
+        .body(corrupt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["airlock-error"], "unscannable_body");
+    // Larger than `prejudge_bytes` once compressed: streamed, and cut
+    // before the compressed bytes that hold the secret.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: String = (0..400_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b"abcdefghijklmnopqrstuvwxyz0123456789 \n"[(seed % 38) as usize] as char
+        })
+        .collect();
+    let big = gzip(format!("{noise}\nkey {aws}\n{noise}").as_bytes());
+    assert!(big.len() > 2 * 64 * 1024);
+    let sent = c
+        .post(format!("{url}/big"))
+        .header("content-type", "application/gzip")
+        .body(big.clone())
+        .send()
+        .await;
+    if let Ok(r) = sent {
+        assert_eq!(r.status(), 403);
+    }
+    proxy
+        .audit_event("undeclared gzip block", |e| {
+            e["kind"] == "finding" && e["path"] == "/upload/big" && e["decision"] == "block"
+        })
+        .await;
+    for r in origin.received() {
+        assert!(
+            !["/upload/small0", "/upload/small1", "/upload/corrupt"].contains(&r.target.as_str())
+        );
+        if let Some(b) = &r.body {
+            assert!(b.len() < big.len(), "the whole compressed body arrived");
+        }
+    }
+    // A benign .gz upload: the origin gets exactly the bytes sent.
+    let benign = gzip(noise.as_bytes());
+    let r = c
+        .post(format!("{url}/benign"))
+        .header("content-type", "application/gzip")
+        .body(benign.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = origin.received();
+    let got = got.iter().find(|r| r.target == "/upload/benign").unwrap();
+    assert!(got.body.as_deref() == Some(&benign[..]));
+    assert!(!got.headers.contains_key("content-encoding"));
+}
