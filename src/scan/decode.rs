@@ -1,7 +1,7 @@
 //! Decode, then scan: secrets written as base64 / base64url, hex (with or
 //! without delimiters), percent-encoding (with `+` for space), JSON string
-//! escapes, HTML character references or character codes (decimal byte
-//! values), nested up to [`MAX_DEPTH`] layers, are found in a stream without
+//! escapes, HTML character references, character codes (decimal byte
+//! values) or UTF-16, nested up to [`MAX_DEPTH`] layers, are found in a stream without
 //! buffering it, with the same findings whatever the chunking.
 //!
 //! # Design
@@ -52,6 +52,11 @@
 //!   JSON array. Digits glued before the list only change its first number,
 //!   which is read from its last three digits (or two, when those are over
 //!   255).
+//! - **utf16**: at least [`MIN_WIDE`] code units of a zero byte and an
+//!   ASCII character (printable, tab or a line break), in either byte
+//!   order (one instance each). A little-endian run starts at a character
+//!   right before a zero byte, so that instance keeps the last byte of an
+//!   input when it could start one (not a line break).
 //!
 //! Multipart bodies need no codec of their own: a part's content is bytes of
 //! the stream like any other, a base64 `Content-Transfer-Encoding` part is a
@@ -85,7 +90,7 @@
 //! # Bounds
 //! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, JSON
 //!   escapes ≥ 2→1 except `\uXXXX` 6→3, character codes ≥ 2→1, references
-//!   ≥ 3→1 and at most 10→4); a decoded stream is never larger
+//!   ≥ 3→1 and at most 10→4, UTF-16 2→1); a decoded stream is never larger
 //!   than its encoded input. The phases multiply it by a constant: a base64
 //!   run's four phases decode to 3× its size, a hex run's three instances
 //!   to at most 1.5×. (Noise decoded in the wrong phase rarely holds
@@ -116,12 +121,13 @@
 //!   Hex in its fast mode only starts the exact parser on a stretch
 //!   holding `2 * MIN_HEX` digits with at most 4 other run bytes between
 //!   them. Percent, JSON and HTML look for `%`, `\\` and `&` with `memchr`.
-//!   Character codes probe one byte in 33 for a window of digits and
-//!   separators long enough to hold a run.
+//!   Character codes use the hex layer's windows, then probe one byte in
+//!   34 for a window of digits and separators long enough to hold a run.
+//!   UTF-16 looks for zero bytes with `memchr`.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
-//!   percent, JSON, HTML and character-code layer, and depth, created on
-//!   first use (11 + 121 + 1331 at most, for a stream crafted to nest
-//!   segments in every phase).
+//!   percent, JSON, HTML, character-code and UTF-16 instance, and depth,
+//!   created on first use (13 + 169 + 2197 at most, for a stream crafted to
+//!   nest segments in every phase).
 
 use std::{collections::VecDeque, fmt};
 
@@ -160,6 +166,7 @@ enum Codec {
     Json = 4,
     CharCodes = 5,
     Html = 6,
+    Utf16 = 7,
 }
 
 impl Codec {
@@ -171,6 +178,7 @@ impl Codec {
             4 => "json",
             5 => "charcodes",
             6 => "html",
+            7 => "utf16",
             _ => "?",
         }
     }
@@ -547,6 +555,9 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
         return true;
     }
+    if wide_possible(dec) {
+        return true;
+    }
     lane(1) >= u64::from(2 * MIN_HEX) || (hit & 1 != 0 && sc.may_match(dec))
 }
 
@@ -662,7 +673,12 @@ pub(crate) fn worth_scanning_by_parts(sc: &Scanner, dec: &[u8]) -> bool {
         }
         hex += u32::from(c & HEXD != 0);
     }
-    hex >= 2 * MIN_HEX || code_stretch(dec)
+    hex >= 2 * MIN_HEX || code_stretch(dec) || wide_possible(dec)
+}
+
+/// Could `dec` hold a UTF-16 run? (It has a run's worth of zero bytes.)
+fn wide_possible(dec: &[u8]) -> bool {
+    memchr::memchr(0, dec).is_some() && memchr::memchr_iter(0, dec).count() >= MIN_WIDE as usize
 }
 
 /// Longest label (name and separator) read before a base64 run.
@@ -837,11 +853,14 @@ pub(crate) struct Decoders {
     json: Esc,
     html: Esc,
     codes: Codes,
+    /// The UTF-16 layer, one instance per byte order.
+    wide: [Wide; 2],
     /// The nested scans: of the base64 phases, of the hex instances, and of
     /// percent, JSON, HTML references and character codes.
     b64_pools: [Pool; PHASES],
     hex_pools: [Pool; 3],
     pools: [Pool; 4],
+    wide_pools: [Pool; 2],
     /// Where base64 and hex runs could start in the current input.
     runs: Runs,
 }
@@ -870,9 +889,11 @@ impl Decoders {
             json: Esc::new(Codec::Json),
             html: Esc::new(Codec::Html),
             codes: Codes::new(),
+            wide: [Endian::Little, Endian::Big].map(Wide::new),
             b64_pools: std::array::from_fn(|_| Pool::new(min)),
             hex_pools: std::array::from_fn(|_| Pool::new(min)),
             pools: std::array::from_fn(|_| Pool::new(min)),
+            wide_pools: std::array::from_fn(|_| Pool::new(min)),
             runs: Runs::default(),
         }
     }
@@ -885,8 +906,9 @@ impl Decoders {
         self.json = fresh.json;
         self.html = fresh.html;
         self.codes = fresh.codes;
+        self.wide = fresh.wide;
         let pools = self.b64_pools.iter_mut().chain(&mut self.hex_pools);
-        for p in pools.chain(&mut self.pools) {
+        for p in pools.chain(&mut self.pools).chain(&mut self.wide_pools) {
             if let Some(s) = p.sub.as_mut() {
                 s.reset();
             }
@@ -929,6 +951,9 @@ impl Decoders {
         self.html.feed(sc, hay, base, from, discard, d, p5, out);
         self.codes
             .feed(sc, hay, base, from, discard, d, p4, runs, out);
+        for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
+            wide.feed(sc, hay, base, from, discard, d, pool, out);
+        }
     }
 
     /// End of stream: close every open segment.
@@ -945,6 +970,9 @@ impl Decoders {
         self.html.finish(sc, hay, base, discard, d, p5, out);
         let end = base + hay.len() as u64;
         self.codes.finish(sc, end, discard, d, p4, out);
+        for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
+            wide.end_run(sc, d, pool, out);
+        }
     }
 
     /// No finding not yet reported starts before this offset (`end`: the
@@ -974,6 +1002,14 @@ impl Decoders {
             .min(self.json.frontier(p3, end))
             .min(self.html.frontier(p5, end))
             .min(self.codes.frontier(p4, end))
+            .min(
+                self.wide
+                    .iter()
+                    .zip(&self.wide_pools)
+                    .map(|(wide, pool)| wide.frontier(pool, end))
+                    .min()
+                    .unwrap_or(end),
+            )
     }
 }
 
@@ -2001,6 +2037,200 @@ impl Codes {
             self.step(sc, b'.', end, discard, depth, pool, out);
         }
         self.end_run(sc, depth, pool, out);
+    }
+}
+
+// ---------------------------------------------------------------- utf-16
+
+/// Which byte of a UTF-16 code unit holds the character.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Endian {
+    /// `A\0K\0`: the character, then the zero byte.
+    Little,
+    /// `\0A\0K`: the zero byte, then the character.
+    Big,
+}
+
+/// UTF-16 text (`iconv -t UTF-16`, PowerShell's `-EncodedCommand` once its
+/// base64 is decoded): each ASCII character is a code unit of the
+/// character and a zero byte. A run is at least [`MIN_WIDE`] such units; a
+/// unit whose high byte is not zero (a character past U+00FF) or whose
+/// character is a control byte other than tab and line breaks ends it.
+/// One instance per byte order.
+struct Wide {
+    endian: Endian,
+    /// Fast mode: look for the next zero byte.
+    exact: bool,
+    run: Option<u64>,
+    count: u32,
+    /// A unit's first byte, waiting for its second.
+    half: Option<(u64, u8)>,
+    seg: Option<Seg>,
+}
+
+/// Fewest code units a UTF-16 run decodes.
+pub const MIN_WIDE: u32 = 16;
+
+/// May `b` be the character of a code unit inside a run?
+fn wide_char(b: u8) -> bool {
+    b == 0 || b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b)
+}
+
+/// May `b` start a little-endian run? Not a line break, so that a stream
+/// ending in one is released whole.
+fn wide_start(b: u8) -> bool {
+    b == 0 || b == b'\t' || (0x20..0x7f).contains(&b)
+}
+
+impl Wide {
+    fn new(endian: Endian) -> Wide {
+        Wide {
+            endian,
+            exact: false,
+            run: None,
+            count: 0,
+            half: None,
+            seg: None,
+        }
+    }
+
+    fn frontier(&self, pool: &Pool, end: u64) -> u64 {
+        let pending = self.half.map_or(end, |(q, _)| q);
+        match (&self.seg, self.run) {
+            (Some(seg), _) if seg.started || (seg.discard && self.count >= MIN_WIDE) => {
+                pool.frontier(seg, pending)
+            }
+            (_, Some(r)) => r,
+            (_, None) => pending,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        from: usize,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        let mut k = from;
+        while k < hay.len() {
+            let p = base + k as u64;
+            if !self.exact {
+                // The first unit of a run starts at a zero byte, or (little
+                // endian) just before one.
+                let rest = hay.get(k..).unwrap_or_default();
+                match memchr::memchr(0, rest) {
+                    Some(z) => {
+                        let z = k + z;
+                        let before = z.checked_sub(1).filter(|&i| i >= k);
+                        k = match before {
+                            Some(i) if self.endian == Endian::Little && wide_start(hay[i]) => i,
+                            _ => z,
+                        };
+                        self.exact = true;
+                        continue;
+                    }
+                    None => {
+                        // Little endian: the last byte may start a unit
+                        // whose zero comes next.
+                        if self.endian == Endian::Little
+                            && let Some(&b) = hay.last()
+                            && wide_start(b)
+                        {
+                            let q = base + hay.len() as u64 - 1;
+                            self.half = Some((q, b));
+                            self.run = Some(q);
+                            self.count = 0;
+                            self.exact = true;
+                        }
+                        break;
+                    }
+                }
+            }
+            let b = hay[k];
+            if self.step(b, p, discard) {
+                k += 1;
+            } else {
+                // The run ends before this byte; look from it again.
+                self.end_run(sc, depth, pool, out);
+                self.exact = false;
+            }
+        }
+        if let Some(seg) = self.seg.as_mut()
+            && (seg.started || (seg.discard && self.count >= MIN_WIDE))
+        {
+            pool.flush(sc, seg, depth, out);
+        }
+    }
+
+    /// One byte in a run (`b` at `p`). False: the run ended before it.
+    fn step(&mut self, b: u8, p: u64, discard: bool) -> bool {
+        let starting = self.run.is_none();
+        match (self.endian, self.half) {
+            (Endian::Little, None) => {
+                if !(if starting {
+                    wide_start(b)
+                } else {
+                    wide_char(b)
+                }) {
+                    return false;
+                }
+                self.half = Some((p, b));
+            }
+            (Endian::Little, Some((q, c))) => {
+                if b != 0 {
+                    return false;
+                }
+                self.unit(c, q, p, discard);
+            }
+            (Endian::Big, None) => {
+                if b != 0 {
+                    return false;
+                }
+                self.half = Some((p, 0));
+            }
+            (Endian::Big, Some((q, _))) => {
+                if !wide_char(b) {
+                    return false;
+                }
+                self.unit(b, q, p, discard);
+            }
+        }
+        if starting {
+            self.run = Some(p);
+            self.count = 0;
+        }
+        true
+    }
+
+    /// A code unit `q..=p`: one decoded byte.
+    fn unit(&mut self, c: u8, q: u64, p: u64, discard: bool) {
+        self.half = None;
+        self.count += 1;
+        let run = self.run.unwrap_or(q);
+        let seg = self
+            .seg
+            .get_or_insert_with(|| Seg::new(Codec::Utf16, run, discard));
+        // `SHORT > MIN_WIDE`: a run starts its nested scan only once it
+        // is a segment.
+        seg.put(c, (q, p + 1));
+    }
+
+    fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
+        self.run = None;
+        self.half = None;
+        let count = self.count;
+        self.count = 0;
+        if let Some(seg) = self.seg.take()
+            && count >= MIN_WIDE
+        {
+            pool.close(sc, seg, depth, out);
+        }
     }
 }
 

@@ -98,9 +98,13 @@ pub(crate) enum Enc {
     EntDec,
     /// HTML hex character references: `&#x41;&#x4b;`.
     EntHex,
+    /// UTF-16, little endian: `A\0K\0`.
+    Utf16Le,
+    /// UTF-16, big endian: `\0A\0K`.
+    Utf16Be,
 }
 
-pub(crate) const ENCS: [Enc; 14] = [
+pub(crate) const ENCS: [Enc; 16] = [
     Enc::B64,
     Enc::B64Url,
     Enc::Hex,
@@ -115,6 +119,8 @@ pub(crate) const ENCS: [Enc; 14] = [
     Enc::CodesCompact,
     Enc::EntDec,
     Enc::EntHex,
+    Enc::Utf16Le,
+    Enc::Utf16Be,
 ];
 
 impl Enc {
@@ -167,6 +173,8 @@ impl Enc {
                 .iter()
                 .flat_map(|b| format!("&#x{b:02x};").into_bytes())
                 .collect(),
+            Enc::Utf16Le => data.iter().flat_map(|&b| [b, 0]).collect(),
+            Enc::Utf16Be => data.iter().flat_map(|&b| [0, b]).collect(),
         }
     }
 
@@ -184,6 +192,7 @@ impl Enc {
             Enc::Json => "json",
             Enc::Codes | Enc::CodesCompact => "charcodes",
             Enc::EntDec | Enc::EntHex => "html",
+            Enc::Utf16Le | Enc::Utf16Be => "utf16",
         }
     }
 }
@@ -873,4 +882,40 @@ fn character_codes_in_the_forms_agents_write() {
     ] {
         assert!(sc.scan(benign.as_bytes()).is_empty(), "{benign}");
     }
+}
+
+/// UTF-16 in both byte orders, raw and as PowerShell sends it (base64 of
+/// UTF-16LE), with a line break inside and a BOM before.
+#[test]
+fn utf16_raw_and_in_base64() {
+    let sc = scanner();
+    let aws = fresh_aws();
+    let text = format!("$k = '{aws}'\r\nWrite-Output $k");
+    let le: Vec<u8> = text.bytes().flat_map(|b| [b, 0]).collect();
+    let be: Vec<u8> = text.bytes().flat_map(|b| [0, b]).collect();
+    let mut bom = vec![0xff, 0xfe];
+    bom.extend_from_slice(&le);
+    let ps = format!("powershell -EncodedCommand {}", STANDARD.encode(&le));
+    for (input, chain) in [
+        (le, "utf16"),
+        (be, "utf16"),
+        (bom, "utf16"),
+        (ps.into_bytes(), "base64>utf16"),
+    ] {
+        let found = sc.scan(&input);
+        assert!(
+            found
+                .iter()
+                .any(|f| &*f.pattern_id == "aws-access-key-id" && f.chain.to_string() == chain),
+            "{chain}: {found:?}"
+        );
+        for cut in [1, 2, 3, 7] {
+            equivalent(&sc, &input, cut).unwrap_or_else(|e| panic!("{chain}: {e}"));
+        }
+    }
+    // Binary with zero bytes is not a finding.
+    let bin: Vec<u8> = (0..4096u32)
+        .map(|i| if i % 3 == 0 { 0 } else { rand_u64() as u8 })
+        .collect();
+    assert!(sc.scan(&bin).is_empty());
 }

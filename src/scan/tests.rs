@@ -1289,10 +1289,6 @@ fn the_documented_limits_are_real() {
     std::io::Write::write_all(&mut gz, format!("id {key} ").as_bytes()).unwrap();
     let gzipped = gz.finish().unwrap();
     assert!(sc.scan(&gzipped).is_empty(), "undeclared gzip");
-    // UTF-16, and base64 of it (PowerShell's -EncodedCommand).
-    let utf16: Vec<u8> = format!("id {key} ").bytes().flat_map(|b| [b, 0]).collect();
-    assert!(sc.scan(&utf16).is_empty(), "utf-16");
-    assert!(sc.scan(STANDARD.encode(&utf16).as_bytes()).is_empty(), "base64 of utf-16");
     for evasion in [
         // base32 and rot13 of the key
         "IFFUSQKJJ5JUMT2EJZHDORKYIFGVATCF".to_string(),
@@ -1323,6 +1319,6 @@ fn the_documented_limits_are_real() {
 #[test]
 fn a_segment_too_long_to_count_is_scanned() {
     let sc = scanner();
-    assert!(!decode::worth_scanning(&sc, &[0u8; 1024]));
-    assert!(decode::worth_scanning(&sc, &vec![0u8; 1 << 20]));
+    assert!(!decode::worth_scanning(&sc, &[1u8; 1024]));
+    assert!(decode::worth_scanning(&sc, &vec![1u8; 1 << 20]));
 }

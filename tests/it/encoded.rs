@@ -292,6 +292,48 @@ async fn character_codes_and_html_references() {
     assert!(origin.received().is_empty());
 }
 
+/// UTF-16 (`iconv -t UTF-16`), raw in a body and as PowerShell sends a
+/// script (`-EncodedCommand`: base64 of UTF-16LE) in a JSON body: each
+/// reached the origin before; each is refused naming its chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf16_raw_and_powershell_base64() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms = Vec::new();
+    for chain in ["utf16", "base64>utf16"] {
+        let aws = fresh_aws();
+        let script = format!("$env:AWS_ACCESS_KEY_ID = '{aws}'");
+        let le: Vec<u8> = script.bytes().flat_map(|b| [b, 0]).collect();
+        let url = format!("https://api.example.test:{}/upload", origin.port());
+        let body = if chain == "utf16" {
+            le
+        } else {
+            format!(
+                "{{\"command\":\"powershell -EncodedCommand {}\"}}",
+                STANDARD.encode(&le)
+            )
+            .into_bytes()
+        };
+        let r = client::reqwest(&proxy)
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{chain}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains(&format!("pattern aws-access-key-id, decoded {chain}")),
+            "{text}"
+        );
+        forms.push(aws.into_bytes());
+        forms.push(body);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+    origin_never_saw(&origin, &forms);
+    assert!(origin.received().is_empty());
+}
+
 /// Characters glued before an encoding shift a base64 run's quads or a
 /// hex run's pairs (`took=89m` on the line before, `xQ` or `a` on the same
 /// one): each was a leak, each is refused with its chain, and the origin
