@@ -549,13 +549,10 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if lane(0) >= u64::from(MIN_B64) && longest_b64_run(dec) >= MIN_B64 {
         return true;
     }
-    if lane(2) > 0 && has_escape(dec) {
+    if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
         return true;
     }
     if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
-        return true;
-    }
-    if wide_possible(dec) {
         return true;
     }
     lane(1) >= u64::from(2 * MIN_HEX) || (hit & 1 != 0 && sc.may_match(dec))
@@ -625,7 +622,7 @@ static GATE_FOLDED: [u8; 256] = gate_keys(true);
 static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
-/// 21, 42: a base64 character, a hex digit, `%`, `\\` or `&`).
+/// 21, 42: a base64 character, a hex digit, `%`, `\\`, `&` or a zero byte).
 static COUNTS: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
@@ -637,7 +634,7 @@ static COUNTS: [u64; 256] = {
         if c & HEXD != 0 {
             t[i] |= 1 << 21;
         }
-        if i == b'%' as usize || i == b'\\' as usize || i == b'&' as usize {
+        if i == b'%' as usize || i == b'\\' as usize || i == b'&' as usize || i == 0 {
             t[i] |= 1 << 42;
         }
         i += 1;
@@ -678,7 +675,7 @@ pub(crate) fn worth_scanning_by_parts(sc: &Scanner, dec: &[u8]) -> bool {
 
 /// Could `dec` hold a UTF-16 run? (It has a run's worth of zero bytes.)
 fn wide_possible(dec: &[u8]) -> bool {
-    memchr::memchr(0, dec).is_some() && memchr::memchr_iter(0, dec).count() >= MIN_WIDE as usize
+    memchr::memchr_iter(0, dec).count() >= MIN_WIDE as usize
 }
 
 /// Longest label (name and separator) read before a base64 run.
