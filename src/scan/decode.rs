@@ -806,23 +806,192 @@ enum Align {
     OddDelimited,
 }
 
+/// The bytes of a run layer's fast mode (hex, character codes).
+trait RunBytes {
+    /// Digits a stretch needs before the exact parser runs.
+    const DIGITS: u32;
+    /// Most non-digit bytes in a row inside a stretch.
+    const GAP: u8;
+    /// Fewest bytes a run spans: a window of `runs` this long, or of this
+    /// layer's bytes, holds every run.
+    const NEED: usize;
+    /// Probe for this layer's bytes inside the windows of `runs` too (its
+    /// bitmap's class is wider than this layer's).
+    const PROBE_IN_WINDOWS: bool;
+    fn digit(b: u8) -> bool;
+    /// A byte a stretch may hold besides digits.
+    fn gap(b: u8) -> bool;
+    /// A byte that ends a stretch may start the next one.
+    fn restarts(b: u8) -> bool;
+    fn breaks(b: u8) -> bool {
+        !Self::digit(b) && !Self::gap(b)
+    }
+}
+
+/// Fast mode of a run layer: the current *stretch* of bytes a run could
+/// be made of (digits, and at most `GAP` other run bytes in a row) and its
+/// digits. The exact parser runs only once a stretch has `DIGITS` digits;
+/// it starts from the stretch's start, where it would be idle anyway.
+#[derive(Default)]
+struct Stretch {
+    start: Option<u64>,
+    digits: u32,
+    gap: u8,
+}
+
+impl Stretch {
+    /// Look through `hay[k..]` (`hay` starts at stream offset `base`); the
+    /// start of the first stretch with enough digits, if there is one.
+    fn find<R: RunBytes>(&mut self, hay: &[u8], base: u64, k: usize, runs: &Runs) -> Option<u64> {
+        let rest = hay.get(k..).unwrap_or_default();
+        let (mut stretch, mut digits, mut gap) = (self.start, self.digits, self.gap);
+        let mut j = 0;
+        while j < rest.len() {
+            if stretch.is_none() {
+                // As for base64: a run spans `NEED` run bytes; jump to the
+                // next such window (before the new input, or where the
+                // bitmap's class is wider: probe the byte `NEED - 1` ahead).
+                let next = runs.next_hex(k + j);
+                if let Some(p) = next
+                    && p > k + j
+                {
+                    j = p - k;
+                    continue;
+                }
+                if (next.is_none() || R::PROBE_IN_WINDOWS)
+                    && let Some(&probe) = rest.get(j + R::NEED - 1)
+                {
+                    if R::breaks(probe) {
+                        j += R::NEED;
+                        continue;
+                    }
+                    let window = rest.get(j..j + R::NEED - 1).unwrap_or_default();
+                    if let Some(q) = window.iter().rposition(|&b| R::breaks(b)) {
+                        j += q + 1;
+                        continue;
+                    }
+                }
+            }
+            let b = rest[j];
+            if R::digit(b) {
+                if stretch.is_none() {
+                    stretch = Some(base + (k + j) as u64);
+                    digits = 0;
+                }
+                gap = 0;
+                digits += 1;
+                if digits >= R::DIGITS {
+                    *self = Stretch::default();
+                    return stretch;
+                }
+            } else if R::gap(b) && stretch.is_some() && gap < R::GAP {
+                gap += 1;
+            } else {
+                stretch = R::restarts(b).then_some(base + (k + j) as u64);
+                digits = 0;
+                gap = 0;
+            }
+            j += 1;
+        }
+        (self.start, self.digits, self.gap) = (stretch, digits, gap);
+        None
+    }
+}
+
+/// A run being decoded (hex, character codes, UTF-16): where it starts,
+/// the units decoded, and its segment, opened at the first unit.
+#[derive(Default)]
+struct RunSeg {
+    start: Option<u64>,
+    count: u32,
+    seg: Option<Seg>,
+}
+
+impl RunSeg {
+    /// A run starts at `p`, unless one is open.
+    fn open(&mut self, p: u64) {
+        if self.start.is_none() {
+            self.start = Some(p);
+            self.count = 0;
+            self.seg = None;
+        }
+    }
+
+    /// One decoded byte, from the encoded `span`.
+    fn put(&mut self, codec: Codec, v: u8, span: (u64, u64), discard: bool) {
+        self.count += 1;
+        let start = self.start.unwrap_or(span.0);
+        // The segment's nested scan starts only at `SHORT` decoded bytes,
+        // past every layer's minimum: only runs long enough are scanned.
+        self.seg
+            .get_or_insert_with(|| Seg::new(codec, start, discard))
+            .put(v, span);
+    }
+
+    /// Is the segment scanned (or, too deep, probed) as it streams?
+    fn live(&self, min: u32) -> bool {
+        self.seg
+            .as_ref()
+            .is_some_and(|seg| seg.started || (seg.discard && self.count >= min))
+    }
+
+    /// `pending`: where the unit not yet decoded starts; `idle`: the
+    /// frontier with no run open.
+    fn frontier(&self, pool: &Pool, pending: u64, idle: u64, min: u32) -> u64 {
+        match (&self.seg, self.start) {
+            (Some(seg), _) if self.live(min) => pool.frontier(seg, pending),
+            (_, Some(r)) => r,
+            (_, None) => idle,
+        }
+    }
+
+    fn flush(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>, min: u32) {
+        if self.live(min)
+            && let Some(seg) = self.seg.as_mut()
+        {
+            pool.flush(sc, seg, depth, out);
+        }
+    }
+
+    /// The run ended: judge its segment if it had `min` units.
+    fn end(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>, min: u32) {
+        self.start = None;
+        let count = std::mem::take(&mut self.count);
+        if let Some(seg) = self.seg.take()
+            && count >= min
+        {
+            pool.close(sc, seg, depth, out);
+        }
+    }
+}
+
+struct HexBytes;
+
+impl RunBytes for HexBytes {
+    const DIGITS: u32 = 2 * MIN_HEX;
+    const GAP: u8 = 4;
+    const NEED: usize = 2 * MIN_HEX as usize;
+    const PROBE_IN_WINDOWS: bool = false;
+    fn digit(b: u8) -> bool {
+        CLASS[usize::from(b)] & HEXD != 0
+    }
+    fn gap(b: u8) -> bool {
+        CLASS[usize::from(b)] & HEXC != 0
+    }
+    /// A backslash may start `\x41`.
+    fn restarts(b: u8) -> bool {
+        b == b'\\'
+    }
+}
+
 struct Hex {
     /// Where this instance cuts a run into pairs (see [`Align`]).
     align: Align,
-    /// Fast mode: the current stretch of bytes a run could be made of
-    /// (digits, and at most 4 other run bytes in a row), and its digits.
-    /// The exact parser runs only once a stretch has a run's worth of
-    /// digits (`2 * MIN_HEX`); it starts from the stretch's start, where
-    /// it would be idle anyway.
-    stretch: Option<u64>,
-    digits: u32,
-    gap: u8,
+    stretch: Stretch,
     exact: bool,
-    run: Option<u64>,
-    count: u32,
+    rs: RunSeg,
     phase: HexPhase,
     tstart: u64,
-    seg: Option<Seg>,
 }
 
 /// Percent or JSON escapes in a token.
@@ -1439,26 +1608,17 @@ impl Hex {
     fn new(align: Align) -> Hex {
         Hex {
             align,
-            stretch: None,
-            digits: 0,
-            gap: 0,
+            stretch: Stretch::default(),
             exact: false,
-            run: None,
-            count: 0,
+            rs: RunSeg::default(),
             phase: HexPhase::Idle,
             tstart: 0,
-            seg: None,
         }
     }
 
     fn frontier(&self, pool: &Pool, end: u64) -> u64 {
-        match (&self.seg, self.run) {
-            (Some(seg), _) if seg.started || (seg.discard && self.count >= MIN_HEX) => {
-                pool.frontier(seg, self.pending(end))
-            }
-            (_, Some(r)) => r,
-            (_, None) => self.stretch.unwrap_or(end),
-        }
+        let idle = self.stretch.start.unwrap_or(end);
+        self.rs.frontier(pool, self.pending(end), idle, MIN_HEX)
     }
 
     fn pending(&self, end: u64) -> u64 {
@@ -1488,65 +1648,10 @@ impl Hex {
         let mut k = from;
         while k < hay.len() {
             if !self.exact {
-                let Some(rest) = hay.get(k..) else { break };
-                let mut replay = None;
-                let (mut stretch, mut digits, mut gap) = (self.stretch, self.digits, self.gap);
-                let breaks = |b: u8| CLASS[usize::from(b)] & (HEXD | HEXC) == 0;
-                let need = 2 * MIN_HEX as usize;
-                let mut j = 0;
-                while j < rest.len() {
-                    if stretch.is_none() {
-                        // As for base64: a stretch with `need` digits spans
-                        // `need` run bytes; jump to the next such window
-                        // (before the new input: probe the byte `need - 1`
-                        // ahead).
-                        if let Some(p) = runs.next_hex(k + j) {
-                            if p > k + j {
-                                j = p - k;
-                                continue;
-                            }
-                        } else if let Some(&probe) = rest.get(j + need - 1) {
-                            if breaks(probe) {
-                                j += need;
-                                continue;
-                            }
-                            let window = rest.get(j..j + need - 1).unwrap_or_default();
-                            if let Some(q) = window.iter().rposition(|&b| breaks(b)) {
-                                j += q + 1;
-                                continue;
-                            }
-                        }
-                    }
-                    let b = rest[j];
-                    let c = CLASS[usize::from(b)];
-                    if c & HEXD != 0 {
-                        if stretch.is_none() {
-                            stretch = Some(base + (k + j) as u64);
-                            digits = 0;
-                        }
-                        gap = 0;
-                        digits += 1;
-                        if digits >= 2 * MIN_HEX {
-                            replay = stretch;
-                            break;
-                        }
-                    } else if c & HEXC != 0 && stretch.is_some() && gap < 4 {
-                        gap += 1;
-                    } else {
-                        // The stretch ends; a backslash may start the next.
-                        stretch = (b == b'\\').then_some(base + (k + j) as u64);
-                        digits = 0;
-                        gap = 0;
-                    }
-                    j += 1;
-                }
-                (self.stretch, self.digits, self.gap) = (stretch, digits, gap);
-                let Some(start) = replay else {
+                let Some(start) = self.stretch.find::<HexBytes>(hay, base, k, runs) else {
                     break;
                 };
                 self.exact = true;
-                self.stretch = None;
-                self.digits = 0;
                 self.phase = HexPhase::Idle;
                 k = usize::try_from(start.saturating_sub(base)).unwrap_or(k);
                 continue;
@@ -1571,21 +1676,15 @@ impl Hex {
             }
             k += 1;
         }
-        if let Some(seg) = self.seg.as_mut()
-            && (seg.started || (seg.discard && self.count >= MIN_HEX))
-        {
-            pool.flush(sc, seg, depth, out);
-        }
+        self.rs.flush(sc, depth, pool, out, MIN_HEX);
     }
 
     fn start_token(&mut self, b: u8, p: u64) {
         if self.align != Align::Even {
             // A run starts with the digit the odd instances skip; `\x41`
             // and `0x41` runs are the even instance's alone.
-            if self.run.is_none() && hex_val(b).is_some() {
-                self.run = Some(p);
-                self.count = 0;
-                self.seg = None;
+            if self.rs.start.is_none() && hex_val(b).is_some() {
+                self.rs.open(p);
                 self.tstart = p;
                 self.phase = HexPhase::Lead;
             }
@@ -1599,11 +1698,7 @@ impl Hex {
                 None => return,
             },
         };
-        if self.run.is_none() {
-            self.run = Some(p);
-            self.count = 0;
-            self.seg = None;
-        }
+        self.rs.open(p);
         self.tstart = p;
         self.phase = phase;
     }
@@ -1693,26 +1788,12 @@ impl Hex {
 
     fn byte(&mut self, v: u8, p: u64, discard: bool) {
         self.phase = HexPhase::Next;
-        self.count += 1;
-        let run = self.run.unwrap_or(self.tstart);
-        let seg = self
-            .seg
-            .get_or_insert_with(|| Seg::new(Codec::Hex, run, discard));
-        // `SHORT > MIN_HEX`: a run starts its nested scan only once it is
-        // a segment.
-        seg.put(v, (self.tstart, p + 1));
+        self.rs.put(Codec::Hex, v, (self.tstart, p + 1), discard);
     }
 
     fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
         self.phase = HexPhase::Idle;
-        self.run = None;
-        let count = self.count;
-        self.count = 0;
-        if let Some(seg) = self.seg.take()
-            && count >= MIN_HEX
-        {
-            pool.close(sc, seg, depth, out);
-        }
+        self.rs.end(sc, depth, pool, out, MIN_HEX);
     }
 }
 
@@ -1741,19 +1822,13 @@ enum CodePhase {
 /// (`99965,75,...`) make its first number longer than a byte: it is read
 /// from its last three digits, or its last two when those are over 255.
 struct Codes {
-    /// Fast mode, as for hex: a stretch of bytes a run could be made of,
-    /// its digits, the bytes since its last digit.
-    stretch: Option<u64>,
-    digits: u32,
-    gap: u8,
+    stretch: Stretch,
     exact: bool,
-    run: Option<u64>,
-    count: u32,
+    rs: RunSeg,
     phase: CodePhase,
     tstart: u64,
     /// Bytes of the current unit (the last number and its separators).
     unit: u64,
-    seg: Option<Seg>,
 }
 
 /// Fewest numbers a character-code run decodes (as for hex).
@@ -1773,30 +1848,44 @@ fn code_break(b: u8) -> bool {
     !b.is_ascii_digit() && !code_sep(b)
 }
 
+struct CodeBytes;
+
+impl RunBytes for CodeBytes {
+    const DIGITS: u32 = MIN_CODES;
+    const GAP: u8 = CODE_GAP;
+    // A run of MIN_CODES numbers, one of them over 9, spans at least this
+    // many bytes (its digits and a separator after each but the last); the
+    // hex windows of `runs` are this long, over a superset of the bytes. (A
+    // run of numbers 0-9 alone decodes to control bytes no secret holds.)
+    const NEED: usize = 2 * MIN_CODES as usize;
+    // A UUID or a hex digest is a hex window only.
+    const PROBE_IN_WINDOWS: bool = true;
+    fn digit(b: u8) -> bool {
+        b.is_ascii_digit()
+    }
+    fn gap(b: u8) -> bool {
+        code_sep(b)
+    }
+    fn restarts(_: u8) -> bool {
+        false
+    }
+}
+
 impl Codes {
     fn new() -> Codes {
         Codes {
-            stretch: None,
-            digits: 0,
-            gap: 0,
+            stretch: Stretch::default(),
             exact: false,
-            run: None,
-            count: 0,
+            rs: RunSeg::default(),
             phase: CodePhase::Idle,
             tstart: 0,
             unit: 0,
-            seg: None,
         }
     }
 
     fn frontier(&self, pool: &Pool, end: u64) -> u64 {
-        match (&self.seg, self.run) {
-            (Some(seg), _) if seg.started || (seg.discard && self.count >= MIN_CODES) => {
-                pool.frontier(seg, self.pending(end))
-            }
-            (_, Some(r)) => r,
-            (_, None) => self.stretch.unwrap_or(end),
-        }
+        let idle = self.stretch.start.unwrap_or(end);
+        self.rs.frontier(pool, self.pending(end), idle, MIN_CODES)
     }
 
     /// Where the number not yet decoded starts.
@@ -1823,68 +1912,10 @@ impl Codes {
         let mut k = from;
         while k < hay.len() {
             if !self.exact {
-                let Some(rest) = hay.get(k..) else { break };
-                let mut replay = None;
-                let (mut stretch, mut digits, mut gap) = (self.stretch, self.digits, self.gap);
-                // A run of MIN_CODES numbers, one of them over 9, spans at
-                // least this many run bytes (its digits and a separator
-                // after each but the last); the hex windows of `runs` are
-                // this long, over a superset of the bytes. (A run of
-                // numbers 0-9 alone decodes to control bytes no secret
-                // holds.)
-                let need = 2 * MIN_CODES as usize;
-                let mut j = 0;
-                while j < rest.len() {
-                    if stretch.is_none() {
-                        // Jump to the next window of the shared bitmap,
-                        // then probe for one of this layer's bytes (a
-                        // UUID or a hex digest is a hex window only).
-                        if let Some(p) = runs.next_hex(k + j)
-                            && p > k + j
-                        {
-                            j = p - k;
-                            continue;
-                        }
-                        if let Some(&probe) = rest.get(j + need - 1) {
-                            if code_break(probe) {
-                                j += need;
-                                continue;
-                            }
-                            let window = rest.get(j..j + need - 1).unwrap_or_default();
-                            if let Some(q) = window.iter().rposition(|&b| code_break(b)) {
-                                j += q + 1;
-                                continue;
-                            }
-                        }
-                    }
-                    let b = rest[j];
-                    if b.is_ascii_digit() {
-                        if stretch.is_none() {
-                            stretch = Some(base + (k + j) as u64);
-                            digits = 0;
-                        }
-                        gap = 0;
-                        digits += 1;
-                        if digits >= MIN_CODES {
-                            replay = stretch;
-                            break;
-                        }
-                    } else if code_sep(b) && stretch.is_some() && gap < CODE_GAP {
-                        gap += 1;
-                    } else {
-                        stretch = None;
-                        digits = 0;
-                        gap = 0;
-                    }
-                    j += 1;
-                }
-                (self.stretch, self.digits, self.gap) = (stretch, digits, gap);
-                let Some(start) = replay else {
+                let Some(start) = self.stretch.find::<CodeBytes>(hay, base, k, runs) else {
                     break;
                 };
                 self.exact = true;
-                self.stretch = None;
-                self.digits = 0;
                 self.phase = CodePhase::Idle;
                 k = usize::try_from(start.saturating_sub(base)).unwrap_or(k);
                 continue;
@@ -1901,11 +1932,7 @@ impl Codes {
             }
             k += 1;
         }
-        if let Some(seg) = self.seg.as_mut()
-            && (seg.started || (seg.discard && self.count >= MIN_CODES))
-        {
-            pool.flush(sc, seg, depth, out);
-        }
+        self.rs.flush(sc, depth, pool, out, MIN_CODES);
     }
 
     /// A digit starts a number, and a run if none is open.
@@ -1914,11 +1941,7 @@ impl Codes {
             self.phase = CodePhase::Idle;
             return;
         }
-        if self.run.is_none() {
-            self.run = Some(p);
-            self.count = 0;
-            self.seg = None;
-        }
+        self.rs.open(p);
         self.tstart = p;
         self.phase = CodePhase::Digits {
             v: u16::from(b - b'0'),
@@ -1951,12 +1974,11 @@ impl Codes {
                     // Longer than a byte: only a run's first number may
                     // be (digits glued before the list). Keep its last
                     // three digits, in a run of their own.
-                    if self.count > 0 {
+                    if self.rs.count > 0 {
                         self.end_run(sc, depth, pool, out);
                     }
                     self.tstart = p - 2;
-                    self.run = Some(self.tstart);
-                    self.count = 0;
+                    self.rs.start = Some(self.tstart);
                     self.phase = CodePhase::Digits { v: v3, n: 3 };
                 }
                 true
@@ -1965,12 +1987,12 @@ impl Codes {
                 let v = if v <= 255 {
                     v
                 } else {
-                    if self.count > 0 {
+                    if self.rs.count > 0 {
                         // Not a byte: the run ends before this number,
                         // and the next one starts with it.
                         let t = self.tstart;
                         self.end_run(sc, depth, pool, out);
-                        self.run = Some(t);
+                        self.rs.open(t);
                         self.tstart = t;
                     }
                     v % 100
@@ -1996,26 +2018,13 @@ impl Codes {
     fn byte(&mut self, v: u8, end: u64, discard: bool) {
         self.phase = CodePhase::Next;
         self.unit = end - self.tstart;
-        self.count += 1;
-        let run = self.run.unwrap_or(self.tstart);
-        let seg = self
-            .seg
-            .get_or_insert_with(|| Seg::new(Codec::CharCodes, run, discard));
-        // `SHORT > MIN_CODES`: a run starts its nested scan only once it
-        // is a segment.
-        seg.put(v, (self.tstart, end));
+        self.rs
+            .put(Codec::CharCodes, v, (self.tstart, end), discard);
     }
 
     fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
         self.phase = CodePhase::Idle;
-        self.run = None;
-        let count = self.count;
-        self.count = 0;
-        if let Some(seg) = self.seg.take()
-            && count >= MIN_CODES
-        {
-            pool.close(sc, seg, depth, out);
-        }
+        self.rs.end(sc, depth, pool, out, MIN_CODES);
     }
 
     /// End of stream: a number the stream ends with is complete.
@@ -2058,11 +2067,9 @@ struct Wide {
     endian: Endian,
     /// Fast mode: look for the next zero byte.
     exact: bool,
-    run: Option<u64>,
-    count: u32,
+    rs: RunSeg,
     /// A unit's first byte, waiting for its second.
     half: Option<(u64, u8)>,
-    seg: Option<Seg>,
 }
 
 /// Fewest code units a UTF-16 run decodes.
@@ -2084,22 +2091,14 @@ impl Wide {
         Wide {
             endian,
             exact: false,
-            run: None,
-            count: 0,
+            rs: RunSeg::default(),
             half: None,
-            seg: None,
         }
     }
 
     fn frontier(&self, pool: &Pool, end: u64) -> u64 {
         let pending = self.half.map_or(end, |(q, _)| q);
-        match (&self.seg, self.run) {
-            (Some(seg), _) if seg.started || (seg.discard && self.count >= MIN_WIDE) => {
-                pool.frontier(seg, pending)
-            }
-            (_, Some(r)) => r,
-            (_, None) => pending,
-        }
+        self.rs.frontier(pool, pending, pending, MIN_WIDE)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2141,8 +2140,7 @@ impl Wide {
                         {
                             let q = base + hay.len() as u64 - 1;
                             self.half = Some((q, b));
-                            self.run = Some(q);
-                            self.count = 0;
+                            self.rs.open(q);
                             self.exact = true;
                         }
                         break;
@@ -2158,16 +2156,12 @@ impl Wide {
                 self.exact = false;
             }
         }
-        if let Some(seg) = self.seg.as_mut()
-            && (seg.started || (seg.discard && self.count >= MIN_WIDE))
-        {
-            pool.flush(sc, seg, depth, out);
-        }
+        self.rs.flush(sc, depth, pool, out, MIN_WIDE);
     }
 
     /// One byte in a run (`b` at `p`). False: the run ended before it.
     fn step(&mut self, b: u8, p: u64, discard: bool) -> bool {
-        let starting = self.run.is_none();
+        let starting = self.rs.start.is_none();
         match (self.endian, self.half) {
             (Endian::Little, None) => {
                 if !(if starting {
@@ -2199,8 +2193,7 @@ impl Wide {
             }
         }
         if starting {
-            self.run = Some(p);
-            self.count = 0;
+            self.rs.open(p);
         }
         true
     }
@@ -2208,26 +2201,12 @@ impl Wide {
     /// A code unit `q..=p`: one decoded byte.
     fn unit(&mut self, c: u8, q: u64, p: u64, discard: bool) {
         self.half = None;
-        self.count += 1;
-        let run = self.run.unwrap_or(q);
-        let seg = self
-            .seg
-            .get_or_insert_with(|| Seg::new(Codec::Utf16, run, discard));
-        // `SHORT > MIN_WIDE`: a run starts its nested scan only once it
-        // is a segment.
-        seg.put(c, (q, p + 1));
+        self.rs.put(Codec::Utf16, c, (q, p + 1), discard);
     }
 
     fn end_run(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>) {
-        self.run = None;
         self.half = None;
-        let count = self.count;
-        self.count = 0;
-        if let Some(seg) = self.seg.take()
-            && count >= MIN_WIDE
-        {
-            pool.close(sc, seg, depth, out);
-        }
+        self.rs.end(sc, depth, pool, out, MIN_WIDE);
     }
 }
 
