@@ -39,6 +39,7 @@ async fn raw_h1(proxy: &TestProxy, port: u16, request: &str) -> client::RawRespo
     let target = format!("api.example.test:{port}");
     let mut tls = tls_tunnel(proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
     tls.write_all(request.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
     read_response(&mut tls).await
 }
 
@@ -216,6 +217,7 @@ async fn trace_and_ambiguous_framing_are_refused() {
     let target = format!("api.example.test:{port}");
     let mut tls = tls_tunnel(&proxy, &target, "api.example.test", &[b"http/1.1"], true).await;
     tls.write_all(smuggle.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
     let r = read_response(&mut tls).await;
     assert_eq!(r.status, 200);
     assert!(
@@ -459,6 +461,7 @@ async fn websocket_only_where_the_rule_allows_it() {
     // WebSocket frames: the origin echoes the message it got.
     let frame = crate::scan::ws_frame(true, 0x1, Some([1, 2, 3, 4]), b"ping-frame");
     tls.write_all(&frame).await.unwrap();
+    tls.flush().await.unwrap();
     let (fin, opcode, payload) =
         tokio::time::timeout(Duration::from_secs(10), crate::scan::ws_read(&mut tls))
             .await
@@ -501,6 +504,7 @@ async fn a_tunnel_serves_what_alpn_chose_and_sniffs_without_it() {
     for alpn in [&[b"http/1.1".as_slice()][..], &[]] {
         let mut tls = tls_tunnel(&proxy, &target, "api.example.test", alpn, true).await;
         tls.write_all(request.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
         let r = read_response(&mut tls).await;
         assert_eq!(r.status, 200, "alpn {alpn:?}: {}", r.text());
     }
@@ -527,6 +531,7 @@ async fn a_tunnel_serves_what_alpn_chose_and_sniffs_without_it() {
     ] {
         let mut tls = tls_tunnel(&proxy, &target, "api.example.test", &[alpn], true).await;
         tls.write_all(sent).await.unwrap();
+        tls.flush().await.unwrap();
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
         assert!(
