@@ -109,12 +109,15 @@ pub enum ScanError {
         reason: String,
     },
     /// The body is encoded more deeply than the decoders go
-    /// ([`MAX_DEPTH`](super::MAX_DEPTH)); outgoing, it is refused rather
-    /// than passed unscanned.
+    /// ([`MAX_DEPTH`](super::MAX_DEPTH)), or holds compressed data that
+    /// decodes to more than [`INFLATE_RATIO`](super::decode::INFLATE_RATIO)
+    /// times its size; outgoing, it is refused rather than passed
+    /// unscanned.
     #[error(
-        "it is encoded more than {max} layers deep ({chain}); airlock decodes at most {max} \
-         layers and does not send what it cannot scan",
-        max = super::MAX_DEPTH
+        "it is encoded more than {max} layers deep, or compressed data in it expands more than \
+         {ratio} times ({chain}); airlock does not send what it cannot scan",
+        max = super::MAX_DEPTH,
+        ratio = super::decode::INFLATE_RATIO
     )]
     TooDeep {
         /// The decodings, the last one being the one too many.
@@ -461,7 +464,7 @@ const SNIFF_LEN: usize = 3;
 /// first bytes: as gzip, as zlib, or as it is.
 fn sniffed(p: &mut Parts<'_>, head: &[u8]) {
     *p.decoder = match head {
-        [0x1f, 0x8b, 0x08, ..] => Some(Decoder::Gzip(flate2::write::GzDecoder::new(sink()))),
+        [0x1f, 0x8b, 0x08, ..] => Some(Decoder::Gzip(flate2::write::MultiGzDecoder::new(sink()))),
         [0x78, 0x01 | 0x9c | 0xda, ..] => {
             Some(Decoder::Zlib(flate2::write::ZlibDecoder::new(sink())))
         }
@@ -645,7 +648,7 @@ fn sink() -> CappedSink {
 }
 
 enum Decoder {
-    Gzip(flate2::write::GzDecoder<CappedSink>),
+    Gzip(flate2::write::MultiGzDecoder<CappedSink>),
     Zlib(flate2::write::ZlibDecoder<CappedSink>),
     RawDeflate(flate2::write::DeflateDecoder<CappedSink>),
     Brotli(Box<brotli::DecompressorWriter<CappedSink>>),
@@ -660,7 +663,7 @@ impl Decoder {
     fn new(coding: ContentCoding) -> Option<Decoder> {
         match coding {
             ContentCoding::Identity => None,
-            ContentCoding::Gzip => Some(Decoder::Gzip(flate2::write::GzDecoder::new(sink()))),
+            ContentCoding::Gzip => Some(Decoder::Gzip(flate2::write::MultiGzDecoder::new(sink()))),
             ContentCoding::Deflate => Some(Decoder::DeflateSniff(Vec::new())),
             ContentCoding::Brotli => Some(Decoder::Brotli(Box::new(
                 brotli::DecompressorWriter::new(sink(), 4096),

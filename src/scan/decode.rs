@@ -167,6 +167,8 @@ enum Codec {
     CharCodes = 5,
     Html = 6,
     Utf16 = 7,
+    Gzip = 8,
+    Zlib = 9,
 }
 
 impl Codec {
@@ -179,6 +181,8 @@ impl Codec {
             5 => "charcodes",
             6 => "html",
             7 => "utf16",
+            8 => "gzip",
+            9 => "zlib",
             _ => "?",
         }
     }
@@ -212,15 +216,17 @@ impl Chain {
     fn codes(self) -> impl Iterator<Item = u16> {
         let mut v = self.0;
         std::iter::from_fn(move || {
-            let c = v & 7;
-            v >>= 3;
+            let c = v & 15;
+            v >>= 4;
             (c != 0).then_some(c)
         })
     }
 
     /// `outer` applied before `self`.
     fn under(self, outer: Codec) -> Chain {
-        Chain((self.0 << 3) | outer as u16)
+        // Four bits a code: the deepest chain (three decodings and a
+        // fourth probed, see [`TOO_DEEP`]) fills the sixteen.
+        Chain((self.0 << 4) | outer as u16)
     }
 }
 
@@ -410,16 +416,19 @@ struct Pool {
     raws: Vec<Raw>,
     /// The least confidence the nested scans keep.
     min: Confidence,
+    /// Do the nested scans decode compressed data ([`Inflate`])?
+    inflate: bool,
     /// The buffers of the last closed segment, for the next one.
     spare: Option<(Vec<u8>, VecDeque<(u64, u64)>)>,
 }
 
 impl Pool {
-    fn new(min: Confidence) -> Pool {
+    fn new(min: Confidence, inflate: bool) -> Pool {
         Pool {
             sub: None,
             raws: Vec::new(),
             min,
+            inflate,
             spare: None,
         }
     }
@@ -448,7 +457,7 @@ impl Pool {
         }
         let sub = self
             .sub
-            .get_or_insert_with(|| Box::new(Sub::new(sc, depth, self.min)));
+            .get_or_insert_with(|| Box::new(Sub::new(sc, depth, self.min, self.inflate)));
         self.raws.clear();
         sub.push(sc, &seg.dec, &mut self.raws);
         seg.dec.clear();
@@ -549,7 +558,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if lane(0) >= u64::from(MIN_B64) && longest_b64_run(dec) >= MIN_B64 {
         return true;
     }
-    if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
+    if lane(2) > 0 && (has_escape(dec) || wide_possible(dec) || has_compressed(dec)) {
         return true;
     }
     if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
@@ -622,7 +631,9 @@ static GATE_FOLDED: [u8; 256] = gate_keys(true);
 static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
-/// 21, 42: a base64 character, a hex digit, `%`, `\\`, `&` or a zero byte).
+/// 21, 42: a base64 character, a hex digit, or a byte that may start an
+/// escape or mark UTF-16 or compressed data: `%`, `\\`, `&`, a zero byte,
+/// gzip's first byte, a zlib header's second).
 static COUNTS: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
@@ -634,7 +645,7 @@ static COUNTS: [u64; 256] = {
         if c & HEXD != 0 {
             t[i] |= 1 << 21;
         }
-        if i == b'%' as usize || i == b'\\' as usize || i == b'&' as usize || i == 0 {
+        if matches!(i, 0x25 | 0x5c | 0x26 | 0 | 0x1f | 0x01 | 0x9c | 0xda) {
             t[i] |= 1 << 42;
         }
         i += 1;
@@ -670,7 +681,7 @@ pub(crate) fn worth_scanning_by_parts(sc: &Scanner, dec: &[u8]) -> bool {
         }
         hex += u32::from(c & HEXD != 0);
     }
-    hex >= 2 * MIN_HEX || code_stretch(dec) || wide_possible(dec)
+    hex >= 2 * MIN_HEX || code_stretch(dec) || wide_possible(dec) || has_compressed(dec)
 }
 
 /// Could `dec` hold a UTF-16 run? (It has a run's worth of zero bytes.)
@@ -919,7 +930,8 @@ impl RunSeg {
 
     /// One decoded byte, from the encoded `span`.
     fn put(&mut self, codec: Codec, v: u8, span: (u64, u64), discard: bool) {
-        self.count += 1;
+        // Saturates: an inflated member can decode to more than 4 GiB.
+        self.count = self.count.saturating_add(1);
         let start = self.start.unwrap_or(span.0);
         // The segment's nested scan starts only at `SHORT` decoded bytes,
         // past every layer's minimum: only runs long enough are scanned.
@@ -1021,18 +1033,29 @@ pub(crate) struct Decoders {
     codes: Codes,
     /// The UTF-16 layer, one instance per byte order.
     wide: [Wide; 2],
+    /// Compressed data; `None` where it is not decoded (incoming
+    /// redaction, which cannot rewrite compressed bytes).
+    inflate: Option<Inflate>,
     /// The nested scans: of the base64 phases, of the hex instances, and of
     /// percent, JSON, HTML references and character codes.
     b64_pools: [Pool; PHASES],
     hex_pools: [Pool; 3],
     pools: [Pool; 4],
     wide_pools: [Pool; 2],
+    inflate_pool: Pool,
     /// Where base64 and hex runs could start in the current input.
     runs: Runs,
 }
 
 impl Decoders {
+    #[cfg(test)]
     pub(crate) fn new(depth: u8, min: Confidence) -> Decoders {
+        Decoders::with_inflate(depth, min, true)
+    }
+
+    /// [`Decoders::new`]; `inflate`: decode gzip and zlib data too, here
+    /// and in every nested scan.
+    pub(crate) fn with_inflate(depth: u8, min: Confidence, inflate: bool) -> Decoders {
         Decoders {
             depth,
             min,
@@ -1056,16 +1079,18 @@ impl Decoders {
             html: Esc::new(Codec::Html),
             codes: Codes::new(),
             wide: [Endian::Little, Endian::Big].map(Wide::new),
-            b64_pools: std::array::from_fn(|_| Pool::new(min)),
-            hex_pools: std::array::from_fn(|_| Pool::new(min)),
-            pools: std::array::from_fn(|_| Pool::new(min)),
-            wide_pools: std::array::from_fn(|_| Pool::new(min)),
+            inflate: inflate.then(Inflate::new),
+            b64_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
+            hex_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
+            pools: std::array::from_fn(|_| Pool::new(min, inflate)),
+            wide_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
+            inflate_pool: Pool::new(min, inflate),
             runs: Runs::default(),
         }
     }
 
     fn reset(&mut self) {
-        let fresh = Decoders::new(self.depth, self.min);
+        let fresh = Decoders::with_inflate(self.depth, self.min, self.inflate.is_some());
         self.b64 = fresh.b64;
         self.hex = fresh.hex;
         self.pct = fresh.pct;
@@ -1073,8 +1098,15 @@ impl Decoders {
         self.html = fresh.html;
         self.codes = fresh.codes;
         self.wide = fresh.wide;
+        if let Some(inflate) = self.inflate.as_mut() {
+            // The inflater's buffers stay.
+            inflate.scan = 0;
+            inflate.member = Member::Idle;
+            inflate.rs = RunSeg::default();
+        }
         let pools = self.b64_pools.iter_mut().chain(&mut self.hex_pools);
-        for p in pools.chain(&mut self.pools).chain(&mut self.wide_pools) {
+        let pools = pools.chain(&mut self.pools).chain(&mut self.wide_pools);
+        for p in pools.chain(std::iter::once(&mut self.inflate_pool)) {
             if let Some(s) = p.sub.as_mut() {
                 s.reset();
             }
@@ -1120,6 +1152,10 @@ impl Decoders {
         for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
             wide.feed(sc, hay, base, from, discard, d, pool, out);
         }
+        if let Some(inflate) = self.inflate.as_mut() {
+            let pool = &mut self.inflate_pool;
+            inflate.feed(sc, hay, base, false, discard, d, pool, out);
+        }
     }
 
     /// End of stream: close every open segment.
@@ -1138,6 +1174,10 @@ impl Decoders {
         self.codes.finish(sc, end, discard, d, p4, out);
         for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
             wide.end_run(sc, d, pool, out);
+        }
+        if let Some(inflate) = self.inflate.as_mut() {
+            let pool = &mut self.inflate_pool;
+            inflate.feed(sc, hay, base, true, discard, d, pool, out);
         }
     }
 
@@ -1175,6 +1215,11 @@ impl Decoders {
                     .map(|(wide, pool)| wide.frontier(pool, end))
                     .min()
                     .unwrap_or(end),
+            )
+            .min(
+                self.inflate
+                    .as_ref()
+                    .map_or(end, |i| i.frontier(&self.inflate_pool, end)),
             )
     }
 }
@@ -2210,6 +2255,336 @@ impl Wide {
     }
 }
 
+/// Compressed data inside a stream: a gzip member (`gzip -c key | base64`,
+/// a `.gz` file in a multipart part, a tarball, a body compressed twice)
+/// or a zlib stream (`zlib.compress`, `git`'s objects). Each is known by
+/// its header (`1f 8b 08` and a flags byte with no reserved bit set;
+/// `78 01`, `78 9c` or `78 da`) and decoded with `flate2`'s inflate. Raw
+/// deflate and brotli have no header to be known by.
+///
+/// The compressed bytes are fed in pieces of [`PIECE`] bytes counted from
+/// the start of the deflate data, so what a piece decodes to, and the span
+/// it maps back to (that piece and the one before it: inflate may hold a
+/// few bits of one piece until the next), do not depend on chunk edges.
+/// The checksums in a member's trailer are not checked: breaking one does
+/// not hide what the data decodes to.
+///
+/// One member is decoded at a time. An attempt that fails within
+/// [`REPLAY`] bytes of its header (a header-like pair of bytes in binary
+/// data) is looked through again from the byte after its header, so a
+/// real member right behind a false one is found; the stream keeps those
+/// bytes until then. A member that decodes to more than [`INFLATE_RATIO`]
+/// times its size (past [`INFLATE_FREE`]) is reported as [`TOO_DEEP`]:
+/// outgoing, a decompression bomb is refused rather than scanned for
+/// minutes or passed unread.
+struct Inflate {
+    /// Idle: the next offset to look for a header at.
+    scan: u64,
+    member: Member,
+    rs: RunSeg,
+    /// Decoded bytes of the current member.
+    decoded: u64,
+    /// Kept between members (its window is 32 KiB).
+    z: Option<Box<flate2::Decompress>>,
+    out: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Member {
+    Idle,
+    /// A header starts at `start`.
+    Header {
+        start: u64,
+        codec: Codec,
+    },
+    /// Inflating: the piece to feed next starts at `pos`.
+    Data {
+        start: u64,
+        codec: Codec,
+        pos: u64,
+    },
+}
+
+/// Compressed bytes fed to inflate at a time.
+const PIECE: u64 = 64;
+/// A failed attempt is looked through again when it failed this close to
+/// its header.
+const REPLAY: u64 = 4096;
+/// Decoded bytes a member may produce before its ratio is checked.
+pub const INFLATE_FREE: u64 = 1 << 20;
+/// How many times its compressed size a member may decode to.
+pub const INFLATE_RATIO: u64 = 100;
+/// Longest gzip file name or comment read.
+const GZIP_TEXT_MAX: usize = 1024;
+/// Decoded bytes handed to the nested scan at a time, so a piece that
+/// decodes to much is not held whole.
+const INFLATE_FLUSH: usize = 16 * 1024;
+
+/// What a header at the start of `b` is: `Some(codec)` when its first
+/// bytes are a gzip or zlib header's, `None` when they are not, and
+/// `Err(())` when `b` is too short to tell.
+fn compressed_at(b: &[u8]) -> Result<Option<Codec>, ()> {
+    match b {
+        [0x1f, 0x8b, 0x08, flags, ..] => Ok((flags & 0xe0 == 0).then_some(Codec::Gzip)),
+        [0x1f] | [0x1f, 0x8b] | [0x1f, 0x8b, 0x08] | [0x78] => Err(()),
+        [0x78, 0x01 | 0x9c | 0xda, ..] => Ok(Some(Codec::Zlib)),
+        _ => Ok(None),
+    }
+}
+
+/// Does `dec` hold a gzip or zlib header (for [`worth_scanning`])?
+fn has_compressed(dec: &[u8]) -> bool {
+    memchr::memchr2_iter(0x1f, 0x78, dec).any(|i| matches!(compressed_at(&dec[i..]), Ok(Some(_))))
+}
+
+/// The length of the header at the start of `b` (a gzip header with its
+/// optional fields, or zlib's two bytes): `Ok(None)` while `b` is too
+/// short to tell, `Err(())` when it is not a header after all.
+fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, ()> {
+    if codec == Codec::Zlib {
+        return Ok((b.len() >= 2).then_some(2));
+    }
+    let Some(&flags) = b.get(3) else {
+        return Ok(None);
+    };
+    let mut n = 10;
+    if flags & 0x04 != 0 {
+        let (Some(&lo), Some(&hi)) = (b.get(10), b.get(11)) else {
+            return Ok(None);
+        };
+        n = 12 + usize::from(u16::from_le_bytes([lo, hi]));
+    }
+    for bit in [0x08, 0x10] {
+        if flags & bit != 0 {
+            let rest = b.get(n..).unwrap_or_default();
+            match memchr::memchr(0, rest) {
+                Some(z) if z <= GZIP_TEXT_MAX => n += z + 1,
+                Some(_) => return Err(()),
+                None if rest.len() > GZIP_TEXT_MAX => return Err(()),
+                None => return Ok(None),
+            }
+        }
+    }
+    if flags & 0x02 != 0 {
+        n += 2;
+    }
+    Ok((b.len() >= n).then_some(n))
+}
+
+impl Inflate {
+    fn new() -> Inflate {
+        Inflate {
+            scan: 0,
+            member: Member::Idle,
+            rs: RunSeg::default(),
+            decoded: 0,
+            z: None,
+            out: Vec::new(),
+        }
+    }
+
+    fn frontier(&self, pool: &Pool, end: u64) -> u64 {
+        match self.member {
+            Member::Idle => self.scan.min(end),
+            Member::Header { start, .. } => start,
+            Member::Data { start, pos, .. } if pos - start < REPLAY => start,
+            Member::Data { start, pos, .. } => {
+                let pending = pos.saturating_sub(PIECE).max(start);
+                self.rs.frontier(pool, pending, start, 1)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        eof: bool,
+        discard: bool,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+    ) {
+        let end = base + hay.len() as u64;
+        let at = |p: u64| {
+            usize::try_from(p.saturating_sub(base))
+                .unwrap_or(usize::MAX)
+                .min(hay.len())
+        };
+        loop {
+            match self.member {
+                Member::Idle => {
+                    let from = at(self.scan.max(base));
+                    let mut found = None;
+                    for i in memchr::memchr2_iter(0x1f, 0x78, &hay[from..]) {
+                        let k = from + i;
+                        match compressed_at(&hay[k..]) {
+                            Ok(Some(codec)) => {
+                                found = Some((k, Some(codec)));
+                                break;
+                            }
+                            Ok(None) => {}
+                            Err(()) if eof => {}
+                            Err(()) => {
+                                found = Some((k, None));
+                                break;
+                            }
+                        }
+                    }
+                    match found {
+                        Some((k, Some(codec))) => {
+                            let start = base + k as u64;
+                            self.member = Member::Header { start, codec };
+                        }
+                        Some((k, None)) => {
+                            // Too close to the end to tell: wait here.
+                            self.scan = base + k as u64;
+                            break;
+                        }
+                        None => {
+                            self.scan = end;
+                            break;
+                        }
+                    }
+                }
+                Member::Header { start, codec } => match header_len(codec, &hay[at(start)..]) {
+                    Ok(Some(n)) => {
+                        let z = self
+                            .z
+                            .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
+                        z.reset(false);
+                        self.rs.open(start);
+                        self.decoded = 0;
+                        let pos = start + n as u64;
+                        self.member = Member::Data { start, codec, pos };
+                    }
+                    Ok(None) if !eof => break,
+                    Ok(None) | Err(()) => {
+                        self.scan = start + 1;
+                        self.member = Member::Idle;
+                    }
+                },
+                Member::Data { start, codec, pos } => {
+                    if pos >= end || (!eof && end - pos < PIECE) {
+                        break;
+                    }
+                    let piece = &hay[at(pos)..at((pos + PIECE).min(end))];
+                    let span = (
+                        pos.saturating_sub(PIECE).max(start),
+                        pos + piece.len() as u64,
+                    );
+                    match self.piece(codec, piece, span, discard) {
+                        Ok(None) if self.too_big(pos + piece.len() as u64 - start) => {
+                            out.push(Raw {
+                                start: span.0,
+                                end: span.0 + 1,
+                                kind: TOO_DEEP_KIND,
+                                chain: Chain::PLAIN.under(codec),
+                                confidence: Confidence::Verified,
+                            });
+                            self.end_member(sc, depth, pool, out, span.1);
+                        }
+                        Ok(None) => {
+                            self.member = Member::Data {
+                                start,
+                                codec,
+                                pos: span.1,
+                            };
+                        }
+                        Ok(Some(used)) => self.end_member(sc, depth, pool, out, pos + used),
+                        Err(()) => {
+                            // A false start close to its header is looked
+                            // through again from the byte after it.
+                            let next = if span.1 - start <= REPLAY {
+                                start + 1
+                            } else {
+                                span.1
+                            };
+                            self.end_member(sc, depth, pool, out, next);
+                        }
+                    }
+                    if self
+                        .rs
+                        .seg
+                        .as_ref()
+                        .is_some_and(|s| s.dec.len() >= INFLATE_FLUSH)
+                    {
+                        self.rs.flush(sc, depth, pool, out, 1);
+                    }
+                }
+            }
+        }
+        self.rs.flush(sc, depth, pool, out, 1);
+        if eof {
+            self.end_member(sc, depth, pool, out, end);
+        }
+    }
+
+    /// Has the member decoded to more than its ratio allows, after
+    /// `consumed` compressed bytes?
+    fn too_big(&self, consumed: u64) -> bool {
+        self.decoded > INFLATE_FREE && self.decoded > INFLATE_RATIO * consumed
+    }
+
+    /// Inflate one piece; its decoded bytes map to `span`. `Ok(Some(n))`:
+    /// the deflate data ended after `n` bytes of the piece; `Err`: it is
+    /// not deflate data.
+    fn piece(
+        &mut self,
+        codec: Codec,
+        piece: &[u8],
+        span: (u64, u64),
+        discard: bool,
+    ) -> Result<Option<u64>, ()> {
+        let Some(z) = self.z.as_mut() else {
+            return Err(());
+        };
+        if self.out.len() < 4096 {
+            self.out.resize(4096, 0);
+        }
+        let in0 = z.total_in();
+        let mut used = 0usize;
+        loop {
+            let (i0, o0) = (z.total_in(), z.total_out());
+            let status = z
+                .decompress(&piece[used..], &mut self.out, flate2::FlushDecompress::None)
+                .map_err(|_| ())?;
+            let produced = usize::try_from(z.total_out() - o0).unwrap_or(0);
+            used += usize::try_from(z.total_in() - i0).unwrap_or(0);
+            self.decoded += produced as u64;
+            for &b in &self.out[..produced] {
+                self.rs.put(codec, b, span, discard);
+            }
+            if status == flate2::Status::StreamEnd {
+                return Ok(Some(z.total_in() - in0));
+            }
+            let stuck = produced == 0 && z.total_in() == i0;
+            if stuck || (used >= piece.len() && produced < self.out.len()) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The member ended (or was no member): judge it, and look for the next
+    /// header from `next`.
+    fn end_member(
+        &mut self,
+        sc: &Scanner,
+        depth: u8,
+        pool: &mut Pool,
+        out: &mut Vec<Raw>,
+        next: u64,
+    ) {
+        if matches!(self.member, Member::Data { .. }) {
+            self.rs.end(sc, depth, pool, out, 1);
+        }
+        self.member = Member::Idle;
+        self.scan = next;
+    }
+}
+
 impl Esc {
     fn new(codec: Codec) -> Esc {
         Esc {
@@ -2615,7 +2990,7 @@ pub(crate) struct Sub {
 }
 
 impl Sub {
-    fn new(sc: &Scanner, depth: u8, min: Confidence) -> Sub {
+    fn new(sc: &Scanner, depth: u8, min: Confidence, inflate: bool) -> Sub {
         Sub {
             core: Core::new(sc, min),
             buf: Vec::new(),
@@ -2623,7 +2998,7 @@ impl Sub {
             base: 0,
             end: 0,
             frontier: 0,
-            dec: Box::new(Decoders::new(depth, min)),
+            dec: Box::new(Decoders::with_inflate(depth, min, inflate)),
             cands: Vec::new(),
         }
     }
@@ -2731,14 +3106,15 @@ pub(crate) fn settle(core: &mut Core, cands: &mut Vec<Raw>, f: u64, out: &mut Ve
     out.truncate(w);
 }
 
-/// Whole-buffer scan with decoding: what a stream of `hay` would report.
-pub(crate) fn scan_whole(sc: &Scanner, hay: &[u8], min: Confidence) -> Vec<Raw> {
+/// Whole-buffer scan with decoding: what a stream of `hay` would report
+/// (`inflate`: compressed data decoded too, as outside redaction).
+pub(crate) fn scan_whole(sc: &Scanner, hay: &[u8], min: Confidence, inflate: bool) -> Vec<Raw> {
     let mut core = Core::new(sc, min);
     let view = View::whole(hay);
     core.feed(sc, view, 0);
     core.run_ready(sc, view, true);
     let mut cands = Vec::new();
-    let mut dec = Decoders::new(0, min);
+    let mut dec = Decoders::with_inflate(0, min, inflate);
     dec.feed(sc, hay, 0, 0, &mut cands);
     dec.finish(sc, hay, 0, &mut cands);
     let mut raw = Vec::new();

@@ -332,7 +332,7 @@ impl Scanner {
     /// above (`Verified` skips the relaxed search altogether). Decoded
     /// findings are included.
     pub fn scan_min(&self, haystack: &[u8], min: Confidence) -> Vec<Finding> {
-        decode::scan_whole(self, haystack, min)
+        decode::scan_whole(self, haystack, min, true)
             .into_iter()
             .map(|r| self.finding(r))
             .collect()
@@ -361,7 +361,9 @@ impl Scanner {
     /// [`Scanner::redact`], acting only on findings of confidence `min` or
     /// above.
     pub fn redact_min(&self, haystack: &[u8], min: Confidence) -> (Vec<u8>, Vec<Finding>) {
-        let mut raw = decode::scan_whole(self, haystack, min);
+        // As a redacting stream does, compressed data is not decoded: its
+        // bytes cannot be rewritten.
+        let mut raw = decode::scan_whole(self, haystack, min, false);
         raw.retain(|r| r.kind != decode::TOO_DEEP_KIND);
 
         let mut out = Vec::with_capacity(haystack.len());

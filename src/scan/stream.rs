@@ -136,7 +136,9 @@ impl ScanState {
             blocked: None,
             finished: false,
             finals: Vec::new(),
-            decoders: Box::new(Decoders::new(0, min)),
+            // Incoming redaction cannot rewrite compressed bytes, and a
+            // download's tarball is not the sandbox sending a secret.
+            decoders: Box::new(Decoders::with_inflate(0, min, mode != ScanMode::Redact)),
             dec_cands: Vec::new(),
         }
     }

@@ -747,3 +747,154 @@ async fn named_values_in_a_kubernetes_secret_and_glued() {
         ],
     );
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A credentials file long enough that deflate compresses it (a few lines
+/// go out in a stored block, the key in plain text).
+fn credentials_file(aws: &str) -> String {
+    let profiles: String = (0..40)
+        .map(|i| format!("[profile p{i}]\nregion = eu-west-1\noutput = json\n"))
+        .collect();
+    format!("{profiles}[default]\naws_access_key_id = {aws}\n{profiles}")
+}
+
+/// Compressed data inside a request, the moves after "compress the whole
+/// body": base64 of gzip in JSON, base64 of zlib in a query string, a
+/// `.gz` file uploaded by `curl -F`, a body gzipped twice (undeclared and
+/// declared), a second gzip member behind a harmless one. Each reached the
+/// origin before (200); each is refused, and the origin sees no piece of
+/// the key or its compressed form. A benign `.gz` upload arrives byte for
+/// byte; a decompression bomb in base64 is refused (400), not scanned for
+/// minutes or sent unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_data_inside_a_request() {
+    let (_ca, origin, proxy) = setup().await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+
+    let aws = fresh_aws();
+    let gz = gzip(credentials_file(&aws).as_bytes());
+    let body = format!("{{\"file\":\"{}\"}}", STANDARD.encode(&gz));
+    refused_aws_text(&proxy, &origin, body, "base64>gzip").await;
+    forms.extend([aws.into_bytes(), gz]);
+
+    let aws = fresh_aws();
+    let z = zlib(credentials_file(&aws).as_bytes());
+    let r = client::reqwest(&proxy)
+        .get(format!("{url}?d={}", URL_SAFE_NO_PAD.encode(&z)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("aws-access-key-id"));
+    forms.extend([aws.into_bytes(), z]);
+
+    // `curl -F file=@credentials.gz`
+    let aws = fresh_aws();
+    let gz = gzip(credentials_file(&aws).as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.gz");
+    std::fs::write(&file, &gz).unwrap();
+    let (code, out, err) = client::curl(&[
+        "--proxy",
+        &proxy.url(),
+        "--cacert",
+        proxy.ca_pem_path.to_str().unwrap(),
+        "-F",
+        &format!("file=@{}", file.display()),
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("\n403"), "{out}");
+    assert!(
+        out.contains("pattern aws-access-key-id, decoded gzip"),
+        "{out}"
+    );
+    forms.extend([aws.into_bytes(), gz]);
+
+    // Twice: undeclared, declared, and a second member behind a first.
+    for how in ["gzip|gzip", "content-encoding: gzip of gzip", "two members"] {
+        let aws = fresh_aws();
+        let inner = gzip(credentials_file(&aws).as_bytes());
+        let (body, declared) = match how {
+            "gzip|gzip" => (gzip(&inner), false),
+            "two members" => {
+                let mut b = gzip(b"a harmless first member\n");
+                b.extend_from_slice(&inner);
+                (b, false)
+            }
+            _ => (gzip(&inner), true),
+        };
+        let mut req = client::reqwest(&proxy)
+            .post(&url)
+            .header("content-type", "application/octet-stream");
+        if declared {
+            req = req.header("content-encoding", "gzip");
+        }
+        let r = req.body(body).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{how}");
+        assert!(
+            r.text().await.unwrap().contains("aws-access-key-id"),
+            "{how}"
+        );
+        forms.extend([aws.into_bytes(), inner]);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+    origin_never_saw(&origin, &forms);
+    assert!(origin.received().is_empty());
+
+    // A bomb: 8 MiB of one byte, gzipped and in base64.
+    let bomb = STANDARD.encode(gzip(&vec![b'a'; 8 << 20]));
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(format!("{{\"file\":\"{bomb}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("expands more than 100 times"), "{text}");
+    assert!(origin.received().is_empty());
+
+    // A benign `.gz` upload arrives byte for byte.
+    let readme = gzip("# A project\n\nIt does things.\n".repeat(200).as_bytes());
+    std::fs::write(&file, &readme).unwrap();
+    let (code, out, err) = client::curl(&[
+        "--proxy",
+        &proxy.url(),
+        "--cacert",
+        proxy.ca_pem_path.to_str().unwrap(),
+        "-F",
+        &format!("file=@{}", file.display()),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ])
+    .await;
+    assert_eq!((code, out.as_str()), (0, "200"), "{err}");
+    let got = origin.received();
+    assert_eq!(got.len(), 1);
+    assert!(contains(
+        got[0].body.as_deref().unwrap_or_default(),
+        &readme
+    ));
+}
