@@ -282,12 +282,14 @@ where
     /// are a gzip member's (`1f 8b 08`) or a zlib stream's (`78 01`, `78 9c`,
     /// `78 da`: what `gzip` and `zlib.compress` write), scan what it
     /// decodes to instead, forwarding the original frames: compressing a
-    /// secret must not be a way to send it. Not for redact mode, which
-    /// would have to rewrite the compressed bytes (it scans as
-    /// [`ScanBody::new`] does).
+    /// secret must not be a way to send it; a body that then does not
+    /// decompress is refused. Block mode only: redact mode would have to
+    /// rewrite the compressed bytes, and log mode records rather than
+    /// refuses (both scan as [`ScanBody::new`] does, whose gzip and zlib
+    /// layer still reads a compressed body in log mode).
     pub fn sniffing(inner: B, scanner: Arc<Scanner>, mode: ScanMode) -> ScanBody<B> {
         let mut body = ScanBody::new(inner, scanner, mode);
-        if mode != ScanMode::Redact {
+        if mode == ScanMode::Block {
             body.decoder = Some(Decoder::Sniff(Vec::new()));
             body.forward = EncodedForward::Original;
         }
@@ -424,6 +426,11 @@ fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
         return Ok(());
     }
     if let Some(Decoder::Sniff(head)) = p.decoder.as_mut() {
+        if head.is_empty() && data.len() >= SNIFF_LEN {
+            // The usual first frame: decide on it, without a copy.
+            sniffed(p, &data);
+            return on_data(p, data);
+        }
         head.extend_from_slice(&data);
         if head.len() < SNIFF_LEN {
             return Ok(());

@@ -57,6 +57,9 @@
 //!   order (one instance each). A little-endian run starts at a character
 //!   right before a zero byte, so that instance keeps the last byte of an
 //!   input when it could start one (not a line break).
+//! - **gzip** and **zlib**: a gzip member or a zlib stream, known by its
+//!   header, inflated ([`Inflate`]). Only where the stream is not being
+//!   redacted: compressed bytes cannot be rewritten.
 //!
 //! Multipart bodies need no codec of their own: a part's content is bytes of
 //! the stream like any other, a base64 `Content-Transfer-Encoding` part is a
@@ -91,7 +94,9 @@
 //! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, JSON
 //!   escapes ≥ 2→1 except `\uXXXX` 6→3, character codes ≥ 2→1, references
 //!   ≥ 3→1 and at most 10→4, UTF-16 2→1); a decoded stream is never larger
-//!   than its encoded input. The phases multiply it by a constant: a base64
+//!   than its encoded input, except an inflated one: a member that decodes
+//!   to more than [`INFLATE_RATIO`] times its size (past [`INFLATE_FREE`])
+//!   is reported as [`TOO_DEEP`] and decoded no further. The phases multiply it by a constant: a base64
 //!   run's four phases decode to 3× its size, a hex run's three instances
 //!   to at most 1.5×. (Noise decoded in the wrong phase rarely holds
 //!   another run, so a deeper layer seldom opens a segment in it.)
@@ -111,7 +116,11 @@
 //!   which map back to at most 10 encoded bytes each per layer
 //!   (`&#0000065;`, the widest unit): at most `40 KiB * 10^3` (under
 //!   40 MiB) for a crafted stream nesting the widest codecs three deep
-//!   around a keyword, 11 KiB for a PEM keyword in one base64 layer. Per open
+//!   around a keyword, 11 KiB for a PEM keyword in one base64 layer. An
+//!   inflated byte maps back to its piece and the one before (128 bytes),
+//!   and a compressed stream is kept from its header for its first
+//!   [`REPLAY`] bytes (4 KiB) and while its header is read (a gzip name
+//!   or comment of up to 1 KiB, an extra field of up to 64 KiB). Per open
 //!   segment the state keeps the encoded span of each held decoded byte
 //!   (16 bytes each).
 //! - **Speed**: base64 and hex share one pass per input that finds, 64
@@ -123,7 +132,8 @@
 //!   them. Percent, JSON and HTML look for `%`, `\\` and `&` with `memchr`.
 //!   Character codes use the hex layer's windows, then probe one byte in
 //!   34 for a window of digits and separators long enough to hold a run.
-//!   UTF-16 looks for zero bytes with `memchr`.
+//!   UTF-16 looks for zero bytes with `memchr`, compressed data for its
+//!   headers' first bytes with `memchr2`.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
 //!   percent, JSON, HTML, character-code and UTF-16 instance, and depth,
 //!   created on first use (13 + 169 + 2197 at most, for a stream crafted to
@@ -358,6 +368,20 @@ impl Seg {
         }
     }
 
+    /// [`Seg::put`] for bytes that share one span (what one inflated
+    /// piece decodes to).
+    fn put_all(&mut self, bytes: &[u8], span: (u64, u64)) {
+        if self.flagged {
+            return;
+        }
+        self.dec.extend_from_slice(bytes);
+        self.spans.extend(std::iter::repeat_n(span, bytes.len()));
+        self.produced += bytes.len() as u64;
+        if !self.started && !self.discard && self.dec.len() >= SHORT {
+            self.started = true;
+        }
+    }
+
     /// At [`MAX_DEPTH`]: does what this segment decodes to so far hold a
     /// keyword or held literal (then it needed a fourth decoding, and is
     /// reported as [`TOO_DEEP`] where that keyword ends)? Keeps only the
@@ -466,9 +490,11 @@ impl Pool {
         }
         // Spans before the nested frontier are no longer needed.
         let keep = sub.frontier().min(seg.produced);
-        while seg.spans_base < keep && seg.spans.pop_front().is_some() {
-            seg.spans_base += 1;
-        }
+        let n = usize::try_from(keep.saturating_sub(seg.spans_base))
+            .unwrap_or(usize::MAX)
+            .min(seg.spans.len());
+        seg.spans.drain(..n);
+        seg.spans_base += n as u64;
     }
 
     /// The segment ended: judge what is left.
@@ -938,6 +964,16 @@ impl RunSeg {
         self.seg
             .get_or_insert_with(|| Seg::new(codec, start, discard))
             .put(v, span);
+    }
+
+    /// Decoded bytes that share one encoded `span`.
+    fn put_all(&mut self, codec: Codec, bytes: &[u8], span: (u64, u64), discard: bool) {
+        let n = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        self.count = self.count.saturating_add(n);
+        let start = self.start.unwrap_or(span.0);
+        self.seg
+            .get_or_insert_with(|| Seg::new(codec, start, discard))
+            .put_all(bytes, span);
     }
 
     /// Is the segment scanned (or, too deep, probed) as it streams?
@@ -2554,8 +2590,8 @@ impl Inflate {
             let produced = usize::try_from(z.total_out() - o0).unwrap_or(0);
             used += usize::try_from(z.total_in() - i0).unwrap_or(0);
             self.decoded += produced as u64;
-            for &b in &self.out[..produced] {
-                self.rs.put(codec, b, span, discard);
+            if produced > 0 {
+                self.rs.put_all(codec, &self.out[..produced], span, discard);
             }
             if status == flate2::Status::StreamEnd {
                 return Ok(Some(z.total_in() - in0));

@@ -638,8 +638,16 @@ proptest! {
         input.extend_from_slice(b"\"}\n");
         let chain: Vec<&str> = encs.iter().map(|e| e.name()).collect();
         let whole = equivalent(&scanner(), &input, cut)?;
+        // A few bytes compressed go out in a stored block, readable as they
+        // are: a finding without that decoding is the same span, and the
+        // one kept.
+        let text = |c: &str| {
+            c.split('>').filter(|n| !matches!(*n, "gzip" | "zlib")).collect::<Vec<_>>().join(">")
+        };
         prop_assert!(
-            whole.iter().any(|f| &*f.pattern_id == id && f.chain.to_string() == chain.join(">")),
+            whole.iter().any(|f| &*f.pattern_id == id
+                && (f.chain.to_string() == chain.join(">")
+                    || text(&f.chain.to_string()) == text(&chain.join(">")))),
             "{:?} under {:?}: {:?}", id, chain, whole
         );
     }

@@ -765,6 +765,24 @@ async fn undeclared_gzip_and_zlib_bodies_are_read() {
     corrupt.extend_from_slice(&[0xff; 64]);
     let body = ScanBody::sniffing(body_of(split(&corrupt, 7)), sc.clone(), ScanMode::Block);
     assert!(drain(body).await.2.is_some());
+    // Log mode records and never refuses: the corrupt body passes as sent,
+    // and a gzipped secret passes but is recorded.
+    let body = ScanBody::sniffing(body_of(split(&corrupt, 7)), sc.clone(), ScanMode::Log);
+    let (data, _, err) = drain(body).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(data, corrupt);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let sink: crate::scan::FindingSink = Arc::new(move |f: &crate::scan::Finding| {
+        record.lock().unwrap().push(f.chain.to_string());
+    });
+    let leaky_gz = gzip(&leaky);
+    let body =
+        ScanBody::sniffing(body_of(split(&leaky_gz, 7)), sc.clone(), ScanMode::Log).with_sink(sink);
+    let (data, _, err) = drain(body).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(data, leaky_gz);
+    assert_eq!(*seen.lock().unwrap(), ["gzip"]);
 }
 
 #[tokio::test]
