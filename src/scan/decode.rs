@@ -57,8 +57,9 @@
 //!   order (one instance each). A little-endian run starts at a character
 //!   right before a zero byte, so that instance keeps the last byte of an
 //!   input when it could start one (not a line break).
-//! - **gzip** and **zlib**: a gzip member or a zlib stream, known by its
-//!   header, inflated ([`Inflate`]). Only where the stream is not being
+//! - **gzip**, **zlib** and **zip**: a gzip member, a zlib stream or a
+//!   zip archive's deflated entry, known by its header, inflated
+//!   ([`Inflate`]). Only where the stream is not being
 //!   redacted: compressed bytes cannot be rewritten.
 //!
 //! Multipart bodies need no codec of their own: a part's content is bytes of
@@ -133,7 +134,7 @@
 //!   Character codes use the hex layer's windows, then probe one byte in
 //!   34 for a window of digits and separators long enough to hold a run.
 //!   UTF-16 looks for zero bytes with `memchr`, compressed data for its
-//!   headers' first bytes with `memchr2`.
+//!   headers' first bytes with `memchr3`.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
 //!   percent, JSON, HTML, character-code and UTF-16 instance, and depth,
 //!   created on first use (13 + 169 + 2197 at most, for a stream crafted to
@@ -179,6 +180,7 @@ enum Codec {
     Utf16 = 7,
     Gzip = 8,
     Zlib = 9,
+    Zip = 10,
 }
 
 impl Codec {
@@ -193,6 +195,7 @@ impl Codec {
             7 => "utf16",
             8 => "gzip",
             9 => "zlib",
+            10 => "zip",
             _ => "?",
         }
     }
@@ -659,7 +662,7 @@ static GATE_EXACT: [u8; 256] = gate_keys(false);
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
 /// 21, 42: a base64 character, a hex digit, or a byte that may start an
 /// escape or mark UTF-16 or compressed data: `%`, `\\`, `&`, a zero byte,
-/// gzip's first byte, a zlib header's second).
+/// gzip's first byte, a zlib header's second, a zip header's third).
 static COUNTS: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
@@ -671,7 +674,7 @@ static COUNTS: [u64; 256] = {
         if c & HEXD != 0 {
             t[i] |= 1 << 21;
         }
-        if matches!(i, 0x25 | 0x5c | 0x26 | 0 | 0x1f | 0x01 | 0x9c | 0xda) {
+        if matches!(i, 0x25 | 0x5c | 0x26 | 0 | 0x1f | 0x01 | 0x9c | 0xda | 0x03) {
             t[i] |= 1 << 42;
         }
         i += 1;
@@ -2292,11 +2295,13 @@ impl Wide {
 }
 
 /// Compressed data inside a stream: a gzip member (`gzip -c key | base64`,
-/// a `.gz` file in a multipart part, a tarball, a body compressed twice)
-/// or a zlib stream (`zlib.compress`, `git`'s objects). Each is known by
-/// its header (`1f 8b 08` and a flags byte with no reserved bit set;
-/// `78 01`, `78 9c` or `78 da`) and decoded with `flate2`'s inflate. Raw
-/// deflate and brotli have no header to be known by.
+/// a `.gz` file in a multipart part, a tarball, a body compressed twice),
+/// a zlib stream (`zlib.compress`, `git`'s objects) or a zip entry (`zip
+/// -r`, and so `.docx` and `.jar` files). Each is known by its header
+/// (`1f 8b 08` and a flags byte with no reserved bit set; `78 01`, `78 9c`
+/// or `78 da`; `PK 03 04` with method 8 and no encryption) and decoded with
+/// `flate2`'s inflate. Raw deflate and brotli have no header to be known
+/// by.
 ///
 /// The compressed bytes are fed in pieces of [`PIECE`] bytes counted from
 /// the start of the deflate data, so what a piece decodes to, and the span
@@ -2357,20 +2362,27 @@ const GZIP_TEXT_MAX: usize = 1024;
 const INFLATE_FLUSH: usize = 16 * 1024;
 
 /// What a header at the start of `b` is: `Some(codec)` when its first
-/// bytes are a gzip or zlib header's, `None` when they are not, and
+/// bytes are a gzip, zlib or zip header's, `None` when they are not, and
 /// `Err(())` when `b` is too short to tell.
 fn compressed_at(b: &[u8]) -> Result<Option<Codec>, ()> {
     match b {
         [0x1f, 0x8b, 0x08, flags, ..] => Ok((flags & 0xe0 == 0).then_some(Codec::Gzip)),
-        [0x1f] | [0x1f, 0x8b] | [0x1f, 0x8b, 0x08] | [0x78] => Err(()),
         [0x78, 0x01 | 0x9c | 0xda, ..] => Ok(Some(Codec::Zlib)),
+        [b'P', b'K', 3, 4, ..] => Ok(Some(Codec::Zip)),
+        [0x1f] | [0x1f, 0x8b] | [0x1f, 0x8b, 0x08] | [0x78] => Err(()),
+        [b'P'] | [b'P', b'K'] | [b'P', b'K', 3] => Err(()),
         _ => Ok(None),
     }
 }
 
-/// Does `dec` hold a gzip or zlib header (for [`worth_scanning`])?
+/// Where the headers [`compressed_at`] knows may start in `hay`.
+fn compressed_starts(hay: &[u8]) -> memchr::Memchr3<'_> {
+    memchr::memchr3_iter(0x1f, 0x78, b'P', hay)
+}
+
+/// Does `dec` hold a gzip, zlib or zip header (for [`worth_scanning`])?
 fn has_compressed(dec: &[u8]) -> bool {
-    memchr::memchr2_iter(0x1f, 0x78, dec).any(|i| matches!(compressed_at(&dec[i..]), Ok(Some(_))))
+    compressed_starts(dec).any(|i| matches!(compressed_at(&dec[i..]), Ok(Some(_))))
 }
 
 /// The length of the header at the start of `b` (a gzip header with its
@@ -2379,6 +2391,20 @@ fn has_compressed(dec: &[u8]) -> bool {
 fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, ()> {
     if codec == Codec::Zlib {
         return Ok((b.len() >= 2).then_some(2));
+    }
+    if codec == Codec::Zip {
+        // A local file header: flags at 6, method at 8, name and extra
+        // lengths at 26 and 28. Only a deflated entry that is not
+        // encrypted is inflated (a stored one is its bytes as they are).
+        let Some(h) = b.get(..30) else {
+            return Ok(None);
+        };
+        let field = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
+        if field(6) & 1 != 0 || field(8) != 8 {
+            return Err(());
+        }
+        let n = 30 + field(26) + field(28);
+        return Ok((b.len() >= n).then_some(n));
     }
     let Some(&flags) = b.get(3) else {
         return Ok(None);
@@ -2454,7 +2480,7 @@ impl Inflate {
                 Member::Idle => {
                     let from = at(self.scan.max(base));
                     let mut found = None;
-                    for i in memchr::memchr2_iter(0x1f, 0x78, &hay[from..]) {
+                    for i in compressed_starts(&hay[from..]) {
                         let k = from + i;
                         match compressed_at(&hay[k..]) {
                             Ok(Some(codec)) => {

@@ -257,7 +257,14 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn equivalent(sc: &Arc<Scanner>, input: &[u8], cut: usize) -> Result<Vec<Finding>, TestCaseError> {
     let whole = sc.scan(input);
     let (out, found) = stream(sc, ScanMode::Log, input, cut);
-    prop_assert_eq!(&found, &whole, "log findings, cut {}", cut);
+    // Log mode ignores [`TOO_DEEP`] (a fourth decoding's probe can hit a
+    // keyword in noise: one fresh token in about 300 under utf16>hex>base64).
+    let logged: Vec<Finding> = whole
+        .iter()
+        .filter(|f| &*f.pattern_id != TOO_DEEP)
+        .cloned()
+        .collect();
+    prop_assert_eq!(&found, &logged, "log findings, cut {}", cut);
     prop_assert!(out == input);
     let (out, found) = stream(sc, ScanMode::Redact, input, cut);
     let (want, want_found) = sc.redact(input);
@@ -977,6 +984,50 @@ fn zlib(data: &[u8], level: u32) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// A zip archive (local headers, deflated entries, central directory), as
+/// `zip` and Python's `zipfile` write one.
+pub(crate) fn zip_file(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in entries {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        let packed = e.finish().unwrap();
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let mut fields = Vec::new();
+        fields.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        fields.extend_from_slice(&0u16.to_le_bytes()); // flags
+        fields.extend_from_slice(&8u16.to_le_bytes()); // deflate
+        fields.extend_from_slice(&[0, 0, 0x21, 0]); // time, date
+        fields.extend_from_slice(&crc.sum().to_le_bytes());
+        fields.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+        fields.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        fields.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        fields.extend_from_slice(&0u16.to_le_bytes()); // extra
+        let offset = out.len() as u32;
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&fields);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&packed);
+        central.extend_from_slice(b"PK\x01\x02\x14\x03");
+        central.extend_from_slice(&fields);
+        central.extend_from_slice(&[0; 6]); // comment, disk, internal attributes
+        central.extend_from_slice(&0o100644u32.wrapping_shl(16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let at = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    let n = (entries.len() as u16).to_le_bytes();
+    out.extend_from_slice(&[n[0], n[1], n[0], n[1]]);
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&at.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
 /// Compressed data inside a stream, in the forms an agent told to hide a
 /// key reaches for: the compressed file as it is, its base64, a `.gz` in a
 /// multipart part, compressed twice, a second gzip member behind a first,
@@ -1009,6 +1060,12 @@ fn compressed_data_inside_a_stream() {
     let mut bad_crc = gz.clone();
     let n = bad_crc.len();
     bad_crc[n - 8] ^= 0xff;
+    let readme = "# notes\n".repeat(50);
+    let zip = zip_file(&[
+        ("README.md", readme.as_bytes()),
+        (".aws/credentials", text.as_bytes()),
+    ]);
+    let zb64_zip = format!("upload={}", STANDARD.encode(&zip));
     let b64 = format!("{{\"blob\": \"{}\"}}", STANDARD.encode(&gz));
     let zb64 = format!("data={}", STANDARD.encode(zlib(text.as_bytes(), 6)));
     for (input, chain) in [
@@ -1023,6 +1080,8 @@ fn compressed_data_inside_a_stream() {
         (zlib(text.as_bytes(), 9), "zlib"),
         (b64.into_bytes(), "base64>gzip"),
         (zb64.into_bytes(), "base64>zlib"),
+        (zip, "zip"),
+        (zb64_zip.into_bytes(), "base64>zip"),
     ] {
         let found = sc.scan(&input);
         assert!(
@@ -1051,6 +1110,10 @@ fn compressed_data_benign_and_bombs() {
     equivalent(&sc, &bin, 4096).unwrap();
     let readme = gzip(b"# A project\n\nIt does things. See https://example.test/docs.\n");
     assert!(sc.scan(&readme).is_empty());
+    let docs = b"# A project\n\nIt does things.\n".repeat(100);
+    let archive = zip_file(&[("README.md", &docs), ("docs/x.md", &docs)]);
+    assert!(sc.scan(&archive).is_empty());
+    equivalent(&sc, &archive, 7).unwrap();
     let bomb = gzip(&vec![b'a'; 8 << 20]);
     let found = sc.scan(&bomb);
     assert_eq!(found.len(), 1, "{found:?}");

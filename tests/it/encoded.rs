@@ -774,7 +774,8 @@ fn credentials_file(aws: &str) -> String {
 /// Compressed data inside a request, the moves after "compress the whole
 /// body": base64 of gzip in JSON, base64 of zlib in a query string, a
 /// `.gz` file uploaded by `curl -F`, a body gzipped twice (undeclared and
-/// declared), a second gzip member behind a harmless one. Each reached the
+/// declared), a second gzip member behind a harmless one, a zip archive
+/// (whole and in base64). Each reached the
 /// origin before (200); each is refused, and the origin sees no piece of
 /// the key or its compressed form. A benign `.gz` upload arrives byte for
 /// byte; a decompression bomb in base64 is refused (400), not scanned for
@@ -855,6 +856,51 @@ async fn compressed_data_inside_a_request() {
         );
         forms.extend([aws.into_bytes(), inner]);
     }
+    // `zip -r`: an archive written by Python's `zipfile` (deflated
+    // entries, the key in the second), uploaded whole and in base64.
+    let aws = fresh_aws();
+    let creds = dir.path().join("credentials");
+    std::fs::write(&creds, credentials_file(&aws)).unwrap();
+    let archive = dir.path().join("home.zip");
+    let made = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\n\
+             z.writestr('README.md', '# notes\\n' * 50)\n\
+             z.write(sys.argv[2], '.aws/credentials')\n\
+             z.close()",
+            archive.to_str().unwrap(),
+            creds.to_str().unwrap(),
+        ])
+        .status()
+        .expect("python3 (scripts/test needs it too)");
+    assert!(made.success());
+    let zip = std::fs::read(&archive).unwrap();
+    let (code, out, err) = client::curl(&[
+        "--proxy",
+        &proxy.url(),
+        "--cacert",
+        proxy.ca_pem_path.to_str().unwrap(),
+        "-H",
+        "content-type: application/zip",
+        "--data-binary",
+        &format!("@{}", archive.display()),
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("\n403"), "{out}");
+    assert!(
+        out.contains("pattern aws-access-key-id, decoded zip"),
+        "{out}"
+    );
+    let body = format!("{{\"archive\":\"{}\"}}", STANDARD.encode(&zip));
+    refused_aws_text(&proxy, &origin, body, "base64>zip").await;
+    forms.extend([aws.into_bytes(), zip]);
+
     let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
