@@ -136,9 +136,11 @@
 //!   UTF-16 looks for zero bytes with `memchr`, compressed data for its
 //!   headers' first bytes with `memchr3`.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
-//!   percent, JSON, HTML, character-code and UTF-16 instance, and depth,
-//!   created on first use (13 + 169 + 2197 at most, for a stream crafted to
-//!   nest segments in every phase).
+//!   percent, JSON, HTML, character-code, UTF-16 and inflate instance, and
+//!   depth, created on first use (14 + 196 + 2744 at most, for a stream
+//!   crafted to nest segments in every phase); an inflater (its 32 KiB
+//!   window) only above the probing depth, in at most 1 + 14 + 196 of
+//!   them.
 
 use std::{collections::VecDeque, fmt};
 
@@ -1092,8 +1094,8 @@ impl Decoders {
         Decoders::with_inflate(depth, min, true)
     }
 
-    /// [`Decoders::new`]; `inflate`: decode gzip and zlib data too, here
-    /// and in every nested scan.
+    /// [`Decoders::new`]; `inflate`: decode gzip, zlib and zip data too,
+    /// here and in every nested scan above the probing depth.
     pub(crate) fn with_inflate(depth: u8, min: Confidence, inflate: bool) -> Decoders {
         Decoders {
             depth,
@@ -1118,7 +1120,10 @@ impl Decoders {
             html: Esc::new(Codec::Html),
             codes: Codes::new(),
             wide: [Endian::Little, Endian::Big].map(Wide::new),
-            inflate: inflate.then(Inflate::new),
+            // Not at the probing depth: a fourth decoding is looked for by
+            // its keywords only, and an inflater (a 32 KiB window) in every
+            // probing scan a crafted stream can open would be megabytes.
+            inflate: (inflate && depth < MAX_DEPTH).then(Inflate::new),
             b64_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             hex_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             pools: std::array::from_fn(|_| Pool::new(min, inflate)),
