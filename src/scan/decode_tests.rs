@@ -952,22 +952,28 @@ fn utf16_raw_and_in_base64() {
         (bom, "utf16"),
         (ps.into_bytes(), "base64>utf16"),
     ] {
-        let found = sc.scan(&input);
-        assert!(
-            found
-                .iter()
-                .any(|f| &*f.pattern_id == "aws-access-key-id" && f.chain.to_string() == chain),
-            "{chain}: {found:?}"
-        );
-        for cut in [1, 2, 3, 7] {
-            equivalent(&sc, &input, cut).unwrap_or_else(|e| panic!("{chain}: {e}"));
-        }
+        aws_found_at_every_cut(&sc, &input, chain, &[1, 2, 3, 7]);
     }
     // Binary with zero bytes is not a finding.
     let bin: Vec<u8> = (0..4096u32)
         .map(|i| if i % 3 == 0 { 0 } else { rand_u64() as u8 })
         .collect();
     assert!(sc.scan(&bin).is_empty());
+}
+
+/// `input` holds an AWS key found under `chain`, and streaming it at each
+/// of `cuts` finds what the whole buffer does.
+fn aws_found_at_every_cut(sc: &Arc<Scanner>, input: &[u8], chain: &str, cuts: &[usize]) {
+    let found = sc.scan(input);
+    assert!(
+        found
+            .iter()
+            .any(|f| &*f.pattern_id == "aws-access-key-id" && f.chain.to_string() == chain),
+        "{chain}: {found:?}"
+    );
+    for &cut in cuts {
+        equivalent(sc, input, cut).unwrap_or_else(|e| panic!("{chain}: {e}"));
+    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -1083,16 +1089,7 @@ fn compressed_data_inside_a_stream() {
         (zip, "zip"),
         (zb64_zip.into_bytes(), "base64>zip"),
     ] {
-        let found = sc.scan(&input);
-        assert!(
-            found
-                .iter()
-                .any(|f| &*f.pattern_id == "aws-access-key-id" && f.chain.to_string() == chain),
-            "{chain}: {found:?}"
-        );
-        for cut in [1, 2, 3, 7, 64, 1000] {
-            equivalent(&sc, &input, cut).unwrap_or_else(|e| panic!("{chain}: {e}"));
-        }
+        aws_found_at_every_cut(&sc, &input, chain, &[1, 2, 3, 7, 64, 1000]);
     }
 }
 

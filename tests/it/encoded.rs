@@ -12,6 +12,7 @@ use base64::{
 };
 
 use crate::support::client;
+use crate::support::compress::{gzip, zlib};
 use crate::support::origin::{Origin, echo};
 use crate::support::proxy::TestProxy;
 
@@ -748,18 +749,17 @@ async fn named_values_in_a_kubernetes_secret_and_glued() {
     );
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(data: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+/// POST to `url` through the proxy with `curl` (`args` give the body);
+/// returns what curl printed: the response body, then its status on a line
+/// of its own.
+async fn curl_post(proxy: &TestProxy, url: &str, args: &[&str]) -> String {
+    let (via, ca) = (proxy.url(), proxy.ca_pem_path.display().to_string());
+    let mut all = vec!["--proxy", &via, "--cacert", &ca];
+    all.extend_from_slice(args);
+    all.extend(["-w", "\n%{http_code}", url]);
+    let (code, out, err) = client::curl(&all).await;
+    assert_eq!(code, 0, "{err}");
+    out
 }
 
 /// A credentials file long enough that deflate compresses it (a few lines
@@ -809,19 +809,8 @@ async fn compressed_data_inside_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credentials.gz");
     std::fs::write(&file, &gz).unwrap();
-    let (code, out, err) = client::curl(&[
-        "--proxy",
-        &proxy.url(),
-        "--cacert",
-        proxy.ca_pem_path.to_str().unwrap(),
-        "-F",
-        &format!("file=@{}", file.display()),
-        "-w",
-        "\n%{http_code}",
-        &url,
-    ])
-    .await;
-    assert_eq!(code, 0, "{err}");
+    let upload = format!("file=@{}", file.display());
+    let out = curl_post(&proxy, &url, &["-F", &upload]).await;
     assert!(out.ends_with("\n403"), "{out}");
     assert!(
         out.contains("pattern aws-access-key-id, decoded gzip"),
@@ -877,21 +866,9 @@ async fn compressed_data_inside_a_request() {
         .expect("python3 (scripts/test needs it too)");
     assert!(made.success());
     let zip = std::fs::read(&archive).unwrap();
-    let (code, out, err) = client::curl(&[
-        "--proxy",
-        &proxy.url(),
-        "--cacert",
-        proxy.ca_pem_path.to_str().unwrap(),
-        "-H",
-        "content-type: application/zip",
-        "--data-binary",
-        &format!("@{}", archive.display()),
-        "-w",
-        "\n%{http_code}",
-        &url,
-    ])
-    .await;
-    assert_eq!(code, 0, "{err}");
+    let data = format!("@{}", archive.display());
+    let zip_type = "content-type: application/zip";
+    let out = curl_post(&proxy, &url, &["-H", zip_type, "--data-binary", &data]).await;
     assert!(out.ends_with("\n403"), "{out}");
     assert!(
         out.contains("pattern aws-access-key-id, decoded zip"),
@@ -922,21 +899,8 @@ async fn compressed_data_inside_a_request() {
     // A benign `.gz` upload arrives byte for byte.
     let readme = gzip("# A project\n\nIt does things.\n".repeat(200).as_bytes());
     std::fs::write(&file, &readme).unwrap();
-    let (code, out, err) = client::curl(&[
-        "--proxy",
-        &proxy.url(),
-        "--cacert",
-        proxy.ca_pem_path.to_str().unwrap(),
-        "-F",
-        &format!("file=@{}", file.display()),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &url,
-    ])
-    .await;
-    assert_eq!((code, out.as_str()), (0, "200"), "{err}");
+    let out = curl_post(&proxy, &url, &["-F", &upload]).await;
+    assert!(out.ends_with("\n200"), "{out}");
     let got = origin.received();
     assert_eq!(got.len(), 1);
     assert!(contains(

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 
 use crate::support::ca::TestCa;
 use crate::support::client;
+use crate::support::compress::{gzip, zlib};
 use crate::support::origin::{self, Origin, full};
 use crate::support::proxy::TestProxy;
 
@@ -135,18 +136,6 @@ async fn h1_streaming_origin(
         .start()
         .await;
     (ca, origin, proxy)
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 fn brotli(data: &[u8]) -> Vec<u8> {

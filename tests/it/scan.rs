@@ -1,7 +1,6 @@
 //! The scanner on the request path: secrets going out are blocked before
 //! their bytes leave; secrets coming back are redacted.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use hyper::body::Frame;
 
 use crate::support::ca::TestCa;
 use crate::support::client;
+use crate::support::compress::{gzip, zlib};
 use crate::support::origin::{self, Origin, echo, full, record};
 use crate::support::proxy::{ProxyBuilder, TestProxy};
 
@@ -56,12 +56,6 @@ fn origin_never_saw(origin: &Origin, secret: &str) {
             );
         }
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1471,11 +1465,6 @@ async fn a_body_compressed_without_saying_so_is_read() {
     let (_ca, origin, proxy) = setup(echo("api"), &[]).await;
     let url = format!("https://api.example.test:{}/upload", origin.port());
     let c = client::reqwest(&proxy);
-    let zlib = |data: &[u8]| {
-        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    };
     let leaky = format!("config\naws_access_key_id = {aws}\n");
     for (n, body) in [gzip(leaky.as_bytes()), zlib(leaky.as_bytes())]
         .into_iter()

@@ -6,6 +6,7 @@
 pub mod bao;
 pub mod ca;
 pub mod client;
+pub mod compress;
 pub mod fresh;
 pub mod origin;
 pub mod proxy;
