@@ -21,15 +21,20 @@
 //! - Wraps an `http_body::Body` ([`ScanBody`]) to block, redact or log,
 //!   decoding gzip / deflate / br bodies when asked.
 //! - Decodes, then scans ([`decode`]): base64 / base64url, hex (with or
-//!   without delimiters), percent-encoding (`+` for space) and JSON string
-//!   escapes, nested up to three layers, in every stream and buffer; a
-//!   finding names its decoding chain ([`Chain`], `base64>percent`), and a
-//!   value encoded more deeply is refused outgoing ([`TOO_DEEP`]).
+//!   without delimiters), percent-encoding (`+` for space), JSON string
+//!   escapes, HTML references, character codes, UTF-16, and (outside
+//!   redaction) gzip, zlib and zip data, nested up to three layers, in
+//!   every stream and buffer; a finding names its decoding chain
+//!   ([`Chain`], `base64>gzip`), and a value encoded more deeply, or
+//!   compressed data that expands too far, is refused outgoing
+//!   ([`TOO_DEEP`]).
 //! - Backs the `airlock scan` command ([`cli::run`]).
 //!
 //! # What it does not do
-//! - It does not look inside archives (zip, tar), nested compression, or
-//!   encrypted payloads: what the bytes do not show, it cannot see.
+//! - It does not read compressed data without a header (raw deflate,
+//!   brotli), other compressors (xz, bzip2, zstd), or encrypted payloads:
+//!   what the bytes do not show, it cannot see. (A tar archive is its
+//!   files' bytes, scanned as they are.)
 //!   (WebSocket messages are scanned by the proxy's relay,
 //!   `listener::websocket`, with a [`ScanState`] per message.)
 //! - Encodings beyond the decoded ones (base32, base85, rot13, reversed),
