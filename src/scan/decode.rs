@@ -111,6 +111,9 @@
 //!   a short segment (< [`SHORT`] decoded bytes: at most 8 encoded bytes
 //!   each, a character code with its separators), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
 //!   under 1 KiB. A line break ends every candidate but a base64 run.
+//!   Compressed data is the exception: from a header (or a header-like
+//!   pair of bytes in binary data) until [`REPLAY`] bytes have inflated or
+//!   failed to, up to 4 KiB plus the header.
 //! - **Hold-back in general**: a nested scan holds back at most
 //!   [`Scanner::max_hold_back`] decoded bytes (below 40 KiB; in practice a
 //!   pending keyword's regex window, at most `2 * max_len` plus the keyword),

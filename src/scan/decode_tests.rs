@@ -1119,3 +1119,25 @@ fn compressed_data_benign_and_bombs() {
     let (_, redacted) = stream(&sc, ScanMode::Redact, &bomb, 16384);
     assert!(redacted.is_empty());
 }
+
+/// A benign gzipped stream is held back a bounded amount:
+/// 4 KiB from its header until inflating it has gone that far, then only
+/// what the nested scan of the text holds (the README's 5 KiB).
+#[test]
+fn compressed_data_hold_back_is_bounded() {
+    let sc = scanner();
+    let log: String = (0..4000)
+        .map(|i| format!("INFO request {i} served in {}ms from cache\n", i % 97))
+        .collect();
+    let gz = gzip(log.as_bytes());
+    let mut st = ScanState::new(sc.clone(), ScanMode::Block);
+    let (mut fed, mut out, mut worst) = (0usize, 0usize, 0usize);
+    for c in gz.chunks(512) {
+        fed += c.len();
+        out += st.push(Bytes::copy_from_slice(c)).data.len();
+        worst = worst.max(fed - out);
+    }
+    out += st.finish().data.len();
+    assert_eq!(out, gz.len());
+    assert!(worst <= 5 * 1024, "held back {worst} bytes");
+}
