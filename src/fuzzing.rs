@@ -108,8 +108,11 @@ fn chunks(data: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     (out, body)
 }
 
-fn stream(mode: ScanMode, parts: &[&[u8]]) -> (Vec<u8>, Vec<(String, u64, u64)>) {
+fn stream(mode: ScanMode, outgoing: bool, parts: &[&[u8]]) -> (Vec<u8>, Vec<(String, u64, u64)>) {
     let mut state = ScanState::new(scanner(), mode);
+    if outgoing {
+        state = state.outgoing();
+    }
     let mut data = Vec::new();
     let mut found = Vec::new();
     let mut take = |out: crate::scan::StreamOutput| {
@@ -129,13 +132,22 @@ fn stream(mode: ScanMode, parts: &[&[u8]]) -> (Vec<u8>, Vec<(String, u64, u64)>)
 
 /// The scanner, differential: a stream cut into arbitrary chunks finds
 /// exactly what the whole buffer finds, and emits the same bytes, in every
-/// mode.
+/// mode, incoming and outgoing.
 pub fn scan_chunks(data: &[u8]) {
     let (parts, body) = chunks(data);
-    for mode in [ScanMode::Block, ScanMode::Redact, ScanMode::Log] {
-        let whole = stream(mode, &[body]);
-        let cut = stream(mode, &parts);
-        assert_eq!(whole, cut, "{mode:?}: chunking changed the result");
+    for (mode, outgoing) in [
+        (ScanMode::Block, false),
+        (ScanMode::Block, true),
+        (ScanMode::Redact, false),
+        (ScanMode::Redact, true),
+        (ScanMode::Log, false),
+    ] {
+        let whole = stream(mode, outgoing, &[body]);
+        let cut = stream(mode, outgoing, &parts);
+        assert_eq!(
+            whole, cut,
+            "{mode:?} (outgoing: {outgoing}): chunking changed the result"
+        );
         if mode == ScanMode::Log {
             assert_eq!(whole.0, body, "log mode changed the bytes");
         }

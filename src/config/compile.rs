@@ -1196,14 +1196,17 @@ fn compile_rule(
 
     let mut scan_skip: Vec<Arc<str>> = Vec::new();
     for id in r.scan_skip.iter().flatten() {
-        let known = patterns.is_some_and(|set| set.iter().any(|p| p.id() == id.get_ref()));
+        // `unreadable-compressed`: the rule may send compressed data
+        // airlock cannot read (release artifacts, backups).
+        let known = id.get_ref() == crate::scan::UNREADABLE
+            || patterns.is_some_and(|set| set.iter().any(|p| p.id() == id.get_ref()));
         if known {
             scan_skip.push(Arc::from(id.get_ref().as_str()));
         } else {
             errors.push(src.err(
                 id,
                 format!(
-                    "host.scan_skip: `{}` is not the id of a pattern in the loaded pattern file (scan.patterns)",
+                    "host.scan_skip: `{}` is not the id of a pattern in the loaded pattern file (scan.patterns) nor `unreadable-compressed`",
                     id.get_ref()
                 ),
             ));

@@ -143,12 +143,20 @@ impl RequestScan {
         }
     }
 
-    /// Outgoing, the findings of the rule's `scan_skip` kinds go.
+    /// Outgoing, the findings of the rule's `scan_skip` kinds go;
+    /// incoming, compressed data airlock cannot read is no finding (a
+    /// download's .tar.xz).
     fn drop_skipped(&self, findings: &mut Vec<Finding>, direction: Side) {
-        if direction == Side::Request
-            && let Some(skip) = &self.skip_out
-        {
-            findings.retain(|f| !skip.contains(&f.pattern_id));
+        findings.retain(|f| !self.skipped(f, direction));
+    }
+
+    fn skipped(&self, f: &Finding, direction: Side) -> bool {
+        match direction {
+            Side::Request => self
+                .skip_out
+                .as_ref()
+                .is_some_and(|skip| skip.contains(&f.pattern_id)),
+            Side::Response => &*f.pattern_id == crate::scan::UNREADABLE,
         }
     }
 
@@ -180,11 +188,24 @@ impl RequestScan {
             Side::Response => self.incoming,
         };
         let min = self.min(direction);
-        let (replacement, mut findings) = if mode == ScanMode::Redact {
-            let (redacted, findings) = self.scanner.redact_min(bytes, min);
-            (Some(redacted), findings)
-        } else {
-            (None, self.scanner.scan_min(bytes, min))
+        let (replacement, mut findings) = match (mode, direction) {
+            (ScanMode::Redact, Side::Request) => {
+                let skipped = |f: &Finding| self.skipped(f, direction);
+                match self.scanner.redact_outgoing(bytes, min, skipped) {
+                    Ok((redacted, findings)) => (Some(redacted), findings),
+                    // Compressed data with a finding inside (it cannot be
+                    // rewritten), too deep or unreadable: refused.
+                    Err(stop) => {
+                        self.record(std::slice::from_ref(&stop), direction, reason);
+                        return Err(stop.label());
+                    }
+                }
+            }
+            (ScanMode::Redact, Side::Response) => {
+                let (redacted, findings) = self.scanner.redact_min(bytes, min);
+                (Some(redacted), findings)
+            }
+            _ => (None, self.scanner.scan_min(bytes, min)),
         };
         self.drop_skipped(&mut findings, direction);
         if findings.is_empty() {
@@ -529,7 +550,7 @@ impl RequestScan {
             headers.remove(CONTENT_LENGTH);
         }
         let wrapped = match direction {
-            Side::Request => wrapped.skipping(self.skip_mask.clone()),
+            Side::Request => wrapped.skipping(self.skip_mask.clone()).outgoing(),
             Side::Response => wrapped,
         };
         let wrapped = wrapped

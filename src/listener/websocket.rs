@@ -83,14 +83,14 @@ where
         &mut cr,
         &mut uw,
         &scan,
-        (scan.outgoing, scan.outgoing_min),
+        (scan.outgoing, scan.outgoing_min, true),
         &scan.out_sink,
     );
     let inc = pump(
         &mut ur,
         &mut cw,
         &scan,
-        (scan.incoming, scan.incoming_min),
+        (scan.incoming, scan.incoming_min, false),
         &scan.in_sink,
     );
     let stopped = tokio::select! {
@@ -131,6 +131,8 @@ struct Flow<'a> {
     mode: ScanMode,
     /// Least confidence acted on in this direction.
     min: crate::scan::Confidence,
+    /// The sandbox's direction ([`ScanState::outgoing`]).
+    outgoing: bool,
     sink: &'a FindingSink,
     /// The message in progress.
     message: Option<Message>,
@@ -160,15 +162,25 @@ struct Message {
 }
 
 impl Flow<'_> {
+    /// A fresh scan stream for this direction.
+    fn stream(&self) -> ScanState {
+        let state = ScanState::with_min_confidence(
+            std::sync::Arc::clone(self.scanner),
+            self.mode,
+            self.min,
+        );
+        if self.outgoing {
+            state.outgoing()
+        } else {
+            state
+        }
+    }
+
     /// Starts a message: a new stream, fed first with the carried bytes.
     fn start(&mut self, opcode: u8) -> Result<Message, Stop> {
         let carry = std::mem::take(&mut self.carry);
         let mut m = Message {
-            state: ScanState::with_min_confidence(
-                std::sync::Arc::clone(self.scanner),
-                self.mode,
-                self.min,
-            ),
+            state: self.stream(),
             opcode,
             sent: false,
             carried: carry.len() as u64,
@@ -271,7 +283,7 @@ async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     scan: &WsScan,
-    (mode, min): (ScanMode, crate::scan::Confidence),
+    (mode, min, outgoing): (ScanMode, crate::scan::Confidence, bool),
     sink: &FindingSink,
 ) -> Result<(), Stop>
 where
@@ -287,6 +299,7 @@ where
         scanner: &scan.scanner,
         mode,
         min,
+        outgoing,
         sink,
         message: None,
         carry: Vec::new(),
@@ -335,8 +348,7 @@ where
             if head.len > 125 || !head.fin {
                 return Err(Stop::Refused(1002, "malformed WebSocket control frame"));
             }
-            let state =
-                ScanState::with_min_confidence(std::sync::Arc::clone(&scan.scanner), mode, min);
+            let state = flow.stream();
             let (_, mut data) = scanned(state, payload, true, sink)?;
             // A redaction marker may be longer than the secret it replaces.
             data.truncate(125);
@@ -558,7 +570,7 @@ mod tests {
             &mut from,
             &mut out,
             &ws,
-            (mode, crate::scan::Confidence::Shaped),
+            (mode, crate::scan::Confidence::Shaped, true),
             &sink,
         )
         .await;
@@ -647,7 +659,7 @@ mod tests {
             &mut from,
             &mut out,
             &ws,
-            (ScanMode::Block, crate::scan::Confidence::Shaped),
+            (ScanMode::Block, crate::scan::Confidence::Shaped, true),
             &sink,
         )
         .await;
@@ -680,7 +692,7 @@ mod tests {
                 &mut proxy_in,
                 &mut proxy_out,
                 &ws,
-                (ScanMode::Block, crate::scan::Confidence::Shaped),
+                (ScanMode::Block, crate::scan::Confidence::Shaped, true),
                 &sink,
             )
             .await

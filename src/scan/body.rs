@@ -123,6 +123,18 @@ pub enum ScanError {
         /// The decodings, the last one being the one too many.
         chain: Chain,
     },
+    /// Outgoing, the body holds compressed data airlock cannot read (an
+    /// xz, bzip2, zstd, 7z or rar header, or an encrypted zip entry or one
+    /// not compressed by deflate): refused rather than passed unscanned,
+    /// unless the rule lists `unreadable-compressed` in `scan_skip`.
+    #[error(
+        "it holds compressed data airlock cannot read ({chain}); airlock does not send what it \
+         cannot scan (a rule may allow it with scan_skip = [\"unreadable-compressed\"])"
+    )]
+    Unreadable {
+        /// The decodings to the data, the last one being its format.
+        chain: Chain,
+    },
     /// The decoded body passed the size/ratio caps (decompression bomb).
     #[error("decoded body too large: {decoded} bytes from {encoded} encoded bytes")]
     TooLarge {
@@ -306,8 +318,19 @@ where
     /// Call before the first frame is polled.
     pub fn with_min_confidence(mut self, min: Confidence) -> ScanBody<B> {
         let skip = self.state.core_mut().skip.take();
+        let outgoing = self.state.is_outgoing();
         self.state = ScanState::with_min_confidence(self.state.scanner(), self.state.mode(), min);
+        if outgoing {
+            self.state.mark_outgoing();
+        }
         self.state.core_mut().skip = skip;
+        self
+    }
+
+    /// What the sandbox sends: see [`ScanState::outgoing`]. Call before
+    /// the first frame is polled.
+    pub fn outgoing(mut self) -> ScanBody<B> {
+        self.state.mark_outgoing();
         self
     }
 
@@ -527,6 +550,9 @@ fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError>
         if &*f.pattern_id == decode::TOO_DEEP {
             return Err(ScanError::TooDeep { chain: f.chain });
         }
+        if &*f.pattern_id == decode::UNREADABLE {
+            return Err(ScanError::Unreadable { chain: f.chain });
+        }
         return Err(ScanError::Blocked(LeakBlocked {
             pattern_id: f.pattern_id.clone(),
             chain: f.chain,
@@ -560,6 +586,9 @@ fn scan_trailers(p: &mut Parts<'_>, trailers: HeaderMap) -> Result<HeaderMap, Sc
             p.state.min_confidence(),
         )
         .skipping(p.state.core_mut().skip.clone());
+        if p.state.is_outgoing() {
+            state = state.outgoing();
+        }
         let first = state.push(Bytes::from(line));
         let last = state.finish();
         let found = !first.findings.is_empty() || !last.findings.is_empty();

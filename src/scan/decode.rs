@@ -59,8 +59,15 @@
 //!   input when it could start one (not a line break).
 //! - **gzip**, **zlib** and **zip**: a gzip member, a zlib stream or a
 //!   zip archive's deflated entry, known by its header, inflated
-//!   ([`Inflate`]). Only where the stream is not being
-//!   redacted: compressed bytes cannot be rewritten.
+//!   ([`Inflate`]), except where an incoming stream is being redacted
+//!   (compressed bytes cannot be rewritten; an outgoing redacting stream
+//!   reads them and refuses a secret found inside). At the probing depth a
+//!   header is reported as [`TOO_DEEP`] (it would be a fourth decoding).
+//! - **xz**, **bzip2**, **zstd**, **7z**, **rar**, and a zip entry that is
+//!   encrypted or compressed by another method: known by their headers
+//!   (checked past the magic number), not decompressed, and reported as
+//!   the pseudo finding [`UNREADABLE`] at any depth: outgoing they are
+//!   refused.
 //!
 //! Multipart bodies need no codec of their own: a part's content is bytes of
 //! the stream like any other, a base64 `Content-Transfer-Encoding` part is a
@@ -137,7 +144,8 @@
 //!   Character codes use the hex layer's windows, then probe one byte in
 //!   34 for a window of digits and separators long enough to hold a run.
 //!   UTF-16 looks for zero bytes with `memchr`, compressed data for its
-//!   headers' first bytes with `memchr3`.
+//!   headers' magic numbers with one aho-corasick search (its SIMD
+//!   prefilter over all ten).
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
 //!   percent, JSON, HTML, character-code, UTF-16 and inflate instance, and
 //!   depth, created on first use (14 + 196 + 2744 at most, for a stream
@@ -159,6 +167,19 @@ pub const MAX_DEPTH: u8 = 3;
 pub const TOO_DEEP: &str = "too-deeply-encoded";
 /// The kind of a [`TOO_DEEP`] pseudo finding.
 pub(crate) const TOO_DEEP_KIND: u32 = u32::MAX;
+/// The pseudo pattern of compressed data airlock cannot read: an xz,
+/// bzip2, zstd, 7z or rar header, or a zip entry that is encrypted or
+/// compressed other than by deflate. Outgoing (block mode) it is refused,
+/// as [`TOO_DEEP`] is, unless a rule lists it in `scan_skip`.
+pub const UNREADABLE: &str = "unreadable-compressed";
+/// The kind of an [`UNREADABLE`] pseudo finding.
+pub(crate) const UNREADABLE_KIND: u32 = u32::MAX - 1;
+
+/// Is `kind` one of the pseudo patterns ([`TOO_DEEP`], [`UNREADABLE`]):
+/// not a secret seen, but data that cannot be judged?
+pub(crate) fn is_pseudo(kind: u32) -> bool {
+    kind >= UNREADABLE_KIND
+}
 /// Shortest base64 run decoded (12 bytes).
 pub const MIN_B64: u32 = 16;
 /// A base64 run this long is decoded even if it looks like hex.
@@ -186,6 +207,12 @@ enum Codec {
     Gzip = 8,
     Zlib = 9,
     Zip = 10,
+    // Known by their headers, not read: see [`UNREADABLE`].
+    Xz = 11,
+    Bzip2 = 12,
+    Zstd = 13,
+    SevenZip = 14,
+    Rar = 15,
 }
 
 impl Codec {
@@ -201,6 +228,11 @@ impl Codec {
             8 => "gzip",
             9 => "zlib",
             10 => "zip",
+            11 => "xz",
+            12 => "bzip2",
+            13 => "zstd",
+            14 => "7z",
+            15 => "rar",
             _ => "?",
         }
     }
@@ -238,6 +270,12 @@ impl Chain {
             v >>= 4;
             (c != 0).then_some(c)
         })
+    }
+
+    /// Did a decoding of compressed data (gzip, zlib, zip, or one that is
+    /// not read) produce this?
+    pub(crate) fn through_compressed(self) -> bool {
+        self.codes().any(|c| c >= Codec::Gzip as u16)
     }
 
     /// `outer` applied before `self`.
@@ -391,18 +429,24 @@ impl Seg {
     }
 
     /// At [`MAX_DEPTH`]: does what this segment decodes to so far hold a
-    /// keyword or held literal (then it needed a fourth decoding, and is
-    /// reported as [`TOO_DEEP`] where that keyword ends)? Keeps only the
-    /// tail a keyword could still continue.
+    /// keyword or held literal, or the header of compressed data (then it
+    /// needed a fourth decoding, and is reported as [`TOO_DEEP`] where that
+    /// keyword ends or that header starts)? Keeps only the tail a keyword
+    /// or header could still continue.
     fn probe(&mut self, sc: &Scanner, out: &mut Vec<Raw>) {
         if self.flagged {
             return;
         }
-        if let Some(e) = sc.first_literal_end(&self.dec) {
-            let at = self
-                .spans
-                .get(e.saturating_sub(1))
-                .map_or(self.start, |s| s.0);
+        // A keyword's last byte, or the first byte of compressed data's
+        // header: either needs a decoding past the last.
+        let literal = sc.first_literal_end(&self.dec).map(|e| e.saturating_sub(1));
+        let header = first_header(&self.dec);
+        let first = match (literal, header) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(i) = first {
+            let at = self.spans.get(i).map_or(self.start, |s| s.0);
             out.push(Raw {
                 start: at,
                 end: at + 1,
@@ -416,7 +460,7 @@ impl Seg {
             self.spans = VecDeque::new();
             return;
         }
-        let keep = sc.longest_literal().saturating_sub(1);
+        let keep = sc.longest_literal().max(HEADER_MAX).saturating_sub(1);
         let drop = self.dec.len().saturating_sub(keep);
         self.dec.drain(..drop);
         self.spans.drain(..drop.min(self.spans.len()));
@@ -679,7 +723,12 @@ static COUNTS: [u64; 256] = {
         if c & HEXD != 0 {
             t[i] |= 1 << 21;
         }
-        if matches!(i, 0x25 | 0x5c | 0x26 | 0 | 0x1f | 0x01 | 0x9c | 0xda | 0x03) {
+        // Escapes; the bytes of compressed data's headers ([`MAGICS`]) that
+        // are rare in text (bzip2's has a `&`).
+        if matches!(
+            i,
+            0x25 | 0x5c | 0x26 | 0 | 0x1f | 0x01 | 0x9c | 0xda | 0x03 | 0xfd | 0xbc | 0xb5 | 0x1a
+        ) {
             t[i] |= 1 << 42;
         }
         i += 1;
@@ -1123,10 +1172,11 @@ impl Decoders {
             html: Esc::new(Codec::Html),
             codes: Codes::new(),
             wide: [Endian::Little, Endian::Big].map(Wide::new),
-            // Not at the probing depth: a fourth decoding is looked for by
-            // its keywords only, and an inflater (a 32 KiB window) in every
-            // probing scan a crafted stream can open would be megabytes.
-            inflate: (inflate && depth < MAX_DEPTH).then(Inflate::new),
+            // At the probing depth a header is only looked for: compressed
+            // data there would be a fourth decoding, and an inflater (a 32
+            // KiB window) in every probing scan a crafted stream can open
+            // would be megabytes.
+            inflate: inflate.then(|| Inflate::new(depth >= MAX_DEPTH)),
             b64_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             hex_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             pools: std::array::from_fn(|_| Pool::new(min, inflate)),
@@ -2327,6 +2377,9 @@ impl Wide {
 /// outgoing, a decompression bomb is refused rather than scanned for
 /// minutes or passed unread.
 struct Inflate {
+    /// At the probing depth: a gzip, zlib or zip header is reported as
+    /// [`TOO_DEEP`] (it would be a fourth decoding), not inflated.
+    probing: bool,
     /// Idle: the next offset to look for a header at.
     scan: u64,
     member: Member,
@@ -2369,47 +2422,215 @@ const GZIP_TEXT_MAX: usize = 1024;
 /// decodes to much is not held whole.
 const INFLATE_FLUSH: usize = 16 * 1024;
 
-/// What a header at the start of `b` is: `Some(codec)` when its first
-/// bytes are a gzip, zlib or zip header's, `None` when they are not, and
-/// `Err(())` when `b` is too short to tell.
-fn compressed_at(b: &[u8]) -> Result<Option<Codec>, ()> {
-    match b {
-        [0x1f, 0x8b, 0x08, flags, ..] => Ok((flags & 0xe0 == 0).then_some(Codec::Gzip)),
-        [0x78, 0x01 | 0x9c | 0xda, ..] => Ok(Some(Codec::Zlib)),
-        [b'P', b'K', 3, 4, ..] => Ok(Some(Codec::Zip)),
-        [0x1f] | [0x1f, 0x8b] | [0x1f, 0x8b, 0x08] | [0x78] => Err(()),
-        [b'P'] | [b'P', b'K'] | [b'P', b'K', 3] => Err(()),
-        _ => Ok(None),
+/// The fixed first bytes of every header [`compressed_at`] knows, and
+/// what each is.
+const MAGICS: [(&[u8], Codec); 10] = [
+    (&[0x1f, 0x8b, 0x08], Codec::Gzip),
+    (&[0x78, 0x01], Codec::Zlib),
+    (&[0x78, 0x9c], Codec::Zlib),
+    (&[0x78, 0xda], Codec::Zlib),
+    (b"PK\x03\x04", Codec::Zip),
+    (b"\xfd7zXZ\x00", Codec::Xz),
+    (b"7z\xbc\xaf\x27\x1c", Codec::SevenZip),
+    (&[0x28, 0xb5, 0x2f, 0xfd], Codec::Zstd),
+    (b"BZh", Codec::Bzip2),
+    (b"Rar!\x1a\x07", Codec::Rar),
+];
+
+/// The most bytes [`compressed_at`] reads to tell (a zstd frame header
+/// with every optional field, and its first block's header).
+const HEADER_MAX: usize = 21;
+
+/// Finds the [`MAGICS`] in one pass (a SIMD prefilter over all of them).
+/// Ten short literals always build; were one to fail, every byte is tried
+/// (slower, never blind).
+static MAGIC_FINDER: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(MAGICS.iter().map(|(m, _)| *m))
+            .ok()
+    });
+
+impl Codec {
+    /// Compressed data known by its header but not decompressed.
+    fn unreadable(self) -> bool {
+        matches!(
+            self,
+            Codec::Xz | Codec::Bzip2 | Codec::Zstd | Codec::SevenZip | Codec::Rar
+        )
     }
 }
 
-/// Where the headers [`compressed_at`] knows may start in `hay`.
-fn compressed_starts(hay: &[u8]) -> memchr::Memchr3<'_> {
-    memchr::memchr3_iter(0x1f, 0x78, b'P', hay)
+/// Does `b` start with `magic`? `Err(())`: `b` is a shorter prefix of it.
+fn starts(b: &[u8], magic: &[u8]) -> Result<bool, ()> {
+    let n = b.len().min(magic.len());
+    if b[..n] != magic[..n] {
+        Ok(false)
+    } else if n < magic.len() {
+        Err(())
+    } else {
+        Ok(true)
+    }
 }
 
-/// Does `dec` hold a gzip, zlib or zip header (for [`worth_scanning`])?
+/// What a header at the start of `b` is: `Some(codec)` when its first
+/// bytes are the header of a format in [`MAGICS`], `None` when they are
+/// not, and `Err(())` when `b` is too short to tell. Past the magic bytes,
+/// the fields a real header must have are checked, so that binary data
+/// seldom looks like one: gzip's flags, xz's stream flags, 7z's and rar's
+/// version, a bzip2 level and block magic, a zstd frame header and its
+/// first block's type and size.
+fn compressed_at(b: &[u8]) -> Result<Option<Codec>, ()> {
+    let mut unsure = false;
+    for &(magic, codec) in &MAGICS {
+        match starts(b, magic) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(()) => {
+                unsure = true;
+                continue;
+            }
+        }
+        match header_fields(codec, b) {
+            Ok(true) => return Ok(Some(codec)),
+            Ok(false) => {}
+            Err(()) => unsure = true,
+        }
+    }
+    if unsure { Err(()) } else { Ok(None) }
+}
+
+/// The fields after `codec`'s magic bytes at the start of `b`:
+/// `Err(())` while `b` is too short to tell.
+fn header_fields(codec: Codec, b: &[u8]) -> Result<bool, ()> {
+    let at = |i: usize| b.get(i).copied().ok_or(());
+    Ok(match codec {
+        Codec::Gzip => at(3)? & 0xe0 == 0,
+        Codec::Xz => at(6)? == 0 && matches!(at(7)?, 0x00 | 0x01 | 0x04 | 0x0a),
+        Codec::SevenZip => at(6)? == 0,
+        Codec::Rar => match at(6)? {
+            0 => true,
+            1 => at(7)? == 0,
+            _ => false,
+        },
+        Codec::Bzip2 => {
+            // A level digit, then a block's magic (the digits of pi in
+            // BCD): an empty stream's end magic carries nothing.
+            matches!(at(3)?, b'1'..=b'9') && {
+                let mut ok = true;
+                for (i, &m) in b"1AY&SY".iter().enumerate() {
+                    ok &= at(4 + i)? == m;
+                    if !ok {
+                        break;
+                    }
+                }
+                ok
+            }
+        }
+        Codec::Zstd => {
+            let fhd = at(4)?;
+            let single = fhd & 0x20 != 0;
+            if fhd & 0x08 != 0 || (!single && at(5)? >> 3 > 21) {
+                return Ok(false);
+            }
+            let did = [0, 1, 2, 4][usize::from(fhd & 3)];
+            let fcs = match fhd >> 6 {
+                0 => usize::from(single),
+                1 => 2,
+                2 => 4,
+                _ => 8,
+            };
+            let block = 5 + usize::from(!single) + did + fcs;
+            let h = u32::from_le_bytes([at(block)?, at(block + 1)?, at(block + 2)?, 0]);
+            (h >> 1) & 3 != 3 && h >> 3 <= 128 * 1024
+        }
+        _ => true,
+    })
+}
+
+/// Where the next header [`compressed_at`] knows starts in `hay`, from
+/// `from` on: `Ok(Some((k, codec)))`, `Ok(None)` when there is none, or
+/// `Err(k)` when the bytes from `k` on could still be one (not at `eof`).
+fn next_header(hay: &[u8], from: usize, eof: bool) -> Result<Option<(usize, Codec)>, usize> {
+    // Before `tail` every header is whole; in it, each position is tried.
+    let tail = if eof {
+        hay.len()
+    } else {
+        hay.len().saturating_sub(HEADER_MAX - 1).max(from)
+    };
+    let mut i = from;
+    while i < tail {
+        let k = match MAGIC_FINDER.as_ref() {
+            Some(finder) => match finder.find(aho_corasick::Input::new(hay).span(i..hay.len())) {
+                Some(m) => m.start(),
+                None => break,
+            },
+            None => i,
+        };
+        if k >= tail {
+            break;
+        }
+        if let Ok(Some(codec)) = compressed_at(&hay[k..]) {
+            return Ok(Some((k, codec)));
+        }
+        i = k + 1;
+    }
+    for k in tail..hay.len() {
+        match compressed_at(&hay[k..]) {
+            Ok(Some(codec)) => return Ok(Some((k, codec))),
+            Ok(None) => {}
+            Err(()) => return Err(k),
+        }
+    }
+    Ok(None)
+}
+
+/// Where the first whole header in `dec` starts (for [`worth_scanning`]
+/// and the probing depth).
+fn first_header(dec: &[u8]) -> Option<usize> {
+    next_header(dec, 0, true).ok().flatten().map(|(k, _)| k)
+}
+
+/// Does `dec` hold a header [`compressed_at`] knows?
 fn has_compressed(dec: &[u8]) -> bool {
-    compressed_starts(dec).any(|i| matches!(compressed_at(&dec[i..]), Ok(Some(_))))
+    first_header(dec).is_some()
+}
+
+/// Why a header-like start is not inflated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotInflated {
+    /// It is no header (or a stored zip entry: plain bytes).
+    NotHeader,
+    /// A header of data airlock cannot read ([`UNREADABLE`]).
+    Unreadable,
 }
 
 /// The length of the header at the start of `b` (a gzip header with its
 /// optional fields, or zlib's two bytes): `Ok(None)` while `b` is too
-/// short to tell, `Err(())` when it is not a header after all.
-fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, ()> {
+/// short to tell, `Err(NotInflated)` when it is not one after all or holds
+/// data that is not inflated.
+fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, NotInflated> {
     if codec == Codec::Zlib {
         return Ok((b.len() >= 2).then_some(2));
     }
     if codec == Codec::Zip {
-        // A local file header: flags at 6, method at 8, name and extra
-        // lengths at 26 and 28. Only a deflated entry that is not
-        // encrypted is inflated (a stored one is its bytes as they are).
+        // A local file header: the version needed at 4, flags at 6,
+        // method at 8, name and extra lengths at 26 and 28. A deflated
+        // entry is inflated, a stored one is its bytes as they are; one
+        // that is encrypted or compressed by a method of the format's list
+        // cannot be read.
         let Some(h) = b.get(..30) else {
             return Ok(None);
         };
         let field = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
-        if field(6) & 1 != 0 || field(8) != 8 {
-            return Err(());
+        let (version, encrypted, method) = (field(4), field(6) & 1 != 0, field(8));
+        match (encrypted, method) {
+            (false, 8) => {}
+            (false, 0) => return Err(NotInflated::NotHeader),
+            // Binary data rarely has a version and a method in range too.
+            (_, 0..=20 | 93..=99) if version <= 63 => return Err(NotInflated::Unreadable),
+            _ => return Err(NotInflated::NotHeader),
         }
         let n = 30 + field(26) + field(28);
         return Ok((b.len() >= n).then_some(n));
@@ -2429,8 +2650,8 @@ fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, ()> {
             let rest = b.get(n..).unwrap_or_default();
             match memchr::memchr(0, rest) {
                 Some(z) if z <= GZIP_TEXT_MAX => n += z + 1,
-                Some(_) => return Err(()),
-                None if rest.len() > GZIP_TEXT_MAX => return Err(()),
+                Some(_) => return Err(NotInflated::NotHeader),
+                None if rest.len() > GZIP_TEXT_MAX => return Err(NotInflated::NotHeader),
                 None => return Ok(None),
             }
         }
@@ -2441,9 +2662,22 @@ fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, ()> {
     Ok((b.len() >= n).then_some(n))
 }
 
+/// The pseudo finding of an [`UNREADABLE`] header at `start`.
+fn unreadable(start: u64, codec: Codec) -> Raw {
+    Raw {
+        start,
+        end: start + 1,
+        kind: UNREADABLE_KIND,
+        chain: Chain::PLAIN.under(codec),
+        // Not a secret seen, but data that cannot be judged.
+        confidence: Confidence::Verified,
+    }
+}
+
 impl Inflate {
-    fn new() -> Inflate {
+    fn new(probing: bool) -> Inflate {
         Inflate {
+            probing,
             scan: 0,
             member: Member::Idle,
             rs: RunSeg::default(),
@@ -2485,40 +2719,34 @@ impl Inflate {
         };
         loop {
             match self.member {
-                Member::Idle => {
-                    let from = at(self.scan.max(base));
-                    let mut found = None;
-                    for i in compressed_starts(&hay[from..]) {
-                        let k = from + i;
-                        match compressed_at(&hay[k..]) {
-                            Ok(Some(codec)) => {
-                                found = Some((k, Some(codec)));
-                                break;
-                            }
-                            Ok(None) => {}
-                            Err(()) if eof => {}
-                            Err(()) => {
-                                found = Some((k, None));
-                                break;
-                            }
-                        }
+                Member::Idle => match next_header(hay, at(self.scan.max(base)), eof) {
+                    Ok(Some((k, codec))) if codec.unreadable() => {
+                        let start = base + k as u64;
+                        out.push(unreadable(start, codec));
+                        self.scan = start + 1;
                     }
-                    match found {
-                        Some((k, Some(codec))) => {
-                            let start = base + k as u64;
-                            self.member = Member::Header { start, codec };
-                        }
-                        Some((k, None)) => {
-                            // Too close to the end to tell: wait here.
-                            self.scan = base + k as u64;
-                            break;
-                        }
-                        None => {
-                            self.scan = end;
-                            break;
-                        }
+                    Ok(Some((k, codec))) if self.probing => {
+                        let start = base + k as u64;
+                        out.push(Raw {
+                            kind: TOO_DEEP_KIND,
+                            ..unreadable(start, codec)
+                        });
+                        self.scan = start + 1;
                     }
-                }
+                    Ok(Some((k, codec))) => {
+                        let start = base + k as u64;
+                        self.member = Member::Header { start, codec };
+                    }
+                    Err(k) => {
+                        // Too close to the end to tell: wait here.
+                        self.scan = base + k as u64;
+                        break;
+                    }
+                    Ok(None) => {
+                        self.scan = end;
+                        break;
+                    }
+                },
                 Member::Header { start, codec } => match header_len(codec, &hay[at(start)..]) {
                     Ok(Some(n)) => {
                         let z = self
@@ -2531,7 +2759,12 @@ impl Inflate {
                         self.member = Member::Data { start, codec, pos };
                     }
                     Ok(None) if !eof => break,
-                    Ok(None) | Err(()) => {
+                    Err(NotInflated::Unreadable) => {
+                        out.push(unreadable(start, codec));
+                        self.scan = start + 1;
+                        self.member = Member::Idle;
+                    }
+                    Ok(None) | Err(NotInflated::NotHeader) => {
                         self.scan = start + 1;
                         self.member = Member::Idle;
                     }
@@ -3146,7 +3379,11 @@ pub(crate) fn settle(core: &mut Core, cands: &mut Vec<Raw>, f: u64, out: &mut Ve
     let mut i = 0;
     while i < cands.len() {
         if cands[i].start < f {
-            out.push(cands.swap_remove(i));
+            let r = cands.swap_remove(i);
+            // A rule's `scan_skip` holds for decoded findings too.
+            if !core.skips(r.kind) {
+                out.push(r);
+            }
         } else {
             i += 1;
         }

@@ -234,7 +234,21 @@ impl Enc {
 }
 
 fn stream(sc: &Arc<Scanner>, mode: ScanMode, input: &[u8], cut: usize) -> (Vec<u8>, Vec<Finding>) {
+    stream_as(sc, mode, false, input, cut)
+}
+
+/// [`stream`], of what the sandbox sends when `outgoing`.
+fn stream_as(
+    sc: &Arc<Scanner>,
+    mode: ScanMode,
+    outgoing: bool,
+    input: &[u8],
+    cut: usize,
+) -> (Vec<u8>, Vec<Finding>) {
     let mut st = ScanState::new(sc.clone(), mode);
+    if outgoing {
+        st = st.outgoing();
+    }
     let mut out = Vec::new();
     let mut found = Vec::new();
     for c in input.chunks(cut.max(1)) {
@@ -258,10 +272,11 @@ fn equivalent(sc: &Arc<Scanner>, input: &[u8], cut: usize) -> Result<Vec<Finding
     let whole = sc.scan(input);
     let (out, found) = stream(sc, ScanMode::Log, input, cut);
     // Log mode ignores [`TOO_DEEP`] (a fourth decoding's probe can hit a
-    // keyword in noise: one fresh token in about 300 under utf16>hex>base64).
+    // keyword in noise: one fresh token in about 300 under utf16>hex>base64)
+    // and [`UNREADABLE`].
     let logged: Vec<Finding> = whole
         .iter()
-        .filter(|f| &*f.pattern_id != TOO_DEEP)
+        .filter(|f| &*f.pattern_id != TOO_DEEP && &*f.pattern_id != UNREADABLE)
         .cloned()
         .collect();
     prop_assert_eq!(&found, &logged, "log findings, cut {}", cut);
@@ -270,17 +285,43 @@ fn equivalent(sc: &Arc<Scanner>, input: &[u8], cut: usize) -> Result<Vec<Finding
     let (want, want_found) = sc.redact(input);
     prop_assert_eq!(&found, &want_found, "redact findings, cut {}", cut);
     prop_assert!(out == want, "redact output, cut {}", cut);
-    let (out, found) = stream(sc, ScanMode::Block, input, cut);
-    match whole.first() {
-        Some(first) => {
-            prop_assert_eq!(found.as_slice(), std::slice::from_ref(first));
-            prop_assert!(
-                out == input[..first.start as usize],
-                "block output, cut {}",
+    // Block: the whole scan is what the sandbox sends is judged by; an
+    // incoming stream does not refuse what it cannot read.
+    for outgoing in [true, false] {
+        let (out, found) = stream_as(sc, ScanMode::Block, outgoing, input, cut);
+        let first = whole
+            .iter()
+            .find(|f| outgoing || &*f.pattern_id != UNREADABLE);
+        match first {
+            Some(first) => {
+                prop_assert_eq!(found.as_slice(), std::slice::from_ref(first));
+                prop_assert!(
+                    out == input[..first.start as usize],
+                    "block output, cut {}",
+                    cut
+                );
+            }
+            None => prop_assert!(out == input),
+        }
+    }
+    // Outgoing redaction reads compressed data, and refuses what it
+    // cannot rewrite, whatever the chunking.
+    let (out, found) = stream_as(sc, ScanMode::Redact, true, input, cut);
+    match sc.redact_outgoing(input, Confidence::Shaped, |_| false) {
+        Ok((want, want_found)) => {
+            prop_assert_eq!(&found, &want_found, "outgoing redact findings, cut {}", cut);
+            prop_assert!(out == want, "outgoing redact output, cut {}", cut);
+        }
+        Err(stop) => {
+            prop_assert_eq!(
+                found.last(),
+                Some(&stop),
+                "outgoing redact stop, cut {}",
                 cut
             );
+            let one = stream_as(sc, ScanMode::Redact, true, input, input.len().max(1));
+            prop_assert!(one == (out, found), "outgoing redact, cut {}", cut);
         }
-        None => prop_assert!(out == input),
     }
     Ok(whole)
 }
@@ -1140,4 +1181,166 @@ fn compressed_data_hold_back_is_bounded() {
     out += st.finish().data.len();
     assert_eq!(out, gz.len());
     assert!(worst <= 5 * 1024, "held back {worst} bytes");
+}
+
+/// The first bytes of each compressed format airlock knows but does not
+/// read, as its tools write them, followed by `payload` (what follows a
+/// header does not change the verdict).
+fn unreadable_samples(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let with = |head: &[u8]| [head, payload].concat();
+    // A zstd frame: single segment with a checksum, a one-byte content
+    // size, then a compressed block that is the last.
+    let block = (1u32 | 2 << 1 | (payload.len() as u32) << 3).to_le_bytes();
+    let zstd = [&[0x28, 0xb5, 0x2f, 0xfd, 0x24, 0xff][..], &block[..3]].concat();
+    let zip = |version: u16, flags: u16, method: u16| {
+        let mut h = b"PK\x03\x04".to_vec();
+        for v in [version, flags, method, 0, 0x21] {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        h.extend_from_slice(&[0; 12]); // crc, sizes
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0u16.to_le_bytes());
+        h.extend_from_slice(b"x.gz");
+        h
+    };
+    vec![
+        ("xz", with(b"\xfd7zXZ\x00\x00\x04\xe6\xd6\xb4\x46")),
+        ("bzip2", with(b"BZh91AY&SY")),
+        ("zstd", with(&zstd)),
+        ("7z", with(b"7z\xbc\xaf\x27\x1c\x00\x04")),
+        ("rar", with(b"Rar!\x1a\x07\x01\x00")),
+        ("zip", with(&zip(20, 1, 8))),  // encrypted (ZipCrypto)
+        ("zip", with(&zip(46, 0, 12))), // bzip2 inside
+        ("zip", with(&zip(51, 1, 99))), // AES
+    ]
+}
+
+/// Compressed data airlock cannot read is refused outgoing, wherever it
+/// is and however it is cut: as is, in base64, in a multipart part, glued
+/// to text. Incoming and in log mode it is no finding.
+#[test]
+fn unreadable_compressed_data_is_refused_outgoing() {
+    let sc = scanner();
+    let payload: Vec<u8> = (0..3000).map(|_| rand_u64() as u8).collect();
+    for (format, data) in unreadable_samples(&payload) {
+        let mut multipart =
+            b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"k\"\r\n\r\n".to_vec();
+        multipart.extend_from_slice(&data);
+        multipart.extend_from_slice(b"\r\n--b--\r\n");
+        let glued = [b"see the attached notes:".as_slice(), &data].concat();
+        for (input, chain) in [
+            (data.clone(), format.to_string()),
+            (multipart, format.to_string()),
+            (glued, format.to_string()),
+            (
+                format!("{{\"f\":\"{}\"}}", STANDARD.encode(&data)).into_bytes(),
+                format!("base64>{format}"),
+            ),
+        ] {
+            let found = sc.scan(&input);
+            assert_eq!(found.len(), 1, "{chain}: {found:?}");
+            assert_eq!(&*found[0].pattern_id, UNREADABLE, "{chain}");
+            assert_eq!(found[0].chain.to_string(), chain);
+            for cut in [1, 2, 5, 64, 4096] {
+                equivalent(&sc, &input, cut).unwrap_or_else(|e| panic!("{chain}: {e}"));
+                let (out, found) = stream_as(&sc, ScanMode::Block, true, &input, cut);
+                assert!(out.len() as u64 <= found[0].start, "{chain}");
+                let (out, found) = stream(&sc, ScanMode::Block, &input, cut);
+                assert!(found.is_empty() && out == input, "incoming {chain}");
+            }
+        }
+        // A rule's `scan_skip = ["unreadable-compressed"]` sends it.
+        let skip = sc.skip_mask(&[Arc::from(UNREADABLE)]);
+        let mut st = ScanState::new(sc.clone(), ScanMode::Block)
+            .outgoing()
+            .skipping(skip);
+        let mut out = st.push(Bytes::from(data.clone())).data.to_vec();
+        out.extend_from_slice(&st.finish().data);
+        assert!(st.blocked().is_none() && out == data, "{format}: skipped");
+    }
+}
+
+/// Bytes that begin like those headers but are not one: binary data is
+/// not refused for a magic number alone.
+#[test]
+fn header_like_bytes_are_not_unreadable_data() {
+    let sc = scanner();
+    let mut bin: Vec<u8> = (0..400_000).map(|_| rand_u64() as u8).collect();
+    let near: [&[u8]; 9] = [
+        b"BZh91AY&SX",                           // not a block magic
+        b"BZh01AY&SY",                           // level 0
+        b"\xfd7zXZ\x00\x01\x04",                 // stream flags
+        b"7z\xbc\xaf\x27\x1c\x01",               // version
+        b"Rar!\x1a\x07\x02",                     // version
+        b"\x28\xb5\x2f\xfd\x08",                 // reserved bit
+        b"\x28\xb5\x2f\xfd\x20\xff\x07\x00\x00", // reserved block type
+        b"PK\x03\x04\x14\x00\x00\x00\x00\x00",   // stored: plain bytes
+        b"PK\x03\x04\xff\x00\x01\x00\x08\x00",   // version out of range
+    ];
+    for (i, at) in (0..bin.len() - 64).step_by(1009).enumerate() {
+        let n = near[i % near.len()];
+        bin[at..at + n.len()].copy_from_slice(n);
+    }
+    assert!(sc.scan(&bin).is_empty());
+    equivalent(&sc, &bin, 4096).unwrap();
+    equivalent(&sc, &bin, 7).unwrap();
+}
+
+/// Compressed data as a fourth decoding (`base64>base64>base64>gzip`) is
+/// refused as too deep rather than passed: the probing depth looks for
+/// headers as it looks for keywords (and one that is not read is
+/// unreadable at any depth).
+#[test]
+fn compressed_data_one_decoding_too_deep_is_refused() {
+    let sc = scanner();
+    let aws = fresh_aws();
+    let gz = gzip(format!("id {aws} ").repeat(8).as_bytes());
+    let xz = unreadable_samples(b"not read").remove(0).1;
+    for (data, pattern, format) in [(gz, TOO_DEEP, "gzip"), (xz, UNREADABLE, "xz")] {
+        let deep = STANDARD.encode(STANDARD.encode(STANDARD.encode(&data)));
+        let input = format!("v={deep} ");
+        let found = sc.scan(input.as_bytes());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(&*found[0].pattern_id, pattern);
+        let chain = format!("base64>base64>base64>{format}");
+        assert_eq!(found[0].chain.to_string(), chain);
+        for cut in [1, 3, 100] {
+            equivalent(&sc, input.as_bytes(), cut).unwrap();
+        }
+    }
+}
+
+/// An outgoing redacting stream reads compressed data and refuses a
+/// secret inside it (its bytes cannot be rewritten), after redacting what
+/// came before; a benign gzip file passes unchanged; incoming redaction
+/// still passes compressed data as it came.
+#[test]
+fn outgoing_redaction_refuses_secrets_in_compressed_data() {
+    let sc = scanner();
+    let (ghp, aws) = (fresh_ghp(), fresh_aws());
+    let gz = gzip(format!("id {aws} ").repeat(8).as_bytes());
+    let input = format!("token={ghp}\nblob={}\n", STANDARD.encode(&gz));
+    for cut in [1, 7, 1000] {
+        let (out, found) = stream_as(&sc, ScanMode::Redact, true, input.as_bytes(), cut);
+        let last = found.last().expect("a finding");
+        assert_eq!(&*last.pattern_id, "aws-access-key-id");
+        assert_eq!(last.chain.to_string(), "base64>gzip");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("token=[REDACTED:github-pat-classic]"),
+            "{text}"
+        );
+        assert!(!contains(&out, ghp.as_bytes()) && out.len() <= input.len());
+        assert!(!text.contains("blob=H4sI"), "{text}");
+        let (out, found) = stream(&sc, ScanMode::Redact, input.as_bytes(), cut);
+        assert_eq!(found.len(), 1);
+        assert!(contains(&out, STANDARD.encode(&gz).as_bytes()), "incoming");
+    }
+    let readme = gzip("# A project\n\nIt does things.\n".repeat(100).as_bytes());
+    let (out, found) = stream_as(&sc, ScanMode::Redact, true, &readme, 100);
+    assert!(found.is_empty() && out == readme);
+    let xz = unreadable_samples(b"x").remove(0).1;
+    let (out, found) = stream_as(&sc, ScanMode::Redact, true, &xz, 3);
+    assert_eq!(&*found[0].pattern_id, UNREADABLE);
+    assert!(out.is_empty());
 }

@@ -23,18 +23,22 @@
 //! - Decodes, then scans ([`decode`]): base64 / base64url, hex (with or
 //!   without delimiters), percent-encoding (`+` for space), JSON string
 //!   escapes, HTML references, character codes, UTF-16, and (outside
-//!   redaction) gzip, zlib and zip data, nested up to three layers, in
-//!   every stream and buffer; a finding names its decoding chain
-//!   ([`Chain`], `base64>gzip`), and a value encoded more deeply, or
+//!   incoming redaction) gzip, zlib and zip data, nested up to three
+//!   layers, in every stream and buffer; a finding names its decoding
+//!   chain ([`Chain`], `base64>gzip`), and a value encoded more deeply, or
 //!   compressed data that expands too far, is refused outgoing
-//!   ([`TOO_DEEP`]).
+//!   ([`TOO_DEEP`]), as is compressed data known by its header but not
+//!   read (xz, bzip2, zstd, 7z, rar, an encrypted zip: [`UNREADABLE`]).
+//!   An outgoing stream ([`ScanState::outgoing`]) in redact mode refuses
+//!   what it cannot rewrite: a secret inside compressed data.
 //! - Backs the `airlock scan` command ([`cli::run`]).
 //!
 //! # What it does not do
 //! - It does not read compressed data without a header (raw deflate,
-//!   brotli), other compressors (xz, bzip2, zstd), or encrypted payloads:
-//!   what the bytes do not show, it cannot see. (A tar archive is its
-//!   files' bytes, scanned as they are.)
+//!   brotli, raw LZMA), nor decompress xz, bzip2, zstd, 7z or rar (it
+//!   refuses them outgoing), nor see through encryption other than an
+//!   archive's own: what the bytes do not show, it cannot see. (A tar
+//!   archive is its files' bytes, scanned as they are.)
 //!   (WebSocket messages are scanned by the proxy's relay,
 //!   `listener::websocket`, with a [`ScanState`] per message.)
 //! - Encodings beyond the decoded ones (base32, base85, rot13, reversed),
@@ -95,7 +99,7 @@ pub use body::{
     ContentCoding, EncodedForward, FindingSink, LeakBlocked, ScanBody, ScanError, header_line,
     redacted_value,
 };
-pub use decode::{Chain, MAX_DEPTH, TOO_DEEP};
+pub use decode::{Chain, MAX_DEPTH, TOO_DEEP, UNREADABLE};
 pub use held::{HeldSecret, MIN_HELD_LEN};
 pub use patterns::{
     BUILTIN_NAME, BUILTIN_PATTERNS, MAX_KEYWORD_LEN, MAX_LEN_CAP, MIN_KEYWORD_LEN, Pattern,

@@ -364,8 +364,38 @@ impl Scanner {
         // As a redacting stream does, compressed data is not decoded: its
         // bytes cannot be rewritten.
         let mut raw = decode::scan_whole(self, haystack, min, false);
-        raw.retain(|r| r.kind != decode::TOO_DEEP_KIND);
+        raw.retain(|r| !decode::is_pseudo(r.kind));
+        self.redact_raw(haystack, raw)
+    }
 
+    /// [`Scanner::redact_min`] for what the sandbox sends, as an
+    /// [outgoing](super::ScanState::outgoing) redacting stream does:
+    /// compressed data is read too, and a finding inside it (its bytes
+    /// cannot be rewritten) or data too deep or unreadable is returned as
+    /// `Err`, to be refused.
+    /// Findings for which `skipped` is true (a rule's `scan_skip`) are
+    /// neither refused nor redacted.
+    pub fn redact_outgoing(
+        &self,
+        haystack: &[u8],
+        min: Confidence,
+        skipped: impl Fn(&Finding) -> bool,
+    ) -> Result<(Vec<u8>, Vec<Finding>), Finding> {
+        let mut raw = decode::scan_whole(self, haystack, min, true);
+        let unredactable = |r: &Raw| decode::is_pseudo(r.kind) || r.chain.through_compressed();
+        if let Some(stop) = raw
+            .iter()
+            .filter(|r| unredactable(r))
+            .map(|&r| self.finding(r))
+            .find(|f| !skipped(f))
+        {
+            return Err(stop);
+        }
+        raw.retain(|r| !unredactable(r));
+        Ok(self.redact_raw(haystack, raw))
+    }
+
+    fn redact_raw(&self, haystack: &[u8], raw: Vec<Raw>) -> (Vec<u8>, Vec<Finding>) {
         let mut out = Vec::with_capacity(haystack.len());
         let mut pos = 0usize;
         let flush = |c: Raw, pos: &mut usize, out: &mut Vec<u8>| {
@@ -449,8 +479,15 @@ impl Scanner {
     pub(crate) fn finding(&self, r: Raw) -> Finding {
         static TOO_DEEP: std::sync::LazyLock<Arc<str>> =
             std::sync::LazyLock::new(|| Arc::from(decode::TOO_DEEP));
+        static UNREADABLE: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from(decode::UNREADABLE));
+        let pseudo = if r.kind == decode::UNREADABLE_KIND {
+            &UNREADABLE
+        } else {
+            &TOO_DEEP
+        };
         Finding {
-            pattern_id: self.ids.get(r.kind as usize).unwrap_or(&TOO_DEEP).clone(),
+            pattern_id: self.ids.get(r.kind as usize).unwrap_or(pseudo).clone(),
             start: r.start,
             end: r.end,
             chain: r.chain,
@@ -460,7 +497,13 @@ impl Scanner {
 
     pub(crate) fn marker(&self, kind: u32) -> &Bytes {
         static TOO_DEEP: Bytes = Bytes::from_static(b"[REDACTED:too-deeply-encoded]");
-        self.markers.get(kind as usize).unwrap_or(&TOO_DEEP)
+        static UNREADABLE: Bytes = Bytes::from_static(b"[REDACTED:unreadable-compressed]");
+        let pseudo = if kind == decode::UNREADABLE_KIND {
+            &UNREADABLE
+        } else {
+            &TOO_DEEP
+        };
+        self.markers.get(kind as usize).unwrap_or(pseudo)
     }
 
     /// The first gate of [`Scanner::may_match`]: the keywords' and held
@@ -554,7 +597,10 @@ impl Scanner {
     /// The per-kind mask of [`ScanState::skipping`](super::ScanState::skipping)
     /// for these pattern ids (`None` when none is known).
     pub fn skip_mask(&self, ids: &[Arc<str>]) -> Option<Arc<[bool]>> {
-        let mask: Vec<bool> = self.ids.iter().map(|id| ids.contains(id)).collect();
+        // One entry per kind, and a last one for the pseudo pattern
+        // `unreadable-compressed` (see [`skips`]).
+        let mut mask: Vec<bool> = self.ids.iter().map(|id| ids.contains(id)).collect();
+        mask.push(ids.iter().any(|id| &**id == decode::UNREADABLE));
         mask.contains(&true).then(|| mask.into())
     }
 
@@ -1200,6 +1246,19 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Does this stream drop findings of `kind` (a rule's `scan_skip`)?
+    /// The mask's last entry stands for the pseudo pattern
+    /// `unreadable-compressed`; `too-deeply-encoded` is never skipped.
+    pub(crate) fn skips(&self, kind: u32) -> bool {
+        let Some(mask) = &self.skip else {
+            return false;
+        };
+        if kind == decode::UNREADABLE_KIND {
+            return mask.last().copied().unwrap_or(false);
+        }
+        mask.get(kind as usize).copied().unwrap_or(false) && (kind as usize) < mask.len() - 1
+    }
+
     pub(crate) fn new(sc: &Scanner, min: Confidence) -> Core {
         Core {
             min,
@@ -1434,9 +1493,7 @@ impl Core {
                 .then(b.confidence.cmp(&a.confidence))
         });
         for r in batch {
-            if let Some(skip) = &self.skip
-                && skip.get(r.kind as usize).copied().unwrap_or(false)
-            {
+            if self.skips(r.kind) {
                 continue;
             }
             let last = &mut self.last_end[r.kind as usize];

@@ -92,6 +92,8 @@ pub struct ScanState {
     /// The decoding layers ([`decode`]) and their findings not yet final.
     decoders: Box<Decoders>,
     dec_cands: Vec<Raw>,
+    /// What the sandbox sends ([`ScanState::outgoing`]).
+    outgoing: bool,
 }
 
 impl std::fmt::Debug for ScanState {
@@ -140,7 +142,39 @@ impl ScanState {
             // download's tarball is not the sandbox sending a secret.
             decoders: Box::new(Decoders::with_inflate(0, min, mode != ScanMode::Redact)),
             dec_cands: Vec::new(),
+            outgoing: false,
         }
+    }
+
+    /// Mark this stream as what the sandbox sends, where what cannot be
+    /// judged is refused (fail closed): compressed data airlock cannot
+    /// read ([`UNREADABLE`](decode::UNREADABLE)) blocks it in block mode,
+    /// and in redact mode so do a finding inside compressed data (its
+    /// bytes cannot be rewritten) and data too deep or unreadable. Call
+    /// before the first [`push`](Self::push).
+    pub fn outgoing(mut self) -> ScanState {
+        self.mark_outgoing();
+        self
+    }
+
+    /// [`ScanState::outgoing`] in place.
+    pub(crate) fn mark_outgoing(&mut self) {
+        self.outgoing = true;
+        if self.mode == ScanMode::Redact {
+            let min = self.core.min();
+            *self.decoders = Decoders::with_inflate(0, min, true);
+        }
+    }
+
+    /// Was this stream marked [`ScanState::outgoing`]?
+    pub fn is_outgoing(&self) -> bool {
+        self.outgoing
+    }
+
+    /// Is the finding `r` one this stream refuses in redact mode rather
+    /// than rewrites?
+    fn unredactable(&self, r: &Raw) -> bool {
+        self.outgoing && (decode::is_pseudo(r.kind) || r.chain.through_compressed())
     }
 
     /// Drop the findings of the kinds set in `mask` (from
@@ -243,14 +277,27 @@ impl ScanState {
         let mut finals = std::mem::take(&mut self.finals);
         finals.clear();
         decode::settle(&mut self.core, &mut self.dec_cands, f, &mut finals);
-        if self.mode != ScanMode::Block {
-            // Too deep to decode: refused outgoing, ignored otherwise.
-            finals.retain(|r| r.kind != decode::TOO_DEEP_KIND);
+        // What cannot be judged (too deep, unreadable) is refused where
+        // the stream blocks and the sandbox sends it; a download's .tar.xz
+        // is not refused for what airlock cannot read in it.
+        match self.mode {
+            ScanMode::Block if !self.outgoing => {
+                finals.retain(|r| r.kind != decode::UNREADABLE_KIND);
+            }
+            ScanMode::Block => {}
+            ScanMode::Redact if self.outgoing => {}
+            ScanMode::Redact | ScanMode::Log => finals.retain(|r| !decode::is_pseudo(r.kind)),
         }
         let sc = self.scanner.clone();
         let retain = f.min(self.end);
-        let out = match self.mode {
-            ScanMode::Log => {
+        let refuse = match self.mode {
+            ScanMode::Block => finals.first().copied(),
+            ScanMode::Redact => finals.iter().find(|r| self.unredactable(r)).copied(),
+            ScanMode::Log => None,
+        };
+        let out = match (refuse, self.mode) {
+            (Some(stop), _) => self.stop(&sc, &finals, stop),
+            (None, ScanMode::Log) => {
                 self.emitted = self.end;
                 self.trim(retain);
                 StreamOutput {
@@ -258,28 +305,44 @@ impl ScanState {
                     findings: finals.iter().map(|&r| sc.finding(r)).collect(),
                 }
             }
-            ScanMode::Block => {
-                if let Some(&first) = finals.first() {
-                    let finding = sc.finding(first);
-                    let data = self.release(first.start, first.start);
-                    self.blocked = Some(finding.clone());
-                    self.buf = BytesMut::new();
-                    self.base = self.end;
-                    StreamOutput {
-                        data,
-                        findings: vec![finding],
-                    }
-                } else {
-                    let target = if eof { self.end } else { retain };
-                    StreamOutput {
-                        data: self.release(target, retain),
-                        findings: Vec::new(),
-                    }
+            (None, ScanMode::Block) => {
+                let target = if eof { self.end } else { retain };
+                StreamOutput {
+                    data: self.release(target, retain),
+                    findings: Vec::new(),
                 }
             }
-            ScanMode::Redact => self.redact(&sc, &finals, f, eof),
+            (None, ScanMode::Redact) => self.redact(&sc, &finals, f, eof),
         };
         self.finals = finals;
+        out
+    }
+
+    /// Block the stream at `stop`: nothing from it on leaves. In redact
+    /// mode the findings before it are redacted first, as they would have
+    /// been had the stream been cut into other chunks (and nothing of an
+    /// unfinished redaction leaves).
+    fn stop(&mut self, sc: &Scanner, finals: &[Raw], stop: Raw) -> StreamOutput {
+        let finding = sc.finding(stop);
+        let mut out = match self.mode {
+            ScanMode::Redact => {
+                let before: Vec<Raw> = finals
+                    .iter()
+                    .copied()
+                    .filter(|r| r.start < stop.start)
+                    .collect();
+                self.redact(sc, &before, stop.start, false)
+            }
+            _ => StreamOutput {
+                data: self.release(stop.start, stop.start),
+                findings: Vec::new(),
+            },
+        };
+        out.findings.push(finding.clone());
+        self.blocked = Some(finding);
+        self.open = None;
+        self.buf = BytesMut::new();
+        self.base = self.end;
         out
     }
 

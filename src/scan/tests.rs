@@ -1313,25 +1313,31 @@ fn the_documented_limits_are_real() {
     std::io::Write::write_all(&mut raw, format!("id {key} ").repeat(8).as_bytes()).unwrap();
     let deflated = raw.finish().unwrap();
     assert!(sc.scan(&deflated).is_empty(), "raw deflate");
-    // Compressed data as a fourth decoding is not inflated (the probe
-    // looks for keywords only, and compressed bytes hold none).
+    // Compressed data as a fourth decoding is not inflated but refused as
+    // too deep (the probing depth looks for its header).
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, format!("id {key} ").repeat(8).as_bytes()).unwrap();
     let gzipped = gz.finish().unwrap();
     assert!(!sc.scan(&gzipped).is_empty(), "gzip is read");
     let deep = STANDARD.encode(STANDARD.encode(STANDARD.encode(&gzipped)));
-    assert!(
-        sc.scan(format!("v={deep} ").as_bytes()).is_empty(),
-        "fourth: gzip"
-    );
-    // A redacting stream reads no compressed data: base64 of gzip passes
-    // outgoing redact mode as it came (block mode refuses it).
+    let found = sc.scan(format!("v={deep} ").as_bytes());
+    assert_eq!(found.len(), 1, "fourth: gzip");
+    assert_eq!(&*found[0].pattern_id, super::TOO_DEEP, "fourth: gzip");
+    // An incoming redacting stream reads no compressed data: base64 of
+    // gzip passes as it came (an outgoing one refuses it).
     let hidden = format!("v={} ", STANDARD.encode(&gzipped));
     let mut st = ScanState::new(sc.clone(), ScanMode::Redact);
     let mut out = st.push(Bytes::from(hidden.clone())).data.to_vec();
     out.extend_from_slice(&st.finish().data);
     assert_eq!(out, hidden.as_bytes(), "redact: gzip");
     assert!(!sc.scan(hidden.as_bytes()).is_empty());
+    let mut st = ScanState::new(sc.clone(), ScanMode::Redact).outgoing();
+    let mut out = st.push(Bytes::from(hidden.clone())).data.to_vec();
+    out.extend_from_slice(&st.finish().data);
+    assert!(
+        out.len() <= 2 && st.blocked().is_some(),
+        "outgoing redact: gzip"
+    );
     for evasion in [
         // base32 and rot13 of the key
         "IFFUSQKJJ5JUMT2EJZHDORKYIFGVATCF".to_string(),
