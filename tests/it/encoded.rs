@@ -908,3 +908,209 @@ async fn compressed_data_inside_a_request() {
         &readme
     ));
 }
+
+/// Run `python3 -c script args...` (scripts/test needs python3 too).
+fn python(script: &str, args: &[&str]) {
+    let ok = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("python3");
+    assert!(ok.success(), "{script}");
+}
+
+/// Run a compressor from the command line (scripts/test installs it).
+fn tool(cmd: &str, args: &[&str]) {
+    let ok = std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (scripts/test installs it)"));
+    assert!(ok.success(), "{cmd} {args:?}");
+}
+
+/// POST `body` as is; expect a 400 saying airlock cannot read `chain`.
+async fn refused_unreadable(proxy: &TestProxy, url: &str, body: Vec<u8>, chain: &str) {
+    let r = client::reqwest(proxy)
+        .post(url)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{chain}");
+    assert_eq!(r.headers()["airlock-error"], "unscannable_body", "{chain}");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("compressed data airlock cannot read ({chain})")),
+        "{chain}: {text}"
+    );
+}
+
+/// The compressors the gzip/zlib/zip layer does not read, tried as an
+/// agent told to hide a key would: `xz`, `bzip2`, `zstd` and an encrypted
+/// `zip -P`, each a credentials file, sent as the body, in base64 inside
+/// JSON, or as a `curl -F` upload; a 7z archive's signature; and gzip one
+/// decoding too deep (`base64>base64>base64>gzip`). Each reached the origin
+/// before (200); each is refused (400 naming the format), and the origin
+/// sees no piece of the key or the compressed file. A rule with `scan_skip
+/// = ["unreadable-compressed"]` sends such a file byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_compressed_data_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+
+    let aws = fresh_aws();
+    std::fs::write(path("credentials"), credentials_file(&aws)).unwrap();
+    python(
+        "import lzma, sys\n\
+         d = open(sys.argv[1], 'rb').read()\n\
+         open(sys.argv[2], 'wb').write(lzma.compress(d))\n\
+         open(sys.argv[3], 'wb').write(b'7z\\xbc\\xaf\\x27\\x1c\\x00\\x04' + lzma.compress(d, lzma.FORMAT_RAW, filters=[{'id': lzma.FILTER_LZMA1}]))",
+        &[&path("credentials"), &path("c.xz"), &path("c.7z")],
+    );
+    let xz = std::fs::read(path("c.xz")).unwrap();
+    refused_unreadable(&proxy, &url, xz.clone(), "xz").await;
+    let seven = std::fs::read(path("c.7z")).unwrap();
+    refused_unreadable(&proxy, &url, seven.clone(), "7z").await;
+    forms.extend([aws.into_bytes(), xz, seven]);
+
+    let aws = fresh_aws();
+    std::fs::write(path("credentials"), credentials_file(&aws)).unwrap();
+    python(
+        "import bz2, sys\n\
+         open(sys.argv[2], 'wb').write(bz2.compress(open(sys.argv[1], 'rb').read()))",
+        &[&path("credentials"), &path("c.bz2")],
+    );
+    let bz = std::fs::read(path("c.bz2")).unwrap();
+    let json = format!("{{\"file\":\"{}\"}}", STANDARD.encode(&bz));
+    refused_unreadable(&proxy, &url, json.into_bytes(), "base64>bzip2").await;
+    forms.extend([aws.into_bytes(), bz]);
+
+    // `zstd credentials && curl -F file=@credentials.zst`
+    let aws = fresh_aws();
+    std::fs::write(path("credentials"), credentials_file(&aws)).unwrap();
+    tool(
+        "zstd",
+        &["-q", "-f", &path("credentials"), "-o", &path("c.zst")],
+    );
+    let zst = std::fs::read(path("c.zst")).unwrap();
+    let upload = format!("file=@{}", path("c.zst"));
+    let out = curl_post(&proxy, &url, &["-F", &upload]).await;
+    assert!(out.ends_with("\n400"), "{out}");
+    assert!(
+        out.contains("compressed data airlock cannot read (zstd)"),
+        "{out}"
+    );
+    forms.extend([aws.into_bytes(), zst]);
+
+    // `zip -P secret`: deflated, but encrypted.
+    let aws = fresh_aws();
+    std::fs::write(path("credentials"), credentials_file(&aws)).unwrap();
+    tool(
+        "zip",
+        &["-q", "-j", "-P", "pw", &path("c.zip"), &path("credentials")],
+    );
+    let zip = std::fs::read(path("c.zip")).unwrap();
+    refused_unreadable(&proxy, &url, zip.clone(), "zip").await;
+    forms.extend([aws.into_bytes(), zip]);
+
+    // Gzip as a fourth decoding: too deep.
+    let aws = fresh_aws();
+    let gz = gzip(credentials_file(&aws).as_bytes());
+    let deep = STANDARD.encode(STANDARD.encode(STANDARD.encode(&gz)));
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(format!("{{\"file\":\"{deep}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("(base64>base64>base64>gzip)"), "{text}");
+    forms.extend([aws.into_bytes(), gz]);
+
+    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+    origin_never_saw(&origin, &forms);
+    assert!(origin.received().is_empty());
+
+    // The opt-out: a rule for release uploads may send what it cannot read.
+    let (_ca, origin, proxy) = crate::support::api_origin(
+        echo("api"),
+        "scan_skip = [\"unreadable-compressed\"]",
+        |b| b.scan(&[]),
+    )
+    .await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    tool("xz", &["-k", "-f", &path("credentials")]);
+    let mut release = std::fs::read(path("credentials.xz")).unwrap();
+    release.extend_from_slice(b"PK\x03\x04\x2e\x00\x00\x00\x0c\x00"); // a zip's bzip2 entry
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(release.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = origin.received();
+    assert_eq!(got[0].body.as_deref(), Some(&release[..]));
+}
+
+/// An outgoing rule in `redact` mode cannot rewrite compressed bytes: a
+/// key inside base64 of gzip, which it let through before (200, the key
+/// at the origin), is refused (403 naming the pattern and chain); a key
+/// written plainly is still redacted and a benign gzip upload arrives
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_redaction_refuses_what_it_cannot_rewrite() {
+    let (_ca, origin, proxy) =
+        crate::support::api_origin(echo("api"), "", |b| b.scan(&["outgoing = \"redact\""])).await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let aws = fresh_aws();
+    let gz = gzip(credentials_file(&aws).as_bytes());
+    let body = format!("{{\"file\":\"{}\"}}", STANDARD.encode(&gz));
+    refused_aws_text(&proxy, &origin, body, "base64>gzip").await;
+    // In a query string too.
+    let r = client::reqwest(&proxy)
+        .get(format!("{url}?d={}", URL_SAFE_NO_PAD.encode(&gz)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("aws-access-key-id"));
+    let xz = {
+        let p = tempfile::tempdir().unwrap();
+        let f = p.path().join("c");
+        std::fs::write(&f, credentials_file(&aws)).unwrap();
+        tool("xz", &["-f", f.to_str().unwrap()]);
+        std::fs::read(p.path().join("c.xz")).unwrap()
+    };
+    refused_unreadable(&proxy, &url, xz.clone(), "xz").await;
+    origin_never_saw(&origin, &[aws.as_bytes(), &gz, &xz]);
+    assert!(origin.received().is_empty());
+
+    let plain = fresh_aws();
+    let readme = gzip("# A project\n\nIt does things.\n".repeat(200).as_bytes());
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(format!("key={plain}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .body(readme.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = origin.received();
+    assert_eq!(got.len(), 2);
+    let first = String::from_utf8_lossy(got[0].body.as_deref().unwrap_or_default()).into_owned();
+    assert_eq!(first, "key=[REDACTED:aws-access-key-id]\n");
+    assert_eq!(got[1].body.as_deref(), Some(&readme[..]));
+}
