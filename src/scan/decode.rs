@@ -144,8 +144,8 @@
 //!   Character codes use the hex layer's windows, then probe one byte in
 //!   34 for a window of digits and separators long enough to hold a run.
 //!   UTF-16 looks for zero bytes with `memchr`, compressed data for its
-//!   headers' magic numbers with one aho-corasick search (its SIMD
-//!   prefilter over all ten).
+//!   headers' first bytes (gzip, zlib, zip) or a rare byte at a fixed
+//!   offset in them (the others) with `memchr3` and `memmem`.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
 //!   percent, JSON, HTML, character-code, UTF-16 and inflate instance, and
 //!   depth, created on first use (14 + 196 + 2744 at most, for a stream
@@ -440,7 +440,7 @@ impl Seg {
         // A keyword's last byte, or the first byte of compressed data's
         // header: either needs a decoding past the last.
         let literal = sc.first_literal_end(&self.dec).map(|e| e.saturating_sub(1));
-        let header = first_header(&self.dec);
+        let header = first_probed_header(&self.dec);
         let first = match (literal, header) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -613,10 +613,10 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if dec.is_empty() {
         return false;
     }
-    // Three counters packed in one word (21 bits each) could carry into
-    // each other past 2^21 bytes. Callers pass segments shorter than
+    // Four counters packed in one word (16 bits each) could carry into
+    // each other past 2^16 bytes. Callers pass segments shorter than
     // `SHORT` plus a label; a longer one is scanned, not judged.
-    if dec.len() >= 1 << 20 {
+    if dec.len() >= 1 << 16 {
         return true;
     }
     let (bits, fold, any) = sc.literal_gate().parts();
@@ -630,13 +630,16 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
         hit |= bits[slot >> 6] >> (slot & 63);
         counts += COUNTS[usize::from(b)];
     }
-    let lane = |k: u32| (counts >> (21 * k)) & ((1 << 21) - 1);
+    let lane = |k: u32| (counts >> (16 * k)) & 0xffff;
     // Fewer base64 characters than a run needs, no `%` or `\\`: no run
     // and no escape, without looking for them.
     if lane(0) >= u64::from(MIN_B64) && longest_b64_run(dec) >= MIN_B64 {
         return true;
     }
-    if lane(2) > 0 && (has_escape(dec) || wide_possible(dec) || has_compressed(dec)) {
+    if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
+        return true;
+    }
+    if lane(3) > 0 && has_compressed(dec) {
         return true;
     }
     if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
@@ -709,9 +712,11 @@ static GATE_FOLDED: [u8; 256] = gate_keys(true);
 static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
-/// 21, 42: a base64 character, a hex digit, or a byte that may start an
-/// escape or mark UTF-16 or compressed data: `%`, `\\`, `&`, a zero byte,
-/// gzip's first byte, a zlib header's second, a zip header's third).
+/// 16, 32, 48: a base64 character; a hex digit; a byte that may start an
+/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte; a byte of a compressed
+/// format's header that is rare in text: gzip's first, a zlib header's
+/// second, a zip header's third, xz's and zstd's `fd`, 7z's `bc`, rar's
+/// `1a`, bzip2's `&`).
 static COUNTS: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
@@ -721,15 +726,16 @@ static COUNTS: [u64; 256] = {
             t[i] |= 1;
         }
         if c & HEXD != 0 {
-            t[i] |= 1 << 21;
+            t[i] |= 1 << 16;
         }
-        // Escapes; the bytes of compressed data's headers ([`MAGICS`]) that
-        // are rare in text (bzip2's has a `&`).
+        if matches!(i, 0x25 | 0x5c | 0x26 | 0) {
+            t[i] |= 1 << 32;
+        }
         if matches!(
             i,
-            0x25 | 0x5c | 0x26 | 0 | 0x1f | 0x01 | 0x9c | 0xda | 0x03 | 0xfd | 0xbc | 0xb5 | 0x1a
+            0x1f | 0x01 | 0x5e | 0x9c | 0xda | 0x03 | 0xfd | 0xbc | 0x1a | 0x26
         ) {
-            t[i] |= 1 << 42;
+            t[i] |= 1 << 48;
         }
         i += 1;
     }
@@ -2356,8 +2362,9 @@ impl Wide {
 /// a `.gz` file in a multipart part, a tarball, a body compressed twice),
 /// a zlib stream (`zlib.compress`, `git`'s objects) or a zip entry (`zip
 /// -r`, and so `.docx` and `.jar` files). Each is known by its header
-/// (`1f 8b 08` and a flags byte with no reserved bit set; `78 01`, `78 9c`
-/// or `78 da`; `PK 03 04` with method 8 and no encryption) and decoded with
+/// (`1f 8b 08` and any flags: Python's `gzip` ignores the reserved ones;
+/// `78 01`, `78 5e`, `78 9c` or `78 da`, a 32 KiB window at any level;
+/// `PK 03 04` with method 8 and no encryption) and decoded with
 /// `flate2`'s inflate. Raw deflate and brotli have no header to be known
 /// by.
 ///
@@ -2422,35 +2429,9 @@ const GZIP_TEXT_MAX: usize = 1024;
 /// decodes to much is not held whole.
 const INFLATE_FLUSH: usize = 16 * 1024;
 
-/// The fixed first bytes of every header [`compressed_at`] knows, and
-/// what each is.
-const MAGICS: [(&[u8], Codec); 10] = [
-    (&[0x1f, 0x8b, 0x08], Codec::Gzip),
-    (&[0x78, 0x01], Codec::Zlib),
-    (&[0x78, 0x9c], Codec::Zlib),
-    (&[0x78, 0xda], Codec::Zlib),
-    (b"PK\x03\x04", Codec::Zip),
-    (b"\xfd7zXZ\x00", Codec::Xz),
-    (b"7z\xbc\xaf\x27\x1c", Codec::SevenZip),
-    (&[0x28, 0xb5, 0x2f, 0xfd], Codec::Zstd),
-    (b"BZh", Codec::Bzip2),
-    (b"Rar!\x1a\x07", Codec::Rar),
-];
-
 /// The most bytes [`compressed_at`] reads to tell (a zstd frame header
 /// with every optional field, and its first block's header).
 const HEADER_MAX: usize = 21;
-
-/// Finds the [`MAGICS`] in one pass (a SIMD prefilter over all of them).
-/// Ten short literals always build; were one to fail, every byte is tried
-/// (slower, never blind).
-static MAGIC_FINDER: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
-    std::sync::LazyLock::new(|| {
-        aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-            .build(MAGICS.iter().map(|(m, _)| *m))
-            .ok()
-    });
 
 impl Codec {
     /// Compressed data known by its header but not decompressed.
@@ -2463,42 +2444,42 @@ impl Codec {
 }
 
 /// Does `b` start with `magic`? `Err(())`: `b` is a shorter prefix of it.
+/// (A byte loop: these are a few bytes, and a `memcmp` call costs more.)
 fn starts(b: &[u8], magic: &[u8]) -> Result<bool, ()> {
-    let n = b.len().min(magic.len());
-    if b[..n] != magic[..n] {
-        Ok(false)
-    } else if n < magic.len() {
-        Err(())
-    } else {
-        Ok(true)
+    for (i, &m) in magic.iter().enumerate() {
+        match b.get(i) {
+            Some(&x) if x == m => {}
+            Some(_) => return Ok(false),
+            None => return Err(()),
+        }
     }
+    Ok(true)
 }
 
 /// What a header at the start of `b` is: `Some(codec)` when its first
-/// bytes are the header of a format in [`MAGICS`], `None` when they are
+/// bytes are the header of a compressed format, `None` when they are
 /// not, and `Err(())` when `b` is too short to tell. Past the magic bytes,
 /// the fields a real header must have are checked, so that binary data
-/// seldom looks like one: gzip's flags, xz's stream flags, 7z's and rar's
-/// version, a bzip2 level and block magic, a zstd frame header and its
-/// first block's type and size.
+/// seldom looks like one: xz's stream flags, 7z's and rar's version, a
+/// bzip2 level and block magic, a zstd frame header and its first block's
+/// type and size.
 fn compressed_at(b: &[u8]) -> Result<Option<Codec>, ()> {
-    let mut unsure = false;
-    for &(magic, codec) in &MAGICS {
-        match starts(b, magic) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(()) => {
-                unsure = true;
-                continue;
-            }
-        }
-        match header_fields(codec, b) {
-            Ok(true) => return Ok(Some(codec)),
-            Ok(false) => {}
-            Err(()) => unsure = true,
-        }
+    let (magic, codec): (&[u8], Codec) = match b {
+        [0x1f, ..] => (&[0x1f, 0x8b, 0x08], Codec::Gzip),
+        [0x78] => return Err(()),
+        [0x78, 0x01 | 0x5e | 0x9c | 0xda, ..] => return Ok(Some(Codec::Zlib)),
+        [b'P', ..] => (b"PK\x03\x04", Codec::Zip),
+        [0xfd, ..] => (b"\xfd7zXZ\x00", Codec::Xz),
+        [b'7', ..] => (b"7z\xbc\xaf\x27\x1c", Codec::SevenZip),
+        [0x28, ..] => (&[0x28, 0xb5, 0x2f, 0xfd], Codec::Zstd),
+        [b'B', ..] => (b"BZh", Codec::Bzip2),
+        [b'R', ..] => (b"Rar!\x1a\x07", Codec::Rar),
+        _ => return Ok(None),
+    };
+    if !starts(b, magic)? {
+        return Ok(None);
     }
-    if unsure { Err(()) } else { Ok(None) }
+    Ok(header_fields(codec, b)?.then_some(codec))
 }
 
 /// The fields after `codec`'s magic bytes at the start of `b`:
@@ -2506,7 +2487,11 @@ fn compressed_at(b: &[u8]) -> Result<Option<Codec>, ()> {
 fn header_fields(codec: Codec, b: &[u8]) -> Result<bool, ()> {
     let at = |i: usize| b.get(i).copied().ok_or(());
     Ok(match codec {
-        Codec::Gzip => at(3)? & 0xe0 == 0,
+        // Reserved flags too: Python's `gzip` reads past them.
+        Codec::Gzip => {
+            at(3)?;
+            true
+        }
         Codec::Xz => at(6)? == 0 && matches!(at(7)?, 0x00 | 0x01 | 0x04 | 0x0a),
         Codec::SevenZip => at(6)? == 0,
         Codec::Rar => match at(6)? {
@@ -2559,22 +2544,42 @@ fn next_header(hay: &[u8], from: usize, eof: bool) -> Result<Option<(usize, Code
     } else {
         hay.len().saturating_sub(HEADER_MAX - 1).max(from)
     };
-    let mut i = from;
-    while i < tail {
-        let k = match MAGIC_FINDER.as_ref() {
-            Some(finder) => match finder.find(aho_corasick::Input::new(hay).span(i..hay.len())) {
-                Some(m) => m.start(),
-                None => break,
-            },
-            None => i,
-        };
-        if k >= tail {
-            break;
+    // The earliest whole header before `tail`. gzip, zlib and zip are
+    // found by their first byte; the others by a byte that is rare in text
+    // at a fixed offset in them: xz's and zstd's `fd` (at 0 and 3), 7z's
+    // `bc` (2), rar's `1a` (4), bzip2's `&` (7, in `BZh91AY&SY`).
+    let whole = |k: usize| matches!(compressed_at(&hay[k..]), Ok(Some(_)));
+    let mut first = memchr::memchr3_iter(0x1f, 0x78, b'P', &hay[from..tail])
+        .map(|i| from + i)
+        .find(|&k| whole(k));
+    // An anchor up to 7 bytes past the limit may stand for a start before it.
+    let region = &hay[from..(first.unwrap_or(tail) + 7).min(hay.len())];
+    let mut consider = |p: usize, off: usize| {
+        if let Some(k) = (from + p).checked_sub(off)
+            && k >= from
+            && k < first.unwrap_or(tail)
+            && whole(k)
+        {
+            first = Some(k);
         }
-        if let Ok(Some(codec)) = compressed_at(&hay[k..]) {
-            return Ok(Some((k, codec)));
+    };
+    for p in memchr::memchr3_iter(0xfd, 0xbc, 0x1a, region) {
+        match region[p] {
+            0xfd => {
+                consider(p, 3);
+                consider(p, 0);
+            }
+            0xbc => consider(p, 2),
+            _ => consider(p, 4),
         }
-        i = k + 1;
+    }
+    for p in memchr::memchr_iter(b'&', region) {
+        consider(p, 7);
+    }
+    if let Some(k) = first
+        && let Ok(Some(codec)) = compressed_at(&hay[k..])
+    {
+        return Ok(Some((k, codec)));
     }
     for k in tail..hay.len() {
         match compressed_at(&hay[k..]) {
@@ -2586,15 +2591,24 @@ fn next_header(hay: &[u8], from: usize, eof: bool) -> Result<Option<(usize, Code
     Ok(None)
 }
 
-/// Where the first whole header in `dec` starts (for [`worth_scanning`]
-/// and the probing depth).
-fn first_header(dec: &[u8]) -> Option<usize> {
-    next_header(dec, 0, true).ok().flatten().map(|(k, _)| k)
+/// Where the first header in `dec` that is not zlib's starts: at the
+/// probing depth (nothing is inflated there to tell a real two-byte zlib
+/// header from a pair of bytes in compressed data).
+fn first_probed_header(dec: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        match next_header(dec, from, true) {
+            Ok(Some((k, Codec::Zlib))) => from = k + 1,
+            Ok(Some((k, _))) => return Some(k),
+            _ => return None,
+        }
+    }
 }
 
-/// Does `dec` hold a header [`compressed_at`] knows?
+/// Does `dec` hold a header [`compressed_at`] knows (for
+/// [`worth_scanning`])?
 fn has_compressed(dec: &[u8]) -> bool {
-    first_header(dec).is_some()
+    matches!(next_header(dec, 0, true), Ok(Some(_)))
 }
 
 /// Why a header-like start is not inflated.
@@ -2724,6 +2738,12 @@ impl Inflate {
                         let start = base + k as u64;
                         out.push(unreadable(start, codec));
                         self.scan = start + 1;
+                    }
+                    // A zlib header is two bytes, which compressed or
+                    // random bytes hold every 16 KiB: at the probing depth
+                    // there is no inflating to tell a real one.
+                    Ok(Some((k, Codec::Zlib))) if self.probing => {
+                        self.scan = base + k as u64 + 1;
                     }
                     Ok(Some((k, codec))) if self.probing => {
                         let start = base + k as u64;

@@ -12,7 +12,7 @@ use base64::{
 };
 
 use crate::support::client;
-use crate::support::compress::{gzip, zlib};
+use crate::support::compress::{gzip, zlib, zlib_at};
 use crate::support::origin::{Origin, echo};
 use crate::support::proxy::TestProxy;
 
@@ -877,6 +877,21 @@ async fn compressed_data_inside_a_request() {
     let body = format!("{{\"archive\":\"{}\"}}", STANDARD.encode(&zip));
     refused_aws_text(&proxy, &origin, body, "base64>zip").await;
     forms.extend([aws.into_bytes(), zip]);
+
+    // Header variations a receiver still reads: `zlib.compress(d, 3)`
+    // (`78 5e`), and a gzip header with a reserved flag bit set
+    // (Python's `gzip.decompress` reads past it).
+    let aws = fresh_aws();
+    let z = zlib_at(credentials_file(&aws).as_bytes(), 3);
+    let body = format!("{{\"file\":\"{}\"}}", STANDARD.encode(&z));
+    refused_aws_text(&proxy, &origin, body, "base64>zlib").await;
+    forms.extend([aws.into_bytes(), z]);
+    let aws = fresh_aws();
+    let mut g = gzip(credentials_file(&aws).as_bytes());
+    g[3] |= 0x20;
+    let body = format!("{{\"file\":\"{}\"}}", STANDARD.encode(&g));
+    refused_aws_text(&proxy, &origin, body, "base64>gzip").await;
+    forms.extend([aws.into_bytes(), g]);
 
     let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);

@@ -9,7 +9,12 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 pub fn zlib(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib_at(data, 6)
+}
+
+/// `zlib.compress(data, level)`: levels 2 to 5 write the header `78 5e`.
+pub fn zlib_at(data: &[u8], level: u32) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(level));
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
