@@ -1977,6 +1977,10 @@ struct Codes {
     tstart: u64,
     /// Bytes of the current unit (the last number and its separators).
     unit: u64,
+    /// Line feeds among the current unit's separators: a blank line ends
+    /// a run, as it ends every other (the proxy joins a URL and header
+    /// values with one, and a digit after it must not extend a list).
+    nl: u8,
 }
 
 /// Fewest numbers a character-code run decodes (as for hex).
@@ -2028,6 +2032,7 @@ impl Codes {
             phase: CodePhase::Idle,
             tstart: 0,
             unit: 0,
+            nl: 0,
         }
     }
 
@@ -2159,13 +2164,15 @@ impl Codes {
     /// After a number: `b` must be one of its separators.
     fn separator(&mut self, b: u8) -> bool {
         self.unit += 1;
-        code_sep(b) && self.unit <= CODE_UNIT
+        self.nl += u8::from(b == b'\n');
+        code_sep(b) && self.unit <= CODE_UNIT && self.nl < 2
     }
 
     /// A number ends before `end`: one decoded byte.
     fn byte(&mut self, v: u8, end: u64, discard: bool) {
         self.phase = CodePhase::Next;
         self.unit = end - self.tstart;
+        self.nl = 0;
         self.rs
             .put(Codec::CharCodes, v, (self.tstart, end), discard);
     }

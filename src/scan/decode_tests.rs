@@ -899,6 +899,31 @@ proptest! {
     }
 }
 
+/// A blank line ends a character-code run, so digits after it do not
+/// glue a byte to a listed key (the proxy joins a URL and its headers
+/// with one; proptest found `..., 52\n\n50/api`, a verified key alone,
+/// only shaped once joined).
+#[test]
+fn a_blank_line_ends_character_codes() {
+    let sc = scanner();
+    let aws = fresh_aws();
+    let codes: Vec<String> = aws.bytes().map(|b| b.to_string()).collect();
+    let list = codes.join(", ");
+    let verified = |text: &str| {
+        sc.scan_min(text.as_bytes(), Confidence::Verified)
+            .iter()
+            .any(|f| &*f.pattern_id == "aws-access-key-id")
+    };
+    assert!(verified(&list));
+    assert!(verified(&format!("{list}\n\n50/api/v1/items")));
+    assert!(verified(&format!("{list}\r\n\r\n50/api/v1/items")));
+    // One line break is a separator: a pretty-printed array stays a run.
+    assert!(verified(&format!("[\n  {}\n]", codes.join(",\n  "))));
+    for cut in [1, 2, 5] {
+        equivalent(&sc, format!("{list}\n\n50/api").as_bytes(), cut).unwrap();
+    }
+}
+
 /// Character codes and HTML references in the forms tools write them:
 /// a Python list, a pretty-printed JSON array, `String.fromCharCode`, a
 /// Node `Buffer` as JSON, digits glued before the list, references mixed

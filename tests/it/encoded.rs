@@ -1048,6 +1048,21 @@ async fn unreadable_compressed_data_is_refused() {
     assert!(text.contains("(base64>base64>base64>gzip)"), "{text}");
     forms.extend([aws.into_bytes(), gz]);
 
+    // In a URL: 403 naming the pseudo pattern.
+    let aws = fresh_aws();
+    std::fs::write(path("credentials"), credentials_file(&aws)).unwrap();
+    tool("xz", &["-k", "-f", &path("credentials")]);
+    let xz = std::fs::read(path("credentials.xz")).unwrap();
+    let r = client::reqwest(&proxy)
+        .get(format!("{url}?d={}", URL_SAFE_NO_PAD.encode(&xz)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("unreadable-compressed"), "{text}");
+    forms.extend([aws.into_bytes(), xz]);
+
     let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
@@ -1128,4 +1143,30 @@ async fn outgoing_redaction_refuses_what_it_cannot_rewrite() {
     let first = String::from_utf8_lossy(got[0].body.as_deref().unwrap_or_default()).into_owned();
     assert_eq!(first, "key=[REDACTED:aws-access-key-id]\n");
     assert_eq!(got[1].body.as_deref(), Some(&readme[..]));
+}
+
+/// Incoming, what airlock cannot read is passed: a `.tar.xz` download
+/// arrives byte for byte even where responses are blocked on a finding
+/// (`incoming = "block"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_download_is_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes");
+    std::fs::write(&file, "# notes\n".repeat(500)).unwrap();
+    tool("xz", &["-f", file.to_str().unwrap()]);
+    let xz = bytes::Bytes::from(std::fs::read(dir.path().join("notes.xz")).unwrap());
+    let served = xz.clone();
+    let handler: crate::support::origin::Handler = std::sync::Arc::new(move |req, rec| {
+        let body = served.clone();
+        Box::pin(async move {
+            crate::support::origin::record(req, &rec).await;
+            hyper::Response::new(crate::support::origin::full(body))
+        })
+    });
+    let (_ca, origin, proxy) =
+        crate::support::api_origin(handler, "", |b| b.scan(&["incoming = \"block\""])).await;
+    let url = format!("https://api.example.test:{}/notes.tar.xz", origin.port());
+    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), xz);
 }
