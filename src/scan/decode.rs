@@ -47,7 +47,8 @@
 //!   reference (`&#65;`, `&#x41;`, the `;` optional).
 //! - **charcodes**: at least [`MIN_CODES`] numbers of one to three digits
 //!   whose values are bytes, each followed by separators (`,`, `;`, space,
-//!   tab, line breaks) that with the number take at most 8 bytes:
+//!   tab, a line break; not two: a blank line ends the run) that with the
+//!   number take at most 8 bytes:
 //!   `[65, 75, 73, ...]`, `String.fromCharCode(65,75,...)`, a pretty-printed
 //!   JSON array. Digits glued before the list only change its first number,
 //!   which is read from its last three digits (or two, when those are over
