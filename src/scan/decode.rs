@@ -771,7 +771,7 @@ pub(crate) fn worth_scanning_by_parts(sc: &Scanner, dec: &[u8]) -> bool {
         }
         hex += u32::from(c & HEXD != 0);
     }
-    hex >= 2 * MIN_HEX || code_stretch(dec) || wide_possible(dec) || has_compressed(dec)
+    hex >= 2 * MIN_HEX || code_stretch(dec) || wide_possible(dec) || header_searched(dec)
 }
 
 /// Could `dec` hold a UTF-16 run? (It has a run's worth of zero bytes.)
@@ -2614,10 +2614,47 @@ fn first_probed_header(dec: &[u8]) -> Option<usize> {
 }
 
 /// Does `dec` hold a header [`compressed_at`] knows (for
-/// [`worth_scanning`])?
-fn has_compressed(dec: &[u8]) -> bool {
+/// [`worth_scanning`])? The same candidates as [`next_header`] in one
+/// byte loop: the segments judged here are short, mostly noise, and four
+/// SIMD searches cost more to start than one pass over them (equal to
+/// [`next_header`] by the property test of [`worth_scanning`]).
+pub(crate) fn has_compressed(dec: &[u8]) -> bool {
+    for (p, &b) in dec.iter().enumerate() {
+        let m = HEADER_AT[usize::from(b)];
+        if m == 0 {
+            continue;
+        }
+        for (bit, off) in [(1u8, 0usize), (2, 2), (4, 3), (8, 4), (16, 7)] {
+            if m & bit != 0
+                && let Some(k) = p.checked_sub(off)
+                && matches!(compressed_at(&dec[k..]), Ok(Some(_)))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// [`next_header`] over all of `dec`: the oracle of [`has_compressed`].
+#[cfg(test)]
+pub(crate) fn header_searched(dec: &[u8]) -> bool {
     matches!(next_header(dec, 0, true), Ok(Some(_)))
 }
+
+/// Per byte, where a header could start relative to it (bits for 0, 2,
+/// 3, 4 and 7 bytes before): the candidates of [`next_header`].
+static HEADER_AT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[0x1f] = 1;
+    t[0x78] = 1;
+    t[b'P' as usize] = 1;
+    t[0xfd] = 1 | 4;
+    t[0xbc] = 2;
+    t[0x1a] = 8;
+    t[b'&' as usize] = 16;
+    t
+};
 
 /// Why a header-like start is not inflated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
