@@ -251,7 +251,8 @@ impl ScanState {
         self.advance(u64::MAX, true, None)
     }
 
-    /// The finding that blocked the stream, in block mode.
+    /// The finding that blocked the stream: in block mode, or in an
+    /// outgoing redacting stream that met what it cannot rewrite.
     pub fn blocked(&self) -> Option<&Finding> {
         self.blocked.as_ref()
     }
