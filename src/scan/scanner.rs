@@ -815,7 +815,7 @@ impl Literals {
     /// `(end, start, literal)`, sorted and deduplicated.
     fn find_all(&self, hay: &[u8], out: &mut Vec<(usize, usize, aho_corasick::PatternID)>) {
         out.clear();
-        if self.pre.is_empty() {
+        if self.pre.is_empty() || hay.len() < SHORT_HAY {
             out.extend(
                 self.ac
                     .find_overlapping_iter(hay)
@@ -840,6 +840,10 @@ impl Literals {
         out.dedup();
     }
 }
+
+/// Below this many bytes one automaton pass costs less than setting up
+/// every Teddy group's search (a request head, a small response body).
+const SHORT_HAY: usize = 64;
 
 /// Windows rarer than this (sum of [`rarity`]) may anchor several literals.
 const SHARED_ANCHOR_RARITY: usize = 60;
