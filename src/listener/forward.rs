@@ -231,12 +231,24 @@ async fn phases(
             return Err(err);
         }
     };
-    event.path = Some(audit_path(state, judged.path.decoded()));
+    // The record's path is scanned before it is written: in the request
+    // head's scan when nothing records or fails before it (one scan fewer
+    // per request), alone otherwise. Until then it stays out of the event.
+    let path = judged.path.decoded();
+    let settle = |event: &mut AuditEvent| {
+        if event.path.is_none() {
+            event.path = Some(audit_path(state, path));
+        }
+    };
+    let early = |event: &mut AuditEvent, err: ProxyError| {
+        settle(event);
+        err
+    };
     match judged.permissive {
         Some(reason) => crate::learn::permissive::mark(event, reason),
         None => event.rule = Some(judged.rule.source.clone()),
     }
-    let budget = admit(state, target, &judged, &req)?;
+    let budget = admit(state, target, &judged, &req).map_err(|e| early(event, e))?;
 
     let client_upgrade = judged.websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -254,24 +266,51 @@ async fn phases(
         parts.headers.remove(RANGE);
         parts.headers.remove(IF_RANGE);
     }
-    parts.uri = upstream_uri(target, &judged.path, parts.uri.query())?;
+    parts.uri =
+        upstream_uri(target, &judged.path, parts.uri.query()).map_err(|e| early(event, e))?;
     // The pooled client picks h2 or http/1.1 by ALPN; it wants 1.1 here.
     parts.version = Version::HTTP_11;
     let mut body: ProxyBody = body.map_err(BoxError::from).boxed_unsync();
 
     if judged.rule.approval {
         // Held before any secret is fetched or byte sent upstream. Boxed:
-        // its futures are large and only approval rules need them.
+        // its futures are large and only approval rules need them. Its
+        // records carry the path.
+        settle(event);
         body = Box::pin(hold_for_approval(
             state, generation, target, &judged, &parts, body, event,
         ))
         .await?;
     }
 
-    let injected = inject(state, target, &judged, &mut parts.headers, event).await?;
+    let injected = inject(state, target, &judged, &mut parts.headers, event)
+        .await
+        .map_err(|e| early(event, e))?;
     // Loaded after injecting: a secret fetched just now is already among
     // the values the scanner looks for.
-    let scan = state.scanner().map(|scanner| {
+    let scanner = state.scanner();
+    let head_clean = scanner.as_ref().is_some_and(|scanner| {
+        super::scanning::head_is_clean(
+            scanner,
+            &parts.uri,
+            &parts.headers,
+            injected.headers(),
+            path,
+        )
+    });
+    if head_clean {
+        event.path.get_or_insert_with(|| path.to_owned());
+    }
+    // Else scanned alone (as written when there is no scanner at all).
+    settle(event);
+    if let Some(names) = injected.secrets() {
+        state.audit.emit_derived(
+            event,
+            (Kind::Inject, Outcome::Inject, "credential_added"),
+            |ev| ev.secrets = Some(names.clone()),
+        );
+    }
+    let scan = scanner.map(|scanner| {
         let s = &generation.config.scan;
         RequestScan::new(scanner, s, state.audit.clone(), event).skipping(&judged.rule.scan_skip)
     });
@@ -281,7 +320,9 @@ async fn phases(
             scan.request_host(&target.host)?;
         }
         scan.request_method(&parts.method)?;
-        scan.request_head(&mut parts.uri, &mut parts.headers, injected.headers())?;
+        if !head_clean {
+            scan.request_head(&mut parts.uri, &mut parts.headers, injected.headers())?;
+        }
         scan.request_placeholder_parts(injected.sandbox_parts())?;
         scan.limit_accept_encoding(&mut parts.headers);
         // A small body is judged whole before anything goes upstream.
@@ -410,13 +451,8 @@ async fn inject(
         // Nothing was added: nothing of it is exempt from the scan.
         return Ok(crate::credentials::inject::Applied::default());
     };
-    state.audit.emit_derived(
-        event,
-        (Kind::Inject, Outcome::Inject, "credential_added"),
-        |ev| {
-            ev.secrets = Some(names.clone());
-        },
-    );
+    // The `inject` record itself is written by the caller, once the
+    // record's path is scanned.
     event.secrets = Some(names.clone());
     Ok(applied)
 }

@@ -259,21 +259,7 @@ impl RequestScan {
 
     /// The bytes of the request target that are scanned.
     fn uri_bytes(&self, uri: &Uri) -> Vec<u8> {
-        let Some(pq) = uri.path_and_query() else {
-            return Vec::new();
-        };
-        // Each path segment is also scanned on its own (after a blank line,
-        // which ends every decoder's run), so that `/x/<base64>` is decoded
-        // from the segment's start rather than from the first `/`.
-        let mut bytes = Vec::with_capacity(2 * pq.as_str().len() + 512);
-        bytes.extend_from_slice(pq.as_str().as_bytes());
-        if self.outgoing != ScanMode::Redact {
-            for seg in pq.path().split('/').filter(|s| !s.is_empty()) {
-                bytes.extend_from_slice(b"\n\n");
-                bytes.extend_from_slice(seg.as_bytes());
-            }
-        }
-        bytes
+        uri_bytes(uri, self.outgoing != ScanMode::Redact)
     }
 
     /// The request target (path and query).
@@ -586,6 +572,47 @@ fn header_lines(headers: &HeaderMap, skip: &[HeaderName], out: &mut Vec<u8>) {
             out.extend_from_slice(b"\n\n");
         }
     }
+}
+
+/// The bytes of the request target that are scanned; `segments`: each
+/// path segment again on its own (after a blank line, which ends every
+/// decoder's run), so that `/x/<base64>` is decoded from the segment's
+/// start rather than from the first `/` (redaction rewrites the target as
+/// it came, so it scans it alone).
+fn uri_bytes(uri: &Uri, segments: bool) -> Vec<u8> {
+    let Some(pq) = uri.path_and_query() else {
+        return Vec::new();
+    };
+    let mut bytes = Vec::with_capacity(2 * pq.as_str().len() + 512);
+    bytes.extend_from_slice(pq.as_str().as_bytes());
+    if segments {
+        for seg in pq.path().split('/').filter(|s| !s.is_empty()) {
+            bytes.extend_from_slice(b"\n\n");
+            bytes.extend_from_slice(seg.as_bytes());
+        }
+    }
+    bytes
+}
+
+/// Whether the request target, the headers (except `skip`) and `path` (the
+/// audit record's decoded path) hold nothing at all: no finding of any
+/// confidence, `scan_skip` kinds included. One scan over them joined by
+/// blank lines, which hides nothing any part holds alone. When it is
+/// clean, neither the head nor the path needs a scan of its own (the most
+/// common case by far); else each is judged on its own as before.
+pub(crate) fn head_is_clean(
+    scanner: &Scanner,
+    uri: &Uri,
+    headers: &HeaderMap,
+    skip: &[HeaderName],
+    path: &str,
+) -> bool {
+    let mut all = uri_bytes(uri, true);
+    all.extend_from_slice(b"\n\n");
+    header_lines(headers, skip, &mut all);
+    all.extend_from_slice(b"\n\n");
+    all.extend_from_slice(path.as_bytes());
+    scanner.scan_min(&all, Confidence::Shaped).is_empty()
 }
 
 fn scan_headers(

@@ -335,3 +335,45 @@ fn pattern_file_and_confidence_errors_name_file_and_line() {
         "{err}"
     );
 }
+
+/// The audit record's path is judged in the request head's scan when that
+/// scan finds nothing at all; a secret a rule lets out in its path (its
+/// `scan_skip`, or a broken checksum under `outgoing_confidence =
+/// "verified"`) still reaches the origin but is written redacted in the
+/// request's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_let_out_in_the_path_is_redacted_in_the_record() {
+    let aws = fresh::aws_access_key_id();
+    let broken = fresh::github_token_bad_checksum();
+    let (_ca, origin, proxy) =
+        crate::support::api_origin(echo("api"), "scan_skip = [\"aws-access-key-id\"]", |b| {
+            b.scan_settings(&["outgoing_confidence = \"verified\""])
+        })
+        .await;
+    let c = client::reqwest(&proxy);
+    let base = format!("https://api.example.test:{}", origin.port());
+    for (secret, id) in [(&aws, "aws-access-key-id"), (&broken, "github-pat-classic")] {
+        let r = c.get(format!("{base}/keys/{secret}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the rule lets {id} out");
+        let want = format!("/keys/[REDACTED:{id}]");
+        let ev = proxy
+            .audit_event("the request's record", |e| {
+                e["kind"] == "request" && e["path"] == want.as_str()
+            })
+            .await;
+        assert_eq!(ev["decision"], "allow");
+    }
+    let sent: Vec<String> = origin.received().into_iter().map(|q| q.target).collect();
+    assert!(sent.iter().any(|t| t.contains(aws.as_str())), "{sent:?}");
+    assert!(sent.iter().any(|t| t.contains(broken.as_str())), "{sent:?}");
+    // A clean path is written as it is.
+    let r = c.get(format!("{base}/keys/none")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    proxy
+        .audit_event("a clean path", |e| {
+            e["kind"] == "request" && e["path"] == "/keys/none"
+        })
+        .await;
+    let log = std::fs::read_to_string(&proxy.audit_path).unwrap();
+    assert!(!log.contains(aws.as_str()) && !log.contains(broken.as_str()));
+}

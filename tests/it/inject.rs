@@ -185,6 +185,8 @@ async fn origin_gets_exactly_airlocks_credential_and_other_hosts_get_none() {
         .await;
     assert_eq!(ev["secrets"][0], "tools/github#token");
     assert!(ev["rule"].as_str().unwrap().contains("airlock.toml:"));
+    // Written once the path is scanned, with it.
+    assert_eq!(ev["path"], "/repos");
     no_secret_in(&std::fs::read_to_string(&w.proxy.audit_path).unwrap());
 }
 
