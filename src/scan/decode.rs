@@ -1727,6 +1727,13 @@ impl Base64 {
 
     fn end_run(&mut self, sc: &Scanner, depth: u8, pools: &mut [Pool; PHASES], out: &mut Vec<Raw>) {
         self.run = None;
+        if self.segs.is_none() {
+            // No run was being decoded (most streams): `take` would still
+            // copy the whole, large, empty option.
+            self.bits = 0;
+            self.chars = 0;
+            return;
+        }
         let c = self.chars;
         let segs = self.segs.take().into_iter().flatten();
         for (ph, (mut seg, pool)) in segs.zip(pools.iter_mut()).enumerate() {
