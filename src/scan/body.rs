@@ -317,13 +317,7 @@ where
     /// Act only on findings of confidence `min` or above (default: all).
     /// Call before the first frame is polled.
     pub fn with_min_confidence(mut self, min: Confidence) -> ScanBody<B> {
-        let skip = self.state.core_mut().skip.take();
-        let outgoing = self.state.is_outgoing();
-        self.state = ScanState::with_min_confidence(self.state.scanner(), self.state.mode(), min);
-        if outgoing {
-            self.state.mark_outgoing();
-        }
-        self.state.core_mut().skip = skip;
+        self.state.set_min_confidence(min);
         self
     }
 

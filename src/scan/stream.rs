@@ -157,6 +157,25 @@ impl ScanState {
         self
     }
 
+    /// Act only on findings of confidence `min` or above, in place: the
+    /// core and the decoding layers take `min` when made, so they are made
+    /// again (the kinds skipped and the outgoing mark kept). Before the
+    /// first [`push`](Self::push) only. Building a whole second state
+    /// cost every response about 1.7k instructions.
+    pub(crate) fn set_min_confidence(&mut self, min: Confidence) {
+        // Made again mid-stream, the core would forget the bytes it holds
+        // back: a secret split across that point would go unseen.
+        debug_assert_eq!(self.end, 0, "the confidence is set before the first push");
+        if self.core.min() == min {
+            return;
+        }
+        let skip = self.core.skip.take();
+        self.core = Core::new(&self.scanner, min);
+        self.core.skip = skip;
+        let inflate = self.outgoing || self.mode != ScanMode::Redact;
+        *self.decoders = Decoders::with_inflate(0, min, inflate);
+    }
+
     /// [`ScanState::outgoing`] in place.
     pub(crate) fn mark_outgoing(&mut self) {
         self.outgoing = true;
