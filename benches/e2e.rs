@@ -46,7 +46,7 @@
 //! the origin offers http/1.1 only; 1: h2 too, which airlock's upstream
 //! client then uses), `E2E_AUDIT` (`off` default, or `file`), `E2E_RESUME`
 //! (0: clients never resume TLS sessions, so every new connection is a full
-//! handshake), `E2E_AB_ROUNDS` (64) and `E2E_AB_SECS` (0.25: seconds per
+//! handshake; 1 resumes direct only: airlock sends no tickets), `E2E_AB_ROUNDS` (64) and `E2E_AB_SECS` (0.25: seconds per
 //! side per round) and `E2E_AB_INJECT` (1; 0 = an A/A calibration run, the
 //! second rule without `inject`; with `E2E_AB_PAD=1` the client sends a
 //! header as long as the injected one to the second name instead) and

@@ -20,7 +20,7 @@ use rcgen::{
     PKCS_ECDSA_P256_SHA256, SanType,
 };
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -140,6 +140,14 @@ impl LeafIssuer {
                 .with_no_client_auth()
                 .with_cert_resolver(Arc::new(OneCert(certified)));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // No session resumption: every tunnel's handshake is a full one.
+        // rustls's defaults send two TLS 1.3 tickets after each handshake
+        // (two more records, six `getrandom` calls, a session stored) that
+        // clients opening one connection per process never use, and give
+        // each leaf a store of 256 sessions: times the 11,000 cached leaves,
+        // an agent could grow airlock's memory by handshaking.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(config)
     }
 
@@ -218,6 +226,50 @@ mod tests {
         let again = issuer.server_config(&allowed).await.unwrap();
         assert_eq!(issuer.minted(), minted, "the allowed leaf was minted again");
         assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    /// A client that would resume (rustls keeps tickets and session ids by
+    /// default) gets a full handshake every time, in TLS 1.3 and 1.2: no
+    /// ticket is sent and no session is stored.
+    #[tokio::test]
+    async fn no_handshake_is_resumed() {
+        let (issuer, _dir) = issuer();
+        let host = Host::parse("api.example.test").unwrap();
+        let server_config = issuer.server_config(&host).await.unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(issuer.ca.cert_der().clone()).unwrap();
+        for versions in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = rustls::ClientConfig::builder_with_protocol_versions(&[versions])
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+            for round in 0..3 {
+                let (c, s) = tokio::io::duplex(64 * 1024);
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&server_config));
+                let server = tokio::spawn(async move {
+                    let mut tls = acceptor.accept(s).await.unwrap();
+                    let mut buf = [0u8; 4];
+                    tls.read_exact(&mut buf).await.unwrap();
+                    tls.write_all(&buf).await.unwrap();
+                    tls.shutdown().await.unwrap();
+                });
+                let mut tls = connector
+                    .connect(ServerName::try_from("api.example.test").unwrap(), c)
+                    .await
+                    .unwrap();
+                tls.write_all(b"ping").await.unwrap();
+                // Read to the end: a ticket would arrive before it.
+                let mut got = Vec::new();
+                tls.read_to_end(&mut got).await.unwrap();
+                assert_eq!(got, b"ping");
+                server.await.unwrap();
+                assert_eq!(
+                    tls.get_ref().1.handshake_kind(),
+                    Some(rustls::HandshakeKind::Full),
+                    "{versions:?}, connection {round}"
+                );
+            }
+        }
     }
 
     #[test]
