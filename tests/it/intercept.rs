@@ -544,3 +544,48 @@ async fn a_tunnel_serves_what_alpn_chose_and_sniffs_without_it() {
     let paths: Vec<String> = origin.received().iter().map(|r| r.target.clone()).collect();
     assert_eq!(paths, ["/named", "/named", "/sniffed"]);
 }
+
+/// The sandbox side's cipher suite is airlock's choice: curl (OpenSSL,
+/// which lists AES-256-GCM-SHA384 first) gets AES-128-GCM-SHA256 in TLS
+/// 1.3 and 1.2, and a curl that allows AES-256-GCM-SHA384 only still
+/// connects with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_aes_128_and_a_client_without_it_still_connects() {
+    let (_ca, origin, proxy) = api_setup("").await;
+    let url = format!("https://api.example.test:{}/", origin.port());
+    let proxy_url = proxy.url();
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "TLSv1.3 / TLS_AES_128_GCM_SHA256"),
+        (
+            &["--tls13-ciphers", "TLS_AES_256_GCM_SHA384"],
+            "TLSv1.3 / TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            &["--tls-max", "1.2"],
+            "TLSv1.2 / ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec![
+            "-v",
+            "--proxy",
+            &proxy_url,
+            "--cacert",
+            proxy.ca_pem_path.to_str().unwrap(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let (code, out, err) = client::curl(&args).await;
+        assert_eq!((code, out.as_str()), (0, "200"), "{extra:?}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("SSL connection using"))
+            .unwrap_or_default();
+        assert!(line.contains(want), "{extra:?}: {line:?}");
+    }
+    assert_eq!(origin.received().len(), 3);
+}
