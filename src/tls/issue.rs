@@ -254,6 +254,53 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again));
     }
 
+    /// One handshake in memory: `client` sends `ping` to a server on
+    /// `server_config`, which echoes it and closes; the client reads to
+    /// the end (a session ticket, sent after the handshake, would arrive
+    /// before it) and is returned for what was negotiated.
+    async fn ping(
+        server_config: Arc<ServerConfig>,
+        client: rustls::ClientConfig,
+        name: &str,
+    ) -> rustls::ClientConnection {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+        let server = tokio::spawn(async move {
+            let mut tls = acceptor.accept(s).await.unwrap();
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.unwrap();
+            tls.write_all(&buf).await.unwrap();
+            tls.shutdown().await.unwrap();
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let mut tls = connector
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), c)
+            .await
+            .unwrap();
+        tls.write_all(b"ping").await.unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping");
+        server.await.unwrap();
+        tls.into_inner().1
+    }
+
+    /// A client config trusting only airlock's CA, on `provider` and
+    /// `version`.
+    fn client(
+        issuer: &LeafIssuer,
+        provider: CryptoProvider,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(issuer.ca.cert_der().clone()).unwrap();
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
     /// A client that would resume (rustls keeps tickets and session ids by
     /// default) gets a full handshake every time, in TLS 1.3 and 1.2: no
     /// ticket is sent and no session is stored.
@@ -262,37 +309,20 @@ mod tests {
         let (issuer, _dir) = issuer();
         let host = Host::parse("api.example.test").unwrap();
         let server_config = issuer.server_config(&host).await.unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(issuer.ca.cert_der().clone()).unwrap();
-        for versions in [&rustls::version::TLS13, &rustls::version::TLS12] {
-            let client = rustls::ClientConfig::builder_with_protocol_versions(&[versions])
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            // One config for all three: its session cache is shared.
+            let client = client(&issuer, rustls::crypto::ring::default_provider(), version);
             for round in 0..3 {
-                let (c, s) = tokio::io::duplex(64 * 1024);
-                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&server_config));
-                let server = tokio::spawn(async move {
-                    let mut tls = acceptor.accept(s).await.unwrap();
-                    let mut buf = [0u8; 4];
-                    tls.read_exact(&mut buf).await.unwrap();
-                    tls.write_all(&buf).await.unwrap();
-                    tls.shutdown().await.unwrap();
-                });
-                let mut tls = connector
-                    .connect(ServerName::try_from("api.example.test").unwrap(), c)
-                    .await
-                    .unwrap();
-                tls.write_all(b"ping").await.unwrap();
-                // Read to the end: a ticket would arrive before it.
-                let mut got = Vec::new();
-                tls.read_to_end(&mut got).await.unwrap();
-                assert_eq!(got, b"ping");
-                server.await.unwrap();
+                let tls = ping(
+                    Arc::clone(&server_config),
+                    client.clone(),
+                    "api.example.test",
+                )
+                .await;
                 assert_eq!(
-                    tls.get_ref().1.handshake_kind(),
+                    tls.handshake_kind(),
                     Some(rustls::HandshakeKind::Full),
-                    "{versions:?}, connection {round}"
+                    "{version:?}, connection {round}"
                 );
             }
         }
@@ -303,12 +333,10 @@ mod tests {
     /// that offers SHA-384 suites only still connects.
     #[tokio::test]
     async fn the_sandbox_side_prefers_aes_128_and_still_meets_every_client() {
+        use rustls::crypto::ring::cipher_suite as suites;
         let (issuer, _dir) = issuer();
         let host = Host::parse("api.example.test").unwrap();
         let server_config = issuer.server_config(&host).await.unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(issuer.ca.cert_der().clone()).unwrap();
-        use rustls::crypto::ring::cipher_suite as suites;
         let cases = [
             (
                 &rustls::version::TLS13,
@@ -331,31 +359,9 @@ mod tests {
             if let Some(only) = only {
                 provider.cipher_suites = only;
             }
-            let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            let (c, s) = tokio::io::duplex(64 * 1024);
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&server_config));
-            let server = tokio::spawn(async move {
-                let mut tls = acceptor.accept(s).await.unwrap();
-                let mut buf = [0u8; 4];
-                tls.read_exact(&mut buf).await.unwrap();
-                tls.write_all(&buf).await.unwrap();
-                tls.flush().await.unwrap();
-            });
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-            let mut tls = connector
-                .connect(ServerName::try_from("api.example.test").unwrap(), c)
-                .await
-                .unwrap();
-            tls.write_all(b"ping").await.unwrap();
-            let mut buf = [0u8; 4];
-            tls.read_exact(&mut buf).await.unwrap();
-            assert_eq!(&buf, b"ping");
-            server.await.unwrap();
-            let got = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+            let client = client(&issuer, provider, version);
+            let tls = ping(Arc::clone(&server_config), client, "api.example.test").await;
+            let got = tls.negotiated_cipher_suite().unwrap().suite();
             assert_eq!(got, want, "{version:?}");
         }
     }
@@ -395,30 +401,12 @@ mod tests {
                 .server_config(&Host::parse(host).unwrap())
                 .await
                 .unwrap();
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(issuer.ca.cert_der().clone()).unwrap();
-            let client = rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let (c, s) = tokio::io::duplex(64 * 1024);
-            let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-            let server = tokio::spawn(async move {
-                let mut tls = acceptor.accept(s).await.unwrap();
-                let mut buf = [0u8; 4];
-                tls.read_exact(&mut buf).await.unwrap();
-                tls.write_all(&buf).await.unwrap();
-                tls.flush().await.unwrap();
-            });
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-            let mut tls = connector
-                .connect(ServerName::try_from(host.to_owned()).unwrap(), c)
-                .await
-                .unwrap();
-            tls.write_all(b"ping").await.unwrap();
-            let mut buf = [0u8; 4];
-            tls.read_exact(&mut buf).await.unwrap();
-            assert_eq!(&buf, b"ping");
-            server.await.unwrap();
+            let client = client(
+                &issuer,
+                rustls::crypto::ring::default_provider(),
+                &rustls::version::TLS13,
+            );
+            ping(server_config, client, host).await;
         }
         assert_eq!(issuer.minted(), 2);
         let _again = issuer
