@@ -146,7 +146,7 @@ impl LeafIssuer {
         config.ignore_client_order = true;
         // No session resumption: every tunnel's handshake is a full one.
         // rustls's defaults send two TLS 1.3 tickets after each handshake
-        // (two more records, six `getrandom` calls, a session stored) that
+        // (one more write, six `getrandom` calls, two sessions stored) that
         // clients opening one connection per process never use, and give
         // each leaf a store of 256 sessions: times the 11,000 cached leaves,
         // an agent could grow airlock's memory by handshaking.
