@@ -698,12 +698,12 @@ fn write_loop(
             ev.push_json(&mut line);
             line.push(b'\n');
             let written = out.write_all(&line);
+            // One unusually long line does not keep its buffer for good.
             if line.capacity() > 4 * LINE_CAPACITY {
                 line = Vec::with_capacity(LINE_CAPACITY);
             }
-            let line = written;
             if result.is_ok() {
-                result = line;
+                result = written;
             }
             next = rx.try_recv().ok();
         }
