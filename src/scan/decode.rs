@@ -614,7 +614,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if dec.is_empty() {
         return false;
     }
-    // Four counters packed in one word (16 bits each) could carry into
+    // Three counters packed in one word (16 bits each) could carry into
     // each other past 2^16 bytes. Callers pass segments shorter than
     // `SHORT` plus a label; a longer one is scanned, not judged.
     if dec.len() >= 1 << 16 {
@@ -622,13 +622,15 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     }
     let (bits, fold, any) = sc.literal_gate().parts();
     let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
-    let (mut key, mut hit, mut counts) = (0u32, u64::from(any), 0u64);
+    let (mut key, mut hit, mut header, mut counts) = (0u32, u64::from(any), 0u64, 0u64);
     for &b in dec {
         // The first two keys hold zero bytes no window of `dec` has: a
         // spurious hit only sends `dec` to the exact test below.
         key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
         let slot = Prefixes::slot(key);
         hit |= bits[slot >> 6] >> (slot & 63);
+        let pair = (key & 0xffff) as usize;
+        header |= HEADER_PAIRS[pair >> 6] >> (pair & 63);
         counts += COUNTS[usize::from(b)];
     }
     let lane = |k: u32| (counts >> (16 * k)) & 0xffff;
@@ -640,7 +642,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
         return true;
     }
-    if lane(3) > 0 && has_compressed(dec) {
+    if header & 1 != 0 && has_compressed(dec) {
         return true;
     }
     if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
@@ -713,11 +715,8 @@ static GATE_FOLDED: [u8; 256] = gate_keys(true);
 static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
-/// 16, 32, 48: a base64 character; a hex digit; a byte that may start an
-/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte; a byte of a compressed
-/// format's header that is rare in text: gzip's first, a zlib header's
-/// second, a zip header's third, xz's and zstd's `fd`, 7z's `bc`, rar's
-/// `1a`, bzip2's `&`).
+/// 16, 32: a base64 character; a hex digit; a byte that may start an
+/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte).
 static COUNTS: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
@@ -732,11 +731,46 @@ static COUNTS: [u64; 256] = {
         if matches!(i, 0x25 | 0x5c | 0x26 | 0) {
             t[i] |= 1 << 32;
         }
-        if matches!(
-            i,
-            0x1f | 0x01 | 0x5e | 0x9c | 0xda | 0x03 | 0xfd | 0xbc | 0x1a | 0x26
-        ) {
-            t[i] |= 1 << 48;
+        i += 1;
+    }
+    t
+};
+
+/// Per pair of adjacent bytes, for [`worth_scanning`]: does every header
+/// [`compressed_at`] knows hold it? One pair each, rare in noise (a
+/// decoded short run is mostly noise, and the header search costs more
+/// than this lookup): gzip `1f 8b`, zlib `78` and its four levels, `PK`,
+/// xz `fd 37`, 7z `bc af`, zstd `28 b5`, `BZ`, rar `1a 07`. Each pair is
+/// entered as written and ASCII-lowercased, since the loop keys bytes as
+/// the literal gate does (folded for a folding gate).
+static HEADER_PAIRS: [u64; 1024] = {
+    const PAIRS: [[u8; 2]; 11] = [
+        [0x1f, 0x8b],
+        [0x78, 0x01],
+        [0x78, 0x5e],
+        [0x78, 0x9c],
+        [0x78, 0xda],
+        [b'P', b'K'],
+        [0xfd, b'7'],
+        [0xbc, 0xaf],
+        [0x28, 0xb5],
+        [b'B', b'Z'],
+        [0x1a, 0x07],
+    ];
+    let mut t = [0u64; 1024];
+    let mut i = 0;
+    while i < PAIRS.len() {
+        let [a, b] = PAIRS[i];
+        let mut fold = 0;
+        while fold < 2 {
+            let (a, b) = if fold == 1 {
+                (a.to_ascii_lowercase(), b.to_ascii_lowercase())
+            } else {
+                (a, b)
+            };
+            let k = (a as usize) << 8 | b as usize;
+            t[k >> 6] |= 1 << (k & 63);
+            fold += 1;
         }
         i += 1;
     }

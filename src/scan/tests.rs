@@ -1262,6 +1262,17 @@ fn worth_piece() -> impl Strategy<Value = Vec<u8>> {
             b"x\x9c".to_vec(),
             b"x\x5e".to_vec(),
             vec![0x01],
+            // Every other header the search knows, whole, and a look-alike
+            // in the other case (the keys fold for the keyword gate).
+            b"PK\x03\x04\x14\x00".to_vec(),
+            b"pk\x03\x04".to_vec(),
+            b"\xfd7zXZ\x00\x00\x01".to_vec(),
+            b"7z\xbc\xaf\x27\x1c\x00\x04".to_vec(),
+            b"\x28\xb5\x2f\xfd\x20\x05\x01\x00\x00".to_vec(),
+            b"BZh91AY&SY".to_vec(),
+            b"bzh91AY&SY".to_vec(),
+            b"Rar!\x1a\x07\x00".to_vec(),
+            b"Rar!\x1a\x07\x01\x00".to_vec(),
         ]),
     ]
 }
