@@ -138,8 +138,8 @@ impl ScanState {
             blocked: None,
             finished: false,
             finals: Vec::new(),
-            // Incoming redaction cannot rewrite compressed bytes, and a
-            // download's tarball is not the sandbox sending a secret.
+            // As `renew_decoders` makes them for a stream not yet marked
+            // outgoing.
             decoders: Box::new(Decoders::with_inflate(0, min, mode != ScanMode::Redact)),
             dec_cands: Vec::new(),
             outgoing: false,
@@ -172,17 +172,25 @@ impl ScanState {
         let skip = self.core.skip.take();
         self.core = Core::new(&self.scanner, min);
         self.core.skip = skip;
-        let inflate = self.outgoing || self.mode != ScanMode::Redact;
-        *self.decoders = Decoders::with_inflate(0, min, inflate);
+        self.renew_decoders();
     }
 
     /// [`ScanState::outgoing`] in place.
     pub(crate) fn mark_outgoing(&mut self) {
         self.outgoing = true;
         if self.mode == ScanMode::Redact {
-            let min = self.core.min();
-            *self.decoders = Decoders::with_inflate(0, min, true);
+            self.renew_decoders();
         }
+    }
+
+    /// Fresh decoding layers for the stream as it is now set: the core's
+    /// confidence, and compressed data read unless the stream only
+    /// redacts what it receives (incoming redaction cannot rewrite
+    /// compressed bytes, and a download's tarball is not the sandbox
+    /// sending a secret).
+    fn renew_decoders(&mut self) {
+        let inflate = self.outgoing || self.mode != ScanMode::Redact;
+        *self.decoders = Decoders::with_inflate(0, self.core.min(), inflate);
     }
 
     /// Was this stream marked [`ScanState::outgoing`]?
