@@ -725,14 +725,15 @@ const COMMON_BYTES: &[u8] =
     b" etaoinsr\"hl:/dcu,.m0f1p-2g=wyb_34\n5v6789k{}x[]&?jq;z'%()<>+#@!*~$|^`\\\t\r";
 
 /// The most anchors one Teddy pass takes. Teddy hashes anchors into 8
-/// buckets (16 past 32 anchors, at half the bytes per step), and a bucket
+/// buckets (where AVX2 is present, 16 past 32 anchors, at half the bytes
+/// per step), and a bucket
 /// that several anchors share stops at text that matches none of them, so
 /// a pass slows down sharply as its group grows; past 64 it refuses.
 /// Anchors are split into groups of equal size, at most this many: on the
 /// shipped patterns' 75 long anchors, four groups of 19 ran the scan bench
 /// fastest (text and JSON at 16 KiB chunks, against three of 25, two of
-/// 38, five of 15 and the 32, 32, 11 that a cut at 32 gave, which ran
-/// 15-25% slower than any even split).
+/// 38, five of 15, eight of 10 and the 32, 32, 11 that a cut at 32 gave,
+/// which ran 15-25% slower than even groups of 19 to 38).
 const TEDDY_GROUP: usize = 20;
 
 /// `n` items cut into the fewest groups of at most [`TEDDY_GROUP`], all of
@@ -1667,8 +1668,8 @@ mod anchor_tests {
     use super::{Literals, TEDDY_GROUP, choose_anchors, even_group, find};
 
     /// Groups are as few as the cap allows and of one size: never one
-    /// crowded group beside a sparse one (32, 32, 11 ran slower than any
-    /// even split of the same 75 anchors).
+    /// crowded group beside a sparse one (32, 32, 11 ran slower than even
+    /// splits of the same 75 anchors into two to four groups).
     #[test]
     fn anchors_are_cut_into_even_groups() {
         for n in 0..=200usize {
