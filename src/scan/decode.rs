@@ -622,16 +622,20 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     }
     let (bits, fold, any) = sc.literal_gate().parts();
     let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
-    let (mut key, mut hit, mut header, mut counts) = (0u32, u64::from(any), 0u64, 0u64);
+    let (mut key, mut hit) = (0u32, u64::from(any));
+    let (mut header, mut first, mut counts) = (0u64, 0u64, 0u64);
     for &b in dec {
         // The first two keys hold zero bytes no window of `dec` has: a
         // spurious hit only sends `dec` to the exact test below.
         key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
         let slot = Prefixes::slot(key);
         hit |= bits[slot >> 6] >> (slot & 63);
-        let pair = (key & 0xffff) as usize;
-        header |= HEADER_PAIRS[pair >> 6] >> (pair & 63);
-        counts += COUNTS[usize::from(b)];
+        let c = COUNTS[usize::from(b)];
+        counts = counts.wrapping_add(c);
+        // The previous byte's first-of-pair bits against this one's
+        // second-of-pair bits.
+        header |= first & (c >> 56);
+        first = c >> 48;
     }
     let lane = |k: u32| (counts >> (16 * k)) & 0xffff;
     // Fewer base64 characters than a run needs, no `%` or `\\`: no run
@@ -642,7 +646,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
         return true;
     }
-    if header & 1 != 0 && has_compressed(dec) {
+    if header != 0 && has_compressed(dec) {
         return true;
     }
     if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
@@ -716,8 +720,26 @@ static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
 /// 16, 32: a base64 character; a hex digit; a byte that may start an
-/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte).
+/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte), and in the top
+/// word the headers it may open and close (bits 48-55: the byte can be the
+/// first of the header's pair; 56-63: its second). A header's pair is rare
+/// in noise (a decoded short run is mostly noise, and the header search
+/// costs more than these bits): gzip `1f 8b`, zlib `78` and its four
+/// levels, `PK`, xz `fd 37`, 7z `bc af`, zstd `28 b5`, `BZ`, rar `1a 07`;
+/// `PK` and `BZ` in either case, as the literal gate may key them folded.
+/// The top word is never read as a counter, so its sums carrying out of
+/// the word do no harm.
 static COUNTS: [u64; 256] = {
+    const PAIRS: [(&[u8], &[u8]); 8] = [
+        (&[0x1f], &[0x8b]),
+        (&[0x78], &[0x01, 0x5e, 0x9c, 0xda]),
+        (b"Pp", b"Kk"),
+        (&[0xfd], b"7"),
+        (&[0xbc], &[0xaf]),
+        (&[0x28], &[0xb5]),
+        (b"Bb", b"Zz"),
+        (&[0x1a], &[0x07]),
+    ];
     let mut t = [0u64; 256];
     let mut i = 0;
     while i < 256 {
@@ -733,46 +755,20 @@ static COUNTS: [u64; 256] = {
         }
         i += 1;
     }
-    t
-};
-
-/// Per pair of adjacent bytes, for [`worth_scanning`]: does every header
-/// [`compressed_at`] knows hold it? One pair each, rare in noise (a
-/// decoded short run is mostly noise, and the header search costs more
-/// than this lookup): gzip `1f 8b`, zlib `78` and its four levels, `PK`,
-/// xz `fd 37`, 7z `bc af`, zstd `28 b5`, `BZ`, rar `1a 07`. Each pair is
-/// entered as written and ASCII-lowercased, since the loop keys bytes as
-/// the literal gate does (folded for a folding gate).
-static HEADER_PAIRS: [u64; 1024] = {
-    const PAIRS: [[u8; 2]; 11] = [
-        [0x1f, 0x8b],
-        [0x78, 0x01],
-        [0x78, 0x5e],
-        [0x78, 0x9c],
-        [0x78, 0xda],
-        [b'P', b'K'],
-        [0xfd, b'7'],
-        [0xbc, 0xaf],
-        [0x28, 0xb5],
-        [b'B', b'Z'],
-        [0x1a, 0x07],
-    ];
-    let mut t = [0u64; 1024];
-    let mut i = 0;
-    while i < PAIRS.len() {
-        let [a, b] = PAIRS[i];
-        let mut fold = 0;
-        while fold < 2 {
-            let (a, b) = if fold == 1 {
-                (a.to_ascii_lowercase(), b.to_ascii_lowercase())
-            } else {
-                (a, b)
-            };
-            let k = (a as usize) << 8 | b as usize;
-            t[k >> 6] |= 1 << (k & 63);
-            fold += 1;
+    let mut id = 0;
+    while id < PAIRS.len() {
+        let (firsts, seconds) = PAIRS[id];
+        let mut k = 0;
+        while k < firsts.len() {
+            t[firsts[k] as usize] |= 1 << (48 + id);
+            k += 1;
         }
-        i += 1;
+        k = 0;
+        while k < seconds.len() {
+            t[seconds[k] as usize] |= 1 << (56 + id);
+            k += 1;
+        }
+        id += 1;
     }
     t
 };
