@@ -1270,7 +1270,7 @@ impl Decoders {
         let d = self.depth + 1;
         let discard = self.discard();
         let [p2, p3, p4, p5] = &mut self.pools;
-        self.runs.compute(hay, from, MIN_B64, 2 * MIN_HEX);
+        self.runs.compute::<MIN_B64, { 2 * MIN_HEX }>(hay, from);
         let runs = &self.runs;
         let p0 = &mut self.b64_pools;
         self.b64

@@ -135,8 +135,11 @@ fn windows(x: u128, w: u32) -> u64 {
 }
 
 impl Runs {
-    /// Classify `hay[from..]`; `b64_w` and `hex_w` are the window lengths.
-    pub(crate) fn compute(&mut self, hay: &[u8], from: usize, b64_w: u32, hex_w: u32) {
+    /// Classify `hay[from..]`; `B64_W` and `HEX_W` are the window lengths
+    /// (constants, so that `windows` unrolls into fixed shifts: with the
+    /// lengths as arguments its loop and variable 128-bit shifts were more
+    /// than half of this function's instructions).
+    pub(crate) fn compute<const B64_W: u32, const HEX_W: u32>(&mut self, hay: &[u8], from: usize) {
         self.from = from;
         self.end = hay.len();
         self.b64.clear();
@@ -177,8 +180,8 @@ impl Runs {
             };
             let b = u128::from(cur.0) | (u128::from(next.0) << 64);
             let h = u128::from(cur.1) | (u128::from(next.1) << 64);
-            self.b64.push(windows(b, b64_w));
-            self.hex.push(windows(h, hex_w));
+            self.b64.push(windows(b, B64_W));
+            self.hex.push(windows(h, HEX_W));
             cur = next;
         }
     }
@@ -279,7 +282,7 @@ mod tests {
                 .collect();
             let from = if len == 0 { 0 } else { (rnd() as usize) % len };
             let mut runs = Runs::default();
-            runs.compute(&hay, from, 16, 34);
+            runs.compute::<16, 34>(&hay, from);
             for at in from..hay.len() {
                 assert_eq!(
                     runs.next_b64(at),
