@@ -9,9 +9,9 @@
 //!
 //! [`Runs`] rules it out once per input for both layers: it classifies the
 //! input into one bit per byte and class, 64 bytes per word, with 16-byte
-//! vector comparisons and a byte mask (`wide`'s safe SSE2 `movemask`: a
-//! third fewer instructions than plain comparisons the compiler vectorized
-//! and packed 8 bits per multiply), then keeps, per
+//! vector comparisons and a byte mask (`wide`'s safe SSE2 `movemask`: 275
+//! instructions per 64 bytes against 356 for plain comparisons the
+//! compiler vectorized and packed 8 bits per multiply), then keeps, per
 //! byte, whether the next `w` bytes are all in the class (`w` shifts and
 //! ANDs, done by doubling). A layer that is idle asks for the next position
 //! where a window starts and jumps there; the exact per-byte state machine
