@@ -642,7 +642,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     let (bits, fold, any) = sc.literal_gate().parts();
     let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
     let (mut key, mut hit) = (0u32, u64::from(any));
-    let (mut header, mut first, mut counts) = (0u64, 0u64, 0u64);
+    let (mut header, mut prev, mut counts) = (0u64, 0u64, 0u64);
     for &b in dec {
         // The first two keys hold zero bytes no window of `dec` has: a
         // spurious hit only sends `dec` to the exact test below.
@@ -651,10 +651,11 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
         hit |= bits[slot >> 6] >> (slot & 63);
         let c = COUNTS[usize::from(b)];
         counts = counts.wrapping_add(c);
-        // The previous byte's first-of-pair bits against this one's
-        // second-of-pair bits.
-        header |= first & (c >> 56);
-        first = c >> 48;
+        // The previous byte's first-of-pair bits (56-63), shifted onto
+        // this one's second-of-pair bits (48-55). The counter bits cannot
+        // meet: shifted, they sit at 8, 24 and 40; unshifted, at 0, 16, 32.
+        header |= (prev >> 8) & c;
+        prev = c;
     }
     let lane = |k: u32| (counts >> (16 * k)) & 0xffff;
     // Fewer base64 characters than a run needs, no `%` or `\\`: no run
@@ -740,8 +741,8 @@ static GATE_EXACT: [u8; 256] = gate_keys(false);
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
 /// 16, 32: a base64 character; a hex digit; a byte that may start an
 /// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte), and in the top
-/// word the headers it may open and close (bits 48-55: the byte can be the
-/// first of the header's pair; 56-63: its second). A header's pair is rare
+/// word the headers it may open and close (bits 56-63: the byte can be the
+/// first of the header's pair; 48-55: its second). A header's pair is rare
 /// in noise (a decoded short run is mostly noise, and the header search
 /// costs more than these bits): gzip `1f 8b`, zlib `78` and its four
 /// levels, `PK`, xz `fd 37`, 7z `bc af`, zstd `28 b5`, `BZ`, rar `1a 07`;
@@ -779,12 +780,12 @@ static COUNTS: [u64; 256] = {
         let (firsts, seconds) = PAIRS[id];
         let mut k = 0;
         while k < firsts.len() {
-            t[firsts[k] as usize] |= 1 << (48 + id);
+            t[firsts[k] as usize] |= 1 << (56 + id);
             k += 1;
         }
         k = 0;
         while k < seconds.len() {
-            t[seconds[k] as usize] |= 1 << (56 + id);
+            t[seconds[k] as usize] |= 1 << (48 + id);
             k += 1;
         }
         id += 1;
