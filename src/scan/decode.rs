@@ -1666,11 +1666,12 @@ impl Base64 {
         let limit = SHORT / 3 * 4 + 4;
         let mut lab = [0u8; LABEL_MAX];
         let label = self.label_before(hay, base, start, &mut lab);
-        // Every phase, as the segment path decodes them (see `segs`).
-        let mut bufs = [[0u8; SHORT]; PHASES];
-        for buf in &mut bufs {
-            buf.get_mut(..label.len())?.copy_from_slice(label);
-        }
+        // Every phase, as the segment path decodes them (see `segs`), each
+        // starting with the label: one copy of a whole array per phase,
+        // not a call to `memcpy` for the label's length.
+        let mut first = [0u8; SHORT];
+        first.get_mut(..label.len())?.copy_from_slice(label);
+        let mut bufs = [first; PHASES];
         let mut lens = [label.len(); PHASES];
         let (mut bits, mut chars, mut newlines) = (0u32, 0usize, 0u8);
         let mut end = None;
@@ -1709,13 +1710,18 @@ impl Base64 {
         for (ph, (buf, k)) in bufs.iter_mut().zip(lens).enumerate() {
             let r = chars.saturating_sub(ph) % 4;
             let acc = bits & ((1 << (6 * r)) - 1);
-            let tail: &[u8] = match r {
-                2 => &[(acc >> 4) as u8],
-                3 => &[(acc >> 10) as u8, (acc >> 2) as u8],
-                _ => &[],
+            // Two bytes written whatever the tail's length (a fixed-size
+            // store, where a slice of one or two bytes was a `memcpy`
+            // call); only the first `n` are read.
+            let (tail, n) = match r {
+                2 => ([(acc >> 4) as u8, 0], 1),
+                3 => ([(acc >> 10) as u8, (acc >> 2) as u8], 2),
+                _ => ([0, 0], 0),
             };
-            let k2 = k + tail.len();
-            buf.get_mut(k..k2)?.copy_from_slice(tail);
+            let k2 = k + n;
+            // Past `SHORT - 2` the segment path decides (it starts a nested
+            // scan at `SHORT` anyway).
+            buf.get_mut(k..k + 2)?.copy_from_slice(&tail);
             // At SHORT decoded bytes the segment path starts a nested scan.
             if k2 >= SHORT || worth_scanning(sc, &buf[..k2]) {
                 return None;
