@@ -643,7 +643,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
     let (mut key, mut hit) = (0u32, u64::from(any));
     let (mut header, mut prev, mut counts) = (0u64, 0u64, 0u64);
-    for &b in dec {
+    let mut step = |b: u8| {
         // The first two keys hold zero bytes no window of `dec` has: a
         // spurious hit only sends `dec` to the exact test below.
         key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
@@ -656,7 +656,14 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
         // meet: shifted, they sit at 8, 24 and 40; unshifted, at 0, 16, 32.
         header |= (prev >> 8) & c;
         prev = c;
+    };
+    let pairs = dec.chunks_exact(2);
+    let rest = pairs.remainder();
+    for p in pairs {
+        step(p[0]);
+        step(p[1]);
     }
+    rest.iter().for_each(|&b| step(b));
     let lane = |k: u32| (counts >> (16 * k)) & 0xffff;
     // Fewer base64 characters than a run needs, no `%` or `\\`: no run
     // and no escape, without looking for them.
