@@ -924,6 +924,50 @@ async fn compressed_data_inside_a_request() {
     ));
 }
 
+/// The smallest compressed secret: one line gzipped, or compressed by
+/// zlib at each of its four header levels, then base64 (both alphabets)
+/// in a line of text. It decodes to fewer than 128
+/// bytes, so it never streams into a nested scan: the short-segment check
+/// (whose compressed-header gate the scanner's speed work keeps
+/// reshaping) must send it there. Each is refused, naming the chain; the
+/// origin gets no piece of the key or of its compressed form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_compressed_secret_in_base64_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    // `None`: gzip; a level: zlib, with the header byte it writes.
+    for level in [
+        None,
+        Some((1, 0x01)),
+        Some((3, 0x5e)),
+        Some((6, 0x9c)),
+        Some((9, 0xda)),
+    ] {
+        let aws = fresh_aws();
+        // The repeat makes the encoder code the line (a line alone is
+        // stored as it is, and the key would be found without inflating).
+        let line = format!("aws_access_key_id = {aws}\naws_access_key_id = {aws}\n");
+        let (packed, chain) = match level {
+            None => (gzip(line.as_bytes()), "base64>gzip"),
+            Some((l, flag)) => {
+                let z = zlib_at(line.as_bytes(), l);
+                assert_eq!(z[..2], [0x78, flag], "zlib level {l}");
+                (z, "base64>zlib")
+            }
+        };
+        assert!(packed.len() < 128, "{} bytes", packed.len());
+        assert!(!contains(&packed, aws.as_bytes()), "stored, not coded");
+        for encoded in [STANDARD.encode(&packed), URL_SAFE_NO_PAD.encode(&packed)] {
+            let body = format!("see {encoded} for the key\n");
+            refused_aws_text(&proxy, &origin, body, chain).await;
+        }
+        forms.extend([aws.into_bytes(), packed]);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+    origin_never_saw(&origin, &forms);
+    assert!(origin.received().is_empty());
+}
+
 /// Run `python3 -c script args...` (scripts/test needs python3 too).
 fn python(script: &str, args: &[&str]) {
     let ok = std::process::Command::new("python3")
