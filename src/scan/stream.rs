@@ -108,6 +108,14 @@ impl std::fmt::Debug for ScanState {
     }
 }
 
+/// Do a stream's decoders read compressed data? Yes unless the stream
+/// only redacts what it receives: incoming redaction cannot rewrite
+/// compressed bytes, and a download's tarball is not the sandbox sending
+/// a secret. (The one rule for a new stream and a renewed one.)
+fn inflates(mode: ScanMode, outgoing: bool) -> bool {
+    outgoing || mode != ScanMode::Redact
+}
+
 impl ScanState {
     /// A fresh state for one stream, acting on findings of every
     /// confidence (see [`ScanState::with_min_confidence`]).
@@ -138,9 +146,7 @@ impl ScanState {
             blocked: None,
             finished: false,
             finals: Vec::new(),
-            // As `renew_decoders` makes them for a stream not yet marked
-            // outgoing.
-            decoders: Box::new(Decoders::with_inflate(0, min, mode != ScanMode::Redact)),
+            decoders: Box::new(Decoders::with_inflate(0, min, inflates(mode, false))),
             dec_cands: Vec::new(),
             outgoing: false,
         }
@@ -184,12 +190,9 @@ impl ScanState {
     }
 
     /// Fresh decoding layers for the stream as it is now set: the core's
-    /// confidence, and compressed data read unless the stream only
-    /// redacts what it receives (incoming redaction cannot rewrite
-    /// compressed bytes, and a download's tarball is not the sandbox
-    /// sending a secret).
+    /// confidence, and compressed data read as [`inflates`] says.
     fn renew_decoders(&mut self) {
-        let inflate = self.outgoing || self.mode != ScanMode::Redact;
+        let inflate = inflates(self.mode, self.outgoing);
         *self.decoders = Decoders::with_inflate(0, self.core.min(), inflate);
     }
 
