@@ -1261,6 +1261,11 @@ fn worth_piece() -> impl Strategy<Value = Vec<u8>> {
             vec![0x1f, 0x8b, 0x08, 0xe0],
             b"x\x9c".to_vec(),
             b"x\x5e".to_vec(),
+            // zlib's other two levels, whole, so that each pair of the
+            // header gate is drawn often (a `78 da` from random bytes
+            // was one adjacency in 65,536).
+            b"x\x01".to_vec(),
+            b"x\xda".to_vec(),
             vec![0x01],
             // Every other header the search knows, whole, and a look-alike
             // in the other case (the keys fold for the keyword gate).
