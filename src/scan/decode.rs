@@ -630,6 +630,19 @@ impl Pool {
 /// times, once per phase, and on log-like text the two passes were about a
 /// third of the scanner's instructions. Equal to them by a property test.
 pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
+    judge::<true>(sc, dec)
+}
+
+/// [`worth_scanning`] for a segment the [`B64Gate`] found no literal start
+/// in: the classes alone. (Not inlined: its loop keeps its registers.)
+#[inline(never)]
+fn worth_scanning_classes(sc: &Scanner, dec: &[u8]) -> bool {
+    judge::<false>(sc, dec)
+}
+
+/// [`worth_scanning`], with the literal gate (`LITERALS`) or without it.
+#[inline(always)]
+fn judge<const LITERALS: bool>(sc: &Scanner, dec: &[u8]) -> bool {
     if dec.is_empty() {
         return false;
     }
@@ -641,14 +654,16 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     }
     let (bits, fold, any) = sc.literal_gate().parts();
     let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
-    let (mut key, mut hit) = (0u32, u64::from(any));
+    let (mut key, mut hit) = (0u32, u64::from(any && LITERALS));
     let (mut header, mut prev, mut counts) = (0u64, 0u64, 0u64);
     let mut step = |b: u8| {
-        // The first two keys hold zero bytes no window of `dec` has: a
-        // spurious hit only sends `dec` to the exact test below.
-        key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
-        let slot = Prefixes::slot(key);
-        hit |= bits[slot >> 6] >> (slot & 63);
+        if LITERALS {
+            // The first two keys hold zero bytes no window of `dec` has: a
+            // spurious hit only sends `dec` to the exact test below.
+            key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
+            let slot = Prefixes::slot(key);
+            hit |= bits[slot >> 6] >> (slot & 63);
+        }
         let c = COUNTS[usize::from(b)];
         counts = counts.wrapping_add(c);
         // The previous byte's first-of-pair bits (56-63), shifted onto
@@ -725,6 +740,79 @@ fn longest_b64_run(dec: &[u8]) -> u32 {
 fn has_escape(dec: &[u8]) -> bool {
     (0..dec.len()).any(|i| matches!(dec[i], b'%' | b'\\' | b'&') && escape_at(dec, i))
 }
+
+/// The literal gate read off base64 characters, before decoding them.
+///
+/// A base64 run is decoded in four phases, and the short ones (most of
+/// them, on log-like text) used to go through the literal gate once per
+/// phase: three decoded bytes per character, a fold, a hash and a table
+/// bit each. But every three decoded bytes of any phase hold at least
+/// three whole characters of the run (bytes 0-2 of a quad, the first three
+/// of its characters; bytes 1-3, characters 2-4; bytes 2-4, characters
+/// 3-5), so one pass over the characters, one table bit per three
+/// consecutive ones (18 bits, the table indexed directly), tells whether
+/// any phase may hold a literal's first three bytes: the table holds each
+/// three-byte literal start in its three alignments (and, for a keyword,
+/// in every case, as the byte gate folds). False only when no phase can
+/// hold one; the windows that reach into the label before the run are left
+/// to the byte gate.
+pub(crate) struct B64Gate {
+    bits: Box<[u64; 1 << 12]>,
+    /// A literal shorter than three bytes: nothing to look for.
+    any: bool,
+}
+
+impl B64Gate {
+    /// The gate for keywords (matched in any case) and held literals
+    /// (matched exactly).
+    pub(crate) fn new<K, L>(keywords: &[K], held: &[L]) -> B64Gate
+    where
+        K: AsRef<[u8]>,
+        L: AsRef<[u8]>,
+    {
+        let mut gate = B64Gate {
+            bits: Box::new([0; 1 << 12]),
+            any: false,
+        };
+        keywords.iter().for_each(|k| gate.add(k.as_ref(), true));
+        held.iter().for_each(|l| gate.add(l.as_ref(), false));
+        gate
+    }
+
+    fn add(&mut self, lit: &[u8], fold: bool) {
+        let &[a, b, c, ..] = lit else {
+            self.any = true;
+            return;
+        };
+        let cases = |x: u8| match fold && x.is_ascii_alphabetic() {
+            true => [x.to_ascii_lowercase(), x.to_ascii_uppercase()],
+            false => [x, x],
+        };
+        for x in cases(a) {
+            for y in cases(b) {
+                for z in cases(c) {
+                    let w = u32::from(x) << 16 | u32::from(y) << 8 | u32::from(z);
+                    // The three characters that the bytes fill whole, for
+                    // the bytes at offsets 0, 1 and 2 of a quad's three.
+                    for key in [w >> 6, w >> 2, w >> 4] {
+                        let key = (key & B64_KEY) as usize;
+                        self.bits[key >> 6] |= 1 << (key & 63);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The table (bit `key`: three characters' values, the first in the
+    /// top six bits) and whether it matches anything.
+    #[inline]
+    pub(crate) fn parts(&self) -> (&[u64; 1 << 12], bool) {
+        (&self.bits, self.any)
+    }
+}
+
+/// Three base64 characters' values, rolled into a [`B64Gate`] key.
+const B64_KEY: u32 = (1 << 18) - 1;
 
 /// Per byte, for [`worth_scanning`]: the byte as the literal gate keys it
 /// (lowercased for a folding gate).
@@ -1654,87 +1742,14 @@ impl Base64 {
     /// input and decodes (with its label, in every phase) to fewer than
     /// [`SHORT`] bytes that [`worth_scanning`] rejects. Such a run would be
     /// opened, decoded and closed as a segment without a nested scan and
-    /// without a finding, so it is skipped: returns the index of the byte that ends it, by the
-    /// same rule as [`Base64::active`] (`\r` skipped, a second `\n` with no
-    /// character between, or any other byte outside the alphabet). `None`:
-    /// take the segment path.
-    ///
-    /// Line breaks are followed, not refused: a log line that ends in a
-    /// base64 character (`took=89ms`) joins the next line's timestamp into
-    /// one run, and refusing every such run sent each log line through the
-    /// segment path (measured: 12.5% of the instructions of scanning a
-    /// plain log of that shape).
+    /// without a finding, so it is skipped: returns the index of the byte
+    /// that ends it (see [`short_run`]). `None`: take the segment path.
     fn short_noise(&self, sc: &Scanner, hay: &[u8], base: u64, start: u64) -> Option<usize> {
         let s = usize::try_from(start.checked_sub(base)?).ok()?;
         let run = hay.get(s..)?;
-        // Most characters a run can have and still decode to under SHORT
-        // bytes; line breaks may add as many bytes again before this path
-        // leaves it to the segment.
-        let limit = SHORT / 3 * 4 + 4;
         let mut lab = [0u8; LABEL_MAX];
         let label = self.label_before(hay, base, start, &mut lab);
-        // Every phase, as the segment path decodes them (see `segs`), each
-        // starting with the label: one copy of a whole array per phase,
-        // not a call to `memcpy` for the label's length.
-        let mut first = [0u8; SHORT];
-        first.get_mut(..label.len())?.copy_from_slice(label);
-        let mut bufs = [first; PHASES];
-        let mut lens = [label.len(); PHASES];
-        let (mut bits, mut chars, mut newlines) = (0u32, 0usize, 0u8);
-        let mut end = None;
-        for (j, &b) in run.iter().enumerate().take(2 * limit) {
-            if CLASS[usize::from(b)] & B64 != 0 {
-                newlines = 0;
-                bits = (bits << 6) | b64_val(b);
-                chars += 1;
-                if chars > limit {
-                    return None;
-                }
-                if chars >= 4 {
-                    let ph = chars % 4;
-                    let k = lens[ph];
-                    bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&[
-                        (bits >> 16) as u8,
-                        (bits >> 8) as u8,
-                        bits as u8,
-                    ]);
-                    lens[ph] += 3;
-                }
-            } else if b == b'\n' {
-                newlines += 1;
-                if newlines >= 2 {
-                    end = Some(j);
-                    break;
-                }
-            } else if b != b'\r' {
-                end = Some(j);
-                break;
-            }
-        }
-        // The run reaches the input's end (it may go on in the next one), or
-        // is longer than this path looks: the segment path decides.
-        let end = end?;
-        for (ph, (buf, k)) in bufs.iter_mut().zip(lens).enumerate() {
-            let r = chars.saturating_sub(ph) % 4;
-            let acc = bits & ((1 << (6 * r)) - 1);
-            // Two bytes written whatever the tail's length (a fixed-size
-            // store, where a slice of one or two bytes was a `memcpy`
-            // call); only the first `n` are read.
-            let (tail, n) = match r {
-                2 => ([(acc >> 4) as u8, 0], 1),
-                3 => ([(acc >> 10) as u8, (acc >> 2) as u8], 2),
-                _ => ([0, 0], 0),
-            };
-            let k2 = k + n;
-            // Past `SHORT - 2` the segment path decides (it starts a nested
-            // scan at `SHORT` anyway).
-            buf.get_mut(k..k + 2)?.copy_from_slice(&tail);
-            // At SHORT decoded bytes the segment path starts a nested scan.
-            if k2 >= SHORT || worth_scanning(sc, &buf[..k2]) {
-                return None;
-            }
-        }
-        Some(s + end)
+        short_run(sc, label, run, true).map(|end| s + end)
     }
 
     /// Decode from `i` until the run ends (returns the index of the byte
@@ -1821,6 +1836,110 @@ impl Base64 {
         self.bits = 0;
         self.chars = 0;
     }
+}
+
+/// Where the base64 run at the start of `run` ends, if it is short noise:
+/// it ends inside `run`, by the same rule as [`Base64::active`] (`\r`
+/// skipped, a second `\n` with no character between, or any other byte
+/// outside the alphabet), and decodes, after `label` and in every phase,
+/// to fewer than [`SHORT`] bytes that [`worth_scanning`] rejects. `None`:
+/// the segment path decides.
+///
+/// Line breaks are followed, not refused: a log line that ends in a
+/// base64 character (`took=89ms`) joins the next line's timestamp into
+/// one run, and refusing every such run sent each log line through the
+/// segment path (measured: 12.5% of the instructions of scanning a
+/// plain log of that shape).
+///
+/// With `prefilter`, the run's characters go through the [`B64Gate`]
+/// first, and a phase's decoded bytes skip the literal gate when neither
+/// it nor the byte gate on the label's windows found a literal start (the
+/// verdict is the same either way: a property test holds them equal).
+pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool) -> Option<usize> {
+    // Most characters a run can have and still decode to under SHORT
+    // bytes; line breaks may add as many bytes again before this path
+    // leaves it to the segment.
+    let limit = SHORT / 3 * 4 + 4;
+    let (gate, any) = sc.b64_gate().parts();
+    // Every phase, as the segment path decodes them (see `segs`), each
+    // starting with the label: one copy of a whole array per phase,
+    // not a call to `memcpy` for the label's length.
+    let mut first = [0u8; SHORT];
+    first.get_mut(..label.len())?.copy_from_slice(label);
+    let mut bufs = [first; PHASES];
+    let mut lens = [label.len(); PHASES];
+    let (mut bits, mut chars, mut newlines, mut hit) = (0u32, 0usize, 0u8, u64::from(any));
+    let mut end = None;
+    for (j, &b) in run.iter().enumerate().take(2 * limit) {
+        if CLASS[usize::from(b)] & B64 != 0 {
+            newlines = 0;
+            bits = (bits << 6) | b64_val(b);
+            // The last three characters (the first two keys hold zeros
+            // no run has: a spurious hit only costs the byte gate).
+            let key = bits & B64_KEY;
+            hit |= gate[(key >> 6) as usize] >> (key & 63);
+            chars += 1;
+            if chars > limit {
+                return None;
+            }
+            if chars >= 4 {
+                let ph = chars % 4;
+                let k = lens[ph];
+                bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&[
+                    (bits >> 16) as u8,
+                    (bits >> 8) as u8,
+                    bits as u8,
+                ]);
+                lens[ph] += 3;
+            }
+        } else if b == b'\n' {
+            newlines += 1;
+            if newlines >= 2 {
+                end = Some(j);
+                break;
+            }
+        } else if b != b'\r' {
+            end = Some(j);
+            break;
+        }
+    }
+    // The run reaches the input's end (it may go on in the next one), or
+    // is longer than this path looks: the segment path decides.
+    let end = end?;
+    let bytes = sc.literal_gate();
+    // No literal start in any phase's decoded bytes, nor in the label: only
+    // the few windows that straddle the two are left to look at.
+    let clear = prefilter && hit & 1 == 0 && !bytes.any_in(label);
+    for (ph, (buf, k)) in bufs.iter_mut().zip(lens).enumerate() {
+        let r = chars.saturating_sub(ph) % 4;
+        let acc = bits & ((1 << (6 * r)) - 1);
+        // Two bytes written whatever the tail's length (a fixed-size
+        // store, where a slice of one or two bytes was a `memcpy`
+        // call); only the first `n` are read.
+        let (tail, n) = match r {
+            2 => ([(acc >> 4) as u8, 0], 1),
+            3 => ([(acc >> 10) as u8, (acc >> 2) as u8], 2),
+            _ => ([0, 0], 0),
+        };
+        let k2 = k + n;
+        // Past `SHORT - 2` the segment path decides (it starts a nested
+        // scan at `SHORT` anyway).
+        buf.get_mut(k..k + 2)?.copy_from_slice(&tail);
+        // At SHORT decoded bytes the segment path starts a nested scan.
+        if k2 >= SHORT {
+            return None;
+        }
+        let dec = &buf[..k2];
+        let straddle = dec.get(label.len().saturating_sub(2)..(label.len() + 2).min(k2));
+        let worth = match clear && !straddle.is_none_or(|w| bytes.any_in(w)) {
+            true => worth_scanning_classes(sc, dec),
+            false => worth_scanning(sc, dec),
+        };
+        if worth {
+            return None;
+        }
+    }
+    Some(end)
 }
 
 impl Hex {

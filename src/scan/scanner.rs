@@ -218,6 +218,9 @@ struct HeldLits {
     /// The keywords' and the held literals' first three bytes, case folded:
     /// one pass rules out both for most short inputs.
     any_prefixes: Prefixes,
+    /// The same starts (keywords folded, held literals exact), read off a
+    /// base64 run's characters before any phase is decoded.
+    b64_gate: decode::B64Gate,
     /// literal → kinds (held values) it betrays.
     lit_targets: Vec<Vec<u32>>,
     lit_max: usize,
@@ -513,6 +516,11 @@ impl Scanner {
         &self.held.any_prefixes
     }
 
+    /// [`Scanner::literal_gate`] for base64 characters not yet decoded.
+    pub(crate) fn b64_gate(&self) -> &decode::B64Gate {
+        &self.held.b64_gate
+    }
+
     /// Could `bytes` (a whole stream) hold a finding? False only if it
     /// contains no keyword (any case) and no held literal.
     pub(crate) fn may_match(&self, bytes: &[u8]) -> bool {
@@ -706,12 +714,14 @@ impl HeldLits {
         let lit_ac = Literals::build(&lit_lits)?;
         let lit_prefixes = Prefixes::new(&lit_lits, false);
         let any_prefixes = base.kw_prefixes.with(&lit_lits);
+        let b64_gate = decode::B64Gate::new(&base.kw_partial.lits, &lit_lits);
         let lit_partial = Partials::new(lit_lits, false);
         Ok(HeldLits {
             values: held,
             lit_ac,
             lit_prefixes,
             any_prefixes,
+            b64_gate,
             lit_targets,
             lit_max,
             lit_partial,
@@ -1010,24 +1020,26 @@ impl Prefixes {
     }
 
     /// Could `bytes` hold one of the literals?
-    fn any_in(&self, bytes: &[u8]) -> bool {
+    #[inline]
+    pub(crate) fn any_in(&self, bytes: &[u8]) -> bool {
         if self.any {
             return true;
         }
+        let fold = |b: u8| match self.fold {
+            true => u32::from(b.to_ascii_lowercase()),
+            false => u32::from(b),
+        };
+        let Some(([a, b], rest)) = bytes.split_first_chunk() else {
+            return false;
+        };
         // The same key as `index`, rolled one byte at a time (each byte
         // folded once, not three times).
-        let mut key = 0u32;
-        for (n, &b) in bytes.iter().enumerate() {
-            let b = if self.fold { b.to_ascii_lowercase() } else { b };
-            key = (key << 8 | u32::from(b)) & 0x00ff_ffff;
-            if n >= 2 {
-                let i = Self::slot(key);
-                if self.bits[i >> 6] & (1 << (i & 63)) != 0 {
-                    return true;
-                }
-            }
-        }
-        false
+        let mut key = fold(*a) << 8 | fold(*b);
+        rest.iter().any(|&c| {
+            key = (key << 8 | fold(c)) & 0x00ff_ffff;
+            let i = Self::slot(key);
+            self.bits[i >> 6] & (1 << (i & 63)) != 0
+        })
     }
 }
 

@@ -1305,6 +1305,92 @@ proptest! {
     }
 }
 
+/// What a short base64 run decodes to, for the base64 gate's test: the
+/// short-segment test's pieces, and literals with their case flipped byte
+/// by byte (a keyword matches in any case; a held literal in one) or cut
+/// by one or two bytes at the front (so a literal can start in the label
+/// and go on in the decoded bytes).
+fn decoded_piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        worth_piece(),
+        (prop::sample::select(literals()), any::<u8>()).prop_map(|(mut lit, flips)| {
+            for (i, b) in lit.iter_mut().take(8).enumerate() {
+                if flips >> i & 1 != 0 && b.is_ascii_alphabetic() {
+                    *b ^= 0x20;
+                }
+            }
+            lit
+        }),
+        (prop::sample::select(literals()), 1usize..3).prop_map(|(lit, cut)| lit[cut..].to_vec()),
+    ]
+}
+
+/// Labels a short run can have: none, a usual one, a literal, and ones that
+/// end with a literal's first byte or two (`:aa` and `"au` are keyword
+/// starts).
+fn run_label() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![
+            b"".to_vec(),
+            b"path=".to_vec(),
+            b"AWS_SECRET_ACCESS_KEY: ".to_vec(),
+            b"\"token\": \"".to_vec(),
+            b"x:".to_vec(),
+            b"x:a".to_vec(),
+            b"key=\"".to_vec(),
+        ]),
+        // A whole literal: found in the label alone.
+        prop::sample::select(literals()).prop_map(|mut lit| {
+            lit.extend_from_slice(b": ");
+            lit
+        }),
+        (prop::sample::select(literals()), 1usize..3).prop_map(|(lit, n)| {
+            let mut label = b"name=".to_vec();
+            label.extend_from_slice(&lit[..n.min(lit.len())]);
+            label
+        }),
+        prop::collection::vec(any::<u8>(), 0..8),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// The base64 gate, which reads a short run's characters before any
+    /// phase is decoded and lets the phases skip the literal gate, changes
+    /// no verdict: on runs in both alphabets that decode (in some phase,
+    /// after one to three glued characters) to literals in any case, cut
+    /// literals, noise, escapes and headers, wrapped at a line break or
+    /// not, after labels that may hold a literal's start.
+    #[test]
+    fn the_base64_gate_changes_no_short_run_verdict(
+        label in run_label(),
+        pieces in prop::collection::vec(decoded_piece(), 0..5),
+        glue in "[A-Za-z0-9+/]{0,3}",
+        url_safe in any::<bool>(),
+        wrap in prop::option::of(0usize..120),
+        end in prop::sample::select(vec![b' ', b'"', b'\n', b'=']),
+    ) {
+        let sc = scanner();
+        let plain = pieces.concat();
+        let encoded = match url_safe {
+            true => URL_SAFE.encode(&plain),
+            false => STANDARD.encode(&plain),
+        };
+        let mut run = glue.into_bytes();
+        run.extend(encoded.trim_end_matches('=').bytes());
+        if let Some(at) = wrap.filter(|&at| at < run.len()) {
+            run.insert(at, b'\n');
+        }
+        run.extend([end, b'\n', b' ']);
+        prop_assert_eq!(
+            decode::short_run(&sc, &label, &run, true),
+            decode::short_run(&sc, &label, &run, false),
+            "{:?} {:?}", String::from_utf8_lossy(&label), String::from_utf8_lossy(&run)
+        );
+    }
+}
+
 /// What the README and the module doc say gets past the scanner does: an
 /// encoding it does not decode, separators inside an encoding, one
 /// character at a time, reversed, split across fields, compressed as raw
