@@ -630,19 +630,6 @@ impl Pool {
 /// times, once per phase, and on log-like text the two passes were about a
 /// third of the scanner's instructions. Equal to them by a property test.
 pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
-    judge::<true>(sc, dec)
-}
-
-/// [`worth_scanning`] for a segment the [`B64Gate`] found no literal start
-/// in: the classes alone. (Not inlined: its loop keeps its registers.)
-#[inline(never)]
-fn worth_scanning_classes(sc: &Scanner, dec: &[u8]) -> bool {
-    judge::<false>(sc, dec)
-}
-
-/// [`worth_scanning`], with the literal gate (`LITERALS`) or without it.
-#[inline(always)]
-fn judge<const LITERALS: bool>(sc: &Scanner, dec: &[u8]) -> bool {
     if dec.is_empty() {
         return false;
     }
@@ -654,23 +641,15 @@ fn judge<const LITERALS: bool>(sc: &Scanner, dec: &[u8]) -> bool {
     }
     let (bits, fold, any) = sc.literal_gate().parts();
     let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
-    let (mut key, mut hit) = (0u32, u64::from(any && LITERALS));
-    let (mut header, mut prev, mut counts) = (0u64, 0u64, 0u64);
+    let (mut key, mut hit) = (0u32, u64::from(any));
+    let mut tally = Tally::default();
     let mut step = |b: u8| {
-        if LITERALS {
-            // The first two keys hold zero bytes no window of `dec` has: a
-            // spurious hit only sends `dec` to the exact test below.
-            key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
-            let slot = Prefixes::slot(key);
-            hit |= bits[slot >> 6] >> (slot & 63);
-        }
-        let c = COUNTS[usize::from(b)];
-        counts = counts.wrapping_add(c);
-        // The previous byte's first-of-pair bits (56-63), shifted onto
-        // this one's second-of-pair bits (48-55). The counter bits cannot
-        // meet: shifted, they sit at 8, 24 and 40; unshifted, at 0, 16, 32.
-        header |= (prev >> 8) & c;
-        prev = c;
+        // The first two keys hold zero bytes no window of `dec` has: a
+        // spurious hit only sends `dec` to the exact test below.
+        key = (key << 8 | u32::from(keys[usize::from(b)])) & 0x00ff_ffff;
+        let slot = Prefixes::slot(key);
+        hit |= bits[slot >> 6] >> (slot & 63);
+        tally.add(b);
     };
     let pairs = dec.chunks_exact(2);
     let rest = pairs.remainder();
@@ -679,22 +658,54 @@ fn judge<const LITERALS: bool>(sc: &Scanner, dec: &[u8]) -> bool {
         step(p[1]);
     }
     rest.iter().for_each(|&b| step(b));
-    let lane = |k: u32| (counts >> (16 * k)) & 0xffff;
-    // Fewer base64 characters than a run needs, no `%` or `\\`: no run
-    // and no escape, without looking for them.
-    if lane(0) >= u64::from(MIN_B64) && longest_b64_run(dec) >= MIN_B64 {
-        return true;
+    tally.worth(dec) || (hit & 1 != 0 && sc.may_match(dec))
+}
+
+/// The classes [`worth_scanning`] counts, byte by byte, and what they
+/// say of a segment that holds no literal start.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    /// Three 16-bit counters (see [`COUNTS`]); the top word is not read.
+    counts: u64,
+    /// A header's pair seen (bits 48-55).
+    header: u64,
+    /// The last byte's [`COUNTS`] entry.
+    prev: u64,
+}
+
+impl Tally {
+    #[inline(always)]
+    fn add(&mut self, b: u8) {
+        let c = COUNTS[usize::from(b)];
+        self.counts = self.counts.wrapping_add(c);
+        // The previous byte's first-of-pair bits (56-63), shifted onto
+        // this one's second-of-pair bits (48-55). The counter bits cannot
+        // meet: shifted, they sit at 8, 24 and 40; unshifted, at 0, 16, 32.
+        self.header |= (self.prev >> 8) & c;
+        self.prev = c;
     }
-    if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
-        return true;
+
+    /// Is `dec`, the bytes added (fewer than 2^16), worth a nested scan
+    /// for what its classes may hold: a base64 run, an escape, UTF-16, a
+    /// compressed header, character codes or hex?
+    fn worth(&self, dec: &[u8]) -> bool {
+        let lane = |k: u32| (self.counts >> (16 * k)) & 0xffff;
+        // Fewer base64 characters than a run needs, no `%` or `\\`: no run
+        // and no escape, without looking for them.
+        if lane(0) >= u64::from(MIN_B64) && longest_b64_run(dec) >= MIN_B64 {
+            return true;
+        }
+        if lane(2) > 0 && (has_escape(dec) || wide_possible(dec)) {
+            return true;
+        }
+        if self.header != 0 && has_compressed(dec) {
+            return true;
+        }
+        if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
+            return true;
+        }
+        lane(1) >= u64::from(2 * MIN_HEX)
     }
-    if header != 0 && has_compressed(dec) {
-        return true;
-    }
-    if lane(1) >= u64::from(MIN_CODES) && code_stretch(dec) {
-        return true;
-    }
-    lane(1) >= u64::from(2 * MIN_HEX) || (hit & 1 != 0 && sc.may_match(dec))
 }
 
 /// Could `dec` hold a character-code run? (The layer's fast test: a
@@ -776,7 +787,33 @@ impl B64Gate {
         };
         keywords.iter().for_each(|k| gate.add(k.as_ref(), true));
         held.iter().for_each(|l| gate.add(l.as_ref(), false));
+        for (firsts, seconds) in HEADER_PAIRS {
+            for &x in firsts {
+                for &y in seconds {
+                    gate.add_pair(x, y);
+                }
+            }
+        }
         gate
+    }
+
+    /// A compressed header's pair: two bytes fill two characters whole and
+    /// part of a third (the key's other bits take every value).
+    fn add_pair(&mut self, x: u8, y: u8) {
+        let w = u32::from(x) << 8 | u32::from(y);
+        let keys = (0..4)
+            // At offset 0 of a quad: the last character's low two bits.
+            .map(|f| w << 2 | f)
+            // At offset 1: the first character's high two bits.
+            .chain((0..4).map(|f| f << 16 | w))
+            // At offset 2: the bytes fill the second and third characters
+            // and the first's low two bits (its high four take any value),
+            // and the third holds only the second byte's high six.
+            .chain((0..16).map(|f| f << 14 | (w >> 2)));
+        for key in keys {
+            let key = (key & B64_KEY) as usize;
+            self.bits[key >> 6] |= 1 << (key & 63);
+        }
     }
 
     fn add(&mut self, lit: &[u8], fold: bool) {
@@ -833,6 +870,22 @@ const fn gate_keys(fold: bool) -> [u8; 256] {
 static GATE_FOLDED: [u8; 256] = gate_keys(true);
 static GATE_EXACT: [u8; 256] = gate_keys(false);
 
+/// Two adjacent bytes every header [`compressed_at`] knows holds, as
+/// (first bytes, second bytes) per kind: gzip `1f 8b`, zlib `78` and its
+/// four levels, `PK`, xz `fd 37`, 7z `bc af`, zstd `28 b5`, `BZ`, rar `1a
+/// 07`; `PK` and `BZ` in either case, as the literal gate may key them
+/// folded.
+const HEADER_PAIRS: [(&[u8], &[u8]); 8] = [
+    (&[0x1f], &[0x8b]),
+    (&[0x78], &[0x01, 0x5e, 0x9c, 0xda]),
+    (b"Pp", b"Kk"),
+    (&[0xfd], b"7"),
+    (&[0xbc], &[0xaf]),
+    (&[0x28], &[0xb5]),
+    (b"Bb", b"Zz"),
+    (&[0x1a], &[0x07]),
+];
+
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
 /// 16, 32: a base64 character; a hex digit; a byte that may start an
 /// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte), and in the top
@@ -845,16 +898,7 @@ static GATE_EXACT: [u8; 256] = gate_keys(false);
 /// The top word is never read as a counter, so its sums carrying out of
 /// the word do no harm.
 static COUNTS: [u64; 256] = {
-    const PAIRS: [(&[u8], &[u8]); 8] = [
-        (&[0x1f], &[0x8b]),
-        (&[0x78], &[0x01, 0x5e, 0x9c, 0xda]),
-        (b"Pp", b"Kk"),
-        (&[0xfd], b"7"),
-        (&[0xbc], &[0xaf]),
-        (&[0x28], &[0xb5]),
-        (b"Bb", b"Zz"),
-        (&[0x1a], &[0x07]),
-    ];
+    const PAIRS: [(&[u8], &[u8]); 8] = HEADER_PAIRS;
     let mut t = [0u64; 256];
     let mut i = 0;
     while i < 256 {
@@ -1852,9 +1896,11 @@ impl Base64 {
 /// plain log of that shape).
 ///
 /// With `prefilter`, the run's characters go through the [`B64Gate`]
-/// first, and a phase's decoded bytes skip the literal gate when neither
-/// it nor the byte gate on the label's windows found a literal start (the
-/// verdict is the same either way: a property test holds them equal).
+/// first, and each phase's classes are counted as it is decoded: a phase
+/// is judged by its counts alone when neither the gate nor the byte gate
+/// on the label's windows found a literal start, not passed over again by
+/// [`worth_scanning`] (the verdict is the same either way: a property test
+/// holds them equal).
 pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool) -> Option<usize> {
     // Most characters a run can have and still decode to under SHORT
     // bytes; line breaks may add as many bytes again before this path
@@ -1868,6 +1914,13 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
     first.get_mut(..label.len())?.copy_from_slice(label);
     let mut bufs = [first; PHASES];
     let mut lens = [label.len(); PHASES];
+    let labelled = label.iter().fold(Tally::default(), |mut t, &b| {
+        t.add(b);
+        t
+    });
+    // Each phase's class counts (see `COUNTS`; its top word, a header's
+    // pair bits, is never read as a count).
+    let mut counts = [labelled.counts; PHASES];
     let (mut bits, mut chars, mut newlines, mut hit) = (0u32, 0usize, 0u8, u64::from(any));
     let mut end = None;
     for (j, &b) in run.iter().enumerate().take(2 * limit) {
@@ -1885,12 +1938,12 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
             if chars >= 4 {
                 let ph = chars % 4;
                 let k = lens[ph];
-                bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&[
-                    (bits >> 16) as u8,
-                    (bits >> 8) as u8,
-                    bits as u8,
-                ]);
+                let quad = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+                bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&quad);
                 lens[ph] += 3;
+                counts[ph] = quad
+                    .iter()
+                    .fold(counts[ph], |n, &d| n.wrapping_add(COUNTS[usize::from(d)]));
             }
         } else if b == b'\n' {
             newlines += 1;
@@ -1907,10 +1960,11 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
     // is longer than this path looks: the segment path decides.
     let end = end?;
     let bytes = sc.literal_gate();
-    // No literal start in any phase's decoded bytes, nor in the label: only
-    // the few windows that straddle the two are left to look at.
-    let clear = prefilter && hit & 1 == 0 && !bytes.any_in(label);
-    for (ph, (buf, k)) in bufs.iter_mut().zip(lens).enumerate() {
+    // No literal start and no header's pair in any phase's decoded bytes,
+    // nor in the label: only the few windows that straddle the two are
+    // left to look at.
+    let clear = prefilter && hit & 1 == 0 && labelled.header == 0 && !bytes.any_in(label);
+    for (ph, ((buf, k), counts)) in bufs.iter_mut().zip(lens).zip(counts).enumerate() {
         let r = chars.saturating_sub(ph) % 4;
         let acc = bits & ((1 << (6 * r)) - 1);
         // Two bytes written whatever the tail's length (a fixed-size
@@ -1931,8 +1985,20 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
         }
         let dec = &buf[..k2];
         let straddle = dec.get(label.len().saturating_sub(2)..(label.len() + 2).min(k2));
-        let worth = match clear && !straddle.is_none_or(|w| bytes.any_in(w)) {
-            true => worth_scanning_classes(sc, dec),
+        let paired = dec
+            .get(label.len())
+            .is_some_and(|&d| (labelled.prev >> 8) & COUNTS[usize::from(d)] != 0);
+        let worth = match clear && !paired && !straddle.is_none_or(|w| bytes.any_in(w)) {
+            true => {
+                let counts = tail[..n]
+                    .iter()
+                    .fold(counts, |n, &d| n.wrapping_add(COUNTS[usize::from(d)]));
+                let tally = Tally {
+                    counts,
+                    ..Tally::default()
+                };
+                tally.worth(dec)
+            }
             false => worth_scanning(sc, dec),
         };
         if worth {

@@ -1308,8 +1308,9 @@ proptest! {
 /// What a short base64 run decodes to, for the base64 gate's test: the
 /// short-segment test's pieces, and literals with their case flipped byte
 /// by byte (a keyword matches in any case; a held literal in one) or cut
-/// by one or two bytes at the front (so a literal can start in the label
-/// and go on in the decoded bytes).
+/// by one or two bytes at the front, and headers without their first byte
+/// (so a literal or a header can start in the label and go on in the
+/// decoded bytes).
 fn decoded_piece() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         worth_piece(),
@@ -1322,12 +1323,29 @@ fn decoded_piece() -> impl Strategy<Value = Vec<u8>> {
             lit
         }),
         (prop::sample::select(literals()), 1usize..3).prop_map(|(lit, cut)| lit[cut..].to_vec()),
+        prop::sample::select(headers()).prop_map(|h| h[1..].to_vec()),
     ]
 }
 
-/// Labels a short run can have: none, a usual one, a literal, and ones that
-/// end with a literal's first byte or two (`:aa` and `"au` are keyword
-/// starts).
+/// Compressed headers whole (gzip, zlib at two levels, zip, xz, 7z, zstd,
+/// bzip2, rar), for labels that hold one or end with its first byte.
+fn headers() -> Vec<Vec<u8>> {
+    vec![
+        vec![0x1f, 0x8b, 0x08, 0x00],
+        b"x\x9c".to_vec(),
+        b"x\xda".to_vec(),
+        b"PK\x03\x04\x14\x00".to_vec(),
+        b"\xfd7zXZ\x00\x00\x01".to_vec(),
+        b"7z\xbc\xaf\x27\x1c\x00\x04".to_vec(),
+        b"\x28\xb5\x2f\xfd\x20\x05\x01\x00\x00".to_vec(),
+        b"BZh91AY&SY".to_vec(),
+        b"Rar!\x1a\x07\x00".to_vec(),
+    ]
+}
+
+/// Labels a short run can have: none, a usual one, a literal, a compressed
+/// header, and ones that end with a literal's first byte or two (`:aa` and
+/// `"au` are keyword starts) or a header's first byte.
 fn run_label() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::sample::select(vec![
@@ -1339,6 +1357,11 @@ fn run_label() -> impl Strategy<Value = Vec<u8>> {
             b"x:a".to_vec(),
             b"key=\"".to_vec(),
         ]),
+        // A header whole, or its first byte (its pair straddles).
+        (prop::sample::select(headers()), any::<bool>()).prop_map(|(h, whole)| match whole {
+            true => h,
+            false => h[..1].to_vec(),
+        }),
         // A whole literal: found in the label alone.
         prop::sample::select(literals()).prop_map(|mut lit| {
             lit.extend_from_slice(b": ");
