@@ -688,7 +688,23 @@ impl Tally {
     /// Is `dec`, the bytes added (fewer than 2^16), worth a nested scan
     /// for what its classes may hold: a base64 run, an escape, UTF-16, a
     /// compressed header, character codes or hex?
+    #[inline(always)]
     fn worth(&self, dec: &[u8]) -> bool {
+        let lane = |k: u32| (self.counts >> (16 * k)) & 0xffff;
+        // The common case: too few of each class to look closer (fewer
+        // hex digits than a code run needs are fewer than a hex run needs).
+        const _: () = assert!(MIN_CODES <= 2 * MIN_HEX);
+        if lane(0) < u64::from(MIN_B64)
+            && lane(1) < u64::from(MIN_CODES)
+            && lane(2) == 0
+            && self.header == 0
+        {
+            return false;
+        }
+        self.worth_closer(dec)
+    }
+
+    fn worth_closer(&self, dec: &[u8]) -> bool {
         let lane = |k: u32| (self.counts >> (16 * k)) & 0xffff;
         // Fewer base64 characters than a run needs, no `%` or `\\`: no run
         // and no escape, without looking for them.
@@ -1753,33 +1769,28 @@ impl Base64 {
         self.tail_end = end;
     }
 
-    /// The label before offset `start` (see [`label`]), copied into `buf`.
-    fn label_before<'b>(
+    /// The label before offset `start` (see [`label`]): in the input, or
+    /// copied into `buf` when part of it is in the kept tail.
+    fn label_before<'a>(
         &self,
-        hay: &[u8],
+        hay: &'a [u8],
         base: u64,
         start: u64,
-        buf: &'b mut [u8; LABEL_MAX],
-    ) -> &'b [u8] {
+        buf: &'a mut [u8; LABEL_MAX],
+    ) -> &'a [u8] {
         let at = start
             .checked_sub(base)
             .and_then(|s| usize::try_from(s).ok())
             .filter(|&s| s >= LABEL_MAX);
-        let n = match at.and_then(|s| hay.get(s - LABEL_MAX..s)) {
+        match at.and_then(|s| hay.get(s - LABEL_MAX..s)) {
             // The common case: the input alone holds the bytes before.
-            Some(before) => {
-                buf.copy_from_slice(before);
-                LABEL_MAX
-            }
+            Some(before) => label(before),
             None => {
                 let (before, n) = self.bytes_before(hay, base, start);
                 *buf = before;
-                n
+                label(&buf[..n])
             }
-        };
-        let lab = label(&buf[..n]);
-        let from = n - lab.len();
-        &buf[from..n]
+        }
     }
 
     /// The fast path for the common base64 run: one that ends inside this
