@@ -1185,11 +1185,17 @@ impl Stretch {
                     digits = 0;
                 }
                 gap = 0;
-                digits += 1;
+                // The digits from here, in a tight loop (a UUID's or a
+                // digest's): the stretch's start is what is returned, so
+                // where among them it qualifies does not matter.
+                let more = rest[j..].iter().take_while(|&&d| R::digit(d)).count();
+                digits = digits.saturating_add(u32::try_from(more).unwrap_or(u32::MAX));
                 if digits >= R::DIGITS {
                     *self = Stretch::default();
                     return stretch;
                 }
+                j += more;
+                continue;
             } else if R::gap(b) && stretch.is_some() && gap < R::GAP {
                 gap += 1;
             } else {
