@@ -626,9 +626,11 @@ impl Pool {
 /// One pass counts what the first version looked for in two (the
 /// literal gate's three-byte windows; base64 characters, hex digits, `%`
 /// and `\\`), and only a count that could reach a run or an escape sends
-/// `dec` to the exact look: every short base64 run is judged here four
+/// `dec` to the exact look: every short base64 run was judged here four
 /// times, once per phase, and on log-like text the two passes were about a
 /// third of the scanner's instructions. Equal to them by a property test.
+/// (A short run the [`B64Gate`] clears is now judged by its counts alone,
+/// in [`short_run`].)
 pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if dec.is_empty() {
         return false;
@@ -783,6 +785,13 @@ fn has_escape(dec: &[u8]) -> bool {
 /// in every case, as the byte gate folds). False only when no phase can
 /// hold one; the windows that reach into the label before the run are left
 /// to the byte gate.
+///
+/// The table holds every compressed header's pair too ([`HEADER_PAIRS`]):
+/// two bytes fill two characters whole and part of a third, so a pair's
+/// keys are its bits with the rest taken every way (4, 4 and 16 keys for
+/// offsets 0, 1 and 2 of a quad). A run the gate clears has no header pair
+/// in any phase either, and its phases are judged by their class counts
+/// alone.
 pub(crate) struct B64Gate {
     bits: Box<[u64; 1 << 12]>,
     /// A literal shorter than three bytes: nothing to look for.
