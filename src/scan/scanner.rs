@@ -218,8 +218,9 @@ struct HeldLits {
     /// The keywords' and the held literals' first three bytes, case folded:
     /// one pass rules out both for most short inputs.
     any_prefixes: Prefixes,
-    /// The same starts (keywords folded, held literals exact), read off a
-    /// base64 run's characters before any phase is decoded.
+    /// The same starts (keywords in any case, held literals exact) and the
+    /// compressed headers' pairs, read off a base64 run's characters
+    /// before any phase is decoded.
     b64_gate: decode::B64Gate,
     /// literal → kinds (held values) it betrays.
     lit_targets: Vec<Vec<u32>>,
@@ -516,7 +517,8 @@ impl Scanner {
         &self.held.any_prefixes
     }
 
-    /// [`Scanner::literal_gate`] for base64 characters not yet decoded.
+    /// [`Scanner::literal_gate`], and the compressed headers' pairs, for
+    /// base64 characters not yet decoded.
     pub(crate) fn b64_gate(&self) -> &decode::B64Gate {
         &self.held.b64_gate
     }
