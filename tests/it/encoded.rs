@@ -365,6 +365,42 @@ async fn glue_before_an_encoding_is_refused() {
     origin_never_saw(&origin, &forms);
 }
 
+/// A short base64 run whose secret has no 16-character run of base64
+/// characters (a database URL: `:`, `@` and `.` break it) is found only by
+/// the base64 gate, the keyword's start read off the run's characters in
+/// every phase: with glue of zero to three characters before it (each
+/// shifts its phase), in base64 and base64url, it is refused, and the
+/// origin never sees the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_base64_secret_without_a_long_run_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms = Vec::new();
+    for glue in ["", "x", "xQ", "x9Q"] {
+        for url_safe in [false, true] {
+            let password = pick(b"abcdefghijkmnopqrstuvwxyz23456789", 12);
+            let secret = format!("postgres://app:{password}@db.example.test:5432/main");
+            let encoded = match url_safe {
+                true => URL_SAFE_NO_PAD.encode(&secret),
+                false => STANDARD.encode(&secret),
+            };
+            let body = format!("see {glue}{encoded} for the db\n");
+            refused(
+                &proxy,
+                &origin,
+                "text/plain",
+                body,
+                "postgres-url-password",
+                "base64",
+            )
+            .await;
+            forms.push(password);
+            forms.push(encoded);
+        }
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
+    origin_never_saw(&origin, &forms);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triple_percent_encoding_in_a_query_string() {
     let (_ca, origin, proxy) = setup().await;
