@@ -835,10 +835,12 @@ impl B64Gate {
             // and the first's low two bits (its high four take any value),
             // and the third holds only the second byte's high six.
             .chain((0..16).map(|f| f << 14 | (w >> 2)));
-        for key in keys {
-            let key = (key & B64_KEY) as usize;
-            self.bits[key >> 6] |= 1 << (key & 63);
-        }
+        keys.for_each(|key| self.set(key));
+    }
+
+    fn set(&mut self, key: u32) {
+        let key = (key & B64_KEY) as usize;
+        self.bits[key >> 6] |= 1 << (key & 63);
     }
 
     fn add(&mut self, lit: &[u8], fold: bool) {
@@ -856,10 +858,9 @@ impl B64Gate {
                     let w = u32::from(x) << 16 | u32::from(y) << 8 | u32::from(z);
                     // The three characters that the bytes fill whole, for
                     // the bytes at offsets 0, 1 and 2 of a quad's three.
-                    for key in [w >> 6, w >> 2, w >> 4] {
-                        let key = (key & B64_KEY) as usize;
-                        self.bits[key >> 6] |= 1 << (key & 63);
-                    }
+                    [w >> 6, w >> 2, w >> 4]
+                        .into_iter()
+                        .for_each(|key| self.set(key));
                 }
             }
         }
