@@ -307,13 +307,13 @@ impl fmt::Debug for Chain {
 
 // ---------------------------------------------------------------- classes
 
-const B64: u8 = 1;
+pub(super) const B64: u8 = 1;
 const NONHEX: u8 = 2;
-const HEXD: u8 = 4;
+pub(super) const HEXD: u8 = 4;
 /// Bytes a hex run may contain besides digits: delimiters and prefixes.
-const HEXC: u8 = 8;
+pub(super) const HEXC: u8 = 8;
 
-static CLASS: [u8; 256] = {
+pub(super) static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {

@@ -333,6 +333,18 @@ mod tests {
             let hex = b.is_ascii_hexdigit() || b"-:, =\\xX;\t\n\r".contains(&b);
             assert_eq!(b64_byte(b), base64, "byte {b:#04x}");
             assert_eq!(hex_byte(b), hex, "byte {b:#04x}");
+            // And the decoders' own table: a byte the class pass left out
+            // would let a run start unseen.
+            use crate::scan::decode::{B64, CLASS, HEXC, HEXD};
+            let c = CLASS[usize::from(b)];
+            let breaks = matches!(b, b'\n' | b'\r');
+            assert_eq!(b64_byte(b), c & B64 != 0 || breaks, "byte {b:#04x}");
+            let codes = matches!(b, b';' | b'\t');
+            assert_eq!(
+                hex_byte(b),
+                c & (HEXD | HEXC) != 0 || breaks || codes,
+                "byte {b:#04x}"
+            );
         }
     }
 
