@@ -313,27 +313,32 @@ pub(super) const HEXD: u8 = 4;
 /// Bytes a hex run may contain besides digits: delimiters and prefixes.
 pub(super) const HEXC: u8 = 8;
 
+/// A byte's classes: the one definition [`CLASS`] and the class pass's
+/// tables (`runs.rs`) are built from.
+pub(super) const fn class_of(b: u8) -> u8 {
+    let alpha = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
+    let hex = b.is_ascii_hexdigit();
+    let mut c = 0;
+    if alpha {
+        c |= B64;
+        if !hex && b != b'-' {
+            c |= NONHEX;
+        }
+    }
+    if hex {
+        c |= HEXD;
+    }
+    if matches!(b, b'-' | b':' | b',' | b' ' | b'=' | b'\\' | b'x' | b'X') {
+        c |= HEXC;
+    }
+    c
+}
+
 pub(super) static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        let alpha = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
-        let hex = b.is_ascii_hexdigit();
-        let mut c = 0;
-        if alpha {
-            c |= B64;
-            if !hex && b != b'-' {
-                c |= NONHEX;
-            }
-        }
-        if hex {
-            c |= HEXD;
-        }
-        if matches!(b, b'-' | b':' | b',' | b' ' | b'=' | b'\\' | b'x' | b'X') {
-            c |= HEXC;
-        }
-        t[i] = c;
+        t[i] = class_of(i as u8);
         i += 1;
     }
     t

@@ -25,6 +25,7 @@
 //!
 //! [`MIN_B64`]: super::decode::MIN_B64
 
+use super::decode::{B64, HEXC, HEXD, class_of};
 use smallvec::SmallVec;
 use wide::u8x16;
 
@@ -41,41 +42,18 @@ pub(crate) struct Runs {
     hex: SmallVec<[u64; 8]>,
 }
 
-/// Base64 run bytes: both alphabets, and the line breaks a run may wrap
-/// at (must match `decode::CLASS`'s `B64` bit plus `\n` and `\r`): the
-/// definition the nibble tables are built from and [`classify16`] is
-/// tested against.
+/// Base64 run bytes: both alphabets (`decode`'s `B64` class), and the
+/// line breaks a run may wrap at: the definition the nibble tables are
+/// built from and [`classify16`] is tested against.
 const fn b64_byte(b: u8) -> bool {
-    let l = b | 0x20;
-    (l.wrapping_sub(b'a') < 26)
-        | (b.wrapping_sub(b'0') < 10)
-        | (b == b'+')
-        | (b == b'/')
-        | (b == b'-')
-        | (b == b'_')
-        | (b == b'\n')
-        | (b == b'\r')
+    class_of(b) & B64 != 0 || matches!(b, b'\n' | b'\r')
 }
 
-/// Hex run bytes: digits, delimiters and prefixes (must match
-/// `decode::CLASS`'s `HEXD | HEXC` bits), and the separators a character
-/// code run has besides (`;`, tab, line breaks), so that one bitmap serves
-/// both layers.
+/// Hex run bytes: digits, delimiters and prefixes (`decode`'s `HEXD` and
+/// `HEXC` classes), and the separators a character code run has besides
+/// (`;`, tab, line breaks), so that one bitmap serves both layers.
 const fn hex_byte(b: u8) -> bool {
-    let l = b | 0x20;
-    (b.wrapping_sub(b'0') < 10)
-        | (l.wrapping_sub(b'a') < 6)
-        | (l == b'x')
-        | (b == b'-')
-        | (b == b':')
-        | (b == b',')
-        | (b == b' ')
-        | (b == b'=')
-        | (b == b'\\')
-        | (b == b';')
-        | (b == b'\t')
-        | (b == b'\n')
-        | (b == b'\r')
+    class_of(b) & (HEXD | HEXC) != 0 || matches!(b, b';' | b'\t' | b'\n' | b'\r')
 }
 
 /// `x` in `lo..lo + n`, per byte (unsigned: one subtraction and a min).
