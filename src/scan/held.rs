@@ -1,8 +1,8 @@
 //! Held secrets: the exact values airlock itself holds (injected credentials),
 //! and the encoded forms a leak of them would take.
 //!
-//! Each held value becomes a handful of literals for the scanner's literal
-//! automaton, all tagged with the held id: the raw bytes, standard and
+//! Each held value becomes a handful of literals for the scanner's held
+//! search, all tagged with the held id: the raw bytes, standard and
 //! URL-safe base64 in all three alignments, lower- and uppercase hex,
 //! percent-encoding (every byte `%XX`, and the minimal form), and JSON string
 //! escaping. A finding's pattern id is `held:<id>`.
@@ -13,8 +13,9 @@
 //! # Security
 //! [`HeldSecret`] zeroizes its value on drop and prints as
 //! `HeldSecret { id, value: <redacted, N bytes> }`. The derived literals kept
-//! in the scanner are zeroized when it drops, but the aho-corasick automaton
-//! keeps its own copy of the literal bytes, which is not zeroized.
+//! in the scanner (and the grid search's windows of them) are zeroized when
+//! it drops, but the aho-corasick automaton that checks short inputs keeps
+//! its own copy of the literal bytes, which is not zeroized.
 
 use std::fmt;
 

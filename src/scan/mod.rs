@@ -92,6 +92,7 @@ mod held;
 mod patterns;
 mod reach;
 mod runs;
+mod sampled;
 pub mod scanner;
 pub mod stream;
 

@@ -1,6 +1,6 @@
 //! The compiled scanner: the patterns' automata built once per pattern file
-//! (once per config generation), the held values' small automaton rebuilt
-//! when a secret is fetched ([`Scanner::with_held`]), shared as
+//! (once per config generation), the held values' search rebuilt when a
+//! secret is fetched ([`Scanner::with_held`]), shared as
 //! `Arc<Scanner>`, searched many times.
 //!
 //! # How a search works
@@ -20,7 +20,9 @@
 //!    hit's *finding start* (for a declared lookbehind: the start of the run
 //!    of possible secret bytes before the keyword, at most `lookbehind`
 //!    long); then the entropy and checksum checks run on the secret group.
-//! 4. A literal automaton (case-sensitive) finds the held values' literals;
+//! 4. A search on a grid ([`Sampled`]: every literal is at least 8 bytes
+//!    long, so looking at one position in `shortest - 3` is enough) finds
+//!    the held values' literals, case-sensitive, overlapping ones included;
 //!    each hit is a finding `held:<id>`.
 //! 5. Findings are sorted by `(start, longest first, pattern)` and a finding
 //!    overlapping an earlier kept finding of the same pattern is dropped.
@@ -48,7 +50,8 @@
 //! overlapping keyword automaton over the few bytes around it. Every keyword
 //! contains an anchor, and every anchor occurrence starts inside some match
 //! the leftmost-first prefilter reports, so no keyword hit is lost. Held
-//! literals (case-sensitive by nature) have their own automaton.
+//! literals (case-sensitive by nature) have their own search, which does
+//! not read every byte: they are long.
 //!
 //! Each Teddy pass reads every byte whatever it searches for, so the cost
 //! is the number of passes (one per group of at most 32 anchors) plus the
@@ -69,9 +72,10 @@ use zeroize::Zeroizing;
 
 use super::{
     decode::{self, Chain},
-    held::{HeldSecret, encodings},
+    held::{HeldSecret, MIN_HELD_LEN, encodings},
     patterns::{LazyRegex, Pattern, PatternError, PatternSet},
     reach::Reach,
+    sampled::Sampled,
 };
 
 /// Bytes before a regex window that its look-arounds may inspect (`\b`,
@@ -212,7 +216,10 @@ struct Base {
 /// What the held values compile to.
 struct HeldLits {
     values: Vec<HeldSecret>,
-    lit_ac: Option<Literals>,
+    /// Short inputs: the first held literal (see [`Scanner::first_literal_end`]).
+    lit_ac: Option<AhoCorasick>,
+    /// Streams: every held literal, on a grid ([`Sampled`]).
+    lit_search: Option<Sampled>,
     /// The held literals' first three bytes, for short inputs.
     lit_prefixes: Prefixes,
     /// The keywords' and the held literals' first three bytes, case folded:
@@ -561,7 +568,7 @@ impl Scanner {
             .lit_ac
             .as_ref()
             .filter(|_| lit_pair)
-            .and_then(|l| l.ac.find(bytes).map(|m| m.end()));
+            .and_then(|ac| ac.find(bytes).map(|m| m.end()));
         match (kw, lit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -713,7 +720,24 @@ impl HeldLits {
             }
         }
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
-        let lit_ac = Literals::build(&lit_lits)?;
+        // A literal shorter than the grid's window (none: every one is
+        // MIN_HELD_LEN or more) would leave the streams to the automaton.
+        let lit_search = Sampled::new(&lit_lits);
+        let lit_ac = match lit_lits.is_empty() {
+            true => None,
+            false => Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&lit_lits)
+                    .map_err(|e| BuildError(e.to_string()))?,
+            ),
+        };
+        if lit_ac.is_some() && lit_search.is_none() {
+            return Err(BuildError(format!(
+                "a held literal is shorter than {MIN_HELD_LEN} bytes"
+            )));
+        }
         let lit_prefixes = Prefixes::new(&lit_lits, false);
         let any_prefixes = base.kw_prefixes.with(&lit_lits);
         let b64_gate = decode::B64Gate::new(&base.kw_partial.lits, &lit_lits);
@@ -721,6 +745,7 @@ impl HeldLits {
         Ok(HeldLits {
             values: held,
             lit_ac,
+            lit_search,
             lit_prefixes,
             any_prefixes,
             b64_gate,
@@ -1266,6 +1291,8 @@ pub(crate) struct Core {
     kinds: usize,
     /// Keyword hits of the current feed: (end, start, keyword).
     hits: Vec<(usize, usize, aho_corasick::PatternID)>,
+    /// Held literal hits of the current feed: (end, start, literal).
+    held_hits: Vec<(usize, usize, usize)>,
     /// A window assembled from `pre` and `hay`.
     scratch: Vec<u8>,
     /// Per pattern with a secret group: reusable capture slots (strict
@@ -1306,6 +1333,7 @@ impl Core {
             last_end: Vec::new(),
             kinds: sc.kinds(),
             hits: Vec::new(),
+            held_hits: Vec::new(),
             scratch: Vec::new(),
             // Filled on the first keyword hit: most streams (a request's
             // headers, a small JSON reply) have none, and this is the
@@ -1372,15 +1400,15 @@ impl Core {
                 }
             }
         }
-        if let Some(ac) = &sc.held.lit_ac {
+        if let Some(search) = &sc.held.lit_search {
             let rs = from.saturating_sub(sc.held.lit_max.saturating_sub(1));
             let region = hay.get(rs..).unwrap_or_default();
-            ac.find_all(region, &mut self.hits);
-            for &(end, start, pid) in &self.hits {
+            search.find_all(region, &mut self.held_hits);
+            for &(end, start, lit) in &self.held_hits {
                 if rs + end <= from {
                     continue;
                 }
-                for &kind in &sc.held.lit_targets[pid.as_usize()] {
+                for &kind in &sc.held.lit_targets[lit] {
                     self.cands.push(Raw {
                         start: base + (rs + start) as u64,
                         end: base + (rs + end) as u64,
