@@ -1955,7 +1955,9 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
     let mut counts = [labelled.counts; PHASES];
     let (mut bits, mut chars, mut newlines, mut hit) = (0u32, 0usize, 0u8, u64::from(any));
     let mut end = None;
-    for (j, &b) in run.iter().enumerate().take(2 * limit) {
+    // Cut once, not counted per character (`take` kept a second counter).
+    let run = run.get(..2 * limit).unwrap_or(run);
+    for (j, &b) in run.iter().enumerate() {
         if CLASS[usize::from(b)] & B64 != 0 {
             newlines = 0;
             bits = (bits << 6) | b64_val(b);
