@@ -24,6 +24,11 @@ use zeroize::Zeroizing;
 /// Bytes read at a grid point.
 const WINDOW: usize = 4;
 
+/// Widest grid spacing. Each literal indexes `step` windows, so a long
+/// shortest literal (a held private key) would make a large table for
+/// probes the bench cannot tell apart from these: 256 per 16 KiB.
+const MAX_STEP: usize = 64;
+
 /// Bits of bitmap per indexed window: about one probe in sixteen of a
 /// random window finds a bit set.
 const BITS_PER_WINDOW: usize = 16;
@@ -37,7 +42,8 @@ const MAX_BITS_LOG: u32 = 18;
 /// Holds secrets' bytes: zeroized on drop.
 pub(crate) struct Sampled {
     lits: Vec<Zeroizing<Vec<u8>>>,
-    /// Grid spacing: the shortest literal's length - 3.
+    /// Grid spacing: the shortest literal's length - 3, at most
+    /// [`MAX_STEP`].
     step: usize,
     /// One bit per hash of an indexed window.
     bits: Zeroizing<Vec<u64>>,
@@ -55,7 +61,9 @@ impl Sampled {
         if shortest < WINDOW || u32::try_from(lits.len()).is_err() {
             return None;
         }
-        let step = shortest - WINDOW + 1;
+        // Any spacing up to `shortest - 3` puts a grid point in the first
+        // `step` bytes of every occurrence, at or before its last window.
+        let step = (shortest - WINDOW + 1).min(MAX_STEP);
         let mut windows: Zeroizing<Vec<[u32; 3]>> = Zeroizing::new(Vec::new());
         for (i, lit) in lits.iter().enumerate() {
             for d in 0..step {
@@ -182,6 +190,30 @@ mod tests {
         let found = by_grid(&lits, &hay);
         assert_eq!(found, by_automaton(&lits, &hay));
         assert!(found.len() > 8, "{found:?}");
+    }
+
+    #[test]
+    fn long_literals_are_found_with_a_capped_step() {
+        // Not periodic, so each literal occurs just where it is put.
+        let mut x = 0x2545_f491_u32;
+        let long: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b'a' + (x % 26) as u8
+            })
+            .collect();
+        let lits = vec![long.clone(), long[100..].to_vec()];
+        assert_eq!(Sampled::new(&lits).unwrap().step, MAX_STEP);
+        for pre in [0, 1, 63, 64, 65, 130] {
+            let mut hay = vec![b'#'; pre];
+            hay.extend_from_slice(&long);
+            hay.extend_from_slice(&long[..150]);
+            let found = by_grid(&lits, &hay);
+            assert_eq!(found, by_automaton(&lits, &hay), "offset {pre}");
+            assert_eq!(found.len(), 2, "offset {pre}");
+        }
     }
 
     #[test]
