@@ -174,8 +174,8 @@ impl State {
     ///
     /// Runs in the request that fetched the secret, before that request is
     /// scanned (so the value is blocked from the first request on), and so
-    /// does not rebuild the whole scanner: only the held values' small
-    /// automaton is built ([`Scanner::with_held`]); the patterns' automata,
+    /// does not rebuild the whole scanner: only the held values' search is
+    /// built ([`Scanner::with_held`]); the patterns' automata,
     /// built once per generation, are shared.
     pub fn hold_secret(&self, secret: HeldSecret) {
         let Ok(mut held) = self.held.lock() else {

@@ -176,8 +176,9 @@ impl BuildError {
 /// Compiled patterns plus held values. Cheap to share as `Arc<Scanner>`.
 ///
 /// Two parts: the patterns' automata (`Base`), built once per pattern set
-/// (once per config generation), and the held values' literal automaton
-/// (`HeldLits`), small, rebuilt when a secret is fetched. A scanner with
+/// (once per config generation), and the held values' search (`HeldLits`:
+/// a grid for streams, a small automaton for short inputs), rebuilt when a
+/// secret is fetched. A scanner with
 /// new held values ([`Scanner::with_held`]) shares the first and builds only
 /// the second.
 pub struct Scanner {
@@ -272,7 +273,7 @@ impl Scanner {
     /// # Errors
     /// As for [`Scanner::new`].
     ///
-    /// Only the held values' automaton is built: the patterns' automata are
+    /// Only the held values' search is built: the patterns' automata are
     /// shared with `self`.
     pub fn with_held(&self, held: &[HeldSecret]) -> Result<Scanner, BuildError> {
         let lits = HeldLits::build(&self.base, held.to_vec())?;
@@ -720,8 +721,9 @@ impl HeldLits {
             }
         }
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
-        // A literal shorter than the grid's window (none: every one is
-        // MIN_HELD_LEN or more) would leave the streams to the automaton.
+        // Every literal is MIN_HELD_LEN bytes or more (`encodings` drops
+        // shorter ones); one the grid could not search refuses the scanner
+        // rather than build one blind to it.
         let lit_search = Sampled::new(&lit_lits);
         let lit_ac = match lit_lits.is_empty() {
             true => None,
