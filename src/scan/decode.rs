@@ -1002,12 +1002,34 @@ fn wide_possible(dec: &[u8]) -> bool {
 /// Longest label (name and separator) read before a base64 run.
 const LABEL_MAX: usize = 64;
 
+/// [`label`]'s byte classes: blanks and quotes around the separator, and
+/// a name's bytes (`A-Za-z0-9_.-`).
+const QUIET: u8 = 1;
+const NAME: u8 = 2;
+static LABEL_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if matches!(b, b' ' | b'\t' | b'"' | b'\'') {
+            t[i] = QUIET;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+            t[i] = NAME;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// The label at the end of `before`: a name (2 to 48 of `A-Za-z0-9_.-`),
 /// then quotes and blanks around one `:` or `=` (`NAME: `, `"name": "`,
 /// `NAME=`); empty when `before` does not end that way.
 fn label(before: &[u8]) -> &[u8] {
-    let quiet = |b: u8| matches!(b, b' ' | b'\t' | b'"' | b'\'');
-    let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    // One table load a byte: every base64 run's label is read, and the
+    // name loop's compares were most of it.
+    let quiet = |b: u8| LABEL_BYTE[usize::from(b)] & QUIET != 0;
+    let name = |b: u8| LABEL_BYTE[usize::from(b)] & NAME != 0;
     let mut i = before.len();
     let mut gap = 0;
     while i > 0 && quiet(before[i - 1]) && gap < 6 {
@@ -1031,6 +1053,36 @@ fn label(before: &[u8]) -> &[u8] {
         return &[];
     }
     &before[i..]
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn the_label_table_is_its_definition() {
+        for b in 0..=255u8 {
+            let quiet = matches!(b, b' ' | b'\t' | b'"' | b'\'');
+            let name = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+            assert_eq!(LABEL_BYTE[usize::from(b)] & QUIET != 0, quiet, "{b:#04x}");
+            assert_eq!(LABEL_BYTE[usize::from(b)] & NAME != 0, name, "{b:#04x}");
+        }
+    }
+
+    #[test]
+    fn labels_read_before_a_run() {
+        for (before, want) in [
+            (&b"x AWS_SECRET_ACCESS_KEY: "[..], &b"AWS_SECRET_ACCESS_KEY: "[..]),
+            (b"{\"api.key\": \"", b"api.key\": \""),
+            (b" path=", b"path="),
+            (b"x-y =  '", b"x-y =  '"),
+            (b"a=", b""),
+            (b"no separator ", b""),
+            (b"%name=", b"name="),
+        ] {
+            assert_eq!(label(before), want, "{:?}", String::from_utf8_lossy(before));
+        }
+    }
 }
 
 /// Does the `%`, `\\` or `&` at `dec[i]` start an escape the percent, JSON
