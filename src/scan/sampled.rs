@@ -22,7 +22,7 @@
 use zeroize::Zeroizing;
 
 /// Bytes read at a grid point.
-const WINDOW: usize = 4;
+pub(crate) const WINDOW: usize = 4;
 
 /// Widest grid spacing. Each literal indexes `step` windows, so a long
 /// shortest literal (a held private key) would make a large table for

@@ -72,10 +72,10 @@ use zeroize::Zeroizing;
 
 use super::{
     decode::{self, Chain},
-    held::{HeldSecret, MIN_HELD_LEN, encodings},
+    held::{HeldSecret, encodings},
     patterns::{LazyRegex, Pattern, PatternError, PatternSet},
     reach::Reach,
-    sampled::Sampled,
+    sampled::{self, Sampled},
 };
 
 /// Bytes before a regex window that its look-arounds may inspect (`\b`,
@@ -721,7 +721,7 @@ impl HeldLits {
             }
         }
         let lit_max = lit_lits.iter().map(|l| l.len()).max().unwrap_or(0);
-        // Every literal is MIN_HELD_LEN bytes or more (`encodings` drops
+        // Every literal is `MIN_HELD_LEN` bytes or more (`encodings` drops
         // shorter ones); one the grid could not search refuses the scanner
         // rather than build one blind to it.
         let lit_search = Sampled::new(&lit_lits);
@@ -737,7 +737,8 @@ impl HeldLits {
         };
         if lit_ac.is_some() && lit_search.is_none() {
             return Err(BuildError(format!(
-                "a held literal is shorter than {MIN_HELD_LEN} bytes"
+                "a held literal is shorter than the held search's {}-byte window",
+                sampled::WINDOW
             )));
         }
         let lit_prefixes = Prefixes::new(&lit_lits, false);
