@@ -186,11 +186,12 @@ async fn origin_gets_exactly_airlocks_credential_and_other_hosts_get_none() {
     no_secret_in(&std::fs::read_to_string(&w.proxy.audit_path).unwrap());
 }
 
-/// The held value's search looks at one window in a few bytes, not at
-/// every byte: the value glued to text at every offset of that spacing,
-/// URL-safe base64 after one to three glued characters, percent-encoded,
-/// and sent in 3-byte chunks so it straddles every chunk boundary, is
-/// refused, and none of it reaches the other host.
+/// The held value's search looks at one window every few bytes (33 for
+/// this 36-byte token), not at every byte: the value glued after 0 to 40
+/// characters (every offset of that spacing), URL-safe base64 after one
+/// to three glued characters, percent-encoded, each sent in 3-byte chunks
+/// so it straddles every chunk boundary, is refused, and none of it
+/// reaches the other host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_value_glued_encoded_and_in_small_chunks_is_refused() {
     use base64::Engine as _;
@@ -199,7 +200,12 @@ async fn a_held_value_glued_encoded_and_in_small_chunks_is_refused() {
     // The first request to its host fetches the value: airlock holds it.
     gets_the_bearer_token(&w.proxy, &w.api).await;
     let mut bodies: Vec<Vec<u8>> = Vec::new();
-    for glue in 0..8 {
+    assert_eq!(
+        TOKEN.len(),
+        36,
+        "the spacing above is the token's length - 3"
+    );
+    for glue in 0..=40 {
         bodies.push(format!("note={}{TOKEN}&x=1", "g".repeat(glue)).into_bytes());
     }
     for glue in ["a", "ab", "abc"] {
