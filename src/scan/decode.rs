@@ -646,8 +646,7 @@ pub(crate) fn worth_scanning(sc: &Scanner, dec: &[u8]) -> bool {
     if dec.len() >= 1 << 16 {
         return true;
     }
-    let (bits, fold, any) = sc.literal_gate().parts();
-    let keys = if fold { &GATE_FOLDED } else { &GATE_EXACT };
+    let (bits, keys, any) = sc.literal_gate().parts();
     let (mut key, mut hit) = (0u32, u64::from(any));
     let mut tally = Tally::default();
     let mut step = |b: u8| {
@@ -881,25 +880,6 @@ impl B64Gate {
 
 /// Three base64 characters' values, rolled into a [`B64Gate`] key.
 const B64_KEY: u32 = (1 << 18) - 1;
-
-/// Per byte, for [`worth_scanning`]: the byte as the literal gate keys it
-/// (lowercased for a folding gate).
-const fn gate_keys(fold: bool) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = if fold {
-            (i as u8).to_ascii_lowercase()
-        } else {
-            i as u8
-        };
-        i += 1;
-    }
-    t
-}
-
-static GATE_FOLDED: [u8; 256] = gate_keys(true);
-static GATE_EXACT: [u8; 256] = gate_keys(false);
 
 /// Two adjacent bytes every header [`compressed_at`] knows holds, as
 /// (first bytes, second bytes) per kind: gzip `1f 8b`, zlib `78` and its
