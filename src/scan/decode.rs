@@ -193,7 +193,7 @@ pub const LITERAL_BEFORE: u64 = 256;
 pub const SHORT: usize = 128;
 
 /// The ways to cut a base64 run into quads (see [`Base64::segs`]).
-const PHASES: usize = 4;
+pub(super) const PHASES: usize = 4;
 
 /// One decoding step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -980,7 +980,7 @@ fn wide_possible(dec: &[u8]) -> bool {
 }
 
 /// Longest label (name and separator) read before a base64 run.
-const LABEL_MAX: usize = 64;
+pub(super) const LABEL_MAX: usize = 64;
 
 /// [`label`]'s byte classes: blanks and quotes around the separator, and
 /// a name's bytes (`A-Za-z0-9_.-`).
@@ -2001,16 +2001,19 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
             let key = bits & B64_KEY;
             hit |= gate[(key >> 6) as usize] >> (key & 63);
             chars += 1;
-            if chars > limit {
-                return None;
-            }
+            // Past `limit` characters a phase's buffer is full (its store
+            // below fails) or `chars` is judged after the loop.
             if chars >= 4 {
                 let ph = chars % 4;
                 let k = lens[ph];
-                let quad = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
-                bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&quad);
+                // Three bytes and a fourth the next store (or the tail)
+                // overwrites: one 4-byte store. A quad that would end the
+                // buffer leaves a phase of `SHORT` bytes, which the segment
+                // path decides anyway.
+                let quad = (bits << 8).to_be_bytes();
+                bufs[ph].get_mut(k..k + 4)?.copy_from_slice(&quad);
                 lens[ph] += 3;
-                counts[ph] = quad
+                counts[ph] = quad[..3]
                     .iter()
                     .fold(counts[ph], |n, &d| n.wrapping_add(COUNTS[usize::from(d)]));
             }
@@ -2028,6 +2031,9 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
     // The run reaches the input's end (it may go on in the next one), or
     // is longer than this path looks: the segment path decides.
     let end = end?;
+    if chars > limit {
+        return None;
+    }
     let bytes = sc.literal_gate();
     // No literal start and no header's pair in any phase's decoded bytes,
     // nor in the label: only the few windows that straddle the two are

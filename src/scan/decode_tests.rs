@@ -1412,3 +1412,43 @@ fn the_short_header_test_equals_the_search() {
         assert_eq!(decode::has_compressed(&dec), searched, "{dec:?}");
     }
 }
+
+/// A short run is passed over only when every phase, after its label,
+/// decodes to fewer than [`SHORT`] bytes: at every label length and every
+/// run length around the most characters the short path reads, none that
+/// would fill a phase comes back as noise (the path writes each quad as
+/// one 4-byte store and judges the character count after its loop).
+#[test]
+fn a_short_run_that_would_fill_a_phase_is_left_to_the_segment_path() {
+    let sc = scanner();
+    let limit = decode::SHORT / 3 * 4 + 4;
+    // Letters only: no hex run, nothing any phase decodes to a literal of.
+    let alphabet = b"ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ";
+    let mut passed = 0;
+    for label_len in [0, 1, 5, 17, 40, decode::LABEL_MAX] {
+        let label: Vec<u8> = (0..label_len).map(|i| b"key_name:"[i % 9]).collect();
+        for n in 1..=2 * limit + 2 {
+            let mut run: Vec<u8> = (0..n)
+                .map(|_| alphabet[(rand_u64() % alphabet.len() as u64) as usize])
+                .collect();
+            run.extend_from_slice(b" rest");
+            let longest = (0..decode::PHASES)
+                .map(|ph| {
+                    let c = n.saturating_sub(ph);
+                    label_len + c / 4 * 3 + [0, 0, 1, 2][c % 4]
+                })
+                .max()
+                .unwrap_or(0);
+            if let Some(end) = decode::short_run(&sc, &label, &run, true) {
+                passed += 1;
+                assert_eq!(end, n, "label {label_len}, run {n}");
+                assert!(
+                    longest < decode::SHORT && n <= limit,
+                    "label {label_len}, run {n}: a phase of {longest} bytes passed as noise"
+                );
+            }
+        }
+    }
+    // The path is taken at all (else this test would hold vacuously).
+    assert!(passed > 100, "{passed} runs passed as noise");
+}
