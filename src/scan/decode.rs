@@ -2006,14 +2006,13 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
             if chars >= 4 {
                 let ph = chars % 4;
                 let k = lens[ph];
-                // Three bytes and a fourth the next store (or the tail)
-                // overwrites: one 4-byte store. A quad that would end the
-                // buffer leaves a phase of `SHORT` bytes, which the segment
-                // path decides anyway.
-                let quad = (bits << 8).to_be_bytes();
-                bufs[ph].get_mut(k..k + 4)?.copy_from_slice(&quad);
+                // Three byte stores: one 4-byte store (its fourth byte
+                // overwritten by the next) ran the same instructions and
+                // JSON 6% slower (measured side by side, wall clock).
+                let quad = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+                bufs[ph].get_mut(k..k + 3)?.copy_from_slice(&quad);
                 lens[ph] += 3;
-                counts[ph] = quad[..3]
+                counts[ph] = quad
                     .iter()
                     .fold(counts[ph], |n, &d| n.wrapping_add(COUNTS[usize::from(d)]));
             }

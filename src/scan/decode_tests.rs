@@ -1416,8 +1416,8 @@ fn the_short_header_test_equals_the_search() {
 /// A short run is passed over only when every phase, after its label,
 /// decodes to fewer than [`SHORT`] bytes: at every label length and every
 /// run length around the most characters the short path reads, none that
-/// would fill a phase comes back as noise (the path writes each quad as
-/// one 4-byte store and judges the character count after its loop).
+/// would fill a phase comes back as noise (the path judges the character
+/// count after its loop, not per character).
 #[test]
 fn a_short_run_that_would_fill_a_phase_is_left_to_the_segment_path() {
     let sc = scanner();
