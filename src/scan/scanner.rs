@@ -1024,13 +1024,12 @@ impl Prefixes {
         }
     }
 
+    /// The slot of three bytes, each keyed through [`Prefixes::keys`], the
+    /// table `any_in` and `worth_scanning` read: one definition of a key.
     #[inline]
     fn index(&self, a: u8, b: u8, c: u8) -> usize {
-        let [a, b, c] = if self.fold {
-            [a, b, c].map(|x| x.to_ascii_lowercase())
-        } else {
-            [a, b, c]
-        };
+        let keys = self.keys();
+        let [a, b, c] = [a, b, c].map(|x| keys[usize::from(x)]);
         let key = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
         Self::slot(key)
     }
@@ -1732,6 +1731,56 @@ impl Hit<'_> {
                 whole.1 + 1
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::Prefixes;
+
+    /// The gate that lets a short run's label skip the exact search finds
+    /// every literal's first three bytes wherever they sit in the bytes it
+    /// is given: glued after other text, at every offset, in any case for a
+    /// folding set and exactly for an exact one.
+    #[test]
+    fn any_in_finds_every_literal_start_glued_at_every_offset() {
+        let lits: [&[u8]; 4] = [b"ghp_", b"AKIA", b"xoxb-", b"sk-ant-"];
+        let folded = Prefixes::new(&lits, true);
+        let exact = Prefixes::new(&lits, false);
+        let glue = b"path=/a/b?name:";
+        for lit in lits {
+            let swapped: Vec<u8> = lit
+                .iter()
+                .map(|b| match b.is_ascii_lowercase() {
+                    true => b.to_ascii_uppercase(),
+                    false => b.to_ascii_lowercase(),
+                })
+                .collect();
+            for at in 0..=glue.len() {
+                let mut bytes = glue[..at].to_vec();
+                bytes.extend_from_slice(&lit[..3]);
+                assert!(
+                    folded.any_in(&bytes),
+                    "{:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                assert!(
+                    exact.any_in(&bytes),
+                    "{:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                let mut other_case = glue[..at].to_vec();
+                other_case.extend_from_slice(&swapped[..3]);
+                assert!(
+                    folded.any_in(&other_case),
+                    "{:?}",
+                    String::from_utf8_lossy(&other_case)
+                );
+            }
+        }
+        // Fewer than three bytes hold no start; a set of nothing finds none.
+        assert!(!folded.any_in(b"gh"));
+        assert!(!Prefixes::new::<&[u8]>(&[], true).any_in(b"ghp_AKIA"));
     }
 }
 
