@@ -1975,13 +1975,11 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
     let limit = SHORT / 3 * 4 + 4;
     let (gate, any) = sc.b64_gate().parts();
     // Every phase, as the segment path decodes them (see `segs`), each
-    // starting with the label. Copied into each phase, not into one array
-    // copied four times: that copy read the label's bytes back in 16-byte
-    // loads right after `memcpy` wrote them, which no store forwards.
-    let mut bufs = [[0u8; SHORT]; PHASES];
-    for buf in &mut bufs {
-        buf.get_mut(..label.len())?.copy_from_slice(label);
-    }
+    // starting with the label: one copy of a whole array per phase,
+    // not a call to `memcpy` for the label's length.
+    let mut first = [0u8; SHORT];
+    first.get_mut(..label.len())?.copy_from_slice(label);
+    let mut bufs = [first; PHASES];
     let mut lens = [label.len(); PHASES];
     let labelled = label.iter().fold(Tally::default(), |mut t, &b| {
         t.add(b);
