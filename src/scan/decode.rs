@@ -2043,18 +2043,12 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
         let acc = bits & ((1 << (6 * r)) - 1);
         // Two bytes written whatever the tail's length (a fixed-size
         // store, where a slice of one or two bytes was a `memcpy`
-        // call); only the first `n` are read. Built in a register: two
-        // byte stores read back as one 16-bit load stalled the pipeline
-        // (a failed store forward, 5% of a text chunk's time by `perf`).
-        let (pair, n) = match r {
-            2 => (u16::from((acc >> 4) as u8), 1),
-            3 => (
-                u16::from((acc >> 10) as u8) | u16::from((acc >> 2) as u8) << 8,
-                2,
-            ),
-            _ => (0, 0),
+        // call); only the first `n` are read.
+        let (tail, n) = match r {
+            2 => ([(acc >> 4) as u8, 0], 1),
+            3 => ([(acc >> 10) as u8, (acc >> 2) as u8], 2),
+            _ => ([0, 0], 0),
         };
-        let tail = pair.to_le_bytes();
         let k2 = k + n;
         // Past `SHORT - 2` the segment path decides (it starts a nested
         // scan at `SHORT` anyway).
