@@ -1757,25 +1757,13 @@ mod prefix_tests {
                 })
                 .collect();
             for at in 0..=glue.len() {
-                let mut bytes = glue[..at].to_vec();
-                bytes.extend_from_slice(&lit[..3]);
-                assert!(
-                    folded.any_in(&bytes),
-                    "{:?}",
-                    String::from_utf8_lossy(&bytes)
-                );
-                assert!(
-                    exact.any_in(&bytes),
-                    "{:?}",
-                    String::from_utf8_lossy(&bytes)
-                );
-                let mut other_case = glue[..at].to_vec();
-                other_case.extend_from_slice(&swapped[..3]);
-                assert!(
-                    folded.any_in(&other_case),
-                    "{:?}",
-                    String::from_utf8_lossy(&other_case)
-                );
+                // The first `at` bytes of the glue, then a literal's start.
+                let glued = |start: &[u8]| [&glue[..at], &start[..3]].concat();
+                let (bytes, other_case) = (glued(lit), glued(&swapped));
+                let shown = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                assert!(folded.any_in(&bytes), "{:?}", shown(&bytes));
+                assert!(exact.any_in(&bytes), "{:?}", shown(&bytes));
+                assert!(folded.any_in(&other_case), "{:?}", shown(&other_case));
             }
         }
         // Fewer than three bytes hold no start; a set of nothing finds none.
