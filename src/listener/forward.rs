@@ -7,13 +7,11 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use http::header::{CONTENT_LENGTH, HOST, IF_RANGE, RANGE, TRANSFER_ENCODING};
-use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,6 +22,7 @@ use super::scanning::RequestScan;
 use crate::audit::{AuditEvent, Kind, Outcome};
 use crate::error::ProxyError;
 use crate::guard::GuardError;
+use crate::host::authority_names;
 use crate::policy::{Host, NormalPath, Policy, RequestFacts, Rule, Scheme, decide};
 use crate::state::{Generation, State};
 use crate::upstream::connector::ConnectError;
@@ -599,15 +598,7 @@ fn judge(
 /// `Host`, `:authority` and an absolute-form URI must all name the target.
 fn check_authority(target: &Target, req: &Request<Incoming>) -> Result<(), ProxyError> {
     let default_port = target.scheme.default_port();
-    let same = |s: &str| -> bool {
-        let Ok(a) = Authority::from_str(s) else {
-            return false;
-        };
-        let Ok(h) = Host::parse(a.host()) else {
-            return false;
-        };
-        h == target.host && a.port_u16().unwrap_or(default_port) == target.port
-    };
+    let same = |s: &str| authority_names(s, &target.host, target.port, default_port);
     if let Some(a) = req.uri().authority()
         && !same(a.as_str())
     {
