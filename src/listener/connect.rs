@@ -150,6 +150,7 @@ pub(crate) async fn handle(
         client: peer,
         sni_mismatch: None,
         audit_host: audit_host.map(Arc::from),
+        upstream_authority: std::sync::OnceLock::new(),
     };
     drop(generation);
     let upgrade = hyper::upgrade::on(req);
