@@ -678,7 +678,7 @@ fn upstream_uri(
     query: Option<&str>,
 ) -> Result<Uri, ProxyError> {
     let len = path.encoded().len() + query.map_or(0, |q| q.len() + 1);
-    if len <= 4096
+    if len <= FROM_PARTS_MAX
         && let Some(authority) = upstream_authority(target)
     {
         let mut path_and_query = String::with_capacity(len);
@@ -703,18 +703,30 @@ fn upstream_uri(
     parsed_upstream_uri(target, path, query)
 }
 
+/// The longest path and query [`upstream_uri`] builds from parts. Parsing
+/// the whole URI also enforces `http`'s limit on a URI's length (65,534
+/// bytes), which re-encoding can push a path past (`é`: 2 bytes in, 6 out);
+/// anything near it goes that way.
+const FROM_PARTS_MAX: usize = 4096;
+
 /// The target's `host[:port]`, made once.
 fn upstream_authority(target: &Target) -> Option<Authority> {
     if let Some(authority) = target.upstream_authority.get() {
         return Some(authority.clone());
     }
     let mut s = String::with_capacity(64);
+    write_authority(target, &mut s);
+    let authority = Authority::try_from(s.as_str()).ok()?;
+    Some(target.upstream_authority.get_or_init(|| authority).clone())
+}
+
+/// `host[:port]` onto `s`, the port left out when it is the scheme's
+/// default; written in place, no temporary string.
+fn write_authority(target: &Target, s: &mut String) {
     let _ = write!(s, "{}", target.host);
     if target.port != target.scheme.default_port() {
         let _ = write!(s, ":{}", target.port);
     }
-    let authority = Authority::try_from(s.as_str()).ok()?;
-    Some(target.upstream_authority.get_or_init(|| authority).clone())
 }
 
 /// [`upstream_uri`] by writing the whole URI out and parsing it.
@@ -727,11 +739,7 @@ fn parsed_upstream_uri(
     let mut s = String::with_capacity(64);
     s.push_str(scheme);
     s.push_str("://");
-    // Written in place: no temporary string per request.
-    let _ = write!(s, "{}", target.host);
-    if target.port != target.scheme.default_port() {
-        let _ = write!(s, ":{}", target.port);
-    }
+    write_authority(target, &mut s);
     s.push_str(path.encoded());
     if let Some(q) = query {
         s.push('?');
