@@ -180,6 +180,40 @@ async fn host_or_authority_that_differs_from_connect_host_gets_421() {
     assert!(origin.received().is_empty());
 }
 
+/// The `Host` check compares bytes when the header is spelled exactly as
+/// the tunnel's host: a header that starts with that spelling but names
+/// another host or port is still refused, and the same host spelled
+/// another way is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_header_glued_to_the_tunnel_host_gets_421_and_another_spelling_is_served() {
+    let (_ca, origin, proxy) = api_setup("").await;
+    let port = origin.port();
+    for host in [
+        "api.example.test.other.example.test".to_owned(),
+        format!("api.example.test:{port}@other.example.test"),
+        format!("api.example.test:{port}0"),
+        format!("api.example.test:+{port}1"),
+        // No port: the default, 443, is not this tunnel's.
+        "api.example.test".to_owned(),
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let r = raw_h1(&proxy, port, &request).await;
+        assert_eq!(r.status, 421, "{host}: {}", r.text());
+    }
+    assert!(origin.received().is_empty(), "{:?}", origin.received());
+    for host in [
+        format!("api.example.test:{port}"),
+        format!("API.Example.Test.:{port}"),
+    ] {
+        let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let r = raw_h1(&proxy, port, &request).await;
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    let received = origin.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert!(received.iter().all(|r| r.target == "/x"), "{received:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_and_ambiguous_framing_are_refused() {
     let (_ca, origin, proxy) = api_setup("").await;
