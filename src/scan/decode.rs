@@ -796,8 +796,23 @@ fn has_escape(dec: &[u8]) -> bool {
 /// offsets 0, 1 and 2 of a quad). A run the gate clears has no header pair
 /// in any phase either, and its phases are judged by their class counts
 /// alone.
+///
+/// A second table, for [`quick_noise`], adds what would send a phase to
+/// [`Tally::worth_closer`]'s escape and UTF-16 looks ([`ESCAPE_KEYS`]): a
+/// zero byte, and a byte that may start an escape (`%`, `&`, `\\`)
+/// followed by one that may continue it (see [`escape_next`]). Two
+/// consecutive bytes of a phase come from three consecutive characters,
+/// except a quad's last byte and the next quad's first, which need four:
+/// that key is marked when its third character can begin such a byte,
+/// whatever the fourth. A run that table clears has no escape and no zero
+/// byte in any phase, so a phase's verdict rests on its count of base64
+/// characters alone.
 pub(crate) struct B64Gate {
     bits: Box<[u64; 1 << 12]>,
+    /// `bits` and the keys that make an escape or a zero byte, for
+    /// [`quick_noise`] (apart: the long way's verdicts need only `bits`,
+    /// and one table is one load a character).
+    quick: Box<[u64; 1 << 12]>,
     /// A literal shorter than three bytes: nothing to look for.
     any: bool,
 }
@@ -812,6 +827,7 @@ impl B64Gate {
     {
         let mut gate = B64Gate {
             bits: Box::new([0; 1 << 12]),
+            quick: Box::new([0; 1 << 12]),
             any: false,
         };
         keywords.iter().for_each(|k| gate.add(k.as_ref(), true));
@@ -822,6 +838,10 @@ impl B64Gate {
                     gate.add_pair(x, y);
                 }
             }
+        }
+        let escapes = ESCAPE_KEYS.iter();
+        for (q, (b, e)) in gate.quick.iter_mut().zip(gate.bits.iter().zip(escapes)) {
+            *q = b | e;
         }
         gate
     }
@@ -876,10 +896,86 @@ impl B64Gate {
     pub(crate) fn parts(&self) -> (&[u64; 1 << 12], bool) {
         (&self.bits, self.any)
     }
+
+    /// [`Self::parts`] with the escape keys too, for [`quick_noise`].
+    #[inline]
+    fn quick_parts(&self) -> (&[u64; 1 << 12], bool) {
+        (&self.quick, self.any)
+    }
 }
 
 /// Three base64 characters' values, rolled into a [`B64Gate`] key.
 const B64_KEY: u32 = (1 << 18) - 1;
+
+/// The [`B64Gate`] keys whose characters make, in some phase, a zero byte
+/// or an escape's first byte and a byte that may follow it. They depend
+/// on no literal: built once, not per held set.
+static ESCAPE_KEYS: std::sync::LazyLock<Box<[u64; 1 << 12]>> = std::sync::LazyLock::new(|| {
+    let mut t = Box::new([0u64; 1 << 12]);
+    for key in 0..=B64_KEY {
+        let (c0, c1, c2) = (key >> 12, (key >> 6) & 63, key & 63);
+        let [a0, a1, a2] = quad_bytes(c0, c1);
+        let [b0, b1, b2] = quad_bytes(c1, c2);
+        let zero = b0 == 0 || b1 == 0 || b2 == 0;
+        // A quad's last byte, then the next quad's first: its top six
+        // bits are the third character.
+        let across = escape_start(a2) && (0..4).any(|low| escape_next((c2 << 2 | low) as u8));
+        let within = (escape_start(a0) && escape_next(b1)) || (escape_start(a1) && escape_next(b2));
+        if zero || across || within {
+            let key = key as usize;
+            t[key >> 6] |= 1 << (key & 63);
+        }
+    }
+    t
+});
+
+/// The byte two adjacent characters `x` and `y` (six bits each) make at
+/// offsets 0, 1 and 2 of a quad: `xy..`, `.xy.` and `..xy`.
+const fn quad_bytes(x: u32, y: u32) -> [u8; 3] {
+    [
+        ((x << 2 | y >> 4) & 0xff) as u8,
+        ((x << 4 | y >> 2) & 0xff) as u8,
+        ((x << 6 | y) & 0xff) as u8,
+    ]
+}
+
+/// A byte [`escape_at`] may find an escape at (a zero byte aside).
+const fn escape_start(b: u8) -> bool {
+    matches!(b, b'%' | b'&' | b'\\')
+}
+
+/// A byte [`escape_at`] may accept right after an escape's first: a hex
+/// digit (`%XX`), `#` (`&#`), or what follows a backslash in JSON.
+const fn escape_next(b: u8) -> bool {
+    b.is_ascii_hexdigit()
+        || matches!(
+            b,
+            b'#' | b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u'
+        )
+}
+
+/// Per pair of adjacent characters (the key's low 12 bits): one count
+/// byte per phase, 1 where the byte the pair makes in that phase is a
+/// base64 character. The byte for offset `a` sits in slot `3 - a`, so
+/// that rotating the word left by `8 * i` bytes, `i` the index of the
+/// pair's second character, puts it in the slot of the phase it belongs
+/// to (`(i - 1 - a) mod 4`).
+static PHASE_B64: [u32; 1 << 12] = {
+    let mut t = [0u32; 1 << 12];
+    let mut key = 0;
+    while key < 1 << 12 {
+        let bytes = quad_bytes(key >> 6, key & 63);
+        let mut a = 0;
+        while a < 3 {
+            if CLASS[bytes[a] as usize] & B64 != 0 {
+                t[key as usize] |= 1 << (8 * (3 - a));
+            }
+            a += 1;
+        }
+        key += 1;
+    }
+    t
+};
 
 /// Two adjacent bytes every header [`compressed_at`] knows holds, as
 /// (first bytes, second bytes) per kind: gzip `1f 8b`, zlib `78` and its
@@ -1967,8 +2063,16 @@ impl Base64 {
 /// is judged by its counts alone when neither the gate nor the byte gate
 /// on the label's windows found a literal start, not passed over again by
 /// [`worth_scanning`] (the verdict is the same either way: a property test
-/// holds them equal).
+/// holds them equal). Before all that, [`quick_noise`] judges most runs
+/// (on log-like text) without decoding their phases.
 pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool) -> Option<usize> {
+    if prefilter {
+        match quick_noise(sc, label, run) {
+            Quick::Noise(end) => return Some(end),
+            Quick::Segment => return None,
+            Quick::Unsure => {}
+        }
+    }
     // Most characters a run can have and still decode to under SHORT
     // bytes; line breaks may add as many bytes again before this path
     // leaves it to the segment.
@@ -2080,6 +2184,120 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
         }
     }
     Some(end)
+}
+
+/// [`quick_noise`]'s verdict on a short run.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Quick {
+    /// Noise, ended by the byte at this index: [`short_run`]'s `Some`.
+    Noise(usize),
+    /// The segment path decides: [`short_run`]'s `None`.
+    Segment,
+    /// Not decided here: the phases are decoded.
+    Unsure,
+}
+
+/// [`short_run`] without decoding the phases, for the common run: one the
+/// [`B64Gate`] clears (no literal start, header pair, escape or zero byte
+/// in any phase), whose label holds no literal start, header pair or
+/// escape byte, and whose phases each hold, with the label, fewer than
+/// [`MIN_B64`] base64 characters (so fewer hex digits than a run or a
+/// code list needs: every hex digit is a base64 character). Each
+/// character adds its pair's [`PHASE_B64`] word, rotated to its phases,
+/// where decoding wrote three bytes and summed three table entries; only
+/// the first two bytes of each phase are made, for the windows that
+/// straddle the label. Its `Noise` is always [`short_run`]'s `Some` (a
+/// property test holds the two equal); anything else goes the long way.
+pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
+    // Well short of a phase buffer's end (where the long way decides)
+    // and of `short_run`'s character limit: a count byte cannot carry.
+    let most = SHORT.saturating_sub(label.len() + 8);
+    // A run of more characters, or with more than seven line breaks, is
+    // decided the long way: cut once, not counted per character.
+    let look = run.get(..most + 8).unwrap_or(run);
+    let (gate, any) = sc.b64_gate().quick_parts();
+    let (mut bits, mut chars, mut newlines, mut hit) = (0u32, 0usize, 0u8, u64::from(any));
+    let mut counts = 0u32;
+    let mut end = None;
+    for (j, &b) in look.iter().enumerate() {
+        if CLASS[usize::from(b)] & B64 != 0 {
+            newlines = 0;
+            bits = (bits << 6) | b64_val(b);
+            let key = bits & B64_KEY;
+            hit |= gate[(key >> 6) as usize] >> (key & 63);
+            // The first character pairs with a zero one: a spurious count
+            // only sends the run the long way.
+            let pair = PHASE_B64[(bits & 0xfff) as usize];
+            counts = counts.wrapping_add(pair.rotate_left(8 * (chars as u32 & 3)));
+            chars += 1;
+        } else if b == b'\n' {
+            newlines += 1;
+            if newlines >= 2 {
+                end = Some(j);
+                break;
+            }
+        } else if b != b'\r' {
+            end = Some(j);
+            break;
+        }
+    }
+    let Some(end) = end else {
+        return match look.len() < run.len() {
+            true => Quick::Unsure,
+            false => Quick::Segment,
+        };
+    };
+    if hit & 1 != 0 || chars > most {
+        return Quick::Unsure;
+    }
+    let labelled = label.iter().fold(Tally::default(), |mut t, &b| {
+        t.add(b);
+        t
+    });
+    let lane = |k: u32| (labelled.counts >> (16 * k)) & 0xffff;
+    let bytes = sc.literal_gate();
+    if labelled.header != 0 || lane(2) != 0 || bytes.any_in(label) {
+        return Quick::Unsure;
+    }
+    // The run's first six characters: each phase's first two bytes.
+    let mut first = [0u32; 6];
+    let mut n = 0;
+    for &b in &run[..end] {
+        if n == first.len() {
+            break;
+        }
+        if CLASS[usize::from(b)] & B64 != 0 {
+            first[n] = b64_val(b);
+            n += 1;
+        }
+    }
+    let tail = label.len().saturating_sub(2);
+    for ph in 0..PHASES {
+        if u64::from(counts >> (8 * ph) & 0xff) + lane(0) >= u64::from(MIN_B64) {
+            return Quick::Unsure;
+        }
+        // The phase's first bytes, as many as it decodes (two
+        // characters make one, three two).
+        let made = chars.saturating_sub(ph).min(3).saturating_sub(1);
+        let mut head = [0u8; 2];
+        if let Some(&[x, y, z]) = first.get(ph..ph + 3) {
+            head = [quad_bytes(x, y)[0], quad_bytes(y, z)[1]];
+        } else if let Some(&[x, y]) = first.get(ph..ph + 2) {
+            head[0] = quad_bytes(x, y)[0];
+        }
+        let head = &head[..made.min(2)];
+        let paired = head
+            .first()
+            .is_some_and(|&d| (labelled.prev >> 8) & COUNTS[usize::from(d)] != 0);
+        let mut window = [0u8; 4];
+        let w = label.len() - tail;
+        window[..w].copy_from_slice(&label[tail..]);
+        window[w..w + head.len()].copy_from_slice(head);
+        if paired || bytes.any_in(&window[..w + head.len()]) {
+            return Quick::Unsure;
+        }
+    }
+    Quick::Noise(end)
 }
 
 impl Hex {

@@ -1278,6 +1278,21 @@ fn worth_piece() -> impl Strategy<Value = Vec<u8>> {
             b"bzh91AY&SY".to_vec(),
             b"Rar!\x1a\x07\x00".to_vec(),
             b"Rar!\x1a\x07\x01\x00".to_vec(),
+            // Escapes of every layer, and their first bytes alone (the
+            // short-run gate marks a first byte and the one after it).
+            b"%41%4B".to_vec(),
+            b"&#65;".to_vec(),
+            b"&#x41".to_vec(),
+            b"&#".to_vec(),
+            b"&q".to_vec(),
+            b"\\u0041".to_vec(),
+            b"\\\"".to_vec(),
+            b"\\/".to_vec(),
+            vec![0],
+            vec![0, b'n'],
+            // UTF-16, and zero bytes alone.
+            b"A\0K\0I\0A\0Q\0R\0S\0T\0U\0V\0W\0X\0Y\0Z\0a\0b\0".to_vec(),
+            vec![0; 17],
         ]),
     ]
 }
@@ -1356,6 +1371,11 @@ fn run_label() -> impl Strategy<Value = Vec<u8>> {
             b"x:".to_vec(),
             b"x:a".to_vec(),
             b"key=\"".to_vec(),
+            // An escape's first byte or two, its rest the run's first
+            // decoded bytes.
+            b"q=%".to_vec(),
+            b"q=\\".to_vec(),
+            b"q=&#".to_vec(),
         ]),
         // A header whole, or its first byte (its pair straddles).
         (prop::sample::select(headers()), any::<bool>()).prop_map(|(h, whole)| match whole {
@@ -1410,6 +1430,80 @@ proptest! {
             decode::short_run(&sc, &label, &run, true),
             decode::short_run(&sc, &label, &run, false),
             "{:?} {:?}", String::from_utf8_lossy(&label), String::from_utf8_lossy(&run)
+        );
+    }
+}
+
+/// The short-run check's quick verdict (no phase decoded) holds no escape
+/// and no UTF-16 back from the nested scan: each escape, and a run of
+/// zero bytes, is base64-encoded after zero to two bytes of noise (so it
+/// sits at every offset of a quad, a `%` as one quad's last byte and its
+/// digits in the next), and the run is worth a nested scan both ways.
+#[test]
+fn the_quick_short_run_verdict_sends_every_escape_to_a_nested_scan() {
+    let sc = scanner();
+    let escapes: [&[u8]; 7] = [b"%41", b"&#6", b"&#x", b"\\n", b"\\u", b"\\/", &[0; 16]];
+    for esc in escapes {
+        for before in 0..3 {
+            let mut plain = b"qq"[..before].to_vec();
+            plain.extend_from_slice(esc);
+            plain.extend_from_slice(b"qq");
+            for phase_glue in ["", "x", "xy", "xyz"] {
+                let mut run = phase_glue.as_bytes().to_vec();
+                run.extend(STANDARD.encode(&plain).trim_end_matches('=').bytes());
+                run.push(b' ');
+                let shown = String::from_utf8_lossy(&run).into_owned();
+                assert_ne!(
+                    decode::quick_noise(&sc, b"path=", &run),
+                    decode::Quick::Noise(run.len() - 1),
+                    "{shown}"
+                );
+                assert_eq!(
+                    decode::short_run(&sc, b"path=", &run, true),
+                    None,
+                    "{shown}"
+                );
+                assert_eq!(
+                    decode::short_run(&sc, b"path=", &run, false),
+                    None,
+                    "{shown}"
+                );
+            }
+        }
+    }
+    // An escape begun in the label and ended by the run's first bytes
+    // (after them, bytes outside base64's alphabet: few enough base64
+    // characters for the quick verdict).
+    for (label, plain) in [
+        (&b"q=%"[..], &b"41~~~~~~"[..]),
+        (b"q=\\", b"n~~~~~~"),
+        (b"q=&#", b"65~~~~~~"),
+    ] {
+        let mut run = STANDARD.encode(plain).into_bytes();
+        run.push(b' ');
+        let shown = String::from_utf8_lossy(&run).into_owned();
+        assert_eq!(decode::short_run(&sc, label, &run, true), None, "{shown}");
+        assert_eq!(decode::short_run(&sc, label, &run, false), None, "{shown}");
+    }
+}
+
+/// The common short run of a log line (a path, a word and a number) is
+/// judged without decoding its phases: the speed the scan bench measures
+/// on text rests on it.
+#[test]
+fn a_log_line_path_is_judged_without_decoding() {
+    let sc = scanner();
+    for run in [
+        &b"/api/v1/session/1234 status=200"[..],
+        b"/api/v1/processing/87 ",
+        b"/api/v1/milliseconds/9999\",",
+    ] {
+        let end = run.iter().position(|&b| b == b' ' || b == b'"').unwrap();
+        assert_eq!(
+            decode::quick_noise(&sc, b"path=", run),
+            decode::Quick::Noise(end),
+            "{}",
+            String::from_utf8_lossy(run)
         );
     }
 }
