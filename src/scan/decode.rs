@@ -2271,7 +2271,15 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
             n += 1;
         }
     }
+    // The label's last two bytes, then a phase's first two: the windows
+    // that straddle the two (fixed-size stores: a slice copy of a byte or
+    // two was a call to `memcpy`).
+    let mut window = [0u8; 4];
     let tail = label.len().saturating_sub(2);
+    let w = label.len() - tail;
+    for (to, &b) in window.iter_mut().zip(&label[tail..]) {
+        *to = b;
+    }
     for ph in 0..PHASES {
         if u64::from(counts >> (8 * ph) & 0xff) + lane(0) >= u64::from(MIN_B64) {
             return Quick::Unsure;
@@ -2285,15 +2293,11 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
         } else if let Some(&[x, y]) = first.get(ph..ph + 2) {
             head[0] = quad_bytes(x, y)[0];
         }
-        let head = &head[..made.min(2)];
-        let paired = head
-            .first()
-            .is_some_and(|&d| (labelled.prev >> 8) & COUNTS[usize::from(d)] != 0);
-        let mut window = [0u8; 4];
-        let w = label.len() - tail;
-        window[..w].copy_from_slice(&label[tail..]);
-        window[w..w + head.len()].copy_from_slice(head);
-        if paired || bytes.any_in(&window[..w + head.len()]) {
+        let made = made.min(2);
+        let paired = made > 0 && (labelled.prev >> 8) & COUNTS[usize::from(head[0])] != 0;
+        window[w] = head[0];
+        window[w + 1] = head[1];
+        if paired || bytes.any_in(&window[..w + made]) {
             return Quick::Unsure;
         }
     }
