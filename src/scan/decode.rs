@@ -139,6 +139,11 @@
 //!   bytes at a time and without branches, where a window of run bytes
 //!   long enough to qualify starts ([`super::runs`]); the idle scans jump
 //!   from window to window, and count a run's characters eight at a time.
+//!   A short base64 run is first judged from its characters alone
+//!   ([`quick_noise`]: a gate of three characters for what would need a
+//!   nested scan, and each phase's count of base64 characters from a
+//!   table of pairs), and decoded in its four phases only when that
+//!   cannot clear it.
 //!   Hex in its fast mode only starts the exact parser on a stretch
 //!   holding `2 * MIN_HEX` digits with at most 4 other run bytes between
 //!   them. Percent, JSON and HTML look for `%`, `\\` and `&` with `memchr`.
