@@ -2274,7 +2274,8 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
             false => Quick::Segment,
         };
     };
-    if hit & 1 != 0 || chars > most {
+    // (A label that leaves no room, `most` 0, is the long way's too.)
+    if hit & 1 != 0 || chars > most || most == 0 {
         return Quick::Unsure;
     }
     let labelled = label.iter().fold(Tally::default(), |mut t, &b| {

@@ -1487,6 +1487,28 @@ fn the_quick_short_run_verdict_sends_every_escape_to_a_nested_scan() {
     }
 }
 
+/// A label that leaves a phase no room (longer than any `label` reads,
+/// but `short_run` takes any) gets the long way's verdict from the quick
+/// look too, for an empty run and a short one.
+#[test]
+fn a_label_that_fills_the_phase_buffer_gets_the_long_way_verdict() {
+    let sc = scanner();
+    for n in [100, 119, 120, 121, 127, 128, 129, 200] {
+        // Dots: no base64 character for the counts to stop at.
+        let mut label = vec![b'.'; n];
+        label.push(b'=');
+        for run in [&b" "[..], b"ab ", b"/api/v1/session/1234 "] {
+            assert_eq!(
+                decode::short_run(&sc, &label, run, true),
+                decode::short_run(&sc, &label, run, false),
+                "label of {} bytes, run {:?}",
+                label.len(),
+                String::from_utf8_lossy(run)
+            );
+        }
+    }
+}
+
 /// The common short run of a log line (a path, a word and a number) is
 /// judged without decoding its phases: the speed the scan bench measures
 /// on text rests on it.
