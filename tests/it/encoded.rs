@@ -401,6 +401,37 @@ async fn a_short_base64_secret_without_a_long_run_is_refused() {
     origin_never_saw(&origin, &forms);
 }
 
+/// A short base64 run whose key starts only after an escape is decoded
+/// (`%41KIA...`, `\u0041KIA...`, `&#65;KIA...`: no keyword's first
+/// bytes in any phase) still gets its nested scan: with glue of zero to
+/// three characters before it, it is refused, and the origin never sees
+/// the key. (What keeps the quick short-run look from clearing it here is
+/// the key's own base64 characters, more than a phase may hold; its
+/// escape marks, for shorter escaped text, are held by the unit test
+/// `the_quick_short_run_verdict_sends_every_escape_to_a_nested_scan`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_base64_run_holding_an_escaped_key_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms = Vec::new();
+    for (escape, chain) in [
+        ("%41", "base64>percent"),
+        ("\\u0041", "base64>json"),
+        ("&#65;", "base64>html"),
+    ] {
+        for glue in ["", "x", "xQ", "x9Q"] {
+            let aws = fresh_aws();
+            let escaped = format!("{escape}{}", &aws[1..]);
+            let encoded = STANDARD.encode(&escaped);
+            let body = format!("see {glue}{encoded} now\n");
+            refused_aws_text(&proxy, &origin, body, chain).await;
+            forms.push(aws);
+            forms.push(encoded);
+        }
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
+    origin_never_saw(&origin, &forms);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triple_percent_encoding_in_a_query_string() {
     let (_ca, origin, proxy) = setup().await;
