@@ -1390,6 +1390,49 @@ fn outgoing_redaction_refuses_secrets_in_compressed_data() {
     assert!(out.is_empty());
 }
 
+/// The header search (one pass for the bytes that anchor a header, at a
+/// fixed offset in it) finds the first header its definition does: in
+/// noise and in text full of the headers' first bytes (`x`, `P`, `B`,
+/// `R`), with each header planted whole or cut at every offset, several
+/// in a row, from every start, at the end of a stream and before it.
+#[test]
+fn the_header_search_finds_the_first_header_by_its_definition() {
+    let mut heads: Vec<Vec<u8>> = unreadable_samples(b"")
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect();
+    heads.extend([gzip(b"x")[..10].to_vec(), zlib(b"x", 3), zlib(b"x", 9)]);
+    heads.push(b"PK\x03\x04\x14\x00\x00\x00\x08\x00".to_vec());
+    let lookalikes = b"xPBR7&(\x1f\x8b\x03\xfd\xbc\x1a^ \x01";
+    for round in 0..4000 {
+        let len = round % 120;
+        let mut hay: Vec<u8> = (0..len)
+            .map(|_| match round % 3 {
+                0 => rand_u64() as u8,
+                _ => lookalikes[(rand_u64() as usize) % lookalikes.len()],
+            })
+            .collect();
+        for _ in 0..(round % 3) {
+            let h = &heads[(rand_u64() as usize) % heads.len()];
+            let cut = match rand_u64() % 3 {
+                0 => (rand_u64() as usize) % (h.len() + 1),
+                _ => h.len(),
+            };
+            let at = (rand_u64() as usize) % (hay.len() + 1);
+            hay.splice(at..at, h[..cut].iter().copied());
+        }
+        let from = (rand_u64() as usize) % (hay.len() + 1);
+        for eof in [false, true] {
+            let [searched, looped, defined] = decode::header_next_both(&hay, from, eof);
+            assert_eq!(searched, defined, "from {from}, eof {eof}: {hay:?}");
+            assert_eq!(
+                looped, defined,
+                "byte loop, from {from}, eof {eof}: {hay:?}"
+            );
+        }
+    }
+}
+
 /// The byte loop that judges short segments finds a header exactly where
 /// the header search does: in noise, in noise with each header planted at
 /// every offset, and in the headers' first bytes alone.
