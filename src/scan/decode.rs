@@ -2105,8 +2105,8 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
     let run = run.get(..2 * limit).unwrap_or(run);
     for (j, &b) in run.iter().enumerate() {
         match run_byte(b, &mut newlines) {
-            RunByte::Char => {
-                bits = (bits << 6) | b64_val(b);
+            RunByte::Char(v) => {
+                bits = (bits << 6) | v;
                 // The last three characters (the first two keys hold zeros
                 // no run has: a spurious hit only costs the byte gate).
                 let key = bits & B64_KEY;
@@ -2191,30 +2191,89 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
 }
 
 /// What a byte does to a base64 run, by [`Base64::active`]'s rule: it is
-/// one of its characters, a line break it may wrap at (`\r`, or a single
-/// `\n`), or its end (a second `\n` with no character between, or any
-/// other byte).
+/// one of its characters (with its six bits), a line break it may wrap at
+/// (`\r`, or a single `\n`), or its end (a second `\n` with no character
+/// between, or any other byte).
 enum RunByte {
-    Char,
+    Char(u32),
     Break,
     End,
 }
 
+/// [`RUN_VAL`]'s marks for the bytes that are not characters.
+const RUN_LF: u8 = 64;
+const RUN_CR: u8 = 65;
+const RUN_END: u8 = 128;
+
+/// Per byte, what [`run_byte`] needs in one load (where a class load and a
+/// bits load were two): a base64 character's six bits, or a mark.
+static RUN_VAL: [u8; 256] = {
+    let mut t = [RUN_END; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if class_of(b) & B64 != 0 {
+            t[i] = b64_bits(b);
+        }
+        i += 1;
+    }
+    t[b'\n' as usize] = RUN_LF;
+    t[b'\r' as usize] = RUN_CR;
+    t
+};
+
 #[inline(always)]
 fn run_byte(b: u8, newlines: &mut u8) -> RunByte {
-    if CLASS[usize::from(b)] & B64 != 0 {
+    let v = RUN_VAL[usize::from(b)];
+    if v < RUN_LF {
         *newlines = 0;
-        RunByte::Char
-    } else if b == b'\n' {
+        RunByte::Char(u32::from(v))
+    } else if v == RUN_LF {
         *newlines += 1;
         match *newlines >= 2 {
             true => RunByte::End,
             false => RunByte::Break,
         }
-    } else if b == b'\r' {
+    } else if v == RUN_CR {
         RunByte::Break
     } else {
         RunByte::End
+    }
+}
+
+#[cfg(test)]
+mod run_byte_tests {
+    use super::*;
+
+    /// The one-load table says what the class table and the bits table
+    /// say, for every byte, after a character and after a line break.
+    #[test]
+    fn run_byte_is_the_class_rule() {
+        for b in 0..=255u8 {
+            for before in [0u8, 1] {
+                let mut newlines = before;
+                let got = run_byte(b, &mut newlines);
+                let want = if CLASS[usize::from(b)] & B64 != 0 {
+                    Some(b64_val(b))
+                } else {
+                    None
+                };
+                match got {
+                    RunByte::Char(v) => {
+                        assert_eq!(Some(v), want, "byte {b:#04x}");
+                        assert_eq!(newlines, 0);
+                    }
+                    RunByte::Break => {
+                        assert!(want.is_none(), "byte {b:#04x}");
+                        assert!(b == b'\r' || (b == b'\n' && before == 0), "byte {b:#04x}");
+                    }
+                    RunByte::End => {
+                        assert!(want.is_none(), "byte {b:#04x}");
+                        assert!(!matches!(b, b'\r') && (b != b'\n' || before == 1));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -2253,8 +2312,8 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
     let mut end = None;
     for (j, &b) in look.iter().enumerate() {
         match run_byte(b, &mut newlines) {
-            RunByte::Char => {
-                bits = (bits << 6) | b64_val(b);
+            RunByte::Char(v) => {
+                bits = (bits << 6) | v;
                 let key = bits & B64_KEY;
                 hit |= gate[(key >> 6) as usize] >> (key & 63);
                 // The first character pairs with a zero one: a spurious count
@@ -2305,11 +2364,17 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
     // that straddle the two (fixed-size stores: a slice copy of a byte or
     // two was a call to `memcpy`).
     let mut window = [0u8; 4];
-    let tail = label.len().saturating_sub(2);
-    let w = label.len() - tail;
-    for (to, &b) in window.iter_mut().zip(&label[tail..]) {
-        *to = b;
-    }
+    let w = match label {
+        [.., x, y] => {
+            window[..2].copy_from_slice(&[*x, *y]);
+            2
+        }
+        [x] => {
+            window[0] = *x;
+            1
+        }
+        [] => 0,
+    };
     for ph in 0..PHASES {
         if u64::from(counts >> (8 * ph) & 0xff) + lane(0) >= u64::from(MIN_B64) {
             return Quick::Unsure;
