@@ -149,9 +149,9 @@
 //!   them. Percent, JSON and HTML look for `%`, `\\` and `&` with `memchr`.
 //!   Character codes use the hex layer's windows, then probe one byte in
 //!   34 for a window of digits and separators long enough to hold a run.
-//!   UTF-16 looks for zero bytes with `memchr`, compressed data for its
-//!   headers' first bytes (gzip, zlib, zip) or a rare byte at a fixed
-//!   offset in them (the others) with `memchr3` and `memmem`.
+//!   UTF-16 looks for zero bytes with `memchr`, compressed data for a
+//!   byte that is rare in text at a fixed offset in each header (gzip's
+//!   `8b`, zlib's second byte, zip's `03`, ...) in one Teddy pass.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
 //!   percent, JSON, HTML, character-code, UTF-16 and inflate instance, and
 //!   depth, created on first use (14 + 196 + 2744 at most, for a stream
