@@ -991,6 +991,67 @@ async fn compressed_data_inside_a_request() {
     ));
 }
 
+/// Compressed data glued into text crowded with its headers' first bytes
+/// (`x` for zlib, `P` for zip, `\x1f`, `7`, `B`, `R`, half headers like
+/// `PK` and `BZh`): the header search, which looks for a rarer byte at a
+/// fixed offset in each header, still finds the real one in the middle,
+/// whatever sits right before it. A gzip member and a zlib stream at two
+/// levels each carry a fresh key inside an undeclared text body; each is
+/// refused naming the chain, and the origin gets no piece of a key or of
+/// its compressed form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_data_among_its_headers_first_bytes_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    let crowd = b"Px xP PK P K BZh Rar 7z \x1f Pxx xx PP ".repeat(300);
+    for (n, chain) in ["gzip", "zlib", "zlib"].into_iter().enumerate() {
+        let aws = fresh_aws();
+        let packed = match n {
+            0 => gzip(credentials_file(&aws).as_bytes()),
+            1 => zlib(credentials_file(&aws).as_bytes()),
+            _ => zlib_at(credentials_file(&aws).as_bytes(), 1),
+        };
+        // Glued to the crowd: its last bytes `x`, `P` and `PK` right
+        // before the header.
+        for glue in [&b"x"[..], b"P", b"PK", b"xP"] {
+            let mut body = crowd.clone();
+            body.extend_from_slice(glue);
+            body.extend_from_slice(&packed);
+            body.extend_from_slice(&crowd);
+            let r = client::reqwest(&proxy)
+                .post(&url)
+                .header("content-type", "text/plain")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{chain} after {glue:?}");
+            assert_eq!(r.headers()["airlock-error"], "secret_blocked");
+            let text = r.text().await.unwrap();
+            assert!(
+                text.contains(&format!("pattern aws-access-key-id, decoded {chain}")),
+                "{chain} after {glue:?}: {text}"
+            );
+        }
+        forms.extend([aws.into_bytes(), packed]);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+    origin_never_saw(&origin, &forms);
+    // The crowd alone is text: it arrives byte for byte.
+    let r = client::reqwest(&proxy)
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(crowd.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = origin.received();
+    assert_eq!(got.len(), 1, "only the benign body arrived");
+    assert_eq!(got[0].body.as_deref(), Some(&crowd[..]));
+}
+
 /// The smallest compressed secret: one line gzipped, or compressed by
 /// zlib at each of its four header levels, then base64 (both alphabets)
 /// in a line of text. It decodes to fewer than 128
