@@ -914,6 +914,14 @@ impl B64Gate {
 /// Three base64 characters' values, rolled into a [`B64Gate`] key.
 const B64_KEY: u32 = (1 << 18) - 1;
 
+/// The gate's bit (in bit 0; the rest is noise to mask off after the
+/// loop) for the last three characters rolled into `bits`.
+#[inline(always)]
+fn gate_bit(gate: &[u64; 1 << 12], bits: u32) -> u64 {
+    let key = bits & B64_KEY;
+    gate[(key >> 6) as usize] >> (key & 63)
+}
+
 /// The [`B64Gate`] keys whose characters make, in some phase, a zero byte
 /// or an escape's first byte and a byte that may follow it. They depend
 /// on no literal: built once, not per held set.
@@ -2109,8 +2117,7 @@ pub(crate) fn short_run(sc: &Scanner, label: &[u8], run: &[u8], prefilter: bool)
                 bits = (bits << 6) | v;
                 // The last three characters (the first two keys hold zeros
                 // no run has: a spurious hit only costs the byte gate).
-                let key = bits & B64_KEY;
-                hit |= gate[(key >> 6) as usize] >> (key & 63);
+                hit |= gate_bit(gate, bits);
                 chars += 1;
                 // Past `limit` characters a phase's buffer is full (its store
                 // below fails) or `chars` is judged after the loop.
@@ -2314,8 +2321,7 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
         match run_byte(b, &mut newlines) {
             RunByte::Char(v) => {
                 bits = (bits << 6) | v;
-                let key = bits & B64_KEY;
-                hit |= gate[(key >> 6) as usize] >> (key & 63);
+                hit |= gate_bit(gate, bits);
                 // The first character pairs with a zero one: a spurious count
                 // only sends the run the long way.
                 let pair = PHASE_B64[(bits & 0xfff) as usize];
