@@ -1310,6 +1310,19 @@ impl Stretch {
     /// Look through `hay[k..]` (`hay` starts at stream offset `base`); the
     /// start of the first stretch with enough digits, if there is one.
     fn find<R: RunBytes>(&mut self, hay: &[u8], base: u64, k: usize, runs: &Runs) -> Option<u64> {
+        self.find_skipping::<R>(hay, base, k, runs, true)
+    }
+
+    /// [`find`](Self::find), with the UUID shortcut (`uuids`) or without
+    /// it (a test holds the two equal).
+    fn find_skipping<R: RunBytes>(
+        &mut self,
+        hay: &[u8],
+        base: u64,
+        k: usize,
+        runs: &Runs,
+        uuids: bool,
+    ) -> Option<u64> {
         let rest = hay.get(k..).unwrap_or_default();
         let (mut stretch, mut digits, mut gap) = (self.start, self.digits, self.gap);
         let mut j = 0;
@@ -1337,6 +1350,12 @@ impl Stretch {
                         j += q + 1;
                         continue;
                     }
+                }
+                if uuids && let Some(n) = uuid_then_break::<R>(rest.get(j..).unwrap_or_default()) {
+                    // No stretch is open, so `digits` and `gap` are 0, as
+                    // the loop would leave them after these bytes.
+                    j += n;
+                    continue;
                 }
             }
             let b = rest[j];
@@ -1369,6 +1388,64 @@ impl Stretch {
         (self.start, self.digits, self.gap) = (stretch, digits, gap);
         None
     }
+}
+
+/// 37 bytes a stretch search can pass over in one step, from where no
+/// stretch is open: the 37th ends a stretch and does not start one (a test
+/// holds that no byte does both), so every stretch among them ends there;
+/// and a UUID's four dashes (any bytes that are not digits, at offsets 8,
+/// 13, 18 and 23) leave at most 32 digits before it, fewer than a run
+/// needs. The search would find nothing in them and stop with no stretch
+/// open, where it started. JSON APIs carry a UUID in nearly every record,
+/// and each of the three hex layers walked it digit by digit: a quarter of
+/// the instructions on the bench's JSON.
+fn uuid_then_break<R: RunBytes>(s: &[u8]) -> Option<usize> {
+    let u: &[u8; 37] = s.first_chunk()?;
+    let apart = [u[8], u[13], u[18], u[23]].iter().all(|&b| !R::digit(b));
+    (R::DIGITS > 32 && apart && R::breaks(u[36])).then_some(37)
+}
+
+/// What one stretch search call saw: where it started, the run it found,
+/// and the stretch it left open (start, digits, gap).
+#[cfg(test)]
+pub(crate) type StretchStep = (usize, Option<u64>, (Option<u64>, u32, u8));
+
+/// The stretch search of the hex layers (of the character-code layer:
+/// `codes`) over `hay`, fed in pieces ending at `cuts` (then at its end) as
+/// a stream feeds it, restarting past each run it finds: with the UUID
+/// shortcut and without it.
+#[cfg(test)]
+pub(crate) fn stretch_both(hay: &[u8], cuts: &[usize], codes: bool) -> [Vec<StretchStep>; 2] {
+    for b in 0..=255u8 {
+        assert!(!(HexBytes::breaks(b) && HexBytes::restarts(b)), "{b}");
+        assert!(!(CodeBytes::breaks(b) && CodeBytes::restarts(b)), "{b}");
+    }
+    [true, false].map(|uuids| {
+        let mut st = Stretch::default();
+        let mut runs = Runs::default();
+        let mut seen = Vec::new();
+        let mut k = 0;
+        for end in cuts.iter().copied().chain([hay.len()]) {
+            let end = end.clamp(k, hay.len());
+            let part = &hay[..end];
+            runs.compute::<MIN_B64, { 2 * MIN_HEX }>(part, k);
+            while k < end {
+                let found = match codes {
+                    true => st.find_skipping::<CodeBytes>(part, 0, k, &runs, uuids),
+                    false => st.find_skipping::<HexBytes>(part, 0, k, &runs, uuids),
+                };
+                seen.push((k, found, (st.start, st.digits, st.gap)));
+                match found {
+                    Some(start) => {
+                        k = usize::try_from(start).unwrap_or(end) + 1;
+                        runs.compute::<MIN_B64, { 2 * MIN_HEX }>(part, k.min(end));
+                    }
+                    None => k = end,
+                }
+            }
+        }
+        seen
+    })
 }
 
 /// A run being decoded (hex, character codes, UTF-16): where it starts,

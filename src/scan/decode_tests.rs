@@ -1498,3 +1498,76 @@ fn a_short_run_that_would_fill_a_phase_is_left_to_the_segment_path() {
     // The path is taken at all (else this test would hold vacuously).
     assert!(passed > 100, "{passed} runs passed as noise");
 }
+
+/// The hex layers pass over a UUID and the byte after it in one step; what
+/// they find, and the state they stop in, is what the digit-by-digit walk
+/// finds (and the character-code layer, whose runs are shorter, never
+/// takes the step): for UUIDs whole and broken (a letter past `f`, a digit
+/// more or less), digits with dashes or other separators at only some of
+/// a UUID's places (34 hex digits make a run, 17 decimal ones a code run),
+/// glued to digits or dashes or followed by any kind of byte (one that
+/// ends a stretch, a gap, a backslash, a digit), cut anywhere as a stream
+/// is.
+#[test]
+fn a_uuid_is_passed_over_as_its_digits_would_be() {
+    let pick = |xs: &[u8]| xs[(rand_u64() as usize) % xs.len()];
+    let after = b"\", :-=\\x;\t\n}]g7aZ\x00";
+    let mut runs = [0, 0];
+    for round in 0..6000 {
+        let codes = round % 2 == 1;
+        let digits: &[u8] = match codes {
+            true => b"0123456789",
+            false => b"0123456789abcdefABCDEF",
+        };
+        let mut hay = Vec::new();
+        for _ in 0..(1 + round % 5) {
+            match rand_u64() % 4 {
+                0 => hay.extend((0..rand_u64() % 6).map(|_| pick(digits))),
+                1 => hay.extend((0..rand_u64() % 4).map(|_| pick(after))),
+                _ => {}
+            }
+            // Dashes (or separators) at every place of a UUID's, or at
+            // some of them.
+            let places = match rand_u64() % 2 {
+                0 => 0b1111,
+                _ => rand_u64() % 16,
+            };
+            let mut u: Vec<u8> = (0..36)
+                .map(|i| match [8, 13, 18, 23].iter().position(|&d| d == i) {
+                    Some(d) if places >> d & 1 == 1 => pick(b"---, ;:"),
+                    _ => pick(digits),
+                })
+                .collect();
+            match rand_u64() % 6 {
+                0 => u[(rand_u64() as usize) % 36] = pick(b"g-:z \\"),
+                1 => u.insert((rand_u64() as usize) % 36, pick(digits)),
+                2 => {
+                    u.remove((rand_u64() as usize) % 36);
+                }
+                _ => {}
+            }
+            hay.extend_from_slice(&u);
+            if !rand_u64().is_multiple_of(4) {
+                hay.push(pick(after));
+            }
+        }
+        let cuts: Vec<usize> = {
+            let mut c: Vec<usize> = (0..rand_u64() % 3)
+                .map(|_| (rand_u64() as usize) % (hay.len() + 1))
+                .collect();
+            c.sort_unstable();
+            c
+        };
+        let [skipping, walking] = decode::stretch_both(&hay, &cuts, codes);
+        runs[usize::from(codes)] += walking.iter().filter(|s| s.1.is_some()).count();
+        assert_eq!(
+            skipping,
+            walking,
+            "codes {codes}, cuts {cuts:?}: {:?}",
+            String::from_utf8_lossy(&hay)
+        );
+    }
+    // Runs were found (the inputs reach the cases the shortcut must leave
+    // to the walk).
+    assert!(runs.iter().all(|&n| n > 100), "{runs:?}");
+}
