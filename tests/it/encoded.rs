@@ -365,6 +365,65 @@ async fn glue_before_an_encoding_is_refused() {
     origin_never_saw(&origin, &forms);
 }
 
+/// Hex beside UUIDs, which the hex layers pass over in one step: a key
+/// hex-encoded in a field after a record's UUID, glued to the end of a
+/// UUID, and written in a UUID's groups (`414b4941-4b4b-...`, its first
+/// 36 bytes shaped like one) is refused, naming the chain, among records
+/// full of UUIDs; the origin never sees a piece of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hex_beside_uuids_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let uuid = || {
+        let h = hex(&rand_u64().to_be_bytes(), "", "") + &hex(&rand_u64().to_be_bytes(), "", "");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    };
+    let mut forms = Vec::new();
+    for place in ["field", "glued", "grouped"] {
+        let aws = fresh_aws();
+        let h = hex(format!("id {aws} ok").as_bytes(), "", "");
+        let (value, encoded) = match place {
+            "field" => (format!("{}\",\"dump\":\"{h}", uuid()), h.clone()),
+            "glued" => (format!("{}{h}", uuid()), h.clone()),
+            _ => {
+                let g = format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                );
+                (g.clone(), g)
+            }
+        };
+        let mut body = String::from("[");
+        for i in 0..40 {
+            body.push_str(&format!("{{\"id\":{i},\"uuid\":\"{}\"}},", uuid()));
+        }
+        body.push_str(&format!("{{\"id\":40,\"uuid\":\"{value}\"}}]"));
+        refused(
+            &proxy,
+            &origin,
+            "application/json",
+            body,
+            "aws-access-key-id",
+            "hex",
+        )
+        .await;
+        forms.push(aws);
+        forms.push(encoded);
+    }
+    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
+    origin_never_saw(&origin, &forms);
+}
+
 /// A short base64 run whose secret has no 16-character run of base64
 /// characters (a database URL: `:`, `@` and `.` break it) is found only by
 /// the base64 gate, the keyword's start read off the run's characters in
