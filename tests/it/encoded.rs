@@ -75,7 +75,7 @@ async fn setup() -> (crate::support::ca::TestCa, Origin, TestProxy) {
 
 /// Neither the secret nor its encoded form, nor any 8-byte piece of
 /// either, reached the origin (URL, headers, body).
-fn origin_never_saw(origin: &Origin, forms: &[&[u8]]) {
+fn origin_never_saw<F: AsRef<[u8]>>(origin: &Origin, forms: &[F]) {
     for r in origin.received() {
         let mut seen: Vec<&[u8]> = vec![r.target.as_bytes()];
         seen.extend(r.headers.values().map(|v| v.as_bytes()));
@@ -83,6 +83,7 @@ fn origin_never_saw(origin: &Origin, forms: &[&[u8]]) {
             seen.push(b);
         }
         for form in forms {
+            let form = form.as_ref();
             for piece in form.windows(8.min(form.len())) {
                 for s in &seen {
                     assert!(
@@ -205,7 +206,6 @@ async fn hex_with_and_without_delimiters() {
         forms.push(aws);
         forms.push(h);
     }
-    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
     origin_never_saw(&origin, &forms);
 }
 
@@ -288,7 +288,6 @@ async fn character_codes_and_html_references() {
     );
     forms.push(aws);
     forms.push(header);
-    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
 }
@@ -330,7 +329,6 @@ async fn utf16_raw_and_powershell_base64() {
         forms.push(aws.into_bytes());
         forms.push(body);
     }
-    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
 }
@@ -361,7 +359,6 @@ async fn glue_before_an_encoding_is_refused() {
         forms.push(aws);
         forms.push(encoded);
     }
-    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
     origin_never_saw(&origin, &forms);
 }
 
@@ -420,7 +417,6 @@ async fn hex_beside_uuids_is_refused() {
         forms.push(aws);
         forms.push(encoded);
     }
-    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
     origin_never_saw(&origin, &forms);
 }
 
@@ -456,7 +452,6 @@ async fn a_short_base64_secret_without_a_long_run_is_refused() {
             forms.push(encoded);
         }
     }
-    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
     origin_never_saw(&origin, &forms);
 }
 
@@ -487,7 +482,6 @@ async fn a_short_base64_run_holding_an_escaped_key_is_refused() {
             forms.push(encoded);
         }
     }
-    let forms: Vec<&[u8]> = forms.iter().map(|f| f.as_bytes()).collect();
     origin_never_saw(&origin, &forms);
 }
 
@@ -1019,7 +1013,6 @@ async fn compressed_data_inside_a_request() {
     refused_aws_text(&proxy, &origin, body, "base64>gzip").await;
     forms.extend([aws.into_bytes(), g]);
 
-    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
 
@@ -1090,7 +1083,6 @@ async fn compressed_data_among_its_headers_first_bytes_is_refused() {
         }
         forms.extend([aws.into_bytes(), packed]);
     }
-    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     // The crowd alone is text: it arrives byte for byte.
     let r = client::reqwest(&proxy)
@@ -1145,7 +1137,6 @@ async fn a_short_compressed_secret_in_base64_is_refused() {
         }
         forms.extend([aws.into_bytes(), packed]);
     }
-    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
 }
@@ -1289,7 +1280,6 @@ async fn unreadable_compressed_data_is_refused() {
     assert!(text.contains("unreadable-compressed"), "{text}");
     forms.extend([aws.into_bytes(), xz]);
 
-    let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     origin_never_saw(&origin, &forms);
     assert!(origin.received().is_empty());
 
