@@ -2396,7 +2396,17 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
     let look = run.get(..most + 8).unwrap_or(run);
     let (gate, any) = sc.b64_gate().quick_parts();
     let (mut bits, mut chars, mut newlines, mut hit) = (0u32, 0usize, 0u8, u64::from(any));
+    // The pairs' counts, one byte per phase: the sum rotated by a byte
+    // before each pair is added puts every pair in its phase's byte, up to
+    // one rotation of the whole word, which is left alone (each phase's
+    // count meets the same bound below, so which byte holds which phase
+    // does not matter). One rotation by a constant a character, where
+    // rotating each pair by its index took a shift count; no byte carries
+    // (see `most`).
     let mut counts = 0u32;
+    // The run's first six characters: each phase's first two bytes, kept
+    // here rather than read again from the run.
+    let mut first = [0u32; 6];
     let mut end = None;
     for (j, &b) in look.iter().enumerate() {
         match run_byte(b, &mut newlines) {
@@ -2406,7 +2416,10 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
                 // The first character pairs with a zero one: a spurious count
                 // only sends the run the long way.
                 let pair = PHASE_B64[(bits & 0xfff) as usize];
-                counts = counts.wrapping_add(pair.rotate_left(8 * (chars as u32 & 3)));
+                counts = counts.rotate_right(8).wrapping_add(pair);
+                if let Some(slot) = first.get_mut(chars) {
+                    *slot = v;
+                }
                 chars += 1;
             }
             RunByte::Break => {}
@@ -2434,18 +2447,6 @@ pub(crate) fn quick_noise(sc: &Scanner, label: &[u8], run: &[u8]) -> Quick {
     let bytes = sc.literal_gate();
     if labelled.header != 0 || lane(2) != 0 || bytes.any_in(label) {
         return Quick::Unsure;
-    }
-    // The run's first six characters: each phase's first two bytes.
-    let mut first = [0u32; 6];
-    let mut n = 0;
-    for &b in &run[..end] {
-        if n == first.len() {
-            break;
-        }
-        if CLASS[usize::from(b)] & B64 != 0 {
-            first[n] = b64_val(b);
-            n += 1;
-        }
     }
     // The label's last two bytes, then a phase's first two: the windows
     // that straddle the two (fixed-size stores: a slice copy of a byte or
