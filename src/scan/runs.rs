@@ -25,7 +25,7 @@
 //!
 //! [`MIN_B64`]: super::decode::MIN_B64
 
-use super::decode::{B64, HEXC, HEXD, class_of};
+use super::decode::{B64, HEXC, HEXD, NONHEX, class_of};
 use smallvec::SmallVec;
 use wide::u8x16;
 
@@ -90,17 +90,41 @@ struct Nibbles {
     hi: [u8; 16],
 }
 
-/// The tables of the class `member` says (`hex_byte` when `hex`, else
-/// `b64_byte`), built from it: each distinct set of low nibbles that the
-/// bytes of one high nibble have gets a bit of its own, set in `hi` at
-/// that high nibble and in `lo` at each low nibble of the set. A class
-/// needing more than 8 such sets fails the build.
-const fn nibbles(hex: bool) -> Nibbles {
+/// The classes the nibble tables are built for.
+#[derive(Clone, Copy)]
+enum Class {
+    /// [`b64_byte`]: base64 run bytes, line breaks included.
+    B64Run,
+    /// [`hex_byte`].
+    HexRun,
+    /// Base64 characters alone (`decode`'s `B64` class).
+    B64Char,
+    /// Base64 characters that are neither hex digits nor `-`
+    /// (`decode`'s `NONHEX`): one makes a run of
+    /// [`MIN_B64`](super::decode::MIN_B64) characters
+    /// worth decoding.
+    NonHex,
+}
+
+const fn member(class: Class, b: u8) -> bool {
+    match class {
+        Class::B64Run => b64_byte(b),
+        Class::HexRun => hex_byte(b),
+        Class::B64Char => class_of(b) & B64 != 0,
+        Class::NonHex => class_of(b) & NONHEX != 0,
+    }
+}
+
+/// The tables of `class`, built from its definition: each distinct set of
+/// low nibbles that the bytes of one high nibble have gets a bit of its
+/// own, set in `hi` at that high nibble and in `lo` at each low nibble of
+/// the set. A class needing more than 8 such sets fails the build.
+const fn nibbles(class: Class) -> Nibbles {
     let mut rows = [0u16; 16];
     let mut b = 0;
     while b < 256 {
         let byte = b as u8;
-        if (hex && hex_byte(byte)) || (!hex && b64_byte(byte)) {
+        if member(class, byte) {
             rows[b >> 4] |= 1 << (b & 15);
         }
         b += 1;
@@ -138,23 +162,38 @@ const fn nibbles(hex: bool) -> Nibbles {
     Nibbles { lo, hi }
 }
 
-const B64_NIBBLES: Nibbles = nibbles(false);
-const HEX_NIBBLES: Nibbles = nibbles(true);
+const B64_NIBBLES: Nibbles = nibbles(Class::B64Run);
+const HEX_NIBBLES: Nibbles = nibbles(Class::HexRun);
+const CHAR_NIBBLES: Nibbles = nibbles(Class::B64Char);
+const NONHEX_NIBBLES: Nibbles = nibbles(Class::NonHex);
+
+/// The bytes of `x` in the class of `t`, one bit per byte.
+#[inline(always)]
+fn in_class(t: &Nibbles, x: u8x16) -> u32 {
+    let lo = x & u8x16::splat(0x0f);
+    // `wide`'s byte shift clears the bits that cross lanes: 0 to 15.
+    let hi = x >> 4;
+    let m = u8x16::from(t.lo).shuffle(lo) & u8x16::from(t.hi).shuffle(hi);
+    // The mask marks the bytes outside the class.
+    !m.simd_eq(u8x16::ZERO).to_bitmask() & 0xffff
+}
+
+/// For the base64 layer's idle walk, 16 bytes at a time: which are base64
+/// characters, and which of those are not hex digits (a unit test holds
+/// both to `decode`'s class table for every byte in every lane). Without
+/// a byte shuffle this is a loop over the lanes, slower but the same.
+#[inline(always)]
+pub(crate) fn chars16(bytes: [u8; 16]) -> (u32, u32) {
+    let x = u8x16::from(bytes);
+    (in_class(&CHAR_NIBBLES, x), in_class(&NONHEX_NIBBLES, x))
+}
 
 /// [`classify16`] by table: two shuffles, an AND and a comparison per
 /// class (about a third of the instructions of [`classify16_compare`]).
 #[inline(always)]
 fn classify16_nibbles(bytes: [u8; 16]) -> (u32, u32) {
     let x = u8x16::from(bytes);
-    let lo = x & u8x16::splat(0x0f);
-    // `wide`'s byte shift clears the bits that cross lanes: 0 to 15.
-    let hi = x >> 4;
-    let class = |t: &Nibbles| {
-        let m = u8x16::from(t.lo).shuffle(lo) & u8x16::from(t.hi).shuffle(hi);
-        // The mask marks the bytes outside the class.
-        !m.simd_eq(u8x16::ZERO).to_bitmask() & 0xffff
-    };
-    (class(&B64_NIBBLES), class(&HEX_NIBBLES))
+    (in_class(&B64_NIBBLES, x), in_class(&HEX_NIBBLES, x))
 }
 
 /// [`classify16`] by comparisons, for a build without a byte shuffle.
@@ -345,6 +384,24 @@ mod tests {
                     assert_eq!(m64 & !(1 << lane), 0, "{way}: only lane {lane} may be set");
                     assert_eq!(mhex & !(1 << lane), 0, "{way}: only lane {lane} may be set");
                 }
+            }
+        }
+    }
+
+    /// The idle walk's classes, for every byte in every lane.
+    #[test]
+    fn the_walk_classes_match_the_byte_classes() {
+        use crate::scan::decode::{B64, CLASS, NONHEX};
+        for b in 0..=255u8 {
+            for lane in 0..16 {
+                let mut bytes = [b'!'; 16];
+                bytes[lane] = b;
+                let (chars, nonhex) = chars16(bytes);
+                let c = CLASS[usize::from(b)];
+                assert_eq!(chars >> lane & 1 == 1, c & B64 != 0, "byte {b:#04x}");
+                assert_eq!(nonhex >> lane & 1 == 1, c & NONHEX != 0, "byte {b:#04x}");
+                assert_eq!(chars & !(1 << lane), 0, "only lane {lane} may be set");
+                assert_eq!(nonhex & !(1 << lane), 0, "only lane {lane} may be set");
             }
         }
     }
