@@ -362,6 +362,19 @@ async fn glue_before_an_encoding_is_refused() {
     origin_never_saw(&origin, &forms);
 }
 
+/// `h` (at least 32 hex digits) cut into a UUID's groups: 8-4-4-4, then
+/// the rest.
+fn uuid_groups(h: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// Hex beside UUIDs, which the hex layers pass over in one step: a key
 /// hex-encoded in a field after a record's UUID, glued to the end of a
 /// UUID, and written in a UUID's groups (`414b4941-4b4b-...`, its first
@@ -372,14 +385,7 @@ async fn hex_beside_uuids_is_refused() {
     let (_ca, origin, proxy) = setup().await;
     let uuid = || {
         let h = hex(&rand_u64().to_be_bytes(), "", "") + &hex(&rand_u64().to_be_bytes(), "", "");
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        uuid_groups(&h)
     };
     let mut forms = Vec::new();
     for place in ["field", "glued", "grouped"] {
@@ -389,14 +395,7 @@ async fn hex_beside_uuids_is_refused() {
             "field" => (format!("{}\",\"dump\":\"{h}", uuid()), h.clone()),
             "glued" => (format!("{}{h}", uuid()), h.clone()),
             _ => {
-                let g = format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..]
-                );
+                let g = uuid_groups(&h);
                 (g.clone(), g)
             }
         };
