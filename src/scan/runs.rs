@@ -374,6 +374,7 @@ mod tests {
 
     #[test]
     fn the_vector_classes_match_the_byte_classes() {
+        use crate::scan::decode::{B64, CLASS, NONHEX};
         for b in 0..=255u8 {
             // Every lane position, so a lane the mask misplaces is caught.
             for lane in 0..16 {
@@ -389,24 +390,22 @@ mod tests {
                     assert_eq!(m64 & !(1 << lane), 0, "{way}: only lane {lane} may be set");
                     assert_eq!(mhex & !(1 << lane), 0, "{way}: only lane {lane} may be set");
                 }
-            }
-        }
-    }
-
-    /// The idle walk's classes, for every byte in every lane.
-    #[test]
-    fn the_walk_classes_match_the_byte_classes() {
-        use crate::scan::decode::{B64, CLASS, NONHEX};
-        for b in 0..=255u8 {
-            for lane in 0..16 {
-                let mut bytes = [b'!'; 16];
-                bytes[lane] = b;
-                let (chars, nonhex) = chars16(bytes);
+                // The base64 layer's idle walk: its characters, and those
+                // that are not hex digits.
                 let c = CLASS[usize::from(b)];
-                assert_eq!(chars >> lane & 1 == 1, c & B64 != 0, "byte {b:#04x}");
-                assert_eq!(nonhex >> lane & 1 == 1, c & NONHEX != 0, "byte {b:#04x}");
-                assert_eq!(chars & !(1 << lane), 0, "only lane {lane} may be set");
-                assert_eq!(nonhex & !(1 << lane), 0, "only lane {lane} may be set");
+                let (chars, nonhex) = chars16(bytes);
+                assert_eq!(chars >> lane & 1 == 1, c & B64 != 0, "walk: byte {b:#04x}");
+                assert_eq!(
+                    nonhex >> lane & 1 == 1,
+                    c & NONHEX != 0,
+                    "walk: byte {b:#04x}"
+                );
+                assert_eq!(chars & !(1 << lane), 0, "walk: only lane {lane} may be set");
+                assert_eq!(
+                    nonhex & !(1 << lane),
+                    0,
+                    "walk: only lane {lane} may be set"
+                );
             }
         }
     }
