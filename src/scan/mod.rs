@@ -65,24 +65,32 @@
 //! [`stream`] for the exact bounds.
 //!
 //! # Performance
-//! `benches/scan.rs`: all 65 bundled patterns plus 10 held values, block
-//! mode, 4 MiB of benign log-like text / JSON, one core of the 2-core dev
-//! machine (criterion's middle estimate; under heavier load expect ~30%
-//! less; the README keeps the history):
+//! `benches/scan.rs`: all 77 bundled patterns plus 10 held values, block
+//! mode, decoding on, 4 MiB of benign log-like text / JSON, one core of the
+//! 2-core dev machine, the shipped (LTO) build, medians of three runs in
+//! one sitting at commit `12a390d` (this machine's readings move by 15%
+//! and more between sittings; the README keeps the history and the side
+//! by side comparisons each change was judged by):
 //!
-//! | chunk  | text       | JSON       |
-//! |--------|------------|------------|
-//! | 1.5 KiB| 1.03 GiB/s | 1.14 GiB/s |
-//! | 16 KiB | 1.44 GiB/s | 1.53 GiB/s |
-//! | 64 KiB | 1.47 GiB/s | 1.62 GiB/s |
-//! | whole  | 1.63 GiB/s | 1.76 GiB/s |
+//! | chunk  | text      | JSON      |
+//! |--------|-----------|-----------|
+//! | 1.5 KiB| 285 MiB/s | 418 MiB/s |
+//! | 16 KiB | 499 MiB/s | 647 MiB/s |
+//! | 64 KiB | 521 MiB/s | 673 MiB/s |
+//! | whole  | 537 MiB/s | 579 MiB/s |
 //!
-//! The time goes to the Teddy prefilter passes (one per 32 anchors, see
-//! [`scanner`]); small chunks add a fixed per-push cost (copying the chunk,
-//! and finding the tail that must be held back). The prefilter is sensitive
-//! to the keyword set: changing a keyword moves anchors between Teddy
-//! buckets, which has cost up to 40% in either direction, so re-run the
-//! bench after editing keywords.
+//! On text, about 19.7 instructions per byte plus 6.9k per pushed chunk
+//! (callgrind). A third of the time goes to the keyword prefilter's Teddy
+//! passes (five: four groups of 19 long anchors and one of 13 short ones,
+//! see [`scanner`]); over 40% to the decoders (the class pass of `runs`,
+//! and the check each short base64 run gets, one per log line's URL path,
+//! see [`decode`]); the rest to copying and lowercasing the chunk and to
+//! the `memchr` passes of the idle UTF-16 and escape layers. Small chunks
+//! add a fixed per-push cost (setting up each pass, finding the tail that
+//! must be held back). The prefilter is sensitive to the keyword set:
+//! changing a keyword moves anchors between Teddy buckets, which has cost
+//! up to 40% in either direction, so re-run the bench after editing
+//! keywords.
 
 pub mod body;
 mod checks;
