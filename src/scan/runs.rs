@@ -232,38 +232,46 @@ fn classify(block: &[u8; 64]) -> (u64, u64) {
     (mb, mh)
 }
 
-/// In place: bit `i` set iff bits `i..i + w` of the bit string `words`
-/// (bit `i` in word `i / 64`, all set past the end) are all set
-/// (`1 <= w <= 64`). By doubling, one pass over the words per step: each
-/// word's step reads its own and the next word's old bits, so the words
-/// do not wait for each other (a block's steps on its own two words, as a
-/// `u128`, were one chain of dependent shifts, about 5% of a text chunk's
-/// time).
-#[inline(always)]
-fn windows(words: &mut [u64], w: u32) {
-    let step = |words: &mut [u64], s: u32| {
-        let n = words.len();
-        for j in 1..n {
-            let next = words[j];
-            words[j - 1] &= (words[j - 1] >> s) | (next << (64 - s));
-        }
-        if let Some(last) = words.last_mut() {
-            *last &= (*last >> s) | (u64::MAX << (64 - s));
-        }
-    };
-    let mut have = 1;
+/// The shifts that take a class bitmap to its windows of `w` bits
+/// (`1 <= w <= 64`), by doubling: 1, 2, 4, ... while the windows covered
+/// double, then the rest (`34`: 1, 2, 4, 8, 16, 2). At most seven; the
+/// count is the second field.
+const fn window_steps(w: u32) -> ([u32; 7], usize) {
+    let (mut steps, mut n, mut have) = ([0u32; 7], 0, 1);
     while have * 2 <= w {
-        step(words, have);
+        steps[n] = have;
+        n += 1;
         have *= 2;
     }
     if have < w {
-        step(words, w - have);
+        steps[n] = w - have;
+        n += 1;
     }
+    (steps, n)
+}
+
+/// One word of the bit string whose bit `i` is set iff bits `i..i + w`
+/// of the class bits are all set (bit `i` in word `i / 64`, all set past
+/// the end), from the word's class bits `v`, for words taken from the
+/// last to the first. Step `k` needs the next word's bits as they were
+/// before step `k`: `next[k]` carries them from the word before in this
+/// order (all set past the end), and is left holding this word's. So the
+/// windows cost a few register operations a word and step, inside the
+/// class pass: a pass over the words per step loaded and stored each
+/// word at every step (and before that, one chain of dependent 128-bit
+/// shifts per block was about 5% of a text chunk's time).
+#[inline(always)]
+fn window_word(mut v: u64, next: &mut [u64; 7], steps: &([u32; 7], usize)) -> u64 {
+    for (&s, n) in steps.0.iter().zip(next.iter_mut()).take(steps.1) {
+        let before = std::mem::replace(n, v);
+        v &= (v >> s) | (before << (64 - s));
+    }
+    v
 }
 
 impl Runs {
     /// Classify `hay[from..]`; `B64_W` and `HEX_W` are the window lengths
-    /// (constants, so that `windows` unrolls into fixed shifts: with the
+    /// (constants, so that `window_word` unrolls into fixed shifts: with the
     /// lengths as arguments its loop and variable shifts were more
     /// than half of this function's instructions).
     pub(crate) fn compute<const B64_W: u32, const HEX_W: u32>(&mut self, hay: &[u8], from: usize) {
@@ -299,11 +307,21 @@ impl Runs {
         // capacity each time (about 1% of a text chunk's instructions).
         self.b64.resize(blocks, 0);
         self.hex.resize(blocks, 0);
-        for (j, (wb, wh)) in self.b64.iter_mut().zip(self.hex.iter_mut()).enumerate() {
-            (*wb, *wh) = block(j);
+        // From the last block to the first, each word's windows made as
+        // its class bits are (see `window_word`).
+        let (b64_steps, hex_steps) = (window_steps(B64_W), window_steps(HEX_W));
+        let (mut b64_next, mut hex_next) = ([u64::MAX; 7], [u64::MAX; 7]);
+        for (j, (wb, wh)) in self
+            .b64
+            .iter_mut()
+            .zip(self.hex.iter_mut())
+            .enumerate()
+            .rev()
+        {
+            let (b, h) = block(j);
+            *wb = window_word(b, &mut b64_next, &b64_steps);
+            *wh = window_word(h, &mut hex_next, &hex_steps);
         }
-        windows(&mut self.b64, B64_W);
-        windows(&mut self.hex, HEX_W);
     }
 
     /// The first position `p >= at` where a base64 window starts, or the
