@@ -428,6 +428,38 @@ mod tests {
         }
     }
 
+    /// Every window length the steps allow, on random words with long
+    /// runs of set bits: bit `i` of the result is set iff bits `i..i + w`
+    /// are (all set past the end).
+    #[test]
+    fn windows_of_every_length_match_their_definition() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for w in 1..=64u32 {
+            let steps = window_steps(w);
+            for _ in 0..20 {
+                let n = (rnd() % 6) as usize + 1;
+                // Mostly set, so that windows of every length occur.
+                let words: Vec<u64> = (0..n).map(|_| rnd() | rnd() | rnd() | rnd()).collect();
+                let bit = |i: usize| words.get(i / 64).is_none_or(|x| x >> (i % 64) & 1 == 1);
+                let mut next = [u64::MAX; 7];
+                let mut got = vec![0u64; n];
+                for j in (0..n).rev() {
+                    got[j] = window_word(words[j], &mut next, &steps);
+                }
+                for i in 0..64 * n {
+                    let want = (i..i + w as usize).all(bit);
+                    assert_eq!(got[i / 64] >> (i % 64) & 1 == 1, want, "w {w}, bit {i}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn next_windows_agree_with_the_slow_definition() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
