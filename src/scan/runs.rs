@@ -428,18 +428,22 @@ mod tests {
         }
     }
 
+    /// A small deterministic random source (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// Every window length the steps allow, on random words with long
     /// runs of set bits: bit `i` of the result is set iff bits `i..i + w`
     /// are (all set past the end).
     #[test]
     fn windows_of_every_length_match_their_definition() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for w in 1..=64u32 {
             let steps = window_steps(w);
             for _ in 0..20 {
@@ -462,13 +466,7 @@ mod tests {
 
     #[test]
     fn next_windows_agree_with_the_slow_definition() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rnd = xorshift(0x2545_f491_4f6c_dd1du64);
         let alphabet = b"aZ09+/ \n\r\"x:,-_g.\\%";
         for round in 0..400 {
             let len = (rnd() % 400) as usize;
@@ -477,7 +475,7 @@ mod tests {
             let hay: Vec<u8> = (0..len)
                 .map(|_| {
                     let r = rnd();
-                    if dense && r % 10 != 0 {
+                    if dense && !r.is_multiple_of(10) {
                         b"0a9f"[(r % 4) as usize]
                     } else {
                         alphabet[(r % alphabet.len() as u64) as usize]
