@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn the_vector_classes_match_the_byte_classes() {
-        use crate::scan::decode::{B64, CLASS, NONHEX};
+        use crate::scan::decode::CLASS;
         for b in 0..=255u8 {
             // Every lane position, so a lane the mask misplaces is caught.
             for lane in 0..16 {
