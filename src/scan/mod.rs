@@ -80,17 +80,18 @@
 //! | whole  | 537 MiB/s | 579 MiB/s |
 //!
 //! On text, about 19.7 instructions per byte plus 6.9k per pushed chunk
-//! (callgrind). A third of the time goes to the keyword prefilter's Teddy
-//! passes (five: four groups of 19 long anchors and one of 13 short ones,
-//! see [`scanner`]); over 40% to the decoders (the class pass of `runs`,
-//! and the check each short base64 run gets, one per log line's URL path,
-//! see [`decode`]); the rest to copying and lowercasing the chunk and to
-//! the `memchr` passes of the idle UTF-16 and escape layers. Small chunks
-//! add a fixed per-push cost (setting up each pass, finding the tail that
-//! must be held back). The prefilter is sensitive to the keyword set:
-//! changing a keyword moves anchors between Teddy buckets, which has cost
-//! up to 40% in either direction, so re-run the bench after editing
-//! keywords.
+//! (callgrind). Nearly a third of the time (29% by `perf`) goes to the
+//! keyword prefilter's Teddy passes (five: four groups of at most 19 long anchors
+//! and one of 13 short ones, see [`scanner`]); over 40% to the decoders
+//! (the class pass of `runs`, and the check each short base64 run gets, one
+//! per log line's URL path, see [`decode`]); the rest to copying and
+//! lowercasing the chunk and to the `memchr` passes of the idle UTF-16 and
+//! escape layers. Small chunks add a fixed per-push cost (the 6.9k: setting
+//! up each pass, finding the tail that must be held back), which explains
+//! only part of the 1.5 KiB row: those chunks also run slower per byte in
+//! the wall clock. The prefilter is sensitive to the keyword set: changing
+//! a keyword moves anchors between Teddy buckets, which has cost up to 40%
+//! in either direction, so re-run the bench after editing keywords.
 
 pub mod body;
 mod checks;
