@@ -119,9 +119,10 @@
 //!   a short segment (< [`SHORT`] decoded bytes: at most 8 encoded bytes
 //!   each, a character code with its separators), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
 //!   under 1 KiB. A line break ends every candidate but a base64 run.
-//!   Compressed data is the exception: from a header (or a header-like
-//!   pair of bytes in binary data) until [`REPLAY`] bytes have inflated or
-//!   failed to, up to 4 KiB plus the header.
+//!   Compressed data adds the piece being inflated and the one before it
+//!   (128 bytes) per open member; a header's fields (a gzip extra field,
+//!   name or comment, a zip entry's name) are stepped over as they stream,
+//!   not held, whatever their length.
 //! - **Hold-back in general**: a nested scan holds back at most
 //!   [`Scanner::max_hold_back`] decoded bytes (below 40 KiB; in practice a
 //!   pending keyword's regex window, at most `2 * max_len` plus the keyword),
@@ -130,9 +131,8 @@
 //!   40 MiB) for a crafted stream nesting the widest codecs three deep
 //!   around a keyword, 11 KiB for a PEM keyword in one base64 layer. An
 //!   inflated byte maps back to its piece and the one before (128 bytes),
-//!   and a compressed stream is kept from its header for its first
-//!   [`REPLAY`] bytes (4 KiB) and while its header is read (a gzip name
-//!   or comment of up to 1 KiB, an extra field of up to 64 KiB). Per open
+//!   and a member is kept from its header only until the header's fixed
+//!   part (at most 30 bytes) is read. Per open
 //!   segment the state keeps the encoded span of each held decoded byte
 //!   (16 bytes each).
 //! - **Speed**: base64 and hex share one pass per input that finds, 64
@@ -153,11 +153,12 @@
 //!   byte that is rare in text at a fixed offset in each header (gzip's
 //!   `8b`, zlib's second byte, zip's `03`, ...) in one Teddy pass.
 //! - **State**: one pooled nested scan per base64 phase, hex instance,
-//!   percent, JSON, HTML, character-code, UTF-16 and inflate instance, and
-//!   depth, created on first use (14 + 196 + 2744 at most, for a stream
-//!   crafted to nest segments in every phase); an inflater (its 32 KiB
-//!   window) only above the probing depth, in at most 1 + 14 + 196 of
-//!   them.
+//!   percent, JSON, HTML, character-code and UTF-16 instance, and one per
+//!   open compressed member ([`MAX_MEMBERS`], 4), and depth, created on
+//!   first use (17 + 17² + 17³ at most, for a stream crafted to nest
+//!   segments in every phase); inflaters (a 32 KiB window each, up to
+//!   [`MAX_MEMBERS`] and one spare per scan) only above the probing depth,
+//!   in at most 1 + 17 + 289 scans.
 
 use std::{collections::VecDeque, fmt};
 
@@ -1595,7 +1596,6 @@ pub(crate) struct Decoders {
     hex_pools: [Pool; 3],
     pools: [Pool; 4],
     wide_pools: [Pool; 2],
-    inflate_pool: Pool,
     /// Where base64 and hex runs could start in the current input.
     runs: Runs,
 }
@@ -1636,12 +1636,11 @@ impl Decoders {
             // data there would be a fourth decoding, and an inflater (a 32
             // KiB window) in every probing scan a crafted stream can open
             // would be megabytes.
-            inflate: inflate.then(|| Inflate::new(depth >= MAX_DEPTH)),
+            inflate: inflate.then(|| Inflate::new(depth >= MAX_DEPTH, min)),
             b64_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             hex_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             pools: std::array::from_fn(|_| Pool::new(min, inflate)),
             wide_pools: std::array::from_fn(|_| Pool::new(min, inflate)),
-            inflate_pool: Pool::new(min, inflate),
             runs: Runs::default(),
         }
     }
@@ -1656,14 +1655,12 @@ impl Decoders {
         self.codes = fresh.codes;
         self.wide = fresh.wide;
         if let Some(inflate) = self.inflate.as_mut() {
-            // The inflater's buffers stay.
-            inflate.scan = 0;
-            inflate.member = Member::Idle;
-            inflate.rs = RunSeg::default();
+            // The inflaters' buffers stay.
+            inflate.reset();
         }
         let pools = self.b64_pools.iter_mut().chain(&mut self.hex_pools);
         let pools = pools.chain(&mut self.pools).chain(&mut self.wide_pools);
-        for p in pools.chain(std::iter::once(&mut self.inflate_pool)) {
+        for p in pools {
             if let Some(s) = p.sub.as_mut() {
                 s.reset();
             }
@@ -1710,8 +1707,7 @@ impl Decoders {
             wide.feed(sc, hay, base, from, discard, d, pool, out);
         }
         if let Some(inflate) = self.inflate.as_mut() {
-            let pool = &mut self.inflate_pool;
-            inflate.feed(sc, hay, base, false, discard, d, pool, out);
+            inflate.feed(sc, hay, base, false, discard, d, out);
         }
     }
 
@@ -1733,8 +1729,7 @@ impl Decoders {
             wide.end_run(sc, d, pool, out);
         }
         if let Some(inflate) = self.inflate.as_mut() {
-            let pool = &mut self.inflate_pool;
-            inflate.feed(sc, hay, base, true, discard, d, pool, out);
+            inflate.feed(sc, hay, base, true, discard, d, out);
         }
     }
 
@@ -1773,11 +1768,7 @@ impl Decoders {
                     .min()
                     .unwrap_or(end),
             )
-            .min(
-                self.inflate
-                    .as_ref()
-                    .map_or(end, |i| i.frontier(&self.inflate_pool, end)),
-            )
+            .min(self.inflate.as_ref().map_or(end, |i| i.frontier(end)))
     }
 }
 
@@ -3119,56 +3110,72 @@ impl Wide {
 /// The checksums in a member's trailer are not checked: breaking one does
 /// not hide what the data decodes to.
 ///
-/// One member is decoded at a time. An attempt that fails within
-/// [`REPLAY`] bytes of its header (a header-like pair of bytes in binary
-/// data) is looked through again from the byte after its header, so a
-/// real member right behind a false one is found; the stream keeps those
-/// bytes until then. A member that decodes to more than [`INFLATE_RATIO`]
-/// times its size (past [`INFLATE_FREE`]) is reported as [`TOO_DEEP`]:
-/// outgoing, a decompression bomb is refused rather than scanned for
-/// minutes or passed unread.
+/// Headers are looked for in every byte, also in the bytes of a member
+/// being decoded (its header's fields, its compressed data): a member
+/// hidden in a gzip extra field, or glued behind an unfinished stored
+/// block where the first member reads it as more deflate data, is decoded
+/// beside the member around it. Most header-like bytes in binary data fail
+/// within a few bytes; a header seen while [`MAX_MEMBERS`] members are
+/// open (a crafted nest of stored blocks) is reported as [`UNREADABLE`]:
+/// outgoing, refused rather than left unread. Whether a member is still
+/// open at a header is judged by where it ended, not by how the stream was
+/// chunked. A member that decodes to more than [`INFLATE_RATIO`] times its
+/// size (past [`INFLATE_FREE`]) is reported as [`TOO_DEEP`]: outgoing, a
+/// decompression bomb is refused rather than scanned for minutes or passed
+/// unread.
 struct Inflate {
     /// At the probing depth: a gzip, zlib or zip header is reported as
     /// [`TOO_DEEP`] (it would be a fourth decoding), not inflated.
     probing: bool,
-    /// Idle: the next offset to look for a header at.
+    /// The next offset to look for a header at.
     scan: u64,
-    member: Member,
-    rs: RunSeg,
-    /// Decoded bytes of the current member.
-    decoded: u64,
-    /// Kept between members (its window is 32 KiB).
-    z: Option<Box<flate2::Decompress>>,
+    /// Members being read, and members that ended past `scan` (they still
+    /// count as open for a header before their end).
+    members: Vec<Slot>,
+    /// Slots of ended members, for the next ones (an inflater's 32 KiB
+    /// window, a nested scan).
+    spare: Vec<Slot>,
+    /// The nested scans' least confidence.
+    min: Confidence,
     out: Vec<u8>,
+}
+
+/// One member being read.
+struct Slot {
+    member: Member,
+    /// Where it ended; `None` while it is read.
+    ended: Option<u64>,
+    rs: RunSeg,
+    /// Decoded bytes of the member.
+    decoded: u64,
+    z: Box<flate2::Decompress>,
+    pool: Pool,
 }
 
 #[derive(Clone, Copy)]
 enum Member {
-    Idle,
-    /// A header starts at `start`.
-    Header {
+    /// A header starts at `start`; its fixed part is not all here yet.
+    Header { start: u64, codec: Codec },
+    /// Stepping over the header's fields: the next byte to read is `at`.
+    Fields {
         start: u64,
         codec: Codec,
+        at: u64,
+        nuls: u8,
+        trail: u8,
     },
     /// Inflating: the piece to feed next starts at `pos`.
-    Data {
-        start: u64,
-        codec: Codec,
-        pos: u64,
-    },
+    Data { start: u64, codec: Codec, pos: u64 },
 }
 
 /// Compressed bytes fed to inflate at a time.
 const PIECE: u64 = 64;
-/// A failed attempt is looked through again when it failed this close to
-/// its header.
-const REPLAY: u64 = 4096;
+/// Members open at once before a header is refused as [`UNREADABLE`].
+pub const MAX_MEMBERS: usize = 4;
 /// Decoded bytes a member may produce before its ratio is checked.
 pub const INFLATE_FREE: u64 = 1 << 20;
 /// How many times its compressed size a member may decode to.
 pub const INFLATE_RATIO: u64 = 100;
-/// Longest gzip file name or comment read.
-const GZIP_TEXT_MAX: usize = 1024;
 /// Decoded bytes handed to the nested scan at a time, so a piece that
 /// decodes to much is not held whole.
 const INFLATE_FLUSH: usize = 16 * 1024;
@@ -3483,13 +3490,36 @@ enum NotInflated {
     Unreadable,
 }
 
-/// The length of the header at the start of `b` (a gzip header with its
-/// optional fields, or zlib's two bytes): `Ok(None)` while `b` is too
-/// short to tell, `Err(NotInflated)` when it is not one after all or holds
-/// data that is not inflated.
-fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, NotInflated> {
+/// What follows a header's fixed part: `skip` bytes (gzip's extra field,
+/// a zip entry's name and extra field), then `nuls` fields that end at a
+/// zero byte (gzip's name and comment), then `trail` bytes (gzip's header
+/// checksum). The deflate data starts after them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fields {
+    skip: u64,
+    nuls: u8,
+    trail: u8,
+}
+
+/// The fixed part of the header at the start of `b` (zlib's two bytes,
+/// gzip's ten and the length of its extra field, a zip entry's thirty):
+/// its length and the fields after it, `Ok(None)` while `b` is too short
+/// to tell, `Err(NotInflated)` when it is not one after all or holds data
+/// that is not inflated.
+///
+/// The fields are not bounded here: Python's `gzip` and zlib read a name
+/// or comment of any length to its zero byte, so a member behind a long
+/// one is still a member. They are stepped over as they stream, not held
+/// ([`Member::Fields`]), and the header search looks through them like
+/// any other bytes.
+fn header_fixed(codec: Codec, b: &[u8]) -> Result<Option<(usize, Fields)>, NotInflated> {
+    let none = Fields {
+        skip: 0,
+        nuls: 0,
+        trail: 0,
+    };
     if codec == Codec::Zlib {
-        return Ok((b.len() >= 2).then_some(2));
+        return Ok((b.len() >= 2).then_some((2, none)));
     }
     if codec == Codec::Zip {
         // A local file header: the version needed at 4, flags at 6,
@@ -3500,7 +3530,7 @@ fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, NotInflated> {
         let Some(h) = b.get(..30) else {
             return Ok(None);
         };
-        let field = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
+        let field = |i: usize| u64::from(u16::from_le_bytes([h[i], h[i + 1]]));
         let (version, encrypted, method) = (field(4), field(6) & 1 != 0, field(8));
         match (encrypted, method) {
             (false, 8) => {}
@@ -3509,34 +3539,29 @@ fn header_len(codec: Codec, b: &[u8]) -> Result<Option<usize>, NotInflated> {
             (_, 0..=20 | 93..=99) if version <= 63 => return Err(NotInflated::Unreadable),
             _ => return Err(NotInflated::NotHeader),
         }
-        let n = 30 + field(26) + field(28);
-        return Ok((b.len() >= n).then_some(n));
+        let skip = field(26) + field(28);
+        return Ok(Some((30, Fields { skip, ..none })));
     }
     let Some(&flags) = b.get(3) else {
         return Ok(None);
     };
-    let mut n = 10;
-    if flags & 0x04 != 0 {
-        let (Some(&lo), Some(&hi)) = (b.get(10), b.get(11)) else {
-            return Ok(None);
-        };
-        n = 12 + usize::from(u16::from_le_bytes([lo, hi]));
+    let nuls = u8::from(flags & 0x08 != 0) + u8::from(flags & 0x10 != 0);
+    let trail = if flags & 0x02 != 0 { 2 } else { 0 };
+    if flags & 0x04 == 0 {
+        return Ok((b.len() >= 10).then_some((
+            10,
+            Fields {
+                nuls,
+                trail,
+                ..none
+            },
+        )));
     }
-    for bit in [0x08, 0x10] {
-        if flags & bit != 0 {
-            let rest = b.get(n..).unwrap_or_default();
-            match memchr::memchr(0, rest) {
-                Some(z) if z <= GZIP_TEXT_MAX => n += z + 1,
-                Some(_) => return Err(NotInflated::NotHeader),
-                None if rest.len() > GZIP_TEXT_MAX => return Err(NotInflated::NotHeader),
-                None => return Ok(None),
-            }
-        }
-    }
-    if flags & 0x02 != 0 {
-        n += 2;
-    }
-    Ok((b.len() >= n).then_some(n))
+    let (Some(&lo), Some(&hi)) = (b.get(10), b.get(11)) else {
+        return Ok(None);
+    };
+    let skip = u64::from(u16::from_le_bytes([lo, hi]));
+    Ok(Some((12, Fields { skip, nuls, trail })))
 }
 
 /// The pseudo finding of an [`UNREADABLE`] header at `start`.
@@ -3552,28 +3577,35 @@ fn unreadable(start: u64, codec: Codec) -> Raw {
 }
 
 impl Inflate {
-    fn new(probing: bool) -> Inflate {
+    fn new(probing: bool, min: Confidence) -> Inflate {
         Inflate {
             probing,
             scan: 0,
-            member: Member::Idle,
-            rs: RunSeg::default(),
-            decoded: 0,
-            z: None,
+            members: Vec::new(),
+            spare: Vec::new(),
+            min,
             out: Vec::new(),
         }
     }
 
-    fn frontier(&self, pool: &Pool, end: u64) -> u64 {
-        match self.member {
-            Member::Idle => self.scan.min(end),
-            Member::Header { start, .. } => start,
-            Member::Data { start, pos, .. } if pos - start < REPLAY => start,
-            Member::Data { start, pos, .. } => {
-                let pending = pos.saturating_sub(PIECE).max(start);
-                self.rs.frontier(pool, pending, start, 1)
+    fn reset(&mut self) {
+        self.scan = 0;
+        for mut slot in self.members.drain(..) {
+            slot.rs = RunSeg::default();
+            if let Some(s) = slot.pool.sub.as_mut() {
+                s.reset();
+            }
+            if self.spare.is_empty() {
+                self.spare.push(slot);
             }
         }
+    }
+
+    fn frontier(&self, end: u64) -> u64 {
+        self.members
+            .iter()
+            .map(|slot| slot.frontier(end))
+            .fold(self.scan.min(end), u64::min)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -3585,7 +3617,6 @@ impl Inflate {
         eof: bool,
         discard: bool,
         depth: u8,
-        pool: &mut Pool,
         out: &mut Vec<Raw>,
     ) {
         let end = base + hay.len() as u64;
@@ -3594,64 +3625,198 @@ impl Inflate {
                 .unwrap_or(usize::MAX)
                 .min(hay.len())
         };
+        let mut buf = std::mem::take(&mut self.out);
+        for slot in &mut self.members {
+            slot.feed(sc, hay, base, eof, discard, depth, &mut buf, out);
+        }
+        loop {
+            match next_header(hay, at(self.scan.max(base)), eof) {
+                Ok(Some((k, codec))) if codec.unreadable() => {
+                    let start = base + k as u64;
+                    out.push(unreadable(start, codec));
+                    self.scan = start + 1;
+                }
+                // A zlib header is two bytes, which compressed or
+                // random bytes hold every 16 KiB: at the probing depth
+                // there is no inflating to tell a real one.
+                Ok(Some((k, Codec::Zlib))) if self.probing => {
+                    self.scan = base + k as u64 + 1;
+                }
+                Ok(Some((k, codec))) if self.probing => {
+                    let start = base + k as u64;
+                    out.push(Raw {
+                        kind: TOO_DEEP_KIND,
+                        ..unreadable(start, codec)
+                    });
+                    self.scan = start + 1;
+                }
+                Ok(Some((k, _))) if !eof && end - (base + k as u64) < PIECE => {
+                    // Whether the open members end before this header is
+                    // known once they have read a piece past it.
+                    self.scan = base + k as u64;
+                    break;
+                }
+                Ok(Some((k, codec))) => {
+                    let start = base + k as u64;
+                    self.scan = start + 1;
+                    self.retire(start);
+                    if self.members.len() >= MAX_MEMBERS {
+                        out.push(unreadable(start, codec));
+                        continue;
+                    }
+                    let mut slot = match self.spare.pop() {
+                        Some(slot) => slot,
+                        None => Slot {
+                            member: Member::Header { start, codec },
+                            ended: None,
+                            rs: RunSeg::default(),
+                            decoded: 0,
+                            z: Box::new(flate2::Decompress::new(false)),
+                            pool: Pool::new(self.min, true),
+                        },
+                    };
+                    slot.member = Member::Header { start, codec };
+                    slot.ended = None;
+                    slot.decoded = 0;
+                    slot.feed(sc, hay, base, eof, discard, depth, &mut buf, out);
+                    self.members.push(slot);
+                }
+                Err(k) => {
+                    // Too close to the end to tell: wait here.
+                    self.scan = base + k as u64;
+                    break;
+                }
+                Ok(None) => {
+                    self.scan = end;
+                    break;
+                }
+            }
+        }
+        self.out = buf;
+        self.retire(self.scan);
+    }
+
+    /// Members that ended by `at` no longer count as open there; one slot
+    /// is kept for the next member.
+    fn retire(&mut self, at: u64) {
+        let mut i = 0;
+        while i < self.members.len() {
+            if self.members[i].ended.is_some_and(|e| e <= at) {
+                let slot = self.members.swap_remove(i);
+                if self.spare.is_empty() {
+                    self.spare.push(slot);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn frontier(&self, end: u64) -> u64 {
+        if self.ended.is_some() {
+            return end;
+        }
+        match self.member {
+            Member::Header { start, .. } => start,
+            // The first piece maps back to the piece before it too.
+            Member::Fields { start, at, .. } => at.min(end).saturating_sub(PIECE).max(start),
+            Member::Data { start, pos, .. } => {
+                let pending = pos.saturating_sub(PIECE).max(start);
+                match self.rs.seg {
+                    None => pending,
+                    Some(_) => self.rs.frontier(&self.pool, pending, pending, 1),
+                }
+            }
+        }
+    }
+
+    /// Read as far as `hay` goes (`buf`: inflate's output buffer).
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        sc: &Scanner,
+        hay: &[u8],
+        base: u64,
+        eof: bool,
+        discard: bool,
+        depth: u8,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<Raw>,
+    ) {
+        if self.ended.is_some() {
+            return;
+        }
+        let end = base + hay.len() as u64;
+        let at = |p: u64| {
+            usize::try_from(p.saturating_sub(base))
+                .unwrap_or(usize::MAX)
+                .min(hay.len())
+        };
         loop {
             match self.member {
-                Member::Idle => match next_header(hay, at(self.scan.max(base)), eof) {
-                    Ok(Some((k, codec))) if codec.unreadable() => {
-                        let start = base + k as u64;
-                        out.push(unreadable(start, codec));
-                        self.scan = start + 1;
-                    }
-                    // A zlib header is two bytes, which compressed or
-                    // random bytes hold every 16 KiB: at the probing depth
-                    // there is no inflating to tell a real one.
-                    Ok(Some((k, Codec::Zlib))) if self.probing => {
-                        self.scan = base + k as u64 + 1;
-                    }
-                    Ok(Some((k, codec))) if self.probing => {
-                        let start = base + k as u64;
-                        out.push(Raw {
-                            kind: TOO_DEEP_KIND,
-                            ..unreadable(start, codec)
-                        });
-                        self.scan = start + 1;
-                    }
-                    Ok(Some((k, codec))) => {
-                        let start = base + k as u64;
-                        self.member = Member::Header { start, codec };
-                    }
-                    Err(k) => {
-                        // Too close to the end to tell: wait here.
-                        self.scan = base + k as u64;
-                        break;
-                    }
-                    Ok(None) => {
-                        self.scan = end;
-                        break;
-                    }
-                },
-                Member::Header { start, codec } => match header_len(codec, &hay[at(start)..]) {
-                    Ok(Some(n)) => {
-                        let z = self
-                            .z
-                            .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
-                        z.reset(false);
-                        self.rs.open(start);
-                        self.decoded = 0;
-                        let pos = start + n as u64;
-                        self.member = Member::Data { start, codec, pos };
+                Member::Header { start, codec } => match header_fixed(codec, &hay[at(start)..]) {
+                    Ok(Some((n, f))) => {
+                        self.member = Member::Fields {
+                            start,
+                            codec,
+                            at: start + n as u64 + f.skip,
+                            nuls: f.nuls,
+                            trail: f.trail,
+                        };
                     }
                     Ok(None) if !eof => break,
                     Err(NotInflated::Unreadable) => {
                         out.push(unreadable(start, codec));
-                        self.scan = start + 1;
-                        self.member = Member::Idle;
+                        self.ended = Some(start + 1);
+                        break;
                     }
                     Ok(None) | Err(NotInflated::NotHeader) => {
-                        self.scan = start + 1;
-                        self.member = Member::Idle;
+                        self.ended = Some(start + 1);
+                        break;
                     }
                 },
+                Member::Fields {
+                    start,
+                    codec,
+                    at: mut p,
+                    mut nuls,
+                    trail,
+                } => {
+                    while nuls > 0 && p <= end {
+                        match memchr::memchr(0, &hay[at(p)..]) {
+                            Some(z) => {
+                                p += z as u64 + 1;
+                                nuls -= 1;
+                            }
+                            None => {
+                                p = end;
+                                break;
+                            }
+                        }
+                    }
+                    if nuls > 0 || p + u64::from(trail) > end {
+                        if eof {
+                            self.ended = Some(end);
+                        } else {
+                            self.member = Member::Fields {
+                                start,
+                                codec,
+                                at: p,
+                                nuls,
+                                trail,
+                            };
+                        }
+                        break;
+                    }
+                    let pos = p + u64::from(trail);
+                    self.z.reset(false);
+                    self.rs = RunSeg::default();
+                    self.rs.open(pos.saturating_sub(PIECE).max(start));
+                    self.decoded = 0;
+                    self.member = Member::Data { start, codec, pos };
+                }
                 Member::Data { start, codec, pos } => {
                     if pos >= end || (!eof && end - pos < PIECE) {
                         break;
@@ -3661,7 +3826,7 @@ impl Inflate {
                         pos.saturating_sub(PIECE).max(start),
                         pos + piece.len() as u64,
                     );
-                    match self.piece(codec, piece, span, discard) {
+                    match self.piece(codec, piece, span, discard, buf) {
                         Ok(None) if self.too_big(pos + piece.len() as u64 - start) => {
                             out.push(Raw {
                                 start: span.0,
@@ -3670,7 +3835,8 @@ impl Inflate {
                                 chain: Chain::PLAIN.under(codec),
                                 confidence: Confidence::Verified,
                             });
-                            self.end_member(sc, depth, pool, out, span.1);
+                            self.end(sc, depth, out, span.1);
+                            break;
                         }
                         Ok(None) => {
                             self.member = Member::Data {
@@ -3679,16 +3845,13 @@ impl Inflate {
                                 pos: span.1,
                             };
                         }
-                        Ok(Some(used)) => self.end_member(sc, depth, pool, out, pos + used),
+                        Ok(Some(used)) => {
+                            self.end(sc, depth, out, pos + used);
+                            break;
+                        }
                         Err(()) => {
-                            // A false start close to its header is looked
-                            // through again from the byte after it.
-                            let next = if span.1 - start <= REPLAY {
-                                start + 1
-                            } else {
-                                span.1
-                            };
-                            self.end_member(sc, depth, pool, out, next);
+                            self.end(sc, depth, out, span.1);
+                            break;
                         }
                     }
                     if self
@@ -3697,14 +3860,16 @@ impl Inflate {
                         .as_ref()
                         .is_some_and(|s| s.dec.len() >= INFLATE_FLUSH)
                     {
-                        self.rs.flush(sc, depth, pool, out, 1);
+                        self.rs.flush(sc, depth, &mut self.pool, out, 1);
                     }
                 }
             }
         }
-        self.rs.flush(sc, depth, pool, out, 1);
-        if eof {
-            self.end_member(sc, depth, pool, out, end);
+        if self.ended.is_none() {
+            self.rs.flush(sc, depth, &mut self.pool, out, 1);
+            if eof {
+                self.end(sc, depth, out, end);
+            }
         }
     }
 
@@ -3723,51 +3888,41 @@ impl Inflate {
         piece: &[u8],
         span: (u64, u64),
         discard: bool,
+        buf: &mut Vec<u8>,
     ) -> Result<Option<u64>, ()> {
-        let Some(z) = self.z.as_mut() else {
-            return Err(());
-        };
-        if self.out.len() < 4096 {
-            self.out.resize(4096, 0);
+        if buf.len() < 4096 {
+            buf.resize(4096, 0);
         }
+        let z = &mut self.z;
         let in0 = z.total_in();
         let mut used = 0usize;
         loop {
             let (i0, o0) = (z.total_in(), z.total_out());
             let status = z
-                .decompress(&piece[used..], &mut self.out, flate2::FlushDecompress::None)
+                .decompress(&piece[used..], buf, flate2::FlushDecompress::None)
                 .map_err(|_| ())?;
             let produced = usize::try_from(z.total_out() - o0).unwrap_or(0);
             used += usize::try_from(z.total_in() - i0).unwrap_or(0);
             self.decoded += produced as u64;
             if produced > 0 {
-                self.rs.put_all(codec, &self.out[..produced], span, discard);
+                self.rs.put_all(codec, &buf[..produced], span, discard);
             }
             if status == flate2::Status::StreamEnd {
                 return Ok(Some(z.total_in() - in0));
             }
             let stuck = produced == 0 && z.total_in() == i0;
-            if stuck || (used >= piece.len() && produced < self.out.len()) {
+            if stuck || (used >= piece.len() && produced < buf.len()) {
                 return Ok(None);
             }
         }
     }
 
-    /// The member ended (or was no member): judge it, and look for the next
-    /// header from `next`.
-    fn end_member(
-        &mut self,
-        sc: &Scanner,
-        depth: u8,
-        pool: &mut Pool,
-        out: &mut Vec<Raw>,
-        next: u64,
-    ) {
+    /// The member ended at `at` (or was no member): judge what it decoded.
+    fn end(&mut self, sc: &Scanner, depth: u8, out: &mut Vec<Raw>, at: u64) {
         if matches!(self.member, Member::Data { .. }) {
-            self.rs.end(sc, depth, pool, out, 1);
+            self.rs.end(sc, depth, &mut self.pool, out, 1);
         }
-        self.member = Member::Idle;
-        self.scan = next;
+        self.ended = Some(at);
     }
 }
 

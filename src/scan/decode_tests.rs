@@ -1144,7 +1144,8 @@ fn compressed_data_inside_a_stream() {
     let zb64_zip = format!("upload={}", STANDARD.encode(&zip));
     let b64 = format!("{{\"blob\": \"{}\"}}", STANDARD.encode(&gz));
     let zb64 = format!("data={}", STANDARD.encode(zlib(text.as_bytes(), 6)));
-    for (input, chain) in [
+    let hidden = hidden_members(&gz);
+    for (input, chain) in hidden.into_iter().map(|(_, input)| (input, "gzip")).chain([
         (gz.clone(), "gzip"),
         (named, "gzip"),
         (multipart, "gzip"),
@@ -1161,8 +1162,115 @@ fn compressed_data_inside_a_stream() {
         (zb64.into_bytes(), "base64>zlib"),
         (zip, "zip"),
         (zb64_zip.into_bytes(), "base64>zip"),
-    ] {
+    ]) {
         aws_found_at_every_cut(&sc, &input, chain, &[1, 2, 3, 7, 64, 1000]);
+    }
+}
+
+/// A gzip member (`gz`) where one member at a time would not look for it,
+/// each named: in a gzip header's extra field, behind a gzip name or
+/// comment longer than any file name (Python's `gzip` and zlib read them
+/// to their zero byte), in a zip entry's extra field, and glued behind an
+/// unfinished stored block (the first member reads its header as more
+/// deflate data). Each receiver gets the member back by slicing.
+pub(crate) fn hidden_members(gz: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let harmless = gzip(b"a harmless member\n");
+    let mut extra = vec![0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 3];
+    extra.extend_from_slice(&u16::try_from(gz.len()).unwrap().to_le_bytes());
+    extra.extend_from_slice(gz);
+    extra.extend_from_slice(&harmless[10..]);
+    let mut long_name = vec![0x1f, 0x8b, 0x08, 0x08 | 0x10 | 0x02, 0, 0, 0, 0, 0, 3];
+    long_name.extend_from_slice(&b"n".repeat(3000));
+    long_name.push(0);
+    long_name.extend_from_slice(&b"c".repeat(70_000));
+    long_name.extend_from_slice(&[0, 0xaa, 0xbb]);
+    long_name.extend_from_slice(&gz[10..]);
+    let mut zip_extra = zip_file(&[("README.md", b"# notes\n")]);
+    // The entry's extra-field length (at 28) and the field itself, right
+    // after the name.
+    let name_end = 30 + "README.md".len();
+    zip_extra[28..30].copy_from_slice(&u16::try_from(gz.len()).unwrap().to_le_bytes());
+    zip_extra.splice(name_end..name_end, gz.iter().copied());
+    // A stored block of 5,000 bytes, not the last, then the member.
+    let mut behind = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3, 0x00];
+    behind.extend_from_slice(&5000u16.to_le_bytes());
+    behind.extend_from_slice(&(!5000u16).to_le_bytes());
+    behind.extend_from_slice(&b"f".repeat(5000));
+    behind.extend_from_slice(gz);
+    vec![
+        ("in a gzip extra field", extra),
+        ("behind a long gzip name and comment", long_name),
+        ("in a zip entry's extra field", zip_extra),
+        ("behind an unfinished stored block", behind),
+    ]
+}
+
+/// A gzip header's fields are stepped over as they stream, not held:
+/// a 60 KiB extra field and a 100 KiB name of benign text before a benign
+/// member leave the stream at most the piece being read and the one
+/// before it behind, plus the header search's wait.
+#[test]
+fn a_long_gzip_header_is_not_held() {
+    let sc = scanner();
+    let log: String = (0..400)
+        .map(|i| format!("INFO request {i} served from cache\n"))
+        .collect();
+    let text = log.as_bytes();
+    let mut input = vec![0x1f, 0x8b, 0x08, 0x04 | 0x08, 0, 0, 0, 0, 0, 3];
+    input.extend_from_slice(&60_000u16.to_le_bytes());
+    input.extend(text.iter().cycle().take(60_000));
+    input.extend(text.iter().cycle().take(100_000));
+    input.push(0);
+    input.extend_from_slice(&gzip(text)[10..]);
+    for cut in [1, 500, 4096] {
+        let mut st = ScanState::new(sc.clone(), ScanMode::Block);
+        let (mut out, mut worst) = (0, 0);
+        for c in input.chunks(cut) {
+            out += st.push(Bytes::copy_from_slice(c)).data.len();
+            worst = worst.max(st.seen() - st.emitted());
+        }
+        out += st.finish().data.len();
+        assert_eq!(out, input.len());
+        assert!(st.blocked().is_none());
+        assert!(
+            worst <= 256 + cut as u64,
+            "held back {worst} bytes at cut {cut}"
+        );
+    }
+}
+
+/// Stored blocks nested [`MAX_MEMBERS`] + 1 deep (each member's data holds
+/// the next member whole) keep that many members open at the last header:
+/// it is refused outgoing as unreadable, at every cut; one fewer is read.
+#[test]
+fn members_open_at_once_are_bounded() {
+    let sc = scanner();
+    let nest = |depth: usize| {
+        let mut m = b"plain text at the bottom\n".repeat(20);
+        for _ in 0..depth {
+            let len = u16::try_from(m.len()).unwrap();
+            let mut outer = vec![0x78, 0x01, 0x01];
+            outer.extend_from_slice(&len.to_le_bytes());
+            outer.extend_from_slice(&(!len).to_le_bytes());
+            outer.extend_from_slice(&m);
+            m = outer;
+        }
+        m
+    };
+    for cut in [1, 7, 64, 100_000] {
+        let (_, found) = stream_as(
+            &sc,
+            ScanMode::Block,
+            true,
+            &nest(decode::MAX_MEMBERS + 1),
+            cut,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(&*found[0].pattern_id, UNREADABLE);
+        assert_eq!(found[0].start, 7 * decode::MAX_MEMBERS as u64);
+        let (out, found) = stream_as(&sc, ScanMode::Block, true, &nest(decode::MAX_MEMBERS), cut);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(out, nest(decode::MAX_MEMBERS));
     }
 }
 
