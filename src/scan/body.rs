@@ -21,8 +21,11 @@
 //!   unchanged (for block/log on outgoing bodies). An encoded frame is held
 //!   until the decoded bytes it produced have been cleared by the scanner;
 //!   only the bits the decoder has not turned into output yet (a partial
-//!   symbol) can run ahead. Encoded bytes cannot be rewritten, so in this
-//!   form [`ScanMode::Redact`] acts as [`ScanMode::Block`].
+//!   symbol) can run ahead. The encoded frames are scanned as they are
+//!   too, and held until that scan has cleared them as well: a gzip
+//!   header's name, comment and extra field are not in the decoded stream
+//!   but leave with the frames. Encoded bytes cannot be rewritten, so in
+//!   this form [`ScanMode::Redact`] acts as [`ScanMode::Block`].
 //! - [`EncodedForward::Decoded`] forwards the decoded (and, in redact mode,
 //!   redacted) bytes. The caller must then drop `Content-Encoding` and
 //!   `Content-Length`. Use it to redact an encoded response.
@@ -225,8 +228,13 @@ pin_project! {
         sink: Option<FindingSink>,
         decoder: Option<Decoder>,
         forward: EncodedForward,
-        // Original-forward: encoded frames and the decoded offset they reach.
-        queued: VecDeque<(Bytes, u64)>,
+        // Original-forward: the encoded frames as they are, scanned too
+        // (a gzip header's name, comment and extra field are not in the
+        // decoded stream, and leave with the frames).
+        raw: Option<ScanState>,
+        // Original-forward: encoded frames and the decoded and encoded
+        // offsets they reach.
+        queued: VecDeque<(Bytes, u64, u64)>,
         ready: VecDeque<Bytes>,
         trailers: Option<HeaderMap>,
         inner_done: bool,
@@ -259,6 +267,7 @@ where
             sink: None,
             decoder: None,
             forward: EncodedForward::Decoded,
+            raw: None,
             queued: VecDeque::new(),
             ready: VecDeque::new(),
             trailers: None,
@@ -415,7 +424,8 @@ struct Parts<'a> {
     sink: &'a Option<FindingSink>,
     decoder: &'a mut Option<Decoder>,
     forward: &'a mut EncodedForward,
-    queued: &'a mut VecDeque<(Bytes, u64)>,
+    raw: &'a mut Option<ScanState>,
+    queued: &'a mut VecDeque<(Bytes, u64, u64)>,
     ready: &'a mut VecDeque<Bytes>,
     inner_done: &'a mut bool,
     encoded_total: &'a mut u64,
@@ -429,6 +439,7 @@ impl<'a, 'b, B> From<&'a mut ScanBodyProj<'b, B>> for Parts<'a> {
             sink: p.sink,
             decoder: p.decoder,
             forward: p.forward,
+            raw: p.raw,
             queued: p.queued,
             ready: p.ready,
             inner_done: p.inner_done,
@@ -460,6 +471,13 @@ fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
         let out = p.state.push(data);
         return deliver(p, out);
     }
+    let mut raw_reach = 0;
+    if *p.forward == EncodedForward::Original {
+        let raw = p.raw.get_or_insert_with(|| p.state.fresh_like());
+        let out = raw.push(data.clone());
+        raw_reach = raw.seen();
+        judge(p.sink, raw, &out)?;
+    }
     for piece in data.chunks(DECODE_PIECE) {
         *p.encoded_total += piece.len() as u64;
         let decoded = match p.decoder.as_mut() {
@@ -475,7 +493,7 @@ fn on_data(p: &mut Parts<'_>, data: Bytes) -> Result<(), ScanError> {
     };
     scan_decoded(p, held)?;
     if *p.forward == EncodedForward::Original {
-        p.queued.push_back((data, p.state.seen()));
+        p.queued.push_back((data, p.state.seen(), raw_reach));
         release_queued(p, false);
     }
     Ok(())
@@ -511,6 +529,10 @@ fn finish(p: &mut Parts<'_>) -> Result<(), ScanError> {
         let rest = dec.finish()?;
         scan_decoded(p, rest)?;
     }
+    if let Some(raw) = p.raw.as_mut() {
+        let out = raw.finish();
+        judge(p.sink, raw, &out)?;
+    }
     let out = p.state.finish();
     deliver(p, out)?;
     release_queued(p, true);
@@ -535,12 +557,25 @@ fn scan_decoded(p: &mut Parts<'_>, decoded: Vec<u8>) -> Result<(), ScanError> {
 /// Report findings, fail on a block, queue decoded output when it is what
 /// we forward.
 fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError> {
-    if let Some(sink) = p.sink {
+    judge(p.sink, p.state, &out)?;
+    if *p.forward == EncodedForward::Decoded && !out.data.is_empty() {
+        p.ready.push_back(out.data);
+    }
+    Ok(())
+}
+
+/// Report `out`'s findings; fail if they blocked `state`.
+fn judge(
+    sink: &Option<FindingSink>,
+    state: &ScanState,
+    out: &super::StreamOutput,
+) -> Result<(), ScanError> {
+    if let Some(sink) = sink {
         for f in &out.findings {
             sink(f);
         }
     }
-    if let Some(f) = p.state.blocked() {
+    if let Some(f) = state.blocked() {
         if &*f.pattern_id == decode::TOO_DEEP {
             return Err(ScanError::TooDeep { chain: f.chain });
         }
@@ -551,9 +586,6 @@ fn deliver(p: &mut Parts<'_>, out: super::StreamOutput) -> Result<(), ScanError>
             pattern_id: f.pattern_id.clone(),
             chain: f.chain,
         }));
-    }
-    if *p.forward == EncodedForward::Decoded && !out.data.is_empty() {
-        p.ready.push_back(out.data);
     }
     Ok(())
 }
@@ -638,11 +670,12 @@ pub fn redacted_value(name: &http::HeaderName, line: &[u8]) -> Option<http::Head
 
 /// Original-forward: move encoded frames whose decoded bytes are cleared.
 fn release_queued(p: &mut Parts<'_>, all: bool) {
-    while let Some((_, reach)) = p.queued.front() {
-        if !all && *reach > p.state.emitted() {
+    let raw_emitted = p.raw.as_ref().map_or(u64::MAX, |raw| raw.emitted());
+    while let Some((_, reach, raw_reach)) = p.queued.front() {
+        if !all && (*reach > p.state.emitted() || *raw_reach > raw_emitted) {
             break;
         }
-        if let Some((frame, _)) = p.queued.pop_front() {
+        if let Some((frame, _, _)) = p.queued.pop_front() {
             p.ready.push_back(frame);
         }
     }

@@ -196,6 +196,17 @@ impl ScanState {
         *self.decoders = Decoders::with_inflate(0, self.core.min(), inflate);
     }
 
+    /// A fresh state set as this one is (scanner, mode, confidence, kinds
+    /// skipped, outgoing mark): a second view of the same stream.
+    pub(crate) fn fresh_like(&self) -> ScanState {
+        let mut st = ScanState::with_min_confidence(self.scanner(), self.mode, self.core.min());
+        st.core.skip = self.core.skip.clone();
+        if self.outgoing {
+            st.mark_outgoing();
+        }
+        st
+    }
+
     /// Was this stream marked [`ScanState::outgoing`]?
     pub fn is_outgoing(&self) -> bool {
         self.outgoing

@@ -1042,6 +1042,125 @@ async fn compressed_data_inside_a_request() {
     ));
 }
 
+/// A gzip member where a reader that decodes one member at a time, or
+/// holds a header whole, would not look: in a gzip extra field, behind a
+/// 3,000-byte name and comment (Python's `gzip.decompress`
+/// reads them), in a zip entry's extra field, glued behind an unfinished
+/// stored block. Each is refused, raw (a body that is a gzip member is
+/// also scanned as sent, not only as decoded: its header's fields leave
+/// with it) and in base64 inside JSON; so is a key in plain text in the
+/// gzip comment of a body declared `Content-Encoding: gzip`. The origin
+/// gets no piece of a key or of a hidden member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_data_hidden_in_or_behind_another_member_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    for how in ["extra", "long name", "zip extra", "behind stored"] {
+        let aws = fresh_aws();
+        let gz = gzip(credentials_file(&aws).as_bytes());
+        let harmless = gzip(b"a harmless member\n");
+        let len = |n: usize| u16::try_from(n).unwrap().to_le_bytes();
+        let body = match how {
+            "extra" => {
+                let mut b = vec![0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 3];
+                b.extend_from_slice(&len(gz.len()));
+                b.extend_from_slice(&gz);
+                b.extend_from_slice(&harmless[10..]);
+                b
+            }
+            "long name" => {
+                let mut b = vec![0x1f, 0x8b, 0x08, 0x08 | 0x10, 0, 0, 0, 0, 0, 3];
+                b.extend_from_slice(&b"n".repeat(3000));
+                b.push(0);
+                b.extend_from_slice(&b"c".repeat(3000));
+                b.push(0);
+                b.extend_from_slice(&gz[10..]);
+                b
+            }
+            "zip extra" => {
+                // A local file header (deflated, name `a`), its extra
+                // field the member, then the entry's data.
+                let data = &harmless[10..];
+                let mut b = b"PK\x03\x04\x14\x00\x00\x00\x08\x00".to_vec();
+                b.extend_from_slice(&[0; 12]);
+                b.extend_from_slice(&len(1));
+                b.extend_from_slice(&len(gz.len()));
+                b.push(b'a');
+                b.extend_from_slice(&gz);
+                b.extend_from_slice(data);
+                b
+            }
+            _ => {
+                let mut b = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3, 0x00];
+                b.extend_from_slice(&len(5000));
+                b.extend_from_slice(&(!5000u16).to_le_bytes());
+                b.extend_from_slice(&b"f".repeat(5000));
+                b.extend_from_slice(&gz);
+                b
+            }
+        };
+        if how == "long name" {
+            // A receiver reads it: the member behind the header is the key.
+            let mut py = std::process::Command::new("python3")
+                .args(["-c", "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3");
+            std::io::Write::write_all(&mut py.stdin.take().unwrap(), &body).unwrap();
+            let got = py.wait_with_output().unwrap();
+            assert!(contains(&got.stdout, aws.as_bytes()), "{how}");
+        }
+        // A body that is a gzip member is refused for the key (found in
+        // what it decodes to, or by the header search in its bytes); one
+        // whose deflate data runs into the next member does not decode,
+        // and is refused for that.
+        let r = client::reqwest(&proxy)
+            .post(format!("https://api.example.test:{}/upload", origin.port()))
+            .header("content-type", "application/octet-stream")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        if how == "behind stored" {
+            assert_eq!(status, 400, "{how}");
+            assert!(text.contains("cannot decode gzip body"), "{how}: {text}");
+        } else {
+            assert_eq!(status, 403, "{how}");
+            assert!(text.contains("pattern aws-access-key-id"), "{how}: {text}");
+        }
+        let json = format!("{{\"file\":\"{}\"}}", STANDARD.encode(&body));
+        refused_aws_text(&proxy, &origin, json, "base64>gzip").await;
+        forms.extend([aws.into_bytes(), gz]);
+    }
+    // The key in plain text in a gzip comment, the body declared gzip:
+    // what it decodes to is harmless, the comment leaves with it.
+    let aws = fresh_aws();
+    let mut body = vec![0x1f, 0x8b, 0x08, 0x10, 0, 0, 0, 0, 0, 3];
+    body.extend_from_slice(format!("aws_access_key_id = {aws}\0").as_bytes());
+    body.extend_from_slice(&gzip(b"a harmless member\n")[10..]);
+    let r = client::reqwest(&proxy)
+        .post(format!("https://api.example.test:{}/upload", origin.port()))
+        .header("content-type", "text/plain")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("pattern aws-access-key-id")
+    );
+    forms.push(aws.into_bytes());
+    origin_never_saw(&origin, &forms);
+    assert!(origin.received().is_empty());
+}
+
 /// Compressed data glued into text crowded with its headers' first bytes
 /// (`x` for zlib, `P` for zip, `\x1f`, `7`, `B`, `R`, half headers like
 /// `PK` and `BZh`): the header search, which looks for a rarer byte at a
