@@ -132,7 +132,10 @@
 //!   around a keyword, 11 KiB for a PEM keyword in one base64 layer. An
 //!   inflated byte maps back to its piece and the one before (128 bytes),
 //!   and a member is kept from its header only until the header's fixed
-//!   part (at most 30 bytes) is read. Per open
+//!   part (at most 30 bytes) is read. Not bounded: a crafted member that
+//!   decodes a byte now and then (a one-byte stored block, then thousands
+//!   of empty ones) pins the stream at the span of a decoded byte the
+//!   nested scan still holds, however far behind it is. Per open
 //!   segment the state keeps the encoded span of each held decoded byte
 //!   (16 bytes each).
 //! - **Speed**: base64 and hex share one pass per input that finds, 64
@@ -3620,17 +3623,14 @@ impl Inflate {
         out: &mut Vec<Raw>,
     ) {
         let end = base + hay.len() as u64;
-        let at = |p: u64| {
-            usize::try_from(p.saturating_sub(base))
-                .unwrap_or(usize::MAX)
-                .min(hay.len())
-        };
         let mut buf = std::mem::take(&mut self.out);
         for slot in &mut self.members {
             slot.feed(sc, hay, base, eof, discard, depth, &mut buf, out);
         }
         loop {
-            match next_header(hay, at(self.scan.max(base)), eof) {
+            let from = usize::try_from(self.scan.saturating_sub(base))
+                .map_or(hay.len(), |k| k.min(hay.len()));
+            match next_header(hay, from, eof) {
                 Ok(Some((k, codec))) if codec.unreadable() => {
                     let start = base + k as u64;
                     out.push(unreadable(start, codec));
