@@ -96,6 +96,7 @@ mod env;
 mod isolate;
 
 use std::cell::RefCell;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
@@ -602,6 +603,8 @@ fn supervise_blocking(
                 return ExitCode::from(EXIT_SETUP);
             }
         };
+        // Before the init can mount its `/proc` over ours.
+        let _proc = proc_dir();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return on_spawn_error(&e),
@@ -728,7 +731,8 @@ impl Signals {
     }
 }
 
-/// Waits until `pid` catches `sig` (`SigCgt` in `/proc/PID/status`), has
+/// Waits until `pid` catches `sig` (`SigCgt` in its `status` under
+/// [`proc_dir`]), has
 /// exited, or [`HANDLER_WAIT`] has passed. The isolation init is PID 1 of
 /// its namespace, and the kernel discards a signal PID 1 has no handler for:
 /// a `SIGTERM` forwarded while the init was still starting was lost, and
@@ -741,10 +745,10 @@ async fn until_caught(pid: rustix::process::Pid, sig: rustix::process::Signal) {
     else {
         return;
     };
-    let path = format!("/proc/{}/status", pid.as_raw_nonzero());
+    let path = format!("{}/status", pid.as_raw_nonzero());
     let deadline = tokio::time::Instant::now() + HANDLER_WAIT;
     while tokio::time::Instant::now() < deadline {
-        let Ok(status) = std::fs::read_to_string(&path) else {
+        let Some(status) = read_proc(&path) else {
             return;
         };
         let field = |name: &str| {
@@ -796,9 +800,35 @@ fn terminal_sent(sig: rustix::process::Signal) -> bool {
 /// outside), from `/proc/self/stat`: `pid (comm) state ppid pgrp ...`.
 /// (`getpgrp` cannot say 0.)
 fn own_process_group() -> Option<i32> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let stat = read_proc("self/stat")?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_ascii_whitespace().nth(2)?.parse().ok()
+}
+
+/// `/proc` as this process first opened it. The isolation init mounts a
+/// `/proc` of its own PID namespace over the one it shares with the
+/// helper; through that one the helper finds neither the init (by the PID
+/// it knows) nor itself. A forwarded signal waited for the init's handler,
+/// read no status there, took the init for exited and sent the signal
+/// before the handler was set: the kernel dropped it, and `airlock run`
+/// did not exit on `SIGTERM`. The helper opens this before it starts the
+/// init; the init, after it has mounted its own.
+fn proc_dir() -> Option<&'static OwnedFd> {
+    static PROC: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    PROC.get_or_init(|| {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        rustix::fs::open("/proc", flags, Mode::empty()).ok()
+    })
+    .as_ref()
+}
+
+/// A file under [`proc_dir`], read whole (they are a few hundred bytes).
+fn read_proc(path: &str) -> Option<String> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(proc_dir()?, path, flags, Mode::empty()).ok()?;
+    std::io::read_to_string(std::fs::File::from(fd)).ok()
 }
 
 /// A private (0700) directory for the trust files and the isolation socket,

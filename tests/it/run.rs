@@ -684,10 +684,58 @@ async fn terminate(child: &mut tokio::process::Child) {
         .status()
         .unwrap();
     assert!(sent.success());
-    tokio::time::timeout(Duration::from_secs(20), child.wait())
+    if tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
-        .expect("exits on SIGTERM")
-        .unwrap();
+        .is_err()
+    {
+        panic!(
+            "does not exit on SIGTERM:\n{}",
+            process_tree(child.id().unwrap())
+        );
+    }
+}
+
+/// `pid` and its descendants: command line and signal state, to tell
+/// which process a signal did not reach.
+fn process_tree(pid: u32) -> String {
+    let status = |p: u32| std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+    let field = |s: &str, name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let mut out = String::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let s = status(p);
+        let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let wchan = std::fs::read_to_string(format!("/proc/{p}/wchan")).unwrap_or_default();
+        out += &format!(
+            "{p} [{}] {cmd}\n  State {} SigPnd {} ShdPnd {} SigBlk {} SigIgn {} SigCgt {} wchan {wchan}\n",
+            field(&s, "NSpid:"),
+            field(&s, "State:"),
+            field(&s, "SigPnd:"),
+            field(&s, "ShdPnd:"),
+            field(&s, "SigBlk:"),
+            field(&s, "SigIgn:"),
+            field(&s, "SigCgt:"),
+        );
+        for task in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let kids = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            todo.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
 }
 
 /// Whether this test process runs as root (CI does).
