@@ -132,10 +132,13 @@
 //!   around a keyword, 11 KiB for a PEM keyword in one base64 layer. An
 //!   inflated byte maps back to its piece and the one before (128 bytes),
 //!   and a member is kept from its header only until the header's fixed
-//!   part (at most 30 bytes) is read. Not bounded: a crafted member that
-//!   decodes a byte now and then (a one-byte stored block, then thousands
-//!   of empty ones) pins the stream at the span of a decoded byte the
-//!   nested scan still holds, however far behind it is. Per open
+//!   part (at most 30 bytes) is read. A crafted member that decodes a
+//!   byte now and then (a one-byte stored block, then thousands of empty
+//!   ones) would pin the stream at the span of a decoded byte the nested
+//!   scan still holds, however far behind: once that is more than
+//!   [`PINNED_MAX`] (64 KiB) behind the piece being read, checked every
+//!   4 KiB, the member is read no further and reported as [`UNREADABLE`]
+//!   (refused outgoing). Per open
 //!   segment the state keeps the encoded span of each held decoded byte
 //!   (16 bytes each).
 //! - **Speed**: base64 and hex share one pass per input that finds, 64
@@ -3173,6 +3176,12 @@ enum Member {
 
 /// Compressed bytes fed to inflate at a time.
 const PIECE: u64 = 64;
+/// How far (compressed bytes) a member may pin the stream behind the
+/// piece it reads before it is refused as [`UNREADABLE`]: benign data
+/// stays within the nested scan's hold-back (under 40 KiB) of it.
+pub const PINNED_MAX: u64 = 64 * 1024;
+/// A member's pin is checked every this many pieces (4 KiB).
+const PINNED_EVERY: u64 = 64;
 /// Members open at once before a header is refused as [`UNREADABLE`].
 pub const MAX_MEMBERS: usize = 4;
 /// Decoded bytes a member may produce before its ratio is checked.
@@ -3844,6 +3853,15 @@ impl Slot {
                                 codec,
                                 pos: span.1,
                             };
+                            // Checked at pieces fixed by the data, not the
+                            // chunking: every PINNED_EVERY-th.
+                            if ((span.1 - start) / PIECE).is_multiple_of(PINNED_EVERY)
+                                && let Some(at) = self.pinned(sc, depth, out, span.1)
+                            {
+                                out.push(unreadable(at, codec));
+                                self.end(sc, depth, out, span.1);
+                                break;
+                            }
                         }
                         Ok(Some(used)) => {
                             self.end(sc, depth, out, pos + used);
@@ -3871,6 +3889,22 @@ impl Slot {
                 self.end(sc, depth, out, end);
             }
         }
+    }
+
+    /// Where this member pins the stream, when that is more than
+    /// [`PINNED_MAX`] compressed bytes behind `pos`: what the nested scan
+    /// still holds decoded from that far back. A member that decodes a
+    /// byte now and then (a one-byte stored block, then thousands of empty
+    /// ones) would otherwise keep the whole stream from there on held.
+    /// Benign deflate data spends a few bytes at most on each decoded one.
+    fn pinned(&mut self, sc: &Scanner, depth: u8, out: &mut Vec<Raw>, pos: u64) -> Option<u64> {
+        let behind = |slot: &Slot| pos.saturating_sub(slot.frontier(pos)) > PINNED_MAX;
+        if !behind(self) {
+            return None;
+        }
+        // What waits only for the next flush does not count.
+        self.rs.flush(sc, depth, &mut self.pool, out, 1);
+        behind(self).then(|| self.frontier(pos))
     }
 
     /// Has the member decoded to more than its ratio allows, after

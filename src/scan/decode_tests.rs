@@ -1239,6 +1239,86 @@ fn a_long_gzip_header_is_not_held() {
     }
 }
 
+/// A gzip member that decodes `text` a byte at a time, each byte in a
+/// stored block of its own followed by `empty` empty stored blocks.
+fn sparse_gzip(text: &[u8], empty: usize) -> Vec<u8> {
+    let mut m = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3];
+    for &b in text {
+        m.extend_from_slice(&[0x00, 0x01, 0x00, 0xfe, 0xff, b]);
+        for _ in 0..empty {
+            m.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+        }
+    }
+    m.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    m.extend_from_slice(&[0; 8]);
+    m
+}
+
+/// A member that decodes a byte now and then pins the stream at a decoded
+/// byte the nested scan still holds. Past [`decode::PINNED_MAX`] behind,
+/// it is cut: read no further, refused as unreadable outgoing, passed
+/// incoming, the stream held back by at most that (it held all of a 1 MiB
+/// member before). A key spread thinner than that is still found.
+#[test]
+fn a_sparse_member_does_not_pin_the_stream() {
+    let sc = scanner();
+    // 1 KiB of compressed data per decoded byte: about 1 MiB in all.
+    let log = b"INFO request 42 served from cache in 3 ms\n".repeat(25);
+    let input = sparse_gzip(&log, 200);
+    assert!(input.len() > 1 << 20);
+    let bound = decode::PINNED_MAX + 2 * 4096;
+    for outgoing in [true, false] {
+        for cut in [1, 700, 16384] {
+            let mut st = ScanState::new(sc.clone(), ScanMode::Block);
+            if outgoing {
+                st = st.outgoing();
+            }
+            let (mut out, mut worst, mut found) = (0, 0, Vec::new());
+            for c in input.chunks(cut) {
+                let o = st.push(Bytes::copy_from_slice(c));
+                out += o.data.len();
+                found.extend(o.findings);
+                worst = worst.max(st.seen() - st.emitted());
+            }
+            let o = st.finish();
+            out += o.data.len();
+            found.extend(o.findings);
+            assert!(
+                worst <= bound + cut as u64,
+                "held back {worst} bytes (outgoing {outgoing}, cut {cut})"
+            );
+            if outgoing {
+                assert!(st.blocked().is_some(), "cut {cut}");
+                assert!(
+                    found.iter().any(|f| &*f.pattern_id == UNREADABLE),
+                    "{found:?}"
+                );
+            } else {
+                assert!(found.is_empty(), "{found:?}");
+                assert_eq!(out, input.len());
+            }
+        }
+    }
+    // 500 bytes of compressed data between a key's characters: found.
+    let key = fresh_aws();
+    let text = format!("aws_access_key_id = {key}\n");
+    let input = sparse_gzip(text.as_bytes(), 100);
+    for cut in [1, 4096] {
+        let (_, found) = stream_as(&sc, ScanMode::Block, true, &input, cut);
+        assert!(
+            found.iter().any(|f| &*f.pattern_id == "aws-access-key-id"),
+            "{found:?}"
+        );
+    }
+    // 5 KiB between them: refused, as the key or as unreadable.
+    let input = sparse_gzip(text.as_bytes(), 1000);
+    for cut in [1, 4096] {
+        let (out, found) = stream_as(&sc, ScanMode::Block, true, &input, cut);
+        assert!(!found.is_empty(), "cut {cut}");
+        assert!(out.len() < input.len(), "cut {cut}");
+    }
+}
+
 /// Stored blocks nested [`MAX_MEMBERS`] + 1 deep (each member's data holds
 /// the next member whole) keep that many members open at the last header:
 /// it is refused outgoing as unreadable, at every cut; one fewer is read.
