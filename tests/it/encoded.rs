@@ -1161,6 +1161,72 @@ async fn compressed_data_hidden_in_or_behind_another_member_is_refused() {
     assert!(origin.received().is_empty());
 }
 
+/// A gzip member that decodes `text` a byte at a time, each byte in a
+/// stored block of its own followed by `empty` empty stored blocks.
+fn sparse_gzip(text: &[u8], empty: usize) -> Vec<u8> {
+    let mut m = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3];
+    for &b in text {
+        m.extend_from_slice(&[0x00, 0x01, 0x00, 0xfe, 0xff, b]);
+        for _ in 0..empty {
+            m.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+        }
+    }
+    m.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    m.extend_from_slice(&[0; 8]);
+    m
+}
+
+/// A gzip member that decodes a byte per kilobyte (a one-byte stored
+/// block, then 200 empty ones) would pin the scan at a byte it still
+/// holds, and the stream with it. Sent, as is or declared gzip, it is
+/// refused as unreadable; downloaded, it arrives byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_gzip_member_is_refused_up_and_passed_down() {
+    let body = sparse_gzip(&b"INFO request served from cache\n".repeat(40), 200);
+    assert!(body.len() > 1 << 20);
+    let (_ca, origin, proxy) = setup().await;
+    let url = format!("https://api.example.test:{}/upload", origin.port());
+    for encoding in [None, Some("gzip")] {
+        let mut req = client::reqwest(&proxy)
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body.clone());
+        if let Some(e) = encoding {
+            req = req.header("content-encoding", e);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{encoding:?}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("compressed data airlock cannot read (gzip)"),
+            "{encoding:?}: {text}"
+        );
+    }
+    assert!(
+        origin
+            .received()
+            .iter()
+            .all(|r| r.body.as_deref() != Some(&body[..])),
+        "the origin got the member whole"
+    );
+
+    let served = bytes::Bytes::from(body);
+    let download = served.clone();
+    let handler: crate::support::origin::Handler = std::sync::Arc::new(move |req, rec| {
+        let body = download.clone();
+        Box::pin(async move {
+            crate::support::origin::record(req, &rec).await;
+            hyper::Response::new(crate::support::origin::full(body))
+        })
+    });
+    let (_ca, origin, proxy) =
+        crate::support::api_origin(handler, "", |b| b.scan(&["incoming = \"block\""])).await;
+    let url = format!("https://api.example.test:{}/log.gz", origin.port());
+    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), served);
+}
+
 /// Compressed data glued into text crowded with its headers' first bytes
 /// (`x` for zlib, `P` for zip, `\x1f`, `7`, `B`, `R`, half headers like
 /// `PK` and `BZh`): the header search, which looks for a rarer byte at a
