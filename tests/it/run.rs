@@ -299,6 +299,13 @@ async fn run_forwards_signals_to_the_command() {
         signal_passes_through(&s, &[], &trap("HUP", 44), "HUP").await,
         44
     );
+    for (sig, code) in [("QUIT", 46), ("USR1", 47), ("USR2", 48)] {
+        assert_eq!(
+            signal_passes_through(&s, &[], &trap(sig, code), sig).await,
+            i32::from(code),
+            "{sig}"
+        );
+    }
     assert_eq!(
         signal_passes_through(&s, &["--no-isolate"], &trap("TERM", 45), "TERM").await,
         45
