@@ -1211,9 +1211,18 @@ async fn a_sparse_gzip_member_is_refused_up_and_passed_down() {
     );
 
     let served = bytes::Bytes::from(body);
-    let download = served.clone();
+    assert_eq!(
+        download_blocking(served.clone(), "/log.gz").await,
+        (200, served)
+    );
+}
+
+/// GET `path` from an origin that serves `body`, through a proxy that
+/// blocks responses on a finding (`incoming = "block"`): the status and
+/// the body the client got.
+async fn download_blocking(body: bytes::Bytes, path: &str) -> (u16, bytes::Bytes) {
     let handler: crate::support::origin::Handler = std::sync::Arc::new(move |req, rec| {
-        let body = download.clone();
+        let body = body.clone();
         Box::pin(async move {
             crate::support::origin::record(req, &rec).await;
             hyper::Response::new(crate::support::origin::full(body))
@@ -1221,10 +1230,9 @@ async fn a_sparse_gzip_member_is_refused_up_and_passed_down() {
     });
     let (_ca, origin, proxy) =
         crate::support::api_origin(handler, "", |b| b.scan(&["incoming = \"block\""])).await;
-    let url = format!("https://api.example.test:{}/log.gz", origin.port());
+    let url = format!("https://api.example.test:{}{path}", origin.port());
     let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().await.unwrap(), served);
+    (r.status().as_u16(), r.bytes().await.unwrap())
 }
 
 /// Compressed data glued into text crowded with its headers' first bytes
@@ -1555,18 +1563,8 @@ async fn an_unreadable_download_is_passed() {
     std::fs::write(&file, "# notes\n".repeat(500)).unwrap();
     tool("xz", &["-f", file.to_str().unwrap()]);
     let xz = bytes::Bytes::from(std::fs::read(dir.path().join("notes.xz")).unwrap());
-    let served = xz.clone();
-    let handler: crate::support::origin::Handler = std::sync::Arc::new(move |req, rec| {
-        let body = served.clone();
-        Box::pin(async move {
-            crate::support::origin::record(req, &rec).await;
-            hyper::Response::new(crate::support::origin::full(body))
-        })
-    });
-    let (_ca, origin, proxy) =
-        crate::support::api_origin(handler, "", |b| b.scan(&["incoming = \"block\""])).await;
-    let url = format!("https://api.example.test:{}/notes.tar.xz", origin.port());
-    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().await.unwrap(), xz);
+    assert_eq!(
+        download_blocking(xz.clone(), "/notes.tar.xz").await,
+        (200, xz)
+    );
 }
