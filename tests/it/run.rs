@@ -751,6 +751,31 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").unwrap().uid() == 0
 }
 
+/// The command inherits no descriptor of airlock's: only its standard
+/// streams (pipes and `/dev/null` here). airlock holds the host's `/proc`
+/// open (to follow the isolation init's signal handlers), the CA key and
+/// the secrets file are read, and the runtime has sockets and event fds:
+/// any of them inherited would let the command read around its `/proc`
+/// and hidden files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_no_descriptor_of_airlocks_to_the_command() {
+    let s = Setup::new().await;
+    let list = "for f in /proc/$$/fd/*; do echo \"$f -> $(readlink \"$f\")\"; done";
+    for extra in [&[][..], &["--no-isolate"][..]] {
+        let (code, out, err) = s.run(extra, &["sh", "-c", list]).await;
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let fds: Vec<&str> = out.lines().collect();
+        assert!(fds.len() >= 3, "{extra:?}: {out}");
+        for line in fds {
+            let target = line.split(" -> ").nth(1).unwrap_or("");
+            assert!(
+                target.starts_with("pipe:") || target.starts_with("/dev/"),
+                "{extra:?}: the command inherited {line}"
+            );
+        }
+    }
+}
+
 /// `airlock run` with airlock's credentials in its environment: the
 /// command's environment has none of them (`VAULT_*`, `BAO_*`, `AIRLOCK_*`),
 /// isolated or not; `--env-clear` keeps only the base variables, airlock's
