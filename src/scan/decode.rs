@@ -1,7 +1,8 @@
 //! Decode, then scan: secrets written as base64 / base64url, hex (with or
 //! without delimiters), percent-encoding (with `+` for space), JSON string
 //! escapes, HTML character references, character codes (decimal byte
-//! values) or UTF-16, nested up to [`MAX_DEPTH`] layers, are found in a stream without
+//! values), UTF-16, or with invisible characters, fullwidth forms or tag
+//! characters in them, nested up to [`MAX_DEPTH`] layers, are found in a stream without
 //! buffering it, with the same findings whatever the chunking.
 //!
 //! # Design
@@ -58,6 +59,16 @@
 //!   order (one instance each). A little-endian run starts at a character
 //!   right before a zero byte, so that instance keeps the last byte of an
 //!   input when it could start one (not a line break).
+//! - **unicode**: likewise, a token that contains an invisible character
+//!   (zero-width space, joiner and non-joiner, soft hyphen, word joiner,
+//!   bidirectional controls, variation selectors, byte order mark, Hangul
+//!   fillers), a fullwidth form of an ASCII character (`ＡＫＩＡ`) or a
+//!   tag character (U+E0020..U+E007E, invisible, each standing for an
+//!   ASCII character: "ASCII smuggling"). Invisible characters decode to
+//!   nothing, the others to their ASCII character ([`uni_char`]): what a
+//!   receiver gets back by deleting the invisible ones or by NFKC. Only
+//!   bytes that are not ASCII can start such a character, so ASCII text
+//!   is passed over by one word-wide test.
 //! - **gzip**, **zlib** and **zip**: a gzip member, a zlib stream or a
 //!   zip archive's deflated entry, known by its header, inflated
 //!   ([`Inflate`]), except where an incoming stream is being redacted
@@ -100,7 +111,7 @@
 //! runs cheap; longer segments stream through the nested scan.
 //!
 //! # Bounds
-//! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, JSON
+//! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, a unicode character ≥ 2→0 or 1, JSON
 //!   escapes ≥ 2→1 except `\uXXXX` 6→3, character codes ≥ 2→1, references
 //!   ≥ 3→1 and at most 10→4, UTF-16 2→1); a decoded stream is never larger
 //!   than its encoded input, except an inflated one: a member that decodes
@@ -228,10 +239,13 @@ enum Codec {
     Zstd = 13,
     SevenZip = 14,
     Rar = 15,
+    /// Invisible characters dropped, fullwidth forms and tag characters
+    /// read as the ASCII they stand for (see [`uni_at`]).
+    Unicode = 16,
 }
 
 impl Codec {
-    fn name(code: u16) -> &'static str {
+    fn name(code: u32) -> &'static str {
         match code {
             1 => "base64",
             2 => "hex",
@@ -248,6 +262,7 @@ impl Codec {
             13 => "zstd",
             14 => "7z",
             15 => "rar",
+            16 => "unicode",
             _ => "?",
         }
     }
@@ -257,7 +272,7 @@ impl Codec {
 /// (`base64>percent`: the bytes were base64, decoding gave percent-encoded
 /// text). Empty for a finding in the plain bytes.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Chain(u16);
+pub struct Chain(u32);
 
 impl Chain {
     /// No decoding.
@@ -278,11 +293,11 @@ impl Chain {
         self.is_plain()
     }
 
-    fn codes(self) -> impl Iterator<Item = u16> {
+    fn codes(self) -> impl Iterator<Item = u32> {
         let mut v = self.0;
         std::iter::from_fn(move || {
-            let c = v & 15;
-            v >>= 4;
+            let c = v & 31;
+            v >>= 5;
             (c != 0).then_some(c)
         })
     }
@@ -290,14 +305,15 @@ impl Chain {
     /// Did a decoding of compressed data (gzip, zlib, zip, or one that is
     /// not read) produce this?
     pub(crate) fn through_compressed(self) -> bool {
-        self.codes().any(|c| c >= Codec::Gzip as u16)
+        self.codes()
+            .any(|c| (Codec::Gzip as u32..=Codec::Rar as u32).contains(&c))
     }
 
     /// `outer` applied before `self`.
     fn under(self, outer: Codec) -> Chain {
-        // Four bits a code: the deepest chain (three decodings and a
-        // fourth probed, see [`TOO_DEEP`]) fills the sixteen.
-        Chain((self.0 << 4) | outer as u16)
+        // Five bits a code: the deepest chain (three decodings and a
+        // fourth probed, see [`TOO_DEEP`]) takes twenty.
+        Chain((self.0 << 5) | outer as u32)
     }
 }
 
@@ -402,6 +418,117 @@ fn pct_delim(b: u8) -> bool {
 
 fn json_delim(b: u8) -> bool {
     b < 0x20 || b == b'"'
+}
+
+/// What the unicode layer makes of the bytes at the start of `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Uni {
+    /// Not a character it reads (ASCII, or any other character).
+    Not,
+    /// The input ends inside what may still become one.
+    Cut,
+    /// An invisible character, `n` bytes long: dropped.
+    Drop(usize),
+    /// A character standing for ASCII byte `c`, `n` bytes long.
+    Ascii(u8, usize),
+}
+
+/// The first bytes of the UTF-8 characters [`uni_char`] reads: a byte no
+/// ASCII text has, and only these can start a unit of the unicode layer.
+pub(super) const fn uni_lead(b: u8) -> bool {
+    matches!(b, 0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf3)
+}
+
+/// Can `b` follow `lead` in a character [`uni_char`] reads? (The second
+/// byte of each: the gates that send decoded bytes to a nested scan test
+/// this pair, not the whole character.)
+pub(super) const fn uni_pair(lead: u8, b: u8) -> bool {
+    matches!(
+        (lead, b),
+        (0xc2, 0xad)
+            | (0xcd, 0x8f)
+            | (0xd8, 0x9c)
+            | (0xe1, 0x85 | 0x9e | 0xa0)
+            | (0xe2, 0x80 | 0x81)
+            | (0xe3, 0x85)
+            | (0xef, 0xb8 | 0xbb | 0xbc | 0xbd | 0xbe)
+            | (0xf3, 0xa0)
+    )
+}
+
+/// The characters an agent can put into a secret that a reader (or a
+/// receiver's normalisation) takes out again: `None` for any other.
+/// `Some(None)`: invisible, dropped (soft hyphen, zero-width space,
+/// joiners and marks, bidirectional controls, word joiner and invisible
+/// operators, fillers, variation selectors, the byte order mark, tag
+/// begin and cancel). `Some(Some(c))`: a fullwidth form of ASCII `c`
+/// (`Ａ`, what NFKC folds), or a tag character (U+E0020..U+E007E, which
+/// renders as nothing and spells ASCII: "ASCII smuggling").
+pub(super) fn uni_char(cp: u32) -> Option<Option<u8>> {
+    match cp {
+        0xad | 0x34f | 0x61c | 0x115f | 0x1160 | 0x17b4 | 0x17b5 | 0x180e => Some(None),
+        0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2064 | 0x2066..=0x2069 => Some(None),
+        0x3164 | 0xfe00..=0xfe0f | 0xfeff | 0xffa0 => Some(None),
+        0xe0001 | 0xe007f | 0xe0100..=0xe01ef => Some(None),
+        // The ranges make both subtractions fit a byte.
+        0xff01..=0xff5e => Some(Some((cp - 0xfee0) as u8)),
+        0xe0020..=0xe007e => Some(Some((cp - 0xe0000) as u8)),
+        _ => None,
+    }
+}
+
+/// Read the bytes at the start of `h` as the unicode layer does.
+pub(super) fn uni_at(h: &[u8]) -> Uni {
+    let Some(&lead) = h.first() else {
+        return Uni::Not;
+    };
+    if !uni_lead(lead) {
+        return Uni::Not;
+    }
+    let n = match lead {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    };
+    let mut cp = u32::from(lead) & (0x7f >> n);
+    for i in 1..n {
+        match h.get(i) {
+            None => {
+                return if i == 1 || uni_pair(lead, h[1]) {
+                    Uni::Cut
+                } else {
+                    Uni::Not
+                };
+            }
+            Some(&b) if b & 0xc0 == 0x80 => cp = cp << 6 | u32::from(b & 0x3f),
+            Some(_) => return Uni::Not,
+        }
+    }
+    match uni_char(cp) {
+        Some(None) => Uni::Drop(n),
+        Some(Some(c)) => Uni::Ascii(c, n),
+        None => Uni::Not,
+    }
+}
+
+/// The first byte of `h` a character the unicode layer reads may start
+/// at ([`uni_lead`]). Text that is all ASCII is passed over by the
+/// standard library's word-wide test, and so are the ASCII stretches of
+/// other text, 32 bytes at a time.
+pub(super) fn next_uni_lead(h: &[u8]) -> Option<usize> {
+    if h.is_ascii() {
+        return None;
+    }
+    let mut at = 0;
+    for c in h.chunks(32) {
+        if !c.is_ascii()
+            && let Some(x) = c.iter().position(|&b| uni_lead(b))
+        {
+            return Some(at + x);
+        }
+        at += c.len();
+    }
+    None
 }
 
 // ---------------------------------------------------------------- segments
@@ -783,9 +910,14 @@ fn longest_b64_run(dec: &[u8]) -> u32 {
     longest
 }
 
-/// Does `dec` hold an escape the percent or JSON layer would decode?
-fn has_escape(dec: &[u8]) -> bool {
-    (0..dec.len()).any(|i| matches!(dec[i], b'%' | b'\\' | b'&') && escape_at(dec, i))
+/// Does `dec` (a whole segment's decoded bytes) hold an escape the
+/// percent, JSON or HTML layer would decode, or a character the unicode
+/// layer reads? (One cut by the end of `dec` is read as the bytes it is.)
+pub(super) fn has_escape(dec: &[u8]) -> bool {
+    (0..dec.len()).any(|i| match dec[i] {
+        b'%' | b'\\' | b'&' => escape_at(dec, i),
+        b => uni_lead(b) && matches!(uni_at(&dec[i..]), Uni::Drop(_) | Uni::Ascii(..)),
+    })
 }
 
 /// The literal gate read off base64 characters, before decoding them.
@@ -941,8 +1073,8 @@ static ESCAPE_KEYS: std::sync::LazyLock<Box<[u64; 1 << 12]>> = std::sync::LazyLo
         let zero = b0 == 0 || b1 == 0 || b2 == 0;
         // A quad's last byte, then the next quad's first: its top six
         // bits are the third character.
-        let across = escape_start(a2) && (0..4).any(|low| escape_next((c2 << 2 | low) as u8));
-        let within = (escape_start(a0) && escape_next(b1)) || (escape_start(a1) && escape_next(b2));
+        let across = (0..4).any(|low| escape_pair(a2, (c2 << 2 | low) as u8));
+        let within = escape_pair(a0, b1) || escape_pair(a1, b2);
         if zero || across || within {
             let key = key as usize;
             t[key >> 6] |= 1 << (key & 63);
@@ -959,6 +1091,12 @@ const fn quad_bytes(x: u32, y: u32) -> [u8; 3] {
         ((x << 4 | y >> 2) & 0xff) as u8,
         ((x << 6 | y) & 0xff) as u8,
     ]
+}
+
+/// Two bytes that may begin an escape [`escape_at`] finds, or a character
+/// the unicode layer reads ([`uni_pair`]).
+pub(super) const fn escape_pair(a: u8, b: u8) -> bool {
+    (escape_start(a) && escape_next(b)) || uni_pair(a, b)
 }
 
 /// A byte [`escape_at`] may find an escape at (a zero byte aside).
@@ -1017,7 +1155,8 @@ const HEADER_PAIRS: [(&[u8], &[u8]); 8] = [
 
 /// Per byte, for [`worth_scanning`]: 1 in the counter it adds to (bits 0,
 /// 16, 32: a base64 character; a hex digit; a byte that may start an
-/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte), and in the top
+/// escape or mark UTF-16: `%`, `\\`, `&`, a zero byte, the first byte of a
+/// character the unicode layer reads), and in the top
 /// word the headers it may open and close (bits 56-63: the byte can be the
 /// first of the header's pair; 48-55: its second). A header's pair is rare
 /// in noise (a decoded short run is mostly noise, and the header search
@@ -1038,7 +1177,7 @@ static COUNTS: [u64; 256] = {
         if c & HEXD != 0 {
             t[i] |= 1 << 16;
         }
-        if matches!(i, 0x25 | 0x5c | 0x26 | 0) {
+        if matches!(i, 0x25 | 0x5c | 0x26 | 0) || uni_lead(i as u8) {
             t[i] |= 1 << 32;
         }
         i += 1;
@@ -1084,6 +1223,9 @@ pub(crate) fn worth_scanning_by_parts(sc: &Scanner, dec: &[u8]) -> bool {
         } else if b != b'\n' && b != b'\r' {
             run = 0;
             if matches!(b, b'%' | b'\\' | b'&') && escape_at(dec, i) {
+                return true;
+            }
+            if uni_lead(b) && matches!(uni_at(&dec[i..]), Uni::Drop(_) | Uni::Ascii(..)) {
                 return true;
             }
         }
@@ -1576,6 +1718,12 @@ struct Esc {
     seg: Option<Seg>,
     /// Active: where undecoded input starts.
     pos: u64,
+    /// Unicode: the end of the last character read (decoded or dropped).
+    /// Its segment ends at a delimiter only [`LITERAL_BEFORE`] bytes past
+    /// it: an invisible character after every letter of `key = value` or
+    /// of a PEM block must not cut the text into tokens its patterns never
+    /// see whole.
+    last_unit: u64,
 }
 
 /// The decoding layers of one stream. See the [module docs](self).
@@ -1590,6 +1738,7 @@ pub(crate) struct Decoders {
     pct: Esc,
     json: Esc,
     html: Esc,
+    uni: Esc,
     codes: Codes,
     /// The UTF-16 layer, one instance per byte order.
     wide: [Wide; 2],
@@ -1597,10 +1746,10 @@ pub(crate) struct Decoders {
     /// redaction, which cannot rewrite compressed bytes).
     inflate: Option<Inflate>,
     /// The nested scans: of the base64 phases, of the hex instances, and of
-    /// percent, JSON, HTML references and character codes.
+    /// percent, JSON, HTML references, character codes and unicode.
     b64_pools: [Pool; PHASES],
     hex_pools: [Pool; 3],
-    pools: [Pool; 4],
+    pools: [Pool; 5],
     wide_pools: [Pool; 2],
     /// Where base64 and hex runs could start in the current input.
     runs: Runs,
@@ -1636,6 +1785,7 @@ impl Decoders {
             pct: Esc::new(Codec::Percent),
             json: Esc::new(Codec::Json),
             html: Esc::new(Codec::Html),
+            uni: Esc::new(Codec::Unicode),
             codes: Codes::new(),
             wide: [Endian::Little, Endian::Big].map(Wide::new),
             // At the probing depth a header is only looked for: compressed
@@ -1658,6 +1808,7 @@ impl Decoders {
         self.pct = fresh.pct;
         self.json = fresh.json;
         self.html = fresh.html;
+        self.uni = fresh.uni;
         self.codes = fresh.codes;
         self.wide = fresh.wide;
         if let Some(inflate) = self.inflate.as_mut() {
@@ -1695,7 +1846,7 @@ impl Decoders {
     ) {
         let d = self.depth + 1;
         let discard = self.discard();
-        let [p2, p3, p4, p5] = &mut self.pools;
+        let [p2, p3, p4, p5, p6] = &mut self.pools;
         self.runs.compute::<MIN_B64, { 2 * MIN_HEX }>(hay, from);
         let runs = &self.runs;
         let p0 = &mut self.b64_pools;
@@ -1707,6 +1858,7 @@ impl Decoders {
         self.pct.feed(sc, hay, base, from, discard, d, p2, out);
         self.json.feed(sc, hay, base, from, discard, d, p3, out);
         self.html.feed(sc, hay, base, from, discard, d, p5, out);
+        self.uni.feed(sc, hay, base, from, discard, d, p6, out);
         self.codes
             .feed(sc, hay, base, from, discard, d, p4, runs, out);
         for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
@@ -1721,7 +1873,7 @@ impl Decoders {
     pub(crate) fn finish(&mut self, sc: &Scanner, hay: &[u8], base: u64, out: &mut Vec<Raw>) {
         let d = self.depth + 1;
         let discard = self.discard();
-        let [p2, p3, p4, p5] = &mut self.pools;
+        let [p2, p3, p4, p5, p6] = &mut self.pools;
         self.b64.end_run(sc, d, &mut self.b64_pools, out);
         for (hex, pool) in self.hex.iter_mut().zip(&mut self.hex_pools) {
             hex.end_run(sc, d, pool, out);
@@ -1729,6 +1881,7 @@ impl Decoders {
         self.pct.finish(sc, hay, base, discard, d, p2, out);
         self.json.finish(sc, hay, base, discard, d, p3, out);
         self.html.finish(sc, hay, base, discard, d, p5, out);
+        self.uni.finish(sc, hay, base, discard, d, p6, out);
         let end = base + hay.len() as u64;
         self.codes.finish(sc, end, discard, d, p4, out);
         for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
@@ -1742,7 +1895,7 @@ impl Decoders {
     /// No finding not yet reported starts before this offset (`end`: the
     /// stream's end so far).
     pub(crate) fn frontier(&self, end: u64) -> u64 {
-        let [p2, p3, p4, p5] = &self.pools;
+        let [p2, p3, p4, p5, p6] = &self.pools;
         let b = match &self.b64.segs {
             Some(segs) => {
                 let pending = self.b64.pending(end);
@@ -1765,6 +1918,7 @@ impl Decoders {
             .min(self.pct.frontier(p2, end))
             .min(self.json.frontier(p3, end))
             .min(self.html.frontier(p5, end))
+            .min(self.uni.frontier(p6, end))
             .min(self.codes.frontier(p4, end))
             .min(
                 self.wide
@@ -3968,6 +4122,7 @@ impl Esc {
             scan: 0,
             seg: None,
             pos: 0,
+            last_unit: 0,
         }
     }
 
@@ -3978,12 +4133,13 @@ impl Esc {
         }
     }
 
-    /// The byte every escape of this codec starts with.
-    fn trigger(&self) -> u8 {
+    /// The first byte in `h` an escape of this codec may start at.
+    fn next_trigger(&self, h: &[u8]) -> Option<usize> {
         match self.codec {
-            Codec::Json => b'\\',
-            Codec::Html => b'&',
-            _ => b'%',
+            Codec::Json => memchr::memchr(b'\\', h),
+            Codec::Html => memchr::memchr(b'&', h),
+            Codec::Unicode => next_uni_lead(h),
+            _ => memchr::memchr(b'%', h),
         }
     }
 
@@ -4004,6 +4160,11 @@ impl Esc {
     /// Is there an escape at `x`? `None`: not enough bytes to tell.
     fn escape_at(&self, hay: &[u8], x: usize) -> Option<bool> {
         match self.codec {
+            Codec::Unicode => match uni_at(hay.get(x..)?) {
+                Uni::Not => Some(false),
+                Uni::Cut => None,
+                Uni::Drop(_) | Uni::Ascii(..) => Some(true),
+            },
             Codec::Json => {
                 let n = *hay.get(x + 1)?;
                 match n {
@@ -4056,7 +4217,6 @@ impl Esc {
         out: &mut Vec<Raw>,
     ) {
         let end = base + hay.len() as u64;
-        let trigger = self.trigger();
         let idx = |p: u64| usize::try_from(p.saturating_sub(base)).unwrap_or(usize::MAX);
         if self.seg.is_none() && self.scan < base + from as u64 {
             // Never behind the kept bytes (the first feed).
@@ -4071,7 +4231,7 @@ impl Esc {
             }
             let j = idx(self.scan);
             let Some(rest) = hay.get(j..) else { break };
-            let Some(off) = memchr::memchr(trigger, rest) else {
+            let Some(off) = self.next_trigger(rest) else {
                 self.scan = end;
                 break;
             };
@@ -4104,6 +4264,7 @@ impl Esc {
             }
             self.seg = Some(pool.open(self.codec, s, discard));
             self.pos = s;
+            self.last_unit = xp;
         }
         if self.seg.is_none() {
             // Track the token start for the frontier.
@@ -4144,10 +4305,10 @@ impl Esc {
         if let Some(seg) = self.seg.as_mut() {
             while let Some(&b) = hay.get(k) {
                 let p = base + k as u64;
-                let delim = if codec == Codec::Json {
-                    json_delim(b)
-                } else {
-                    pct_delim(b)
+                let delim = match codec {
+                    Codec::Json => json_delim(b),
+                    Codec::Unicode => pct_delim(b) && p >= self.last_unit + LITERAL_BEFORE,
+                    _ => pct_delim(b),
                 };
                 if delim {
                     ended = Some(p);
@@ -4156,10 +4317,18 @@ impl Esc {
                 let used = match codec {
                     Codec::Json => json_unit(hay, k, eof, seg, p),
                     Codec::Html => html_unit(hay, k, eof, seg, p),
+                    Codec::Unicode => uni_unit(hay, k, eof, seg, p),
                     _ => pct_unit(hay, k, eof, seg, p),
                 };
                 match used {
-                    Some(n) => k += n,
+                    Some(n) => {
+                        k += n;
+                        // Every character the unicode layer reads is two
+                        // bytes or more; a literal byte, one.
+                        if codec == Codec::Unicode && n > 1 {
+                            self.last_unit = p + n as u64;
+                        }
+                    }
                     None => {
                         self.pos = p;
                         return false;
@@ -4196,6 +4365,29 @@ impl Esc {
         }
         if let Some(seg) = self.seg.take() {
             pool.close(sc, seg, depth, out);
+        }
+    }
+}
+
+/// Decode one unit at `hay[k]`: a character [`uni_at`] reads (an
+/// invisible one decodes to nothing) or a literal byte. `None`: such a
+/// character is cut by the end of the input.
+fn uni_unit(hay: &[u8], k: usize, eof: bool, seg: &mut Seg, p: u64) -> Option<usize> {
+    let b = *hay.get(k)?;
+    if b < 0x80 {
+        seg.put(b, (p, p + 1));
+        return Some(1);
+    }
+    match uni_at(&hay[k..]) {
+        Uni::Drop(n) => Some(n),
+        Uni::Ascii(c, n) => {
+            seg.put(c, (p, p + n as u64));
+            Some(n)
+        }
+        Uni::Cut if !eof => None,
+        Uni::Cut | Uni::Not => {
+            seg.put(b, (p, p + 1));
+            Some(1)
         }
     }
 }

@@ -106,9 +106,15 @@ pub(crate) enum Enc {
     Utf16Le,
     /// UTF-16, big endian: `\0A\0K`.
     Utf16Be,
+    /// A zero-width space after every byte: `A\u{200b}K\u{200b}`.
+    ZeroWidth,
+    /// Printable ASCII as fullwidth forms: `ＡＫ`.
+    Fullwidth,
+    /// Printable ASCII as tag characters (U+E0020..U+E007E).
+    Tags,
 }
 
-pub(crate) const ENCS: [Enc; 18] = [
+pub(crate) const ENCS: [Enc; 21] = [
     Enc::B64,
     Enc::B64Url,
     Enc::Hex,
@@ -127,12 +133,21 @@ pub(crate) const ENCS: [Enc; 18] = [
     Enc::Utf16Be,
     Enc::Gzip,
     Enc::Zlib,
+    Enc::ZeroWidth,
+    Enc::Fullwidth,
+    Enc::Tags,
 ];
 
 /// Could `encs` (outermost first) be applied, each to the last one's
 /// output? Compressed data is binary, and JSON escapes, HTML references and
 /// UTF-16 write characters, not bytes: `\u008b` decodes to two UTF-8
 /// bytes, so none of them carries gzip (nor would an agent write it so).
+///
+/// The unicode encodings write characters that are not ASCII: bytes those
+/// same three would escape as other characters. And the unicode layer
+/// reads a token, as the percent layer does: it carries what has no
+/// blank, control byte or quote in it (not character codes written with
+/// `, `, UTF-16, compressed data), and not another unicode encoding.
 pub(crate) fn carries(encs: &[Enc]) -> bool {
     let text_only = |e: &Enc| {
         matches!(
@@ -140,9 +155,17 @@ pub(crate) fn carries(encs: &[Enc]) -> bool {
             Enc::Json | Enc::EntDec | Enc::EntHex | Enc::Utf16Le | Enc::Utf16Be
         )
     };
-    encs.iter()
-        .enumerate()
-        .all(|(i, e)| e.header() == 0 || !encs[..i].iter().any(text_only))
+    let unicode = |e: &Enc| matches!(e, Enc::ZeroWidth | Enc::Fullwidth | Enc::Tags);
+    let blanks = |e: &Enc| {
+        e.header() != 0
+            || unicode(e)
+            || matches!(e, Enc::Codes | Enc::HexZeroX | Enc::Utf16Le | Enc::Utf16Be)
+    };
+    encs.iter().enumerate().all(|(i, e)| {
+        let outer = &encs[..i];
+        (e.header() == 0 && !unicode(e) || !outer.iter().any(text_only))
+            && (!blanks(e) || !outer.iter().any(unicode))
+    })
 }
 
 impl Enc {
@@ -199,6 +222,27 @@ impl Enc {
             Enc::Utf16Be => data.iter().flat_map(|&b| [0, b]).collect(),
             Enc::Gzip => gzip(data),
             Enc::Zlib => zlib(data, 6),
+            Enc::ZeroWidth => data.iter().flat_map(|&b| [b, 0xe2, 0x80, 0x8b]).collect(),
+            Enc::Fullwidth => data
+                .iter()
+                .flat_map(|&b| match b {
+                    0x21..=0x7e => char::from_u32(u32::from(b) + 0xfee0)
+                        .unwrap_or_default()
+                        .to_string()
+                        .into_bytes(),
+                    _ => vec![b],
+                })
+                .collect(),
+            Enc::Tags => data
+                .iter()
+                .flat_map(|&b| match b {
+                    0x20..=0x7e => char::from_u32(u32::from(b) + 0xe0000)
+                        .unwrap_or_default()
+                        .to_string()
+                        .into_bytes(),
+                    _ => vec![b],
+                })
+                .collect(),
         }
     }
 
@@ -229,6 +273,7 @@ impl Enc {
             Enc::Utf16Le | Enc::Utf16Be => "utf16",
             Enc::Gzip => "gzip",
             Enc::Zlib => "zlib",
+            Enc::ZeroWidth | Enc::Fullwidth | Enc::Tags => "unicode",
         }
     }
 }
@@ -600,6 +645,16 @@ fn benign_corpus_has_no_findings_and_small_hold_back() {
           Use `base64 -d` to decode; git commit 3f786850e387550fdab836ed7e6dc881de23001b fixed it.\n\
           MAC 00:1a:2b:3c:4d:5e, bytes 0x01, 0x02, 0x03.\n"
             .repeat(30),
+    );
+    // Text the unicode layer reads: a byte order mark, emoji joined by
+    // zero-width joiners and with variation selectors, CJK text with
+    // fullwidth punctuation and digits, soft hyphens, right-to-left marks.
+    corpus.push(
+        "\u{feff}id,name,note\n1,Zoë,\u{1f469}\u{200d}\u{1f4bb} ships \u{2764}\u{fe0f} today\n\
+         2,李雷,请在（２０２５年）前提交：报告、代码和测试！\n\
+         3,Anna,Donau\u{ad}dampf\u{ad}schiff\u{ad}fahrt \u{200f}שלום\u{200e} ok\n"
+            .repeat(40)
+            .into_bytes(),
     );
     for input in &corpus {
         let found = sc.scan(input);
@@ -1758,4 +1813,141 @@ fn a_uuid_is_passed_over_as_its_digits_would_be() {
     // Runs were found (the inputs reach the cases the shortcut must leave
     // to the walk).
     assert!(runs.iter().all(|&n| n > 100), "{runs:?}");
+}
+
+/// The unicode layer reads exactly the characters [`uni_char`] names, in
+/// their UTF-8 form, and the gates that send decoded bytes to a nested
+/// scan see each of them by its first two bytes.
+#[test]
+fn the_unicode_layer_reads_the_characters_it_names() {
+    use decode::{
+        Uni, escape_pair, has_escape, next_uni_lead, uni_at, uni_char, uni_lead, uni_pair,
+    };
+    let mut read = 0;
+    for cp in 0..=0x10ffffu32 {
+        let Some(c) = char::from_u32(cp) else {
+            continue;
+        };
+        let mut buf = [0u8; 4];
+        let bytes = c.encode_utf8(&mut buf).as_bytes();
+        let at = uni_at(bytes);
+        match uni_char(cp) {
+            Some(v) => {
+                read += 1;
+                assert!(uni_lead(bytes[0]) && uni_pair(bytes[0], bytes[1]), "{cp:x}");
+                assert!(
+                    escape_pair(bytes[0], bytes[1]) && has_escape(bytes),
+                    "{cp:x}"
+                );
+                match v {
+                    None => assert_eq!(at, Uni::Drop(bytes.len()), "{cp:x}"),
+                    Some(a) => {
+                        assert!(a.is_ascii_graphic() || a == b' ', "{cp:x}");
+                        assert_eq!(at, Uni::Ascii(a, bytes.len()), "{cp:x}");
+                    }
+                }
+                for cut in 1..bytes.len() {
+                    assert_eq!(uni_at(&bytes[..cut]), Uni::Cut, "{cp:x} cut at {cut}");
+                }
+            }
+            None => assert_eq!(at, Uni::Not, "{cp:x}"),
+        }
+    }
+    assert!(read > 400, "{read}");
+    // Broken UTF-8 is read as what it is: bytes.
+    assert_eq!(uni_at(&[0xe2, 0x80, 0x41]), Uni::Not);
+    assert_eq!(uni_at(&[0xe2, 0x41]), Uni::Not);
+    assert_eq!(
+        next_uni_lead(b"plain ascii text, longer than thirty-two bytes"),
+        None
+    );
+    let mut t = b"a".repeat(70);
+    t[40] = 0xc3;
+    t[65] = 0xe2;
+    assert_eq!(next_uni_lead(&t), Some(65));
+    t[33] = 0xef;
+    assert_eq!(next_uni_lead(&t), Some(33));
+}
+
+/// What an agent told to hide a key in plain sight writes: an invisible
+/// character after every letter, fullwidth letters, tag characters, soft
+/// hyphens, and a JSON or percent escape of those. Each is found under
+/// its chain at every cut, and the key written with invisible characters
+/// only between its name and value, or in a PEM block, too.
+#[test]
+fn invisible_fullwidth_and_tag_characters_hide_nothing() {
+    let sc = scanner();
+    let aws = fresh_aws();
+    let spaced = |sep: &str| aws.chars().map(|c| format!("{c}{sep}")).collect::<String>();
+    let cases: Vec<(String, &str)> = vec![
+        (spaced("\u{200b}"), "unicode"),
+        (spaced("\u{ad}"), "unicode"),
+        (spaced("\u{2060}"), "unicode"),
+        (spaced("\u{feff}"), "unicode"),
+        (spaced("\u{fe0f}"), "unicode"),
+        (format!("AKIA\u{200d}{}", &aws[4..]), "unicode"),
+        (
+            String::from_utf8(Enc::Fullwidth.apply(aws.as_bytes())).unwrap(),
+            "unicode",
+        ),
+        (
+            String::from_utf8(Enc::Tags.apply(aws.as_bytes())).unwrap(),
+            "unicode",
+        ),
+        (
+            aws.chars().map(|c| format!("{c}\\u200b")).collect(),
+            "json>unicode",
+        ),
+        (
+            aws.chars().map(|c| format!("{c}%E2%80%8B")).collect(),
+            "percent>unicode",
+        ),
+    ];
+    for (hidden, chain) in &cases {
+        let input = format!("{{\"note\":\"the key is {hidden} ok\"}}\n");
+        let whole = sc.scan(input.as_bytes());
+        assert!(
+            whole
+                .iter()
+                .any(|f| &*f.pattern_id == "aws-access-key-id" && f.chain.to_string() == *chain),
+            "{hidden:?}: {whole:?}"
+        );
+        for cut in [1, 2, 3, 5, 64] {
+            equivalent(&sc, input.as_bytes(), cut).unwrap_or_else(|e| panic!("{hidden:?}: {e}"));
+        }
+        let (out, found) = stream(&sc, ScanMode::Block, input.as_bytes(), 3);
+        assert!(!found.is_empty(), "{hidden:?}");
+        for w in hidden.as_bytes().windows(8) {
+            assert!(
+                !contains(&out, w),
+                "{hidden:?} leaked {:?}",
+                String::from_utf8_lossy(w)
+            );
+        }
+    }
+    // A name and a value far apart, joined by invisible characters after
+    // every byte: one segment, so the pattern that needs the name sees it.
+    let secret: String = pick(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+        40,
+    );
+    let plain = format!("aws_secret_access_key = {secret}");
+    let hidden = String::from_utf8(Enc::ZeroWidth.apply(plain.as_bytes())).unwrap();
+    let found = sc.scan(format!("config: {hidden}\n").as_bytes());
+    assert!(
+        found
+            .iter()
+            .any(|f| &*f.pattern_id == "aws-secret-access-key"),
+        "{found:?}"
+    );
+    // A PEM block with a zero-width space after every byte, lines and all.
+    let pem = fresh_pem();
+    let hidden = Enc::ZeroWidth.apply(pem.as_bytes());
+    let found = sc.scan(&hidden);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.pattern_id.contains("private-key") && f.chain.to_string() == "unicode"),
+        "{found:?}"
+    );
 }

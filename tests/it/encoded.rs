@@ -762,6 +762,15 @@ async fn benign_encoded_bodies_pass_intact() {
             .repeat(200)
             .into_bytes(),
     );
+    // Text the unicode layer reads and must leave alone: a byte order
+    // mark, emoji with zero-width joiners and variation selectors, CJK
+    // with fullwidth punctuation and digits, soft hyphens, bidi marks.
+    bodies.push(
+        "\u{feff}1,Zoë,\u{1f469}\u{200d}\u{1f4bb} ships \u{2764}\u{fe0f} today,\
+         请在（２０２５年）前提交：报告、代码和测试！,Donau\u{ad}dampf\u{ad}schiff \u{200f}שלום\u{200e}\n"
+            .repeat(300)
+            .into_bytes(),
+    );
     for (n, body) in bodies.iter().enumerate() {
         let r = c
             .post(format!("{url}/{n}"))
@@ -1213,14 +1222,15 @@ async fn a_sparse_gzip_member_is_refused_up_and_passed_down() {
     let served = bytes::Bytes::from(body);
     assert_eq!(
         download_blocking(served.clone(), "/log.gz").await,
-        (200, served)
+        (200, served, true)
     );
 }
 
 /// GET `path` from an origin that serves `body`, through a proxy that
-/// blocks responses on a finding (`incoming = "block"`): the status and
-/// the body the client got.
-async fn download_blocking(body: bytes::Bytes, path: &str) -> (u16, bytes::Bytes) {
+/// blocks responses on a finding (`incoming = "block"`): the status, the
+/// body bytes the client got, and whether the body ended cleanly (a
+/// response cut after its head ends in a reset).
+async fn download_blocking(body: bytes::Bytes, path: &str) -> (u16, bytes::Bytes, bool) {
     let handler: crate::support::origin::Handler = std::sync::Arc::new(move |req, rec| {
         let body = body.clone();
         Box::pin(async move {
@@ -1231,8 +1241,16 @@ async fn download_blocking(body: bytes::Bytes, path: &str) -> (u16, bytes::Bytes
     let (_ca, origin, proxy) =
         crate::support::api_origin(handler, "", |b| b.scan(&["incoming = \"block\""])).await;
     let url = format!("https://api.example.test:{}{path}", origin.port());
-    let r = client::reqwest(&proxy).get(&url).send().await.unwrap();
-    (r.status().as_u16(), r.bytes().await.unwrap())
+    let mut r = client::reqwest(&proxy).get(&url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let mut got = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => return (status, got.into(), true),
+            Err(_) => return (status, got.into(), false),
+        }
+    }
 }
 
 /// Compressed data glued into text crowded with its headers' first bytes
@@ -1565,6 +1583,121 @@ async fn an_unreadable_download_is_passed() {
     let xz = bytes::Bytes::from(std::fs::read(dir.path().join("notes.xz")).unwrap());
     assert_eq!(
         download_blocking(xz.clone(), "/notes.tar.xz").await,
-        (200, xz)
+        (200, xz, true)
     );
+}
+
+/// What an agent told to "hide the key so it still works" writes: an
+/// invisible character after every letter (zero-width space, soft hyphen,
+/// word joiner, a zero-width joiner in the middle), fullwidth letters, tag
+/// characters (invisible, each spelling an ASCII character), the same
+/// escaped in JSON or percent-encoded, and a key's name and value with a
+/// zero-width space after every byte. Each is refused naming its chain,
+/// in a body and in a header, and the origin gets no piece of the key;
+/// an origin's answer hiding one is withheld from the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_fullwidth_and_tag_characters_are_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    let spaced =
+        |key: &str, sep: &str| key.chars().map(|c| format!("{c}{sep}")).collect::<String>();
+    let fullwidth = |key: &str| {
+        key.chars()
+            .map(|c| char::from_u32(c as u32 + 0xfee0).unwrap())
+            .collect::<String>()
+    };
+    let tags = |key: &str| {
+        key.chars()
+            .map(|c| char::from_u32(c as u32 + 0xe0000).unwrap())
+            .collect::<String>()
+    };
+    let mut keys = Vec::new();
+    let forms: Vec<(String, &str)> = vec![
+        (spaced(&fresh_aws(), "\u{200b}"), "unicode"),
+        (spaced(&fresh_aws(), "\u{ad}"), "unicode"),
+        (spaced(&fresh_aws(), "\u{2060}"), "unicode"),
+        (fullwidth(&fresh_aws()), "unicode"),
+        (tags(&fresh_aws()), "unicode"),
+        (spaced(&fresh_aws(), "\\u200b"), "json>unicode"),
+        (spaced(&fresh_aws(), "%E2%80%8B"), "percent>unicode"),
+    ];
+    for (n, (hidden, chain)) in forms.iter().enumerate() {
+        let key: String = hidden
+            .chars()
+            .filter_map(|c| match c as u32 {
+                0xff01..=0xff5e => char::from_u32(c as u32 - 0xfee0),
+                0xe0020..=0xe007e => char::from_u32(c as u32 - 0xe0000),
+                _ => Some(c),
+            })
+            .collect::<String>()
+            .replace(['\u{200b}', '\u{ad}', '\u{2060}'], "")
+            .replace("\\u200b", "")
+            .replace("%E2%80%8B", "");
+        assert!(key.starts_with("AKIA") && key.len() == 20, "{n}: {key:?}");
+        let body = format!("{{\"note\":\"keep this: {hidden}\",\"n\":{n}}}");
+        refused(
+            &proxy,
+            &origin,
+            "application/json",
+            body,
+            "aws-access-key-id",
+            chain,
+        )
+        .await;
+        keys.push(key);
+    }
+    // The key's name and value, a zero-width space after every byte.
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
+    let secret = pick(B64, 40);
+    let named = spaced(&format!("aws_secret_access_key = {secret}"), "\u{200b}");
+    refused_aws_secret(&proxy, &origin, named).await;
+    keys.push(secret);
+    // In a header value.
+    let ghp = format!("ghp_{}", pick(b"abcdefghijklmnopqrstuvwxyz0123456789", 36));
+    let url = format!("https://api.example.test:{}/x", origin.port());
+    let r = client::reqwest(&proxy)
+        .get(&url)
+        .header(
+            "x-note",
+            reqwest::header::HeaderValue::from_bytes(spaced(&ghp, "\u{200b}").as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("header x-note"), "{text}");
+    assert!(text.contains("decoded unicode"), "{text}");
+    keys.push(ghp);
+    origin_never_saw(&origin, &keys);
+    assert!(
+        origin
+            .received()
+            .iter()
+            .all(|r| !r.target.starts_with("/x")),
+        "the header's request reached the origin"
+    );
+
+    // Downloaded: withheld.
+    let aws = fresh_aws();
+    let hidden = spaced(&aws, "\u{200b}");
+    let served = bytes::Bytes::from(format!("<p>the key: {hidden}</p>\n"));
+    let (_, got, complete) = download_blocking(served, "/page").await;
+    assert!(!complete, "the answer was passed whole: {got:?}");
+    for piece in hidden.as_bytes().windows(8) {
+        assert!(!contains(&got, piece), "{got:?}");
+    }
+}
+
+/// POST a text body whose only secret is an AWS secret access key (found
+/// beside its name); expect a 403 naming it, decoded by the unicode layer.
+async fn refused_aws_secret(proxy: &TestProxy, origin: &Origin, body: String) {
+    refused(
+        proxy,
+        origin,
+        "text/plain",
+        body,
+        "aws-secret-access-key",
+        "unicode",
+    )
+    .await;
 }
