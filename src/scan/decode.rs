@@ -513,22 +513,32 @@ pub(super) fn uni_at(h: &[u8]) -> Uni {
 
 /// The first byte of `h` a character the unicode layer reads may start
 /// at ([`uni_lead`]). Text that is all ASCII is passed over by the
-/// standard library's word-wide test, and so are the ASCII stretches of
-/// other text, 32 bytes at a time.
+/// standard library's word-wide test.
 pub(super) fn next_uni_lead(h: &[u8]) -> Option<usize> {
     if h.is_ascii() {
         return None;
     }
+    // Decoded noise (a base64 phase, hex) is half bytes past 0x7f: sixteen
+    // at a time, compared with the eight first bytes.
+    let mut blocks = h.chunks_exact(16);
     let mut at = 0;
-    for c in h.chunks(32) {
-        if !c.is_ascii()
-            && let Some(x) = c.iter().position(|&b| uni_lead(b))
-        {
-            return Some(at + x);
+    for b in &mut blocks {
+        let x = wide::u8x16::from(<[u8; 16]>::try_from(b).unwrap_or([0; 16]));
+        let mut hit = wide::u8x16::ZERO;
+        for lead in [0xc2, 0xcd, 0xd8, 0xe1, 0xe2, 0xe3, 0xef, 0xf3] {
+            hit |= x.simd_eq(wide::u8x16::splat(lead));
         }
-        at += c.len();
+        let m = hit.to_bitmask();
+        if m != 0 {
+            return Some(at + m.trailing_zeros() as usize);
+        }
+        at += 16;
     }
-    None
+    blocks
+        .remainder()
+        .iter()
+        .position(|&b| uni_lead(b))
+        .map(|x| at + x)
 }
 
 // ---------------------------------------------------------------- segments

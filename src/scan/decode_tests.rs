@@ -1867,6 +1867,15 @@ fn the_unicode_layer_reads_the_characters_it_names() {
     assert_eq!(next_uni_lead(&t), Some(65));
     t[33] = 0xef;
     assert_eq!(next_uni_lead(&t), Some(33));
+    // Every byte, in every lane of a block and in the tail.
+    for b in 0..=255u8 {
+        for pos in [0, 5, 15, 16, 31, 40, 47] {
+            let mut t = b"x".repeat(48);
+            t[pos] = b;
+            let want = uni_lead(b).then_some(pos);
+            assert_eq!(next_uni_lead(&t), want, "{b:#x} at {pos}");
+        }
+    }
 }
 
 /// What an agent told to hide a key in plain sight writes: an invisible
