@@ -64,7 +64,10 @@
 //!   bidirectional controls, variation selectors, byte order mark, Hangul
 //!   fillers), a fullwidth form of an ASCII character (`ＡＫＩＡ`) or a
 //!   tag character (U+E0020..U+E007E, invisible, each standing for an
-//!   ASCII character: "ASCII smuggling"). Invisible characters decode to
+//!   ASCII character: "ASCII smuggling"). Unlike a percent token, its
+//!   segment ends at a delimiter only [`LITERAL_BEFORE`] bytes past the
+//!   last such character, so `key = value` or a PEM block with one after
+//!   every byte is one segment. Invisible characters decode to
 //!   nothing, the others to their ASCII character ([`uni_char`]): what a
 //!   receiver gets back by deleting the invisible ones or by NFKC. Only
 //!   bytes that are not ASCII can start such a character, so ASCII text
@@ -111,7 +114,8 @@
 //! runs cheap; longer segments stream through the nested scan.
 //!
 //! # Bounds
-//! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1, a unicode character ≥ 2→0 or 1, JSON
+//! - **Size**: every codec shrinks (base64 4→3, hex ≥ 2→1, `%XX` 3→1,
+//!   a unicode character ≥ 2→0 or 1, JSON
 //!   escapes ≥ 2→1 except `\uXXXX` 6→3, character codes ≥ 2→1, references
 //!   ≥ 3→1 and at most 10→4, UTF-16 2→1); a decoded stream is never larger
 //!   than its encoded input, except an inflated one: a member that decodes
