@@ -516,34 +516,45 @@ pub(super) fn uni_at(h: &[u8]) -> Uni {
 }
 
 /// The first byte of `h` a character the unicode layer reads may start
-/// at ([`uni_lead`]). Text that is all ASCII is passed over by the
-/// standard library's word-wide test.
+/// at: a lead byte followed by one of its second bytes ([`uni_pair`]),
+/// or a lead byte that ends `h` (its second byte still to come). Text that
+/// is all ASCII is passed over by the standard library's word-wide test;
+/// other text (decoded noise is half bytes past 0x7f, and a run of `z`
+/// decodes to an `f3` every third byte) by Teddy over the 15 pairs, so a
+/// lead byte alone stops nothing.
 pub(super) fn next_uni_lead(h: &[u8]) -> Option<usize> {
     if h.is_ascii() {
         return None;
     }
-    // Decoded noise (a base64 phase, hex) is half bytes past 0x7f: sixteen
-    // at a time, compared with the eight first bytes.
-    let mut blocks = h.chunks_exact(16);
-    let mut at = 0;
-    for b in &mut blocks {
-        let x = wide::u8x16::from(<[u8; 16]>::try_from(b).unwrap_or([0; 16]));
-        let mut hit = wide::u8x16::ZERO;
-        for lead in [0xc2, 0xcd, 0xd8, 0xe1, 0xe2, 0xe3, 0xef, 0xf3] {
-            hit |= x.simd_eq(wide::u8x16::splat(lead));
-        }
-        let m = hit.to_bitmask();
-        if m != 0 {
-            return Some(at + m.trailing_zeros() as usize);
-        }
-        at += 16;
+    let pair = match &*UNI_PAIRS {
+        Some(teddy) => teddy.find(h).map(|m| m.start()),
+        None => h
+            .windows(2)
+            .position(|w| uni_lead(w[0]) && uni_pair(w[0], w[1])),
+    };
+    let last = h.len() - 1;
+    match pair {
+        Some(x) => Some(x),
+        None => h.last().is_some_and(|&b| uni_lead(b)).then_some(last),
     }
-    blocks
-        .remainder()
-        .iter()
-        .position(|&b| uni_lead(b))
-        .map(|x| at + x)
 }
+
+/// Every (lead, second byte) pair [`uni_pair`] accepts.
+fn uni_pairs() -> Vec<[u8; 2]> {
+    (0xc0..=0xffu8)
+        .flat_map(|a| (0x80..=0xbfu8).map(move |b| [a, b]))
+        .filter(|&[a, b]| uni_pair(a, b))
+        .collect()
+}
+
+/// [`uni_pairs`] as one Teddy search (`None` where Teddy is unavailable).
+static UNI_PAIRS: std::sync::LazyLock<Option<packed::Searcher>> = std::sync::LazyLock::new(|| {
+    let mut b = packed::Config::new().builder();
+    for p in uni_pairs() {
+        b.add(p);
+    }
+    b.build()
+});
 
 // ---------------------------------------------------------------- segments
 

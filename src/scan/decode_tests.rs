@@ -1864,17 +1864,27 @@ fn the_unicode_layer_reads_the_characters_it_names() {
     let mut t = b"a".repeat(70);
     t[40] = 0xc3;
     t[65] = 0xe2;
+    t[66] = 0x80;
     assert_eq!(next_uni_lead(&t), Some(65));
     t[33] = 0xef;
+    t[34] = 0xbc;
     assert_eq!(next_uni_lead(&t), Some(33));
-    // Every byte, in every lane of a block and in the tail.
-    for b in 0..=255u8 {
-        for pos in [0, 5, 15, 16, 31, 40, 47] {
-            let mut t = b"x".repeat(48);
-            t[pos] = b;
-            let want = uni_lead(b).then_some(pos);
-            assert_eq!(next_uni_lead(&t), want, "{b:#x} at {pos}");
+    // Every pair of bytes, anywhere: found where it starts a character
+    // the layer reads; a lead byte alone only at the very end.
+    for a in 0x80..=0xffu8 {
+        for b in 0..=0xffu8 {
+            for pos in [0, 5, 15, 16, 31, 40] {
+                let mut t = b"x".repeat(48);
+                t[pos] = a;
+                t[pos + 1] = b;
+                let want = uni_pair(a, b).then_some(pos);
+                let got = next_uni_lead(&t);
+                assert_eq!(got, want, "{a:#x} {b:#x} at {pos}");
+            }
         }
+        let mut t = b"x".repeat(20);
+        t[19] = a;
+        assert_eq!(next_uni_lead(&t), uni_lead(a).then_some(19), "{a:#x} last");
     }
 }
 
