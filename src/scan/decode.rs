@@ -132,7 +132,7 @@
 //! - **Hold-back on benign input**: at most the plain scanner's tail, a
 //!   base64 candidate (< [`LONG_B64`] characters, plus single line breaks),
 //!   a short segment (< [`SHORT`] decoded bytes: at most 8 encoded bytes
-//!   each, a character code with its separators), or [`LITERAL_BEFORE`] bytes of an unfinished percent/json token:
+//!   each, a character code with its separators), or [`LITERAL_BEFORE`] bytes of an unfinished percent, JSON, HTML or unicode token:
 //!   under 1 KiB. A line break ends every candidate but a base64 run.
 //!   Compressed data adds the piece being inflated and the one before it
 //!   (128 bytes) per open member; a header's fields (a gzip extra field,
@@ -439,9 +439,27 @@ pub(super) enum Uni {
 
 /// The first bytes of the UTF-8 characters [`uni_char`] reads: a byte no
 /// ASCII text has, and only these can start a unit of the unicode layer.
+/// Derived from [`uni_pair`], so the two cannot disagree.
 pub(super) const fn uni_lead(b: u8) -> bool {
-    matches!(b, 0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf3)
+    UNI_LEAD[b as usize]
 }
+
+/// [`uni_lead`]'s table: the bytes some continuation byte pairs with.
+const UNI_LEAD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut a = 0xc0;
+    while a < 256 {
+        let mut b = 0x80;
+        while b < 0xc0 {
+            if uni_pair(a as u8, b as u8) {
+                t[a] = true;
+            }
+            b += 1;
+        }
+        a += 1;
+    }
+    t
+};
 
 /// Can `b` follow `lead` in a character [`uni_char`] reads? (The second
 /// byte of each: the gates that send decoded bytes to a nested scan test
