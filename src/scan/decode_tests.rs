@@ -177,6 +177,18 @@ impl Enc {
                 .join(sep)
                 .into_bytes()
         };
+        // Each byte in `range` as the character `offset` above it.
+        let shift = |range: std::ops::RangeInclusive<u8>, offset: u32| {
+            data.iter()
+                .flat_map(|&b| match range.contains(&b) {
+                    true => char::from_u32(u32::from(b) + offset)
+                        .unwrap_or_default()
+                        .to_string()
+                        .into_bytes(),
+                    false => vec![b],
+                })
+                .collect::<Vec<u8>>()
+        };
         let codes = |sep: &str, pre: &str| {
             let end = if pre.is_empty() { "" } else { ";" };
             data.iter()
@@ -223,26 +235,8 @@ impl Enc {
             Enc::Gzip => gzip(data),
             Enc::Zlib => zlib(data, 6),
             Enc::ZeroWidth => data.iter().flat_map(|&b| [b, 0xe2, 0x80, 0x8b]).collect(),
-            Enc::Fullwidth => data
-                .iter()
-                .flat_map(|&b| match b {
-                    0x21..=0x7e => char::from_u32(u32::from(b) + 0xfee0)
-                        .unwrap_or_default()
-                        .to_string()
-                        .into_bytes(),
-                    _ => vec![b],
-                })
-                .collect(),
-            Enc::Tags => data
-                .iter()
-                .flat_map(|&b| match b {
-                    0x20..=0x7e => char::from_u32(u32::from(b) + 0xe0000)
-                        .unwrap_or_default()
-                        .to_string()
-                        .into_bytes(),
-                    _ => vec![b],
-                })
-                .collect(),
+            Enc::Fullwidth => shift(0x21..=0x7e, 0xfee0),
+            Enc::Tags => shift(0x20..=0x7e, 0xe0000),
         }
     }
 

@@ -1649,7 +1649,15 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
     let secret = pick(B64, 40);
     let named = spaced(&format!("aws_secret_access_key = {secret}"), "\u{200b}");
-    refused_aws_secret(&proxy, &origin, named).await;
+    refused(
+        &proxy,
+        &origin,
+        "text/plain",
+        named,
+        "aws-secret-access-key",
+        "unicode",
+    )
+    .await;
     keys.push(secret);
     // In a header value.
     let ghp = format!("ghp_{}", pick(b"abcdefghijklmnopqrstuvwxyz0123456789", 36));
@@ -1686,18 +1694,4 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
     for piece in hidden.as_bytes().windows(8) {
         assert!(!contains(&got, piece), "{got:?}");
     }
-}
-
-/// POST a text body whose only secret is an AWS secret access key (found
-/// beside its name); expect a 403 naming it, decoded by the unicode layer.
-async fn refused_aws_secret(proxy: &TestProxy, origin: &Origin, body: String) {
-    refused(
-        proxy,
-        origin,
-        "text/plain",
-        body,
-        "aws-secret-access-key",
-        "unicode",
-    )
-    .await;
 }
