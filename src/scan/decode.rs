@@ -1651,6 +1651,8 @@ struct RunSeg {
     start: Option<u64>,
     count: u32,
     seg: Option<Seg>,
+    /// The label before the run (see [`RunSeg::open_labelled`]).
+    label: smallvec::SmallVec<[u8; LABEL_MAX]>,
 }
 
 impl RunSeg {
@@ -1660,7 +1662,30 @@ impl RunSeg {
             self.start = Some(p);
             self.count = 0;
             self.seg = None;
+            self.label.clear();
         }
+    }
+
+    /// [`RunSeg::open`], and the run's segment starts with the label
+    /// before `p`: `aws_secret_access_key = 774a616c...` holds the name
+    /// plain and the value encoded, and the pattern needs both.
+    fn open_labelled(&mut self, p: u64, near: Near<'_>) {
+        if self.start.is_none() {
+            self.open(p);
+            let mut buf = [0u8; LABEL_MAX];
+            self.label.extend_from_slice(near.label_before(p, &mut buf));
+        }
+    }
+
+    /// A segment for the run starting at `start`, its label first.
+    fn new_seg(label: &[u8], codec: Codec, start: u64, discard: bool) -> Seg {
+        let mut seg = Seg::new(codec, start, discard);
+        if !discard {
+            for &b in label {
+                seg.put(b, (start, start + 1));
+            }
+        }
+        seg
     }
 
     /// One decoded byte, from the encoded `span`.
@@ -1670,8 +1695,9 @@ impl RunSeg {
         let start = self.start.unwrap_or(span.0);
         // The segment's nested scan starts only at `SHORT` decoded bytes,
         // past every layer's minimum: only runs long enough are scanned.
+        let label = &self.label;
         self.seg
-            .get_or_insert_with(|| Seg::new(codec, start, discard))
+            .get_or_insert_with(|| RunSeg::new_seg(label, codec, start, discard))
             .put(v, span);
     }
 
@@ -1680,8 +1706,9 @@ impl RunSeg {
         let n = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         self.count = self.count.saturating_add(n);
         let start = self.start.unwrap_or(span.0);
+        let label = &self.label;
         self.seg
-            .get_or_insert_with(|| Seg::new(codec, start, discard))
+            .get_or_insert_with(|| RunSeg::new_seg(label, codec, start, discard))
             .put_all(bytes, span);
     }
 
@@ -1713,6 +1740,7 @@ impl RunSeg {
     /// The run ended: judge its segment if it had `min` units.
     fn end(&mut self, sc: &Scanner, depth: u8, pool: &mut Pool, out: &mut Vec<Raw>, min: u32) {
         self.start = None;
+        self.label.clear();
         let count = std::mem::take(&mut self.count);
         if let Some(seg) = self.seg.take()
             && count >= min
@@ -1767,6 +1795,51 @@ struct Esc {
     /// of a PEM block must not cut the text into tokens its patterns never
     /// see whole.
     last_unit: u64,
+}
+
+/// The input of one feed: `hay` from stream offset `base` on, and `pre`,
+/// the bytes right before it.
+#[derive(Clone, Copy)]
+struct Near<'a> {
+    pre: &'a [u8],
+    hay: &'a [u8],
+    base: u64,
+}
+
+impl<'a> Near<'a> {
+    /// The label before offset `start` (see [`label`]), copied into `buf`
+    /// when part of it is in `pre`.
+    fn label_before<'b>(&self, start: u64, buf: &'b mut [u8; LABEL_MAX]) -> &'b [u8]
+    where
+        'a: 'b,
+    {
+        let at = start
+            .checked_sub(self.base)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s >= LABEL_MAX);
+        if let Some(before) = at.and_then(|s| self.hay.get(s - LABEL_MAX..s)) {
+            return label(before);
+        }
+        let mut n = 0;
+        for q in start.saturating_sub(LABEL_MAX as u64)..start {
+            let byte = match q.checked_sub(self.base) {
+                Some(i) => usize::try_from(i).ok().and_then(|i| self.hay.get(i)),
+                None => usize::try_from(self.base - q)
+                    .ok()
+                    .and_then(|back| self.pre.len().checked_sub(back))
+                    .and_then(|i| self.pre.get(i)),
+            };
+            match byte {
+                Some(&b) => {
+                    buf[n] = b;
+                    n += 1;
+                }
+                // Only bytes that run up to `start` make a label.
+                None => n = 0,
+            }
+        }
+        label(&buf[..n])
+    }
 }
 
 /// The decoding layers of one stream. See the [module docs](self).
@@ -1877,11 +1950,14 @@ impl Decoders {
     }
 
     /// Decode the new bytes `hay[from..]` (`hay` starts at stream offset
-    /// `base` and holds everything from this layer set's last frontier on).
-    /// Findings (in this stream's offsets) go to `out`.
+    /// `base` and holds everything from this layer set's last frontier on;
+    /// `pre`, the bytes right before it, at least [`LABEL_MAX`] of them
+    /// unless the stream is shorter). Findings (in this stream's offsets)
+    /// go to `out`.
     pub(crate) fn feed(
         &mut self,
         sc: &Scanner,
+        pre: &[u8],
         hay: &[u8],
         base: u64,
         from: usize,
@@ -1890,20 +1966,20 @@ impl Decoders {
         let d = self.depth + 1;
         let discard = self.discard();
         let [p2, p3, p4, p5, p6] = &mut self.pools;
+        let near = Near { pre, hay, base };
         self.runs.compute::<MIN_B64, { 2 * MIN_HEX }>(hay, from);
         let runs = &self.runs;
         let p0 = &mut self.b64_pools;
         self.b64
             .feed(sc, hay, base, from, discard, d, p0, runs, out);
         for (hex, pool) in self.hex.iter_mut().zip(&mut self.hex_pools) {
-            hex.feed(sc, hay, base, from, discard, d, pool, runs, out);
+            hex.feed(sc, near, from, discard, d, pool, runs, out);
         }
-        self.pct.feed(sc, hay, base, from, discard, d, p2, out);
-        self.json.feed(sc, hay, base, from, discard, d, p3, out);
-        self.html.feed(sc, hay, base, from, discard, d, p5, out);
-        self.uni.feed(sc, hay, base, from, discard, d, p6, out);
-        self.codes
-            .feed(sc, hay, base, from, discard, d, p4, runs, out);
+        self.pct.feed(sc, near, from, discard, d, p2, out);
+        self.json.feed(sc, near, from, discard, d, p3, out);
+        self.html.feed(sc, near, from, discard, d, p5, out);
+        self.uni.feed(sc, near, from, discard, d, p6, out);
+        self.codes.feed(sc, near, from, discard, d, p4, runs, out);
         for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
             wide.feed(sc, hay, base, from, discard, d, pool, out);
         }
@@ -1913,7 +1989,15 @@ impl Decoders {
     }
 
     /// End of stream: close every open segment.
-    pub(crate) fn finish(&mut self, sc: &Scanner, hay: &[u8], base: u64, out: &mut Vec<Raw>) {
+    pub(crate) fn finish(
+        &mut self,
+        sc: &Scanner,
+        pre: &[u8],
+        hay: &[u8],
+        base: u64,
+        out: &mut Vec<Raw>,
+    ) {
+        let near = Near { pre, hay, base };
         let d = self.depth + 1;
         let discard = self.discard();
         let [p2, p3, p4, p5, p6] = &mut self.pools;
@@ -1926,7 +2010,7 @@ impl Decoders {
         self.html.finish(sc, hay, base, discard, d, p5, out);
         self.uni.finish(sc, hay, base, discard, d, p6, out);
         let end = base + hay.len() as u64;
-        self.codes.finish(sc, end, discard, d, p4, out);
+        self.codes.finish(sc, near, end, discard, d, p4, out);
         for (wide, pool) in self.wide.iter_mut().zip(&mut self.wide_pools) {
             wide.end_run(sc, d, pool, out);
         }
@@ -2715,8 +2799,7 @@ impl Hex {
     fn feed(
         &mut self,
         sc: &Scanner,
-        hay: &[u8],
-        base: u64,
+        near: Near<'_>,
         from: usize,
         discard: bool,
         depth: u8,
@@ -2724,6 +2807,7 @@ impl Hex {
         runs: &Runs,
         out: &mut Vec<Raw>,
     ) {
+        let (hay, base) = (near.hay, near.base);
         let mut k = from;
         while k < hay.len() {
             if !self.exact {
@@ -2738,7 +2822,7 @@ impl Hex {
             let Some(&b) = hay.get(k) else { break };
             let p = base + k as u64;
             if self.phase == HexPhase::Idle {
-                self.start_token(b, p);
+                self.start_token(b, p, near);
                 if self.phase == HexPhase::Idle && CLASS[usize::from(b)] & (HEXD | HEXC) == 0 {
                     // Back to the fast mode after this byte.
                     self.exact = false;
@@ -2748,7 +2832,7 @@ impl Hex {
             }
             if !self.step(b, p, discard) {
                 self.end_run(sc, depth, pool, out);
-                self.start_token(b, p);
+                self.start_token(b, p, near);
                 if self.phase == HexPhase::Idle && CLASS[usize::from(b)] & (HEXD | HEXC) == 0 {
                     self.exact = false;
                 }
@@ -2758,12 +2842,12 @@ impl Hex {
         self.rs.flush(sc, depth, pool, out, MIN_HEX);
     }
 
-    fn start_token(&mut self, b: u8, p: u64) {
+    fn start_token(&mut self, b: u8, p: u64, near: Near<'_>) {
         if self.align != Align::Even {
             // A run starts with the digit the odd instances skip; `\x41`
             // and `0x41` runs are the even instance's alone.
             if self.rs.start.is_none() && hex_val(b).is_some() {
-                self.rs.open(p);
+                self.rs.open_labelled(p, near);
                 self.tstart = p;
                 self.phase = HexPhase::Lead;
             }
@@ -2777,7 +2861,7 @@ impl Hex {
                 None => return,
             },
         };
-        self.rs.open(p);
+        self.rs.open_labelled(p, near);
         self.tstart = p;
         self.phase = phase;
     }
@@ -2984,8 +3068,7 @@ impl Codes {
     fn feed(
         &mut self,
         sc: &Scanner,
-        hay: &[u8],
-        base: u64,
+        near: Near<'_>,
         from: usize,
         discard: bool,
         depth: u8,
@@ -2993,6 +3076,7 @@ impl Codes {
         runs: &Runs,
         out: &mut Vec<Raw>,
     ) {
+        let (hay, base) = (near.hay, near.base);
         let mut k = from;
         while k < hay.len() {
             if !self.exact {
@@ -3006,9 +3090,9 @@ impl Codes {
             }
             let Some(&b) = hay.get(k) else { break };
             let p = base + k as u64;
-            if !self.step(sc, b, p, discard, depth, pool, out) {
+            if !self.step(sc, near, b, p, discard, depth, pool, out) {
                 self.end_run(sc, depth, pool, out);
-                self.start(b, p);
+                self.start(b, p, near);
             }
             if self.phase == CodePhase::Idle && code_break(b) {
                 // Back to the fast mode after this byte.
@@ -3020,12 +3104,12 @@ impl Codes {
     }
 
     /// A digit starts a number, and a run if none is open.
-    fn start(&mut self, b: u8, p: u64) {
+    fn start(&mut self, b: u8, p: u64, near: Near<'_>) {
         if !b.is_ascii_digit() {
             self.phase = CodePhase::Idle;
             return;
         }
-        self.rs.open(p);
+        self.rs.open_labelled(p, near);
         self.tstart = p;
         self.phase = CodePhase::Digits {
             v: u16::from(b - b'0'),
@@ -3038,6 +3122,7 @@ impl Codes {
     fn step(
         &mut self,
         sc: &Scanner,
+        near: Near<'_>,
         b: u8,
         p: u64,
         discard: bool,
@@ -3047,7 +3132,7 @@ impl Codes {
     ) -> bool {
         match self.phase {
             CodePhase::Idle => {
-                self.start(b, p);
+                self.start(b, p, near);
                 true
             }
             CodePhase::Digits { v, n } if b.is_ascii_digit() => {
@@ -3076,7 +3161,7 @@ impl Codes {
                         // and the next one starts with it.
                         let t = self.tstart;
                         self.end_run(sc, depth, pool, out);
-                        self.rs.open(t);
+                        self.rs.open_labelled(t, near);
                         self.tstart = t;
                     }
                     v % 100
@@ -3085,7 +3170,7 @@ impl Codes {
                 self.separator(b)
             }
             CodePhase::Next if b.is_ascii_digit() => {
-                self.start(b, p);
+                self.start(b, p, near);
                 true
             }
             CodePhase::Next => self.separator(b),
@@ -3118,6 +3203,7 @@ impl Codes {
     fn finish(
         &mut self,
         sc: &Scanner,
+        near: Near<'_>,
         end: u64,
         discard: bool,
         depth: u8,
@@ -3126,7 +3212,7 @@ impl Codes {
     ) {
         if matches!(self.phase, CodePhase::Digits { .. }) {
             // A byte no number continues completes it.
-            self.step(sc, b'.', end, discard, depth, pool, out);
+            self.step(sc, near, b'.', end, discard, depth, pool, out);
         }
         self.end_run(sc, depth, pool, out);
     }
@@ -4251,14 +4337,14 @@ impl Esc {
     fn feed(
         &mut self,
         sc: &Scanner,
-        hay: &[u8],
-        base: u64,
+        near: Near<'_>,
         from: usize,
         discard: bool,
         depth: u8,
         pool: &mut Pool,
         out: &mut Vec<Raw>,
     ) {
+        let (hay, base) = (near.hay, near.base);
         let end = base + hay.len() as u64;
         let idx = |p: u64| usize::try_from(p.saturating_sub(base)).unwrap_or(usize::MAX);
         if self.seg.is_none() && self.scan < base + from as u64 {
@@ -4305,7 +4391,19 @@ impl Esc {
                     break;
                 }
             }
-            self.seg = Some(pool.open(self.codec, s, discard));
+            let mut seg = pool.open(self.codec, s, discard);
+            // `aws_secret_access_key = wJal%2Fr...`, `"key": "wJal\/r..."`:
+            // the name is plain and only the value is escaped, so the
+            // token holds the value alone. Like a base64 run, the segment
+            // starts with the label before it (a finding in it maps to the
+            // token's start).
+            if !discard {
+                let mut buf = [0u8; LABEL_MAX];
+                for &b in near.label_before(s, &mut buf) {
+                    seg.put(b, (s, s + 1));
+                }
+            }
+            self.seg = Some(seg);
             self.pos = s;
             self.last_unit = xp;
         }
@@ -4641,7 +4739,7 @@ impl Sub {
         self.core.run_ready(sc, view, false);
         let mut f = self.core.frontier(sc, view, false);
         self.dec
-            .feed(sc, &self.buf, self.base, from, &mut self.cands);
+            .feed(sc, &self.pre, &self.buf, self.base, from, &mut self.cands);
         f = f.min(self.dec.frontier(self.end));
         settle(&mut self.core, &mut self.cands, f, out);
         self.frontier = f.min(self.end);
@@ -4671,7 +4769,8 @@ impl Sub {
             base: self.base,
         };
         self.core.run_ready(sc, view, true);
-        self.dec.finish(sc, &self.buf, self.base, &mut self.cands);
+        self.dec
+            .finish(sc, &self.pre, &self.buf, self.base, &mut self.cands);
         settle(&mut self.core, &mut self.cands, u64::MAX, out);
         self.frontier = u64::MAX;
     }
@@ -4729,8 +4828,8 @@ pub(crate) fn scan_whole(sc: &Scanner, hay: &[u8], min: Confidence, inflate: boo
     core.run_ready(sc, view, true);
     let mut cands = Vec::new();
     let mut dec = Decoders::with_inflate(0, min, inflate);
-    dec.feed(sc, hay, 0, 0, &mut cands);
-    dec.finish(sc, hay, 0, &mut cands);
+    dec.feed(sc, &[], hay, 0, 0, &mut cands);
+    dec.finish(sc, &[], hay, 0, &mut cands);
     let mut raw = Vec::new();
     settle(&mut core, &mut cands, u64::MAX, &mut raw);
     raw

@@ -758,19 +758,19 @@ fn base64_minimum_run_length() {
     let mut out = Vec::new();
     let run = b"QUtJQUZBS0VGQUtF"; // 16 characters
     let mut d = decode::Decoders::new(0, crate::scan::Confidence::Shaped);
-    d.feed(&sc, run, 0, 0, &mut out);
+    d.feed(&sc, &[], run, 0, 0, &mut out);
     assert!(d.b64_active(), "a 16-character run is a segment");
     let mut d = decode::Decoders::new(0, crate::scan::Confidence::Shaped);
-    d.feed(&sc, &run[..15], 0, 0, &mut out);
+    d.feed(&sc, &[], &run[..15], 0, 0, &mut out);
     assert!(!d.b64_active(), "a 15-character run is not");
     // Hex-looking runs (digests, UUIDs without dashes) are not base64
     // below 128 characters.
     let digest = "3f786850e387550fdab836ed7e6dc881de23001b3f786850e387550fdab836ed";
     let mut d = decode::Decoders::new(0, crate::scan::Confidence::Shaped);
-    d.feed(&sc, digest.as_bytes(), 0, 0, &mut out);
+    d.feed(&sc, &[], digest.as_bytes(), 0, 0, &mut out);
     assert!(!d.b64_active());
     let long = digest.repeat(2);
-    d.feed(&sc, long.as_bytes(), 0, digest.len(), &mut out);
+    d.feed(&sc, &[], long.as_bytes(), 0, digest.len(), &mut out);
     assert!(d.b64_active());
     assert!(out.is_empty());
 }
@@ -1963,4 +1963,71 @@ fn invisible_fullwidth_and_tag_characters_hide_nothing() {
             .any(|f| f.pattern_id.contains("private-key") && f.chain.to_string() == "unicode"),
         "{found:?}"
     );
+}
+
+/// A name written plain and only its value encoded (`key = %77%4A...`,
+/// `"key": "\u0077..."`, `key = 774a...`): every text layer starts its
+/// segment with the label before the value, so a pattern that needs the
+/// name beside the value sees both, whole and cut as a stream is.
+/// JSON's `\/` (PHP writes every `/` so) is the form no agent has to try.
+#[test]
+fn a_plain_name_before_an_encoded_value_is_read_with_it() {
+    let sc = scanner();
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
+    let secret = format!("{}/{}", pick(B64, 12), pick(B64, 27));
+    let mut cases: Vec<(Vec<u8>, &[u8], &[u8])> = vec![(
+        secret.replace('/', "\\/").into_bytes(),
+        b"{\"aws_secret_access_key\": \"",
+        b"\"}",
+    )];
+    // Binary forms (UTF-16, compressed) and quoted-printable (whose `=`
+    // reads as a second separator) are left out: see the README.
+    let text = ENCS.iter().filter(|e| {
+        !matches!(
+            e,
+            Enc::Gzip | Enc::Zlib | Enc::Utf16Le | Enc::Utf16Be | Enc::HexQp
+        )
+    });
+    for enc in text {
+        let v = enc.apply(secret.as_bytes());
+        for (pre, post) in [
+            (&b"aws_secret_access_key = "[..], &b"\n"[..]),
+            (&b"{\"aws_secret_access_key\": \""[..], &b"\"}"[..]),
+            (&b"export AWS_SECRET_ACCESS_KEY='"[..], &b"'\n"[..]),
+        ] {
+            cases.push((v.clone(), pre, post));
+        }
+    }
+    for (value, pre, post) in &cases {
+        let mut input = b"padding before it, ".repeat(5);
+        input.extend_from_slice(pre);
+        input.extend_from_slice(value);
+        input.extend_from_slice(post);
+        let shown = String::from_utf8_lossy(&input).into_owned();
+        let found = sc.scan(&input);
+        assert!(
+            found
+                .iter()
+                .any(|f| &*f.pattern_id == "aws-secret-access-key" && !f.chain.is_empty()),
+            "{shown}: {found:?}"
+        );
+        for cut in [1, 7, 64, 100] {
+            equivalent(&sc, &input, cut).unwrap_or_else(|e| panic!("{shown}: {e}"));
+        }
+    }
+    // What the README says passes: the value alone in a binary form or in
+    // quoted-printable after a plain name (the name-free patterns and the
+    // held values still read these; this pattern needs the name).
+    for enc in [Enc::Gzip, Enc::Zlib, Enc::Utf16Le, Enc::Utf16Be, Enc::HexQp] {
+        let mut input = b"aws_secret_access_key = ".to_vec();
+        input.extend_from_slice(&enc.apply(secret.as_bytes()));
+        input.push(b'\n');
+        let found = sc.scan(&input);
+        assert!(
+            !found
+                .iter()
+                .any(|f| &*f.pattern_id == "aws-secret-access-key"),
+            "{enc:?} is found now: say so in the README"
+        );
+    }
 }

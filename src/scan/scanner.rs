@@ -481,7 +481,8 @@ impl Scanner {
     /// Released bytes a stream keeps for regex windows that start before its
     /// frontier: the largest declared `lookbehind` plus its `gap` (the bytes
     /// a match may consume before its secret), plus 4 bytes of look-around
-    /// context.
+    /// context; at least the longest label the decoding layers read before
+    /// an encoded value (64 bytes).
     pub fn context_kept(&self) -> usize {
         self.base.pre_keep
     }
@@ -682,7 +683,10 @@ impl Base {
             })
             .max()
             .unwrap_or(0)
-            + CONTEXT;
+            .saturating_add(CONTEXT)
+            // The decoding layers read a segment's label (`name = `) from
+            // the bytes before it, which may be released already.
+            .max(decode::LABEL_MAX);
         Ok(Base {
             patterns,
             ids,

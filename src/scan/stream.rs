@@ -268,8 +268,14 @@ impl ScanState {
         self.core.feed(sc, view, from);
         self.core.run_ready(sc, view, false);
         let f = self.core.frontier(sc, view, false);
-        self.decoders
-            .feed(sc, &self.buf, self.base, from, &mut self.dec_cands);
+        self.decoders.feed(
+            sc,
+            &self.pre,
+            &self.buf,
+            self.base,
+            from,
+            &mut self.dec_cands,
+        );
         let f = f.min(self.decoders.frontier(self.end));
         self.advance(f, false, Some(chunk))
     }
@@ -288,7 +294,7 @@ impl ScanState {
         };
         self.core.run_ready(sc, view, true);
         self.decoders
-            .finish(sc, &self.buf, self.base, &mut self.dec_cands);
+            .finish(sc, &self.pre, &self.buf, self.base, &mut self.dec_cands);
         self.advance(u64::MAX, true, None)
     }
 

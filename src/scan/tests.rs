@@ -1102,7 +1102,8 @@ fn bundled_patterns_have_small_lookbehind() {
     }
     let sc = Scanner::new(rules(), &[]).unwrap();
     assert_eq!(sc.hold_back(), 36);
-    assert_eq!(sc.context_kept(), 47);
+    // The patterns need 47 released bytes; the decoding layers' labels, 64.
+    assert_eq!(sc.context_kept(), 64);
 }
 
 /// A stream holds back only a tail that could still start a secret: a

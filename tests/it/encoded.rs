@@ -1695,3 +1695,56 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
         assert!(!contains(&got, piece), "{got:?}");
     }
 }
+
+/// A key's name written plain and only its value escaped: PHP's JSON
+/// (`"aws_secret_access_key": "wJal\/r..."`, every `/` escaped), the value
+/// percent-encoded or hex after `name = `. The escaped token holds the
+/// value alone; the decoded segment starts with the name before it, so
+/// the pattern that needs both refuses it, and the origin gets no piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_name_before_an_escaped_value_is_refused() {
+    let (_ca, origin, proxy) = setup().await;
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
+    let key = || format!("{}/{}+{}", pick(B64, 12), pick(B64, 13), pick(B64, 13));
+    let mut keys = Vec::new();
+    let php = key();
+    let escaped = php.replace('/', "\\/");
+    let body = format!("{{\"region\": \"x\", \"aws_secret_access_key\": \"{escaped}\"}}");
+    refused(
+        &proxy,
+        &origin,
+        "application/json",
+        body,
+        "aws-secret-access-key",
+        "json",
+    )
+    .await;
+    keys.push(php);
+    let pct = key();
+    let encoded: String = pct.bytes().map(|b| format!("%{b:02X}")).collect();
+    let body = format!("[default]\naws_secret_access_key = {encoded}\n");
+    refused(
+        &proxy,
+        &origin,
+        "text/plain",
+        body,
+        "aws-secret-access-key",
+        "percent",
+    )
+    .await;
+    keys.push(pct);
+    let hex = key();
+    let encoded: String = hex.bytes().map(|b| format!("{b:02x}")).collect();
+    let body = format!("AWS_SECRET_ACCESS_KEY: {encoded}\n");
+    refused(
+        &proxy,
+        &origin,
+        "text/plain",
+        body,
+        "aws-secret-access-key",
+        "hex",
+    )
+    .await;
+    keys.push(hex);
+    origin_never_saw(&origin, &keys);
+}
