@@ -1706,45 +1706,30 @@ async fn a_plain_name_before_an_escaped_value_is_refused() {
     let (_ca, origin, proxy) = setup().await;
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
     let key = || format!("{}/{}+{}", pick(B64, 12), pick(B64, 13), pick(B64, 13));
-    let mut keys = Vec::new();
-    let php = key();
+    let (php, pct, hex) = (key(), key(), key());
+    let percent: String = pct.bytes().map(|b| format!("%{b:02X}")).collect();
+    let hexed: String = hex.bytes().map(|b| format!("{b:02x}")).collect();
     let escaped = php.replace('/', "\\/");
-    let body = format!("{{\"region\": \"x\", \"aws_secret_access_key\": \"{escaped}\"}}");
-    refused(
-        &proxy,
-        &origin,
-        "application/json",
-        body,
-        "aws-secret-access-key",
-        "json",
-    )
-    .await;
-    keys.push(php);
-    let pct = key();
-    let encoded: String = pct.bytes().map(|b| format!("%{b:02X}")).collect();
-    let body = format!("[default]\naws_secret_access_key = {encoded}\n");
-    refused(
-        &proxy,
-        &origin,
-        "text/plain",
-        body,
-        "aws-secret-access-key",
-        "percent",
-    )
-    .await;
-    keys.push(pct);
-    let hex = key();
-    let encoded: String = hex.bytes().map(|b| format!("{b:02x}")).collect();
-    let body = format!("AWS_SECRET_ACCESS_KEY: {encoded}\n");
-    refused(
-        &proxy,
-        &origin,
-        "text/plain",
-        body,
-        "aws-secret-access-key",
-        "hex",
-    )
-    .await;
-    keys.push(hex);
+    let sent = [
+        (
+            "application/json",
+            format!("{{\"region\": \"x\", \"aws_secret_access_key\": \"{escaped}\"}}"),
+            "json",
+        ),
+        (
+            "text/plain",
+            format!("[default]\naws_secret_access_key = {percent}\n"),
+            "percent",
+        ),
+        (
+            "text/plain",
+            format!("AWS_SECRET_ACCESS_KEY: {hexed}\n"),
+            "hex",
+        ),
+    ];
+    for (ctype, body, chain) in sent {
+        refused(&proxy, &origin, ctype, body, "aws-secret-access-key", chain).await;
+    }
+    let keys = [php, pct, hex];
     origin_never_saw(&origin, &keys);
 }
