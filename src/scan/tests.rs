@@ -351,57 +351,77 @@ fn stream_min(
 /// For both confidence thresholds: the whole-buffer findings, output and
 /// block point equal the streamed ones.
 fn check_equivalence(sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
-    check_equivalence_min(sc, Confidence::Shaped, input, cuts)?;
-    check_equivalence_min(sc, Confidence::Verified, input, cuts)
-}
-
-fn check_equivalence_min(
-    sc: &Arc<Scanner>,
-    min: Confidence,
-    input: &[u8],
-    cuts: &[usize],
-) -> Result<(), TestCaseError> {
-    let whole = sc.scan_min(input, min);
-    prop_assert!(whole.iter().all(|f| f.confidence >= min));
-
-    // Log and redact modes ignore a value too deeply encoded to judge
-    // (only block mode refuses it), so they report the rest.
-    let judged: Vec<Finding> = whole
-        .iter()
-        .filter(|f| &*f.pattern_id != super::TOO_DEEP)
-        .cloned()
-        .collect();
-    let (out, found, _) = stream_min(sc, ScanMode::Log, min, input, cuts);
-    prop_assert_eq!(&found, &judged, "log findings");
-    prop_assert!(out == input, "log output changed");
-
-    let (out, found, _) = stream_min(sc, ScanMode::Redact, min, input, cuts);
-    let (want, _) = sc.redact_min(input, min);
-    prop_assert_eq!(&found, &judged, "redact findings");
-    prop_assert!(
-        out == want,
-        "redact output\n got: {:?}\nwant: {:?}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&want)
-    );
-
-    let (out, found, st) = stream_min(sc, ScanMode::Block, min, input, cuts);
-    match whole.first() {
-        Some(first) => {
-            prop_assert_eq!(
-                found.as_slice(),
-                std::slice::from_ref(first),
-                "block finding"
-            );
-            prop_assert_eq!(st.blocked(), Some(first));
-            prop_assert!(out == input[..first.start as usize], "block output");
-        }
-        None => {
-            prop_assert!(found.is_empty());
-            prop_assert!(out == input, "block output without finding");
-        }
+    for min in [Confidence::Shaped, Confidence::Verified] {
+        Whole::scan(sc, min, input)?.check(sc, input, cuts)?;
     }
     Ok(())
+}
+
+/// The whole-buffer verdict on one input at one threshold: computed once
+/// and held against many cut sets (it does not depend on the cuts).
+struct Whole {
+    min: Confidence,
+    findings: Vec<Finding>,
+    /// What log and redact mode report: they ignore a value too deeply
+    /// encoded to judge (only block mode refuses it).
+    judged: Vec<Finding>,
+    redacted: Vec<u8>,
+}
+
+impl Whole {
+    fn scan(sc: &Arc<Scanner>, min: Confidence, input: &[u8]) -> Result<Self, TestCaseError> {
+        let findings = sc.scan_min(input, min);
+        prop_assert!(findings.iter().all(|f| f.confidence >= min));
+        let judged = findings
+            .iter()
+            .filter(|f| &*f.pattern_id != super::TOO_DEEP)
+            .cloned()
+            .collect();
+        let (redacted, _) = sc.redact_min(input, min);
+        Ok(Self {
+            min,
+            findings,
+            judged,
+            redacted,
+        })
+    }
+
+    /// Streamed in the chunks `cuts` ends, in every mode, the input gives
+    /// the whole-buffer findings, output and block point.
+    fn check(&self, sc: &Arc<Scanner>, input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+        let (min, judged) = (self.min, &self.judged);
+        let (out, found, _) = stream_min(sc, ScanMode::Log, min, input, cuts);
+        prop_assert_eq!(&found, judged, "log findings");
+        prop_assert!(out == input, "log output changed");
+
+        let (out, found, _) = stream_min(sc, ScanMode::Redact, min, input, cuts);
+        let want = &self.redacted;
+        prop_assert_eq!(&found, judged, "redact findings");
+        prop_assert!(
+            &out == want,
+            "redact output\n got: {:?}\nwant: {:?}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(want)
+        );
+
+        let (out, found, st) = stream_min(sc, ScanMode::Block, min, input, cuts);
+        match self.findings.first() {
+            Some(first) => {
+                prop_assert_eq!(
+                    found.as_slice(),
+                    std::slice::from_ref(first),
+                    "block finding"
+                );
+                prop_assert_eq!(st.blocked(), Some(first));
+                prop_assert!(out == input[..first.start as usize], "block output");
+            }
+            None => {
+                prop_assert!(found.is_empty());
+                prop_assert!(out == input, "block output without finding");
+            }
+        }
+        Ok(())
+    }
 }
 
 fn plants() -> &'static Vec<Vec<u8>> {
@@ -491,17 +511,38 @@ proptest! {
 }
 
 #[test]
-fn every_split_point_of_every_plant() {
+fn every_split_point_of_every_plant_0() {
+    every_split_point_of_every_plant(0);
+}
+#[test]
+fn every_split_point_of_every_plant_1() {
+    every_split_point_of_every_plant(1);
+}
+#[test]
+fn every_split_point_of_every_plant_2() {
+    every_split_point_of_every_plant(2);
+}
+#[test]
+fn every_split_point_of_every_plant_3() {
+    every_split_point_of_every_plant(3);
+}
+
+/// One quarter of the plants (every fourth, from `shard`): four tests, so
+/// the harness spreads the slowest property in the suite over the cores.
+fn every_split_point_of_every_plant(shard: usize) {
     let sc = scanner();
-    for p in plants() {
+    for p in plants().iter().skip(shard).step_by(4) {
         let mut input = b"prefix text ".to_vec();
         input.extend_from_slice(p);
         input.extend_from_slice(b" suffix");
-        for cut in 1..input.len() {
-            // two chunks: [..cut], [cut..]
-            let cuts = [cut, input.len()];
-            check_equivalence(&sc, &input, &cuts)
-                .unwrap_or_else(|e| panic!("{e} at cut {cut}: {p:?}"));
+        for min in [Confidence::Shaped, Confidence::Verified] {
+            let whole = Whole::scan(&sc, min, &input).unwrap_or_else(|e| panic!("{e}: {p:?}"));
+            for cut in 1..input.len() {
+                // two chunks: [..cut], [cut..]
+                whole
+                    .check(&sc, &input, &[cut, input.len()])
+                    .unwrap_or_else(|e| panic!("{e} at cut {cut}: {p:?}"));
+            }
         }
     }
 }
