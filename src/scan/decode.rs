@@ -62,9 +62,10 @@
 //! - **unicode**: likewise, a token that contains an invisible character
 //!   (zero-width space, joiner and non-joiner, soft hyphen, word joiner,
 //!   bidirectional controls, variation selectors, byte order mark, Hangul
-//!   fillers), a fullwidth form of an ASCII character (`ＡＫＩＡ`) or a
+//!   fillers), a fullwidth form of an ASCII character (`ＡＫＩＡ`), a
 //!   tag character (U+E0020..U+E007E, invisible, each standing for an
-//!   ASCII character: "ASCII smuggling"). Unlike a percent token, its
+//!   ASCII character: "ASCII smuggling") or a letter or digit in another
+//!   style (mathematical `𝐀`, circled `Ⓐ`, squared `🅰`, `①`). Unlike a percent token, its
 //!   segment ends at a delimiter only [`LITERAL_BEFORE`] bytes past the
 //!   last such character, so `key = value` or a PEM block with one after
 //!   every byte is one segment. Invisible characters decode to
@@ -471,9 +472,10 @@ pub(super) const fn uni_pair(lead: u8, b: u8) -> bool {
             | (0xcd, 0x8f)
             | (0xd8, 0x9c)
             | (0xe1, 0x85 | 0x9e | 0xa0)
-            | (0xe2, 0x80 | 0x81)
+            | (0xe2, 0x80 | 0x81 | 0x84 | 0x91 | 0x92 | 0x93 | 0x9d | 0x9e)
             | (0xe3, 0x85)
             | (0xef, 0xb8 | 0xbb | 0xbc | 0xbd | 0xbe)
+            | (0xf0, 0x9d | 0x9f)
             | (0xf3, 0xa0)
     )
 }
@@ -483,10 +485,17 @@ pub(super) const fn uni_pair(lead: u8, b: u8) -> bool {
 /// `Some(None)`: invisible, dropped (soft hyphen, zero-width space,
 /// joiners and marks, bidirectional controls, word joiner and invisible
 /// operators, fillers, variation selectors, the byte order mark, tag
-/// begin and cancel). `Some(Some(c))`: a fullwidth form of ASCII `c`
-/// (`Ａ`, what NFKC folds), or a tag character (U+E0020..U+E007E, which
-/// renders as nothing and spells ASCII: "ASCII smuggling").
+/// begin and cancel). `Some(Some(c))`: a character that stands for ASCII
+/// `c`: a fullwidth form (`Ａ`, what NFKC folds), a tag character
+/// (U+E0020..U+E007E, which renders as nothing and spells ASCII: "ASCII
+/// smuggling"), a mathematical letter or digit (`𝐀`, `𝟏`, in each of
+/// their styles, and the letterlike symbols that fill their gaps: `ℎ`,
+/// `ℬ`, the Kelvin sign), or a letter or digit in a circle, a square or
+/// a flag's regional indicator (`Ⓐ`, `ⓐ`, `①`, `❶`, `🅐`, `🄰`, `🅰`, `🇦`).
 pub(super) fn uni_char(cp: u32) -> Option<Option<u8>> {
+    // The character `cp - first` places after `to` (each range below is
+    // short enough for the sum to stay in its letters or digits).
+    let from = |first: u32, to: u8| Some(Some(to + (cp - first) as u8));
     match cp {
         0xad | 0x34f | 0x61c | 0x115f | 0x1160 | 0x17b4 | 0x17b5 | 0x180e => Some(None),
         0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2064 | 0x2066..=0x2069 => Some(None),
@@ -495,8 +504,57 @@ pub(super) fn uni_char(cp: u32) -> Option<Option<u8>> {
         // The ranges make both subtractions fit a byte.
         0xff01..=0xff5e => Some(Some((cp - 0xfee0) as u8)),
         0xe0020..=0xe007e => Some(Some((cp - 0xe0000) as u8)),
+        // Thirteen alphabets of 52 (bold, italic, script, fraktur,
+        // double-struck, sans-serif, monospace...), then five of digits.
+        0x1d400..=0x1d6a3 => match (cp - 0x1d400) % 52 {
+            i @ 0..26 => Some(Some(b'A' + i as u8)),
+            i => Some(Some(b'a' + (i - 26) as u8)),
+        },
+        0x1d7ce..=0x1d7ff => Some(Some(b'0' + ((cp - 0x1d7ce) % 10) as u8)),
+        0x2100..=0x213f => letterlike(cp).map(Some),
+        0x2460..=0x2468 => from(0x2460, b'1'),
+        0x24b6..=0x24cf => from(0x24b6, b'A'),
+        0x24d0..=0x24e9 => from(0x24d0, b'a'),
+        0x24ea | 0x24ff => Some(Some(b'0')),
+        0x24f5..=0x24fd => from(0x24f5, b'1'),
+        0x2776..=0x277e => from(0x2776, b'1'),
+        0x2780..=0x2788 => from(0x2780, b'1'),
+        0x278a..=0x2792 => from(0x278a, b'1'),
+        0x1f130..=0x1f149 => from(0x1f130, b'A'),
+        0x1f150..=0x1f169 => from(0x1f150, b'A'),
+        0x1f170..=0x1f189 => from(0x1f170, b'A'),
+        0x1f1e6..=0x1f1ff => from(0x1f1e6, b'A'),
         _ => None,
     }
+}
+
+/// The letterlike symbols (U+2100..U+213F) that are a Latin letter in
+/// another style: the mathematical alphabets leave a gap for each (script
+/// `B` is `ℬ`, italic `h` is `ℎ`), and the Kelvin sign is a `K`.
+fn letterlike(cp: u32) -> Option<u8> {
+    Some(match cp {
+        0x2102 | 0x212d => b'C',
+        0x210a => b'g',
+        0x210b..=0x210d => b'H',
+        0x210e => b'h',
+        0x2110 | 0x2111 => b'I',
+        0x2112 => b'L',
+        0x2113 => b'l',
+        0x2115 => b'N',
+        0x2119 => b'P',
+        0x211a => b'Q',
+        0x211b..=0x211d => b'R',
+        0x2124 | 0x2128 => b'Z',
+        0x212a => b'K',
+        0x212c => b'B',
+        0x212f => b'e',
+        0x2130 => b'E',
+        0x2131 => b'F',
+        0x2133 => b'M',
+        0x2134 => b'o',
+        0x2139 => b'i',
+        _ => return None,
+    })
 }
 
 /// Read the bytes at the start of `h` as the unicode layer does.
@@ -538,7 +596,7 @@ pub(super) fn uni_at(h: &[u8]) -> Uni {
 /// or a lead byte that ends `h` (its second byte still to come). Text that
 /// is all ASCII is passed over by the standard library's word-wide test;
 /// other text (decoded noise is half bytes past 0x7f, and a run of `z`
-/// decodes to an `f3` every third byte) by Teddy over the 15 pairs, so a
+/// decodes to an `f3` every third byte) by Teddy over the 23 pairs, so a
 /// lead byte alone stops nothing.
 pub(super) fn next_uni_lead(h: &[u8]) -> Option<usize> {
     if h.is_ascii() {

@@ -112,9 +112,13 @@ pub(crate) enum Enc {
     Fullwidth,
     /// Printable ASCII as tag characters (U+E0020..U+E007E).
     Tags,
+    /// Letters and digits as mathematical bold ones: `𝐀𝐊`, `𝟎`.
+    Math,
+    /// Letters and digits in circles: `ⒶⓀ`, `ⓐ`, `⓪①`.
+    Circled,
 }
 
-pub(crate) const ENCS: [Enc; 21] = [
+pub(crate) const ENCS: [Enc; 23] = [
     Enc::B64,
     Enc::B64Url,
     Enc::Hex,
@@ -136,6 +140,8 @@ pub(crate) const ENCS: [Enc; 21] = [
     Enc::ZeroWidth,
     Enc::Fullwidth,
     Enc::Tags,
+    Enc::Math,
+    Enc::Circled,
 ];
 
 /// Could `encs` (outermost first) be applied, each to the last one's
@@ -155,7 +161,12 @@ pub(crate) fn carries(encs: &[Enc]) -> bool {
             Enc::Json | Enc::EntDec | Enc::EntHex | Enc::Utf16Le | Enc::Utf16Be
         )
     };
-    let unicode = |e: &Enc| matches!(e, Enc::ZeroWidth | Enc::Fullwidth | Enc::Tags);
+    let unicode = |e: &Enc| {
+        matches!(
+            e,
+            Enc::ZeroWidth | Enc::Fullwidth | Enc::Tags | Enc::Math | Enc::Circled
+        )
+    };
     let blanks = |e: &Enc| {
         e.header() != 0
             || unicode(e)
@@ -182,6 +193,18 @@ impl Enc {
             data.iter()
                 .flat_map(|&b| match range.contains(&b) {
                     true => char::from_u32(u32::from(b) + offset)
+                        .unwrap_or_default()
+                        .to_string()
+                        .into_bytes(),
+                    false => vec![b],
+                })
+                .collect::<Vec<u8>>()
+        };
+        // Each letter and digit as the character `to` gives, in UTF-8.
+        let alnum = |to: fn(u8) -> u32| {
+            data.iter()
+                .flat_map(|&b| match b.is_ascii_alphanumeric() {
+                    true => char::from_u32(to(b))
                         .unwrap_or_default()
                         .to_string()
                         .into_bytes(),
@@ -237,6 +260,17 @@ impl Enc {
             Enc::ZeroWidth => data.iter().flat_map(|&b| [b, 0xe2, 0x80, 0x8b]).collect(),
             Enc::Fullwidth => shift(0x21..=0x7e, 0xfee0),
             Enc::Tags => shift(0x20..=0x7e, 0xe0000),
+            Enc::Math => alnum(|b| match b {
+                b'A'..=b'Z' => 0x1d400 + u32::from(b - b'A'),
+                b'a'..=b'z' => 0x1d41a + u32::from(b - b'a'),
+                _ => 0x1d7ce + u32::from(b - b'0'),
+            }),
+            Enc::Circled => alnum(|b| match b {
+                b'A'..=b'Z' => 0x24b6 + u32::from(b - b'A'),
+                b'a'..=b'z' => 0x24d0 + u32::from(b - b'a'),
+                b'0' => 0x24ea,
+                _ => 0x2460 + u32::from(b - b'1'),
+            }),
         }
     }
 
@@ -267,7 +301,7 @@ impl Enc {
             Enc::Utf16Le | Enc::Utf16Be => "utf16",
             Enc::Gzip => "gzip",
             Enc::Zlib => "zlib",
-            Enc::ZeroWidth | Enc::Fullwidth | Enc::Tags => "unicode",
+            Enc::ZeroWidth | Enc::Fullwidth | Enc::Tags | Enc::Math | Enc::Circled => "unicode",
         }
     }
 }
@@ -1908,6 +1942,23 @@ fn invisible_fullwidth_and_tag_characters_hide_nothing() {
             "unicode",
         ),
         (
+            String::from_utf8(Enc::Math.apply(aws.as_bytes())).unwrap(),
+            "unicode",
+        ),
+        (
+            String::from_utf8(Enc::Circled.apply(aws.as_bytes())).unwrap(),
+            "unicode",
+        ),
+        // Script capitals (with the letterlike gaps: `ℬ`, `ℰ`, `ℋ`...) and
+        // double-struck digits; fraktur and sans-serif bold digits.
+        (restyle(&aws, 0x1d49c, 0x1d7d8), "unicode"),
+        (restyle(&aws, 0x1d504, 0x1d7ec), "unicode"),
+        // Negative squared capitals and dingbat negative circled digits
+        // (`🅰🅺🅸🅰❶`), regional indicators and double circled digits.
+        (restyle(&aws, 0x1f170, 0x2775), "unicode"),
+        (restyle(&aws, 0x1f1e6, 0x24f4), "unicode"),
+        (aws.replace('K', "\u{212a}"), "unicode"),
+        (
             aws.chars().map(|c| format!("{c}\\u200b")).collect(),
             "json>unicode",
         ),
@@ -1963,6 +2014,95 @@ fn invisible_fullwidth_and_tag_characters_hide_nothing() {
             .any(|f| f.pattern_id.contains("private-key") && f.chain.to_string() == "unicode"),
         "{found:?}"
     );
+}
+
+/// The letters the mathematical alphabets leave out, as the letterlike
+/// symbols that stand in for them: (the gap's code point, the symbol).
+const MATH_GAPS: [(u32, u32); 24] = [
+    (0x1d455, 0x210e),
+    (0x1d49d, 0x212c),
+    (0x1d4a0, 0x2130),
+    (0x1d4a1, 0x2131),
+    (0x1d4a3, 0x210b),
+    (0x1d4a4, 0x2110),
+    (0x1d4a7, 0x2112),
+    (0x1d4a8, 0x2133),
+    (0x1d4ad, 0x211b),
+    (0x1d4ba, 0x212f),
+    (0x1d4bc, 0x210a),
+    (0x1d4c4, 0x2134),
+    (0x1d506, 0x212d),
+    (0x1d50b, 0x210c),
+    (0x1d50c, 0x2111),
+    (0x1d515, 0x211c),
+    (0x1d51d, 0x2128),
+    (0x1d53a, 0x2102),
+    (0x1d53f, 0x210d),
+    (0x1d545, 0x2115),
+    (0x1d547, 0x2119),
+    (0x1d548, 0x211a),
+    (0x1d549, 0x211d),
+    (0x1d551, 0x2124),
+];
+
+/// `text`'s capitals from the alphabet at `capitals`, each digit `d` as
+/// `zero + d` (0 as a circled zero where `zero` is not a math zero), a
+/// mathematical gap written as its letterlike symbol.
+fn restyle(text: &str, capitals: u32, zero: u32) -> String {
+    let math_zero = (0x1d7ce..=0x1d7ff).contains(&zero);
+    text.bytes()
+        .map(|b| {
+            let cp = match b {
+                b'A'..=b'Z' => capitals + u32::from(b - b'A'),
+                b'0' if !math_zero => 0x24ea,
+                b'0'..=b'9' => zero + u32::from(b - b'0'),
+                _ => u32::from(b),
+            };
+            let cp = MATH_GAPS.iter().find(|g| g.0 == cp).map_or(cp, |g| g.1);
+            char::from_u32(cp).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Every letter and digit of every mathematical style, and every circled,
+/// squared and regional-indicator letter and digit, reads as its ASCII
+/// character (a gap in an alphabet as the letterlike symbol that fills it).
+#[test]
+fn every_styled_letter_and_digit_reads_as_ascii() {
+    use decode::uni_char;
+    let want = |i: u32, of: &[u8]| Some(Some(of[i as usize]));
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const DIGITS: &[u8] = b"0123456789";
+    for style in 0..13 {
+        for i in 0..52 {
+            let cp = 0x1d400 + 52 * style + i;
+            let cp = MATH_GAPS.iter().find(|g| g.0 == cp).map_or(cp, |g| g.1);
+            assert_eq!(uni_char(cp), want(i, LETTERS), "{cp:x}");
+        }
+    }
+    for cp in 0x1d7ce..=0x1d7ff {
+        assert_eq!(uni_char(cp), want((cp - 0x1d7ce) % 10, DIGITS), "{cp:x}");
+    }
+    for first in [0x24b6, 0x1f130, 0x1f150, 0x1f170, 0x1f1e6] {
+        for i in 0..26 {
+            assert_eq!(uni_char(first + i), want(i, UPPER), "{:x}", first + i);
+        }
+    }
+    for i in 0..26 {
+        assert_eq!(uni_char(0x24d0 + i), Some(Some(b'a' + i as u8)));
+    }
+    for one in [0x2460, 0x24f5, 0x2776, 0x2780, 0x278a] {
+        for i in 0..9 {
+            assert_eq!(uni_char(one + i), want(i + 1, DIGITS), "{:x}", one + i);
+        }
+    }
+    assert_eq!(uni_char(0x24ea), Some(Some(b'0')));
+    assert_eq!(uni_char(0x212a), Some(Some(b'K')));
+    // Ten, the trademark sign, a heart and an emoji are not letters.
+    for cp in [0x2469, 0x2122, 0x2764, 0x1f600, 0x1d6a8] {
+        assert_eq!(uni_char(cp), None, "{cp:x}");
+    }
 }
 
 /// A name written plain and only its value encoded (`key = %77%4A...`,

@@ -1628,6 +1628,29 @@ fn the_documented_limits_are_real() {
         spaced.join(" "),
         one_by_one.join(" "),
         reversed,
+        // Cyrillic letters that look Latin (А, К, І, О, Е, Х, М, Р, Ѕ)
+        key.chars()
+            .map(|c| match c {
+                'A' => '\u{410}',
+                'K' => '\u{41a}',
+                'I' => '\u{406}',
+                'O' => '\u{41e}',
+                'E' => '\u{415}',
+                'X' => '\u{425}',
+                'M' => '\u{41c}',
+                'P' => '\u{420}',
+                'S' => '\u{405}',
+                c => c,
+            })
+            .collect(),
+        // parenthesized letters (lower case only: `⒜⒦⒤⒜`)
+        key.to_ascii_lowercase()
+            .chars()
+            .map(|c| match c {
+                'a'..='z' => char::from_u32(0x249c + (c as u32 - 'a' as u32)).unwrap_or(c),
+                c => c,
+            })
+            .collect(),
         // split across two JSON fields
         format!("{{\"a\":\"{}\",\"b\":\"{}\"}}", &key[..10], &key[10..]),
         // octal escapes

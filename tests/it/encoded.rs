@@ -1645,6 +1645,41 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
         .await;
         keys.push(key);
     }
+    // Capitals and digits in other styles, as a reader (or NFKC) takes
+    // them back: mathematical bold, circled, negative squared with dingbat
+    // digits (`🅰🅺🅸🅰❶`), regional indicators with double circled digits.
+    let styled = |key: &str, capitals: u32, zero: u32| {
+        key.chars()
+            .map(|c| {
+                let cp = match c {
+                    'A'..='Z' => capitals + (c as u32 - 'A' as u32),
+                    '0' if zero < 0x1d7ce => 0x24ea,
+                    _ => zero + (c as u32 - '0' as u32),
+                };
+                char::from_u32(cp).unwrap()
+            })
+            .collect::<String>()
+    };
+    for (capitals, zero) in [
+        (0x1d400, 0x1d7ce),
+        (0x24b6, 0x245f),
+        (0x1f170, 0x2775),
+        (0x1f1e6, 0x24f4),
+    ] {
+        let key = fresh_aws();
+        let hidden = styled(&key, capitals, zero);
+        let body = format!("{{\"note\":\"keep this: {hidden}\"}}");
+        refused(
+            &proxy,
+            &origin,
+            "application/json",
+            body,
+            "aws-access-key-id",
+            "unicode",
+        )
+        .await;
+        keys.push(key);
+    }
     // The key's name and value, a zero-width space after every byte.
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
     let secret = pick(B64, 40);
