@@ -65,10 +65,11 @@
 //!   fillers), a fullwidth form of an ASCII character (`ＡＫＩＡ`), a
 //!   tag character (U+E0020..U+E007E, invisible, each standing for an
 //!   ASCII character: "ASCII smuggling") or a letter or digit in another
-//!   style (mathematical `𝐀`, circled `Ⓐ`, squared `🅰`, `①`). Unlike a percent token, its
-//!   segment ends at a delimiter only [`LITERAL_BEFORE`] bytes past the
-//!   last such character, so `key = value` or a PEM block with one after
-//!   every byte is one segment. Invisible characters decode to
+//!   style (mathematical `𝐀`, circled `Ⓐ`, squared `🅰`, `①`). Unlike a
+//!   percent token, its segment ends at a delimiter only
+//!   [`LITERAL_BEFORE`] bytes past the last such character, so
+//!   `key = value` or a PEM block with one after every byte is one
+//!   segment. Invisible characters decode to
 //!   nothing, the others to their ASCII character ([`uni_char`]): what a
 //!   receiver gets back by deleting the invisible ones or by NFKC. Only
 //!   bytes that are not ASCII can start such a character, so ASCII text
