@@ -123,6 +123,20 @@ async fn refused(
     );
 }
 
+/// POST a JSON body carrying an AWS key; expect a 403 naming the pattern
+/// and `chain`.
+async fn refused_aws_json(proxy: &TestProxy, origin: &Origin, body: String, chain: &str) {
+    refused(
+        proxy,
+        origin,
+        "application/json",
+        body,
+        "aws-access-key-id",
+        chain,
+    )
+    .await;
+}
+
 /// POST a text body carrying an AWS key; expect a 403 naming the pattern
 /// and `chain`.
 async fn refused_aws_text(proxy: &TestProxy, origin: &Origin, body: String, chain: &str) {
@@ -155,15 +169,7 @@ async fn base64_and_base64url_in_a_json_body() {
     let aws = fresh_aws();
     let b64u = URL_SAFE_NO_PAD.encode(format!("?? key: {aws} ??"));
     let body = format!("{{\"blob\":\"{b64u}\"}}");
-    refused(
-        &proxy,
-        &origin,
-        "application/json",
-        body,
-        "aws-access-key-id",
-        "base64",
-    )
-    .await;
+    refused_aws_json(&proxy, &origin, body, "base64").await;
     origin_never_saw(
         &origin,
         &[
@@ -404,15 +410,7 @@ async fn hex_beside_uuids_is_refused() {
             body.push_str(&format!("{{\"id\":{i},\"uuid\":\"{}\"}},", uuid()));
         }
         body.push_str(&format!("{{\"id\":40,\"uuid\":\"{value}\"}}]"));
-        refused(
-            &proxy,
-            &origin,
-            "application/json",
-            body,
-            "aws-access-key-id",
-            "hex",
-        )
-        .await;
+        refused_aws_json(&proxy, &origin, body, "hex").await;
         forms.push(aws);
         forms.push(encoded);
     }
@@ -593,15 +591,7 @@ async fn json_unicode_escapes() {
     let aws = fresh_aws();
     let escaped: String = aws.bytes().map(|b| format!("\\u{b:04x}")).collect();
     let body = format!("{{\"k\":\"{escaped}\",\"path\":\"a\\/b\"}}");
-    refused(
-        &proxy,
-        &origin,
-        "application/json",
-        body,
-        "aws-access-key-id",
-        "json",
-    )
-    .await;
+    refused_aws_json(&proxy, &origin, body, "json").await;
     origin_never_saw(&origin, &[aws.as_bytes(), escaped.as_bytes()]);
 }
 
@@ -660,15 +650,7 @@ async fn nested_base64_of_percent_of_hex_and_too_deep() {
     let inner = hex(format!("k={aws};").as_bytes(), "", "");
     let outer = STANDARD.encode(percent(inner.as_bytes()));
     let body = format!("{{\"payload\":\"{outer}\"}}");
-    refused(
-        &proxy,
-        &origin,
-        "application/json",
-        body,
-        "aws-access-key-id",
-        "base64>percent>hex",
-    )
-    .await;
+    refused_aws_json(&proxy, &origin, body, "base64>percent>hex").await;
 
     // One layer more than airlock decodes: refused, named as such.
     let four = STANDARD.encode(STANDARD.encode(percent(inner.as_bytes())));
@@ -1634,19 +1616,12 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
             .replace("%E2%80%8B", "");
         assert!(key.starts_with("AKIA") && key.len() == 20, "{n}: {key:?}");
         let body = format!("{{\"note\":\"keep this: {hidden}\",\"n\":{n}}}");
-        refused(
-            &proxy,
-            &origin,
-            "application/json",
-            body,
-            "aws-access-key-id",
-            chain,
-        )
-        .await;
+        refused_aws_json(&proxy, &origin, body, chain).await;
         keys.push(key);
     }
     // Capitals and digits in other styles, as a reader (or NFKC) takes
-    // them back: mathematical bold, circled, negative squared with dingbat
+    // them back: mathematical bold and sans-serif bold, circled, negative
+    // squared with dingbat
     // digits (`🅰🅺🅸🅰❶`), regional indicators with double circled digits.
     let styled = |key: &str, capitals: u32, zero: u32| {
         key.chars()
@@ -1662,6 +1637,7 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
     };
     for (capitals, zero) in [
         (0x1d400, 0x1d7ce),
+        (0x1d5d4, 0x1d7ec),
         (0x24b6, 0x245f),
         (0x1f170, 0x2775),
         (0x1f1e6, 0x24f4),
@@ -1669,17 +1645,17 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
         let key = fresh_aws();
         let hidden = styled(&key, capitals, zero);
         let body = format!("{{\"note\":\"keep this: {hidden}\"}}");
-        refused(
-            &proxy,
-            &origin,
-            "application/json",
-            body,
-            "aws-access-key-id",
-            "unicode",
-        )
-        .await;
+        refused_aws_json(&proxy, &origin, body, "unicode").await;
         keys.push(key);
     }
+    // The Kelvin sign (U+212A) for every `K`, `AKIA` included.
+    let key = fresh_aws();
+    let body = format!(
+        "{{\"note\":\"keep this: {}\"}}",
+        key.replace('K', "\u{212a}")
+    );
+    refused_aws_json(&proxy, &origin, body, "unicode").await;
+    keys.push(key);
     // The key's name and value, a zero-width space after every byte.
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
     let secret = pick(B64, 40);
