@@ -1958,6 +1958,20 @@ fn invisible_fullwidth_and_tag_characters_hide_nothing() {
         (restyle(&aws, 0x1f170, 0x2775), "unicode"),
         (restyle(&aws, 0x1f1e6, 0x24f4), "unicode"),
         (aws.replace('K', "\u{212a}"), "unicode"),
+        // Every letter that has one as a Cyrillic or a Greek look-alike
+        // (`АКІА`, `ΑΚΙΑ`).
+        (look_alike(&aws, &CYRILLIC), "unicode"),
+        (look_alike(&aws, &GREEK), "unicode"),
+        // Only `АКІА`, before ASCII; only the last letter, after ASCII.
+        (
+            format!("\u{410}\u{41a}\u{406}\u{410}{}", &aws[4..]),
+            "unicode",
+        ),
+        (format!("{}\u{425}", &aws[..19]), "unicode"),
+        (
+            STANDARD.encode(look_alike(&aws, &CYRILLIC)),
+            "base64>unicode",
+        ),
         (
             aws.chars().map(|c| format!("{c}\\u200b")).collect(),
             "json>unicode",
@@ -2014,6 +2028,99 @@ fn invisible_fullwidth_and_tag_characters_hide_nothing() {
             .any(|f| f.pattern_id.contains("private-key") && f.chain.to_string() == "unicode"),
         "{found:?}"
     );
+}
+
+/// The Cyrillic letters drawn like a Latin one, and that letter.
+const CYRILLIC: [(u32, u8); 24] = [
+    (0x405, b'S'),
+    (0x406, b'I'),
+    (0x408, b'J'),
+    (0x410, b'A'),
+    (0x412, b'B'),
+    (0x415, b'E'),
+    (0x41a, b'K'),
+    (0x41c, b'M'),
+    (0x41d, b'H'),
+    (0x41e, b'O'),
+    (0x420, b'P'),
+    (0x421, b'C'),
+    (0x422, b'T'),
+    (0x425, b'X'),
+    (0x430, b'a'),
+    (0x435, b'e'),
+    (0x43e, b'o'),
+    (0x440, b'p'),
+    (0x441, b'c'),
+    (0x443, b'y'),
+    (0x445, b'x'),
+    (0x455, b's'),
+    (0x456, b'i'),
+    (0x458, b'j'),
+];
+
+/// The Greek letters drawn like a Latin one, and that letter.
+const GREEK: [(u32, u8); 17] = [
+    (0x391, b'A'),
+    (0x392, b'B'),
+    (0x395, b'E'),
+    (0x396, b'Z'),
+    (0x397, b'H'),
+    (0x399, b'I'),
+    (0x39a, b'K'),
+    (0x39c, b'M'),
+    (0x39d, b'N'),
+    (0x39f, b'O'),
+    (0x3a1, b'P'),
+    (0x3a4, b'T'),
+    (0x3a5, b'Y'),
+    (0x3a7, b'X'),
+    (0x3bf, b'o'),
+    (0x3c1, b'p'),
+    (0x3c5, b'u'),
+];
+
+/// `text` with each letter that has a look-alike in `table` written as it.
+fn look_alike(text: &str, table: &[(u32, u8)]) -> String {
+    text.bytes()
+        .map(|b| match table.iter().find(|&&(_, l)| l == b) {
+            Some(&(cp, _)) => char::from_u32(cp).unwrap_or_default(),
+            None => char::from(b),
+        })
+        .collect()
+}
+
+/// Each Greek and Cyrillic look-alike reads as its Latin letter; their
+/// other letters read as nothing, and text in either script is no
+/// finding and passes a blocking stream byte for byte.
+#[test]
+fn look_alike_letters_read_as_latin_and_their_text_as_itself() {
+    use decode::uni_char;
+    for &(cp, latin) in CYRILLIC.iter().chain(&GREEK) {
+        assert_eq!(uni_char(cp), Some(Some(latin)), "{cp:x}");
+    }
+    // Б Д Ж И Л Я б ж я, λ π ω Σ Ω α ν: no Latin letter looks so.
+    for cp in [
+        0x411, 0x414, 0x416, 0x418, 0x41b, 0x42f, 0x431, 0x436, 0x44f, 0x3bb, 0x3c0, 0x3c9, 0x3a3,
+        0x3a9, 0x3b1, 0x3bd,
+    ] {
+        assert_eq!(uni_char(cp), None, "{cp:x}");
+    }
+    let sc = scanner();
+    let text = "Съешь же ещё этих мягких французских булок, да выпей чаю. \
+                ТОКЕН АККАУНТА: СМОТРИ ВЫШЕ. ОАО «РОСТЕХ», ИНН 7704274402. \
+                Ξεσκεπάζω την ψυχοφθόρα βδελυγμία. ΚΑΛΗΜΕΡΑ ΑΘΗΝΑ, ΤΚ 10431. \
+                Пароль: СЕКРЕТ-2024, ключ ΑΒΓΔ-ΕΖΗΘ.\n"
+        .repeat(40);
+    assert!(
+        sc.scan(text.as_bytes()).is_empty(),
+        "{:?}",
+        sc.scan(text.as_bytes())
+    );
+    for cut in [1, 3, 64, 4096] {
+        let (out, found) = stream(&sc, ScanMode::Block, text.as_bytes(), cut);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(out, text.as_bytes(), "cut {cut}");
+    }
 }
 
 /// The letters the mathematical alphabets leave out, as the letterlike

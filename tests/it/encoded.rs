@@ -753,6 +753,15 @@ async fn benign_encoded_bodies_pass_intact() {
             .repeat(300)
             .into_bytes(),
     );
+    // Russian and Greek, whose look-alike letters the unicode layer reads
+    // as Latin ones: capitals, a tax number and a postcode among them.
+    bodies.push(
+        "Съешь же ещё этих мягких французских булок, да выпей чаю. \
+         ТОКЕН АККАУНТА: СМОТРИ ВЫШЕ. ОАО «РОСТЕХ», ИНН 7704274402. \
+         ΚΑΛΗΜΕΡΑ ΑΘΗΝΑ, ΤΚ 10431. Ξεσκεπάζω την ψυχοφθόρα βδελυγμία.\n"
+            .repeat(300)
+            .into_bytes(),
+    );
     for (n, body) in bodies.iter().enumerate() {
         let r = c
             .post(format!("{url}/{n}"))
@@ -1662,6 +1671,29 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
     );
     refused_aws_json(&proxy, &origin, body, "unicode").await;
     keys.push(key);
+    // Cyrillic and Greek letters drawn like Latin ones, for every letter
+    // that has one (`АКІА`, `ΑΚΙΑ`).
+    let cyrillic = |c: char| {
+        "ABCEHIJKMOPSTX"
+            .find(c)
+            .map(|i| "АВСЕНІЈКМОРЅТХ".chars().nth(i))
+    };
+    let greek = |c: char| {
+        "ABEHIKMNOPTXYZ"
+            .find(c)
+            .map(|i| "ΑΒΕΗΙΚΜΝΟΡΤΧΥΖ".chars().nth(i))
+    };
+    for swap in [cyrillic, greek] {
+        let key = fresh_aws();
+        let hidden: String = key
+            .chars()
+            .map(|c| swap(c).flatten().unwrap_or(c))
+            .collect();
+        assert!(!hidden.starts_with('A') && !hidden.is_ascii(), "{hidden}");
+        let body = format!("{{\"note\":\"keep this: {hidden}\"}}");
+        refused_aws_json(&proxy, &origin, body, "unicode").await;
+        keys.push(key);
+    }
     // The key's name and value, a zero-width space after every byte.
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
     let secret = pick(B64, 40);
@@ -1715,7 +1747,8 @@ async fn invisible_fullwidth_and_tag_characters_are_refused() {
 
 /// A key's name written plain and only its value escaped: PHP's JSON
 /// (`"aws_secret_access_key": "wJal\/r..."`, every `/` escaped), the value
-/// percent-encoded or hex after `name = `. The escaped token holds the
+/// percent-encoded or hex after `name = `, or base64, hex or percent after
+/// a Ruby or PHP hash's `'name' => `. The escaped token holds the
 /// value alone; the decoded segment starts with the name before it, so
 /// the pattern that needs both refuses it, and the origin gets no piece.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1727,6 +1760,31 @@ async fn a_plain_name_before_an_escaped_value_is_refused() {
     let percent: String = pct.bytes().map(|b| format!("%{b:02X}")).collect();
     let hexed: String = hex.bytes().map(|b| format!("{b:02x}")).collect();
     let escaped = php.replace('/', "\\/");
+    let (ruby_b64, ruby_hex, php_pct) = (key(), key(), key());
+    let hash = [
+        (STANDARD.encode(&ruby_b64), "base64"),
+        (
+            ruby_hex.bytes().map(|b| format!("{b:02x}")).collect(),
+            "hex",
+        ),
+        (
+            php_pct.bytes().map(|b| format!("%{b:02X}")).collect(),
+            "percent",
+        ),
+    ];
+    for (value, chain) in &hash {
+        let body = format!("{{ 'region' => 'x', 'aws_secret_access_key' => '{value}' }}");
+        refused(
+            &proxy,
+            &origin,
+            "text/plain",
+            body,
+            "aws-secret-access-key",
+            chain,
+        )
+        .await;
+    }
+    origin_never_saw(&origin, &[ruby_b64, ruby_hex, php_pct]);
     let sent = [
         (
             "application/json",
