@@ -742,6 +742,27 @@ mod uni_gate_tests {
         assert_eq!(super::uni_pairs().len(), 64);
         assert!(super::UNI_PAIRS.is_some());
     }
+
+    /// `look_alike_lead` is written as a byte range: it must name the
+    /// lead bytes of exactly the look-alikes among the characters the
+    /// layer reads (another character behind one would be gated as a
+    /// look-alike; a look-alike behind another lead would not be).
+    #[test]
+    fn the_look_alike_leads_are_the_look_alikes() {
+        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
+            let cp = u32::from(c);
+            if super::uni_char(cp).is_none() {
+                continue;
+            }
+            let mut buf = [0u8; 4];
+            let lead = c.encode_utf8(&mut buf).as_bytes()[0];
+            assert_eq!(
+                super::look_alike_lead(lead),
+                super::homoglyph(cp).is_some(),
+                "{cp:x}"
+            );
+        }
+    }
 }
 
 /// [`uni_pairs`] as one Teddy search (`None` where Teddy is unavailable).
