@@ -69,7 +69,9 @@
 //!   percent token, its segment ends at a delimiter only
 //!   [`LITERAL_BEFORE`] bytes past the last such character, so
 //!   `key = value` or a PEM block with one after every byte is one
-//!   segment. Invisible characters decode to
+//!   segment; it ends at once at a byte no text holds (a control
+//!   character, a byte UTF-8 never uses), so binary data is not read as
+//!   text. Invisible characters decode to
 //!   nothing, the others to their ASCII character ([`uni_char`]): what a
 //!   receiver gets back by deleting the invisible ones or by NFKC. Only
 //!   bytes that are not ASCII can start such a character, so ASCII text
@@ -420,6 +422,19 @@ fn hex_val(b: u8) -> Option<u8> {
 
 fn pct_delim(b: u8) -> bool {
     b <= b' ' || b == 0x7f || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
+}
+
+/// A byte no text holds: a control character other than a tab or a line
+/// break, DEL, or a byte UTF-8 never uses. The unicode layer reads text,
+/// so its segment ends at one at once (and no token reaches back across
+/// one): random bytes hold a look-alike letter beside an ASCII one every
+/// few KiB, and a segment that read on through them added a decoding to
+/// binary data (a 512 KiB body of random hex digits was refused as too
+/// deeply encoded, `gzip>hex>unicode>gzip`).
+fn binary_byte(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+        || b == 0x7f
+        || matches!(b, 0xc0 | 0xc1 | 0xf5..)
 }
 
 fn json_delim(b: u8) -> bool {
@@ -4471,6 +4486,7 @@ impl Esc {
     fn delim(&self, b: u8) -> bool {
         match self.codec {
             Codec::Json => json_delim(b),
+            Codec::Unicode => pct_delim(b) || binary_byte(b),
             _ => pct_delim(b),
         }
     }
@@ -4663,7 +4679,9 @@ impl Esc {
                 let p = base + k as u64;
                 let delim = match codec {
                     Codec::Json => json_delim(b),
-                    Codec::Unicode => pct_delim(b) && p >= self.last_unit + LITERAL_BEFORE,
+                    Codec::Unicode => {
+                        binary_byte(b) || (pct_delim(b) && p >= self.last_unit + LITERAL_BEFORE)
+                    }
                     _ => pct_delim(b),
                 };
                 if delim {

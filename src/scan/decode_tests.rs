@@ -1589,6 +1589,39 @@ fn header_like_bytes_are_not_unreadable_data() {
     equivalent(&sc, &bin, 7).unwrap();
 }
 
+/// Binary data is not read as text: a look-alike letter beside an ASCII
+/// one in binary bytes (hex-decoded here, as a hex dump of a file
+/// decodes) does not open a unicode segment that reads on through the
+/// bytes after it, adding a decoding to them. Gzip in gzip there is three
+/// decodings, `hex>gzip>gzip`, not a fourth under `hex>unicode` (refused
+/// as too deep: random bytes, read so, were refused now and then).
+#[test]
+fn binary_bytes_are_not_read_as_text() {
+    let sc = scanner();
+    let mut bin: Vec<u8> = b"\x9b\x01x".to_vec();
+    bin.extend_from_slice("\u{410}".as_bytes());
+    bin.extend_from_slice(&gzip(&gzip(b"nothing to see here, ".repeat(4).as_slice())));
+    bin.extend((0..64).map(|i| (i * 37 + 11) as u8));
+    let dump: String = bin.iter().map(|b| format!("{b:02x}")).collect();
+    for input in [
+        dump.clone(),
+        format!("{dump}\n"),
+        format!("blob: {dump} end"),
+    ] {
+        assert!(sc.scan(input.as_bytes()).is_empty(), "{input}");
+        equivalent(&sc, input.as_bytes(), 5).unwrap();
+    }
+    // A key in look-alikes between such bytes is still read.
+    let aws = fresh_aws();
+    let look = look_alike(&aws, &CYRILLIC);
+    for cut in ["\x00", "\x01", "\x7f"] {
+        let input = format!("id\x1b{look}{cut}tail");
+        let found = sc.scan(input.as_bytes());
+        assert_eq!(found.len(), 1, "{cut:?}: {found:?}");
+        assert_eq!(found[0].chain.to_string(), "unicode");
+    }
+}
+
 /// Compressed data as a fourth decoding (`base64>base64>base64>gzip`) is
 /// refused as too deep rather than passed: the probing depth looks for
 /// headers as it looks for keywords (and one that is not read is
