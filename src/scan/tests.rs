@@ -1639,6 +1639,10 @@ fn the_documented_limits_are_real() {
                 c => c,
             })
             .collect(),
+        // a byte no text holds inside the key, which a receiver strips
+        // (a unicode segment ends at one: binary data is not text)
+        format!("{}\u{1}{}", &key[..8], &key[8..]),
+        format!("{}\u{7f}{}", &key[..8], &key[8..]),
         // split across two JSON fields
         format!("{{\"a\":\"{}\",\"b\":\"{}\"}}", &key[..10], &key[10..]),
         // octal escapes
